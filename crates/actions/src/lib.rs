@@ -1,0 +1,1 @@
+//! watchpost actions (being written).

@@ -1,0 +1,1 @@
+//! watchpost filters (being written).

@@ -1,0 +1,16 @@
+//! watchpost sources: where events come from.
+//!
+//! Two halves:
+//! * **Framing and reading** — [`tail`] follows files (inotify, rotation, truncation,
+//!   checkpoints keyed by file identity) and hands out records (lines, or SEP binary-log
+//!   records) with their byte offsets.
+//! * **Parsing** — a [`Parser`] turns one record into an [`watchpost_event::Event`].
+//!   [`Format`] names every parser; [`Format::detect`] recognises a file's format from its
+//!   first bytes for `watchpost test`.
+
+pub mod format;
+pub mod parse;
+pub mod text;
+
+pub use format::Format;
+pub use parse::{ParseCtx, ParseError, Parser, Schema};
