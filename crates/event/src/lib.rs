@@ -5,10 +5,12 @@
 //! (text with `{{ field }}` placeholders, rendered by actions). This crate does no I/O
 //! and changes rarely; sources build events, filters read them, actions render them.
 
+mod config_error;
 mod event;
 mod sym;
 pub mod template;
 
+pub use config_error::ConfigError;
 pub use event::{Event, FieldRef, Origin, Value, format_time, parse_number};
 pub use sym::{MAX_SYMBOLS, Sym};
 pub use template::{ActionScope, Lookup, Template, TemplateError};

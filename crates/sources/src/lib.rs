@@ -14,3 +14,6 @@ pub mod text;
 
 pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};
+pub mod jsonl;
+pub mod sep;
+pub mod tail;

@@ -1,0 +1,1 @@
+//! Symantec Endpoint Protection log parsers.

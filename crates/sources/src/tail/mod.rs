@@ -1,0 +1,1 @@
+//! Following files: identity, checkpoints, rotation, framing.
