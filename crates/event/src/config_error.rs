@@ -16,12 +16,19 @@ pub struct ConfigError {
 impl ConfigError {
     /// A new error at `span`.
     pub fn new(span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        ConfigError { span, message: message.into() }
+        ConfigError {
+            span,
+            message: message.into(),
+        }
     }
 
     /// An error for a template inside a quoted TOML string at `span`: points at the
     /// template's own byte `offset` (skipping the opening quote).
-    pub fn in_string(span: &Range<usize>, offset: usize, message: impl Into<String>) -> ConfigError {
+    pub fn in_string(
+        span: &Range<usize>,
+        offset: usize,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let at = (span.start + 1 + offset).min(span.end);
         ConfigError::new(at..at, message)
     }

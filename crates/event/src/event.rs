@@ -131,7 +131,15 @@ pub struct Origin {
 impl Event {
     /// A new event with no fields.
     pub fn new(source: Arc<str>, host: Arc<str>, raw: String) -> Event {
-        Event { source, host, time: None, raw, origin: None, anomaly: false, fields: Vec::new() }
+        Event {
+            source,
+            host,
+            time: None,
+            raw,
+            origin: None,
+            anomaly: false,
+            fields: Vec::new(),
+        }
     }
 
     /// Appends a field. Call [`Event::finish`] after the last push.
@@ -142,7 +150,13 @@ impl Event {
     /// Appends a span of `raw` as a field (`range` in bytes).
     pub fn push_span(&mut self, sym: Sym, start: usize, end: usize) {
         debug_assert!(end <= self.raw.len() && self.raw.is_char_boundary(start));
-        self.fields.push((sym, Value::Span { start: start as u32, len: (end - start) as u32 }));
+        self.fields.push((
+            sym,
+            Value::Span {
+                start: start as u32,
+                len: (end - start) as u32,
+            },
+        ));
     }
 
     /// Sorts the fields for lookup; of duplicate names the first pushed wins.

@@ -34,7 +34,10 @@ const FIXED: &[&str] = &[
 ];
 
 static TABLE: LazyLock<RwLock<Table>> = LazyLock::new(|| {
-    let mut t = Table { by_name: HashMap::new(), names: Vec::new() };
+    let mut t = Table {
+        by_name: HashMap::new(),
+        names: Vec::new(),
+    };
     for name in FIXED {
         let sym = Sym(t.names.len() as u32);
         t.names.push(name);
@@ -91,7 +94,12 @@ impl Sym {
 
     /// The symbol for `name` if it was interned already.
     pub fn get(name: &str) -> Option<Sym> {
-        TABLE.read().unwrap_or_else(|e| e.into_inner()).by_name.get(name).copied()
+        TABLE
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .get(name)
+            .copied()
     }
 
     /// The name.

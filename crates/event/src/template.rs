@@ -71,7 +71,11 @@ enum Filter {
 #[derive(Clone, Debug, PartialEq)]
 enum Part {
     Lit(String),
-    Var { sym: Sym, offset: usize, filters: Vec<Filter> },
+    Var {
+        sym: Sym,
+        offset: usize,
+        filters: Vec<Filter>,
+    },
 }
 
 /// A parsed template.
@@ -103,7 +107,11 @@ impl Template {
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
                     }
-                    parts.push(Part::Var { sym, offset: body_start, filters });
+                    parts.push(Part::Var {
+                        sym,
+                        offset: body_start,
+                        filters,
+                    });
                 }
             }
             let consumed = open + 2 + close + 2;
@@ -111,13 +119,19 @@ impl Template {
             pos += consumed;
         }
         if let Some(i) = rest.find("}}") {
-            return Err(TemplateError { offset: pos + i, message: "`}}` without `{{`".into() });
+            return Err(TemplateError {
+                offset: pos + i,
+                message: "`}}` without `{{`".into(),
+            });
         }
         lit.push_str(rest);
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(Template { parts, source: text.to_owned() })
+        Ok(Template {
+            parts,
+            source: text.to_owned(),
+        })
     }
 
     /// The template text as written.
@@ -188,7 +202,10 @@ enum Expr {
 }
 
 fn err(offset: usize, message: impl Into<String>) -> TemplateError {
-    TemplateError { offset, message: message.into() }
+    TemplateError {
+        offset,
+        message: message.into(),
+    }
 }
 
 fn parse_expr(body: &str, base: usize) -> Result<Expr, TemplateError> {
@@ -205,13 +222,19 @@ fn parse_expr(body: &str, base: usize) -> Result<Expr, TemplateError> {
         }
         return parse_string(head_trim, head_at).map(Expr::Lit);
     }
-    if !head_trim.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '@')) {
+    if !head_trim
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
+    {
         return Err(err(head_at, format!("`{head_trim}` is not a field name")));
     }
     let sym = Sym::try_new(head_trim).ok_or_else(|| err(head_at, "too many field names"))?;
     let mut filters = Vec::new();
     for (off, seg) in segments {
-        filters.push(parse_filter(seg.trim(), base + off + (seg.len() - seg.trim_start().len()))?);
+        filters.push(parse_filter(
+            seg.trim(),
+            base + off + (seg.len() - seg.trim_start().len()),
+        )?);
     }
     Ok(Expr::Var(sym, filters))
 }
@@ -251,7 +274,12 @@ fn parse_string(s: &str, at: usize) -> Result<String, TemplateError> {
                 Some('n') => out.push('\n'),
                 Some('t') => out.push('\t'),
                 Some(c @ ('"' | '\\')) => out.push(c),
-                _ => return Err(err(at, "unknown escape in string literal (use \\\" \\\\ \\n \\t)")),
+                _ => {
+                    return Err(err(
+                        at,
+                        "unknown escape in string literal (use \\\" \\\\ \\n \\t)",
+                    ));
+                }
             }
         } else {
             out.push(c);
@@ -280,7 +308,9 @@ fn parse_filter(s: &str, at: usize) -> Result<Filter, TemplateError> {
         other => {
             return Err(err(
                 at,
-                format!("unknown filter `{other}` (known: upper, lower, trim, json, url, cef, default(\"…\"))"),
+                format!(
+                    "unknown filter `{other}` (known: upper, lower, trim, json, url, cef, default(\"…\"))"
+                ),
             ));
         }
     })
@@ -354,7 +384,11 @@ mod tests {
     fn renders_fields_metadata_and_filter_scope() {
         let t = Template::parse("{{filter}}: {{ risk_name }} on {{ host }} x{{count}}").unwrap();
         let e = event();
-        let scope = ActionScope { event: &e, filter: "virus", actions: "siem" };
+        let scope = ActionScope {
+            event: &e,
+            filter: "virus",
+            actions: "siem",
+        };
         assert_eq!(t.render(&scope), "virus: EICAR Test String on pc1 x3");
     }
 
@@ -366,8 +400,12 @@ mod tests {
 
     #[test]
     fn filters_transform() {
-        let t = Template::parse("{{ risk_name | url }}|{{ risk_name | upper }}|{{ \"{{\" }}").unwrap();
-        assert_eq!(t.render(&event()), "EICAR%20Test%20String|EICAR TEST STRING|{{");
+        let t =
+            Template::parse("{{ risk_name | url }}|{{ risk_name | upper }}|{{ \"{{\" }}").unwrap();
+        assert_eq!(
+            t.render(&event()),
+            "EICAR%20Test%20String|EICAR TEST STRING|{{"
+        );
         let j = Template::parse("{\"r\":\"{{ raw | json }}\"}").unwrap();
         let mut e = event();
         e.raw = "a \"q\"\n".into();

@@ -1,0 +1,513 @@
+//! Reading `[[filter]]` tables from the spanned TOML tree, with a place for every error.
+//!
+//! The `match` table is walked by hand (not through serde) so each key and value keeps
+//! its byte span: a bad regex or an unknown operator is reported at its own column.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use memchr::memmem;
+use regex::RegexBuilder;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use watchpost_event::{ConfigError, Sym};
+
+use crate::cond::{CmpOp, Cond, Operand, Test, parse_time};
+
+/// Which events an include filter takes, by the anomaly flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AnomalyMode {
+    /// Every event (default).
+    #[default]
+    Any,
+    /// Only events an anomaly filter flagged.
+    Only,
+    /// Only events no anomaly filter flagged.
+    None,
+}
+
+/// One filter as configured, conditions compiled, action names not yet resolved.
+#[derive(Debug, Clone)]
+pub struct FilterSpec {
+    /// Unique name (`{{ filter }}` in templates).
+    pub name: String,
+    /// Where the name is written.
+    pub name_span: Range<usize>,
+    /// The compiled `match` table (`All([])` = every event).
+    pub cond: Cond,
+    /// An exclude filter: runs before every include filter.
+    pub exclude: bool,
+    /// Action names with their places.
+    pub actions: Vec<(String, Range<usize>)>,
+    /// Stop processing later filters when this one fires.
+    pub stop: bool,
+    /// Anomaly gate for include filters.
+    pub anomaly: AnomalyMode,
+    /// Where `anomaly = "only" | "none"` is written, for the check that an anomaly filter exists.
+    pub anomaly_span: Option<Range<usize>>,
+    /// `enabled = false` keeps the filter in the file but out of the chain.
+    pub enabled: bool,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// Fields the conditions read, with places.
+    pub fields: Vec<(Sym, Range<usize>)>,
+    /// Fields the filter's regex captures create.
+    pub captures: Vec<Sym>,
+    /// The whole table.
+    pub span: Range<usize>,
+}
+
+const KEYS: &[&str] = &[
+    "name",
+    "match",
+    "exclude",
+    "actions",
+    "stop",
+    "anomaly",
+    "enabled",
+    "description",
+];
+const OPS: &[&str] = &[
+    "eq",
+    "in",
+    "prefix",
+    "suffix",
+    "contains",
+    "regex",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "exists",
+    "ignore_case",
+];
+
+type Errors = Vec<ConfigError>;
+
+fn err(span: &Range<usize>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::new(span.clone(), msg)
+}
+
+/// Parses one `[[filter]]` table.
+pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> Result<FilterSpec, Errors> {
+    let span = v.span();
+    let Some(table) = v.get_ref().as_table() else {
+        return Err(vec![err(&span, "a [[filter]] entry must be a table")]);
+    };
+    let mut errors = Vec::new();
+    let mut spec = FilterSpec {
+        name: String::new(),
+        name_span: span.clone(),
+        cond: Cond::All(Vec::new()),
+        exclude: false,
+        actions: Vec::new(),
+        stop: false,
+        anomaly: AnomalyMode::Any,
+        anomaly_span: None,
+        enabled: true,
+        description: None,
+        fields: Vec::new(),
+        captures: Vec::new(),
+        span: span.clone(),
+    };
+    let mut has_name = false;
+    for (key, value) in table.iter() {
+        let vspan = value.span();
+        let k: &str = key.get_ref();
+        match k {
+            "name" => match value.get_ref().as_str() {
+                Some(s) if !s.trim().is_empty() => {
+                    spec.name = s.to_owned();
+                    spec.name_span = vspan;
+                    has_name = true;
+                }
+                _ => errors.push(err(&vspan, "`name` must be a non-empty string")),
+            },
+            "match" => match value.get_ref().as_table() {
+                Some(t) => {
+                    let mut cx = Compile {
+                        errors: &mut errors,
+                        fields: &mut spec.fields,
+                        captures: &mut spec.captures,
+                    };
+                    spec.cond = cx.table(t);
+                }
+                None => errors.push(err(
+                    &vspan,
+                    "`match` must be a table, e.g. match = { source = \"sep-av\" }",
+                )),
+            },
+            "exclude" => bool_key(value, &mut spec.exclude, "exclude", &mut errors),
+            "stop" => bool_key(value, &mut spec.stop, "stop", &mut errors),
+            "enabled" => bool_key(value, &mut spec.enabled, "enabled", &mut errors),
+            "description" => match value.get_ref().as_str() {
+                Some(s) => spec.description = Some(s.to_owned()),
+                None => errors.push(err(&vspan, "`description` must be a string")),
+            },
+            "actions" => spec.actions = string_list(value, "actions", &mut errors),
+            "anomaly" => parse_anomaly(value, &mut spec, &mut errors),
+            other => errors.push(err(
+                &key.span(),
+                format!(
+                    "unknown key `{other}` in [[filter]] (known: {})",
+                    KEYS.join(", ")
+                ),
+            )),
+        }
+    }
+    if !has_name {
+        errors.push(err(&span, "every [[filter]] needs a `name`"));
+    }
+    if spec.exclude && (spec.stop || spec.anomaly != AnomalyMode::Any) {
+        errors.push(err(&spec.name_span, "an exclude filter takes no `stop` or `anomaly` (it removes events before include filters run)"));
+    }
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(errors)
+    }
+}
+
+fn bool_key(v: &Spanned<DeValue<'_>>, out: &mut bool, name: &str, errors: &mut Errors) {
+    match v.get_ref().as_bool() {
+        Some(b) => *out = b,
+        None => errors.push(err(&v.span(), format!("`{name}` must be true or false"))),
+    }
+}
+
+fn string_list(
+    v: &Spanned<DeValue<'_>>,
+    name: &str,
+    errors: &mut Errors,
+) -> Vec<(String, Range<usize>)> {
+    let Some(arr) = v.get_ref().as_array() else {
+        errors.push(err(
+            &v.span(),
+            format!("`{name}` must be a list of names, e.g. [\"siem\"]"),
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in arr.iter() {
+        match item.get_ref().as_str() {
+            Some(s) => out.push((s.to_owned(), item.span())),
+            None => errors.push(err(
+                &item.span(),
+                format!("`{name}` entries must be strings"),
+            )),
+        }
+    }
+    out
+}
+
+fn parse_anomaly(v: &Spanned<DeValue<'_>>, spec: &mut FilterSpec, errors: &mut Errors) {
+    let span = v.span();
+    match v.get_ref() {
+        DeValue::String(s) => match s.as_ref() {
+            "any" => spec.anomaly = AnomalyMode::Any,
+            "only" => spec.anomaly = AnomalyMode::Only,
+            "none" => spec.anomaly = AnomalyMode::None,
+            other => errors.push(err(&span, format!("anomaly = \"{other}\": use \"any\", \"only\" or \"none\""))),
+        },
+        DeValue::Table(_) => errors.push(err(
+            &span,
+            "anomaly baselines (`anomaly = { key = [...], value = [...] }`) are not supported by this version of watchpost",
+        )),
+        _ => errors.push(err(&span, "`anomaly` must be \"any\", \"only\" or \"none\"")),
+    }
+    if spec.anomaly != AnomalyMode::Any {
+        spec.anomaly_span = Some(span);
+    }
+}
+
+struct Compile<'e> {
+    errors: &'e mut Errors,
+    fields: &'e mut Vec<(Sym, Range<usize>)>,
+    captures: &'e mut Vec<Sym>,
+}
+
+impl Compile<'_> {
+    fn table(&mut self, t: &DeTable<'_>) -> Cond {
+        let mut conds = Vec::new();
+        for (key, value) in t.iter() {
+            let k: &str = key.get_ref();
+            match k {
+                "all" => conds.push(Cond::All(self.list(value, "all"))),
+                "any" => conds.push(Cond::Any(self.list(value, "any"))),
+                "not" => match value.get_ref().as_table() {
+                    Some(t) => conds.push(Cond::Not(Box::new(self.table(t)))),
+                    None => self
+                        .errors
+                        .push(err(&value.span(), "`not` takes a table of conditions")),
+                },
+                name => {
+                    let Some(sym) = Sym::try_new(name) else {
+                        self.errors.push(err(&key.span(), "too many field names"));
+                        continue;
+                    };
+                    self.fields.push((sym, key.span()));
+                    if let Some(c) = self.field(sym, value) {
+                        conds.push(c);
+                    }
+                }
+            }
+        }
+        if conds.len() == 1 {
+            conds.pop().unwrap_or(Cond::All(Vec::new()))
+        } else {
+            Cond::All(conds)
+        }
+    }
+
+    fn list(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Vec<Cond> {
+        let Some(arr) = v.get_ref().as_array() else {
+            self.errors.push(err(
+                &v.span(),
+                format!(
+                    "`{what}` takes a list of tables, e.g. {what} = [{{ a = 1 }}, {{ b = 2 }}]"
+                ),
+            ));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in arr.iter() {
+            match item.get_ref().as_table() {
+                Some(t) => out.push(self.table(t)),
+                None => self.errors.push(err(
+                    &item.span(),
+                    format!("`{what}` entries must be tables"),
+                )),
+            }
+        }
+        out
+    }
+
+    fn field(&mut self, sym: Sym, v: &Spanned<DeValue<'_>>) -> Option<Cond> {
+        let span = v.span();
+        if let Some(op) = scalar(v.get_ref()) {
+            return Some(Cond::Field(sym, Test::Eq(op)));
+        }
+        match v.get_ref() {
+            DeValue::Array(_) => {
+                let ops = self.operands(v)?;
+                Some(Cond::Field(sym, in_test(ops)))
+            }
+            DeValue::Table(t) => self.ops_table(sym, t, &span),
+            _ => {
+                self.errors.push(err(&span, "unsupported value"));
+                None
+            }
+        }
+    }
+
+    fn operands(&mut self, v: &Spanned<DeValue<'_>>) -> Option<Vec<Operand>> {
+        let Some(arr) = v.get_ref().as_array() else {
+            self.errors
+                .push(err(&v.span(), "expected a list of values"));
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in arr.iter() {
+            match scalar(item.get_ref()) {
+                Some(op) => out.push(op),
+                None => self.errors.push(err(
+                    &item.span(),
+                    "list entries must be strings, numbers or booleans",
+                )),
+            }
+        }
+        Some(out)
+    }
+
+    fn ops_table(&mut self, sym: Sym, t: &DeTable<'_>, span: &Range<usize>) -> Option<Cond> {
+        let ignore_case = t
+            .get("ignore_case")
+            .and_then(|v| v.get_ref().as_bool())
+            .unwrap_or(false);
+        let mut tests = Vec::new();
+        for (key, value) in t.iter() {
+            let k: &str = key.get_ref();
+            if k == "ignore_case" {
+                if value.get_ref().as_bool().is_none() {
+                    self.errors
+                        .push(err(&value.span(), "`ignore_case` must be true or false"));
+                }
+                continue;
+            }
+            if !OPS.contains(&k) {
+                self.errors.push(err(
+                    &key.span(),
+                    format!("unknown operator `{k}` (known: {})", OPS.join(", ")),
+                ));
+                continue;
+            }
+            if let Some(test) = self.op(k, value, ignore_case) {
+                tests.push(Cond::Field(sym, test));
+            }
+        }
+        if tests.is_empty() {
+            if !t.iter().any(|(k, _)| &**k.get_ref() != "ignore_case") {
+                self.errors.push(err(
+                    span,
+                    "empty condition table: name an operator, e.g. { prefix = \"x\" }",
+                ));
+            }
+            return None;
+        }
+        Some(if tests.len() == 1 {
+            tests.remove(0)
+        } else {
+            Cond::All(tests)
+        })
+    }
+
+    fn op(&mut self, op: &str, v: &Spanned<DeValue<'_>>, ignore_case: bool) -> Option<Test> {
+        let span = v.span();
+        let text = || v.get_ref().as_str().map(str::to_owned);
+        let need_str = |errors: &mut Errors| {
+            errors.push(err(&span, format!("`{op}` takes a string")));
+            None
+        };
+        match op {
+            "eq" => {
+                let o = scalar(v.get_ref()).or_else(|| {
+                    self.errors
+                        .push(err(&span, "`eq` takes a string, number or boolean"));
+                    None
+                })?;
+                if ignore_case {
+                    self.literal_regex(&o.text, "^", "$", &span)
+                } else {
+                    Some(Test::Eq(o))
+                }
+            }
+            "in" => {
+                let ops = self.operands(v)?;
+                if ignore_case {
+                    let alts: Vec<String> = ops.iter().map(|o| regex::escape(&o.text)).collect();
+                    self.regex(&format!("(?i)^(?:{})$", alts.join("|")), &span, false)
+                } else {
+                    Some(in_test(ops))
+                }
+            }
+            "prefix" => match text() {
+                Some(s) if ignore_case => self.literal_regex(&s, "^", "", &span),
+                Some(s) => Some(Test::Prefix(s)),
+                None => need_str(self.errors),
+            },
+            "suffix" => match text() {
+                Some(s) if ignore_case => self.literal_regex(&s, "", "$", &span),
+                Some(s) => Some(Test::Suffix(s)),
+                None => need_str(self.errors),
+            },
+            "contains" => match text() {
+                Some(s) if ignore_case => self.literal_regex(&s, "", "", &span),
+                Some(s) => Some(Test::Contains(Box::new(
+                    memmem::Finder::new(s.as_bytes()).into_owned(),
+                ))),
+                None => need_str(self.errors),
+            },
+            "regex" => match text() {
+                Some(s) if ignore_case => self.regex(&format!("(?i){s}"), &span, true),
+                Some(s) => self.regex(&s, &span, true),
+                None => need_str(self.errors),
+            },
+            "exists" => match v.get_ref().as_bool() {
+                Some(b) => Some(Test::Exists(b)),
+                None => {
+                    self.errors
+                        .push(err(&span, "`exists` must be true or false"));
+                    None
+                }
+            },
+            _ => self.cmp(op, v),
+        }
+    }
+
+    fn cmp(&mut self, op: &str, v: &Spanned<DeValue<'_>>) -> Option<Test> {
+        let cmp = match op {
+            "gt" => CmpOp::Gt,
+            "gte" => CmpOp::Gte,
+            "lt" => CmpOp::Lt,
+            _ => CmpOp::Lte,
+        };
+        let o = scalar(v.get_ref());
+        let n = o.as_ref().and_then(|o| {
+            o.num
+                .or_else(|| parse_time(&o.text).map(|t| t.as_millisecond() as f64 / 1000.0))
+        });
+        match n {
+            Some(n) => Some(Test::Cmp(cmp, n)),
+            None => {
+                self.errors.push(err(
+                    &v.span(),
+                    format!("`{op}` takes a number or an RFC 3339 time"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn literal_regex(
+        &mut self,
+        s: &str,
+        pre: &str,
+        post: &str,
+        span: &Range<usize>,
+    ) -> Option<Test> {
+        self.regex(&format!("(?i){pre}{}{post}", regex::escape(s)), span, false)
+    }
+
+    fn regex(&mut self, pattern: &str, span: &Range<usize>, named: bool) -> Option<Test> {
+        match RegexBuilder::new(pattern).size_limit(16 << 20).build() {
+            Ok(re) => {
+                let mut captures = Vec::new();
+                if named {
+                    for (i, name) in re.capture_names().enumerate() {
+                        if let Some(sym) = name.and_then(Sym::try_new) {
+                            captures.push((i, sym));
+                            self.captures.push(sym);
+                        }
+                    }
+                }
+                Some(Test::Regex { re, captures })
+            }
+            Err(e) => {
+                let msg = e
+                    .to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.errors
+                    .push(err(span, format!("bad regular expression: {msg}")));
+                None
+            }
+        }
+    }
+}
+
+fn in_test(ops: Vec<Operand>) -> Test {
+    if ops.len() > 8 && ops.iter().all(|o| o.num.is_none()) {
+        Test::InSet(ops.into_iter().map(|o| o.text).collect::<HashSet<_>>())
+    } else {
+        Test::InSmall(ops)
+    }
+}
+
+fn scalar(v: &DeValue<'_>) -> Option<Operand> {
+    Some(match v {
+        DeValue::String(s) => Operand::new(s.as_ref()),
+        DeValue::Integer(i) => {
+            let n = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()?;
+            Operand::new(n.to_string())
+        }
+        DeValue::Float(f) => Operand::new(f.as_str().replace('_', "")),
+        DeValue::Boolean(b) => Operand {
+            text: b.to_string(),
+            num: None,
+        },
+        DeValue::Datetime(d) => Operand::new(d.to_string()),
+        _ => return None,
+    })
+}
