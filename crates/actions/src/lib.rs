@@ -1,1 +1,93 @@
-//! watchpost actions (being written).
+//! watchpost actions: what happens when a filter fires, run off the hot path.
+//!
+//! An action is configured as an `[[action]]` table. [`parse_action`] turns one table
+//! (as a spanned `toml` value) into an [`ActionSpec`], reporting every mistake with its
+//! byte range; [`ActionSpec::check`] adds the checks that look at the file system, and
+//! [`ActionSpec::variables`] lists the template variables with their places so
+//! `check-config` can reject names no event will ever have.
+//!
+//! [`Dispatcher::start`] gives every action a bounded queue and its own worker thread
+//! (`run` gets a small pool). The pipeline hands over work with [`Dispatcher::submit`],
+//! which never blocks: a full queue drops the job and counts it. Workers wait on their
+//! queue (no polling), render into reused buffers and deliver; counters are read with
+//! [`Dispatcher::stats`] and, finally, [`Dispatcher::shutdown`].
+//!
+//! Templates (`{{ field }}`, see [`watchpost_event::Template`]) can name any event field,
+//! the metadata (`source`, `host`, `time`, `raw`, `anomaly`) and, in actions, `filter`
+//! (the filter that fired) and `actions` (its actions, comma-separated). No action ever
+//! runs a shell.
+//!
+//! # Keys common to every action
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
+//! | `type` | required; `syslog`, `run` or `flag_file` |
+//! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog 10000, others 1000) |
+//!
+//! # `type = "syslog"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `target` | required | `udp://host:port` or `tcp://host:port` (port 514 if left out); IPv4, `[IPv6]` or a host name, resolved when the action starts and again on every TCP reconnect |
+//! | `format` | `rfc5424` | `rfc5424`, `rfc3164`, `cef` or `json` |
+//! | `message` | see below | template of the message text; `rfc5424`/`rfc3164`: `{{ filter }}: {{ raw }}`; `json`: the `message` key, `{{ filter }} on {{ host }}`; `cef`: adds a `msg=` extension |
+//! | `facility` | `user` | name (`kern` … `local7`) or 0-23 |
+//! | `severity` | `warning` | name (`emerg` … `debug`) or 0-7 |
+//! | `app_name` | `watchpost` | RFC 5424 APP-NAME (printable ASCII, 48 chars) / RFC 3164 TAG (letters, digits, `-_./`, 32 chars); other characters become `_` |
+//! | `hostname` | `{{ host }}` | template; sanitised like `app_name` (255 chars); when empty, this computer's name |
+//! | `msg_id` | none (`-`) | template of the RFC 5424 MSGID (32 chars) |
+//! | `structured_data` | `true` | RFC 5424 `[watchpost@32473 filter="…" source="…"]`; `false` writes `-` |
+//! | `time_zone` | `local` | zone of RFC 3164 timestamps: `local`, `UTC` or an IANA name (RFC 5424 uses UTC) |
+//! | `framing` | `octet-counting` | TCP only: `octet-counting` (RFC 6587 `LEN SP MSG`) or `lf` (line breaks in a message become spaces) |
+//! | `cef` | see below | table: `vendor` (`watchpost`), `product` (`watchpost`), `version` (crate version), `signature_id` (`{{ filter }}`), `name` (`{{ filter }}`), `severity` (`5`), `extensions` (table key → template; default `dvchost`, `cs1Label`/`cs1` = filter, `cs2Label`/`cs2` = source). All templates; values are escaped for CEF, pairs that render empty are left out |
+//! | `cef_header` | `rfc3164` | `format = "cef"`: header before the CEF line: `rfc3164`, `rfc5424` or `none` |
+//! | `json_header` | `rfc5424` | `format = "json"`: header before the JSON object: `rfc5424`, `rfc3164` or `none` |
+//! | `max_message_bytes` | 8192 UDP / 65536 TCP | longer messages are cut at a character boundary (JSON then is no longer valid JSON) |
+//! | `connect_timeout_secs` | 5 | TCP connect timeout |
+//! | `write_timeout_secs` | 10 | TCP write timeout |
+//! | `send_retries` | 3 | TCP: further attempts for a message after a failed one, each on a new connection |
+//! | `max_backoff_secs` | 30 | longest wait between reconnects (starts at 0.1 s, doubles) |
+//!
+//! The JSON body is the event (`time`, `source`, `host`, `anomaly` when set, every field,
+//! `raw`) plus `filter`, `actions` and `message`; an event field of one of those three
+//! names is left out. The RFC 5424 timestamp is the event's `time`, else the time of
+//! sending, in UTC with milliseconds. Delivery is in memory only: a message that still
+//! fails after its retries is counted as failed and logged.
+//!
+//! # `type = "run"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `program` | required | absolute path, or a bare name looked up on `PATH` |
+//! | `args` | `[]` | templates; each element becomes exactly one argument (never a shell) |
+//! | `env` | `{}` | table name → template, added to the environment |
+//! | `cwd` | inherited | working directory |
+//! | `timeout_secs` | 60 | the program (its whole process group on Unix) is killed after this; counted as failed and `timed_out` |
+//! | `max_concurrent` | 4 | programs of this action running at once |
+//! | `max_output_bytes` | 4096 | stdout/stderr kept per run; logged at info (stdout) / warn (stderr) |
+//! | `pass_event_env` | `true` | set `WATCHPOST_ACTION`, `WATCHPOST_FILTER`, `WATCHPOST_SOURCE`, `WATCHPOST_HOST`, `WATCHPOST_EVENT_JSON` |
+//! | `max_event_json_bytes` | 32768 | `WATCHPOST_EVENT_JSON` is left out when the JSON is longer |
+//! | `clear_env` | `false` | start from an empty environment instead of watchpost's |
+//!
+//! A non-zero exit status counts as a failure. stdin is `/dev/null`.
+//!
+//! # `type = "flag_file"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `path` | required | template; a rendered path with a `..` component or a NUL byte, or a relative one from an absolute template, is refused |
+//! | `mode` | `write` | `write` (atomically: temporary file, then rename; parent directories are created) or `remove` (a missing file is fine) |
+//! | `content` | the event as JSON | template of the file content |
+//! | `file_mode` | process umask | Unix permissions as an octal string, e.g. `"0640"` |
+
+mod config;
+mod control;
+mod dispatcher;
+mod flag_file;
+mod run;
+mod syslog;
+
+pub use config::{ActionSpec, KINDS, parse_action};
+pub use control::ActionStats;
+pub use dispatcher::{ActionError, Dispatcher, Job};

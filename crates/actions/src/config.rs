@@ -1,0 +1,329 @@
+//! Reading `[[action]]` tables: the shared part (`name`, `type`, templates, spans).
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use toml::Spanned;
+use toml::de::DeValue;
+use watchpost_event::{ConfigError, Sym, Template};
+
+use crate::flag_file::FlagFileSpec;
+use crate::run::RunSpec;
+use crate::syslog::SyslogSpec;
+
+/// The action types this crate knows, as written in `type = "…"`.
+pub const KINDS: &[&str] = &["syslog", "run", "flag_file"];
+
+/// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
+#[derive(Debug, Clone)]
+pub struct ActionSpec {
+    name: String,
+    name_span: Range<usize>,
+    pub(crate) kind: Kind,
+}
+
+/// The type-specific part of an action.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    Syslog(Box<SyslogSpec>),
+    Run(Box<RunSpec>),
+    FlagFile(Box<FlagFileSpec>),
+}
+
+impl ActionSpec {
+    /// The action's configured name (what filters list in `actions = [...]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the name is written in the configuration text (for "duplicate name" errors).
+    pub fn name_span(&self) -> Range<usize> {
+        self.name_span.clone()
+    }
+
+    /// The action type: `"syslog"`, `"run"` or `"flag_file"`.
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            Kind::Syslog(_) => "syslog",
+            Kind::Run(_) => "run",
+            Kind::FlagFile(_) => "flag_file",
+        }
+    }
+
+    /// Every template variable the action uses, with the byte range of its name in the
+    /// configuration text. Variables of built-in default templates are not listed (they
+    /// name only metadata that every event has).
+    pub fn variables(&self) -> Vec<(Sym, Range<usize>)> {
+        let mut out = Vec::new();
+        let mut add = |t: &Tpl| t.variables_into(&mut out);
+        match &self.kind {
+            Kind::Syslog(s) => s.templates().for_each(&mut add),
+            Kind::Run(r) => r.templates().for_each(&mut add),
+            Kind::FlagFile(f) => f.templates().for_each(&mut add),
+        }
+        out
+    }
+
+    /// Checks that need no I/O beyond file metadata: the program exists and is
+    /// executable, the flag file's directory exists or can be created, and so on.
+    /// Syntax (targets, templates, numbers) was already checked by [`parse_action`].
+    pub fn check(&self) -> Vec<ConfigError> {
+        match &self.kind {
+            Kind::Syslog(s) => s.check(),
+            Kind::Run(r) => r.check(),
+            Kind::FlagFile(f) => f.check(),
+        }
+    }
+
+    /// How many jobs may wait for this action before new ones are dropped.
+    pub(crate) fn queue_capacity(&self) -> usize {
+        match &self.kind {
+            Kind::Syslog(s) => s.queue_capacity,
+            Kind::Run(r) => r.queue_capacity,
+            Kind::FlagFile(f) => f.queue_capacity,
+        }
+    }
+}
+
+/// Parses one `[[action]]` table. Reads `name` and `type` first, then the table as the
+/// type's own configuration; every problem comes back with its place in the text.
+pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<ConfigError>> {
+    let span = table.span();
+    let DeValue::Table(entries) = table.get_ref() else {
+        return Err(vec![ConfigError::new(
+            span,
+            "an `[[action]]` entry must be a table",
+        )]);
+    };
+    let name = string_entry(entries, "name", &span)?;
+    let kind = string_entry(entries, "type", &span)?;
+    let mut errors = Vec::new();
+    check_name(&name, &mut errors);
+    let parsed = match kind.get_ref().as_str() {
+        "syslog" => SyslogSpec::parse(table).map(|s| Kind::Syslog(Box::new(s))),
+        "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
+        "flag_file" => FlagFileSpec::parse(table).map(|f| Kind::FlagFile(Box::new(f))),
+        other => Err(vec![ConfigError::new(
+            kind.span(),
+            format!(
+                "unknown action type `{other}` (known types: {})",
+                KINDS.join(", ")
+            ),
+        )]),
+    };
+    match parsed {
+        Ok(kind) if errors.is_empty() => Ok(ActionSpec {
+            name: name.get_ref().clone(),
+            name_span: name.span(),
+            kind,
+        }),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+fn string_entry(
+    entries: &toml::de::DeTable<'_>,
+    key: &str,
+    table_span: &Range<usize>,
+) -> Result<Spanned<String>, Vec<ConfigError>> {
+    match entries.get(key) {
+        Some(v) => match v.get_ref() {
+            DeValue::String(s) => Ok(Spanned::new(v.span(), s.to_string())),
+            _ => Err(vec![ConfigError::new(
+                v.span(),
+                format!("`{key}` must be a string"),
+            )]),
+        },
+        None => Err(vec![ConfigError::new(
+            table_span.start..table_span.start,
+            format!("this action has no `{key}`"),
+        )]),
+    }
+}
+
+fn check_name(name: &Spanned<String>, errors: &mut Vec<ConfigError>) {
+    let n = name.get_ref();
+    if n.is_empty()
+        || !n
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errors.push(ConfigError::new(
+            name.span(),
+            "an action name must be non-empty and use only letters, digits, `-`, `_` and `.`",
+        ));
+    }
+}
+
+/// Deserializes a whole action table into a type's raw configuration struct.
+pub(crate) fn deserialize<T: for<'de> Deserialize<'de>>(
+    table: Spanned<DeValue<'_>>,
+) -> Result<T, Vec<ConfigError>> {
+    let span = table.span();
+    // The raw structs own their strings, so any lifetime of the input will do.
+    T::deserialize(table.into_deserializer()).map_err(|e| vec![from_toml(&e, span)])
+}
+
+/// A `toml` deserialization error as a [`ConfigError`] (at `fallback` if it has no span).
+pub(crate) fn from_toml(e: &toml::de::Error, fallback: Range<usize>) -> ConfigError {
+    ConfigError::new(
+        e.span().unwrap_or(fallback),
+        e.message().trim_end().to_owned(),
+    )
+}
+
+/// A template from the configuration, with the span of its TOML string.
+#[derive(Debug, Clone)]
+pub(crate) struct Tpl {
+    pub(crate) template: Template,
+    /// `None` for built-in defaults.
+    pub(crate) span: Option<Range<usize>>,
+}
+
+impl Tpl {
+    /// Parses a configured template; a syntax error is pushed to `errors`.
+    pub(crate) fn parse(s: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<Tpl> {
+        match Template::parse(s.get_ref()) {
+            Ok(template) => Some(Tpl {
+                template,
+                span: Some(s.span()),
+            }),
+            Err(e) => {
+                errors.push(ConfigError::in_string(&s.span(), e.offset, e.message));
+                None
+            }
+        }
+    }
+
+    /// A configured template or, when the key is absent, a built-in default.
+    pub(crate) fn or_default(
+        s: Option<&Spanned<String>>,
+        default: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Tpl> {
+        match s {
+            Some(s) => Tpl::parse(s, errors),
+            None => Some(Tpl::builtin(default)),
+        }
+    }
+
+    /// A built-in template (the text is a constant of this crate and always parses).
+    pub(crate) fn builtin(text: &str) -> Tpl {
+        let template = Template::parse(text).expect("built-in templates are valid");
+        Tpl {
+            template,
+            span: None,
+        }
+    }
+
+    fn variables_into(&self, out: &mut Vec<(Sym, Range<usize>)>) {
+        let Some(span) = &self.span else { return };
+        let source = self.template.source();
+        for (sym, offset) in self.template.variables() {
+            let body = source.get(offset..).unwrap_or("");
+            let name_at = offset + (body.len() - body.trim_start().len());
+            let start = (span.start + 1 + name_at).min(span.end);
+            let end = (start + sym.as_str().len()).min(span.end);
+            out.push((sym, start..end));
+        }
+    }
+
+    /// The template's text up to its first variable.
+    pub(crate) fn literal_prefix(&self) -> &str {
+        let source = self.template.source();
+        source.find("{{").map_or(source, |i| &source[..i])
+    }
+}
+
+/// A positive integer setting with its span, range-checked.
+pub(crate) fn bounded(
+    v: Option<&Spanned<u64>>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> u64 {
+    match v {
+        None => default,
+        Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            errors.push(ConfigError::new(
+                v.span(),
+                format!(
+                    "`{what}` must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+            default
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    /// Parses a TOML text and returns the `[[action]]` entries' parse results.
+    pub(crate) fn parse_all(text: &str) -> Vec<Result<ActionSpec, Vec<ConfigError>>> {
+        let doc = toml::de::DeTable::parse(text).expect("valid TOML");
+        let doc = doc.into_inner();
+        let actions = doc.get("action").expect("has [[action]]").clone();
+        let DeValue::Array(items) = actions.into_inner() else {
+            panic!("not an array")
+        };
+        items.into_iter().map(parse_action).collect()
+    }
+
+    pub(crate) fn parse_one(text: &str) -> Result<ActionSpec, Vec<ConfigError>> {
+        parse_all(text).remove(0)
+    }
+
+    pub(crate) fn parse_ok(text: &str) -> ActionSpec {
+        parse_one(text).unwrap_or_else(|e| panic!("config errors: {e:?}"))
+    }
+
+    /// The text a span points at.
+    pub(crate) fn at<'a>(text: &'a str, span: &Range<usize>) -> &'a str {
+        &text[span.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+
+    #[test]
+    fn unknown_type_lists_known_types_at_the_type_value() {
+        let text = "[[action]]\nname = \"x\"\ntype = \"pager\"\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(at(text, &errs[0].span), "\"pager\"");
+        assert!(
+            errs[0].message.contains("syslog, run, flag_file"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn missing_name_and_bad_name() {
+        let errs = parse_one("[[action]]\ntype = \"syslog\"\n").unwrap_err();
+        assert!(errs[0].message.contains("no `name`"));
+        let text = "[[action]]\nname = \"a b\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(at(text, &errs[0].span), "\"a b\"");
+    }
+
+    #[test]
+    fn non_string_type_is_reported_at_its_value() {
+        let text = "[[action]]\nname = \"x\"\ntype = 3\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(at(text, &errs[0].span), "3");
+    }
+}

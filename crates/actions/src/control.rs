@@ -1,0 +1,189 @@
+//! What the dispatcher and its workers share: counters, the shutdown deadline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A snapshot of one action's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionStats {
+    /// The action's name.
+    pub name: String,
+    /// The action type (`syslog`, `run`, `flag_file`).
+    pub kind: &'static str,
+    /// Jobs waiting in the queue now.
+    pub queued: usize,
+    /// Jobs done successfully (messages sent, programs exited 0, files written).
+    pub ok: u64,
+    /// Jobs that failed (send error after retries, non-zero exit, timeout, I/O error).
+    pub failed: u64,
+    /// Of `failed`: programs killed because they ran past their timeout.
+    pub timed_out: u64,
+    /// Jobs never attempted: the queue was full, or shutdown's deadline passed first.
+    pub dropped: u64,
+    /// The most recent failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// Live counters of one action.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    epoch: Instant,
+    drop_warning: RateLimit,
+    failure_warning: RateLimit,
+}
+
+/// Minimum time between two warnings of the same kind from one action.
+const WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// "At most once per [`WARNING_EVERY`]": milliseconds since the epoch of the last
+/// warning, plus one (0 = never).
+#[derive(Debug, Default)]
+struct RateLimit(AtomicU64);
+
+impl RateLimit {
+    fn due(&self, epoch: Instant) -> bool {
+        let now = epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.0.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < WARNING_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.0
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            epoch: Instant::now(),
+            drop_warning: RateLimit::default(),
+            failure_warning: RateLimit::default(),
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn ok(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub(crate) fn timed_out(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` dropped jobs; returns the new total.
+    pub(crate) fn dropped(&self, n: u64) -> u64 {
+        self.dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Whether a "queue full" warning is due now (at most one per 10 s per action).
+    pub(crate) fn drop_warning_due(&self) -> bool {
+        self.drop_warning.due(self.epoch)
+    }
+
+    /// Counts a failure and logs it, at most once per 10 s per action (with the total).
+    pub(crate) fn failed_and_warn(&self, action: &str, error: String) {
+        if self.failure_warning.due(self.epoch) {
+            let total = self.failed.load(Ordering::Relaxed) + 1;
+            tracing::warn!(action, failed_total = total, error = %error, "action failed");
+        }
+        self.failed(error);
+    }
+
+    pub(crate) fn snapshot(&self, name: &str, kind: &'static str, queued: usize) -> ActionStats {
+        ActionStats {
+            name: name.to_owned(),
+            kind,
+            queued,
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// The shutdown deadline, set once by [`crate::Dispatcher::shutdown`].
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    deadline: OnceLock<Instant>,
+}
+
+impl Control {
+    pub(crate) fn set_deadline(&self, at: Instant) {
+        let _ = self.deadline.set(at);
+    }
+
+    /// Whether shutdown's deadline has passed: workers stop starting new jobs.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= *d)
+    }
+
+    /// The deadline, if shutdown has begun.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.get().copied()
+    }
+
+    /// Sleeps until `until` or the shutdown deadline, whichever is first; `false` if
+    /// the deadline cut the sleep short (the caller should give up).
+    pub(crate) fn sleep_until(&self, until: Instant) -> bool {
+        let wake = match self.deadline() {
+            Some(d) if d < until => d,
+            _ => until,
+        };
+        let now = Instant::now();
+        if wake > now {
+            std::thread::sleep(wake - now);
+        }
+        wake >= until && !self.past_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_warnings_are_rate_limited() {
+        let c = Counters::default();
+        assert!(c.drop_warning_due());
+        assert!(!c.drop_warning_due());
+        assert_eq!(c.dropped(2), 2);
+        assert_eq!(c.dropped(1), 3);
+    }
+
+    #[test]
+    fn sleep_is_cut_by_the_deadline() {
+        let ctl = Control::default();
+        let start = Instant::now();
+        assert!(ctl.sleep_until(start + Duration::from_millis(5)));
+        ctl.set_deadline(Instant::now() + Duration::from_millis(10));
+        assert!(!ctl.sleep_until(Instant::now() + Duration::from_secs(30)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(ctl.past_deadline());
+    }
+}

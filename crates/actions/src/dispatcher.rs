@@ -1,0 +1,246 @@
+//! The dispatcher: one bounded queue and worker thread(s) per action, off the hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use thiserror::Error;
+use watchpost_event::{ActionScope, Event};
+
+use crate::config::{ActionSpec, Kind};
+use crate::control::{ActionStats, Control, Counters};
+
+/// One firing of one action: the event and the filter that chose the action.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The event.
+    pub event: Arc<Event>,
+    /// The name of the filter that fired.
+    pub filter: Arc<str>,
+    /// The filter's actions, comma-separated.
+    pub actions: Arc<str>,
+}
+
+impl Job {
+    /// The template scope: the event plus `filter` and `actions`.
+    pub fn scope(&self) -> ActionScope<'_> {
+        ActionScope {
+            event: &self.event,
+            filter: &self.filter,
+            actions: &self.actions,
+        }
+    }
+}
+
+/// Why the dispatcher could not start.
+#[derive(Debug, Error)]
+pub enum ActionError {
+    /// Two actions share a name (filters could not tell them apart).
+    #[error("two actions are named `{0}`")]
+    DuplicateName(String),
+    /// The operating system refused a worker thread.
+    #[error("cannot start a worker thread for action `{action}`: {source}")]
+    Thread {
+        /// The action.
+        action: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+struct Slot {
+    name: Arc<str>,
+    kind: &'static str,
+    /// `None` once shutdown has closed the queue.
+    tx: Option<Sender<Job>>,
+    /// Kept to report the queue length and to count what is left at shutdown.
+    rx: Receiver<Job>,
+    counters: Arc<Counters>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Runs actions on their own threads; [`Dispatcher::submit`] never blocks.
+pub struct Dispatcher {
+    slots: Vec<Slot>,
+    by_name: HashMap<String, usize>,
+    ctl: Arc<Control>,
+    /// Each worker sends `(slot, worker)` here when it ends.
+    done: Receiver<(usize, usize)>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("actions", &self.by_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells the dispatcher a worker ended, however it ended.
+struct DoneGuard(Sender<(usize, usize)>, (usize, usize));
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+/// Time given to workers after the deadline to notice it (kill children, stop retrying).
+const AFTER_DEADLINE: Duration = Duration::from_millis(300);
+
+impl Dispatcher {
+    /// Starts one worker thread per action (`run` actions: `max_concurrent` threads
+    /// sharing one queue). Host names of syslog targets are resolved by the workers.
+    pub fn start(specs: Vec<ActionSpec>) -> Result<Dispatcher, ActionError> {
+        let mut by_name = HashMap::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if by_name.insert(spec.name().to_owned(), i).is_some() {
+                return Err(ActionError::DuplicateName(spec.name().to_owned()));
+            }
+        }
+        let ctl = Arc::new(Control::default());
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut slots = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.into_iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::bounded(spec.queue_capacity());
+            let counters = Arc::new(Counters::default());
+            let name: Arc<str> = Arc::from(spec.name());
+            let kind = spec.kind();
+            let threads = match &spec.kind {
+                Kind::Run(r) => r.max_concurrent,
+                Kind::Syslog(_) | Kind::FlagFile(_) => 1,
+            };
+            let spec = Arc::new(spec);
+            let mut workers = Vec::with_capacity(threads);
+            for w in 0..threads {
+                let (spec, rx, counters, ctl) =
+                    (spec.clone(), rx.clone(), counters.clone(), ctl.clone());
+                let guard = DoneGuard(done_tx.clone(), (index, w));
+                let handle = std::thread::Builder::new()
+                    .name(format!("act-{}", spec.name()))
+                    .spawn(move || {
+                        let _guard = guard;
+                        worker(&spec, &rx, &counters, &ctl);
+                    })
+                    .map_err(|source| ActionError::Thread {
+                        action: name.to_string(),
+                        source,
+                    })?;
+                workers.push(handle);
+            }
+            slots.push(Slot {
+                name,
+                kind,
+                tx: Some(tx),
+                rx,
+                counters,
+                workers,
+            });
+        }
+        Ok(Dispatcher {
+            slots,
+            by_name,
+            ctl,
+            done,
+        })
+    }
+
+    /// The index of the action called `name`, for [`Dispatcher::submit`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Queues a job for action `action` without ever blocking. When the queue is full
+    /// (or `action` is unknown) the job is dropped, counted, and `false` returned; a
+    /// warning is logged at most once per 10 s per action.
+    pub fn submit(&self, action: usize, job: Job) -> bool {
+        let Some(slot) = self.slots.get(action) else {
+            return false;
+        };
+        let Some(tx) = &slot.tx else { return false };
+        match tx.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                let total = slot.counters.dropped(1);
+                if slot.counters.drop_warning_due() {
+                    tracing::warn!(action = %slot.name, dropped_total = total, "action queue full; event dropped");
+                }
+                false
+            }
+        }
+    }
+
+    /// Counters of every action, in the order the specs were given.
+    pub fn stats(&self) -> Vec<ActionStats> {
+        self.slots
+            .iter()
+            .map(|s| s.counters.snapshot(&s.name, s.kind, s.rx.len()))
+            .collect()
+    }
+
+    /// Closes the queues and lets the workers finish what is queued until `deadline` from
+    /// now. After it, running programs are killed, reconnecting stops, and what is still
+    /// queued is counted as dropped. Workers that are still busy a moment later are left
+    /// to end on their own (they hold no queue). Returns the final counters.
+    pub fn shutdown(self, deadline: Duration) -> Vec<ActionStats> {
+        let until = Instant::now() + deadline;
+        self.ctl.set_deadline(until);
+        let Dispatcher {
+            mut slots, done, ..
+        } = self;
+        // Closing the queues: a worker's `recv` ends once its queue is drained.
+        for slot in &mut slots {
+            slot.tx = None;
+        }
+        let mut finished = HashSet::new();
+        let total: usize = slots.iter().map(|s| s.workers.len()).sum();
+        while finished.len() < total {
+            match done.recv_deadline(until + AFTER_DEADLINE) {
+                Ok(id) => {
+                    finished.insert(id);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut stats = Vec::with_capacity(slots.len());
+        for (index, slot) in slots.into_iter().enumerate() {
+            let left = slot.rx.try_iter().count() as u64;
+            if left > 0 {
+                slot.counters.dropped(left);
+            }
+            for (w, handle) in slot.workers.into_iter().enumerate() {
+                if finished.contains(&(index, w)) {
+                    let _ = handle.join();
+                } else {
+                    tracing::warn!(action = %slot.name, "action worker still busy at shutdown; leaving it");
+                }
+            }
+            stats.push(slot.counters.snapshot(&slot.name, slot.kind, 0));
+        }
+        stats
+    }
+}
+
+/// A worker: runs the action's loop; a panic (a bug) is counted and the loop restarted.
+fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+    loop {
+        let result = catch_unwind(AssertUnwindSafe(|| match &spec.kind {
+            Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
+            Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
+            Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
+        }));
+        match result {
+            Ok(()) => return,
+            Err(_) => {
+                tracing::error!(
+                    action = spec.name(),
+                    "action worker panicked; restarting it"
+                );
+                counters.failed("worker panicked".to_owned());
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The `run` action: start a program with templated arguments and environment.
+//!
+//! Every `args` element is rendered separately and handed to the operating system as one
+//! argv element; no shell is ever involved, so event data cannot inject commands.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use thiserror::Error;
+use toml::Spanned;
+use toml::de::DeValue;
+use watchpost_event::ConfigError;
+
+use crate::Job;
+use crate::config::{Tpl, bounded, deserialize};
+use crate::control::{Control, Counters};
+use crate::syslog::event_json;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    #[allow(dead_code)]
+    name: IgnoredAny,
+    #[serde(rename = "type")]
+    #[allow(dead_code)]
+    kind: IgnoredAny,
+    program: Spanned<String>,
+    args: Option<Vec<Spanned<String>>>,
+    env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    cwd: Option<Spanned<String>>,
+    timeout_secs: Option<Spanned<u64>>,
+    max_concurrent: Option<Spanned<u64>>,
+    max_output_bytes: Option<Spanned<u64>>,
+    pass_event_env: Option<bool>,
+    max_event_json_bytes: Option<Spanned<u64>>,
+    clear_env: Option<bool>,
+    queue_capacity: Option<Spanned<u64>>,
+}
+
+/// A validated `run` action.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSpec {
+    program: Spanned<String>,
+    args: Vec<Tpl>,
+    env: Vec<(String, Tpl)>,
+    cwd: Option<Spanned<String>>,
+    timeout: Duration,
+    pub(crate) max_concurrent: usize,
+    max_output: usize,
+    pass_event_env: bool,
+    max_event_json: usize,
+    clear_env: bool,
+    pub(crate) queue_capacity: usize,
+}
+
+/// Why a run failed.
+#[derive(Debug, Error)]
+pub(crate) enum RunError {
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("{program} exited with {status}")]
+    Exit { program: String, status: ExitStatus },
+    #[error("{program} ran longer than {timeout:?} and was killed")]
+    Timeout { program: String, timeout: Duration },
+    #[error("{program} was killed at shutdown")]
+    Shutdown { program: String },
+    #[error("waiting for {program} failed: {source}")]
+    Wait { program: String, source: io::Error },
+}
+
+/// How long to wait for the output readers after the child has exited (a grandchild
+/// may keep the pipes open).
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+impl RunSpec {
+    pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<RunSpec, Vec<ConfigError>> {
+        let raw: RawRun = deserialize(table)?;
+        let mut errors = Vec::new();
+        let p = raw.program.get_ref();
+        if p.is_empty() || (!Path::new(p).is_absolute() && p.contains(['/', '\\'])) {
+            errors.push(ConfigError::new(
+                raw.program.span(),
+                "`program` must be an absolute path or a bare name found on PATH",
+            ));
+        }
+        let args = raw
+            .args
+            .iter()
+            .flatten()
+            .filter_map(|a| Tpl::parse(a, &mut errors))
+            .collect();
+        let mut env = Vec::new();
+        for (key, value) in raw.env.iter().flatten() {
+            let k = key.get_ref();
+            if k.is_empty() || k.contains(['=', '\0']) {
+                errors.push(ConfigError::new(
+                    key.span(),
+                    "an environment variable name must be non-empty, without `=`",
+                ));
+            }
+            env.extend(Tpl::parse(value, &mut errors).map(|t| (k.clone(), t)));
+        }
+        let e = &mut errors;
+        let timeout = bounded(raw.timeout_secs.as_ref(), 60, 1..=86_400, "timeout_secs", e);
+        let max_concurrent = bounded(raw.max_concurrent.as_ref(), 4, 1..=64, "max_concurrent", e);
+        let max_output = bounded(
+            raw.max_output_bytes.as_ref(),
+            4096,
+            0..=1 << 20,
+            "max_output_bytes",
+            e,
+        );
+        let max_event_json = bounded(
+            raw.max_event_json_bytes.as_ref(),
+            32_768,
+            0..=100_000,
+            "max_event_json_bytes",
+            e,
+        );
+        let queue_capacity = bounded(
+            raw.queue_capacity.as_ref(),
+            1000,
+            1..=1_000_000,
+            "queue_capacity",
+            e,
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(RunSpec {
+            program: raw.program,
+            args,
+            env,
+            cwd: raw.cwd,
+            timeout: Duration::from_secs(timeout),
+            max_concurrent: max_concurrent as usize,
+            max_output: max_output as usize,
+            pass_event_env: raw.pass_event_env.unwrap_or(true),
+            max_event_json: max_event_json as usize,
+            clear_env: raw.clear_env.unwrap_or(false),
+            queue_capacity: queue_capacity as usize,
+        })
+    }
+
+    pub(crate) fn templates(&self) -> impl Iterator<Item = &Tpl> {
+        self.args.iter().chain(self.env.iter().map(|(_, t)| t))
+    }
+
+    pub(crate) fn check(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Err(m) = find_program(self.program.get_ref()) {
+            errors.push(ConfigError::new(self.program.span(), m));
+        }
+        if let Some(cwd) = &self.cwd
+            && !Path::new(cwd.get_ref()).is_dir()
+        {
+            let message = format!("`{}` is not a directory", cwd.get_ref());
+            errors.push(ConfigError::new(cwd.span(), message));
+        }
+        errors
+    }
+
+    /// One worker of the pool: runs one program at a time.
+    pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        while let Ok(job) = rx.recv() {
+            if ctl.past_deadline() {
+                counters.dropped(1);
+                break;
+            }
+            match self.execute(name, &job, ctl) {
+                Ok(()) => counters.ok(),
+                Err(e) => {
+                    if matches!(e, RunError::Timeout { .. }) {
+                        counters.timed_out();
+                    }
+                    counters.failed_and_warn(name, e.to_string());
+                }
+            }
+        }
+    }
+
+    fn command(&self, name: &str, job: &Job) -> Command {
+        let scope = job.scope();
+        let mut cmd = Command::new(self.program.get_ref());
+        let mut buf = String::new();
+        for arg in &self.args {
+            buf.clear();
+            arg.template.render_into(&scope, &mut buf);
+            cmd.arg(&buf);
+        }
+        if self.clear_env {
+            cmd.env_clear();
+        }
+        if self.pass_event_env {
+            cmd.env("WATCHPOST_ACTION", name)
+                .env("WATCHPOST_FILTER", &*job.filter)
+                .env("WATCHPOST_SOURCE", &*job.event.source)
+                .env("WATCHPOST_HOST", &*job.event.host);
+            let json = event_json(&scope);
+            if json.len() <= self.max_event_json {
+                cmd.env("WATCHPOST_EVENT_JSON", json);
+            }
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value.template.render(&scope));
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd.get_ref());
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd
+    }
+
+    fn execute(&self, name: &str, job: &Job, ctl: &Control) -> Result<(), RunError> {
+        let program = self.program.get_ref().clone();
+        let mut child = self
+            .command(name, job)
+            .spawn()
+            .map_err(|source| RunError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let stdout = capture(child.stdout.take(), self.max_output);
+        let stderr = capture(child.stderr.take(), self.max_output);
+        let ended = wait(&mut child, self.timeout, ctl);
+        let status = match &ended {
+            Ok(Ended::Exited(s)) => s.to_string(),
+            Ok(Ended::TimedOut) => "killed (timeout)".to_owned(),
+            Ok(Ended::Shutdown) => "killed (shutdown)".to_owned(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let until = Instant::now() + OUTPUT_GRACE;
+        if let Some(out) = stdout
+            .and_then(|rx| rx.recv_deadline(until).ok())
+            .filter(|o| !o.is_empty())
+        {
+            tracing::info!(action = name, program = %program, status = %status, stdout = %out, "program output");
+        }
+        if let Some(err) = stderr
+            .and_then(|rx| rx.recv_deadline(until).ok())
+            .filter(|o| !o.is_empty())
+        {
+            tracing::warn!(action = name, program = %program, status = %status, stderr = %err, "program error output");
+        }
+        match ended {
+            Ok(Ended::Exited(s)) if s.success() => Ok(()),
+            Ok(Ended::Exited(status)) => Err(RunError::Exit { program, status }),
+            Ok(Ended::TimedOut) => Err(RunError::Timeout {
+                program,
+                timeout: self.timeout,
+            }),
+            Ok(Ended::Shutdown) => Err(RunError::Shutdown { program }),
+            Err(source) => Err(RunError::Wait { program, source }),
+        }
+    }
+}
+
+enum Ended {
+    Exited(ExitStatus),
+    TimedOut,
+    Shutdown,
+}
+
+/// Waits for the child, killing it (and its process group on Unix) after `timeout` or
+/// at shutdown's deadline. Polls with a back-off from 1 ms to 20 ms.
+fn wait(child: &mut Child, timeout: Duration, ctl: &Control) -> io::Result<Ended> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Ended::Exited(status));
+        }
+        let ended = if start.elapsed() >= timeout {
+            Ended::TimedOut
+        } else if ctl.past_deadline() {
+            Ended::Shutdown
+        } else {
+            std::thread::sleep(pause.min(timeout.saturating_sub(start.elapsed())));
+            pause = (pause * 2).min(Duration::from_millis(20));
+            continue;
+        };
+        kill(child);
+        child.wait()?;
+        return Ok(ended);
+    }
+}
+
+fn kill(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
+    }
+    let _ = child.kill();
+}
+
+/// Reads a pipe on its own thread: keeps the first `limit` bytes, discards the rest (so
+/// the child never blocks on a full pipe) and sends the text when the pipe closes.
+fn capture<R: io::Read + Send + 'static>(
+    pipe: Option<R>,
+    limit: usize,
+) -> Option<Receiver<String>> {
+    let mut pipe = pipe?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("run-output".into())
+        .spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            let mut total = 0usize;
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let room = limit.saturating_sub(kept.len());
+                        kept.extend_from_slice(&buf[..n.min(room)]);
+                        total += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let mut text = String::from_utf8_lossy(&kept).trim_end().to_owned();
+            if total > kept.len() {
+                text.push_str(&format!(" … ({} more bytes)", total - kept.len()));
+            }
+            let _ = tx.send(text);
+        });
+    spawned.ok().map(|_| rx)
+}
+
+/// Finds `program` (absolute, or a bare name on PATH) and checks it is executable.
+fn find_program(program: &str) -> Result<PathBuf, String> {
+    let path = Path::new(program);
+    if path.is_absolute() {
+        return executable(path).map(|()| path.to_path_buf());
+    }
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    let exts: Vec<String> = if cfg!(windows) {
+        let pathext = std::env::var("PATHEXT").unwrap_or_else(|_| ".EXE;.BAT;.CMD;.COM".into());
+        std::iter::once(String::new())
+            .chain(pathext.split(';').map(str::to_owned))
+            .collect()
+    } else {
+        vec![String::new()]
+    };
+    std::env::split_paths(&dirs)
+        .flat_map(|dir| {
+            exts.iter()
+                .map(move |ext| dir.join(format!("{program}{ext}")))
+        })
+        .find(|candidate| executable(candidate).is_ok())
+        .ok_or_else(|| format!("`{program}` is not found on PATH"))
+}
+
+fn executable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
+        _ => format!("`{}`: {e}", path.display()),
+    })?;
+    if !meta.is_file() {
+        return Err(format!("`{}` is not a file", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(format!("`{}` is not executable", path.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_util::*;
+
+    #[test]
+    fn program_must_be_absolute_or_bare() {
+        let text = "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"bin/x\"\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(at(text, &errs[0].span), "\"bin/x\"");
+    }
+
+    #[test]
+    fn check_finds_programs_and_directories() {
+        let ok =
+            parse_ok("[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"sh\"\ncwd = \"/\"\n");
+        assert!(ok.check().is_empty(), "{:?}", ok.check());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"{}\"\ncwd = \"/nonexistent-dir\"\n",
+            file.path().display()
+        );
+        let errs = parse_ok(&text).check();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].message.contains("not executable"), "{errs:?}");
+        assert_eq!(
+            at(&text, &errs[0].span),
+            format!("\"{}\"", file.path().display())
+        );
+        assert!(errs[1].message.contains("not a directory"));
+        let missing = parse_ok(
+            "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"no-such-program-xyz\"\n",
+        );
+        assert!(missing.check()[0].message.contains("not found on PATH"));
+    }
+
+    #[test]
+    fn bad_env_names_and_templates_are_reported() {
+        let text = "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"sh\"\n\
+                    args = [\"ok\", \"{{ x | nope }}\"]\nenv = { \"A=B\" = \"v\" }\ntimeout_secs = 0\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e.message.contains("unknown filter")));
+        assert!(errs.iter().any(|e| at(text, &e.span) == "\"A=B\""));
+        assert!(errs.iter().any(|e| at(text, &e.span) == "0"));
+    }
+}

@@ -1,0 +1,126 @@
+//! The dispatcher: `submit` never blocks, full queues drop and count, shutdown is bounded.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::{event, job, specs};
+use watchpost_actions::{ActionError, Dispatcher};
+
+#[test]
+fn the_dispatcher_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Dispatcher>();
+    shared::<watchpost_actions::ActionSpec>();
+}
+
+#[cfg(unix)]
+#[test]
+fn submit_never_blocks_when_the_worker_is_stuck() {
+    let config = r#"
+[[action]]
+name = "stuck"
+type = "run"
+program = "sleep"
+args = ["30"]
+max_concurrent = 1
+queue_capacity = 1
+"#;
+    let d = Dispatcher::start(specs(config)).unwrap();
+    let index = d.index_of("stuck").unwrap();
+    let mut accepted = 0;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let start = Instant::now();
+        accepted += usize::from(d.submit(index, job(event("pc1"), "f")));
+        slowest = slowest.max(start.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        slowest < Duration::from_millis(50),
+        "submit took {slowest:?}"
+    );
+    assert!(accepted <= 2, "one running + one queued, got {accepted}");
+    let stats = d.stats();
+    assert_eq!(stats[0].dropped, 50 - accepted as u64, "{stats:?}");
+
+    let start = Instant::now();
+    let stats = d.shutdown(Duration::from_millis(300));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    let s = &stats[0];
+    assert_eq!(
+        s.ok + s.failed + s.dropped,
+        50,
+        "every job is accounted for: {s:?}"
+    );
+}
+
+#[test]
+fn unknown_names_indexes_and_duplicates() {
+    let config = r#"
+[[action]]
+name = "a"
+type = "syslog"
+target = "udp://127.0.0.1:9"
+
+[[action]]
+name = "a"
+type = "syslog"
+target = "udp://127.0.0.1:9"
+"#;
+    let err = Dispatcher::start(specs(config)).unwrap_err();
+    assert!(
+        matches!(err, ActionError::DuplicateName(ref n) if n == "a"),
+        "{err}"
+    );
+    let one = specs(config).into_iter().take(1).collect();
+    let d = Dispatcher::start(one).unwrap();
+    assert_eq!(d.index_of("a"), Some(0));
+    assert_eq!(d.index_of("b"), None);
+    assert!(!d.submit(7, job(event("pc1"), "f")));
+    d.shutdown(Duration::from_secs(1));
+}
+
+/// The UDP path end to end: submit → rendered → datagram, timed.
+#[test]
+fn udp_messages_leave_within_a_millisecond() {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let config = format!(
+        "[[action]]\nname = \"siem\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\n\
+         message = \"{{{{ filter }}}}: {{{{ risk_name }}}} on {{{{ host }}}}\"\n"
+    );
+    let d = Dispatcher::start(specs(&config)).unwrap();
+    let mut buf = [0u8; 9000];
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let start = Instant::now();
+        assert!(d.submit(0, job(event("pc1"), &format!("f{i}"))));
+        let n = sock.recv(&mut buf).expect("datagram");
+        latencies.push(start.elapsed());
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(
+            text.ends_with(&format!("f{i}: EICAR Test String on pc1")),
+            "{text}"
+        );
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "submit→datagram p50 {:?} p99 {p99:?}",
+        latencies[latencies.len() / 2]
+    );
+    // Generous bound for a loaded CI machine in a debug build; typical is ~20-60 µs.
+    assert!(p99 < Duration::from_millis(20), "p99 {p99:?}");
+    let stats = d.shutdown(Duration::from_secs(1));
+    assert_eq!(
+        (stats[0].ok, stats[0].failed, stats[0].dropped),
+        (200, 0, 0)
+    );
+}
