@@ -15,6 +15,7 @@
 //! error. Field names are interned; after [`MAX_NEW_KEYS`] distinct names first seen in
 //! JSON input, fields with further new names are dropped and counted in `dropped_fields`.
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jiff::Timestamp;
@@ -33,6 +34,8 @@ pub const MAX_FIELDS: usize = 1_000;
 /// Most distinct field names JSON input may add to the symbol table.
 pub const MAX_NEW_KEYS: usize = 100_000;
 static NEW_KEYS: AtomicUsize = AtomicUsize::new(0);
+
+static DROPPED: LazyLock<Sym> = LazyLock::new(|| Sym::new("dropped_fields"));
 
 /// Parser for JSON lines.
 #[derive(Clone, Copy, Debug, Default)]
@@ -94,7 +97,7 @@ pub fn parse_line(ctx: &ParseCtx, line: &[u8]) -> Result<Event, ParseError> {
         return Err(ParseError::new(at, "a JSON line must be an object"));
     };
     let mut flat = Vec::new();
-    flatten("", &obj, &mut flat)?;
+    flatten("", obj, &mut flat)?;
     let mut ev = Event::new(ctx.source.clone(), ctx.local_host.clone(), text.to_owned());
     let time_keys = ["time", "@timestamp", "timestamp"];
     let time_at = time_keys.iter().find_map(|k| {
@@ -131,7 +134,7 @@ pub fn parse_line(ctx: &ParseCtx, line: &[u8]) -> Result<Event, ParseError> {
         }
     }
     if dropped > 0 {
-        ev.push(Sym::new("dropped_fields"), Value::Int(dropped));
+        ev.push(*DROPPED, Value::Int(dropped));
     }
     ev.finish();
     Ok(ev)
@@ -162,23 +165,23 @@ fn key_sym(name: &str) -> Option<Sym> {
 
 fn flatten(
     prefix: &str,
-    obj: &Map<String, Json>,
+    obj: Map<String, Json>,
     out: &mut Vec<(String, Json)>,
 ) -> Result<(), ParseError> {
     for (k, v) in obj {
         let name = if prefix.is_empty() {
-            k.clone()
+            k
         } else {
             format!("{prefix}.{k}")
         };
         match v {
             Json::Object(inner) => flatten(&name, inner, out)?,
             Json::Null => {}
-            _ => {
+            v => {
                 if out.len() == MAX_FIELDS {
                     return Err(ParseError::new(0, format!("more than {MAX_FIELDS} fields")));
                 }
-                out.push((name, v.clone()));
+                out.push((name, v));
             }
         }
     }

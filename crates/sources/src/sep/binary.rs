@@ -451,32 +451,12 @@ fn field(
     match f {
         F::Skip => None,
         F::Hex(_) | F::Code(..) | F::NamedCode(..) | F::SyslogId(..) => {
-            let Some(v) = hex(bytes) else {
-                d.span(main, s, e);
-                return None;
-            };
-            match (f, second) {
-                (F::Code(_, table, _), Some(name)) => {
-                    d.push(main, Value::Int(v as i64));
-                    if let Some(n) = table.name(v as i64) {
-                        d.push(name, Value::Static(n));
-                    }
-                }
-                (F::NamedCode(_, table, _), Some(code)) => {
-                    d.push(code, Value::Int(v as i64));
-                    if let Some(n) = table.name(v as i64) {
-                        d.push(main, Value::Static(n));
-                    }
-                }
-                (F::SyslogId(..), Some(name)) => {
-                    d.push(main, Value::Str(format!("0x{v:08X}").into_boxed_str()));
-                    if let Some(n) = Table::SyslogEvent.name(v as i64) {
-                        d.push(name, Value::Static(n));
-                    }
-                }
-                _ => d.push(main, Value::Int(v as i64)),
+            let v = hex(bytes);
+            match v {
+                Some(v) => number(d, v, f, main, second),
+                None => d.span(main, s, e),
             }
-            Some(v)
+            v
         }
         F::Ipv4(_) => match hex(bytes).filter(|_| bytes.len() <= 8) {
             Some(v) => {
@@ -513,6 +493,31 @@ fn field(
             d.trimmed(main, s, e, b);
             None
         }
+    }
+}
+
+/// Pushes a hex number field (with its decoded name, for codes).
+fn number(d: &mut Draft<'_>, v: u64, f: F, main: Sym, second: Option<Sym>) {
+    match (f, second) {
+        (F::Code(_, table, _), Some(name)) => {
+            d.push(main, Value::Int(v as i64));
+            if let Some(n) = table.name(v as i64) {
+                d.push(name, Value::Static(n));
+            }
+        }
+        (F::NamedCode(_, table, _), Some(code)) => {
+            d.push(code, Value::Int(v as i64));
+            if let Some(n) = table.name(v as i64) {
+                d.push(main, Value::Static(n));
+            }
+        }
+        (F::SyslogId(..), Some(name)) => {
+            d.push(main, Value::Str(format!("0x{v:08X}").into_boxed_str()));
+            if let Some(n) = Table::SyslogEvent.name(v as i64) {
+                d.push(name, Value::Static(n));
+            }
+        }
+        _ => d.push(main, Value::Int(v as i64)),
     }
 }
 
