@@ -1,0 +1,165 @@
+//! The checkpoint file: versioned JSON written atomically (tmp + fsync + rename).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{FileKey, Fingerprint};
+
+/// Current format version.
+const VERSION: u32 = 1;
+
+/// One followed (or recently followed) file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    /// Platform identity.
+    #[serde(flatten)]
+    pub key: FileKey,
+    /// Content fingerprint (detects inode reuse and rewrites).
+    pub fp: Fingerprint,
+    /// Offset of the first byte not yet delivered (a record boundary).
+    pub pos: u64,
+    /// Where the file was last seen (lossy UTF-8; used to find rotated files after a restart).
+    pub path: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Doc {
+    version: u32,
+    files: Vec<Entry>,
+}
+
+/// What [`load`] found.
+#[derive(Debug)]
+pub(crate) enum Loaded {
+    /// Entries from the main file or, if that was missing or unreadable, from the tmp file.
+    Found { entries: Vec<Entry>, from_tmp: bool },
+    /// Neither file exists: the first start.
+    Missing,
+    /// Files exist but none could be read; the messages say why.
+    Unreadable(Vec<String>),
+}
+
+/// The temporary file written before the rename: `<name>.tmp` beside the checkpoint.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Reads the checkpoint at `path`, falling back to its tmp file.
+pub(crate) fn load(path: &Path) -> Loaded {
+    let mut problems = Vec::new();
+    let mut any_exists = false;
+    for (candidate, from_tmp) in [(path.to_path_buf(), false), (tmp_path(path), true)] {
+        match fs::read(&candidate) {
+            Ok(bytes) => {
+                any_exists = true;
+                match parse(&bytes) {
+                    Ok(entries) => return Loaded::Found { entries, from_tmp },
+                    Err(msg) => problems.push(format!("{}: {msg}", candidate.display())),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                any_exists = true;
+                problems.push(format!("{}: {e}", candidate.display()));
+            }
+        }
+    }
+    if any_exists {
+        Loaded::Unreadable(problems)
+    } else {
+        Loaded::Missing
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v: Version = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if v.version != VERSION {
+        return Err(format!(
+            "unsupported checkpoint version {} (this build reads {VERSION})",
+            v.version
+        ));
+    }
+    let doc: Doc = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(doc.files)
+}
+
+/// Writes `entries` to `path` atomically: the tmp file is written and synced, then renamed
+/// over `path`, then (on Unix) the directory is synced so the rename survives a power loss.
+pub(crate) fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
+    let doc = Doc {
+        version: VERSION,
+        files: entries.to_vec(),
+    };
+    let bytes = serde_json::to_vec(&doc).map_err(io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = tmp_path(path);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pos: u64) -> Entry {
+        Entry {
+            key: FileKey { dev: 1, ino: 2 },
+            fp: Fingerprint {
+                start: 0,
+                len: 3,
+                hash: 4,
+            },
+            pos,
+            path: "/x/a.log".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_tmp_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp").join("src.json");
+        assert!(matches!(load(&path), Loaded::Missing));
+        save(&path, &[entry(7)]).unwrap();
+        assert!(!tmp_path(&path).exists());
+        match load(&path) {
+            Loaded::Found { entries, from_tmp } => {
+                assert_eq!(entries, vec![entry(7)]);
+                assert!(!from_tmp);
+            }
+            other => panic!("{other:?}"),
+        }
+        fs::rename(&path, tmp_path(&path)).unwrap();
+        fs::write(&path, b"{\"version\":1,\"fil").unwrap();
+        assert!(matches!(load(&path), Loaded::Found { from_tmp: true, .. }));
+        fs::write(tmp_path(&path), b"{\"version\":99,\"files\":[]}").unwrap();
+        match load(&path) {
+            Loaded::Unreadable(p) => {
+                assert!(p[1].contains("unsupported checkpoint version 99"), "{p:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Cutting bytes into records: line search (UTF-8/bytes and UTF-16), text encodings, and the
+//! binary framer interface used for SEP ring logs.
+
+use memchr::{memchr, memchr_iter, memrchr};
+
+/// What a binary framer found at the start of the bytes it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The first `n` bytes are the file's header record (only answered when `at_file_start`).
+    /// If `n` is larger than the bytes given, the header is incomplete and the tailer waits.
+    Header(usize),
+    /// A record of `n` bytes starts here. If `n` is larger than the bytes given, the record is
+    /// incomplete: the tailer waits for the rest, or skips it when `n` exceeds
+    /// [`TailOptions::max_record_bytes`](super::TailOptions::max_record_bytes).
+    Record(usize),
+    /// Nothing can be said yet (for example the length field is still being written).
+    NeedMore,
+    /// `n` stray bytes (CR, LF, NUL between records) to drop.
+    Skip(usize),
+}
+
+/// A binary framer: `(bytes, at_file_start, at_eof) -> Frame`.
+///
+/// * `bytes` starts at a record boundary (or at offset 0 of the file);
+/// * `at_file_start`: `bytes` starts at file offset 0, so a header may come first;
+/// * `at_eof`: `bytes` reaches the file's current end; more may be appended later, unless the
+///   file has been rotated away and is being closed.
+///
+/// Answers of zero length are treated as a framing error (one byte is dropped and counted).
+pub type FrameFn = fn(&[u8], bool, bool) -> Frame;
+
+/// The SEP ring-log framer (sep-logs.md §2.1–2.2): a header line ending in LF, then records whose
+/// first TAB-separated field is the hex length of the whole record (terminator and padding
+/// included). Stray CR, LF and NUL bytes between records are skipped. Bytes that do not start
+/// with a hex length are dropped one at a time until one does (and counted as skipped bytes by
+/// the framer's caller only as they pass; the record after them is delivered normally).
+pub fn sep_entry_length(bytes: &[u8], at_file_start: bool, _at_eof: bool) -> Frame {
+    if at_file_start {
+        return match memchr(b'\n', bytes) {
+            Some(i) => Frame::Header(i + 1),
+            None => Frame::NeedMore,
+        };
+    }
+    let stray = bytes
+        .iter()
+        .take_while(|&&b| matches!(b, b'\r' | b'\n' | 0))
+        .count();
+    if stray > 0 {
+        return Frame::Skip(stray);
+    }
+    let digits = bytes.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == bytes.len() {
+        // The length field may still be growing; 16 hex digits is the most a length can have.
+        return if digits <= 16 {
+            Frame::NeedMore
+        } else {
+            Frame::Skip(1)
+        };
+    }
+    if digits == 0 || digits > 16 || bytes[digits] != b'\t' {
+        return Frame::Skip(1);
+    }
+    let text = std::str::from_utf8(&bytes[..digits]).unwrap_or("");
+    match u64::from_str_radix(text, 16) {
+        // A record holds at least its length field and the TAB after it.
+        Ok(n) if n > digits as u64 => Frame::Record(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => Frame::Skip(1),
+    }
+}
+
+/// How a file's text is stored, decided from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TextEnc {
+    /// UTF-8 or any byte encoding: bytes pass as they are.
+    Bytes,
+    /// UTF-16 little endian: lines are transcoded to UTF-8.
+    Utf16Le,
+    /// UTF-16 big endian: lines are transcoded to UTF-8.
+    Utf16Be,
+}
+
+impl TextEnc {
+    /// Bytes per code unit.
+    pub(crate) fn unit(self) -> usize {
+        match self {
+            TextEnc::Bytes => 1,
+            TextEnc::Utf16Le | TextEnc::Utf16Be => 2,
+        }
+    }
+}
+
+/// Decides the encoding from the first bytes of a file: `(encoding, BOM length)`, or `None`
+/// while too few bytes exist to tell. `forced` is the configured encoding (`None` = auto).
+pub(crate) fn detect(
+    head: &[u8],
+    forced: Option<TextEnc>,
+    whole_file: bool,
+) -> Option<(TextEnc, usize)> {
+    const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+    let bom = |enc: TextEnc| -> Option<(TextEnc, usize)> {
+        let mark: &[u8] = match enc {
+            TextEnc::Bytes => UTF8_BOM,
+            TextEnc::Utf16Le => b"\xFF\xFE",
+            TextEnc::Utf16Be => b"\xFE\xFF",
+        };
+        if head.starts_with(mark) {
+            Some((enc, mark.len()))
+        } else if mark.starts_with(head) && !whole_file {
+            None
+        } else {
+            Some((enc, 0))
+        }
+    };
+    match forced {
+        Some(enc) => bom(enc),
+        None => {
+            for enc in [TextEnc::Utf16Le, TextEnc::Utf16Be, TextEnc::Bytes] {
+                match bom(enc)? {
+                    (found, n) if n > 0 => return Some((found, n)),
+                    _ => {}
+                }
+            }
+            Some((TextEnc::Bytes, 0))
+        }
+    }
+}
+
+/// Index of the first line feed in `data` (for UTF-16, of the first byte of the LF code unit;
+/// `data` starts at a code-unit boundary).
+pub(crate) fn find_lf(data: &[u8], enc: TextEnc) -> Option<usize> {
+    match enc {
+        TextEnc::Bytes => memchr(b'\n', data),
+        TextEnc::Utf16Le => {
+            memchr_iter(b'\n', data).find(|&i| i % 2 == 0 && data.get(i + 1) == Some(&0))
+        }
+        TextEnc::Utf16Be => memchr_iter(b'\n', data)
+            .find(|&i| i % 2 == 1 && data[i - 1] == 0)
+            .map(|i| i - 1),
+    }
+}
+
+/// Offset just after the last line feed in `data`, if any (`data` starts at a code-unit boundary).
+pub(crate) fn after_last_lf(data: &[u8], enc: TextEnc) -> Option<usize> {
+    match enc {
+        TextEnc::Bytes => memrchr(b'\n', data).map(|i| i + 1),
+        _ => {
+            let units = data.len() / 2;
+            (0..units)
+                .rev()
+                .find(|&u| find_lf(&data[u * 2..u * 2 + 2], enc).is_some())
+                .map(|u| u * 2 + 2)
+        }
+    }
+}
+
+/// The record for a line without its terminator: CR stripped, UTF-16 transcoded into `scratch`.
+pub(crate) fn line_bytes<'a>(line: &'a [u8], enc: TextEnc, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    let text = match enc {
+        TextEnc::Bytes => line,
+        TextEnc::Utf16Le | TextEnc::Utf16Be => {
+            transcode_utf16(line, enc == TextEnc::Utf16Be, scratch);
+            scratch.as_slice()
+        }
+    };
+    text.strip_suffix(b"\r").unwrap_or(text)
+}
+
+/// UTF-16 code units to UTF-8 (unpaired surrogates become U+FFFD; an odd last byte is dropped).
+fn transcode_utf16(bytes: &[u8], big_endian: bool, out: &mut Vec<u8>) {
+    out.clear();
+    let units = bytes.chunks_exact(2).map(|p| {
+        if big_endian {
+            u16::from_be_bytes([p[0], p[1]])
+        } else {
+            u16::from_le_bytes([p[0], p[1]])
+        }
+    });
+    let mut tmp = [0u8; 4];
+    for c in char::decode_utf16(units) {
+        let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf16le(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn detects_boms_and_waits_for_short_heads() {
+        assert_eq!(
+            detect(b"\xFF\xFEa\0", None, false),
+            Some((TextEnc::Utf16Le, 2))
+        );
+        assert_eq!(
+            detect(b"\xFE\xFF\0a", None, false),
+            Some((TextEnc::Utf16Be, 2))
+        );
+        assert_eq!(
+            detect(b"\xEF\xBB\xBFab", None, false),
+            Some((TextEnc::Bytes, 3))
+        );
+        assert_eq!(detect(b"\xFF", None, false), None);
+        assert_eq!(detect(b"\xFF", None, true), Some((TextEnc::Bytes, 0)));
+        assert_eq!(detect(b"abc", None, false), Some((TextEnc::Bytes, 0)));
+        assert_eq!(
+            detect(b"a\0b\0", Some(TextEnc::Utf16Le), false),
+            Some((TextEnc::Utf16Le, 0))
+        );
+    }
+
+    #[test]
+    fn utf16_lines_are_found_on_unit_boundaries() {
+        // U+0A41 has 0x0A as its low byte: not a line feed.
+        let data = utf16le("\u{0A41}x\r\nnext");
+        let i = find_lf(&data, TextEnc::Utf16Le).unwrap();
+        assert_eq!(i, 6);
+        let mut scratch = Vec::new();
+        assert_eq!(
+            line_bytes(&data[..i], TextEnc::Utf16Le, &mut scratch),
+            "\u{0A41}x".as_bytes()
+        );
+        assert_eq!(after_last_lf(&data, TextEnc::Utf16Le), Some(8));
+        let be: Vec<u8> = "ab\ncd"
+            .encode_utf16()
+            .flat_map(|u| u.to_be_bytes())
+            .collect();
+        assert_eq!(find_lf(&be, TextEnc::Utf16Be), Some(4));
+    }
+
+    #[test]
+    fn entry_length_framer_walks_records() {
+        let header = b"00000001\t00080000\r\n";
+        assert_eq!(
+            sep_entry_length(header, true, false),
+            Frame::Header(header.len())
+        );
+        assert_eq!(sep_entry_length(b"0000001", true, false), Frame::NeedMore);
+        assert_eq!(
+            sep_entry_length(b"0000000c\tabc\r\n", false, false),
+            Frame::Record(12)
+        );
+        assert_eq!(
+            sep_entry_length(b"\r\n\0\x0013e\t", false, false),
+            Frame::Skip(4)
+        );
+        assert_eq!(sep_entry_length(b"13e", false, true), Frame::NeedMore);
+        assert_eq!(sep_entry_length(b"zz\t", false, false), Frame::Skip(1));
+        assert_eq!(sep_entry_length(b"1\tx", false, false), Frame::Skip(1));
+    }
+}

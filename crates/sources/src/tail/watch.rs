@@ -1,0 +1,286 @@
+//! Wake-ups: file-system notifications (via `notify`), explicit wakes, and the set of watched
+//! directories.
+//!
+//! The `notify` callback runs on notify's own thread. It filters events (only paths that match
+//! the patterns, followed files, and directories on the way to a pattern's directory count),
+//! records what happened in [`Pending`] and signals a condition variable that
+//! [`Shared::wait_until`] sleeps on. Nothing is read on that thread.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use notify::event::{ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+
+use super::identity::FileKey;
+use super::pattern::Patterns;
+
+/// Most distinct changed paths remembered between two reads; beyond that everything is read.
+const MAX_DIRTY: usize = 4096;
+
+/// What happened since the last [`Shared::take`].
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// [`Waker::wake`] was called.
+    pub woken: bool,
+    /// Files may have appeared, vanished or been renamed, or notifications were lost.
+    pub rescan: bool,
+    /// Files whose content changed.
+    pub dirty: HashSet<PathBuf>,
+    /// New paths of files renamed from a followed or matching path to one the patterns do
+    /// not match (read to their end even if they were never opened).
+    pub moved: Vec<PathBuf>,
+}
+
+impl Pending {
+    fn is_set(&self) -> bool {
+        self.woken || self.rescan || !self.dirty.is_empty()
+    }
+}
+
+/// State shared between the tailer, its wakers and the notification thread.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pending: Mutex<Pending>,
+    cond: Condvar,
+    /// Current paths of followed files (renamed-away files no longer match the patterns).
+    followed: Mutex<HashSet<PathBuf>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn update(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut lock(&self.pending));
+        self.cond.notify_all();
+    }
+
+    /// Takes what happened, leaving nothing pending.
+    pub(crate) fn take(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+
+    /// Marks everything for a rescan (used after errors and at start).
+    pub(crate) fn request_rescan(&self) {
+        self.update(|p| p.rescan = true);
+    }
+
+    /// Sleeps until something is pending or `deadline` passes. Returns whether something is.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> bool {
+        let mut p = lock(&self.pending);
+        loop {
+            if p.is_set() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            p = match self.cond.wait_timeout(p, deadline - now) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Replaces the set of followed paths the notification filter accepts.
+    pub(crate) fn set_followed(&self, paths: HashSet<PathBuf>) {
+        *lock(&self.followed) = paths;
+    }
+
+    /// Files the filter should accept besides pattern matches.
+    fn is_followed(&self, path: &Path) -> bool {
+        lock(&self.followed).contains(path)
+    }
+}
+
+/// Makes [`Tailer::wait`](super::Tailer::wait) return at once (for shutdown). Cloneable, `Send`.
+#[derive(Clone, Debug)]
+pub struct Waker {
+    shared: Arc<Shared>,
+}
+
+impl Waker {
+    pub(crate) fn new(shared: Arc<Shared>) -> Waker {
+        Waker { shared }
+    }
+
+    /// Wakes the tailer's `wait` (now, or its next call if it is not waiting).
+    pub fn wake(&self) {
+        self.shared.update(|p| p.woken = true);
+    }
+}
+
+/// Turns one notification into pending work.
+fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
+    let ev = match res {
+        Ok(ev) => ev,
+        Err(e) => {
+            tracing::debug!(error = %e, "tail: notification error, rescanning");
+            return shared.request_rescan();
+        }
+    };
+    if ev.need_rescan() {
+        return shared.request_rescan();
+    }
+    let ours = |p: &Path| patterns.matches(p) || shared.is_followed(p);
+    match ev.kind {
+        EventKind::Access(_) => {}
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+            let hits: Vec<&PathBuf> = ev.paths.iter().filter(|p| ours(p)).collect();
+            if !hits.is_empty() {
+                shared.update(|pending| {
+                    for p in hits {
+                        if pending.dirty.len() < MAX_DIRTY {
+                            pending.dirty.insert(p.clone());
+                        } else {
+                            pending.rescan = true;
+                        }
+                    }
+                });
+            }
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            if let [from, to] = &ev.paths[..]
+                && ours(from)
+                && !patterns.matches(to)
+            {
+                shared.update(|pending| {
+                    if pending.moved.len() < MAX_DIRTY {
+                        pending.moved.push(to.clone());
+                    }
+                    pending.rescan = true;
+                });
+            } else if ev.paths.iter().any(|p| ours(p)) {
+                shared.request_rescan();
+            }
+        }
+        EventKind::Modify(ModifyKind::Metadata(_)) => {
+            if ev.paths.iter().any(|p| ours(p)) {
+                shared.request_rescan();
+            }
+        }
+        _ => {
+            // Create, remove, rename, other: files or directories may have come or gone.
+            if ev.paths.is_empty() || ev.paths.iter().any(|p| ours(p) || patterns.concerns_dir(p)) {
+                shared.request_rescan();
+            }
+        }
+    }
+}
+
+/// The watched directories: each pattern's base directory, or its nearest existing ancestor
+/// while the base does not exist yet.
+pub(crate) struct Watches {
+    watcher: Option<RecommendedWatcher>,
+    /// Watched directory → (recursive, identity when watched).
+    active: HashMap<PathBuf, (bool, Option<FileKey>)>,
+    /// Directories whose watch failed (warned once).
+    failed: HashSet<PathBuf>,
+}
+
+impl Watches {
+    /// Starts the notification thread. Without one (inotify limits, unsupported platform) the
+    /// tailer still works by polling; the error is returned for logging.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        patterns: Arc<Patterns>,
+    ) -> (Watches, Option<notify::Error>) {
+        let handler = move |res| on_event(&shared, &patterns, res);
+        let (watcher, error) = match RecommendedWatcher::new(handler, notify::Config::default()) {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e)),
+        };
+        (
+            Watches {
+                watcher,
+                active: HashMap::new(),
+                failed: HashSet::new(),
+            },
+            error,
+        )
+    }
+
+    /// Whether notifications work at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.watcher.is_some()
+    }
+
+    /// Brings the watches in line with the patterns' directories. Returns new failures.
+    pub(crate) fn refresh(&mut self, patterns: &Patterns) -> u64 {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return 0;
+        };
+        let mut desired: HashMap<PathBuf, bool> = HashMap::new();
+        for (base, recursive) in patterns.bases() {
+            let (dir, recursive) = if base.is_dir() {
+                (base.to_path_buf(), recursive)
+            } else {
+                match base.ancestors().skip(1).find(|a| a.is_dir()) {
+                    Some(a) => (a.to_path_buf(), false),
+                    None => continue,
+                }
+            };
+            *desired.entry(dir).or_insert(false) |= recursive;
+        }
+        let mut errors = 0;
+        self.active.retain(|dir, _| {
+            let keep = desired.contains_key(dir);
+            if !keep {
+                let _ = watcher.unwatch(dir);
+            }
+            keep
+        });
+        for (dir, recursive) in desired {
+            let key = std::fs::metadata(&dir).ok().map(|m| FileKey::of(&m, &dir));
+            if self.active.get(&dir) == Some(&(recursive, key)) {
+                continue;
+            }
+            if self.active.remove(&dir).is_some() {
+                let _ = watcher.unwatch(&dir);
+            }
+            let mode = if recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            match watcher.watch(&dir, mode) {
+                Ok(()) => {
+                    self.failed.remove(&dir);
+                    self.active.insert(dir, (recursive, key));
+                }
+                Err(e) => {
+                    if self.failed.insert(dir.clone()) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "tail: cannot watch directory; polling it");
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn wake_interrupts_a_wait_and_is_consumed() {
+        let shared = Arc::new(Shared::default());
+        let waker = Waker::new(shared.clone());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        assert!(shared.wait_until(Instant::now() + Duration::from_secs(30)));
+        t.join().unwrap();
+        assert!(shared.take().woken);
+        assert!(!shared.wait_until(Instant::now() + Duration::from_millis(5)));
+    }
+}
