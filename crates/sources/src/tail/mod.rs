@@ -260,7 +260,7 @@ pub struct TailStats {
     pub truncations: u64,
     /// Errors (files that could not be opened or read, watches, checkpoints).
     pub errors: u64,
-    /// Files not opened because `max_open_files` were open.
+    /// Times a file had to wait because `max_open_files` were open.
     pub files_deferred: u64,
     /// Fallback polls done.
     pub polls: u64,
@@ -329,7 +329,7 @@ pub struct Tailer {
     next_poll: Instant,
     /// Read everything at the next call (start, or a file's budget ran out).
     backlog: bool,
-    /// Paths that could not be read → when that was last logged.
+    /// Paths that could not be opened (errors, or the open-file cap) → when that was logged.
     failing: HashMap<PathBuf, Instant>,
     cap_warned: bool,
     last_saved: Option<Vec<Entry>>,

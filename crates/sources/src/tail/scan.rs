@@ -1,6 +1,7 @@
 //! Finding files: matching paths to followed files by identity, opening new ones at the right
 //! position, noticing files that left their path, and expiring old checkpoint entries.
 
+use std::collections::hash_map::Entry::Vacant;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
@@ -102,7 +103,11 @@ impl Tailer {
                 tracing::warn!(max = self.max_open, path = %path.display(), "tail: too many open files; further files wait");
                 self.cap_warned = true;
             }
-            self.stats.files_deferred += 1;
+            // Known from now on (no rescan per change of it); retried on later scans.
+            if let Vacant(slot) = self.failing.entry(path) {
+                slot.insert(now);
+                self.stats.files_deferred += 1;
+            }
             return None;
         }
         let opened = File::open(&path).and_then(|file| {
