@@ -97,11 +97,16 @@ pub fn format_time(t: Timestamp) -> String {
     format!("{t:.3}")
 }
 
+/// Symbols below this id are found through the event's dense index; rarer (later
+/// interned) names are found by a scan.
+const INDEXED: usize = 4096;
+
 /// One event: metadata plus named fields.
 ///
-/// Fields are kept sorted by [`Sym`] so a lookup is a binary search. Parsers append
-/// with [`Event::push`] in any order and call [`Event::finish`] once; later stages
-/// use [`Event::set`].
+/// Fields keep the order parsers pushed them in. [`Event::finish`] builds a dense index
+/// from symbol id to position, so a lookup is one array access (no sorting, no search).
+/// Parsers append with [`Event::push`] and call [`Event::finish`] once; later stages use
+/// [`Event::set`].
 #[derive(Clone, Debug)]
 pub struct Event {
     /// The configured name of the source that read the event.
@@ -117,6 +122,8 @@ pub struct Event {
     /// Set by anomaly filters.
     pub anomaly: bool,
     fields: Vec<(Sym, Value)>,
+    /// `index[sym.id()]` = position + 1 in `fields` (0 = absent), for ids below [`INDEXED`].
+    index: Vec<u16>,
 }
 
 /// Where an event came from, for messages and `watchpost test` output.
@@ -139,7 +146,16 @@ impl Event {
             origin: None,
             anomaly: false,
             fields: Vec::new(),
+            index: Vec::new(),
         }
+    }
+
+    /// A new event with room for `fields` fields (parsers that know their field count
+    /// avoid reallocating while they push).
+    pub fn with_capacity(source: Arc<str>, host: Arc<str>, raw: String, fields: usize) -> Event {
+        let mut e = Event::new(source, host, raw);
+        e.fields.reserve_exact(fields);
+        e
     }
 
     /// Appends a field. Call [`Event::finish`] after the last push.
@@ -159,28 +175,75 @@ impl Event {
         ));
     }
 
-    /// Sorts the fields for lookup; of duplicate names the first pushed wins.
+    /// Indexes the fields for lookup; of duplicate names the first pushed wins.
     pub fn finish(&mut self) {
-        if !self.fields.is_sorted_by_key(|(s, _)| *s) {
-            self.fields.sort_by_key(|(s, _)| *s);
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        let max = self
+            .fields
+            .iter()
+            .map(|(s, _)| s.id())
+            .filter(|&id| id < INDEXED)
+            .max();
+        self.index.clear();
+        self.index.resize(max.map_or(0, |m| m + 1), 0);
+        let mut duplicates = false;
+        for (pos, (sym, _)) in self.fields.iter().enumerate() {
+            let id = sym.id();
+            if id >= INDEXED || pos >= u16::MAX as usize {
+                duplicates |= self.fields[..pos].iter().any(|(s, _)| s == sym);
+                continue;
+            }
+            if self.index[id] == 0 {
+                self.index[id] = pos as u16 + 1;
+            } else {
+                duplicates = true;
+            }
         }
-        self.fields.dedup_by_key(|(s, _)| *s);
+        if duplicates {
+            let mut seen = std::collections::HashSet::new();
+            self.fields.retain(|(s, _)| seen.insert(*s));
+            self.reindex();
+        }
+    }
+
+    fn position(&self, sym: Sym) -> Option<usize> {
+        let id = sym.id();
+        if id < INDEXED && self.fields.len() < u16::MAX as usize {
+            match self.index.get(id) {
+                Some(&p) if p > 0 => Some(p as usize - 1),
+                _ => None,
+            }
+        } else {
+            self.fields.iter().position(|(s, _)| *s == sym)
+        }
     }
 
     /// Sets a field, replacing an existing one.
     pub fn set(&mut self, sym: Sym, value: Value) {
-        match self.fields.binary_search_by_key(&sym, |(s, _)| *s) {
-            Ok(i) => self.fields[i].1 = value,
-            Err(i) => self.fields.insert(i, (sym, value)),
+        match self.position(sym) {
+            Some(i) => self.fields[i].1 = value,
+            None => {
+                self.fields.push((sym, value));
+                let id = sym.id();
+                if id < INDEXED && self.fields.len() < u16::MAX as usize {
+                    if self.index.len() <= id {
+                        self.index.resize(id + 1, 0);
+                    }
+                    self.index[id] = self.fields.len() as u16;
+                }
+            }
         }
     }
 
     /// Removes a field.
     pub fn remove(&mut self, sym: Sym) -> Option<Value> {
-        match self.fields.binary_search_by_key(&sym, |(s, _)| *s) {
-            Ok(i) => Some(self.fields.remove(i).1),
-            Err(_) => None,
-        }
+        let i = self.position(sym)?;
+        let (_, v) = self.fields.remove(i);
+        self.reindex();
+        Some(v)
     }
 
     /// A field or metadata value by name.
@@ -188,7 +251,7 @@ impl Event {
         if sym.is_metadata() {
             return self.metadata(sym);
         }
-        let i = self.fields.binary_search_by_key(&sym, |(s, _)| *s).ok()?;
+        let i = self.position(sym)?;
         Some(self.resolve(&self.fields[i].1))
     }
 
@@ -222,7 +285,7 @@ impl Event {
         }
     }
 
-    /// The fields (not metadata) in symbol order.
+    /// The fields (not metadata) in the order the parser produced them.
     pub fn fields(&self) -> impl Iterator<Item = (Sym, FieldRef<'_>)> {
         self.fields.iter().map(|(s, v)| (*s, self.resolve(v)))
     }

@@ -62,6 +62,11 @@ impl Sym {
     /// `anomaly`: whether an anomaly filter flagged the event.
     pub const ANOMALY: Sym = Sym(6);
 
+    /// The symbol's number (dense, from 0, in interning order).
+    pub fn id(self) -> usize {
+        self.0 as usize
+    }
+
     /// Whether this is one of the metadata names every event has.
     pub fn is_metadata(self) -> bool {
         (self.0 as usize) < FIXED.len()

@@ -35,7 +35,9 @@ pub struct Filter {
     pub stop: bool,
     /// Anomaly gate.
     pub anomaly: AnomalyMode,
-    cond: Cond,
+    /// The condition without its `source` test: filters only run inside per-source plans,
+    /// which include a filter only for the sources that test allows.
+    cond_in_plan: Cond,
     sources: Option<Vec<String>>,
 }
 
@@ -143,7 +145,7 @@ impl Chain {
                 exclude: spec.exclude,
                 stop: spec.stop,
                 anomaly: spec.anomaly,
-                cond: spec.cond,
+                cond_in_plan: spec.cond.without_source_test().unwrap_or(spec.cond),
                 sources,
             });
         }
@@ -190,7 +192,7 @@ impl Chain {
         let mut caps: Captures = Vec::new();
         for &i in &plan.excludes {
             let f = &self.filters[i];
-            if f.cond.eval(event, &mut caps) {
+            if f.cond_in_plan.eval(event, &mut caps) {
                 caps.clear();
                 if f.actions.is_empty() {
                     verdict.excluded_by = Some(i);
@@ -209,7 +211,7 @@ impl Chain {
             if !gate {
                 continue;
             }
-            if f.cond.eval(event, &mut caps) {
+            if f.cond_in_plan.eval(event, &mut caps) {
                 apply_captures(event, &mut caps);
                 verdict.fired.push(i);
                 if f.stop {

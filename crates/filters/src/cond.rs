@@ -137,6 +137,46 @@ impl Cond {
     }
 }
 
+impl Cond {
+    /// The condition without the `source` test that [`Cond::required_sources`] found, for use
+    /// inside a plan that only runs for those sources. `None` when there is nothing to strip
+    /// or more than one such test (then the condition is used as it is).
+    pub fn without_source_test(&self) -> Option<Cond> {
+        fn is_source_test(c: &Cond) -> bool {
+            matches!(
+                c,
+                Cond::Field(Sym::SOURCE, Test::Eq(_) | Test::InSmall(_) | Test::InSet(_))
+            )
+        }
+        fn count(c: &Cond) -> usize {
+            match c {
+                c if is_source_test(c) => 1,
+                Cond::All(cs) => cs.iter().map(count).sum(),
+                _ => 0,
+            }
+        }
+        fn strip(c: &Cond) -> Cond {
+            match c {
+                c if is_source_test(c) => Cond::All(Vec::new()),
+                Cond::All(cs) => {
+                    let mut kept: Vec<Cond> = cs
+                        .iter()
+                        .filter(|c| !is_source_test(c))
+                        .map(strip)
+                        .collect();
+                    if kept.len() == 1 {
+                        kept.remove(0)
+                    } else {
+                        Cond::All(kept)
+                    }
+                }
+                other => other.clone(),
+            }
+        }
+        (count(self) == 1).then(|| strip(self))
+    }
+}
+
 impl Test {
     fn eval(&self, value: Option<FieldRef<'_>>, caps: &mut Captures) -> bool {
         if let Test::Exists(want) = self {

@@ -88,12 +88,10 @@ fn err(span: &Range<usize>, msg: impl Into<String>) -> ConfigError {
     ConfigError::new(span.clone(), msg)
 }
 
-/// Parses one `[[filter]]` table.
-pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> Result<FilterSpec, Errors> {
+/// Parses one `[[filter]]` table. The spec comes back even when there are errors (with
+/// the faulty parts left out), so later checks such as action names still run on it.
+pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
     let span = v.span();
-    let Some(table) = v.get_ref().as_table() else {
-        return Err(vec![err(&span, "a [[filter]] entry must be a table")]);
-    };
     let mut errors = Vec::new();
     let mut spec = FilterSpec {
         name: String::new(),
@@ -109,6 +107,10 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> Result<FilterSpec, Errors> {
         fields: Vec::new(),
         captures: Vec::new(),
         span: span.clone(),
+    };
+    let Some(table) = v.get_ref().as_table() else {
+        errors.push(err(&span, "a [[filter]] entry must be a table"));
+        return (spec, errors);
     };
     let mut has_name = false;
     for (key, value) in table.iter() {
@@ -161,11 +163,7 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> Result<FilterSpec, Errors> {
     if spec.exclude && (spec.stop || spec.anomaly != AnomalyMode::Any) {
         errors.push(err(&spec.name_span, "an exclude filter takes no `stop` or `anomaly` (it removes events before include filters run)"));
     }
-    if errors.is_empty() {
-        Ok(spec)
-    } else {
-        Err(errors)
-    }
+    (spec, errors)
 }
 
 fn bool_key(v: &Spanned<DeValue<'_>>, out: &mut bool, name: &str, errors: &mut Errors) {

@@ -12,10 +12,9 @@ fn specs(text: &str) -> Result<Vec<FilterSpec>, Vec<ConfigError>> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
     for f in arr.iter() {
-        match parse_filter(f) {
-            Ok(s) => out.push(s),
-            Err(e) => errs.extend(e),
-        }
+        let (spec, e) = parse_filter(f);
+        out.push(spec);
+        errs.extend(e);
     }
     if errs.is_empty() { Ok(out) } else { Err(errs) }
 }
@@ -230,4 +229,25 @@ fn duplicate_names_and_disabled_filters() {
     assert!(Chain::build(specs(text).unwrap(), &resolve, &[]).is_err());
     let c = chain("[[filter]]\nname = \"off\"\nenabled = false\n[[filter]]\nname = \"on\"\n");
     assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn source_test_is_stripped_only_when_the_plan_guarantees_it() {
+    let c = chain(
+        r#"
+[[filter]]
+name = "two-sources"
+match = { source = { in = ["a", "b"] }, x = "1" }
+
+[[filter]]
+name = "double"
+match = { source = "a", all = [{ source = { in = ["a", "b"] } }] }
+"#,
+    );
+    let mut e = event("b", &[("x", "1")]);
+    assert_eq!(fired(&c, &mut e), ["two-sources"]);
+    let mut e = event("a", &[("x", "1")]);
+    assert_eq!(fired(&c, &mut e), ["two-sources", "double"]);
+    let mut e = event("c", &[("x", "1")]);
+    assert!(fired(&c, &mut e).is_empty());
 }

@@ -14,6 +14,8 @@ pub mod text;
 
 pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};
+pub mod evtx;
 pub mod jsonl;
 pub mod sep;
 pub mod tail;
+pub mod winevent;

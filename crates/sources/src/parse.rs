@@ -20,7 +20,11 @@ pub struct ParseCtx {
 impl ParseCtx {
     /// A context with the system time zone.
     pub fn new(source: impl Into<Arc<str>>, local_host: impl Into<Arc<str>>) -> ParseCtx {
-        ParseCtx { source: source.into(), local_host: local_host.into(), tz: TimeZone::system() }
+        ParseCtx {
+            source: source.into(),
+            local_host: local_host.into(),
+            tz: TimeZone::system(),
+        }
     }
 }
 
@@ -37,7 +41,10 @@ pub struct ParseError {
 impl ParseError {
     /// A new error at `column`.
     pub fn new(column: usize, message: impl Into<String>) -> ParseError {
-        ParseError { column, message: message.into() }
+        ParseError {
+            column,
+            message: message.into(),
+        }
     }
 }
 

@@ -566,9 +566,10 @@ fn sep_binary_records_with_a_header_changing_in_place() {
     let log = dir.path().join("seclog.log");
     let header =
         |n: u32| format!("00000001\t00080000\t00000000\t{n:08x}\t00000000\t{n:016x}\t0000000e\r\n");
+    // Entry Length, TAB, FILETIME, TAB, fields…, CR (as seclog.log writes them).
     let rec = |body: &str| {
-        let len = 9 + body.len() + 1;
-        format!("{len:08x}\t{body}\r")
+        let len = 9 + 17 + body.len() + 1;
+        format!("{len:08x}\t01d50b296ed97e44\t{body}\r")
     };
     append(
         &log,

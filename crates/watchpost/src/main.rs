@@ -1,1 +1,164 @@
-fn main() {}
+//! watchpost: endpoint security event monitor. `main` only parses arguments and dispatches.
+
+mod check;
+mod config;
+mod diag;
+mod pipeline;
+mod replay;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::diag::Diagnostics;
+
+/// Reads security events the moment they are written and reacts within milliseconds.
+#[derive(Parser)]
+#[command(name = "watchpost", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the monitor in the foreground (SIGINT/SIGTERM stop it cleanly).
+    Run {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration; every problem is printed as file:line:column.
+    CheckConfig {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Replay log files through the filter chain without running actions.
+    Test {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: replay::OutputFormat,
+        /// Parse every input as this configured source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Log files to replay.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Print the built-in configuration.
+    DefaultConfig,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("watchpost: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let Some((config, chain)) = load(config.as_deref(), true)? else {
+                return Ok(ExitCode::from(1));
+            };
+            run::run(config, chain)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let ok = load(config.as_deref(), true)?.is_some();
+            if ok {
+                println!("configuration is valid");
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Test {
+            config,
+            format,
+            source,
+            inputs,
+        } => {
+            let Some((config, chain)) = load(config.as_deref(), false)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let mut out = std::io::stdout().lock();
+            let t = replay::replay(
+                &config,
+                &chain,
+                source.as_deref(),
+                &inputs,
+                format,
+                &mut out,
+            )?;
+            eprintln!(
+                "{} records, {} unparsable, {} excluded, {} filter firings",
+                t.records, t.errors, t.excluded, t.fired
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DefaultConfig => {
+            print!("{}", config::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads and validates a configuration, printing every diagnostic to stderr.
+/// `None` when there were errors.
+fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filters::Chain)>> {
+    let (path, text) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading configuration {}", p.display()))?;
+            (p.to_owned(), text)
+        }
+        None => (
+            PathBuf::from("<built-in>"),
+            config::DEFAULT_CONFIG.to_owned(),
+        ),
+    };
+    let mut diags = Diagnostics::default();
+    let config = config::parse(&text, &mut diags);
+    let chain = config
+        .as_ref()
+        .and_then(|c| check::validate(c, &mut diags, io));
+    if !diags.items.is_empty() {
+        eprint!("{}", diags.render(&path, &text));
+    }
+    if diags.has_errors() {
+        eprintln!(
+            "{}: {} error(s), {} warning(s)",
+            path.display(),
+            diags.error_count(),
+            diags.warning_count()
+        );
+        return Ok(None);
+    }
+    Ok(config.zip(chain))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WATCHPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -97,7 +97,8 @@ impl<'a> Draft<'a> {
             std::borrow::Cow::Borrowed(s) => (s.to_owned(), true),
             std::borrow::Cow::Owned(s) => (s, false),
         };
-        let ev = Event::new(ctx.source.clone(), ctx.local_host.clone(), raw);
+        // SEP records carry up to ~100 non-empty fields; reserving once avoids regrowth.
+        let ev = Event::with_capacity(ctx.source.clone(), ctx.local_host.clone(), raw, 64);
         Draft {
             ev,
             map: OffsetMap {

@@ -40,18 +40,8 @@ use crate::parse::ParseError;
 
 use super::common::{hex, hex_digit};
 
-/// What the bytes at the start of a buffer are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// The file's header line, this many bytes including its CRLF.
-    Header(usize),
-    /// One record of this many bytes (Entry Length, or fewer for an unpadded last record).
-    Record(usize),
-    /// Not enough bytes yet to tell: read more (or, at the end of the file, wait).
-    NeedMore,
-    /// Skip this many bytes: padding between records, or garbage while resynchronising.
-    Skip(usize),
-}
+/// What the framer found: the tailer's frame type (`Header`, `Record`, `NeedMore`, `Skip`).
+pub use crate::tail::Frame;
 
 /// Longest record accepted; a larger Entry Length is treated as damage.
 pub const MAX_RECORD_LEN: usize = 1 << 20;

@@ -29,45 +29,6 @@ pub enum Frame {
 /// Answers of zero length are treated as a framing error (one byte is dropped and counted).
 pub type FrameFn = fn(&[u8], bool, bool) -> Frame;
 
-/// The SEP ring-log framer (sep-logs.md §2.1–2.2): a header line ending in LF, then records whose
-/// first TAB-separated field is the hex length of the whole record (terminator and padding
-/// included). Stray CR, LF and NUL bytes between records are skipped. Bytes that do not start
-/// with a hex length are dropped one at a time until one does (and counted as skipped bytes by
-/// the framer's caller only as they pass; the record after them is delivered normally).
-pub fn sep_entry_length(bytes: &[u8], at_file_start: bool, _at_eof: bool) -> Frame {
-    if at_file_start {
-        return match memchr(b'\n', bytes) {
-            Some(i) => Frame::Header(i + 1),
-            None => Frame::NeedMore,
-        };
-    }
-    let stray = bytes
-        .iter()
-        .take_while(|&&b| matches!(b, b'\r' | b'\n' | 0))
-        .count();
-    if stray > 0 {
-        return Frame::Skip(stray);
-    }
-    let digits = bytes.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == bytes.len() {
-        // The length field may still be growing; 16 hex digits is the most a length can have.
-        return if digits <= 16 {
-            Frame::NeedMore
-        } else {
-            Frame::Skip(1)
-        };
-    }
-    if digits == 0 || digits > 16 || bytes[digits] != b'\t' {
-        return Frame::Skip(1);
-    }
-    let text = std::str::from_utf8(&bytes[..digits]).unwrap_or("");
-    match u64::from_str_radix(text, 16) {
-        // A record holds at least its length field and the TAB after it.
-        Ok(n) if n > digits as u64 => Frame::Record(usize::try_from(n).unwrap_or(usize::MAX)),
-        _ => Frame::Skip(1),
-    }
-}
-
 /// How a file's text is stored, decided from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TextEnc {
@@ -230,26 +191,5 @@ mod tests {
             .flat_map(|u| u.to_be_bytes())
             .collect();
         assert_eq!(find_lf(&be, TextEnc::Utf16Be), Some(4));
-    }
-
-    #[test]
-    fn entry_length_framer_walks_records() {
-        let header = b"00000001\t00080000\r\n";
-        assert_eq!(
-            sep_entry_length(header, true, false),
-            Frame::Header(header.len())
-        );
-        assert_eq!(sep_entry_length(b"0000001", true, false), Frame::NeedMore);
-        assert_eq!(
-            sep_entry_length(b"0000000c\tabc\r\n", false, false),
-            Frame::Record(12)
-        );
-        assert_eq!(
-            sep_entry_length(b"\r\n\0\x0013e\t", false, false),
-            Frame::Skip(4)
-        );
-        assert_eq!(sep_entry_length(b"13e", false, true), Frame::NeedMore);
-        assert_eq!(sep_entry_length(b"zz\t", false, false), Frame::Skip(1));
-        assert_eq!(sep_entry_length(b"1\tx", false, false), Frame::Skip(1));
     }
 }

@@ -125,7 +125,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-pub use frame::{Frame, FrameFn, sep_entry_length};
+pub use frame::{Frame, FrameFn};
 pub use watch::Waker;
 
 use checkpoint::{Entry, Loaded};
@@ -150,7 +150,7 @@ pub enum Framing {
     /// Lines ending in LF (CRLF accepted).
     #[default]
     Lines,
-    /// SEP client ring logs: header line, then records by Entry Length ([`sep_entry_length`]).
+    /// SEP client ring logs: header line, then records by Entry Length ([`crate::sep::frame`]).
     SepBinary,
     /// Binary records cut by the given framer.
     Binary(FrameFn),
@@ -600,7 +600,7 @@ fn resolve_cut(opts: &TailOptions) -> Result<Cut, TailError> {
     };
     match opts.framing {
         Framing::Lines => Ok(Cut::Lines(forced)),
-        Framing::SepBinary => binary(sep_entry_length),
+        Framing::SepBinary => binary(crate::sep::frame),
         Framing::Binary(f) => binary(f),
     }
 }

@@ -1,0 +1,212 @@
+//! Everything `check-config` verifies beyond syntax: the chain builds, action names
+//! resolve, template variables can exist, paths are readable, the state directory is
+//! writable. `run` and `test` go through the same checks before they start.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use watchpost_event::Sym;
+use watchpost_filters::Chain;
+use watchpost_sources::Schema;
+
+use crate::config::Config;
+use crate::diag::Diagnostics;
+
+/// Names every event has, plus those that exist while an action runs.
+const METADATA: &[&str] = &[
+    "source", "host", "time", "raw", "filter", "actions", "anomaly",
+];
+
+/// Validates `config`; returns the built chain when there is no error.
+/// `io` turns on the checks that touch the file system (off for `test`).
+pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Chain> {
+    let names: Vec<&str> = config.actions.iter().map(|a| a.name()).collect();
+    let resolve = |n: &str| names.iter().position(|a| *a == n);
+    let chain = match Chain::build(config.filters.clone(), &resolve, &names) {
+        Ok(c) => Some(c),
+        Err(errs) => {
+            diags.extend(errs);
+            None
+        }
+    };
+    check_variables(config, diags);
+    for action in &config.actions {
+        diags.extend(action.check());
+    }
+    if io {
+        check_paths(config, diags);
+        check_state_dir(config, diags);
+    }
+    if diags.has_errors() { None } else { chain }
+}
+
+struct Known {
+    open: bool,
+    names: HashSet<&'static str>,
+    captures: HashSet<Sym>,
+}
+
+impl Known {
+    fn of(config: &Config) -> Known {
+        let mut k = Known {
+            open: false,
+            names: METADATA.iter().copied().collect(),
+            captures: HashSet::new(),
+        };
+        for s in &config.sources {
+            match s.format.parser().schema() {
+                Schema::Open => k.open = true,
+                Schema::Fixed(list) => k.names.extend(list.iter().copied()),
+            }
+        }
+        for f in &config.filters {
+            k.captures.extend(f.captures.iter().copied());
+        }
+        k
+    }
+
+    fn allows(&self, sym: Sym) -> bool {
+        self.open || self.names.contains(sym.as_str()) || self.captures.contains(&sym)
+    }
+
+    fn suggest(&self, name: &str) -> Option<&'static str> {
+        self.names
+            .iter()
+            .copied()
+            .filter(|n| edit_distance(n, name) <= 2)
+            .min_by_key(|n| edit_distance(n, name))
+    }
+}
+
+fn check_variables(config: &Config, diags: &mut Diagnostics) {
+    if config.sources.is_empty() {
+        return;
+    }
+    let known = Known::of(config);
+    for action in &config.actions {
+        for (sym, span) in action.variables() {
+            if !known.allows(sym) {
+                let hint = known
+                    .suggest(sym.as_str())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                diags.error(
+                    span,
+                    format!("template variable `{sym}` can never exist: no configured source or regex capture produces it{hint}"),
+                );
+            }
+        }
+    }
+    for f in &config.filters {
+        for (sym, span) in &f.fields {
+            if !known.allows(*sym) {
+                let hint = known
+                    .suggest(sym.as_str())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                diags.warning(
+                    span.clone(),
+                    format!("filter `{}` tests field `{sym}`, which no configured source produces{hint}", f.name),
+                );
+            }
+        }
+    }
+}
+
+fn check_paths(config: &Config, diags: &mut Diagnostics) {
+    for s in &config.sources {
+        for pattern in &s.paths {
+            let dir = static_dir(pattern);
+            match std::fs::read_dir(&dir) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => diags.warning(
+                    s.path_span.clone(),
+                    format!("source `{}`: directory {} does not exist (yet); watchpost will pick it up when it appears", s.name, dir.display()),
+                ),
+                Err(e) => diags.error(
+                    s.path_span.clone(),
+                    format!("source `{}`: cannot read directory {}: {e}", s.name, dir.display()),
+                ),
+            }
+        }
+    }
+}
+
+/// The directory part of a glob pattern before its first wildcard.
+pub fn static_dir(pattern: &str) -> std::path::PathBuf {
+    let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let head = &pattern[..cut];
+    let p = Path::new(head);
+    let dir = if cut == pattern.len() {
+        p.parent()
+    } else if head.ends_with(['/', '\\']) {
+        Some(p)
+    } else {
+        p.parent()
+    };
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => ".".into(),
+    }
+}
+
+fn check_state_dir(config: &Config, diags: &mut Diagnostics) {
+    let dir = &config.state_dir;
+    let span = config.agent.state_dir.span();
+    let mut probe = dir.as_path();
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => break,
+        }
+    }
+    let test = probe.join(format!(".watchpost-write-test-{}", std::process::id()));
+    match std::fs::write(&test, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&test);
+        }
+        Err(e) => diags.error(
+            span,
+            format!(
+                "state_dir {}: {} is not writable: {e}",
+                dir.display(),
+                probe.display()
+            ),
+        ),
+    }
+}
+
+/// Levenshtein distance (for "did you mean" hints; names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_dir_of_patterns() {
+        assert_eq!(static_dir("/var/log/sep/*.Log"), Path::new("/var/log/sep"));
+        assert_eq!(static_dir("/var/log/auth.log"), Path::new("/var/log"));
+        assert_eq!(static_dir("logs/*/x.log"), Path::new("logs"));
+        assert_eq!(static_dir("*.log"), Path::new("."));
+    }
+
+    #[test]
+    fn distance() {
+        assert_eq!(edit_distance("risk_name", "risk_nam"), 1);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+    }
+}

@@ -1,0 +1,414 @@
+//! Loading the TOML configuration into typed parts, collecting every problem with its place.
+//!
+//! The file is parsed once into toml's spanned tree ([`DeTable`]); each section is then
+//! read on its own (`[agent]` and `[[source]]` through serde with `deny_unknown_fields`,
+//! `[[filter]]` and `[[action]]` by their crates), so one bad entry does not hide the
+//! problems of the next. Environment references `${NAME}` / `${NAME:-default}` are
+//! expanded inside path values only, so byte spans stay true to the file.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use watchpost_actions::ActionSpec;
+use watchpost_event::ConfigError;
+use watchpost_filters::FilterSpec;
+use watchpost_sources::Format;
+
+use crate::diag::Diagnostics;
+
+/// The configuration built into the binary (`watchpost run` without `-c`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Where checkpoints and other state live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: Spanned<String>,
+    /// Overrides this machine's host name (used when a record names no computer).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// How often positions are written to disk (they are also written at shutdown).
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_interval_ms: u64,
+    /// Log every fired filter at info level (default true).
+    #[serde(default = "yes")]
+    pub log_fired: bool,
+}
+
+fn default_state_dir() -> Spanned<String> {
+    Spanned::new(
+        0..0,
+        "${WATCHPOST_STATE_DIR:-/var/lib/watchpost}".to_owned(),
+    )
+}
+fn default_checkpoint_ms() -> u64 {
+    1000
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: default_state_dir(),
+            host: None,
+            checkpoint_interval_ms: default_checkpoint_ms(),
+            log_fired: true,
+        }
+    }
+}
+
+/// `path = "…"` or `path = ["…", "…"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One pattern.
+    One(String),
+    /// Several patterns.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceToml {
+    name: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Spanned<OneOrMany>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    start_at: Option<Spanned<String>>,
+    #[serde(default)]
+    encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    max_line_bytes: Option<usize>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+/// Where a file source starts in files that exist at its first start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Read them whole.
+    Beginning,
+    /// Only what is written from now on (default).
+    End,
+}
+
+/// A `[[source]]` ready to open.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Unique name.
+    pub name: String,
+    /// Where the name is written.
+    pub name_span: Range<usize>,
+    /// The format.
+    pub format: Format,
+    /// Glob patterns, environment references expanded.
+    pub paths: Vec<String>,
+    /// Where `path` is written.
+    pub path_span: Range<usize>,
+    /// Globs to skip.
+    pub exclude: Vec<String>,
+    /// Start position for files without a checkpoint at the first start.
+    pub start_at: StartAt,
+    /// `auto`, `utf-8`, `utf-16le`, `utf-16be`.
+    pub encoding: String,
+    /// Time zone name for local-time formats (`None` = the system's).
+    pub timezone: Option<jiff::tz::TimeZone>,
+    /// Longest record accepted.
+    pub max_line_bytes: usize,
+    /// Host name override for this source.
+    pub host: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// `[agent]`.
+    pub agent: AgentConfig,
+    /// The state directory, environment references expanded.
+    pub state_dir: PathBuf,
+    /// Enabled sources.
+    pub sources: Vec<SourceConfig>,
+    /// Filters in file order.
+    pub filters: Vec<FilterSpec>,
+    /// Actions in file order.
+    pub actions: Vec<ActionSpec>,
+}
+
+const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl";
+
+/// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
+/// configuration may be partial otherwise: check `diags`).
+pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    for e in syntax {
+        diags.error(e.span().unwrap_or(0..0), e.message().to_owned());
+    }
+    if diags.has_errors() {
+        return None;
+    }
+    let mut doc = doc.into_inner();
+    expand_tree(&mut doc);
+    let mut agent = AgentConfig::default();
+    let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in doc.iter() {
+        let k: &str = key.get_ref();
+        match k {
+            "agent" => match AgentConfig::deserialize(value.clone().into_deserializer()) {
+                Ok(a) => agent = a,
+                Err(e) => diags.toml_error(&e, value.span()),
+            },
+            "source" => for_each_entry(value, "source", diags, |v, d| {
+                if let Some(s) = parse_source(v, d) {
+                    sources.push(s);
+                }
+            }),
+            "filter" => for_each_entry(value, "filter", diags, |v, d| {
+                let (spec, errs) = watchpost_filters::parse_filter(v);
+                filters.push(spec);
+                d.extend(errs);
+            }),
+            "action" => {
+                for_each_entry(
+                    value,
+                    "action",
+                    diags,
+                    |v, d| match watchpost_actions::parse_action(v.clone()) {
+                        Ok(a) => actions.push(a),
+                        Err(errs) => d.extend(errs),
+                    },
+                )
+            }
+            other => diags.error(
+                key.span(),
+                format!(
+                    "unknown section `{other}` (known: [agent], [[source]], [[filter]], [[action]])"
+                ),
+            ),
+        }
+    }
+    check_unique(
+        sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.name_span.clone())),
+        "source",
+        diags,
+    );
+    check_unique(actions.iter().map(|a| (a.name(), 0..0)), "action", diags);
+    let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
+    // Returned even with errors, so later checks can report their problems too.
+    Some(Config {
+        agent,
+        state_dir,
+        sources,
+        filters,
+        actions,
+    })
+}
+
+fn for_each_entry(
+    value: &Spanned<DeValue<'_>>,
+    what: &str,
+    diags: &mut Diagnostics,
+    mut f: impl FnMut(&Spanned<DeValue<'_>>, &mut Diagnostics),
+) {
+    match value.get_ref().as_array() {
+        Some(arr) => arr.iter().for_each(|v| f(v, diags)),
+        None => diags.error(
+            value.span(),
+            format!("`{what}` must be written as [[{what}]] tables"),
+        ),
+    }
+}
+
+fn check_unique<'a>(
+    names: impl Iterator<Item = (&'a str, Range<usize>)>,
+    what: &str,
+    diags: &mut Diagnostics,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for (name, span) in names {
+        if !seen.insert(name.to_owned()) {
+            diags.error(span, format!("{what} name `{name}` is used twice"));
+        }
+    }
+}
+
+fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<SourceConfig> {
+    let raw = match SourceToml::deserialize(v.clone().into_deserializer()) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.toml_error(&e, v.span());
+            return None;
+        }
+    };
+    if !raw.enabled {
+        return None;
+    }
+    let format = Format::from_name(raw.kind.get_ref());
+    if format.is_none() {
+        diags.error(
+            raw.kind.span(),
+            format!(
+                "unknown source type `{}` (known: {SOURCE_TYPES})",
+                raw.kind.get_ref()
+            ),
+        );
+    }
+    let start_at = match raw.start_at.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("end") => StartAt::End,
+        Some("beginning") => StartAt::Beginning,
+        Some(other) => {
+            let span = raw.start_at.as_ref().map(|s| s.span()).unwrap_or_default();
+            diags.error(
+                span,
+                format!("start_at = \"{other}\": use \"beginning\" or \"end\""),
+            );
+            StartAt::End
+        }
+    };
+    let encoding = raw
+        .encoding
+        .as_ref()
+        .map(|e| e.get_ref().clone())
+        .unwrap_or_else(|| "auto".into());
+    if !["auto", "utf-8", "utf-16le", "utf-16be"].contains(&encoding.as_str()) {
+        let span = raw.encoding.as_ref().map(|s| s.span()).unwrap_or_default();
+        diags.error(
+            span,
+            format!("encoding = \"{encoding}\": use auto, utf-8, utf-16le or utf-16be"),
+        );
+    }
+    let timezone =
+        raw.timezone
+            .as_ref()
+            .and_then(|tz| match jiff::tz::TimeZone::get(tz.get_ref()) {
+                Ok(z) => Some(z),
+                Err(e) => {
+                    diags.error(
+                        tz.span(),
+                        format!("unknown time zone `{}`: {e}", tz.get_ref()),
+                    );
+                    None
+                }
+            });
+    let path_span = raw.path.span();
+    let paths: Vec<String> = raw.path.into_inner().into_vec();
+    if paths.is_empty() {
+        diags.error(path_span.clone(), "`path` needs at least one pattern");
+    }
+    Some(SourceConfig {
+        name: raw.name.get_ref().clone(),
+        name_span: raw.name.span(),
+        format: format?,
+        paths,
+        path_span,
+        exclude: raw.exclude,
+        start_at,
+        encoding,
+        timezone,
+        max_line_bytes: raw.max_line_bytes.unwrap_or(1 << 20).clamp(1024, 64 << 20),
+        host: raw.host,
+    })
+}
+
+/// Expands environment references in every string value of the tree, in place, so the
+/// values' spans still point at the text as written.
+fn expand_tree(table: &mut DeTable<'_>) {
+    for (_, value) in table.iter_mut() {
+        expand_value(value.get_mut());
+    }
+}
+
+fn expand_value(value: &mut DeValue<'_>) {
+    match value {
+        DeValue::String(s) if s.contains('$') => *s = std::borrow::Cow::Owned(expand_env(s)),
+        DeValue::Array(items) => items.iter_mut().for_each(|v| expand_value(v.get_mut())),
+        DeValue::Table(t) => expand_tree(t),
+        _ => {}
+    }
+}
+
+/// Expands `${NAME}` and `${NAME:-default}`; an unset name without a default expands to "";
+/// `$${` writes a literal `${`.
+pub fn expand_env(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i]);
+            out.push('{');
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => out.push_str(&v),
+            _ => out.push_str(default.unwrap_or("")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl From<ConfigError> for crate::diag::Diag {
+    fn from(e: ConfigError) -> Self {
+        crate::diag::Diag {
+            severity: crate::diag::Severity::Error,
+            span: e.span,
+            message: e.message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY-free: only reads variables that tests never set concurrently.
+        assert_eq!(
+            expand_env("${WATCHPOST_TEST_UNSET_X:-/var/x}/a"),
+            "/var/x/a"
+        );
+        assert_eq!(expand_env("plain"), "plain");
+        assert_eq!(expand_env("${WATCHPOST_TEST_UNSET_X}b"), "b");
+        assert_eq!(expand_env("${broken"), "${broken");
+        assert_eq!(expand_env("a$${HOME}"), "a${HOME}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Configuration diagnostics: errors and warnings with byte spans, printed as
+//! `file:line:column: error: message` followed by the line and a caret, like a compiler.
+
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::path::Path;
+
+use watchpost_event::ConfigError;
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The configuration cannot run.
+    Error,
+    /// It runs, but probably not as meant.
+    Warning,
+}
+
+/// One problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diag {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Byte range in the configuration text.
+    pub span: Range<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    /// In the order found.
+    pub items: Vec<Diag>,
+}
+
+impl Diagnostics {
+    /// Adds an error.
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.items.push(Diag {
+            severity: Severity::Error,
+            span,
+            message: message.into(),
+        });
+    }
+
+    /// Adds a warning.
+    pub fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.items.push(Diag {
+            severity: Severity::Warning,
+            span,
+            message: message.into(),
+        });
+    }
+
+    /// Adds errors from a library crate.
+    pub fn extend(&mut self, errors: Vec<ConfigError>) {
+        self.items.extend(errors.into_iter().map(Diag::from));
+    }
+
+    /// Adds a toml/serde error, at `fallback` when it has no span of its own.
+    pub fn toml_error(&mut self, e: &toml::de::Error, fallback: Range<usize>) {
+        let message = e.message().trim().replace('\n', " ");
+        self.error(e.span().unwrap_or(fallback), message);
+    }
+
+    /// Whether any error was found.
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Number of errors.
+    pub fn error_count(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    /// Number of warnings.
+    pub fn warning_count(&self) -> usize {
+        self.items.len() - self.error_count()
+    }
+
+    /// Renders every diagnostic, sorted by place.
+    pub fn render(&self, path: &Path, text: &str) -> String {
+        let mut items = self.items.clone();
+        items.sort_by_key(|d| d.span.start);
+        let mut out = String::new();
+        for d in &items {
+            let (line, col) = line_col(text, d.span.start);
+            let kind = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let _ = writeln!(
+                out,
+                "{}:{line}:{col}: {kind}: {}",
+                path.display(),
+                d.message
+            );
+            if let Some(src) = text.lines().nth(line - 1) {
+                let _ = writeln!(out, "    {src}");
+                let width = span_width(text, &d.span).max(1);
+                let _ = writeln!(out, "    {}{}", " ".repeat(col - 1), "^".repeat(width));
+            }
+        }
+        out
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn span_width(text: &str, span: &Range<usize>) -> usize {
+    let start = floor_boundary(text, span.start.min(text.len()));
+    let end = floor_boundary(text, span.end.min(text.len())).max(start);
+    text[start..end]
+        .lines()
+        .next()
+        .map_or(0, |l| l.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column() {
+        let t = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 10), (2, 4));
+    }
+
+    #[test]
+    fn render_points_at_the_span() {
+        let t = "x = 1\nname = \"bad\"\n";
+        let mut d = Diagnostics::default();
+        d.error(13..18, "no good");
+        let r = d.render(Path::new("c.toml"), t);
+        assert!(
+            r.starts_with("c.toml:2:8: error: no good\n    name = \"bad\"\n           ^^^^^\n"),
+            "{r}"
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! `watchpost run`: the daemon.
+//!
+//! One thread per source reads records as they are written (the tailer blocks on
+//! inotify), parses them, runs the filter chain and hands fired actions to the
+//! dispatcher's queues without waiting. Positions are checkpointed every
+//! `checkpoint_interval_ms` and at shutdown (SIGINT/SIGTERM), after the records before
+//! them were handed on.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use watchpost_actions::{Dispatcher, Job};
+use watchpost_event::{Event, Origin};
+use watchpost_filters::{Chain, Verdict};
+use watchpost_sources::tail::{
+    Encoding, Framing, Record, StartAt as TailStart, TailOptions, Tailer, Waker,
+};
+
+use crate::config::{Config, SourceConfig, StartAt};
+use crate::pipeline::{SourceRuntime, local_host_name};
+
+/// Counters per source, reported at shutdown.
+#[derive(Default, Debug)]
+pub struct SourceCounters {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Records that did not parse.
+    pub parse_errors: AtomicU64,
+    /// Filter firings.
+    pub fired: AtomicU64,
+    /// Events excluded by an exclude filter.
+    pub excluded: AtomicU64,
+    /// Action hand-offs refused because a queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub fn run(config: Config, chain: Chain) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    std::fs::create_dir_all(config.state_dir.join("checkpoints"))
+        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
+    let dispatcher =
+        Arc::new(Dispatcher::start(config.actions.clone()).context("starting actions")?);
+    let chain = Arc::new(chain);
+    let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
+    {
+        let (stop, wakers) = (stop.clone(), wakers.clone());
+        ctrlc::set_handler(move || {
+            stop.store(true, Ordering::SeqCst);
+            for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                w.wake();
+            }
+        })
+        .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    let mut threads = Vec::new();
+    for source in &config.sources {
+        let tailer = Tailer::open(tail_options(&config, source))
+            .with_context(|| format!("opening source `{}`", source.name))?;
+        wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tailer.waker());
+        let rt = SourceRuntime::from_config(source, &local_host, &chain);
+        tracing::info!(source = %source.name, format = source.format.name(), paths = ?source.paths, filters = rt.plan.len(), "following");
+        let worker = SourceWorker {
+            rt,
+            chain: chain.clone(),
+            dispatcher: dispatcher.clone(),
+            counters: Arc::new(SourceCounters::default()),
+            log_fired: config.agent.log_fired,
+        };
+        let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
+        let stop = stop.clone();
+        threads.push(
+            thread::Builder::new()
+                .name(format!("source-{}", source.name))
+                .spawn(move || {
+                    worker.follow(tailer, &stop, interval);
+                    worker
+                })?,
+        );
+    }
+    tracing::info!(sources = config.sources.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
+    for t in threads {
+        if let Ok(worker) = t.join() {
+            worker.report();
+        }
+    }
+    let dispatcher = Arc::try_unwrap(dispatcher)
+        .map_err(|_| anyhow::anyhow!("dispatcher still shared at shutdown"))?;
+    for s in dispatcher.shutdown(Duration::from_secs(5)) {
+        tracing::info!(action = %s.name, stats = ?s, "action totals");
+    }
+    tracing::info!("watchpost stopped");
+    Ok(())
+}
+
+fn tail_options(config: &Config, s: &SourceConfig) -> TailOptions {
+    let checkpoint = config
+        .state_dir
+        .join("checkpoints")
+        .join(format!("{}.json", sanitize(&s.name)));
+    let mut o = TailOptions::new(s.paths.clone(), checkpoint);
+    o.exclude = s.exclude.clone();
+    o.start_at = match s.start_at {
+        StartAt::Beginning => TailStart::Beginning,
+        StartAt::End => TailStart::End,
+    };
+    o.framing = if s.format.is_sep_binary() {
+        Framing::SepBinary
+    } else {
+        Framing::Lines
+    };
+    o.max_record_bytes = s.max_line_bytes;
+    o.encoding = match s.encoding.as_str() {
+        "utf-8" => Encoding::Utf8,
+        "utf-16le" => Encoding::Utf16Le,
+        "utf-16be" => Encoding::Utf16Be,
+        _ => Encoding::Auto,
+    };
+    o
+}
+
+/// A file-name-safe form of a source name.
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+struct SourceWorker {
+    rt: SourceRuntime,
+    chain: Arc<Chain>,
+    dispatcher: Arc<Dispatcher>,
+    counters: Arc<SourceCounters>,
+    log_fired: bool,
+}
+
+impl SourceWorker {
+    fn follow(&self, mut tailer: Tailer, stop: &AtomicBool, interval: Duration) {
+        let mut verdict = Verdict::default();
+        let mut last_checkpoint = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let mut sink = |r: Record<'_>| self.handle(r, &mut verdict);
+            if let Err(e) = tailer.read_available(&mut sink) {
+                tracing::warn!(source = %self.rt.name, error = %e, "reading");
+            }
+            if last_checkpoint.elapsed() >= interval {
+                self.checkpoint(&mut tailer);
+                last_checkpoint = Instant::now();
+            }
+            tailer.wait(interval);
+        }
+        self.checkpoint(&mut tailer);
+    }
+
+    fn checkpoint(&self, tailer: &mut Tailer) {
+        if let Err(e) = tailer.checkpoint() {
+            tracing::error!(source = %self.rt.name, error = %e, "writing checkpoint");
+        }
+    }
+
+    fn handle(&self, record: Record<'_>, verdict: &mut Verdict) {
+        if record.is_header {
+            return;
+        }
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        let origin = Origin {
+            place: record.path.to_string_lossy().as_ref().into(),
+            offset: record.offset,
+        };
+        match self
+            .rt
+            .process(&self.chain, record.bytes, Some(origin), verdict)
+        {
+            Ok(event) => self.dispatch(event, verdict),
+            Err(e) => {
+                let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
+                if n < 100 || n.is_power_of_two() {
+                    tracing::warn!(source = %self.rt.name, file = %record.path.display(), offset = record.offset, errors_so_far = n + 1, "unparsable record: {e}");
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, event: Event, verdict: &Verdict) {
+        if verdict.excluded_by.is_some() {
+            self.counters.excluded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if verdict.fired.is_empty() {
+            return;
+        }
+        let event = Arc::new(event);
+        for &fi in &verdict.fired {
+            let filter = self.chain.filter(fi);
+            self.counters.fired.fetch_add(1, Ordering::Relaxed);
+            for &ai in &filter.actions {
+                if verdict.withheld.contains(&ai) {
+                    continue;
+                }
+                let job = Job {
+                    event: event.clone(),
+                    filter: filter.name.clone(),
+                    actions: filter.action_names.clone(),
+                };
+                if !self.dispatcher.submit(ai, job) {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if self.log_fired {
+                log_fired(&event, &filter.name, &filter.action_names);
+            }
+        }
+    }
+
+    fn report(&self) {
+        let c = &self.counters;
+        tracing::info!(
+            source = %self.rt.name,
+            records = c.records.load(Ordering::Relaxed),
+            parse_errors = c.parse_errors.load(Ordering::Relaxed),
+            fired = c.fired.load(Ordering::Relaxed),
+            excluded = c.excluded.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
+            "source totals"
+        );
+    }
+}
+
+fn log_fired(event: &Event, filter: &str, actions: &str) {
+    let time = event
+        .time
+        .map(watchpost_event::format_time)
+        .unwrap_or_default();
+    let origin = event
+        .origin
+        .as_ref()
+        .map(|o| format!("{}:{}", o.place, o.offset))
+        .unwrap_or_default();
+    tracing::info!(filter, actions, source = %event.source, host = %event.host, time, origin, "fired");
+}

@@ -1,0 +1,183 @@
+//! The CLI: check-config on every shipped configuration and on broken ones, and `test`
+//! replaying fixtures.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn watchpost(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchpost"));
+    cmd.args(args).env("WATCHPOST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run watchpost")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let env = [
+        ("WATCHPOST_STATE_DIR", dir.path()),
+        ("WATCHPOST_SEP_LOGS", dir.path()),
+        ("WATCHPOST_SEPM_LOG", &dir.path().join("sepm.log")),
+        ("WATCHPOST_SCANNER", Path::new("/bin/true")),
+    ];
+    let mut checked = 0;
+    for entry in std::fs::read_dir(configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = watchpost(&["check-config", "-c", path.to_str().unwrap()], &env);
+            assert!(out.status.success(), "{}:\n{}", path.display(), text(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "checked {checked} configs");
+    let out = watchpost(&["check-config"], &env);
+    assert!(out.status.success(), "built-in config:\n{}", text(&out));
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = "{state}"
+
+[[source]]
+name = "av"
+type = "sep_av_logg"
+path = "{state}/*.Log"
+
+[[source]]
+name = "ips"
+type = "sep_security_log"
+path = "{state}/seclog.log"
+colour = "blue"
+
+[[filter]]
+name = "f1"
+match = {{ risk_name = {{ regex = "(unclosed" }} }}
+actions = ["siem", "nope"]
+
+[[action]]
+name = "siem"
+type = "syslog"
+target = "udp://127.0.0.1:514"
+message = "{{{{ risk_nam }}}} {{{{ unclosed"
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let name = cfg.display().to_string();
+    for expected in [
+        format!("{name}:6:8: error: unknown source type `sep_av_logg`"),
+        format!("{name}:13:1: error: unknown field `colour`"),
+        format!("{name}:17:33: error: bad regular expression"),
+        format!("{name}:18:20: error: unknown action `nope`"),
+    ] {
+        assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    }
+    assert!(
+        t.contains(":24:"),
+        "the template error is reported on line 24:\n{t}"
+    );
+}
+
+#[test]
+fn test_replays_fixtures_and_prints_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[source]]
+name = "sep-av"
+type = "sep_av_log"
+path = "/nonexistent/*.Log"
+
+[[filter]]
+name = "virus-found"
+match = { source = "sep-av", event_code = 5 }
+actions = ["siem"]
+
+[[action]]
+name = "siem"
+type = "syslog"
+target = "udp://127.0.0.1:514"
+"#,
+    )
+    .unwrap();
+    let input = fixture("sep/client-av/05292019.Log");
+    let out = watchpost(
+        &[
+            "test",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--format",
+            "jsonl",
+            input.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert_eq!(l["filter"], "virus-found");
+        assert_eq!(l["actions"], serde_json::json!(["siem"]));
+        assert_eq!(l["event"]["event_code"], 5);
+        assert_eq!(l["event"]["source"], "sep-av");
+    }
+    let expected = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(',').nth(1) == Some("5"))
+        .count();
+    assert_eq!(lines.len(), expected);
+
+    // Format detection: a SEPM export file and a seclog, no matching source configured.
+    for rel in [
+        "sep/syslog/elastic/test-agent-security.log",
+        "sep/client-binary/seclog3.log",
+    ] {
+        let out = watchpost(
+            &[
+                "test",
+                "-c",
+                cfg.to_str().unwrap(),
+                fixture(rel).to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{rel}: {}", text(&out));
+        assert!(
+            text(&out).contains(" 0 unparsable"),
+            "{rel}: {}",
+            text(&out)
+        );
+    }
+}
