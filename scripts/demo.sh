@@ -43,14 +43,16 @@ PY
 sleep 1
 echo "== SEP's IPS logs a 'System Infected:' alert to seclog.log"
 python3 - "$fixtures" "$demo/sep" <<'PY'
-import sys
+import sys, time
 fx, out = sys.argv[1], sys.argv[2]
 b = open(f"{fx}/sep/client-binary/seclog3.log", "rb").read()
+filetime = b"%016x" % int((time.time() + 11644473600) * 10_000_000)
 h = 0
 while b[h] not in b"\r\n": h += 1
 while b[h] in b"\r\n": h += 1
 rec = b[h:]; tab = rec.index(b"\t"); n = int(rec[:tab], 16)
 body = rec[tab:n].replace(b"Web Attack: Malicious Payload Upload 2", b"System Infected: Tidserv Activity")
+body = b"\t" + filetime + body[17:]  # the record's time (FILETIME, UTC) is now
 open(f"{out}/seclog.log", "ab").write(b[:h] + b"%0*x" % (tab, tab + len(body)) + body)
 PY
 sleep 2
