@@ -31,6 +31,8 @@ pub enum Value {
     Int(i64),
     /// A boolean.
     Bool(bool),
+    /// A point in time (rendered in RFC 3339 when read as text).
+    Time(Timestamp),
 }
 
 /// A field value as read from an event.
@@ -282,6 +284,7 @@ impl Event {
             Value::Str(s) => FieldRef::Str(s),
             Value::Int(i) => FieldRef::Int(*i),
             Value::Bool(b) => FieldRef::Bool(*b),
+            Value::Time(t) => FieldRef::Time(*t),
         }
     }
 

@@ -12,12 +12,13 @@
 //! A [`Plan`] per source skips filters whose `match` requires another source, so a
 //! hundred filters for other sources cost nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use watchpost_event::{ConfigError, Event};
+use watchpost_event::{ConfigError, Event, Sym};
 
 use crate::cond::{Captures, Cond, apply_captures};
+use crate::prefilter::{Prefilter, positions};
 use crate::spec::{AnomalyMode, FilterSpec};
 
 /// A filter ready to run.
@@ -53,19 +54,21 @@ impl Filter {
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
     filters: Vec<Filter>,
+    /// Fields any filter's regex creates (never prefilter keys).
+    captured: HashSet<Sym>,
 }
 
 /// The filters that can apply to one source, in evaluation order.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    excludes: Vec<usize>,
-    includes: Vec<usize>,
+    excludes: Prefilter,
+    includes: Prefilter,
 }
 
 impl Plan {
-    /// Number of filters this plan evaluates.
+    /// Number of filters this plan may evaluate.
     pub fn len(&self) -> usize {
-        self.excludes.len() + self.includes.len()
+        self.excludes.filters.len() + self.includes.filters.len()
     }
 
     /// Whether the plan evaluates no filter.
@@ -75,7 +78,7 @@ impl Plan {
 }
 
 /// What the chain decided for one event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Verdict {
     /// The exclude filter that dropped the event.
     pub excluded_by: Option<usize>,
@@ -83,7 +86,18 @@ pub struct Verdict {
     pub fired: Vec<usize>,
     /// Actions withheld by per-action exclude filters.
     pub withheld: Vec<usize>,
+    /// Candidate bitset, reused between events.
+    scratch: Vec<u64>,
 }
+
+impl PartialEq for Verdict {
+    fn eq(&self, other: &Self) -> bool {
+        (self.excluded_by, &self.fired, &self.withheld)
+            == (other.excluded_by, &other.fired, &other.withheld)
+    }
+}
+
+impl Eq for Verdict {}
 
 impl Verdict {
     /// Clears for reuse.
@@ -104,6 +118,10 @@ impl Chain {
         let mut errors = Vec::new();
         let mut seen: HashMap<String, ()> = HashMap::new();
         let mut filters = Vec::new();
+        let captured: HashSet<Sym> = specs
+            .iter()
+            .flat_map(|s| s.captures.iter().copied())
+            .collect();
         for spec in specs {
             if seen.insert(spec.name.clone(), ()).is_some() {
                 errors.push(ConfigError::new(
@@ -150,7 +168,7 @@ impl Chain {
             });
         }
         if errors.is_empty() {
-            Ok(Chain { filters })
+            Ok(Chain { filters, captured })
         } else {
             Err(errors)
         }
@@ -173,24 +191,36 @@ impl Chain {
 
     /// The filters that can apply to events of `source`.
     pub fn plan(&self, source: &str) -> Plan {
-        let mut plan = Plan::default();
+        let (mut excludes, mut includes) = (Vec::new(), Vec::new());
         for (i, f) in self.filters.iter().enumerate() {
             if f.applies_to(source) {
                 if f.exclude {
-                    plan.excludes.push(i)
+                    excludes.push(i)
                 } else {
-                    plan.includes.push(i)
+                    includes.push(i)
                 }
             }
         }
-        plan
+        let cond_of = |i: usize| &self.filters[i].cond_in_plan;
+        Plan {
+            excludes: Prefilter::build(excludes, cond_of, &self.captured),
+            includes: Prefilter::build(includes, cond_of, &self.captured),
+        }
     }
 
     /// Runs the chain over `event` using a plan made for its source.
     pub fn evaluate(&self, plan: &Plan, event: &mut Event, verdict: &mut Verdict) {
         verdict.clear();
+        let mut bits = std::mem::take(&mut verdict.scratch);
+        self.run(plan, event, verdict, &mut bits);
+        verdict.scratch = bits;
+    }
+
+    fn run(&self, plan: &Plan, event: &mut Event, verdict: &mut Verdict, bits: &mut Vec<u64>) {
         let mut caps: Captures = Vec::new();
-        for &i in &plan.excludes {
+        plan.excludes.candidates(event, bits);
+        for pos in positions(bits) {
+            let i = plan.excludes.filters[pos];
             let f = &self.filters[i];
             if f.cond_in_plan.eval(event, &mut caps) {
                 caps.clear();
@@ -201,7 +231,9 @@ impl Chain {
                 verdict.withheld.extend_from_slice(&f.actions);
             }
         }
-        for &i in &plan.includes {
+        plan.includes.candidates(event, bits);
+        for pos in positions(bits) {
+            let i = plan.includes.filters[pos];
             let f = &self.filters[i];
             let gate = match f.anomaly {
                 AnomalyMode::Any => true,
@@ -221,6 +253,44 @@ impl Chain {
                 caps.clear();
             }
         }
+    }
+
+    /// The same as [`Chain::evaluate`] without the prefilter (every filter of the source
+    /// is evaluated): the reference the prefilter is tested against.
+    #[cfg(test)]
+    pub(crate) fn evaluate_naive(&self, event: &mut Event) -> Verdict {
+        let plan = self.plan(&event.source);
+        let mut v = Verdict::default();
+        let mut caps: Captures = Vec::new();
+        for i in plan.excludes.filters.iter().chain(&plan.includes.filters) {
+            let f = &self.filters[*i];
+            if f.exclude {
+                if f.cond_in_plan.eval(event, &mut caps) {
+                    caps.clear();
+                    if f.actions.is_empty() {
+                        v.excluded_by = Some(*i);
+                        return v;
+                    }
+                    v.withheld.extend_from_slice(&f.actions);
+                }
+                continue;
+            }
+            let gate = match f.anomaly {
+                AnomalyMode::Any => true,
+                AnomalyMode::Only => event.anomaly,
+                AnomalyMode::None => !event.anomaly,
+            };
+            if gate && f.cond_in_plan.eval(event, &mut caps) {
+                apply_captures(event, &mut caps);
+                v.fired.push(*i);
+                if f.stop {
+                    break;
+                }
+            } else {
+                caps.clear();
+            }
+        }
+        v
     }
 
     /// Runs the chain with a plan computed on the spot (for one-off use).

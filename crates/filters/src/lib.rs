@@ -5,10 +5,12 @@
 //!   byte span.
 //! * [`cond`] holds the closed condition enum and its evaluation.
 //! * [`chain`] orders filters (excludes first, includes top to bottom, `stop`) and
-//!   evaluates them per event ([`Chain::evaluate`]) with a per-source [`Plan`].
+//!   evaluates them per event ([`Chain::evaluate`]) with a per-source [`Plan`], whose
+//!   prefilter (`prefilter.rs`) skips filters keyed on a field value the event lacks.
 
 pub mod chain;
 pub mod cond;
+mod prefilter;
 pub mod spec;
 
 pub use chain::{Chain, Filter, Plan, Verdict};

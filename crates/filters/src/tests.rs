@@ -251,3 +251,63 @@ match = { source = "a", all = [{ source = { in = ["a", "b"] } }] }
     let mut e = event("c", &[("x", "1")]);
     assert!(fired(&c, &mut e).is_empty());
 }
+
+#[test]
+fn prefilter_never_changes_what_fires() {
+    let mut text = String::new();
+    let ops = [
+        "= 5",
+        "= \"5\"",
+        "= [1, 2, 3]",
+        "= { in = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\", \"i\"] }",
+        "= { prefix = \"a\" }",
+        "= { exists = true }",
+    ];
+    for i in 0..60 {
+        let field = ["code", "user", "host", "kind"][i % 4];
+        let op = ops[(i * 7) % ops.len()];
+        let extra = if i % 5 == 0 {
+            ", other = { exists = false }"
+        } else {
+            ""
+        };
+        let stop = if i % 13 == 12 { "stop = true\n" } else { "" };
+        let exclude = if i % 17 == 16 { "exclude = true\n" } else { "" };
+        let capture = if i == 3 {
+            ", note = { regex = '(?P<user>[a-z])' }"
+        } else {
+            ""
+        };
+        text.push_str(&format!("[[filter]]\nname = \"f{i}\"\n{stop}{exclude}match = {{ {field} {op}{extra}{capture} }}\n\n"));
+    }
+    let c = chain(&text);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let values = ["5", "1", "2", "a", "b", "ab", "i", "z", "true"];
+    for _ in 0..5000 {
+        let mut e = Event::new("s".into(), "pc1".into(), String::new());
+        for f in ["code", "user", "host", "kind", "other", "note"] {
+            match next(4) {
+                0 => {}
+                1 => e.push(Sym::new(f), Value::Int(next(6) as i64)),
+                _ => e.push(
+                    Sym::new(f),
+                    Value::Str(values[next(values.len() as u64) as usize].into()),
+                ),
+            }
+        }
+        e.finish();
+        let mut naive = e.clone();
+        assert_eq!(
+            c.evaluate_once(&mut e),
+            c.evaluate_naive(&mut naive),
+            "{:?}",
+            e.to_json()
+        );
+    }
+}

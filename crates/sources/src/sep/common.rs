@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use watchpost_event::{Event, Sym, Value, format_time};
+use watchpost_event::{Event, Sym, Value};
 
 use crate::parse::{ParseCtx, ParseError};
 use crate::text;
@@ -168,11 +168,10 @@ impl<'a> Draft<'a> {
 
     /// Pushes a time as RFC 3339 text.
     pub fn time(&mut self, sym: Sym, t: Timestamp) {
-        self.ev
-            .push(sym, Value::Str(format_time(t).into_boxed_str()));
+        self.ev.push(sym, Value::Time(t));
     }
 
-    /// Sorts the fields and returns the event.
+    /// Indexes the fields and returns the event.
     pub fn finish(mut self) -> Event {
         self.ev.finish();
         self.ev
@@ -354,7 +353,7 @@ mod tests {
     #[test]
     fn filetime_and_addresses() {
         let t = filetime(0x01d5_0b29_6ed9_7e44).unwrap();
-        assert_eq!(format_time(t), "2019-05-15T14:21:05.860Z");
+        assert_eq!(watchpost_event::format_time(t), "2019-05-15T14:21:05.860Z");
         assert_eq!(filetime(0), None);
         assert_eq!(ipv4_le(0x4174_500a), "10.80.116.65");
         assert_eq!(ipv6_hex(&[b'0'; 32]), None);
