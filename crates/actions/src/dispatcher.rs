@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use thiserror::Error;
 use watchpost_event::{ActionScope, Event};
 
@@ -169,6 +169,39 @@ impl Dispatcher {
                     tracing::warn!(action = %slot.name, dropped_total = total, "action queue full; event dropped");
                 }
                 false
+            }
+        }
+    }
+
+    /// Queues a job, waiting while the action's queue is full: back-pressure for sources
+    /// that can simply read on later (a followed file keeps what is not read yet). Gives
+    /// up, counting a drop, once `give_up()` answers true (checked every 100 ms).
+    /// Returns whether the job was queued.
+    pub fn submit_wait(&self, action: usize, job: Job, give_up: &dyn Fn() -> bool) -> bool {
+        let Some(slot) = self.slots.get(action) else {
+            return false;
+        };
+        let Some(tx) = &slot.tx else { return false };
+        let mut job = match tx.try_send(job) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(job)) => job,
+            Err(TrySendError::Disconnected(_)) => {
+                slot.counters.dropped(1);
+                return false;
+            }
+        };
+        if slot.counters.drop_warning_due() {
+            tracing::warn!(action = %slot.name, "action queue full; reading waits for the action to catch up");
+        }
+        loop {
+            match tx.send_timeout(job, Duration::from_millis(100)) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(j)) if !give_up() => job = j,
+                Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => {
+                    let total = slot.counters.dropped(1);
+                    tracing::warn!(action = %slot.name, dropped_total = total, "action queue still full at shutdown; event dropped");
+                    return false;
+                }
             }
         }
     }

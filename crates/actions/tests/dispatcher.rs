@@ -124,3 +124,41 @@ fn udp_messages_leave_within_a_millisecond() {
         (200, 0, 0)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn submit_wait_holds_jobs_back_until_there_is_room_and_gives_up_when_told() {
+    // Each job runs `sleep 0.2`; one runs, one waits in the queue, the rest wait in submit_wait.
+    let config = r#"
+[[action]]
+name = "slow"
+type = "run"
+program = "sleep"
+args = ["0.2"]
+max_concurrent = 1
+queue_capacity = 1
+"#;
+    let d = Dispatcher::start(specs(config)).unwrap();
+    let index = d.index_of("slow").unwrap();
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert!(d.submit_wait(index, job(event("pc1"), "f"), &|| false));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "the last submits had to wait"
+    );
+    assert_eq!(d.stats()[0].dropped, 0);
+    // A full queue and a caller that gives up: the job is dropped and counted.
+    let mut gave_up = 0;
+    while d.submit_wait(index, job(event("pc1"), "f"), &|| true) {
+        gave_up += 1;
+        assert!(gave_up < 10, "the queue never filled");
+    }
+    assert_eq!(d.stats()[0].dropped, 1);
+    let stats = d.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        stats[0].dropped + stats[0].ok + stats[0].failed,
+        5 + gave_up + 1
+    );
+}

@@ -39,6 +39,22 @@ pub struct AgentConfig {
     /// Log every fired filter at info level (default true).
     #[serde(default = "yes")]
     pub log_fired: bool,
+    /// What reading does when an action's queue is full: `wait` (default: the source
+    /// pauses, its unread lines stay in the file, nothing is lost) or `drop` (the event is
+    /// dropped for that action and counted; reading never pauses).
+    #[serde(default)]
+    pub when_queue_full: WhenFull,
+}
+
+/// `[agent] when_queue_full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// Pause reading until the action catches up.
+    #[default]
+    Wait,
+    /// Drop the event for that action and count it.
+    Drop,
 }
 
 fn default_state_dir() -> Spanned<String> {
@@ -61,6 +77,7 @@ impl Default for AgentConfig {
             host: None,
             checkpoint_interval_ms: default_checkpoint_ms(),
             log_fired: true,
+            when_queue_full: WhenFull::Wait,
         }
     }
 }

@@ -19,7 +19,7 @@ use watchpost_sources::tail::{
     Encoding, Framing, Record, StartAt as TailStart, TailOptions, Tailer, Waker,
 };
 
-use crate::config::{Config, SourceConfig, StartAt};
+use crate::config::{Config, SourceConfig, StartAt, WhenFull};
 use crate::pipeline::{SourceRuntime, local_host_name};
 
 /// Counters per source, reported at shutdown.
@@ -73,6 +73,9 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
             dispatcher: dispatcher.clone(),
             counters: Arc::new(SourceCounters::default()),
             log_fired: config.agent.log_fired,
+            when_full: config.agent.when_queue_full,
+            stop: stop.clone(),
+            stopped_at: Mutex::new(None),
         };
         let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
         let stop = stop.clone();
@@ -145,7 +148,14 @@ struct SourceWorker {
     dispatcher: Arc<Dispatcher>,
     counters: Arc<SourceCounters>,
     log_fired: bool,
+    when_full: WhenFull,
+    stop: Arc<AtomicBool>,
+    /// When the stop request was first seen while waiting on a full queue.
+    stopped_at: Mutex<Option<Instant>>,
 }
+
+/// How long a source keeps waiting on a full action queue after a stop request.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 impl SourceWorker {
     fn follow(&self, mut tailer: Tailer, stop: &AtomicBool, interval: Duration) {
@@ -215,7 +225,11 @@ impl SourceWorker {
                     filter: filter.name.clone(),
                     actions: filter.action_names.clone(),
                 };
-                if !self.dispatcher.submit(ai, job) {
+                let queued = match self.when_full {
+                    WhenFull::Drop => self.dispatcher.submit(ai, job),
+                    WhenFull::Wait => self.dispatcher.submit_wait(ai, job, &|| self.give_up()),
+                };
+                if !queued {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -223,6 +237,15 @@ impl SourceWorker {
                 log_fired(&event, &filter.name, &filter.action_names);
             }
         }
+    }
+
+    /// While waiting on a full queue: give up only some time after a stop request.
+    fn give_up(&self) -> bool {
+        if !self.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut at = self.stopped_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.get_or_insert_with(Instant::now).elapsed() >= SHUTDOWN_WAIT
     }
 
     fn report(&self) {
