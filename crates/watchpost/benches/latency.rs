@@ -12,7 +12,7 @@ mod common;
 
 use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
