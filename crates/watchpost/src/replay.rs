@@ -61,19 +61,28 @@ pub fn replay(
                 chain.plan("evtx"),
                 events,
                 errors,
-                "EVTX record (id)",
+                ("record id", "EVTX"),
             )
         } else {
             let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
             let place: std::sync::Arc<str> = place.as_ref().into();
             let (events, errors) =
                 watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place, &bytes);
-            (rt.name, rt.plan, events, errors, rt.format.name())
+            (
+                rt.name,
+                rt.plan,
+                events,
+                errors,
+                ("offset", rt.format.name()),
+            )
         };
         totals.records += (events.len() + errors.len()) as u64;
         for (offset, e) in &errors {
             totals.errors += 1;
-            eprintln!("{place}: {what} at {offset}: {e}");
+            eprintln!(
+                "{place}: {} {offset}: unparsable {} record: {e}",
+                what.0, what.1
+            );
         }
         let place: std::sync::Arc<str> = place.as_ref().into();
         let mut verdict = Verdict::default();

@@ -181,3 +181,79 @@ target = "udp://127.0.0.1:514"
         );
     }
 }
+
+#[test]
+fn test_recognises_evtx_and_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[filter]]
+name = "rdp-logon"
+match = { source = "evtx", event_id = 4624, LogonType = "10" }
+
+[[filter]]
+name = "any-logon"
+match = { source = "evtx", event_id = 4624 }
+
+[[filter]]
+name = "json-login"
+match = { source = "jsonl", user = "root" }
+"#,
+    )
+    .unwrap();
+    let evtx = fixture("evtx/attack-samples/command-and-control/DE_RDP_Tunneling_4624.evtx");
+    let out = watchpost(
+        &[
+            "test",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--format",
+            "jsonl",
+            evtx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // MANIFEST.tsv: 18 records, all Security 4624.
+    assert_eq!(
+        lines.iter().filter(|l| l["filter"] == "any-logon").count(),
+        18
+    );
+    for l in &lines {
+        assert_eq!(l["event"]["channel"], "Security");
+        assert!(
+            l["event"]["TargetUserName"].is_string()
+                && l["event"]["str6"] == l["event"]["TargetUserName"]
+        );
+    }
+    let jsonl = dir.path().join("events.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"user\":\"root\",\"host\":\"web1\"}\n{\"user\":\"ann\"}\nnot json\n",
+    )
+    .unwrap();
+    let out = watchpost(
+        &["test", "-c", cfg.to_str().unwrap(), jsonl.to_str().unwrap()],
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("== filter `json-login` fired") && t.contains("host: web1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("3 records, 1 unparsable"),
+        "the bad line is reported and counted: {t}"
+    );
+    assert!(
+        t.contains("events.jsonl: offset 45: unparsable jsonl record: invalid JSON"),
+        "the bad line's place is given: {t}"
+    );
+}
