@@ -17,6 +17,24 @@ fn watchpost(args: &[&str], env: &[(&str, &Path)]) -> Output {
     cmd.output().expect("run watchpost")
 }
 
+/// `watchpost test -c CONFIG --format jsonl INPUT`, parsed; panics with the output on failure.
+fn test_jsonl(config: &Path, input: &Path) -> Vec<serde_json::Value> {
+    let args = [
+        "test",
+        "-c",
+        config.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        input.to_str().unwrap(),
+    ];
+    let out = watchpost(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -128,23 +146,7 @@ target = "udp://127.0.0.1:514"
     )
     .unwrap();
     let input = fixture("sep/client-av/05292019.Log");
-    let out = watchpost(
-        &[
-            "test",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--format",
-            "jsonl",
-            input.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = test_jsonl(&cfg, &input);
     assert!(!lines.is_empty());
     for l in &lines {
         assert_eq!(l["filter"], "virus-found");
@@ -204,22 +206,7 @@ match = { source = "jsonl", user = "root" }
     )
     .unwrap();
     let evtx = fixture("evtx/attack-samples/command-and-control/DE_RDP_Tunneling_4624.evtx");
-    let out = watchpost(
-        &[
-            "test",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--format",
-            "jsonl",
-            evtx.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = test_jsonl(&cfg, &evtx);
     // MANIFEST.tsv: 18 records, all Security 4624.
     assert_eq!(
         lines.iter().filter(|l| l["filter"] == "any-logon").count(),
