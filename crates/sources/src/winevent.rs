@@ -60,92 +60,109 @@ struct Open {
 
 /// Parses one event's XML.
 pub fn parse_event_xml(ctx: &ParseCtx, xml: &str) -> Result<Event, ParseError> {
-    let mut event = Event::new(ctx.source.clone(), ctx.local_host.clone(), xml.to_owned());
+    let mut st = State {
+        event: Event::new(ctx.source.clone(), ctx.local_host.clone(), xml.to_owned()),
+        section: Section::None,
+        depth: 0,
+        open: None,
+        position: 0,
+        saw_event: false,
+    };
     let mut reader = Reader::from_str(xml);
-    let mut section = Section::None;
-    let mut depth = 0usize;
-    // Only leaf elements carry values: a child start replaces its parent here.
-    let mut open: Option<Open> = None;
-    let mut position = 0usize;
-    let mut saw_event = false;
     loop {
         let at = reader.buffer_position() as usize;
         let ev = reader
             .read_event()
             .map_err(|e| ParseError::new(at, format!("bad event XML: {e}")))?;
         match ev {
-            Xml::Start(e) => {
-                depth += 1;
-                let name = local(&e);
-                saw_event |= depth == 1 && name == "Event";
-                section = enter(section, depth, &name);
-                if section == Section::System {
-                    system_attrs(&mut event, &e, &name);
-                }
-                open = Some(Open {
-                    data_name: attr(&e, "Name"),
-                    name,
-                    text: String::new(),
-                });
-            }
-            Xml::Empty(e) => {
-                let name = local(&e);
-                if section == Section::System || depth == 1 {
-                    system_attrs(&mut event, &e, &name);
-                } else if section == Section::EventData && name == "Data" {
-                    position += 1;
-                    push_data(
-                        &mut event,
-                        attr(&e, "Name").as_deref(),
-                        position,
-                        String::new(),
-                    );
-                }
-            }
+            Xml::Start(e) => st.start(&e),
+            Xml::Empty(e) => st.empty(&e),
             Xml::Text(t) => {
-                if let Some(o) = &mut open {
-                    let text = t
-                        .xml_content()
-                        .map_err(|e| ParseError::new(at, format!("bad XML text: {e}")))?;
-                    o.text.push_str(&text);
-                }
+                let text = t
+                    .xml_content()
+                    .map_err(|e| ParseError::new(at, format!("bad XML text: {e}")))?;
+                st.text(&text);
             }
             Xml::GeneralRef(r) => {
-                if let Some(o) = &mut open {
-                    let name = String::from_utf8_lossy(&r).into_owned();
-                    let c = entity(&name).ok_or_else(|| {
-                        ParseError::new(at, format!("unknown XML entity &{name};"))
-                    })?;
-                    o.text.push(c);
-                }
+                let name = String::from_utf8_lossy(&r).into_owned();
+                let c = entity(&name)
+                    .ok_or_else(|| ParseError::new(at, format!("unknown XML entity &{name};")))?;
+                st.text(c.encode_utf8(&mut [0; 4]));
             }
-            Xml::CData(t) => {
-                if let Some(o) = &mut open {
-                    o.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Xml::End(e) => {
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-                if let Some(o) = open.take().filter(|o| o.name == name) {
-                    store_leaf(&mut event, section, o, &mut position);
-                }
-                if depth <= 2 && name != "Event" {
-                    section = Section::None;
-                }
-                depth = depth.saturating_sub(1);
-            }
+            Xml::CData(t) => st.text(&String::from_utf8_lossy(&t)),
+            Xml::End(e) => st.end(&String::from_utf8_lossy(e.local_name().as_ref())),
             Xml::Eof => break,
             _ => {}
         }
     }
-    if !saw_event {
+    if !st.saw_event {
         return Err(ParseError::new(
             0,
             "not a Windows event: no <Event> root element",
         ));
     }
-    event.finish();
-    Ok(event)
+    st.event.finish();
+    Ok(st.event)
+}
+
+/// Where the reader is in the document.
+struct State {
+    event: Event,
+    section: Section,
+    depth: usize,
+    /// Only leaf elements carry values: a child's start replaces its parent here.
+    open: Option<Open>,
+    /// Insertion strings seen so far.
+    position: usize,
+    saw_event: bool,
+}
+
+impl State {
+    fn start(&mut self, e: &BytesStart<'_>) {
+        self.depth += 1;
+        let name = local(e);
+        self.saw_event |= self.depth == 1 && name == "Event";
+        self.section = enter(self.section, self.depth, &name);
+        if self.section == Section::System {
+            system_attrs(&mut self.event, e, &name);
+        }
+        self.open = Some(Open {
+            data_name: attr(e, "Name"),
+            name,
+            text: String::new(),
+        });
+    }
+
+    fn empty(&mut self, e: &BytesStart<'_>) {
+        let name = local(e);
+        if self.section == Section::System || self.depth == 1 {
+            system_attrs(&mut self.event, e, &name);
+        } else if self.section == Section::EventData && name == "Data" {
+            self.position += 1;
+            push_data(
+                &mut self.event,
+                attr(e, "Name").as_deref(),
+                self.position,
+                String::new(),
+            );
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if let Some(o) = &mut self.open {
+            o.text.push_str(text);
+        }
+    }
+
+    fn end(&mut self, name: &str) {
+        if let Some(o) = self.open.take().filter(|o| o.name == name) {
+            store_leaf(&mut self.event, self.section, o, &mut self.position);
+        }
+        if self.depth <= 2 && name != "Event" {
+            self.section = Section::None;
+        }
+        self.depth = self.depth.saturating_sub(1);
+    }
 }
 
 /// The character of an XML entity reference (`amp`, `#60`, `#x3C`).
