@@ -234,7 +234,11 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         "source",
         diags,
     );
-    check_unique(actions.iter().map(|a| (a.name(), 0..0)), "action", diags);
+    check_unique(
+        actions.iter().map(|a| (a.name(), a.name_span())),
+        "action",
+        diags,
+    );
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
