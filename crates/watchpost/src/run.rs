@@ -173,6 +173,7 @@ impl SourceWorker {
             tailer.wait(interval);
         }
         self.checkpoint(&mut tailer);
+        tracing::info!(source = %self.rt.name, stats = ?tailer.stats(), "tail totals");
     }
 
     fn checkpoint(&self, tailer: &mut Tailer) {
