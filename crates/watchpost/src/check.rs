@@ -29,6 +29,12 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
             None
         }
     };
+    if config.sources.is_empty() {
+        diags.warning(
+            0..0,
+            "no [[source]] is configured: `run` will have nothing to follow",
+        );
+    }
     check_variables(config, diags);
     for action in &config.actions {
         diags.extend(action.check());

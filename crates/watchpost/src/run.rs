@@ -47,6 +47,7 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
         Arc::new(Dispatcher::start(config.actions.clone()).context("starting actions")?);
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
+    let (stopped_tx, stopped_rx) = crossbeam_channel::bounded::<()>(1);
     {
         let (stop, wakers) = (stop.clone(), wakers.clone());
         ctrlc::set_handler(move || {
@@ -54,6 +55,7 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
             for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 w.wake();
             }
+            let _ = stopped_tx.try_send(());
         })
         .context("installing the SIGINT/SIGTERM handler")?;
     }
@@ -89,9 +91,17 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
         );
     }
     tracing::info!(sources = config.sources.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
+    if threads.is_empty() {
+        tracing::warn!("no [[source]] configured: nothing to follow until stopped");
+        let _ = stopped_rx.recv();
+    }
     for t in threads {
-        if let Ok(worker) = t.join() {
-            worker.report();
+        let name = t.thread().name().unwrap_or("source").to_owned();
+        match t.join() {
+            Ok(worker) => worker.report(),
+            Err(_) => {
+                tracing::error!(thread = %name, "a source thread panicked; its last checkpoint stands")
+            }
         }
     }
     let dispatcher = Arc::try_unwrap(dispatcher)
