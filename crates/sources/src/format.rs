@@ -37,11 +37,14 @@ pub enum Format {
     SepManagerSyslog,
     /// One JSON object per line. Config name `jsonl`.
     JsonLines,
+    /// Plain text lines, with an optional syslog prefix and a per-source `pattern`
+    /// ([`crate::textlog`]). Config name `text`.
+    Text,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::SepAvLog,
         Format::SepSecurityLog,
         Format::SepTrafficLog,
@@ -49,6 +52,7 @@ impl Format {
         Format::SepProcessLog,
         Format::SepManagerSyslog,
         Format::JsonLines,
+        Format::Text,
     ];
 
     /// The name used in `type = "…"` of a `[[source]]`.
@@ -61,6 +65,7 @@ impl Format {
             Format::SepProcessLog => "sep_process_log",
             Format::SepManagerSyslog => "sep_manager_syslog",
             Format::JsonLines => "jsonl",
+            Format::Text => "text",
         }
     }
 
@@ -91,6 +96,7 @@ impl Format {
             Format::SepProcessLog => Box::new(SepBinaryParser::new(LogKind::Process)),
             Format::SepManagerSyslog => Box::new(SepManagerParser),
             Format::JsonLines => Box::new(jsonl::JsonLinesParser),
+            Format::Text => Box::new(crate::textlog::TextParser::new(None)),
         }
     }
 
@@ -103,6 +109,7 @@ impl Format {
             Format::SepSystemLog => Schema::Fixed(binary::schema(LogKind::System)),
             Format::SepProcessLog => Schema::Fixed(binary::schema(LogKind::Process)),
             Format::SepManagerSyslog | Format::JsonLines => Schema::Open,
+            Format::Text => Schema::Fixed(crate::textlog::FIELDS),
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod format;
 pub mod parse;
 pub mod text;
+pub mod textlog;
 
 pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};

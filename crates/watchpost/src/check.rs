@@ -60,7 +60,7 @@ impl Known {
             captures: HashSet::new(),
         };
         for s in &config.sources {
-            match s.format.parser().schema() {
+            match s.parser().schema() {
                 Schema::Open => k.open = true,
                 Schema::Fixed(list) => k.names.extend(list.iter().copied()),
             }

@@ -120,6 +120,8 @@ struct SourceToml {
     max_line_bytes: Option<usize>,
     #[serde(default)]
     host: Option<String>,
+    #[serde(default)]
+    pattern: Option<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -158,6 +160,20 @@ pub struct SourceConfig {
     pub max_line_bytes: usize,
     /// Host name override for this source.
     pub host: Option<String>,
+    /// `type = "text"`: a regular expression whose named captures become fields.
+    pub pattern: Option<regex::Regex>,
+}
+
+impl SourceConfig {
+    /// The parser for this source's records.
+    pub fn parser(&self) -> Box<dyn watchpost_sources::Parser> {
+        match (&self.pattern, self.format) {
+            (Some(re), Format::Text) => Box::new(watchpost_sources::textlog::TextParser::new(
+                Some(re.clone()),
+            )),
+            _ => self.format.parser(),
+        }
+    }
 }
 
 /// The whole configuration.
@@ -175,7 +191,7 @@ pub struct Config {
     pub actions: Vec<ActionSpec>,
 }
 
-const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl";
+const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text";
 
 /// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
 /// configuration may be partial otherwise: check `diags`).
@@ -336,6 +352,31 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
                     None
                 }
             });
+    let pattern = raw.pattern.as_ref().and_then(|p| {
+        if format != Some(Format::Text) {
+            diags.error(
+                p.span(),
+                "`pattern` applies to type = \"text\" sources only",
+            );
+            return None;
+        }
+        match regex::RegexBuilder::new(p.get_ref())
+            .size_limit(16 << 20)
+            .build()
+        {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let msg = e
+                    .to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                diags.error(p.span(), format!("bad regular expression: {msg}"));
+                None
+            }
+        }
+    });
     let path_span = raw.path.span();
     let paths: Vec<String> = raw.path.into_inner().into_vec();
     if paths.is_empty() {
@@ -353,6 +394,7 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
         timezone,
         max_line_bytes: raw.max_line_bytes.unwrap_or(1 << 20).clamp(1024, 64 << 20),
         host: raw.host,
+        pattern,
     })
 }
 
@@ -419,6 +461,41 @@ impl From<ConfigError> for crate::diag::Diag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_is_for_text_sources_and_must_compile() {
+        let text = r#"
+[[source]]
+name = "a"
+type = "jsonl"
+path = "/x/*.jsonl"
+pattern = "(?P<u>x)"
+
+[[source]]
+name = "b"
+type = "text"
+path = "/x/*.log"
+pattern = "(?P<u>x"
+"#;
+        let mut diags = Diagnostics::default();
+        let config = parse(text, &mut diags).unwrap();
+        let msgs: Vec<(&str, &str)> = diags
+            .items
+            .iter()
+            .map(|d| (&text[d.span.clone()], d.message.as_str()))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|(at, m)| *at == "\"(?P<u>x)\"" && m.contains("type = \"text\" sources only")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|(at, m)| *at == "\"(?P<u>x\"" && m.contains("bad regular expression")),
+            "{msgs:?}"
+        );
+        assert_eq!(config.sources.len(), 2);
+    }
 
     #[test]
     fn env_expansion() {

@@ -49,7 +49,9 @@ impl SourceRuntime {
     /// Prepares a configured source.
     pub fn from_config(s: &SourceConfig, local_host: &str, chain: &Chain) -> Self {
         let host = s.host.as_deref().unwrap_or(local_host);
-        Self::new(&s.name, s.format, host, s.timezone.clone(), chain)
+        let mut rt = Self::new(&s.name, s.format, host, s.timezone.clone(), chain);
+        rt.parser = s.parser();
+        rt
     }
 
     /// Parses one record and runs the chain over it.

@@ -244,3 +244,39 @@ match = { source = "jsonl", user = "root" }
         "the bad line's place is given: {t}"
     );
 }
+
+#[test]
+fn linux_example_finds_ssh_logins_and_sudo_in_an_auth_log() {
+    let cfg = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/linux.toml"
+    ));
+    let input = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/auth.log"));
+    let lines = test_jsonl(cfg, input);
+    let fired: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            let e = &l["event"];
+            (
+                l["filter"].as_str().unwrap(),
+                e["user"].as_str().unwrap_or(""),
+                e["ip"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("ssh-login", "ann", "10.0.0.7"),
+            ("ssh-failed", "admin", "203.0.113.9"),
+            ("ssh-login", "root", "198.51.100.4"),
+            ("ssh-root-login", "root", "198.51.100.4"),
+            ("sudo", "ann", ""),
+        ]
+    );
+    let sudo = &lines[4]["event"];
+    assert_eq!(sudo["command"], "/usr/bin/apt-get update");
+    assert_eq!(sudo["run_as"], "root");
+    assert_eq!(sudo["host"], "web1");
+    assert_eq!(sudo["program"], "sudo");
+}

@@ -14,6 +14,9 @@
 //! that puts it nearest to now is used. Values are trimmed of surrounding blanks.
 
 mod header;
+
+/// The syslog prefix reader, shared with the plain text source.
+pub(crate) use header::strip as syslog_header;
 mod labels;
 
 use std::borrow::Cow;
