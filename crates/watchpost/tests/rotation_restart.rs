@@ -5,7 +5,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::UdpSocket;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,22 +19,27 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// A TCP syslog receiver (LF framing): unlike UDP it cannot lose a message when this
+    /// test's threads are starved on a busy machine. Each watchpost run connects anew.
     fn start() -> Receiver {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = sock.local_addr().unwrap().port();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
         let s2 = seen.clone();
         std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]);
-                if let Some(id) = msg
-                    .split("ID=")
-                    .nth(1)
-                    .and_then(|s| s.trim().parse::<u32>().ok())
-                {
-                    *s2.lock().unwrap().entry(id).or_default() += 1;
-                }
+            for conn in listener.incoming().flatten() {
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                        if let Some(id) = line
+                            .split("ID=")
+                            .nth(1)
+                            .and_then(|s| s.trim().parse::<u32>().ok())
+                        {
+                            *seen.lock().unwrap().entry(id).or_default() += 1;
+                        }
+                    }
+                });
             }
         });
         Receiver { seen, port }
@@ -94,7 +100,8 @@ actions = ["out"]
 [[action]]
 name = "out"
 type = "syslog"
-target = "udp://127.0.0.1:{port}"
+target = "tcp://127.0.0.1:{port}"
+framing = "lf"
 format = "rfc3164"
 message = "ID={{{{ file_path }}}}"
 "#,
