@@ -320,12 +320,12 @@ mod tests {
         let file = dir.path().join("plain");
         std::fs::write(&file, "x").unwrap();
         let ok = format!(
-            "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = \"{}/new/{{{{ host }}}}.flag\"\n",
+            "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = '{}/new/{{{{ host }}}}.flag'\n",
             dir.path().display()
         );
         assert!(parse_ok(&ok).check().is_empty());
         let bad = format!(
-            "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = \"{}/sub/x.flag\"\n",
+            "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = '{}/sub/x.flag'\n",
             file.display()
         );
         let errs = parse_ok(&bad).check();

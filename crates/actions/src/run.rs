@@ -393,6 +393,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(windows, ignore = "looks for `sh` on PATH and Unix paths")]
     fn check_finds_programs_and_directories() {
         let ok =
             parse_ok("[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"sh\"\ncwd = \"/\"\n");

@@ -13,20 +13,20 @@ fn config(dir: &std::path::Path) -> String {
 [[action]]
 name = "flag-on"
 type = "flag_file"
-path = "{dir}/flags/{{{{ host }}}}.flag"
+path = '{dir}/flags/{{{{ host }}}}.flag'
 content = "{{{{ risk_name }}}} by {{{{ filter }}}}"
 file_mode = "0640"
 
 [[action]]
 name = "flag-off"
 type = "flag_file"
-path = "{dir}/flags/{{{{ host }}}}.flag"
+path = '{dir}/flags/{{{{ host }}}}.flag'
 mode = "remove"
 
 [[action]]
 name = "flag-json"
 type = "flag_file"
-path = "{dir}/json/{{{{ host }}}}"
+path = '{dir}/json/{{{{ host }}}}'
 "#,
         dir = dir.display()
     )

@@ -3,6 +3,7 @@
 //!
 //! Needs `/usr/sbin/rsyslogd` (Debian: `apt-get install rsyslog`). Without it the test
 //! fails with a message, unless `WATCHPOST_SKIP_RSYSLOG=1` is set.
+#![cfg(unix)] // needs /usr/sbin/rsyslogd, a Linux daemon
 
 mod common;
 

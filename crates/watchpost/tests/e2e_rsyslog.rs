@@ -1,5 +1,6 @@
 //! End to end: SEP client log lines appended to tailed files reach a real rsyslog as
 //! syslog messages with the variables filled in.
+#![cfg(unix)] // needs /usr/sbin/rsyslogd (a Linux daemon) and stops watchpost with `kill -TERM`
 
 mod common;
 
