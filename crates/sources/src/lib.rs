@@ -17,6 +17,7 @@ pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};
 pub mod evtx;
 pub mod jsonl;
+pub mod listen;
 pub mod sep;
 pub mod tail;
 pub mod winevent;
