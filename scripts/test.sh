@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end tests).
+# Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
+# tests) and util-linux's logger (a syslog sender for the listener tests).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+[ -x /usr/bin/logger ] || missing+=(bsdutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

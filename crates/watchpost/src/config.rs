@@ -107,7 +107,10 @@ struct SourceToml {
     name: Spanned<String>,
     #[serde(rename = "type")]
     kind: Spanned<String>,
-    path: Spanned<OneOrMany>,
+    #[serde(default)]
+    path: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
     #[serde(default)]
     exclude: Vec<String>,
     #[serde(default)]
@@ -146,8 +149,10 @@ pub struct SourceConfig {
     pub format: Format,
     /// Glob patterns, environment references expanded.
     pub paths: Vec<String>,
-    /// Where `path` is written.
+    /// Where `path` (or `listen`) is written.
     pub path_span: Range<usize>,
+    /// A network address to receive on instead of files (`udp://…`, `tcp://…`).
+    pub listen: Option<String>,
     /// Globs to skip.
     pub exclude: Vec<String>,
     /// Start position for files without a checkpoint at the first start.
@@ -377,17 +382,47 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
             }
         }
     });
-    let path_span = raw.path.span();
-    let paths: Vec<String> = raw.path.into_inner().into_vec();
-    if paths.is_empty() {
-        diags.error(path_span.clone(), "`path` needs at least one pattern");
-    }
+    let (paths, listen, path_span) = match (raw.path, raw.listen) {
+        (Some(p), None) => {
+            let span = p.span();
+            let paths = p.into_inner().into_vec();
+            if paths.is_empty() {
+                diags.error(span.clone(), "`path` needs at least one pattern");
+            }
+            (paths, None, span)
+        }
+        (None, Some(l)) => {
+            let span = l.span();
+            if let Err(e) = watchpost_sources::listen::ListenOptions::parse_address(l.get_ref()) {
+                diags.error(span.clone(), format!("listen = \"{}\": {e}", l.get_ref()));
+            }
+            if format.is_some_and(Format::is_sep_binary) {
+                diags.error(
+                    span.clone(),
+                    "SEP binary logs are files: use `path`, not `listen`",
+                );
+            }
+            (Vec::new(), Some(l.into_inner()), span)
+        }
+        (Some(p), Some(_)) => {
+            diags.error(
+                p.span(),
+                "a source reads either files (`path`) or the network (`listen`), not both",
+            );
+            (Vec::new(), None, p.span())
+        }
+        (None, None) => {
+            diags.error(raw.name.span(), "a source needs `path` (files to follow) or `listen` (an address to receive syslog on)");
+            (Vec::new(), None, raw.name.span())
+        }
+    };
     Some(SourceConfig {
         name: raw.name.get_ref().clone(),
         name_span: raw.name.span(),
         format: format?,
         paths,
         path_span,
+        listen,
         exclude: raw.exclude,
         start_at,
         encoding,
@@ -495,6 +530,49 @@ pattern = "(?P<u>x"
             "{msgs:?}"
         );
         assert_eq!(config.sources.len(), 2);
+    }
+
+    #[test]
+    fn a_source_reads_files_or_listens() {
+        let text = r#"
+[[source]]
+name = "both"
+type = "text"
+path = "/x/a.log"
+listen = "udp://127.0.0.1:5514"
+
+[[source]]
+name = "neither"
+type = "text"
+
+[[source]]
+name = "bad-address"
+type = "sep_manager_syslog"
+listen = "udp://localhost:514"
+
+[[source]]
+name = "binary-over-net"
+type = "sep_security_log"
+listen = "tcp://127.0.0.1:6514"
+
+[[source]]
+name = "fine"
+type = "sep_manager_syslog"
+listen = "tcp://[::1]:6514"
+"#;
+        let mut diags = Diagnostics::default();
+        let config = parse(text, &mut diags).unwrap();
+        let msgs: Vec<&str> = diags.items.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert!(msgs[0].contains("either files"), "{msgs:?}");
+        assert!(msgs[1].contains("needs `path`"), "{msgs:?}");
+        assert!(
+            msgs[2].starts_with("listen = \"udp://localhost:514\""),
+            "{msgs:?}"
+        );
+        assert!(msgs[3].contains("SEP binary logs are files"), "{msgs:?}");
+        let fine = config.sources.iter().find(|s| s.name == "fine").unwrap();
+        assert_eq!(fine.listen.as_deref(), Some("tcp://[::1]:6514"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `watchpost run`: the daemon.
 //!
 //! One thread per source reads records as they are written (the tailer blocks on
-//! inotify), parses them, runs the filter chain and hands fired actions to the
-//! dispatcher's queues without waiting. Positions are checkpointed every
+//! inotify; a listener source receives syslog over UDP/TCP), parses them, runs the
+//! filter chain and hands fired actions to the dispatcher's queues. The main thread waits
+//! for SIGINT/SIGTERM, then stops listeners and tailers. Positions are checkpointed every
 //! `checkpoint_interval_ms` and at shutdown (SIGINT/SIGTERM), after the records before
 //! them were handed on.
 
@@ -15,6 +16,7 @@ use anyhow::{Context, Result};
 use watchpost_actions::{Dispatcher, Job};
 use watchpost_event::{Event, Origin};
 use watchpost_filters::{Chain, Verdict};
+use watchpost_sources::listen::{ListenOptions, Listener, Received};
 use watchpost_sources::tail::{
     Encoding, Framing, Record, StartAt as TailStart, TailOptions, Tailer, Waker,
 };
@@ -60,15 +62,9 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
         .context("installing the SIGINT/SIGTERM handler")?;
     }
     let mut threads = Vec::new();
+    let mut listeners = Vec::new();
     for source in &config.sources {
-        let tailer = Tailer::open(tail_options(&config, source))
-            .with_context(|| format!("opening source `{}`", source.name))?;
-        wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tailer.waker());
         let rt = SourceRuntime::from_config(source, &local_host, &chain);
-        tracing::info!(source = %source.name, format = source.format.name(), paths = ?source.paths, filters = rt.plan.len(), "following");
         let worker = SourceWorker {
             rt,
             chain: chain.clone(),
@@ -79,21 +75,40 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
             stop: stop.clone(),
             stopped_at: Mutex::new(None),
         };
+        let builder = thread::Builder::new().name(format!("source-{}", source.name));
+        if let Some(address) = &source.listen {
+            let (listener, rx) = Listener::start(ListenOptions::new(address))
+                .with_context(|| format!("source `{}`: listening on {address}", source.name))?;
+            let proto = address.split("://").next().unwrap_or("net").to_owned();
+            tracing::info!(source = %source.name, format = source.format.name(), address = %listener.local_addr(), proto, filters = worker.rt.plan.len(), "listening");
+            listeners.push(listener);
+            threads.push(builder.spawn(move || {
+                worker.receive(&rx, &proto);
+                worker
+            })?);
+            continue;
+        }
+        let tailer = Tailer::open(tail_options(&config, source))
+            .with_context(|| format!("opening source `{}`", source.name))?;
+        wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tailer.waker());
+        tracing::info!(source = %source.name, format = source.format.name(), paths = ?source.paths, filters = worker.rt.plan.len(), "following");
         let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
         let stop = stop.clone();
-        threads.push(
-            thread::Builder::new()
-                .name(format!("source-{}", source.name))
-                .spawn(move || {
-                    worker.follow(tailer, &stop, interval);
-                    worker
-                })?,
-        );
+        threads.push(builder.spawn(move || {
+            worker.follow(tailer, &stop, interval);
+            worker
+        })?);
     }
     tracing::info!(sources = config.sources.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
-        let _ = stopped_rx.recv();
+    }
+    let _ = stopped_rx.recv();
+    for l in listeners {
+        l.shutdown();
     }
     for t in threads {
         let name = t.thread().name().unwrap_or("source").to_owned();
@@ -196,22 +211,39 @@ impl SourceWorker {
         if record.is_header {
             return;
         }
-        self.counters.records.fetch_add(1, Ordering::Relaxed);
         let origin = Origin {
             place: record.path.to_string_lossy().as_ref().into(),
             offset: record.offset,
         };
-        match self
-            .rt
-            .process(&self.chain, record.bytes, Some(origin), verdict)
-        {
+        self.handle_bytes(record.bytes, origin, verdict);
+    }
+
+    /// Parses one record (a line, a binary-log record, a received message) and acts on it.
+    fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict) {
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        let place = origin.place.clone();
+        let offset = origin.offset;
+        match self.rt.process(&self.chain, bytes, Some(origin), verdict) {
             Ok(event) => self.dispatch(event, verdict),
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
                 if n < 100 || n.is_power_of_two() {
-                    tracing::warn!(source = %self.rt.name, file = %record.path.display(), offset = record.offset, errors_so_far = n + 1, "unparsable record: {e}");
+                    tracing::warn!(source = %self.rt.name, place = %place, offset, errors_so_far = n + 1, "unparsable record: {e}");
                 }
             }
+        }
+    }
+
+    /// A listener source: handles received messages until the listener shuts down.
+    /// `offset` of a received event is its number since start; `place` the sender.
+    fn receive(&self, rx: &crossbeam_channel::Receiver<Received>, proto: &str) {
+        let mut verdict = Verdict::default();
+        for (n, msg) in rx.iter().enumerate() {
+            let origin = Origin {
+                place: format!("{proto}://{}", msg.peer).into(),
+                offset: n as u64,
+            };
+            self.handle_bytes(&msg.bytes, origin, &mut verdict);
         }
     }
 
