@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
-# tests) and util-linux's logger (a syslog sender for the listener tests).
+# tests), util-linux's logger (a syslog sender for the listener tests), journalctl and
+# systemd-journal-remote (journal files for the journald tests).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
+command -v journalctl >/dev/null || missing+=(systemd)
+[ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

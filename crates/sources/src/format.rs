@@ -40,11 +40,14 @@ pub enum Format {
     /// Plain text lines, with an optional syslog prefix and a per-source `pattern`
     /// ([`crate::textlog`]). Config name `text`.
     Text,
+    /// The systemd journal, entries as `journalctl --output=json` prints them
+    /// ([`crate::journald`]). Config name `journald`.
+    Journald,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::SepAvLog,
         Format::SepSecurityLog,
         Format::SepTrafficLog,
@@ -53,6 +56,7 @@ impl Format {
         Format::SepManagerSyslog,
         Format::JsonLines,
         Format::Text,
+        Format::Journald,
     ];
 
     /// The name used in `type = "…"` of a `[[source]]`.
@@ -66,6 +70,7 @@ impl Format {
             Format::SepManagerSyslog => "sep_manager_syslog",
             Format::JsonLines => "jsonl",
             Format::Text => "text",
+            Format::Journald => "journald",
         }
     }
 
@@ -97,6 +102,7 @@ impl Format {
             Format::SepManagerSyslog => Box::new(SepManagerParser),
             Format::JsonLines => Box::new(jsonl::JsonLinesParser),
             Format::Text => Box::new(crate::textlog::TextParser::new(None)),
+            Format::Journald => Box::new(crate::journald::JournalParser),
         }
     }
 
@@ -108,7 +114,7 @@ impl Format {
             Format::SepTrafficLog => Schema::Fixed(binary::schema(LogKind::Traffic)),
             Format::SepSystemLog => Schema::Fixed(binary::schema(LogKind::System)),
             Format::SepProcessLog => Schema::Fixed(binary::schema(LogKind::Process)),
-            Format::SepManagerSyslog | Format::JsonLines => Schema::Open,
+            Format::SepManagerSyslog | Format::JsonLines | Format::Journald => Schema::Open,
             Format::Text => Schema::Fixed(crate::textlog::FIELDS),
         }
     }

@@ -561,7 +561,10 @@ fn fixed_schemas_list_names_once() {
                     f.name()
                 );
             }
-            Schema::Open => assert!(matches!(f, Format::SepManagerSyslog | Format::JsonLines)),
+            Schema::Open => assert!(matches!(
+                f,
+                Format::SepManagerSyslog | Format::JsonLines | Format::Journald
+            )),
         }
     }
     assert!(Format::SepAvLog.schema().allows("risk_name"));

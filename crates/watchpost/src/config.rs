@@ -125,8 +125,25 @@ struct SourceToml {
     host: Option<String>,
     #[serde(default)]
     pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    units: Vec<String>,
+    #[serde(default)]
+    identifiers: Vec<String>,
+    #[serde(default)]
+    directory: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
+}
+
+/// `type = "journald"`: which part of the journal to follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Only these systemd units (`journalctl --unit`).
+    pub units: Vec<String>,
+    /// Only these syslog identifiers (`journalctl --identifier`).
+    pub identifiers: Vec<String>,
+    /// A directory of journal files instead of the system journal.
+    pub directory: Option<String>,
 }
 
 /// Where a file source starts in files that exist at its first start.
@@ -167,6 +184,8 @@ pub struct SourceConfig {
     pub host: Option<String>,
     /// `type = "text"`: a regular expression whose named captures become fields.
     pub pattern: Option<regex::Regex>,
+    /// `type = "journald"`: what to follow.
+    pub journal: Option<JournalConfig>,
 }
 
 impl SourceConfig {
@@ -196,7 +215,7 @@ pub struct Config {
     pub actions: Vec<ActionSpec>,
 }
 
-const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text";
+const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald";
 
 /// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
 /// configuration may be partial otherwise: check `diags`).
@@ -382,7 +401,30 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
             }
         }
     });
+    let journal = (format == Some(Format::Journald)).then(|| JournalConfig {
+        units: raw.units.clone(),
+        identifiers: raw.identifiers.clone(),
+        directory: raw.directory.clone(),
+    });
+    if journal.is_none()
+        && (!raw.units.is_empty() || !raw.identifiers.is_empty() || raw.directory.is_some())
+    {
+        diags.error(
+            raw.kind.span(),
+            "`units`, `identifiers` and `directory` apply to type = \"journald\" sources only",
+        );
+    }
+    if journal.is_some() && (raw.path.is_some() || raw.listen.is_some()) {
+        diags.error(
+            raw.kind.span(),
+            "a journald source reads the systemd journal: it takes no `path` or `listen`",
+        );
+    }
+    if journal.is_some() && !cfg!(target_os = "linux") {
+        diags.error(raw.kind.span(), "journald sources exist on Linux only");
+    }
     let (paths, listen, path_span) = match (raw.path, raw.listen) {
+        _ if journal.is_some() => (Vec::new(), None, raw.kind.span()),
         (Some(p), None) => {
             let span = p.span();
             let paths = p.into_inner().into_vec();
@@ -430,6 +472,7 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
         max_line_bytes: raw.max_line_bytes.unwrap_or(1 << 20).clamp(1024, 64 << 20),
         host: raw.host,
         pattern,
+        journal,
     })
 }
 

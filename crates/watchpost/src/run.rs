@@ -88,6 +88,11 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
             })?);
             continue;
         }
+        if let Some(journal) = &source.journal {
+            let thread = follow_journal(&config, source, journal, worker, builder)?;
+            threads.push(thread);
+            continue;
+        }
         let tailer = Tailer::open(tail_options(&config, source))
             .with_context(|| format!("opening source `{}`", source.name))?;
         wakers
@@ -128,11 +133,57 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
     Ok(())
 }
 
-fn tail_options(config: &Config, s: &SourceConfig) -> TailOptions {
-    let checkpoint = config
+/// Starts a journald source's reader (journalctl) and its handling thread.
+#[cfg(target_os = "linux")]
+fn follow_journal(
+    config: &Config,
+    source: &SourceConfig,
+    journal: &crate::config::JournalConfig,
+    worker: SourceWorker,
+    builder: thread::Builder,
+) -> Result<thread::JoinHandle<SourceWorker>> {
+    use watchpost_sources::journald::{Journal, JournalOptions};
+    let mut o = JournalOptions::new(checkpoint_path(config, &source.name));
+    o.units = journal.units.clone();
+    o.identifiers = journal.identifiers.clone();
+    o.directory = journal.directory.as_ref().map(Into::into);
+    o.start_at = match source.start_at {
+        StartAt::Beginning => TailStart::Beginning,
+        StartAt::End => TailStart::End,
+    };
+    let (journal, rx) = Journal::start(o)
+        .with_context(|| format!("source `{}`: starting journalctl", source.name))?;
+    tracing::info!(source = %source.name, units = ?source.journal.as_ref().map(|j| &j.units), filters = worker.rt.plan.len(), "following the journal");
+    let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
+    Ok(builder.spawn(move || {
+        worker.journal(journal, &rx, interval);
+        worker
+    })?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn follow_journal(
+    _: &Config,
+    source: &SourceConfig,
+    _: &crate::config::JournalConfig,
+    _: SourceWorker,
+    _: thread::Builder,
+) -> Result<thread::JoinHandle<SourceWorker>> {
+    anyhow::bail!(
+        "source `{}`: journald sources exist on Linux only",
+        source.name
+    )
+}
+
+fn checkpoint_path(config: &Config, source: &str) -> std::path::PathBuf {
+    config
         .state_dir
         .join("checkpoints")
-        .join(format!("{}.json", sanitize(&s.name)));
+        .join(format!("{}.json", sanitize(source)))
+}
+
+fn tail_options(config: &Config, s: &SourceConfig) -> TailOptions {
+    let checkpoint = checkpoint_path(config, &s.name);
     let mut o = TailOptions::new(s.paths.clone(), checkpoint);
     o.exclude = s.exclude.clone();
     o.start_at = match s.start_at {
@@ -232,6 +283,43 @@ impl SourceWorker {
                 }
             }
         }
+    }
+
+    /// A journald source: handles entries, committing each cursor after its event was
+    /// handed on; checkpoints every `interval` and when stopping.
+    #[cfg(target_os = "linux")]
+    fn journal(
+        &self,
+        journal: watchpost_sources::journald::Journal,
+        rx: &crossbeam_channel::Receiver<watchpost_sources::journald::Entry>,
+        interval: Duration,
+    ) {
+        let mut verdict = Verdict::default();
+        let place: Arc<str> = "journal".into();
+        let mut last_checkpoint = Instant::now();
+        let mut n = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            match rx.recv_timeout(interval) {
+                Ok(entry) => {
+                    let origin = Origin {
+                        place: place.clone(),
+                        offset: n,
+                    };
+                    self.handle_bytes(&entry.json, origin, &mut verdict);
+                    journal.commit(&entry.cursor);
+                    n += 1;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            if last_checkpoint.elapsed() >= interval {
+                if let Err(e) = journal.checkpoint() {
+                    tracing::error!(source = %self.rt.name, error = %e, "writing journal checkpoint");
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+        journal.shutdown();
     }
 
     /// A listener source: handles received messages until the listener shuts down.
