@@ -6,6 +6,7 @@ mod diag;
 mod pipeline;
 mod replay;
 mod run;
+mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,27 @@ enum Command {
     },
     /// Print the built-in configuration.
     DefaultConfig,
+    /// Install or control watchpost as a system service (a systemd unit on Linux).
+    Service {
+        /// install, uninstall, start, stop or status.
+        #[arg(value_enum)]
+        verb: service::Verb,
+        /// Configuration the service runs with (checked before installing).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Service (unit) name.
+        #[arg(long, default_value = "watchpost")]
+        name: String,
+        /// Where the unit file is written.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// Print the unit and the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only write or remove the unit file; do not call systemctl.
+        #[arg(long)]
+        no_systemctl: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +133,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 t.records, t.errors, t.excluded, t.fired
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Service {
+            verb,
+            config,
+            name,
+            unit_dir,
+            dry_run,
+            no_systemctl,
+        } => {
+            if verb == service::Verb::Install && load(config.as_deref(), true)?.is_none() {
+                return Ok(ExitCode::from(1));
+            }
+            let args = service::ServiceArgs {
+                verb,
+                config,
+                name,
+                unit_dir,
+                dry_run,
+                no_systemctl,
+            };
+            let code = service::service(&args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::DefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);

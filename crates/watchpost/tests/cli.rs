@@ -285,3 +285,87 @@ fn linux_example_finds_ssh_logins_and_sudo_in_an_auth_log() {
     assert_eq!(sudo["host"], "web1");
     assert_eq!(sudo["program"], "sudo");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn service_install_writes_a_valid_systemd_unit_and_uninstall_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    let cfg = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/linux.toml"
+    ));
+    let env = [("WATCHPOST_STATE_DIR", dir.path())];
+    let args = |verb: &str| {
+        vec![
+            "service".to_owned(),
+            verb.to_owned(),
+            "-c".into(),
+            cfg.to_str().unwrap().into(),
+            "--unit-dir".into(),
+            units.to_str().unwrap().into(),
+            "--no-systemctl".into(),
+        ]
+    };
+    let run = |a: Vec<String>| watchpost(&a.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    let out = run(args("install"));
+    assert!(out.status.success(), "{}", text(&out));
+    let unit = std::fs::read_to_string(units.join("watchpost.service")).unwrap();
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_watchpost")).unwrap();
+    let config = std::fs::canonicalize(cfg).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} run -c {}\n",
+            exe.display(),
+            config.display()
+        )),
+        "{unit}"
+    );
+    // systemd's own check of the unit, where systemd is installed.
+    if Path::new("/usr/bin/systemd-analyze").exists() {
+        let v = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(units.join("watchpost.service"))
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "systemd-analyze verify: {}", text(&v));
+    }
+    let out = run(args("uninstall"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!units.join("watchpost.service").exists());
+    // --dry-run prints the unit and the systemctl commands, and writes nothing.
+    let out = watchpost(
+        &[
+            "service",
+            "install",
+            "--dry-run",
+            "--unit-dir",
+            units.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let t = text(&out);
+    assert!(
+        out.status.success()
+            && t.contains("[Service]")
+            && t.contains("systemctl enable watchpost.service"),
+        "{t}"
+    );
+    assert!(!units.join("watchpost.service").exists());
+    // A configuration with errors is not installed.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[filter]]\nname = 1\n").unwrap();
+    let out = watchpost(
+        &[
+            "service",
+            "install",
+            "-c",
+            bad.to_str().unwrap(),
+            "--unit-dir",
+            units.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!units.join("watchpost.service").exists());
+}
