@@ -16,6 +16,7 @@ pub mod textlog;
 pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};
 pub mod evtx;
+pub mod evtx_follow;
 pub mod journald;
 pub mod jsonl;
 pub mod listen;

@@ -110,13 +110,13 @@
 //! the other files go on. At most `max_open_files` files are open; further files wait
 //! (counted in [`TailStats::files_deferred`]) and are read from 0 once a slot frees.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod file;
 mod frame;
-mod identity;
-mod pattern;
+pub(crate) mod identity;
+pub(crate) mod pattern;
 mod scan;
-mod watch;
+pub(crate) mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
