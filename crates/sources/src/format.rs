@@ -43,11 +43,14 @@ pub enum Format {
     /// The systemd journal, entries as `journalctl --output=json` prints them
     /// ([`crate::journald`]). Config name `journald`.
     Journald,
+    /// Windows `.evtx` files, followed record by record ([`crate::evtx_follow`]); records
+    /// are event XML ([`crate::winevent`]). Config name `evtx`.
+    Evtx,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 9] = [
+    pub const ALL: [Format; 10] = [
         Format::SepAvLog,
         Format::SepSecurityLog,
         Format::SepTrafficLog,
@@ -57,6 +60,7 @@ impl Format {
         Format::JsonLines,
         Format::Text,
         Format::Journald,
+        Format::Evtx,
     ];
 
     /// The name used in `type = "…"` of a `[[source]]`.
@@ -71,6 +75,7 @@ impl Format {
             Format::JsonLines => "jsonl",
             Format::Text => "text",
             Format::Journald => "journald",
+            Format::Evtx => "evtx",
         }
     }
 
@@ -103,6 +108,7 @@ impl Format {
             Format::JsonLines => Box::new(jsonl::JsonLinesParser),
             Format::Text => Box::new(crate::textlog::TextParser::new(None)),
             Format::Journald => Box::new(crate::journald::JournalParser),
+            Format::Evtx => Box::new(crate::winevent::EventXmlParser),
         }
     }
 
@@ -114,7 +120,9 @@ impl Format {
             Format::SepTrafficLog => Schema::Fixed(binary::schema(LogKind::Traffic)),
             Format::SepSystemLog => Schema::Fixed(binary::schema(LogKind::System)),
             Format::SepProcessLog => Schema::Fixed(binary::schema(LogKind::Process)),
-            Format::SepManagerSyslog | Format::JsonLines | Format::Journald => Schema::Open,
+            Format::SepManagerSyslog | Format::JsonLines | Format::Journald | Format::Evtx => {
+                Schema::Open
+            }
             Format::Text => Schema::Fixed(crate::textlog::FIELDS),
         }
     }

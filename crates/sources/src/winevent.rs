@@ -39,6 +39,20 @@ pub const SYSTEM_FIELDS: &[&str] = &[
 /// Schema of Windows events: System fields plus any insertion-string name.
 pub const SCHEMA: Schema = Schema::Open;
 
+/// Parses records that are one event's XML each (EVTX records, rendered live events).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventXmlParser;
+
+impl crate::parse::Parser for EventXmlParser {
+    fn parse(&self, ctx: &ParseCtx, record: &[u8]) -> Result<Event, ParseError> {
+        parse_event_xml(ctx, &crate::text::decode(record))
+    }
+
+    fn schema(&self) -> Schema {
+        SCHEMA
+    }
+}
+
 /// Most insertion strings kept per event (`str1` … `str512`).
 const MAX_DATA: usize = 512;
 

@@ -215,7 +215,7 @@ pub struct Config {
     pub actions: Vec<ActionSpec>,
 }
 
-const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald";
+const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx";
 
 /// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
 /// configuration may be partial otherwise: check `diags`).
@@ -436,12 +436,12 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
         (None, Some(l)) => {
             let span = l.span();
             if let Err(e) = watchpost_sources::listen::ListenOptions::parse_address(l.get_ref()) {
-                diags.error(span.clone(), format!("listen = \"{}\": {e}", l.get_ref()));
+                diags.error(span.clone(), e.to_string());
             }
-            if format.is_some_and(Format::is_sep_binary) {
+            if format.is_some_and(|f| f.is_sep_binary() || f == Format::Evtx) {
                 diags.error(
                     span.clone(),
-                    "SEP binary logs are files: use `path`, not `listen`",
+                    "SEP binary logs and EVTX files are files: use `path`, not `listen`",
                 );
             }
             (Vec::new(), Some(l.into_inner()), span)
@@ -610,10 +610,12 @@ listen = "tcp://[::1]:6514"
         assert!(msgs[0].contains("either files"), "{msgs:?}");
         assert!(msgs[1].contains("needs `path`"), "{msgs:?}");
         assert!(
-            msgs[2].starts_with("listen = \"udp://localhost:514\""),
+            msgs[2].starts_with(
+                "listen address \"udp://localhost:514\": the host must be a literal IP"
+            ),
             "{msgs:?}"
         );
-        assert!(msgs[3].contains("SEP binary logs are files"), "{msgs:?}");
+        assert!(msgs[3].contains("EVTX files are files"), "{msgs:?}");
         let fine = config.sources.iter().find(|s| s.name == "fine").unwrap();
         assert_eq!(fine.listen.as_deref(), Some("tcp://[::1]:6514"));
     }

@@ -2,7 +2,8 @@
 //!
 //! Each input is parsed as the source `--source` names, else as the configured source
 //! whose path pattern matches it, else by recognising its format from its first bytes
-//! (EVTX files are read as source `evtx`, so `match = { source = "evtx" }` targets them).
+//! (EVTX files are read as the configured `type = "evtx"` source that matches them, else as
+//! source `evtx`, so `match = { source = "evtx" }` targets them).
 //! For every fired filter it prints the filter, the event and the actions that would run.
 
 use std::io::Write;
@@ -53,29 +54,45 @@ pub fn replay(
     for input in inputs {
         let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
         let place = input.to_string_lossy();
-        let (name, plan, events, errors, what) = if source.is_none() && evtx::is_evtx(&bytes) {
-            let ctx = ParseCtx::new("evtx", local_host.as_str());
-            let (events, errors) = evtx::read_evtx(&ctx, bytes, &place);
-            (
-                ctx.source,
-                chain.plan("evtx"),
-                events,
-                errors,
-                ("record id", "EVTX"),
-            )
-        } else {
-            let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
-            let place: std::sync::Arc<str> = place.as_ref().into();
-            let (events, errors) =
-                watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place, &bytes);
-            (
-                rt.name,
-                rt.plan,
-                events,
-                errors,
-                ("offset", rt.format.name()),
-            )
+        let configured_evtx = |s: &crate::config::SourceConfig| s.format == Format::Evtx;
+        let evtx_source = match source {
+            Some(n) => config
+                .sources
+                .iter()
+                .find(|s| s.name == n && configured_evtx(s)),
+            None if evtx::is_evtx(&bytes) => config
+                .sources
+                .iter()
+                .filter(|s| configured_evtx(s))
+                .find(|s| s.paths.iter().any(|p| glob_matches(p, input)))
+                .or_else(|| config.sources.iter().find(|s| configured_evtx(s))),
+            None => None,
         };
+        let evtx_name = evtx_source.map_or("evtx", |s| s.name.as_str());
+        let (name, plan, events, errors, what) =
+            if evtx_source.is_some() || (source.is_none() && evtx::is_evtx(&bytes)) {
+                let ctx = ParseCtx::new(evtx_name, local_host.as_str());
+                let (events, errors) = evtx::read_evtx(&ctx, bytes, &place);
+                (
+                    ctx.source,
+                    chain.plan(evtx_name),
+                    events,
+                    errors,
+                    ("record id", "EVTX"),
+                )
+            } else {
+                let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
+                let place: std::sync::Arc<str> = place.as_ref().into();
+                let (events, errors) =
+                    watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place, &bytes);
+                (
+                    rt.name,
+                    rt.plan,
+                    events,
+                    errors,
+                    ("offset", rt.format.name()),
+                )
+            };
         totals.records += (events.len() + errors.len()) as u64;
         for (offset, e) in &errors {
             totals.errors += 1;

@@ -88,6 +88,10 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
             })?);
             continue;
         }
+        if source.format == watchpost_sources::Format::Evtx {
+            threads.push(follow_evtx(&config, source, worker, builder)?);
+            continue;
+        }
         if let Some(journal) = &source.journal {
             let thread = follow_journal(&config, source, journal, worker, builder)?;
             threads.push(thread);
@@ -173,6 +177,29 @@ fn follow_journal(
         "source `{}`: journald sources exist on Linux only",
         source.name
     )
+}
+
+/// Starts an EVTX source's follower and its handling thread.
+fn follow_evtx(
+    config: &Config,
+    source: &SourceConfig,
+    worker: SourceWorker,
+    builder: thread::Builder,
+) -> Result<thread::JoinHandle<SourceWorker>> {
+    use watchpost_sources::evtx_follow::{EvtxFollowOptions, EvtxFollower};
+    let mut o = EvtxFollowOptions::new(source.paths.clone(), checkpoint_path(config, &source.name));
+    o.start_at = match source.start_at {
+        StartAt::Beginning => TailStart::Beginning,
+        StartAt::End => TailStart::End,
+    };
+    let (follower, rx) = EvtxFollower::start(o)
+        .with_context(|| format!("source `{}`: following EVTX files", source.name))?;
+    tracing::info!(source = %source.name, paths = ?source.paths, filters = worker.rt.plan.len(), "following EVTX files");
+    let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
+    Ok(builder.spawn(move || {
+        worker.evtx(follower, &rx, interval);
+        worker
+    })?)
 }
 
 fn checkpoint_path(config: &Config, source: &str) -> std::path::PathBuf {
@@ -320,6 +347,39 @@ impl SourceWorker {
             }
         }
         journal.shutdown();
+    }
+
+    /// An EVTX source: handles records, committing each after its event was handed on;
+    /// checkpoints every `interval` and when stopping.
+    fn evtx(
+        &self,
+        follower: watchpost_sources::evtx_follow::EvtxFollower,
+        rx: &crossbeam_channel::Receiver<watchpost_sources::evtx_follow::EvtxRecord>,
+        interval: Duration,
+    ) {
+        let mut verdict = Verdict::default();
+        let mut last_checkpoint = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            match rx.recv_timeout(interval) {
+                Ok(r) => {
+                    let origin = Origin {
+                        place: r.path.to_string_lossy().as_ref().into(),
+                        offset: r.record_id,
+                    };
+                    self.handle_bytes(r.xml.as_bytes(), origin, &mut verdict);
+                    follower.commit(&r.path, r.record_id);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            if last_checkpoint.elapsed() >= interval {
+                if let Err(e) = follower.checkpoint() {
+                    tracing::error!(source = %self.rt.name, error = %e, "writing EVTX checkpoint");
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+        follower.shutdown();
     }
 
     /// A listener source: handles received messages until the listener shuts down.
