@@ -50,6 +50,9 @@ if [ ! -f "$stub" ] || [ scripts/windows/bcryptprimitives.c -nt "$stub" ]; then
   echo "== building stub bcryptprimitives.dll"
   x86_64-w64-mingw32-gcc -O2 -shared -s -o "$stub" scripts/windows/bcryptprimitives.c -ladvapi32
 fi
+# One wineserver for the whole run: with its default 3 s linger, a test binary starting just as
+# it exits got "wine client error:0: recvmsg: Connection reset by peer".
+wineserver -p
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 # 4. watchpost.exe must ship alone: only Windows system DLLs may be imported.

@@ -43,9 +43,22 @@ pub const SCHEMA: Schema = Schema::Open;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EventXmlParser;
 
+/// Longest event XML accepted (EVTX records are far smaller: a chunk is 64 KiB).
+const MAX_XML: usize = 1 << 20;
+
 impl crate::parse::Parser for EventXmlParser {
     fn parse(&self, ctx: &ParseCtx, record: &[u8]) -> Result<Event, ParseError> {
-        parse_event_xml(ctx, &crate::text::decode(record))
+        if record.len() > MAX_XML {
+            return Err(ParseError::new(
+                MAX_XML,
+                format!("event XML over the {MAX_XML}-byte limit"),
+            ));
+        }
+        // Offsets are in the decoded text; keep them inside the record for the caller.
+        parse_event_xml(ctx, &crate::text::decode(record)).map_err(|mut e| {
+            e.column = e.column.min(record.len());
+            e
+        })
     }
 
     fn schema(&self) -> Schema {
