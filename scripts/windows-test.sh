@@ -52,7 +52,10 @@ if [ ! -f "$stub" ] || [ scripts/windows/bcryptprimitives.c -nt "$stub" ]; then
 fi
 # One wineserver for the whole run: with its default 3 s linger, a test binary starting just as
 # it exits got "wine client error:0: recvmsg: Connection reset by peer".
+# Its helper processes (services.exe, winedevice.exe) then live as long as it does: start them
+# here, away from the test output pipe, or `tee` would never see that pipe close.
 wineserver -p
+wine cmd /c exit </dev/null >/dev/null 2>&1 || true
 trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
 
 # 4. watchpost.exe must ship alone: only Windows system DLLs may be imported.

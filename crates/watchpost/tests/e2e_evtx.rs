@@ -1,5 +1,6 @@
 //! End to end: `watchpost run` follows a folder of `.evtx` files; a copied-in file's logon
 //! events fire once each, and a restart delivers none of them again.
+#![cfg(unix)] // stops watchpost with `kill -TERM` (a Unix signal)
 
 mod common;
 
