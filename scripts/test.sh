@@ -23,11 +23,25 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+echo "== cargo test (Linux)"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+winlog=$(mktemp)
+trap 'rm -f "$log" "$winlog"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# One closing line for the whole run (cargo prints one per test binary, the last ones
-# being doc-test runs with nothing in them).
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END {
-  printf "tests: %d passed, %d failed, %d skipped\n", p, f, i; exit (p == 0 || f > 0) }' "$log"
+
+# The Windows build: cross-compiled for x86_64-pc-windows-gnu, its tests run under Wine
+# (installs Debian's rustc-web, MinGW-w64 and Wine when missing; see the script's header).
+echo "== Windows tests under Wine (scripts/windows-test.sh)"
+win_status=0
+timeout 2400 scripts/windows-test.sh 2>&1 | tee "$winlog" || win_status=$?
+
+# One closing line for the whole run: cargo prints one per test binary (the last ones
+# being doc-test runs with nothing in them), the Windows script one of its own.
+awk -v win_status="$win_status" '
+  FNR == NR && /^test result:/ { p += $4; f += $6; i += $8 }
+  /^windows tests: / { wp = $3; wf = $5 }
+  END {
+    if (win_status != 0 && wf == 0) wf = 1
+    printf "tests: %d passed, %d failed, %d skipped\n", p + wp, f + wf, i
+    exit (p == 0 || wp == 0 || f + wf > 0)
+  }' "$log" "$winlog"
