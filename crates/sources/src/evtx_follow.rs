@@ -84,7 +84,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -269,28 +269,16 @@ fn load(path: &Path) -> Loaded {
     }
 }
 
-/// Writes the entries atomically: tmp file, fsync, rename, directory fsync (Unix).
+/// Writes the entries atomically (the tailer's checkpoint writer).
 fn save(path: &Path, files: &[Saved]) -> io::Result<()> {
     let doc = Doc {
         version: VERSION,
         files: files.to_vec(),
     };
-    let bytes = serde_json::to_vec(&doc).map_err(io::Error::other)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = tmp_path(path);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    #[cfg(unix)]
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::tail::checkpoint::write_atomic(
+        path,
+        &serde_json::to_vec(&doc).map_err(io::Error::other)?,
+    )
 }
 
 /// The position of a followed path, shared with [`EvtxFollower::commit`].

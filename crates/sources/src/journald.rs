@@ -245,8 +245,8 @@ fn key_sym(name: &str) -> Option<Sym> {
 #[cfg(target_os = "linux")]
 mod reader {
     use std::ffi::OsString;
-    use std::fs::{self, File};
-    use std::io::{self, BufRead, BufReader, Read, Write};
+    use std::fs;
+    use std::io::{self, BufRead, BufReader, Read};
     use std::path::{Path, PathBuf};
     use std::process::{Child, ChildStderr, Command, Stdio};
     use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -863,15 +863,7 @@ mod reader {
         cursor: String,
     }
 
-    /// `<name>.tmp` beside the checkpoint.
-    fn tmp_path(path: &Path) -> PathBuf {
-        let mut name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".tmp");
-        path.with_file_name(name)
-    }
+    use crate::tail::checkpoint::tmp_path;
 
     /// The saved cursor: `Ok(None)` when neither the file nor its tmp exists, `Err` with
     /// the reasons when files exist but none is usable.
@@ -895,17 +887,7 @@ mod reader {
     }
 
     fn parse_doc(bytes: &[u8]) -> Result<String, String> {
-        #[derive(Deserialize)]
-        struct Version {
-            version: u32,
-        }
-        let v: Version = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if v.version != VERSION {
-            return Err(format!(
-                "unsupported checkpoint version {} (this build reads {VERSION})",
-                v.version
-            ));
-        }
+        crate::tail::checkpoint::check_version(bytes, VERSION)?;
         let doc: Doc = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let c = doc.cursor;
         // journalctl cursors are `k=v;k=v…` (s=, i=, b=, m=, t=, x=).
@@ -919,29 +901,16 @@ mod reader {
         Ok(c)
     }
 
-    /// Writes the cursor atomically: tmp file written and synced, renamed over `path`, the
-    /// directory synced.
+    /// Writes the cursor atomically (the tailer's checkpoint writer).
     fn save(path: &Path, cursor: &str) -> io::Result<()> {
-        let bytes = serde_json::to_vec(&Doc {
+        let doc = Doc {
             version: VERSION,
             cursor: cursor.to_owned(),
-        })
-        .map_err(io::Error::other)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = tmp_path(path);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = dir {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        };
+        crate::tail::checkpoint::write_atomic(
+            path,
+            &serde_json::to_vec(&doc).map_err(io::Error::other)?,
+        )
     }
 
     #[cfg(test)]

@@ -80,36 +80,48 @@ pub(crate) fn load(path: &Path) -> Loaded {
 }
 
 fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    check_version(bytes, VERSION)?;
+    let doc: Doc = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(doc.files)
+}
+
+/// Checks the `version` field of a checkpoint document (shared by every checkpoint file:
+/// tailer, journal cursor, EVTX positions).
+pub(crate) fn check_version(bytes: &[u8], expected: u32) -> Result<(), String> {
     #[derive(Deserialize)]
     struct Version {
         version: u32,
     }
     let v: Version = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if v.version != VERSION {
+    if v.version != expected {
         return Err(format!(
-            "unsupported checkpoint version {} (this build reads {VERSION})",
+            "unsupported checkpoint version {} (this build reads {expected})",
             v.version
         ));
     }
-    let doc: Doc = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    Ok(doc.files)
+    Ok(())
 }
 
-/// Writes `entries` to `path` atomically: the tmp file is written and synced, then renamed
-/// over `path`, then (on Unix) the directory is synced so the rename survives a power loss.
+/// Writes `entries` to `path` atomically (see [`write_atomic`]).
 pub(crate) fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
     let doc = Doc {
         version: VERSION,
         files: entries.to_vec(),
     };
-    let bytes = serde_json::to_vec(&doc).map_err(io::Error::other)?;
+    write_atomic(path, &serde_json::to_vec(&doc).map_err(io::Error::other)?)
+}
+
+/// Writes `bytes` to `path` atomically: the tmp file is written and synced, then renamed
+/// over `path`, then (on Unix) the directory is synced so the rename survives a power loss.
+/// Every checkpoint file goes through here.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
     let tmp = tmp_path(path);
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
