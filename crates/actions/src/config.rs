@@ -9,11 +9,12 @@ use toml::de::DeValue;
 use watchpost_event::{ConfigError, Sym, Template};
 
 use crate::flag_file::FlagFileSpec;
+use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
 
 /// The action types this crate knows, as written in `type = "…"`.
-pub const KINDS: &[&str] = &["syslog", "run", "flag_file"];
+pub const KINDS: &[&str] = &["syslog", "run", "flag_file", "registry"];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub(crate) enum Kind {
     Syslog(Box<SyslogSpec>),
     Run(Box<RunSpec>),
     FlagFile(Box<FlagFileSpec>),
+    Registry(Box<RegistrySpec>),
 }
 
 impl ActionSpec {
@@ -42,12 +44,13 @@ impl ActionSpec {
         self.name_span.clone()
     }
 
-    /// The action type: `"syslog"`, `"run"` or `"flag_file"`.
+    /// The action type: `"syslog"`, `"run"`, `"flag_file"` or `"registry"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Syslog(_) => "syslog",
             Kind::Run(_) => "run",
             Kind::FlagFile(_) => "flag_file",
+            Kind::Registry(_) => "registry",
         }
     }
 
@@ -61,18 +64,21 @@ impl ActionSpec {
             Kind::Syslog(s) => s.templates().for_each(&mut add),
             Kind::Run(r) => r.templates().for_each(&mut add),
             Kind::FlagFile(f) => f.templates().for_each(&mut add),
+            Kind::Registry(r) => r.templates().for_each(&mut add),
         }
         out
     }
 
     /// Checks that need no I/O beyond file metadata: the program exists and is
-    /// executable, the flag file's directory exists or can be created, and so on.
+    /// executable, the flag file's directory exists or can be created, a registry action
+    /// is on Windows, and so on.
     /// Syntax (targets, templates, numbers) was already checked by [`parse_action`].
     pub fn check(&self) -> Vec<ConfigError> {
         match &self.kind {
             Kind::Syslog(s) => s.check(),
             Kind::Run(r) => r.check(),
             Kind::FlagFile(f) => f.check(),
+            Kind::Registry(r) => r.check(),
         }
     }
 
@@ -82,6 +88,7 @@ impl ActionSpec {
             Kind::Syslog(s) => s.queue_capacity,
             Kind::Run(r) => r.queue_capacity,
             Kind::FlagFile(f) => f.queue_capacity,
+            Kind::Registry(r) => r.queue_capacity,
         }
     }
 }
@@ -104,6 +111,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "syslog" => SyslogSpec::parse(table).map(|s| Kind::Syslog(Box::new(s))),
         "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
         "flag_file" => FlagFileSpec::parse(table).map(|f| Kind::FlagFile(Box::new(f))),
+        "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(
@@ -305,7 +313,7 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(at(text, &errs[0].span), "\"pager\"");
         assert!(
-            errs[0].message.contains("syslog, run, flag_file"),
+            errs[0].message.contains("syslog, run, flag_file, registry"),
             "{}",
             errs[0].message
         );

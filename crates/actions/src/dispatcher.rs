@@ -111,7 +111,7 @@ impl Dispatcher {
             let kind = spec.kind();
             let threads = match &spec.kind {
                 Kind::Run(r) => r.max_concurrent,
-                Kind::Syslog(_) | Kind::FlagFile(_) => 1,
+                Kind::Syslog(_) | Kind::FlagFile(_) | Kind::Registry(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -264,6 +264,7 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
             Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
+            Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

@@ -22,7 +22,7 @@
 //! | key | meaning |
 //! |---|---|
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
-//! | `type` | required; `syslog`, `run` or `flag_file` |
+//! | `type` | required; `syslog`, `run`, `flag_file` or `registry` (Windows) |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog 10000, others 1000) |
 //!
 //! # `type = "syslog"`
@@ -80,11 +80,25 @@
 //! | `mode` | `write` | `write` (atomically: temporary file, then rename; parent directories are created) or `remove` (a missing file is fine) |
 //! | `content` | the event as JSON | template of the file content |
 //! | `file_mode` | process umask | Unix permissions as an octal string, e.g. `"0640"` |
+//!
+//! # `type = "registry"` (Windows)
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `key` | required | template `HIVE\path`; hive `HKLM`/`HKEY_LOCAL_MACHINE` or `HKCU`/`HKEY_CURRENT_USER`, written out (not templated); the 64-bit view |
+//! | `mode` | `set` | `set` (create the key if needed, set the value), `delete_value` or `delete_key` (with its subkeys); deleting what is missing is fine |
+//! | `value` | `""` | template of the value name; `""` is the key's default value; not with `delete_key` |
+//! | `kind` | `sz` | `set` only: `sz`, `expand_sz`, `dword` or `qword` |
+//! | `data` | required for `set` | template; for `dword`/`qword` it must render as a decimal or `0x` hex number in range, else the job fails (a constant one is checked when the configuration is read) |
+//!
+//! The configuration is read everywhere; `check` (and so `check-config`) reports it as
+//! Windows-only elsewhere. No shell and no `reg.exe`: the `winreg` crate calls the API.
 
 mod config;
 mod control;
 mod dispatcher;
 mod flag_file;
+mod registry;
 mod run;
 mod syslog;
 

@@ -369,3 +369,37 @@ fn service_install_writes_a_valid_systemd_unit_and_uninstall_removes_it() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!units.join("watchpost.service").exists());
 }
+
+#[cfg(not(windows))]
+#[test]
+fn check_config_says_the_registry_action_is_windows_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("registry.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[action]]
+name = "quarantine"
+type = "registry"
+key = 'HKLM\SOFTWARE\Watchpost\Quarantine'
+value = "Infected"
+data = "{{{{ host }}}}"
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let expected = format!(
+        "{}:6:8: error: the registry action runs on Windows only",
+        cfg.display()
+    );
+    assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    // The configuration itself is read: no other error.
+    assert_eq!(t.matches("error:").count(), 1, "{t}");
+}
