@@ -56,7 +56,8 @@ enum Command {
     },
     /// Print the built-in configuration.
     DefaultConfig,
-    /// Install or control watchpost as a system service (a systemd unit on Linux).
+    /// Install or control watchpost as a system service (a systemd unit on Linux, a service
+    /// of the Service Control Manager on Windows).
     Service {
         /// install, uninstall, start, stop or status.
         #[arg(value_enum)]
@@ -67,15 +68,27 @@ enum Command {
         /// Service (unit) name.
         #[arg(long, default_value = "watchpost")]
         name: String,
-        /// Where the unit file is written.
+        /// Where the unit file is written (Linux).
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
-        /// Print the unit and the commands instead of running them.
+        /// Print the unit and the commands (Windows: the service's settings) instead of
+        /// running them.
         #[arg(long)]
         dry_run: bool,
-        /// Only write or remove the unit file; do not call systemctl.
+        /// Only write or remove the unit file; do not call systemctl (Linux).
         #[arg(long)]
         no_systemctl: bool,
+    },
+    /// The Windows service's process, started by the Service Control Manager (what
+    /// `service install` registers); stops cleanly on the SCM's Stop or Shutdown.
+    #[command(hide = true)]
+    ServiceRun {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The service's name, as installed.
+        #[arg(long, default_value = "watchpost")]
+        name: String,
     },
 }
 
@@ -155,6 +168,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let code = service::service(&args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        #[cfg(windows)]
+        Command::ServiceRun { config, name } => {
+            service::windows::dispatch(name, config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(not(windows))]
+        Command::ServiceRun { .. } => {
+            anyhow::bail!("`service-run` is the Windows service's entry point; use `watchpost run`")
         }
         Command::DefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);

@@ -3,8 +3,9 @@
 //! One thread per source reads records as they are written (the tailer blocks on
 //! inotify; a listener source receives syslog over UDP/TCP), parses them, runs the
 //! filter chain and hands fired actions to the dispatcher's queues. The main thread waits
-//! for SIGINT/SIGTERM, then stops listeners and tailers. Positions are checkpointed every
-//! `checkpoint_interval_ms` and at shutdown (SIGINT/SIGTERM), after the records before
+//! for a stop request (SIGINT/SIGTERM for `run`; the service control manager's Stop for the
+//! Windows service, see `service.rs`), then stops listeners and tailers. Positions are
+//! checkpointed every `checkpoint_interval_ms` and at shutdown, after the records before
 //! them were handed on.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +42,24 @@ pub struct SourceCounters {
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub fn run(config: Config, chain: Chain) -> Result<()> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+    run_until(config, chain, &stop_rx, || {})
+}
+
+/// Runs the daemon until `stop` receives a message (or every sender of it is dropped),
+/// then shuts down cleanly: listeners stop, sources checkpoint, queued actions drain.
+/// `started` is called once every source is following, just before waiting on `stop`.
+/// `run` fires `stop` from SIGINT/SIGTERM, the Windows service from the SCM's Stop.
+pub fn run_until(
+    config: Config,
+    chain: Chain,
+    stop_rx: &crossbeam_channel::Receiver<()>,
+    started: impl FnOnce(),
+) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     std::fs::create_dir_all(config.state_dir.join("checkpoints"))
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
@@ -49,18 +68,6 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
         Arc::new(Dispatcher::start(config.actions.clone()).context("starting actions")?);
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
-    let (stopped_tx, stopped_rx) = crossbeam_channel::bounded::<()>(1);
-    {
-        let (stop, wakers) = (stop.clone(), wakers.clone());
-        ctrlc::set_handler(move || {
-            stop.store(true, Ordering::SeqCst);
-            for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                w.wake();
-            }
-            let _ = stopped_tx.try_send(());
-        })
-        .context("installing the SIGINT/SIGTERM handler")?;
-    }
     let mut threads = Vec::new();
     let mut listeners = Vec::new();
     for source in &config.sources {
@@ -115,7 +122,12 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
     }
-    let _ = stopped_rx.recv();
+    started();
+    let _ = stop_rx.recv();
+    stop.store(true, Ordering::SeqCst);
+    for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        w.wake();
+    }
     for l in listeners {
         l.shutdown();
     }

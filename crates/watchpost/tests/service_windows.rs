@@ -1,0 +1,155 @@
+//! `watchpost service` on Windows: install → start → Running → the daemon reacts to a line
+//! appended to a followed file → stop → Stopped → uninstall → not installed, driven through
+//! the built exe against the Service Control Manager (Wine's services.exe under
+//! scripts/windows-test.sh). Always uninstalls, also when an assertion fails.
+#![cfg(windows)]
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn watchpost(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(args)
+        .env("WATCHPOST_LOG", "warn")
+        .output()
+        .expect("run watchpost")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `watchpost service VERB --name NAME`, its output; panics when it failed.
+fn service_ok(verb: &str, name: &str, more: &[&str]) -> String {
+    let mut args = vec!["service", verb, "--name", name];
+    args.extend_from_slice(more);
+    let out = watchpost(&args);
+    assert!(out.status.success(), "service {verb}: {}", text(&out));
+    text(&out)
+}
+
+/// The state word `service status` printed (`Running`, `Stopped`, `not installed`, …).
+fn status(name: &str) -> String {
+    let out = watchpost(&["service", "status", "--name", name]);
+    let t = text(&out);
+    t.trim()
+        .strip_prefix(&format!("{name}: "))
+        .unwrap_or(&t)
+        .to_owned()
+}
+
+fn wait_state(name: &str, want: &str, limit: Duration) {
+    let mut last = String::new();
+    let what = format!("service {name} to be {want}");
+    wait_for(&what, limit, || {
+        last = status(name);
+        last.starts_with(want).then_some(())
+    });
+}
+
+/// Uninstalls on drop, so that a failed assertion leaves no service behind.
+struct Installed<'a>(&'a str);
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let _ = watchpost(&["service", "uninstall", "--name", self.0]);
+    }
+}
+
+#[test]
+fn install_start_run_stop_uninstall() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let flags = dir.path().join("flags");
+    let log = dir.path().join("app.log");
+    std::fs::create_dir_all(&flags).unwrap();
+    std::fs::write(&log, "").unwrap();
+    let config = dir.path().join("wp.toml");
+    // TOML literal strings: Windows paths keep their backslashes.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+state_dir = '{state}'
+checkpoint_interval_ms = 100
+
+[[source]]
+name = "app"
+type = "text"
+path = '{log}'
+start_at = "beginning"
+
+[[filter]]
+name = "marker"
+match = {{ message = {{ regex = 'WATCHPOST-SERVICE-TEST' }} }}
+actions = ["flag"]
+
+[[action]]
+name = "flag"
+type = "flag_file"
+path = '{flag}'
+content = "seen"
+"#,
+            state = state.display(),
+            log = log.display(),
+            flag = flags.join("seen").display(),
+        ),
+    )
+    .unwrap();
+    let name = format!("wp-test-{}", std::process::id());
+    let name = name.as_str();
+
+    let dry = service_ok(
+        "install",
+        name,
+        &["-c", config.to_str().unwrap(), "--dry-run"],
+    );
+    assert!(dry.contains("service-run"), "{dry}");
+    let st = status(name);
+    assert!(st.starts_with("not installed"), "{st}");
+
+    service_ok("install", name, &["-c", config.to_str().unwrap()]);
+    let _guard = Installed(name);
+    let st = status(name);
+    assert!(st.starts_with("Stopped"), "{st}");
+
+    service_ok("start", name, &[]);
+    wait_state(name, "Running", Duration::from_secs(30));
+
+    // The daemon really runs: it follows the file and acts on a new line.
+    append(
+        &log,
+        b"Nov 22 10:00:00 host app[1]: WATCHPOST-SERVICE-TEST one\n",
+    );
+    let flag = flags.join("seen");
+    let seen = wait_for(
+        "the flag file written by the service",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&flag).ok(),
+    );
+    assert_eq!(seen, "seen");
+    assert!(
+        state.join("checkpoints").is_dir(),
+        "no checkpoints directory"
+    );
+
+    service_ok("stop", name, &[]);
+    wait_state(name, "Stopped", Duration::from_secs(30));
+    // A clean shutdown wrote the source's checkpoint.
+    let checkpoints: Vec<_> = std::fs::read_dir(state.join("checkpoints"))
+        .unwrap()
+        .collect();
+    assert!(!checkpoints.is_empty(), "no checkpoint written");
+
+    service_ok("uninstall", name, &[]);
+    wait_state(name, "not installed", Duration::from_secs(10));
+}
