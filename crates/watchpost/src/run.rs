@@ -50,10 +50,10 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
     run_until(config, chain, &stop_rx, || {})
 }
 
-/// Runs the daemon until `stop` receives a message (or every sender of it is dropped),
+/// Runs the daemon until `stop_rx` receives a message (or every sender of it is dropped),
 /// then shuts down cleanly: listeners stop, sources checkpoint, queued actions drain.
-/// `started` is called once every source is following, just before waiting on `stop`.
-/// `run` fires `stop` from SIGINT/SIGTERM, the Windows service from the SCM's Stop.
+/// `started` is called once every source is following, just before waiting on `stop_rx`.
+/// `run` fires it from SIGINT/SIGTERM, the Windows service from the SCM's Stop.
 pub fn run_until(
     config: Config,
     chain: Chain,
