@@ -163,6 +163,28 @@ impl Control {
     }
 }
 
+/// The loop of a worker that handles one job at a time: each job's outcome is counted
+/// (failures logged with the action's name); after the shutdown deadline the rest is
+/// counted as dropped.
+pub(crate) fn serve<E: std::fmt::Display>(
+    name: &str,
+    rx: &crossbeam_channel::Receiver<crate::Job>,
+    counters: &Counters,
+    ctl: &Control,
+    mut apply: impl FnMut(&crate::Job) -> Result<(), E>,
+) {
+    while let Ok(job) = rx.recv() {
+        if ctl.past_deadline() {
+            counters.dropped(1);
+            break;
+        }
+        match apply(&job) {
+            Ok(()) => counters.ok(),
+            Err(e) => counters.failed_and_warn(name, e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

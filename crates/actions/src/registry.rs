@@ -287,16 +287,7 @@ impl RegistrySpec {
     }
 
     pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-        while let Ok(job) = rx.recv() {
-            if ctl.past_deadline() {
-                counters.dropped(1);
-                break;
-            }
-            match self.apply(&job) {
-                Ok(()) => counters.ok(),
-                Err(e) => counters.failed_and_warn(name, e.to_string()),
-            }
-        }
+        crate::control::serve(name, rx, counters, ctl, |job| self.apply(job));
     }
 
     fn apply(&self, job: &Job) -> Result<(), RegError> {
