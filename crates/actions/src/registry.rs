@@ -272,7 +272,8 @@ impl RegistrySpec {
             .chain(&self.data)
     }
 
-    /// Elsewhere than on Windows: an error at the `type` value.
+    /// Elsewhere than on Windows: a warning at the `type` value (the configuration stays
+    /// valid, so one file can serve both platforms; the action is skipped here).
     pub(crate) fn check(&self) -> Vec<ConfigError> {
         #[cfg(windows)]
         {
@@ -280,9 +281,9 @@ impl RegistrySpec {
             Vec::new()
         }
         #[cfg(not(windows))]
-        vec![ConfigError::new(
+        vec![ConfigError::warning(
             self.type_span.clone(),
-            "the registry action runs on Windows only",
+            "the registry action runs on Windows only; on this system it is skipped",
         )]
     }
 

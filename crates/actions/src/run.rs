@@ -83,7 +83,9 @@ impl RunSpec {
         let raw: RawRun = deserialize(table)?;
         let mut errors = Vec::new();
         let p = raw.program.get_ref();
-        if p.is_empty() || (!Path::new(p).is_absolute() && p.contains(['/', '\\'])) {
+        if p.is_empty()
+            || (!Path::new(p).is_absolute() && !foreign_windows_path(p) && p.contains(['/', '\\']))
+        {
             errors.push(ConfigError::new(
                 raw.program.span(),
                 "`program` must be an absolute path or a bare name found on PATH",
@@ -154,10 +156,24 @@ impl RunSpec {
 
     pub(crate) fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if let Err(m) = find_program(self.program.get_ref()) {
+        let program = self.program.get_ref();
+        if foreign_windows_path(program) {
+            let message = format!(
+                "`{program}` is a Windows path; it is checked on Windows only, and the action fails on this system"
+            );
+            errors.push(ConfigError::warning(self.program.span(), message));
+        } else if let Err(m) = find_program(program) {
             errors.push(ConfigError::new(self.program.span(), m));
         }
         if let Some(cwd) = &self.cwd
+            && foreign_windows_path(cwd.get_ref())
+        {
+            let message = format!(
+                "`{}` is a Windows path; it is checked on Windows only",
+                cwd.get_ref()
+            );
+            errors.push(ConfigError::warning(cwd.span(), message));
+        } else if let Some(cwd) = &self.cwd
             && !Path::new(cwd.get_ref()).is_dir()
         {
             let message = format!("`{}` is not a directory", cwd.get_ref());
@@ -339,6 +355,19 @@ fn capture<R: io::Read + Send + 'static>(
     spawned.ok().map(|_| rx)
 }
 
+/// Whether `path` is a Windows path (`C:\…`, `C:/…`, `\\server\…`) and this is not
+/// Windows: then it cannot be checked here, and one configuration file may serve both
+/// platforms, so `check-config` warns instead of failing.
+fn foreign_windows_path(path: &str) -> bool {
+    if cfg!(windows) {
+        return false;
+    }
+    let b = path.as_bytes();
+    let drive =
+        b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/');
+    drive || path.starts_with("\\\\")
+}
+
 /// Finds `program` (absolute, or a bare name on PATH) and checks it is executable.
 fn find_program(program: &str) -> Result<PathBuf, String> {
     let path = Path::new(program);
@@ -383,6 +412,7 @@ fn executable(path: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::foreign_windows_path;
     use crate::config::test_util::*;
 
     #[test]
@@ -415,6 +445,31 @@ mod tests {
             "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"no-such-program-xyz\"\n",
         );
         assert!(missing.check()[0].message.contains("not found on PATH"));
+    }
+
+    #[test]
+    fn windows_paths_are_warnings_elsewhere() {
+        let text = "[[action]]\nname = \"scan\"\ntype = \"run\"\n\
+                    program = 'C:\\Program Files\\Symantec\\DoScan.exe'\ncwd = 'C:\\'\n";
+        let errs = parse_ok(text).check();
+        if cfg!(windows) {
+            // Checked for real: neither exists under Wine's drive C.
+            assert!(errs.iter().all(|e| !e.warning), "{errs:?}");
+        } else {
+            assert_eq!(errs.len(), 2, "{errs:?}");
+            assert!(errs.iter().all(|e| e.warning), "{errs:?}");
+            assert!(errs[0].message.contains("is a Windows path"), "{errs:?}");
+            assert_eq!(
+                at(text, &errs[0].span),
+                "'C:\\Program Files\\Symantec\\DoScan.exe'"
+            );
+        }
+        assert!(!foreign_windows_path("/usr/bin/clamdscan"));
+        assert!(!foreign_windows_path("clamdscan"));
+        assert_eq!(
+            foreign_windows_path("\\\\srv\\share\\x.exe"),
+            !cfg!(windows)
+        );
     }
 
     #[test]

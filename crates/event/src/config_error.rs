@@ -11,6 +11,9 @@ pub struct ConfigError {
     pub span: Range<usize>,
     /// What is wrong and, where possible, how to fix it.
     pub message: String,
+    /// A warning: the configuration still runs (e.g. a Windows-only action checked on
+    /// Linux, where it is skipped).
+    pub warning: bool,
 }
 
 impl ConfigError {
@@ -19,6 +22,16 @@ impl ConfigError {
         ConfigError {
             span,
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A warning at `span`: reported by `check-config`, but the configuration stays valid.
+    pub fn warning(span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            span,
+            message: message.into(),
+            warning: true,
         }
     }
 

@@ -6,7 +6,7 @@
 use watchpost_event::{Event, Origin};
 
 use crate::parse::{ParseCtx, ParseError};
-use crate::winevent::parse_event_xml;
+use crate::winevent::parse_event_xml_owned;
 
 /// The file signature at offset 0.
 pub const MAGIC: &[u8; 8] = b"ElfFile\0";
@@ -25,7 +25,7 @@ pub fn read_evtx(
 ) -> (Vec<Event>, Vec<(u64, ParseError)>) {
     let mut events = Vec::new();
     let mut errors = Vec::new();
-    let settings = evtx::ParserSettings::new().num_threads(1).indent(false);
+    let settings = evtx::ParserSettings::new().indent(false);
     let mut parser = match evtx::EvtxParser::from_buffer(bytes) {
         Ok(p) => p.with_configuration(settings),
         Err(e) => {
@@ -39,7 +39,7 @@ pub fn read_evtx(
     let place: std::sync::Arc<str> = place.into();
     for record in parser.records() {
         match record {
-            Ok(r) => match parse_event_xml(ctx, &r.data) {
+            Ok(r) => match parse_event_xml_owned(ctx, r.data) {
                 Ok(mut e) => {
                     e.origin = Some(Origin {
                         place: place.clone(),

@@ -427,7 +427,7 @@ impl EvtxFollower {
             watch: watch.clone(),
             watches,
             poll_interval: opts.poll_interval,
-            settings: Arc::new(ParserSettings::new().num_threads(1).indent(false)),
+            settings: Arc::new(ParserSettings::new().indent(false)),
             files: HashMap::new(),
             not_evtx: HashMap::new(),
             tx: None,

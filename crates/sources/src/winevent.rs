@@ -10,11 +10,10 @@
 //! (`str1` … `strN`, as EventSentry's `$STRn`). `<RenderingInfo><Message>` becomes
 //! `message`. Values are the raw strings of the record (`-`, `%%1833`, SIDs).
 
-use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event as Xml};
 use watchpost_event::{Event, Sym, Value};
 
 use crate::parse::{ParseCtx, ParseError, Schema};
+use crate::xmlscan::{Attr, Scanner, Tok, has_refs, unescape};
 
 /// The System fields this module produces (data fields are open).
 pub const SYSTEM_FIELDS: &[&str] = &[
@@ -78,48 +77,109 @@ enum Section {
     Rendering,
 }
 
-/// The element being read: name, `Data/@Name`, and its text so far.
-struct Open {
-    name: String,
-    data_name: Option<String>,
-    text: String,
+/// A value found in the XML: bytes of the document (no escapes in them), or unescaped
+/// text. Spans become [`Value::Span`]s of the event's `raw` (the document itself), so the
+/// common case copies nothing.
+#[derive(Debug, Clone)]
+enum Text {
+    Span(usize, usize),
+    Owned(String),
 }
 
-/// Parses one event's XML.
+impl Text {
+    fn into_value(self) -> Value {
+        match self {
+            Text::Span(start, end) => Value::Span {
+                start: start as u32,
+                len: (end - start) as u32,
+            },
+            Text::Owned(s) => Value::Str(s.into_boxed_str()),
+        }
+    }
+
+    fn as_str<'x>(&'x self, xml: &'x str) -> &'x str {
+        match self {
+            Text::Span(start, end) => &xml[*start..*end],
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+/// The leaf element being read: its local name, `Data/@Name`, and its text so far.
+struct Open<'x> {
+    name: &'x [u8],
+    data_name: Option<Text>,
+    text: Option<Text>,
+}
+
+/// Parses one event's XML (copies it to become the event's `raw`; see
+/// [`parse_event_xml_owned`] to hand it over instead).
 pub fn parse_event_xml(ctx: &ParseCtx, xml: &str) -> Result<Event, ParseError> {
+    parse_event_xml_owned(ctx, xml.to_owned())
+}
+
+/// Parses one event's XML, which becomes the event's `raw`; field values are spans of it
+/// wherever the XML has no character references in them.
+pub fn parse_event_xml_owned(ctx: &ParseCtx, xml: String) -> Result<Event, ParseError> {
+    if xml.len() > u32::MAX as usize {
+        return Err(ParseError::new(0, "event XML over 4 GiB"));
+    }
+    let (fields, time, host) = scan(&xml)?;
+    let mut event = Event::with_capacity(
+        ctx.source.clone(),
+        ctx.local_host.clone(),
+        xml,
+        fields.len(),
+    );
+    if let Some(h) = host {
+        event.host = h.as_str(&event.raw).into();
+    }
+    event.time = time;
+    for (sym, text) in fields {
+        event.push(sym, text.into_value());
+    }
+    event.finish();
+    Ok(event)
+}
+
+type Scanned = (Vec<(Sym, Text)>, Option<jiff::Timestamp>, Option<Text>);
+
+/// Reads the document: fields in document order, the time, the computer.
+fn scan(xml: &str) -> Result<Scanned, ParseError> {
     let mut st = State {
-        event: Event::new(ctx.source.clone(), ctx.local_host.clone(), xml.to_owned()),
+        xml,
+        fields: Vec::with_capacity(48),
+        time: None,
+        host: None,
         section: Section::None,
         depth: 0,
         open: None,
         position: 0,
         saw_event: false,
     };
-    let mut reader = Reader::from_str(xml);
-    loop {
-        let at = reader.buffer_position() as usize;
-        let ev = reader
-            .read_event()
-            .map_err(|e| ParseError::new(at, format!("bad event XML: {e}")))?;
-        match ev {
-            Xml::Start(e) => st.start(&e),
-            Xml::Empty(e) => st.empty(&e),
-            Xml::Text(t) => {
-                let text = t
-                    .xml_content()
-                    .map_err(|e| ParseError::new(at, format!("bad XML text: {e}")))?;
-                st.text(&text);
+    let mut scanner = Scanner::new(xml);
+    while let Some(tok) = scanner.next_tok()? {
+        match tok {
+            Tok::Start { name, empty } => {
+                let attrs = &scanner.attrs;
+                if empty {
+                    st.empty(name, attrs);
+                } else {
+                    st.start(name, attrs);
+                }
             }
-            Xml::GeneralRef(r) => {
-                let name = String::from_utf8_lossy(&r).into_owned();
-                let c = entity(&name)
-                    .ok_or_else(|| ParseError::new(at, format!("unknown XML entity &{name};")))?;
-                st.text(c.encode_utf8(&mut [0; 4]));
+            Tok::Text(a, b) => {
+                if st.open.is_some() {
+                    let raw = &xml[a..b];
+                    st.text(if has_refs(raw.as_bytes()) {
+                        Text::Owned(unescape(raw, a)?)
+                    } else {
+                        Text::Span(a, b)
+                    });
+                }
             }
-            Xml::CData(t) => st.text(&String::from_utf8_lossy(&t)),
-            Xml::End(e) => st.end(&String::from_utf8_lossy(e.local_name().as_ref())),
-            Xml::Eof => break,
-            _ => {}
+            Tok::CData(a, b) => st.text(Text::Span(a, b)),
+            Tok::End { name } => st.end(name),
         }
     }
     if !st.saw_event {
@@ -128,198 +188,317 @@ pub fn parse_event_xml(ctx: &ParseCtx, xml: &str) -> Result<Event, ParseError> {
             "not a Windows event: no <Event> root element",
         ));
     }
-    st.event.finish();
-    Ok(st.event)
+    Ok((st.fields, st.time, st.host))
 }
 
 /// Where the reader is in the document.
-struct State {
-    event: Event,
+struct State<'x> {
+    xml: &'x str,
+    fields: Vec<(Sym, Text)>,
+    time: Option<jiff::Timestamp>,
+    host: Option<Text>,
     section: Section,
     depth: usize,
     /// Only leaf elements carry values: a child's start replaces its parent here.
-    open: Option<Open>,
+    open: Option<Open<'x>>,
     /// Insertion strings seen so far.
     position: usize,
     saw_event: bool,
 }
 
-impl State {
-    fn start(&mut self, e: &BytesStart<'_>) {
+impl<'x> State<'x> {
+    fn start(&mut self, name: &'x [u8], attrs: &[Attr<'x>]) {
         self.depth += 1;
-        let name = local(e);
-        self.saw_event |= self.depth == 1 && name == "Event";
-        self.section = enter(self.section, self.depth, &name);
+        self.saw_event |= self.depth == 1 && name == b"Event";
+        self.section = enter(self.section, self.depth, name);
         if self.section == Section::System {
-            system_attrs(&mut self.event, e, &name);
+            self.system_attrs(attrs, name);
         }
+        let data_name = if self.section == Section::EventData && name == b"Data" {
+            attr(self.xml, attrs, b"Name")
+        } else {
+            None
+        };
         self.open = Some(Open {
-            data_name: attr(e, "Name"),
+            data_name,
             name,
-            text: String::new(),
+            text: None,
         });
     }
 
-    fn empty(&mut self, e: &BytesStart<'_>) {
-        let name = local(e);
+    fn empty(&mut self, name: &'x [u8], attrs: &[Attr<'x>]) {
         if self.section == Section::System || self.depth == 1 {
-            system_attrs(&mut self.event, e, &name);
-        } else if self.section == Section::EventData && name == "Data" {
+            self.system_attrs(attrs, name);
+        } else if self.section == Section::EventData && name == b"Data" {
             self.position += 1;
-            push_data(
-                &mut self.event,
-                attr(e, "Name").as_deref(),
-                self.position,
-                String::new(),
-            );
+            let data_name = attr(self.xml, attrs, b"Name");
+            self.push_data(data_name, Text::Owned(String::new()));
         }
     }
 
-    fn text(&mut self, text: &str) {
+    fn text(&mut self, text: Text) {
+        let xml = self.xml;
         if let Some(o) = &mut self.open {
-            o.text.push_str(text);
+            o.text = Some(match (o.text.take(), text) {
+                (None, t) => t,
+                (Some(a), b) => {
+                    let mut s = a.as_str(xml).to_owned();
+                    s.push_str(b.as_str(xml));
+                    Text::Owned(s)
+                }
+            });
         }
     }
 
-    fn end(&mut self, name: &str) {
+    fn end(&mut self, name: &[u8]) {
         if let Some(o) = self.open.take().filter(|o| o.name == name) {
-            store_leaf(&mut self.event, self.section, o, &mut self.position);
+            self.store_leaf(o);
         }
-        if self.depth <= 2 && name != "Event" {
+        if self.depth <= 2 && name != b"Event" {
             self.section = Section::None;
         }
         self.depth = self.depth.saturating_sub(1);
     }
+
+    fn set(&mut self, sym: Sym, value: Text) {
+        self.fields.push((sym, value));
+    }
+
+    fn system_attrs(&mut self, e: &[Attr<'x>], name: &[u8]) {
+        let s = sys();
+        match name {
+            b"Provider" => {
+                if let Some(v) =
+                    attr(self.xml, e, b"Name").or_else(|| attr(self.xml, e, b"EventSourceName"))
+                {
+                    self.set(s.provider, v);
+                }
+            }
+            b"TimeCreated" => {
+                if let Some(t) = attr(self.xml, e, b"SystemTime")
+                    .and_then(|v| v.as_str(self.xml).parse::<jiff::Timestamp>().ok())
+                {
+                    self.time = Some(t);
+                }
+            }
+            b"Execution" => {
+                if let Some(v) = attr(self.xml, e, b"ProcessID") {
+                    self.set(s.process_id, v);
+                }
+                if let Some(v) = attr(self.xml, e, b"ThreadID") {
+                    self.set(s.thread_id, v);
+                }
+            }
+            b"Security" => {
+                if let Some(v) = attr(self.xml, e, b"UserID") {
+                    self.set(s.user_sid, v);
+                }
+            }
+            b"Correlation" => {
+                if let Some(v) = attr(self.xml, e, b"ActivityID") {
+                    self.set(s.activity_id, v);
+                }
+            }
+            b"EventID" => {
+                if let Some(v) = attr(self.xml, e, b"Qualifiers") {
+                    self.set(s.qualifiers, v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn store_leaf(&mut self, o: Open<'x>) {
+        let s = sys();
+        let text = o.text.unwrap_or(Text::Owned(String::new()));
+        match self.section {
+            Section::System => {
+                let field = match o.name {
+                    b"EventID" => s.event_id,
+                    b"Version" => s.version,
+                    b"Level" => s.level,
+                    b"Task" => s.task,
+                    b"Opcode" => s.opcode,
+                    b"Keywords" => s.keywords,
+                    b"EventRecordID" => s.record_id,
+                    b"Channel" => s.channel,
+                    b"Computer" => {
+                        self.host = Some(text.clone());
+                        s.computer
+                    }
+                    _ => return,
+                };
+                self.set(field, text);
+            }
+            Section::EventData if o.name == b"Data" => {
+                self.position += 1;
+                self.push_data(o.data_name, text);
+            }
+            Section::UserData => {
+                self.position += 1;
+                let start = o.name.as_ptr() as usize - self.xml.as_ptr() as usize;
+                self.push_data(Some(Text::Span(start, start + o.name.len())), text);
+            }
+            Section::Rendering if o.name == b"Message" => self.set(s.message, text),
+            _ => {}
+        }
+    }
+
+    /// Insertion string number `self.position`: by its name (when it has one) and as `strN`.
+    fn push_data(&mut self, name: Option<Text>, value: Text) {
+        if self.position > MAX_DATA {
+            return;
+        }
+        if let Some(sym) = name.and_then(|n| named_sym(n.as_str(self.xml))) {
+            self.set(sym, value.clone());
+        }
+        if let Some(sym) = position_sym(self.position) {
+            self.set(sym, value);
+        }
+    }
 }
 
-/// The character of an XML entity reference (`amp`, `#60`, `#x3C`).
-fn entity(name: &str) -> Option<char> {
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        _ => {
-            let num = name.strip_prefix('#')?;
-            let code = match num.strip_prefix('x').or_else(|| num.strip_prefix('X')) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-                None => num.parse().ok()?,
-            };
-            char::from_u32(code)?
+/// The symbols of the System fields, interned once.
+struct SystemSyms {
+    event_id: Sym,
+    provider: Sym,
+    channel: Sym,
+    computer: Sym,
+    record_id: Sym,
+    version: Sym,
+    level: Sym,
+    task: Sym,
+    opcode: Sym,
+    keywords: Sym,
+    process_id: Sym,
+    thread_id: Sym,
+    user_sid: Sym,
+    qualifiers: Sym,
+    activity_id: Sym,
+    message: Sym,
+}
+
+fn sys() -> &'static SystemSyms {
+    static SYMS: std::sync::LazyLock<SystemSyms> = std::sync::LazyLock::new(|| {
+        let [
+            event_id,
+            provider,
+            channel,
+            computer,
+            record_id,
+            version,
+            level,
+            task,
+            opcode,
+            keywords,
+            process_id,
+            thread_id,
+            user_sid,
+            qualifiers,
+            activity_id,
+            message,
+        ] = Sym::many([
+            "event_id",
+            "provider",
+            "channel",
+            "computer",
+            "record_id",
+            "version",
+            "level",
+            "task",
+            "opcode",
+            "keywords",
+            "process_id",
+            "thread_id",
+            "user_sid",
+            "qualifiers",
+            "activity_id",
+            "message",
+        ]);
+        SystemSyms {
+            event_id,
+            provider,
+            channel,
+            computer,
+            record_id,
+            version,
+            level,
+            task,
+            opcode,
+            keywords,
+            process_id,
+            thread_id,
+            user_sid,
+            qualifiers,
+            activity_id,
+            message,
         }
+    });
+    &SYMS
+}
+
+thread_local! {
+    /// `str1` … `strN` symbols made so far on this thread (index = N - 1).
+    static POSITION_SYMS: std::cell::RefCell<Vec<Sym>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Insertion-string names seen on this thread: the shared interner takes a lock and
+    /// hashes with SipHash; this cache keeps that off the per-record path.
+    static NAME_SYMS: std::cell::RefCell<std::collections::HashMap<Box<str>, Sym, foldhash::fast::FixedState>> =
+        const { std::cell::RefCell::new(std::collections::HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0))) };
+}
+
+/// The symbol of `strN` (`n` from 1).
+fn position_sym(n: usize) -> Option<Sym> {
+    POSITION_SYMS.with_borrow_mut(|v| {
+        while v.len() < n {
+            let sym = Sym::try_new(&format!("str{}", v.len() + 1))?;
+            v.push(sym);
+        }
+        v.get(n - 1).copied()
     })
 }
 
-fn enter(section: Section, depth: usize, name: &str) -> Section {
+/// The symbol of an insertion string's name (`None` when empty or the table is full).
+fn named_sym(name: &str) -> Option<Sym> {
+    if name.is_empty() {
+        return None;
+    }
+    NAME_SYMS.with_borrow_mut(|m| {
+        if let Some(sym) = m.get(name) {
+            return Some(*sym);
+        }
+        let sym = Sym::try_new(name)?;
+        // Bounded: names come from input; past the cap the interner answers directly.
+        if m.len() < 4096 {
+            m.insert(name.into(), sym);
+        }
+        Some(sym)
+    })
+}
+
+fn enter(section: Section, depth: usize, name: &[u8]) -> Section {
     if depth != 2 {
         return section;
     }
     match name {
-        "System" => Section::System,
-        "EventData" => Section::EventData,
-        "UserData" => Section::UserData,
-        "RenderingInfo" => Section::Rendering,
+        b"System" => Section::System,
+        b"EventData" => Section::EventData,
+        b"UserData" => Section::UserData,
+        b"RenderingInfo" => Section::Rendering,
         _ => Section::None,
     }
 }
 
-fn local(e: &BytesStart<'_>) -> String {
-    String::from_utf8_lossy(e.local_name().as_ref()).into_owned()
-}
-
-fn attr(e: &BytesStart<'_>, key: &str) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == key.as_bytes())
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
-}
-
-fn set(event: &mut Event, name: &str, value: String) {
-    if let Some(sym) = Sym::try_new(name) {
-        event.push(sym, Value::Str(value.into_boxed_str()));
+/// An attribute's value: a span of the document when it holds no references, else
+/// unescaped (`None` when the references are bad).
+fn attr(xml: &str, attrs: &[Attr<'_>], key: &[u8]) -> Option<Text> {
+    let a = attrs.iter().find(|a| a.name == key)?;
+    let (start, end) = a.value;
+    let raw = &xml[start..end];
+    if has_refs(raw.as_bytes()) {
+        unescape(raw, start).ok().map(Text::Owned)
+    } else {
+        Some(Text::Span(start, end))
     }
-}
-
-fn system_attrs(event: &mut Event, e: &BytesStart<'_>, name: &str) {
-    match name {
-        "Provider" => {
-            if let Some(v) = attr(e, "Name").or_else(|| attr(e, "EventSourceName")) {
-                set(event, "provider", v);
-            }
-        }
-        "TimeCreated" => {
-            if let Some(t) = attr(e, "SystemTime").and_then(|s| s.parse::<jiff::Timestamp>().ok()) {
-                event.time = Some(t);
-            }
-        }
-        "Execution" => {
-            for (a, f) in [("ProcessID", "process_id"), ("ThreadID", "thread_id")] {
-                if let Some(v) = attr(e, a) {
-                    set(event, f, v);
-                }
-            }
-        }
-        "Security" => {
-            if let Some(v) = attr(e, "UserID") {
-                set(event, "user_sid", v);
-            }
-        }
-        "Correlation" => {
-            if let Some(v) = attr(e, "ActivityID") {
-                set(event, "activity_id", v);
-            }
-        }
-        "EventID" => {
-            if let Some(v) = attr(e, "Qualifiers") {
-                set(event, "qualifiers", v);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn store_leaf(event: &mut Event, section: Section, o: Open, position: &mut usize) {
-    match section {
-        Section::System => {
-            let field = match o.name.as_str() {
-                "EventID" => "event_id",
-                "Version" => "version",
-                "Level" => "level",
-                "Task" => "task",
-                "Opcode" => "opcode",
-                "Keywords" => "keywords",
-                "EventRecordID" => "record_id",
-                "Channel" => "channel",
-                "Computer" => {
-                    event.host = o.text.as_str().into();
-                    "computer"
-                }
-                _ => return,
-            };
-            set(event, field, o.text);
-        }
-        Section::EventData if o.name == "Data" => {
-            *position += 1;
-            push_data(event, o.data_name.as_deref(), *position, o.text);
-        }
-        Section::UserData => {
-            *position += 1;
-            push_data(event, Some(&o.name), *position, o.text);
-        }
-        Section::Rendering if o.name == "Message" => set(event, "message", o.text),
-        _ => {}
-    }
-}
-
-fn push_data(event: &mut Event, name: Option<&str>, position: usize, value: String) {
-    if position > MAX_DATA {
-        return;
-    }
-    if let Some(n) = name.filter(|n| !n.is_empty()) {
-        set(event, n, value.clone());
-    }
-    set(event, &format!("str{position}"), value);
 }
 
 #[cfg(test)]
@@ -363,6 +542,28 @@ mod tests {
         assert_eq!(g("SubjectUserName").as_deref(), Some("bob"));
         assert_eq!(g("str2").as_deref(), Some("bob"));
         assert_eq!(g("message").as_deref(), Some("The audit log was cleared."));
+    }
+
+    #[test]
+    fn references_cdata_and_prefixes_are_unescaped() {
+        let xml = r#"<e:Event xmlns:e="x"><e:System><e:Provider Name="A &quot;B&quot;"/><e:EventID>7</e:EventID><e:Computer>pc&#x41;</e:Computer></e:System><e:EventData><e:Data Name="Cmd">a &lt;b&gt; c</e:Data><e:Data Name="Raw"><![CDATA[<x>]]></e:Data><e:Data Name="P&amp;Q">v</e:Data><e:Data/></e:EventData></e:Event>"#;
+        let e = parse_event_xml(&ctx(), xml).unwrap();
+        let g = |n: &str| e.get_str(Sym::new(n)).map(|c| c.into_owned());
+        assert_eq!(g("provider").as_deref(), Some("A \"B\""));
+        assert_eq!(g("event_id").as_deref(), Some("7"));
+        assert_eq!(&*e.host, "pcA");
+        assert_eq!(g("Cmd").as_deref(), Some("a <b> c"));
+        assert_eq!(g("str1").as_deref(), Some("a <b> c"));
+        assert_eq!(g("Raw").as_deref(), Some("<x>"));
+        assert_eq!(g("P&Q").as_deref(), Some("v"));
+        assert_eq!(g("str3").as_deref(), Some("v"));
+        assert_eq!(g("str4").as_deref(), Some(""));
+        // Plain values are spans of the document: nothing copied.
+        let Some(watchpost_event::FieldRef::Str(id)) = e.get(Sym::new("event_id")) else {
+            panic!("no event_id")
+        };
+        let raw = e.raw.as_bytes().as_ptr_range();
+        assert!(raw.contains(&id.as_ptr()), "event_id was copied");
     }
 
     #[test]

@@ -529,7 +529,11 @@ pub fn expand_env(s: &str) -> String {
 impl From<ConfigError> for crate::diag::Diag {
     fn from(e: ConfigError) -> Self {
         crate::diag::Diag {
-            severity: crate::diag::Severity::Error,
+            severity: if e.warning {
+                crate::diag::Severity::Warning
+            } else {
+                crate::diag::Severity::Error
+            },
             span: e.span,
             message: e.message,
         }

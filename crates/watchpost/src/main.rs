@@ -221,7 +221,7 @@ fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filte
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WATCHPOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,evtx=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

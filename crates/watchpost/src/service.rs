@@ -417,8 +417,19 @@ pub mod windows {
             return;
         };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        // The handler reports StopPending (with its wait hint) before the daemon drains its
+        // actions and writes checkpoints, so the SCM and `sc query` see the stop under way.
+        let own =
+            std::sync::Arc::new(OnceLock::<service_control_handler::ServiceStatusHandle>::new());
+        let handler_own = own.clone();
         let handler = move |control| match control {
             ServiceControl::Stop | ServiceControl::Shutdown => {
+                if let Some(h) = handler_own.get() {
+                    let _ = h.set_service_status(status(
+                        ServiceState::StopPending,
+                        ServiceExitCode::NO_ERROR,
+                    ));
+                }
                 let _ = stop_tx.try_send(());
                 ServiceControlHandlerResult::NoError
             }
@@ -432,6 +443,7 @@ pub mod windows {
                 return;
             }
         };
+        let _ = own.set(handle);
         let set = |state, exit| {
             if let Err(e) = handle.set_service_status(status(state, exit)) {
                 tracing::error!(error = %e, ?state, "reporting the service status");

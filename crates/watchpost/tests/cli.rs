@@ -394,12 +394,13 @@ data = "{{{{ host }}}}"
     .unwrap();
     let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    // A warning, not an error: one configuration file serves both platforms.
+    assert_eq!(out.status.code(), Some(0), "{t}");
     let expected = format!(
-        "{}:6:8: error: the registry action runs on Windows only",
+        "{}:6:8: warning: the registry action runs on Windows only; on this system it is skipped",
         cfg.display()
     );
     assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
-    // The configuration itself is read: no other error.
-    assert_eq!(t.matches("error:").count(), 1, "{t}");
+    // The configuration itself is read: no error.
+    assert_eq!(t.matches("error:").count(), 0, "{t}");
 }
