@@ -1,0 +1,95 @@
+//! The database file: pragmas, tables, indexes, and the schema version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::{StoreError, sql_err};
+
+/// The schema this build writes (`PRAGMA user_version`).
+pub(crate) const VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    time        INTEGER,
+    stored      INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    filters     TEXT NOT NULL,
+    anomaly     INTEGER NOT NULL DEFAULT 0,
+    anomaly_why TEXT,
+    needs_ack   INTEGER NOT NULL DEFAULT 0,
+    acked_at    INTEGER,
+    acked_by    TEXT,
+    ack_comment TEXT,
+    fields      TEXT NOT NULL,
+    raw         TEXT NOT NULL,
+    origin      TEXT
+);
+CREATE INDEX IF NOT EXISTS events_stored ON events(stored);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_host ON events(host COLLATE NOCASE, id);
+CREATE INDEX IF NOT EXISTS events_anomaly ON events(id) WHERE anomaly = 1;
+CREATE INDEX IF NOT EXISTS events_pending ON events(id) WHERE needs_ack = 1 AND acked_at IS NULL;
+CREATE TABLE IF NOT EXISTS event_filters (
+    event  INTEGER NOT NULL,
+    filter TEXT NOT NULL,
+    PRIMARY KEY (filter, event)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_filters_event ON event_filters(event);
+CREATE TABLE IF NOT EXISTS outcomes (
+    event   INTEGER NOT NULL,
+    action  TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    ok      INTEGER NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event);
+CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+    text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+";
+
+/// Opens (creating) the store for writing: WAL, incremental vacuum (set before the first
+/// table, so retention can give space back), the schema.
+pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = sql_err(path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+    }
+    let conn = Connection::open(path).map_err(&err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(&err)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(&err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(&err)?;
+    // WAL + NORMAL: a power cut can lose the last transactions, never corrupt the file.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&err)?;
+    check_version(&conn, path)?;
+    conn.execute_batch(SCHEMA).map_err(&err)?;
+    conn.pragma_update(None, "user_version", VERSION)
+        .map_err(&err)?;
+    Ok(conn)
+}
+
+/// Refuses a file written by a newer schema.
+pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql_err(path))?;
+    if found > VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: VERSION,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! The writer thread: batches of events and outcomes in one transaction each, retention
+//! between batches. The daemon's threads only enqueue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::{NewEvent, Outcome, StoreError, StoreOptions, ms, schema, sql_err};
+
+enum Msg {
+    Event(u64, Box<NewEvent>),
+    Outcome(Outcome),
+    Flush(Sender<()>),
+}
+
+/// Counters of the writer.
+#[derive(Debug, Default)]
+struct Counters {
+    stored: AtomicU64,
+    outcomes: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriterStats {
+    /// Events committed.
+    pub stored: u64,
+    /// Action outcomes committed.
+    pub outcomes: u64,
+    /// Events not stored because the queue was full.
+    pub dropped: u64,
+    /// Events and outcomes lost to a failed transaction (disk full, …).
+    pub failed: u64,
+    /// Events deleted by retention.
+    pub expired: u64,
+}
+
+/// The handle the daemon keeps: enqueue events and outcomes; the thread writes them.
+pub struct Writer {
+    tx: Option<Sender<Msg>>,
+    next_id: AtomicU64,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).finish()
+    }
+}
+
+impl Writer {
+    /// Opens (creating) the store at `path` and starts its writer thread.
+    pub fn start(path: &Path, options: StoreOptions) -> Result<Writer, StoreError> {
+        let conn = schema::open(path)?;
+        let max: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+            .map_err(sql_err(path))?;
+        let (tx, rx) = crossbeam_channel::bounded(options.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
+        let thread_path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                let mut w = Worker {
+                    conn,
+                    path: thread_path,
+                    options,
+                    counters: thread_counters,
+                };
+                w.run(&rx);
+            })
+            .map_err(|e| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            next_id: AtomicU64::new(max as u64 + 1),
+            counters,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Enqueues an event; returns its id, or `None` (counted) when the queue is full.
+    /// Never waits.
+    pub fn submit(&self, event: NewEvent) -> Option<u64> {
+        let tx = self.tx.as_ref()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(Msg::Event(id, Box::new(event))) {
+            Ok(()) => Some(id),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Enqueues an action's outcome for a stored event (waits if the queue is full: outcomes
+    /// come from action workers, not from the event path).
+    pub fn outcome(&self, outcome: Outcome) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Outcome(outcome));
+        }
+    }
+
+    /// Waits until everything enqueued so far is committed (or `timeout` passed).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        if tx.send_timeout(Msg::Flush(done_tx), timeout).is_err() {
+            return false;
+        }
+        done_rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> WriterStats {
+        let c = &self.counters;
+        WriterStats {
+            stored: c.stored.load(Ordering::Relaxed),
+            outcomes: c.outcomes.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Commits what is queued and stops the thread.
+    pub fn shutdown(mut self) -> WriterStats {
+        self.stop();
+        self.stats()
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Worker {
+    conn: Connection,
+    path: PathBuf,
+    options: StoreOptions,
+    counters: Arc<Counters>,
+}
+
+impl Worker {
+    fn run(&mut self, rx: &Receiver<Msg>) {
+        let mut next_retention = Instant::now();
+        let mut batch: Vec<Msg> = Vec::with_capacity(self.options.batch);
+        loop {
+            if Instant::now() >= next_retention {
+                if let Err(e) = self.retention() {
+                    tracing::warn!(error = %e, "event store retention failed");
+                }
+                next_retention = Instant::now() + self.options.retention_every;
+            }
+            let first = match rx.recv_timeout(self.options.retention_every) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            batch.push(first);
+            let deadline = Instant::now() + self.options.flush_every;
+            let mut disconnected = false;
+            while batch.len() < self.options.batch {
+                match rx.recv_deadline(deadline) {
+                    Ok(m @ Msg::Flush(_)) => {
+                        batch.push(m);
+                        break;
+                    }
+                    Ok(m) => batch.push(m),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
+                }
+            }
+            self.commit(&mut batch);
+            if disconnected {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            self.commit(&mut batch);
+        }
+        let _ = self
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Msg>) {
+        let (events, outcomes) = batch.iter().fold((0, 0), |(e, o), m| match m {
+            Msg::Event(..) => (e + 1, o),
+            Msg::Outcome(_) => (e, o + 1),
+            Msg::Flush(_) => (e, o),
+        });
+        match self.write(batch) {
+            Ok(()) => {
+                self.counters.stored.fetch_add(events, Ordering::Relaxed);
+                self.counters
+                    .outcomes
+                    .fetch_add(outcomes, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters
+                    .failed
+                    .fetch_add(events + outcomes, Ordering::Relaxed);
+                tracing::error!(error = %e, events, outcomes, "event store: batch not written");
+            }
+        }
+        for m in batch.drain(..) {
+            if let Msg::Flush(done) = m {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Msg]) -> Result<(), StoreError> {
+        let now = ms(Timestamp::now());
+        let err = sql_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO events (id, time, stored, source, host, filters, anomaly,
+                        anomaly_why, needs_ack, fields, raw, origin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(&err)?;
+            let mut ins_filter = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO event_filters (event, filter) VALUES (?1, ?2)",
+                )
+                .map_err(&err)?;
+            let mut ins_fts = tx
+                .prepare_cached("INSERT INTO events_fts (rowid, text) VALUES (?1, ?2)")
+                .map_err(&err)?;
+            let mut ins_outcome = tx
+                .prepare_cached(
+                    "INSERT INTO outcomes (event, action, at, attempt, ok, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(&err)?;
+            let mut fields = serde_json::Map::new();
+            let mut text = String::new();
+            for m in batch {
+                match m {
+                    Msg::Event(id, e) => {
+                        fields.clear();
+                        text.clear();
+                        for (k, v) in &e.fields {
+                            fields
+                                .entry(k.clone())
+                                .or_insert_with(|| serde_json::Value::String(v.clone()));
+                            text.push_str(v);
+                            text.push('\n');
+                        }
+                        text.push_str(&e.host);
+                        text.push('\n');
+                        text.push_str(&e.raw);
+                        let filters = serde_json::to_string(&e.filters).unwrap_or_default();
+                        let fields_json =
+                            serde_json::to_string(&fields).unwrap_or_else(|_| "{}".into());
+                        ins.execute(params![
+                            *id as i64,
+                            e.time.map(ms),
+                            now,
+                            e.source,
+                            e.host,
+                            filters,
+                            e.anomaly,
+                            e.anomaly_why,
+                            e.needs_ack,
+                            fields_json,
+                            e.raw,
+                            e.origin,
+                        ])
+                        .map_err(&err)?;
+                        for f in &e.filters {
+                            ins_filter.execute(params![*id as i64, f]).map_err(&err)?;
+                        }
+                        ins_fts.execute(params![*id as i64, text]).map_err(&err)?;
+                    }
+                    Msg::Outcome(o) => {
+                        ins_outcome
+                            .execute(params![
+                                o.event as i64,
+                                o.action,
+                                o.at_ms,
+                                o.attempt,
+                                o.ok,
+                                o.detail
+                            ])
+                            .map_err(&err)?;
+                    }
+                    Msg::Flush(_) => {}
+                }
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Deletes events older than `max_age`, then the oldest while the file is over
+    /// `max_bytes`, and gives the pages back to the file system.
+    fn retention(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        if let Some(age) = self.options.max_age {
+            let cutoff = ms(Timestamp::now()) - age.as_millis() as i64;
+            let upto: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT max(id) FROM events WHERE stored < ?1",
+                    [cutoff],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            if let Some(upto) = upto {
+                self.delete_upto(upto)?;
+            }
+        }
+        if let Some(max) = self.options.max_bytes {
+            for _ in 0..64 {
+                if self.used_bytes()? <= max {
+                    break;
+                }
+                // The oldest tenth at a time.
+                let (count, min): (i64, Option<i64>) = self
+                    .conn
+                    .query_row("SELECT count(*), min(id) FROM events", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(&err)?;
+                let Some(min) = min else { break };
+                let step = (count / 10).max(1);
+                let upto: i64 = self
+                    .conn
+                    .query_row(
+                        "SELECT id FROM events WHERE id >= ?1 ORDER BY id LIMIT 1 OFFSET ?2",
+                        params![min, step - 1],
+                        |r| r.get(0),
+                    )
+                    .or_else(|_| {
+                        self.conn
+                            .query_row("SELECT max(id) FROM events", [], |r| r.get(0))
+                    })
+                    .map_err(&err)?;
+                self.delete_upto(upto)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn used_bytes(&self) -> Result<u64, StoreError> {
+        let err = sql_err(&self.path);
+        let page_size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(&err)?;
+        let pages: i64 = self
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .map_err(&err)?;
+        let free: i64 = self
+            .conn
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))
+            .map_err(&err)?;
+        Ok(((pages - free).max(0) * page_size) as u64)
+    }
+
+    fn delete_upto(&mut self, upto: i64) -> Result<(), StoreError> {
+        let err = sql_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let n = tx
+            .execute("DELETE FROM events WHERE id <= ?1", [upto])
+            .map_err(&err)?;
+        tx.execute("DELETE FROM event_filters WHERE event <= ?1", [upto])
+            .map_err(&err)?;
+        tx.execute("DELETE FROM outcomes WHERE event <= ?1", [upto])
+            .map_err(&err)?;
+        tx.execute("DELETE FROM events_fts WHERE rowid <= ?1", [upto])
+            .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        self.conn
+            .execute_batch("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(&err)?;
+        self.counters.expired.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(deleted = n, upto, "event store retention");
+        }
+        Ok(())
+    }
+}
