@@ -6,7 +6,10 @@
 //! 2. Include filters run top to bottom. Each one that matches *fires*: its regex
 //!    captures become fields (visible to later filters) and its actions are chosen.
 //!    A firing filter with `stop = true` ends the chain.
-//! 3. `anomaly = "only" | "none"` makes an include filter look only at flagged or
+//! 3. An *anomaly filter* (`anomaly = { key, value, ... }`) whose `match` holds asks the
+//!    [`Judge`] (the host's baseline) about the event and flags it (`event.anomaly`) when
+//!    the judge says the pair is new; it has no actions and does not count as fired.
+//!    `anomaly = "only" | "none"` makes a later include filter look only at flagged or
 //!    unflagged events.
 //!
 //! A [`Plan`] per source skips filters whose `match` requires another source, so a
@@ -19,7 +22,24 @@ use watchpost_event::{ConfigError, Event, Sym};
 
 use crate::cond::{Captures, Cond, apply_captures};
 use crate::prefilter::{Prefilter, positions};
-use crate::spec::{AnomalyMode, FilterSpec};
+use crate::spec::{AnomalyMode, BaselineSpec, FilterSpec};
+
+/// Decides whether an anomaly filter flags an event: the daemon's and `watchpost test`'s
+/// judge consults the host's baseline (and records the pair); [`NoBaselines`] never flags.
+pub trait Judge {
+    /// Anomaly filter `filter` (chain index) matched `event`; true flags the event.
+    fn judge(&mut self, filter: usize, baseline: &BaselineSpec, event: &Event) -> bool;
+}
+
+/// A judge without baselines: anomaly filters match but flag nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBaselines;
+
+impl Judge for NoBaselines {
+    fn judge(&mut self, _: usize, _: &BaselineSpec, _: &Event) -> bool {
+        false
+    }
+}
 
 /// A filter ready to run.
 #[derive(Debug, Clone)]
@@ -36,6 +56,10 @@ pub struct Filter {
     pub stop: bool,
     /// Anomaly gate.
     pub anomaly: AnomalyMode,
+    /// An anomaly filter's baseline definition.
+    pub baseline: Option<BaselineSpec>,
+    /// Events it fires on wait for an acknowledgement.
+    pub require_ack: bool,
     /// The condition without its `source` test: filters only run inside per-source plans,
     /// which include a filter only for the sources that test allows.
     cond_in_plan: Cond,
@@ -86,14 +110,29 @@ pub struct Verdict {
     pub fired: Vec<usize>,
     /// Actions withheld by per-action exclude filters.
     pub withheld: Vec<usize>,
+    /// Anomaly filters whose `match` held (the judge was asked), in order.
+    pub judged: Vec<usize>,
+    /// Of those, the ones that flagged the event.
+    pub flagged: Vec<usize>,
     /// Candidate bitset, reused between events.
     scratch: Vec<u64>,
 }
 
 impl PartialEq for Verdict {
     fn eq(&self, other: &Self) -> bool {
-        (self.excluded_by, &self.fired, &self.withheld)
-            == (other.excluded_by, &other.fired, &other.withheld)
+        (
+            self.excluded_by,
+            &self.fired,
+            &self.withheld,
+            &self.judged,
+            &self.flagged,
+        ) == (
+            other.excluded_by,
+            &other.fired,
+            &other.withheld,
+            &other.judged,
+            &other.flagged,
+        )
     }
 }
 
@@ -105,6 +144,8 @@ impl Verdict {
         self.excluded_by = None;
         self.fired.clear();
         self.withheld.clear();
+        self.judged.clear();
+        self.flagged.clear();
     }
 }
 
@@ -118,6 +159,7 @@ impl Chain {
         let mut errors = Vec::new();
         let mut seen: HashMap<String, ()> = HashMap::new();
         let mut filters = Vec::new();
+        let mut baseline_above = false;
         let captured: HashSet<Sym> = specs
             .iter()
             .flat_map(|s| s.captures.iter().copied())
@@ -129,12 +171,15 @@ impl Chain {
                     format!("filter name `{}` is used twice", spec.name),
                 ));
             }
-            if let Some(span) = &spec.anomaly_span {
+            if let Some(span) = &spec.anomaly_span
+                && !baseline_above
+            {
                 errors.push(ConfigError::new(
                     span.clone(),
-                    "anomaly = \"only\"/\"none\" needs an anomaly filter above it, and none is configured",
+                    "anomaly = \"only\"/\"none\" needs an anomaly filter (`anomaly = { key = [...], value = [...] }`) above it, and there is none",
                 ));
             }
+            baseline_above |= spec.baseline.is_some() && spec.enabled;
             let mut actions = Vec::new();
             for (name, span) in &spec.actions {
                 match resolve(name) {
@@ -163,6 +208,8 @@ impl Chain {
                 exclude: spec.exclude,
                 stop: spec.stop,
                 anomaly: spec.anomaly,
+                baseline: spec.baseline,
+                require_ack: spec.require_ack,
                 cond_in_plan: spec.cond.without_source_test().unwrap_or(spec.cond),
                 sources,
             });
@@ -208,15 +255,63 @@ impl Chain {
         }
     }
 
-    /// Runs the chain over `event` using a plan made for its source.
+    /// Runs the chain over `event` using a plan made for its source, without baselines
+    /// (anomaly filters flag nothing; see [`Chain::evaluate_with`]).
     pub fn evaluate(&self, plan: &Plan, event: &mut Event, verdict: &mut Verdict) {
+        self.evaluate_with(plan, event, verdict, &mut NoBaselines);
+    }
+
+    /// Runs the chain over `event` using a plan made for its source; anomaly filters ask
+    /// `judge`.
+    pub fn evaluate_with(
+        &self,
+        plan: &Plan,
+        event: &mut Event,
+        verdict: &mut Verdict,
+        judge: &mut dyn Judge,
+    ) {
         verdict.clear();
         let mut bits = std::mem::take(&mut verdict.scratch);
-        self.run(plan, event, verdict, &mut bits);
+        self.run(plan, event, verdict, &mut bits, judge);
         verdict.scratch = bits;
     }
 
-    fn run(&self, plan: &Plan, event: &mut Event, verdict: &mut Verdict, bits: &mut Vec<u64>) {
+    /// Whether any filter has a baseline.
+    pub fn has_baselines(&self) -> bool {
+        self.filters.iter().any(|f| f.baseline.is_some())
+    }
+
+    /// An include filter matched: fire it, or (an anomaly filter) ask the judge. True when
+    /// the chain stops here.
+    fn matched(
+        &self,
+        i: usize,
+        event: &mut Event,
+        verdict: &mut Verdict,
+        judge: &mut dyn Judge,
+    ) -> bool {
+        let f = &self.filters[i];
+        match &f.baseline {
+            Some(b) => {
+                verdict.judged.push(i);
+                if judge.judge(i, b, event) {
+                    event.anomaly = true;
+                    verdict.flagged.push(i);
+                }
+            }
+            None => verdict.fired.push(i),
+        }
+        f.stop
+    }
+
+    fn run(
+        &self,
+        plan: &Plan,
+        event: &mut Event,
+        verdict: &mut Verdict,
+        bits: &mut Vec<u64>,
+        judge: &mut dyn Judge,
+    ) {
         let mut caps: Captures = Vec::new();
         plan.excludes.candidates(event, bits);
         for pos in positions(bits) {
@@ -245,8 +340,7 @@ impl Chain {
             }
             if f.cond_in_plan.eval(event, &mut caps) {
                 apply_captures(event, &mut caps);
-                verdict.fired.push(i);
-                if f.stop {
+                if self.matched(i, event, verdict, judge) {
                     return;
                 }
             } else {
@@ -258,7 +352,7 @@ impl Chain {
     /// The same as [`Chain::evaluate`] without the prefilter (every filter of the source
     /// is evaluated): the reference the prefilter is tested against.
     #[cfg(test)]
-    pub(crate) fn evaluate_naive(&self, event: &mut Event) -> Verdict {
+    pub(crate) fn evaluate_naive(&self, event: &mut Event, judge: &mut dyn Judge) -> Verdict {
         let plan = self.plan(&event.source);
         let mut v = Verdict::default();
         let mut caps: Captures = Vec::new();
@@ -282,8 +376,7 @@ impl Chain {
             };
             if gate && f.cond_in_plan.eval(event, &mut caps) {
                 apply_captures(event, &mut caps);
-                v.fired.push(*i);
-                if f.stop {
+                if self.matched(*i, event, &mut v, judge) {
                     break;
                 }
             } else {

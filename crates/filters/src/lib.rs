@@ -13,9 +13,9 @@ pub mod cond;
 mod prefilter;
 pub mod spec;
 
-pub use chain::{Chain, Filter, Plan, Verdict};
+pub use chain::{Chain, Filter, Judge, NoBaselines, Plan, Verdict};
 pub use cond::{Cond, Test};
-pub use spec::{AnomalyMode, FilterSpec, parse_filter};
+pub use spec::{AnomalyMode, BaselineSpec, FilterSpec, parse_filter};
 
 #[cfg(test)]
 mod tests;

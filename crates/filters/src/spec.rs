@@ -26,6 +26,31 @@ pub enum AnomalyMode {
     None,
 }
 
+/// An anomaly filter's baseline definition: `anomaly = { key = [...], value = [...], ... }`.
+///
+/// Fields are named as in conditions; an integer `n` names the `n`-th insertion string
+/// (`strN`). The filter only flags: when its `match` holds, the (key, value) pair of the
+/// event is checked against the host's baseline and the event is flagged when the pair is
+/// new after the learning period; later filters select flagged events with
+/// `anomaly = "only"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaselineSpec {
+    /// Key fields (may be empty: one-dimensional).
+    pub key: Vec<Sym>,
+    /// Value fields (at least one).
+    pub value: Vec<Sym>,
+    /// Learning period (event time).
+    pub learning: std::time::Duration,
+    /// Each key learns on its own from its first appearance.
+    pub learn_per_key: bool,
+    /// Values stored per key at most.
+    pub max_values_per_key: u32,
+    /// Pairs unseen this long are forgotten.
+    pub forget_after: Option<std::time::Duration>,
+    /// Where the table is written.
+    pub span: Range<usize>,
+}
+
 /// One filter as configured, conditions compiled, action names not yet resolved.
 #[derive(Debug, Clone)]
 pub struct FilterSpec {
@@ -45,6 +70,10 @@ pub struct FilterSpec {
     pub anomaly: AnomalyMode,
     /// Where `anomaly = "only" | "none"` is written, for the check that an anomaly filter exists.
     pub anomaly_span: Option<Range<usize>>,
+    /// An anomaly filter's baseline (`anomaly = { key, value, ... }`).
+    pub baseline: Option<BaselineSpec>,
+    /// Events this filter fires on wait for an acknowledgement (`watchpost ack`).
+    pub require_ack: bool,
     /// `enabled = false` keeps the filter in the file but out of the chain.
     pub enabled: bool,
     /// Free text for people.
@@ -66,6 +95,7 @@ const KEYS: &[&str] = &[
     "anomaly",
     "enabled",
     "description",
+    "require_ack",
 ];
 const OPS: &[&str] = &[
     "eq",
@@ -102,6 +132,8 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
         stop: false,
         anomaly: AnomalyMode::Any,
         anomaly_span: None,
+        baseline: None,
+        require_ack: false,
         enabled: true,
         description: None,
         fields: Vec::new(),
@@ -142,6 +174,7 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
             "exclude" => bool_key(value, &mut spec.exclude, "exclude", &mut errors),
             "stop" => bool_key(value, &mut spec.stop, "stop", &mut errors),
             "enabled" => bool_key(value, &mut spec.enabled, "enabled", &mut errors),
+            "require_ack" => bool_key(value, &mut spec.require_ack, "require_ack", &mut errors),
             "description" => match value.get_ref().as_str() {
                 Some(s) => spec.description = Some(s.to_owned()),
                 None => errors.push(err(&vspan, "`description` must be a string")),
@@ -160,8 +193,25 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
     if !has_name {
         errors.push(err(&span, "every [[filter]] needs a `name`"));
     }
-    if spec.exclude && (spec.stop || spec.anomaly != AnomalyMode::Any) {
+    if spec.exclude && (spec.stop || spec.anomaly != AnomalyMode::Any || spec.baseline.is_some()) {
         errors.push(err(&spec.name_span, "an exclude filter takes no `stop` or `anomaly` (it removes events before include filters run)"));
+    }
+    if let Some(b) = &spec.baseline {
+        if let Some((_, at)) = spec.actions.first() {
+            errors.push(err(
+                at,
+                format!(
+                    "an anomaly filter only flags events; act on them in a later filter with `anomaly = \"only\"` (e.g. match = {{ source = ... }}, anomaly = \"only\", actions = [...]) — `{}` has actions",
+                    spec.name
+                ),
+            ));
+        }
+        if spec.require_ack {
+            errors.push(err(
+                &b.span,
+                "`require_ack` belongs on the filter that acts on flagged events (`anomaly = \"only\"`)",
+            ));
+        }
     }
     (spec, errors)
 }
@@ -205,17 +255,158 @@ fn parse_anomaly(v: &Spanned<DeValue<'_>>, spec: &mut FilterSpec, errors: &mut E
             "any" => spec.anomaly = AnomalyMode::Any,
             "only" => spec.anomaly = AnomalyMode::Only,
             "none" => spec.anomaly = AnomalyMode::None,
-            other => errors.push(err(&span, format!("anomaly = \"{other}\": use \"any\", \"only\" or \"none\""))),
+            other => errors.push(err(
+                &span,
+                format!("anomaly = \"{other}\": use \"any\", \"only\" or \"none\""),
+            )),
         },
-        DeValue::Table(_) => errors.push(err(
+        DeValue::Table(t) => {
+            if let Some(b) = parse_baseline(t, &span, errors) {
+                spec.fields
+                    .extend(b.key.iter().chain(&b.value).map(|s| (*s, span.clone())));
+                spec.baseline = Some(b);
+            }
+            return;
+        }
+        _ => errors.push(err(
             &span,
-            "anomaly baselines (`anomaly = { key = [...], value = [...] }`) are not supported by this version of watchpost",
+            "`anomaly` must be \"any\", \"only\" or \"none\"",
         )),
-        _ => errors.push(err(&span, "`anomaly` must be \"any\", \"only\" or \"none\"")),
     }
     if spec.anomaly != AnomalyMode::Any {
         spec.anomaly_span = Some(span);
     }
+}
+
+const BASELINE_KEYS: &[&str] = &[
+    "key",
+    "value",
+    "learning",
+    "learn_per_key",
+    "max_values_per_key",
+    "forget_after",
+];
+
+/// Most fields in a key or a value.
+const MAX_BASELINE_FIELDS: usize = 8;
+
+fn parse_baseline(
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    errors: &mut Errors,
+) -> Option<BaselineSpec> {
+    let before = errors.len();
+    let mut b = BaselineSpec {
+        key: Vec::new(),
+        value: Vec::new(),
+        learning: std::time::Duration::from_secs(14 * 86_400),
+        learn_per_key: false,
+        max_values_per_key: 10_000,
+        forget_after: None,
+        span: span.clone(),
+    };
+    let mut has_value = false;
+    for (key, value) in t.iter() {
+        let vspan = value.span();
+        match key.get_ref().as_ref() {
+            "key" => b.key = field_list(value, "key", errors),
+            "value" => {
+                has_value = true;
+                b.value = field_list(value, "value", errors);
+                if b.value.is_empty() {
+                    errors.push(err(&vspan, "`value` needs at least one field"));
+                }
+            }
+            "learning" => match value
+                .get_ref()
+                .as_str()
+                .map(watchpost_event::parse_duration)
+            {
+                Some(Ok(d)) => b.learning = d,
+                Some(Err(e)) => errors.push(err(&vspan, e)),
+                None => errors.push(err(
+                    &vspan,
+                    "`learning` must be a duration string, e.g. \"14d\"",
+                )),
+            },
+            "forget_after" => match value
+                .get_ref()
+                .as_str()
+                .map(watchpost_event::parse_duration)
+            {
+                Some(Ok(d)) if !d.is_zero() => b.forget_after = Some(d),
+                Some(Ok(_)) => errors.push(err(&vspan, "`forget_after` must be longer than 0")),
+                Some(Err(e)) => errors.push(err(&vspan, e)),
+                None => errors.push(err(
+                    &vspan,
+                    "`forget_after` must be a duration string, e.g. \"90d\"",
+                )),
+            },
+            "learn_per_key" => bool_key(value, &mut b.learn_per_key, "learn_per_key", errors),
+            "max_values_per_key" => match value.get_ref() {
+                DeValue::Integer(i) => match i.as_str().parse::<u32>() {
+                    Ok(n) if n > 0 => b.max_values_per_key = n,
+                    _ => errors.push(err(
+                        &vspan,
+                        "`max_values_per_key` must be a whole number from 1 to 4294967295",
+                    )),
+                },
+                _ => errors.push(err(&vspan, "`max_values_per_key` must be a number")),
+            },
+            other => errors.push(err(
+                &key.span(),
+                format!(
+                    "unknown key `{other}` in an anomaly baseline (known: {})",
+                    BASELINE_KEYS.join(", ")
+                ),
+            )),
+        }
+    }
+    if !has_value {
+        errors.push(err(
+            span,
+            "an anomaly baseline needs `value = [...]` (and usually `key = [...]`)",
+        ));
+    }
+    (errors.len() == before).then_some(b)
+}
+
+/// A list of field names or insertion-string positions (`"TargetUserName"`, `5` = `str5`);
+/// a single name is a list of one.
+fn field_list(v: &Spanned<DeValue<'_>>, name: &str, errors: &mut Errors) -> Vec<Sym> {
+    let one = |item: &Spanned<DeValue<'_>>, errors: &mut Errors| -> Option<Sym> {
+        match item.get_ref() {
+            DeValue::String(s) if !s.is_empty() => Sym::try_new(s),
+            DeValue::Integer(i) => match i.as_str().parse::<u32>() {
+                Ok(n) if (1..=512).contains(&n) => Sym::try_new(&format!("str{n}")),
+                _ => {
+                    errors.push(err(
+                        &item.span(),
+                        "an insertion-string position is a number from 1 to 512",
+                    ));
+                    None
+                }
+            },
+            _ => {
+                errors.push(err(
+                    &item.span(),
+                    format!("`{name}` entries are field names (\"TargetUserName\") or insertion-string positions (6)"),
+                ));
+                None
+            }
+        }
+    };
+    let out: Vec<Sym> = match v.get_ref() {
+        DeValue::Array(arr) => arr.iter().filter_map(|item| one(item, errors)).collect(),
+        _ => one(v, errors).into_iter().collect(),
+    };
+    if out.len() > MAX_BASELINE_FIELDS {
+        errors.push(err(
+            &v.span(),
+            format!("at most {MAX_BASELINE_FIELDS} fields in `{name}`"),
+        ));
+    }
+    out
 }
 
 struct Compile<'e> {

@@ -305,9 +305,241 @@ fn prefilter_never_changes_what_fires() {
         let mut naive = e.clone();
         assert_eq!(
             c.evaluate_once(&mut e),
-            c.evaluate_naive(&mut naive),
+            c.evaluate_naive(&mut naive, &mut crate::chain::NoBaselines),
             "{:?}",
             e.to_json()
         );
     }
+}
+
+/// A judge that flags the values it is told are new, and records what it was asked.
+struct Scripted {
+    new_values: Vec<&'static str>,
+    asked: Vec<(String, Vec<String>, Vec<String>)>,
+}
+
+impl crate::Judge for Scripted {
+    fn judge(&mut self, filter: usize, b: &crate::BaselineSpec, e: &Event) -> bool {
+        let text = |syms: &[Sym]| -> Vec<String> {
+            syms.iter()
+                .map(|s| e.get_str(*s).map(|c| c.into_owned()).unwrap_or_default())
+                .collect()
+        };
+        let (key, value) = (text(&b.key), text(&b.value));
+        let flag = value.iter().any(|v| self.new_values.contains(&v.as_str()));
+        self.asked.push((filter.to_string(), key, value));
+        flag
+    }
+}
+
+const ANOMALY: &str = r#"
+[[filter]]
+name = "rdp-baseline"
+match = { source = "security", event_id = "4624", LogonType = "10" }
+anomaly = { key = ["TargetUserName"], value = ["IpAddress"], learning = "14d", learn_per_key = true }
+
+[[filter]]
+name = "process-baseline"
+match = { source = "security", event_id = "4688" }
+anomaly = { key = [6], value = "NewProcessName" }
+
+[[filter]]
+name = "alert-anomaly"
+match = { source = "security" }
+anomaly = "only"
+actions = ["siem"]
+require_ack = true
+
+[[filter]]
+name = "normal"
+match = { source = "security" }
+anomaly = "none"
+actions = ["tell-user"]
+"#;
+
+#[test]
+fn anomaly_filters_flag_through_the_judge_and_later_filters_select() {
+    let c = chain(ANOMALY);
+    assert!(c.has_baselines());
+    assert!(c.filter(2).require_ack);
+    let b = c.filter(0).baseline.as_ref().unwrap();
+    assert_eq!(b.learning, std::time::Duration::from_secs(14 * 86_400));
+    assert!(b.learn_per_key);
+    assert_eq!(
+        c.filter(1).baseline.as_ref().unwrap().key,
+        [Sym::new("str6")]
+    );
+    let mut judge = Scripted {
+        new_values: vec!["10.9.9.9", r"C:\Temp\evil.exe"],
+        asked: Vec::new(),
+    };
+    let plan = c.plan("security");
+    let mut v = crate::Verdict::default();
+
+    let mut known = event(
+        "security",
+        &[
+            ("event_id", "4624"),
+            ("LogonType", "10"),
+            ("TargetUserName", "alice"),
+            ("IpAddress", "10.0.0.1"),
+        ],
+    );
+    c.evaluate_with(&plan, &mut known, &mut v, &mut judge);
+    assert!(!known.anomaly);
+    assert_eq!(
+        (v.judged.clone(), v.flagged.clone(), v.fired.clone()),
+        (vec![0], vec![], vec![3])
+    );
+
+    let mut new_ip = event(
+        "security",
+        &[
+            ("event_id", "4624"),
+            ("LogonType", "10"),
+            ("TargetUserName", "alice"),
+            ("IpAddress", "10.9.9.9"),
+        ],
+    );
+    c.evaluate_with(&plan, &mut new_ip, &mut v, &mut judge);
+    assert!(new_ip.anomaly);
+    assert_eq!(
+        (v.judged.clone(), v.flagged.clone(), v.fired.clone()),
+        (vec![0], vec![0], vec![2])
+    );
+
+    // Insertion string 6 is the key of the process baseline.
+    let mut proc = event(
+        "security",
+        &[
+            ("event_id", "4688"),
+            ("str6", "bob"),
+            ("NewProcessName", r"C:\Temp\evil.exe"),
+        ],
+    );
+    c.evaluate_with(&plan, &mut proc, &mut v, &mut judge);
+    assert!(proc.anomaly);
+    assert_eq!(v.flagged, [1]);
+    assert_eq!(
+        judge.asked.last().unwrap(),
+        &(
+            "1".to_string(),
+            vec!["bob".to_string()],
+            vec![r"C:\Temp\evil.exe".to_string()]
+        )
+    );
+    // A logon that is not RDP is not judged at all.
+    let mut console = event(
+        "security",
+        &[
+            ("event_id", "4624"),
+            ("LogonType", "2"),
+            ("TargetUserName", "alice"),
+            ("IpAddress", "10.9.9.9"),
+        ],
+    );
+    let asked = judge.asked.len();
+    c.evaluate_with(&plan, &mut console, &mut v, &mut judge);
+    assert_eq!(judge.asked.len(), asked);
+    assert!(!console.anomaly);
+    // Without baselines nothing is flagged.
+    let mut again = event(
+        "security",
+        &[
+            ("event_id", "4624"),
+            ("LogonType", "10"),
+            ("TargetUserName", "alice"),
+            ("IpAddress", "10.9.9.9"),
+        ],
+    );
+    assert_eq!(fired(&c, &mut again), ["normal"]);
+    // The prefilter and the naive evaluation agree with a judge too.
+    let mut a = event(
+        "security",
+        &[
+            ("event_id", "4624"),
+            ("LogonType", "10"),
+            ("TargetUserName", "alice"),
+            ("IpAddress", "10.9.9.9"),
+        ],
+    );
+    let mut b2 = a.clone();
+    c.evaluate_with(&plan, &mut a, &mut v, &mut judge);
+    assert_eq!(v, c.evaluate_naive(&mut b2, &mut judge));
+}
+
+#[test]
+fn anomaly_filter_mistakes_are_reported_at_their_place() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { key = ["user"] }
+"#,
+            "needs `value",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { value = ["ip"], learning = "2 weeks" }
+"#,
+            "not a duration",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { value = [0] }
+"#,
+            "from 1 to 512",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { value = ["ip"], learn_by_key = true }
+"#,
+            "unknown key `learn_by_key`",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { value = ["ip"] }
+actions = ["siem"]
+"#,
+            "only flags events",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+exclude = true
+anomaly = { value = ["ip"] }
+"#,
+            "exclude filter",
+        ),
+        (
+            r#"[[filter]]
+name = "a"
+anomaly = { value = ["ip"], max_values_per_key = 0 }
+"#,
+            "max_values_per_key",
+        ),
+    ];
+    for (text, want) in cases {
+        let errs = specs(text).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.message.contains(want)),
+            "{text}: {errs:?}"
+        );
+    }
+    // `anomaly = "only"` above every anomaly filter has nothing to select.
+    let text = r#"[[filter]]
+name = "early"
+anomaly = "only"
+
+[[filter]]
+name = "baseline"
+anomaly = { value = ["ip"] }
+"#;
+    let resolve = |_: &str| None;
+    let errs = Chain::build(specs(text).unwrap(), &resolve, &[]).unwrap_err();
+    assert!(errs[0].message.contains("above it"), "{errs:?}");
 }
