@@ -100,6 +100,7 @@ struct Inner {
     state: Mutex<State>,
     writer: Mutex<Writer>,
     options: Options,
+    opened_from_snapshot: bool,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -139,6 +140,7 @@ impl Baselines {
             state: Mutex::new(st),
             writer: Mutex::new(w),
             options: options.clone(),
+            opened_from_snapshot: changes.is_some(),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -388,6 +390,7 @@ impl Baselines {
             memory_bytes: st.memory_bytes() as u64,
             pending_pairs: st.pending.pairs.len() as u64,
             generation,
+            opened_from_snapshot: self.inner.opened_from_snapshot,
         }
     }
 

@@ -211,6 +211,9 @@ pub struct Stats {
     pub pending_pairs: u64,
     /// Committed generation (one per flush that changed something).
     pub generation: u64,
+    /// Whether `open` read the pair set from the snapshot file (plus deltas) rather than
+    /// rebuilding it from every pair row.
+    pub opened_from_snapshot: bool,
 }
 
 /// Errors of this crate.
