@@ -60,14 +60,20 @@ enum Line {
 pub(crate) fn host_scopes(db: &Database, fh: u64) -> Result<Vec<u64>, Error> {
     let txn = db.begin_read()?;
     let mut out = Vec::new();
-    for row in txn.open_table(store::KEYS)?.range((fh, 0)..=(fh, u64::MAX))? {
+    for row in txn
+        .open_table(store::KEYS)?
+        .range((fh, 0)..=(fh, u64::MAX))?
+    {
         out.push(row?.0.value().1);
     }
     Ok(out)
 }
 
 fn put(out: &mut dyn Write, line: &Line) -> Result<(), Error> {
-    let io = |source| Error::Io { path: "(export)".into(), source };
+    let io = |source| Error::Io {
+        path: "(export)".into(),
+        source,
+    };
     serde_json::to_writer(&mut *out, line).map_err(|e| io(e.into()))?;
     out.write_all(b"\n").map_err(io)
 }
@@ -75,19 +81,38 @@ fn put(out: &mut dyn Write, line: &Line) -> Result<(), Error> {
 pub(crate) fn export(db: &Database, forgetting: bool, out: &mut dyn Write) -> Result<u64, Error> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let txn = db.begin_read()?;
-    put(&mut out, &Line::Baseline { format: store::FORMAT })?;
+    put(
+        &mut out,
+        &Line::Baseline {
+            format: store::FORMAT,
+        },
+    )?;
     for row in txn.open_table(store::FILTERS)?.iter()? {
         let (k, v) = row?;
         let (key, value) = store::parse_def(v.value())?;
-        put(&mut out, &Line::Filter { filter: k.value().into(), key, value })?;
+        put(
+            &mut out,
+            &Line::Filter {
+                filter: k.value().into(),
+                key,
+                value,
+            },
+        )?;
     }
     let mut hosts = HashMap::new();
     for row in txn.open_table(store::HOSTS)?.iter()? {
         let (k, v) = row?;
         let (start, clock, filter, host) = store::decode_host(v.value())?;
-        let line = Line::Host { filter, host, learning_started: ts(start), clock: ts(clock) };
+        let line = Line::Host {
+            filter,
+            host,
+            learning_started: ts(start),
+            clock: ts(clock),
+        };
         put(&mut out, &line)?;
-        let Line::Host { filter, host, .. } = line else { unreachable!() };
+        let Line::Host { filter, host, .. } = line else {
+            unreachable!()
+        };
         hosts.insert(k.value(), (filter, host));
     }
     let names = txn.open_table(store::KEY_NAMES)?;
@@ -95,14 +120,23 @@ pub(crate) fn export(db: &Database, forgetting: bool, out: &mut dyn Write) -> Re
     for row in txn.open_table(store::KEYS)?.iter()? {
         let (k, v) = row?;
         let (fh, scope) = k.value();
-        let Some((filter, host)) = hosts.get(&fh) else { continue };
+        let Some((filter, host)) = hosts.get(&fh) else {
+            continue;
+        };
         let key = match names.get((fh, scope))? {
             Some(n) => hash::decode(n.value()).ok_or(Error::Corrupt("key_names row"))?,
             None => return Err(Error::Corrupt("key without key_names row")),
         };
-        let line = Line::Key { filter: filter.clone(), host: host.clone(), key, first_seen: ts(v.value().0) };
+        let line = Line::Key {
+            filter: filter.clone(),
+            host: host.clone(),
+            key,
+            first_seen: ts(v.value().0),
+        };
         put(&mut out, &line)?;
-        let Line::Key { key, .. } = line else { unreachable!() };
+        let Line::Key { key, .. } = line else {
+            unreachable!()
+        };
         keys.insert(scope, key);
     }
     let last = txn.open_table(store::LAST_SEEN)?;
@@ -110,10 +144,17 @@ pub(crate) fn export(db: &Database, forgetting: bool, out: &mut dyn Write) -> Re
     for row in txn.open_table(store::PAIRS)?.iter()? {
         let (k, v) = row?;
         let (fh, scope, _) = k.value();
-        let (Some((filter, host)), Some(key)) = (hosts.get(&fh), keys.get(&scope)) else { continue };
+        let (Some((filter, host)), Some(key)) = (hosts.get(&fh), keys.get(&scope)) else {
+            continue;
+        };
         let (first, value) = store::decode_pair(v.value())?;
-        let last_seen =
-            if forgetting { Some(ts(last.get(k.value())?.map_or(first, |l| l.value().max(first)))) } else { None };
+        let last_seen = if forgetting {
+            Some(ts(last
+                .get(k.value())?
+                .map_or(first, |l| l.value().max(first))))
+        } else {
+            None
+        };
         let line = Line::Pair {
             filter: filter.clone(),
             host: host.clone(),
@@ -125,14 +166,20 @@ pub(crate) fn export(db: &Database, forgetting: bool, out: &mut dyn Write) -> Re
         put(&mut out, &line)?;
         n += 1;
     }
-    out.flush().map_err(|source| Error::Io { path: "(export)".into(), source })?;
+    out.flush().map_err(|source| Error::Io {
+        path: "(export)".into(),
+        source,
+    })?;
     Ok(n)
 }
 
 pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> Result<u64, Error> {
     let mut added = 0;
     for (i, line) in input.lines().enumerate() {
-        let err = |reason: String| Error::Import { line: i + 1, reason };
+        let err = |reason: String| Error::Import {
+            line: i + 1,
+            reason,
+        };
         let line = line.map_err(|e| err(e.to_string()))?;
         if line.trim().is_empty() {
             continue;
@@ -140,7 +187,9 @@ pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> 
         let parsed: Line = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
         match parsed {
             Line::Baseline { format } if format == store::FORMAT => {}
-            Line::Baseline { format } => return Err(err(format!("format {format} is not supported"))),
+            Line::Baseline { format } => {
+                return Err(err(format!("format {format} is not supported")));
+            }
             Line::Filter { filter, key, value } => match w.defs.get(&filter) {
                 Some(d) if *d == (key.clone(), value.clone()) => {}
                 Some(d) => {
@@ -154,7 +203,12 @@ pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> 
                     w.defs.insert(filter, (key, value));
                 }
             },
-            Line::Host { filter, host, learning_started, clock } => {
+            Line::Host {
+                filter,
+                host,
+                learning_started,
+                clock,
+            } => {
                 let mut st = lock(&inner.state);
                 let (start, clock) = (secs(learning_started), secs(clock));
                 let fh = hash::host_fp(&filter, &host);
@@ -173,11 +227,23 @@ pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> 
                     st.pending.hosts.push(fh);
                 }
             }
-            Line::Key { filter, host, key, first_seen } => {
+            Line::Key {
+                filter,
+                host,
+                key,
+                first_seen,
+            } => {
                 let mut st = lock(&inner.state);
                 ensure_key(&mut st, &filter, &host, &key, secs(first_seen));
             }
-            Line::Pair { filter, host, key, value, first_seen, last_seen } => {
+            Line::Pair {
+                filter,
+                host,
+                key,
+                value,
+                first_seen,
+                last_seen,
+            } => {
                 let mut st = lock(&inner.state);
                 let first = secs(first_seen);
                 let (fh, scope) = ensure_key(&mut st, &filter, &host, &key, first);
@@ -194,9 +260,22 @@ pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> 
                     k.dirty = true;
                     st.pending.keys.push((fh, scope));
                 }
-                st.pending.pairs.push(NewPair { fh, scope, vfp, fp, time: first, value: hash::encode(&value).into() });
+                st.pending.pairs.push(NewPair {
+                    fh,
+                    scope,
+                    vfp,
+                    fp,
+                    time: first,
+                    value: hash::encode(&value).into(),
+                });
                 if last > first && st.set.has_seen() {
-                    st.pending.touches.push(Touch { fh, scope, vfp, fp, time: last });
+                    st.pending.touches.push(Touch {
+                        fh,
+                        scope,
+                        vfp,
+                        fp,
+                        time: last,
+                    });
                 }
                 added += 1;
             }
@@ -206,10 +285,22 @@ pub(crate) fn import(inner: &Inner, w: &mut Writer, input: &mut dyn BufRead) -> 
 }
 
 /// Makes sure the host and key exist (created with `first` as their start).
-fn ensure_key(st: &mut crate::State, filter: &str, host: &str, key: &[String], first: i64) -> (u64, u64) {
+fn ensure_key(
+    st: &mut crate::State,
+    filter: &str,
+    host: &str,
+    key: &[String],
+    first: i64,
+) -> (u64, u64) {
     let fh = hash::host_fp(filter, host);
-    if !st.hosts.contains_key(&fh) {
-        st.hosts.insert(fh, HostRec { filter: filter.into(), host: host.into(), start: first, clock: first, dirty: true });
+    if let std::collections::hash_map::Entry::Vacant(e) = st.hosts.entry(fh) {
+        e.insert(HostRec {
+            filter: filter.into(),
+            host: host.into(),
+            start: first,
+            clock: first,
+            dirty: true,
+        });
         st.pending.hosts.push(fh);
     }
     let scope = hash::scope_fp(fh, key);
@@ -224,9 +315,18 @@ fn ensure_key(st: &mut crate::State, filter: &str, host: &str, key: &[String], f
             }
         }
         None => {
-            st.keys.insert(scope, KeyRec { first, count: 0, dirty: true });
+            st.keys.insert(
+                scope,
+                KeyRec {
+                    first,
+                    count: 0,
+                    dirty: true,
+                },
+            );
             st.pending.keys.push((fh, scope));
-            st.pending.key_names.push((fh, scope, hash::encode(key).into()));
+            st.pending
+                .key_names
+                .push((fh, scope, hash::encode(key).into()));
         }
     }
     (fh, scope)

@@ -106,7 +106,20 @@ mod tests {
     #[test]
     fn fingerprints_are_stable() {
         // These constants are stored in baseline files: they must never change.
-        let got = [host_fp("rdp", "ws1"), scope_fp(7, &["alice"]), value_fp(&["10.0.0.1"]), pair_fp(1, 2)];
-        assert_eq!(got, [0x9bbb_4795_750f_6b71, 0xc74f_1036_80c7_f1e7, 0x12df_0931_b1b5_07a4, 0xe731_de05_a89d_453a]);
+        let got = [
+            host_fp("rdp", "ws1"),
+            scope_fp(7, &["alice"]),
+            value_fp(&["10.0.0.1"]),
+            pair_fp(1, 2),
+        ];
+        assert_eq!(
+            got,
+            [
+                0x9bbb_4795_750f_6b71,
+                0xc74f_1036_80c7_f1e7,
+                0x12df_0931_b1b5_07a4,
+                0xe731_de05_a89d_453a
+            ]
+        );
     }
 }

@@ -81,8 +81,8 @@ use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use spec::{
-    AnomalySpec, DefinitionChange, Error, Explanation, FilterId, HostSummary, Options, Registered, Stats, ValueInfo,
-    Verdict,
+    AnomalySpec, DefinitionChange, Error, Explanation, FilterId, HostSummary, Options, Registered,
+    Stats, ValueInfo, Verdict,
 };
 
 use state::{FilterRt, State, hour, secs, ts};
@@ -124,15 +124,26 @@ impl Baselines {
     /// `pairs.snap` inside). Starts the background flusher if `options.flush_interval` is set.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Baselines, Error> {
         let dir = dir.as_ref();
-        let io = |source| Error::Io { path: dir.to_path_buf(), source };
+        let io = |source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let db = Database::create(dir.join("baseline.redb"))?;
+        let db = Database::builder()
+            .set_cache_size(options.db_cache_bytes)
+            .create(dir.join("baseline.redb"))?;
         let generation = store::init(&db)?;
         let mut st = State::new(options.forgetting);
         let snap = dir.join("pairs.snap");
         let (defs, changes) = store::load(&db, &mut st, generation, &snap)?;
-        let mut w =
-            Writer { db, generation, defs, snap, failed: None, changes_since_snapshot: changes.unwrap_or(u64::MAX) };
+        let mut w = Writer {
+            db,
+            generation,
+            defs,
+            snap,
+            failed: None,
+            changes_since_snapshot: changes.unwrap_or(u64::MAX),
+        };
         if changes.is_none() {
             write_snapshot(&mut w, &st.set)?;
         }
@@ -151,7 +162,11 @@ impl Baselines {
                 .spawn(move || {
                     let mut stop = lock(&inner.stop);
                     while !*stop {
-                        stop = inner.wake.wait_timeout(stop, every).unwrap_or_else(|e| e.into_inner()).0;
+                        stop = inner
+                            .wake
+                            .wait_timeout(stop, every)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                         drop(stop);
                         if let Err(e) = inner.flush(false) {
                             tracing::error!("anomaly baseline flush failed (will retry): {e}");
@@ -167,7 +182,12 @@ impl Baselines {
     /// Registers (or re-registers, e.g. after a configuration reload) an anomaly filter.
     /// If the stored key/value definition differs, the filter's baselines are discarded.
     pub fn filter(&self, name: &str, spec: &AnomalySpec) -> Result<Registered, Error> {
-        let bad = |reason: &str| Err(Error::Spec { filter: name.to_string(), reason: reason.to_string() });
+        let bad = |reason: &str| {
+            Err(Error::Spec {
+                filter: name.to_string(),
+                reason: reason.to_string(),
+            })
+        };
         if spec.value.is_empty() {
             return bad("needs at least one value field");
         }
@@ -175,7 +195,9 @@ impl Baselines {
             return bad("forget_after needs the store opened with forgetting enabled");
         }
         let learning = i64::try_from(spec.learning.as_secs()).unwrap_or(i64::MAX);
-        let forget_hours = spec.forget_after.map(|d| u32::try_from(d.as_secs().div_ceil(3600).max(1)).unwrap_or(u32::MAX));
+        let forget_hours = spec
+            .forget_after
+            .map(|d| u32::try_from(d.as_secs().div_ceil(3600).max(1)).unwrap_or(u32::MAX));
         let mut w = lock(&self.inner.writer);
         let mut changed = None;
         let new = (spec.key.clone(), spec.value.clone());
@@ -188,16 +210,29 @@ impl Baselines {
                         filter = name,
                         "anomaly definition changed (key {:?} value {:?} → key {:?} value {:?}): \
                          starting a fresh baseline, {hosts_reset} host baseline(s) discarded",
-                        old.0, old.1, new.0, new.1
+                        old.0,
+                        old.1,
+                        new.0,
+                        new.1
                     );
-                    changed = Some(DefinitionChange { filter: name.to_string(), old, new: new.clone(), hosts_reset });
+                    changed = Some(DefinitionChange {
+                        filter: name.to_string(),
+                        old,
+                        new: new.clone(),
+                        hosts_reset,
+                    });
                 }
                 store::put_def(&w.db, name, &new.0, &new.1)?;
                 w.defs.insert(name.to_string(), new);
             }
         }
         let mut st = lock(&self.inner.state);
-        let rt = FilterRt { name: name.into(), spec: spec.clone(), learning, forget_hours };
+        let rt = FilterRt {
+            name: name.into(),
+            spec: spec.clone(),
+            learning,
+            forget_hours,
+        };
         let id = match st.filters.iter().position(|f| &*f.name == name) {
             Some(i) => {
                 st.filters[i] = rt;
@@ -208,14 +243,24 @@ impl Baselines {
                 st.filters.len() - 1
             }
         };
-        Ok(Registered { id: FilterId(id as u32), definition_changed: changed })
+        Ok(Registered {
+            id: FilterId(id as u32),
+            definition_changed: changed,
+        })
     }
 
     /// Judges one event and records its pair. In memory only; never waits for the disk.
     ///
     /// `key` may be empty (one-dimensional filter); `event_time` `None` means "use the
     /// arrival time". Panics if `filter` did not come from this store's [`Baselines::filter`].
-    pub fn check(&self, filter: FilterId, host: &str, key: &[&str], value: &[&str], event_time: Option<Timestamp>) -> Verdict {
+    pub fn check(
+        &self,
+        filter: FilterId,
+        host: &str,
+        key: &[&str],
+        value: &[&str],
+        event_time: Option<Timestamp>,
+    ) -> Verdict {
         let t = secs(event_time.unwrap_or_else(Timestamp::now));
         lock(&self.inner.state).check(filter, host, key, value, t)
     }
@@ -224,7 +269,12 @@ impl Baselines {
     pub fn contains(&self, filter: FilterId, host: &str, key: &[&str], value: &[&str]) -> bool {
         let st = lock(&self.inner.state);
         let fh = hash::host_fp(&st.filters[filter.0 as usize].name, host);
-        st.set.find(hash::pair_fp(hash::scope_fp(fh, key), hash::value_fp(value))).is_some()
+        st.set
+            .find(hash::pair_fp(
+                hash::scope_fp(fh, key),
+                hash::value_fp(value),
+            ))
+            .is_some()
     }
 
     /// Commits the pending batch durably (one fsynced transaction). Called by the
@@ -278,7 +328,9 @@ impl Baselines {
                 let mut gone = Vec::new();
                 let mut touched = Vec::new();
                 for (fp, scope, vfp) in rows {
-                    let Some(slot) = st.set.find(fp) else { continue };
+                    let Some(slot) = st.set.find(fp) else {
+                        continue;
+                    };
                     if now > st.set.seen(slot).unwrap_or(now).saturating_add(forget) {
                         st.set.remove(fp);
                         if let Some(k) = st.keys.get_mut(&scope) {
@@ -289,14 +341,18 @@ impl Baselines {
                     }
                 }
                 touched.dedup();
-                let keys: Vec<_> = touched.iter().map(|s| (fh, *s, st.keys[s].first, st.keys[s].count)).collect();
+                let keys: Vec<_> = touched
+                    .iter()
+                    .map(|s| (fh, *s, st.keys[s].first, st.keys[s].count))
+                    .collect();
                 (gone, keys)
             };
             if !gone.is_empty() {
                 let gen_before = w.generation;
                 store::delete_pairs(&w.db, &mut w.generation, &gone, &keys)?;
                 debug_assert_eq!(w.generation, gen_before + 1);
-                w.changes_since_snapshot = w.changes_since_snapshot.saturating_add(gone.len() as u64);
+                w.changes_since_snapshot =
+                    w.changes_since_snapshot.saturating_add(gone.len() as u64);
                 dropped += gone.len() as u64;
             }
         }
@@ -309,7 +365,11 @@ impl Baselines {
         self.flush()?;
         let (per_key, learning) = {
             let st = lock(&self.inner.state);
-            let f = st.filters.iter().find(|f| &*f.name == filter).ok_or_else(|| Error::UnknownFilter(filter.into()))?;
+            let f = st
+                .filters
+                .iter()
+                .find(|f| &*f.name == filter)
+                .ok_or_else(|| Error::UnknownFilter(filter.into()))?;
             (f.spec.learn_per_key, f.learning)
         };
         let fh = hash::host_fp(filter, host);
@@ -320,15 +380,29 @@ impl Baselines {
             Some(v) => Some(store::decode_host(v.value())?.0),
             None => None,
         };
-        let key_first = txn.open_table(store::KEYS)?.get((fh, scope))?.map(|v| v.value().0);
+        let key_first = txn
+            .open_table(store::KEYS)?
+            .get((fh, scope))?
+            .map(|v| v.value().0);
         let last = txn.open_table(store::LAST_SEEN)?;
         let mut values = Vec::new();
-        for row in txn.open_table(store::PAIRS)?.range((fh, scope, 0)..=(fh, scope, u64::MAX))? {
+        for row in txn
+            .open_table(store::PAIRS)?
+            .range((fh, scope, 0)..=(fh, scope, u64::MAX))?
+        {
             let (k, v) = row?;
             let (first, value) = store::decode_pair(v.value())?;
             let seen = last.get(k.value())?.map(|l| ts(l.value().max(first)));
-            let last_seen = if self.inner.options.forgetting { Some(seen.unwrap_or(ts(first))) } else { None };
-            values.push(ValueInfo { value, first_seen: ts(first), last_seen });
+            let last_seen = if self.inner.options.forgetting {
+                Some(seen.unwrap_or(ts(first)))
+            } else {
+                None
+            };
+            values.push(ValueInfo {
+                value,
+                first_seen: ts(first),
+                last_seen,
+            });
         }
         values.sort_by(|a, b| (a.first_seen, &a.value).cmp(&(b.first_seen, &b.value)));
         let start = if per_key { key_first } else { host_start };
@@ -349,7 +423,10 @@ impl Baselines {
         self.flush()?;
         let learning: std::collections::HashMap<String, i64> = {
             let st = lock(&self.inner.state);
-            st.filters.iter().map(|f| (f.name.to_string(), f.learning)).collect()
+            st.filters
+                .iter()
+                .map(|f| (f.name.to_string(), f.learning))
+                .collect()
         };
         let w = lock(&self.inner.writer);
         let txn = w.db.begin_read()?;
@@ -424,7 +501,10 @@ impl Drop for Baselines {
 }
 
 fn write_snapshot(w: &mut Writer, set: &fpset::FpSet) -> Result<(), Error> {
-    snapshot::write(&w.snap, w.generation, set).map_err(|source| Error::Io { path: w.snap.clone(), source })?;
+    snapshot::write(&w.snap, w.generation, set).map_err(|source| Error::Io {
+        path: w.snap.clone(),
+        source,
+    })?;
     store::prune_deltas(&w.db, w.generation)?;
     w.changes_since_snapshot = 0;
     Ok(())
@@ -441,8 +521,14 @@ impl Inner {
         let (batch, snap) = {
             let mut st = lock(&self.state);
             let batch = gather(&mut st);
-            let changes = w.changes_since_snapshot.saturating_add((batch.pairs.len() + batch.touches.len()) as u64);
-            let due = changes >= self.options.snapshot_min_changes.max(st.set.len() as u64 / 4)
+            let changes = w
+                .changes_since_snapshot
+                .saturating_add((batch.pairs.len() + batch.touches.len()) as u64);
+            let due = changes
+                >= self
+                    .options
+                    .snapshot_min_changes
+                    .max(st.set.len() as u64 / 4)
                 || (final_snapshot && changes > 0);
             (batch, due.then(|| st.set.clone()))
         };
@@ -469,7 +555,12 @@ impl Inner {
     }
 
     /// Discards the baselines of `filter` on `host` (or all hosts). Caller holds the writer.
-    fn reset_locked(&self, w: &mut Writer, filter: &str, host: Option<&str>) -> Result<usize, Error> {
+    fn reset_locked(
+        &self,
+        w: &mut Writer,
+        filter: &str,
+        host: Option<&str>,
+    ) -> Result<usize, Error> {
         self.flush_locked(w, false)?;
         let fhs: Vec<u64> = lock(&self.state)
             .hosts
@@ -521,7 +612,9 @@ impl Inner {
             }
         }
         store::delete_hosts(&w.db, &mut w.generation, &fhs, &removed)?;
-        w.changes_since_snapshot = w.changes_since_snapshot.saturating_add(removed.len() as u64);
+        w.changes_since_snapshot = w
+            .changes_since_snapshot
+            .saturating_add(removed.len() as u64);
         Ok(fhs.len())
     }
 }
@@ -529,11 +622,22 @@ impl Inner {
 /// Moves the pending changes into a batch (under the state lock).
 fn gather(st: &mut State) -> Batch {
     let p = std::mem::take(&mut st.pending);
-    let mut b = Batch { key_names: p.key_names, pairs: p.pairs, touches: p.touches, ..Batch::default() };
+    let mut b = Batch {
+        key_names: p.key_names,
+        pairs: p.pairs,
+        touches: p.touches,
+        ..Batch::default()
+    };
     for fh in p.hosts {
         if let Some(h) = st.hosts.get_mut(&fh) {
             h.dirty = false;
-            b.hosts.push(HostRow { fh, filter: h.filter.clone(), host: h.host.clone(), start: h.start, clock: h.clock });
+            b.hosts.push(HostRow {
+                fh,
+                filter: h.filter.clone(),
+                host: h.host.clone(),
+                start: h.start,
+                clock: h.clock,
+            });
         }
     }
     for (fh, scope) in p.keys {

@@ -35,13 +35,17 @@ pub(crate) fn write(path: &Path, generation: u64, set: &FpSet) -> std::io::Resul
         let mut buf = Vec::with_capacity(1 << 16);
         for chunk in slots.chunks(8192) {
             buf.clear();
-            chunk.iter().for_each(|s| buf.extend_from_slice(&s.to_le_bytes()));
+            chunk
+                .iter()
+                .for_each(|s| buf.extend_from_slice(&s.to_le_bytes()));
             put(&mut w, &buf)?;
         }
         if let Some(seen) = seen {
             for chunk in seen.chunks(8192) {
                 buf.clear();
-                chunk.iter().for_each(|s| buf.extend_from_slice(&s.to_le_bytes()));
+                chunk
+                    .iter()
+                    .for_each(|s| buf.extend_from_slice(&s.to_le_bytes()));
                 put(&mut w, &buf)?;
             }
         }
@@ -86,10 +90,15 @@ pub(crate) fn read(path: &Path, want_seen: bool) -> Option<(u64, FpSet)> {
     if body.len() != expect || has_seen != want_seen {
         return None;
     }
-    let slots: Vec<u64> =
-        body[32..32 + n * 8].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
+    let slots: Vec<u64> = body[32..32 + n * 8]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+        .collect();
     let seen = has_seen.then(|| {
-        body[32 + n * 8..].chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect()
+        body[32 + n * 8..]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+            .collect()
     });
     Some((generation, FpSet::from_raw(slots, seen)?))
 }

@@ -32,7 +32,10 @@ pub struct AnomalySpec {
 impl AnomalySpec {
     /// A spec with the defaults: 14 days of learning, `learn_per_key = false`,
     /// 10,000 values per key, no forgetting.
-    pub fn new<S: Into<String>>(key: impl IntoIterator<Item = S>, value: impl IntoIterator<Item = S>) -> AnomalySpec {
+    pub fn new<S: Into<String>>(
+        key: impl IntoIterator<Item = S>,
+        value: impl IntoIterator<Item = S>,
+    ) -> AnomalySpec {
         AnomalySpec {
             key: key.into_iter().map(Into::into).collect(),
             value: value.into_iter().map(Into::into).collect(),
@@ -56,11 +59,19 @@ pub struct Options {
     /// Rewrite the snapshot file once this many pair changes (or a quarter of all pairs, if
     /// more) were committed since the last one.
     pub snapshot_min_changes: u64,
+    /// Bytes of page cache the database may hold in memory (redb's cache; the pair set
+    /// itself needs none of it).
+    pub db_cache_bytes: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { flush_interval: Some(Duration::from_secs(1)), forgetting: false, snapshot_min_changes: 500_000 }
+        Options {
+            flush_interval: Some(Duration::from_secs(1)),
+            forgetting: false,
+            snapshot_min_changes: 500_000,
+            db_cache_bytes: 16 << 20,
+        }
     }
 }
 
@@ -106,9 +117,18 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Learning { until } => write!(f, "still learning until {until}"),
             Verdict::Known => f.write_str("known pair"),
-            Verdict::NewKey { learning_ended } => write!(f, "new key (learning ended {learning_ended})"),
-            Verdict::NewValue { key_first_seen, values_known, stored } => {
-                write!(f, "new value for key (key first seen {key_first_seen}, {values_known} values known")?;
+            Verdict::NewKey { learning_ended } => {
+                write!(f, "new key (learning ended {learning_ended})")
+            }
+            Verdict::NewValue {
+                key_first_seen,
+                values_known,
+                stored,
+            } => {
+                write!(
+                    f,
+                    "new value for key (key first seen {key_first_seen}, {values_known} values known"
+                )?;
                 if !stored {
                     f.write_str(", key full: value not stored")?;
                 }
@@ -272,4 +292,10 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

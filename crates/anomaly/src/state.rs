@@ -113,7 +113,8 @@ pub(crate) fn secs(t: Timestamp) -> i64 {
 }
 
 pub(crate) fn ts(s: i64) -> Timestamp {
-    Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second())).unwrap_or(Timestamp::UNIX_EPOCH)
+    Timestamp::from_second(s.clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second()))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 pub(crate) fn hour(s: i64) -> u32 {
@@ -136,10 +137,21 @@ impl State {
     }
 
     /// The hot path. `t` is the event time in seconds (already defaulted to arrival time).
-    pub(crate) fn check(&mut self, f: FilterId, host: &str, key: &[&str], value: &[&str], t: i64) -> Verdict {
+    pub(crate) fn check(
+        &mut self,
+        f: FilterId,
+        host: &str,
+        key: &[&str],
+        value: &[&str],
+        t: i64,
+    ) -> Verdict {
         let filter = &self.filters[f.0 as usize];
-        let (learning, per_key, max, forget) =
-            (filter.learning, filter.spec.learn_per_key, filter.spec.max_values_per_key, filter.forget_hours);
+        let (learning, per_key, max, forget) = (
+            filter.learning,
+            filter.spec.learn_per_key,
+            filter.spec.max_values_per_key,
+            filter.forget_hours,
+        );
         let fh = hash::host_fp(&filter.name, host);
         let scope = hash::scope_fp(fh, key);
         let vfp = hash::value_fp(value);
@@ -150,7 +162,13 @@ impl State {
             None => {
                 let name = filter.name.clone();
                 self.pending.hosts.push(fh);
-                self.hosts.entry(fh).or_insert(HostRec { filter: name, host: host.into(), start: t, clock: t, dirty: true })
+                self.hosts.entry(fh).or_insert(HostRec {
+                    filter: name,
+                    host: host.into(),
+                    start: t,
+                    clock: t,
+                    dirty: true,
+                })
             }
         };
         if t > rec.clock {
@@ -164,18 +182,37 @@ impl State {
         let host_until = plus(rec.start, learning);
 
         let Some(k) = self.keys.get_mut(&scope) else {
-            self.keys.insert(scope, KeyRec { first: clock, count: 0, dirty: true });
+            self.keys.insert(
+                scope,
+                KeyRec {
+                    first: clock,
+                    count: 0,
+                    dirty: true,
+                },
+            );
             self.pending.keys.push((fh, scope));
-            self.pending.key_names.push((fh, scope, hash::encode(key).into()));
+            self.pending
+                .key_names
+                .push((fh, scope, hash::encode(key).into()));
             self.record(fh, scope, vfp, fp, clock, value, max);
-            let until = if per_key { plus(clock, learning) } else { host_until };
+            let until = if per_key {
+                plus(clock, learning)
+            } else {
+                host_until
+            };
             return if clock < until {
                 Verdict::Learning { until: ts(until) }
             } else {
-                Verdict::NewKey { learning_ended: ts(host_until) }
+                Verdict::NewKey {
+                    learning_ended: ts(host_until),
+                }
             };
         };
-        let until = if per_key { plus(k.first, learning) } else { host_until };
+        let until = if per_key {
+            plus(k.first, learning)
+        } else {
+            host_until
+        };
         let learning_now = clock < until;
         if let Some(slot) = self.set.find(fp) {
             let h = hour(clock);
@@ -184,18 +221,39 @@ impl State {
             if !expired {
                 if forget.is_some() && h > last {
                     self.set.set_seen(slot, h);
-                    self.pending.touches.push(Touch { fh, scope, vfp, fp, time: clock });
+                    self.pending.touches.push(Touch {
+                        fh,
+                        scope,
+                        vfp,
+                        fp,
+                        time: clock,
+                    });
                 }
-                return if learning_now { Verdict::Learning { until: ts(until) } } else { Verdict::Known };
+                return if learning_now {
+                    Verdict::Learning { until: ts(until) }
+                } else {
+                    Verdict::Known
+                };
             }
             // Forgotten: judged as new, re-recorded (its first-seen restarts).
             let (first, known) = (k.first, k.count);
             self.set.set_seen(slot, h);
-            self.pending.pairs.push(NewPair { fh, scope, vfp, fp, time: clock, value: hash::encode(value).into() });
+            self.pending.pairs.push(NewPair {
+                fh,
+                scope,
+                vfp,
+                fp,
+                time: clock,
+                value: hash::encode(value).into(),
+            });
             return if learning_now {
                 Verdict::Learning { until: ts(until) }
             } else {
-                Verdict::NewValue { key_first_seen: ts(first), values_known: known.saturating_sub(1), stored: true }
+                Verdict::NewValue {
+                    key_first_seen: ts(first),
+                    values_known: known.saturating_sub(1),
+                    stored: true,
+                }
             };
         }
         let (first, known) = (k.first, k.count);
@@ -203,13 +261,26 @@ impl State {
         if learning_now {
             Verdict::Learning { until: ts(until) }
         } else {
-            Verdict::NewValue { key_first_seen: ts(first), values_known: known, stored }
+            Verdict::NewValue {
+                key_first_seen: ts(first),
+                values_known: known,
+                stored,
+            }
         }
     }
 
     /// Adds a new pair to the set and the pending batch unless its key is full.
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, fh: u64, scope: u64, vfp: u64, fp: u64, time: i64, value: &[&str], max: u32) -> bool {
+    fn record(
+        &mut self,
+        fh: u64,
+        scope: u64,
+        vfp: u64,
+        fp: u64,
+        time: i64,
+        value: &[&str],
+        max: u32,
+    ) -> bool {
         let Some(k) = self.keys.get_mut(&scope) else {
             return false;
         };
@@ -222,14 +293,25 @@ impl State {
             self.pending.keys.push((fh, scope));
         }
         self.set.insert(fp, hour(time));
-        self.pending.pairs.push(NewPair { fh, scope, vfp, fp, time, value: hash::encode(value).into() });
+        self.pending.pairs.push(NewPair {
+            fh,
+            scope,
+            vfp,
+            fp,
+            time,
+            value: hash::encode(value).into(),
+        });
         true
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
         // hashbrown: key + value + 1 control byte per bucket, buckets ≈ capacity * 8/7.
         let hosts = self.hosts.capacity() * 8 / 7 * (8 + std::mem::size_of::<HostRec>() + 1)
-            + self.hosts.values().map(|h| h.host.len() + 16).sum::<usize>();
+            + self
+                .hosts
+                .values()
+                .map(|h| h.host.len() + 16)
+                .sum::<usize>();
         let keys = self.keys.capacity() * 8 / 7 * (8 + std::mem::size_of::<KeyRec>() + 1);
         self.set.memory_bytes() + hosts + keys + self.pending.memory_bytes()
     }

@@ -35,7 +35,8 @@ pub(crate) const HOSTS: TableDefinition<u64, &[u8]> = TableDefinition::new("host
 pub(crate) const KEYS: TableDefinition<(u64, u64), (i64, u32)> = TableDefinition::new("keys");
 pub(crate) const KEY_NAMES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("key_names");
 pub(crate) const PAIRS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("pairs");
-pub(crate) const LAST_SEEN: TableDefinition<(u64, u64, u64), i64> = TableDefinition::new("last_seen");
+pub(crate) const LAST_SEEN: TableDefinition<(u64, u64, u64), i64> =
+    TableDefinition::new("last_seen");
 pub(crate) const DELTAS: TableDefinition<u64, &[u8]> = TableDefinition::new("deltas");
 
 /// A host row, as gathered for a commit.
@@ -59,7 +60,10 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.hosts.is_empty() && self.keys.is_empty() && self.pairs.is_empty() && self.touches.is_empty()
+        self.hosts.is_empty()
+            && self.keys.is_empty()
+            && self.pairs.is_empty()
+            && self.touches.is_empty()
     }
 
     pub(crate) fn append(&mut self, mut later: Batch) {
@@ -148,7 +152,12 @@ pub(crate) fn init(db: &Database) -> Result<u64, Error> {
                 meta.insert("format", FORMAT)?;
             }
             Some(FORMAT) => {}
-            Some(found) => return Err(Error::Format { found, expected: FORMAT }),
+            Some(found) => {
+                return Err(Error::Format {
+                    found,
+                    expected: FORMAT,
+                });
+            }
         }
         generation = meta.get("generation")?.map_or(0, |g| g.value());
         txn.open_table(FILTERS)?;
@@ -198,14 +207,30 @@ pub(crate) fn load(
     for row in txn.open_table(HOSTS)?.iter()? {
         let (k, v) = row?;
         let (start, clock, filter, host) = decode_host(v.value())?;
-        st.hosts.insert(k.value(), HostRec { filter: filter.into(), host: host.into(), start, clock, dirty: false });
+        st.hosts.insert(
+            k.value(),
+            HostRec {
+                filter: filter.into(),
+                host: host.into(),
+                start,
+                clock,
+                dirty: false,
+            },
+        );
     }
     let keys = txn.open_table(KEYS)?;
     st.keys.reserve(keys.len()? as usize);
     for row in keys.iter()? {
         let (k, v) = row?;
         let (first, count) = v.value();
-        st.keys.insert(k.value().1, KeyRec { first, count, dirty: false });
+        st.keys.insert(
+            k.value().1,
+            KeyRec {
+                first,
+                count,
+                dirty: false,
+            },
+        );
     }
     let forgetting = st.set.has_seen();
     if let Some((g, mut set)) = crate::snapshot::read(snap, forgetting)
@@ -230,14 +255,20 @@ pub(crate) fn load(
             st.set = set;
             return Ok((defs, Some(changes)));
         }
-        tracing::warn!("baseline snapshot does not match the database; rebuilding the pair set from it");
+        tracing::warn!(
+            "baseline snapshot does not match the database; rebuilding the pair set from it"
+        );
     }
     let pairs = txn.open_table(PAIRS)?;
     let mut set = FpSet::new(forgetting);
     for row in pairs.iter()? {
         let (k, v) = row?;
         let (_, scope, vfp) = k.value();
-        let first = if forgetting { decode_pair(v.value())?.0 } else { 0 };
+        let first = if forgetting {
+            decode_pair(v.value())?.0
+        } else {
+            0
+        };
         set.insert(hash::pair_fp(scope, vfp), hour(first));
     }
     if forgetting {
@@ -255,13 +286,21 @@ pub(crate) fn load(
 }
 
 /// Commits one batch (plus removed pair fingerprints) as generation `generation + 1`.
-pub(crate) fn commit(db: &Database, generation: &mut u64, b: &Batch, removed: &[u64]) -> Result<u64, Error> {
+pub(crate) fn commit(
+    db: &Database,
+    generation: &mut u64,
+    b: &Batch,
+    removed: &[u64],
+) -> Result<u64, Error> {
     let txn = db.begin_write()?;
     let mut up = Vec::with_capacity(b.pairs.len() + b.touches.len());
     {
         let mut hosts = txn.open_table(HOSTS)?;
         for h in &b.hosts {
-            hosts.insert(h.fh, host_value(&h.filter, &h.host, h.start, h.clock).as_slice())?;
+            hosts.insert(
+                h.fh,
+                host_value(&h.filter, &h.host, h.start, h.clock).as_slice(),
+            )?;
         }
         let mut keys = txn.open_table(KEYS)?;
         for &(fh, scope, first, count) in &b.keys {
@@ -273,7 +312,11 @@ pub(crate) fn commit(db: &Database, generation: &mut u64, b: &Batch, removed: &[
         }
         let mut pairs = txn.open_table(PAIRS)?;
         let mut buf = Vec::new();
-        for p in &b.pairs {
+        // Key order: fewer pages touched (and copied) per commit, fuller pages on disk.
+        // The sort is stable, so a pair recorded twice in one batch keeps its later row.
+        let mut sorted: Vec<&NewPair> = b.pairs.iter().collect();
+        sorted.sort_by_key(|p| (p.fh, p.scope, p.vfp));
+        for p in sorted {
             buf.clear();
             buf.extend_from_slice(&p.time.to_le_bytes());
             buf.extend_from_slice(&p.value);
@@ -286,7 +329,8 @@ pub(crate) fn commit(db: &Database, generation: &mut u64, b: &Batch, removed: &[
             up.push((t.fp, hour(t.time)));
         }
         let next = *generation + 1;
-        txn.open_table(DELTAS)?.insert(next, delta_value(&up, removed).as_slice())?;
+        txn.open_table(DELTAS)?
+            .insert(next, delta_value(&up, removed).as_slice())?;
         txn.open_table(META)?.insert("generation", next)?;
     }
     txn.commit()?;
@@ -306,7 +350,10 @@ pub(crate) fn prune_deltas(db: &Database, upto: u64) -> Result<(), Error> {
 pub(crate) fn host_pairs(db: &Database, fh: u64) -> Result<Vec<(u64, u64, u64)>, Error> {
     let txn = db.begin_read()?;
     let mut out = Vec::new();
-    for row in txn.open_table(PAIRS)?.range((fh, 0, 0)..=(fh, u64::MAX, u64::MAX))? {
+    for row in txn
+        .open_table(PAIRS)?
+        .range((fh, 0, 0)..=(fh, u64::MAX, u64::MAX))?
+    {
         let (k, _) = row?;
         let (_, scope, vfp) = k.value();
         out.push((hash::pair_fp(scope, vfp), scope, vfp));
@@ -315,7 +362,12 @@ pub(crate) fn host_pairs(db: &Database, fh: u64) -> Result<Vec<(u64, u64, u64)>,
 }
 
 /// Deletes every row of the given (filter, host)s and records the removed fingerprints.
-pub(crate) fn delete_hosts(db: &Database, generation: &mut u64, fhs: &[u64], removed: &[u64]) -> Result<(), Error> {
+pub(crate) fn delete_hosts(
+    db: &Database,
+    generation: &mut u64,
+    fhs: &[u64],
+    removed: &[u64],
+) -> Result<(), Error> {
     let txn = db.begin_write()?;
     {
         let mut hosts = txn.open_table(HOSTS)?;
@@ -331,7 +383,8 @@ pub(crate) fn delete_hosts(db: &Database, generation: &mut u64, fhs: &[u64], rem
             last.retain_in((fh, 0, 0)..=(fh, u64::MAX, u64::MAX), |_, _| false)?;
         }
         let next = *generation + 1;
-        txn.open_table(DELTAS)?.insert(next, delta_value(&[], removed).as_slice())?;
+        txn.open_table(DELTAS)?
+            .insert(next, delta_value(&[], removed).as_slice())?;
         txn.open_table(META)?.insert("generation", next)?;
     }
     txn.commit()?;
@@ -360,7 +413,8 @@ pub(crate) fn delete_pairs(
         }
         let removed: Vec<u64> = gone.iter().map(|g| g.3).collect();
         let next = *generation + 1;
-        txn.open_table(DELTAS)?.insert(next, delta_value(&[], &removed).as_slice())?;
+        txn.open_table(DELTAS)?
+            .insert(next, delta_value(&[], &removed).as_slice())?;
         txn.open_table(META)?.insert("generation", next)?;
     }
     txn.commit()?;
@@ -368,9 +422,15 @@ pub(crate) fn delete_pairs(
     Ok(())
 }
 
-pub(crate) fn put_def(db: &Database, name: &str, key: &[String], value: &[String]) -> Result<(), Error> {
+pub(crate) fn put_def(
+    db: &Database,
+    name: &str,
+    key: &[String],
+    value: &[String],
+) -> Result<(), Error> {
     let txn = db.begin_write()?;
-    txn.open_table(FILTERS)?.insert(name, def_value(key, value).as_slice())?;
+    txn.open_table(FILTERS)?
+        .insert(name, def_value(key, value).as_slice())?;
     txn.commit()?;
     Ok(())
 }
