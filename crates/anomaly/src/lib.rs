@@ -144,8 +144,12 @@ impl Baselines {
             failed: None,
             changes_since_snapshot: changes.unwrap_or(u64::MAX),
         };
-        if changes.is_none() {
-            write_snapshot(&mut w, &st.set)?;
+        if changes.is_none()
+            && let Err(e) = write_snapshot(&mut w, &st.set)
+        {
+            tracing::warn!(
+                "anomaly baseline: could not write the snapshot (next open will be slow): {e}"
+            );
         }
         let inner = Arc::new(Inner {
             state: Mutex::new(st),
@@ -490,12 +494,11 @@ impl Baselines {
 }
 
 impl Drop for Baselines {
+    /// Like [`Baselines::close`], logging instead of returning an error.
     fn drop(&mut self) {
-        if self.flusher.is_some() {
-            self.stop_flusher();
-            if let Err(e) = self.inner.flush(true) {
-                tracing::error!("anomaly baseline: final flush failed: {e}");
-            }
+        self.stop_flusher();
+        if let Err(e) = self.inner.flush(true) {
+            tracing::error!("anomaly baseline: final flush failed: {e}");
         }
     }
 }

@@ -156,6 +156,9 @@ impl State {
         let scope = hash::scope_fp(fh, key);
         let vfp = hash::value_fp(value);
         let fp = hash::pair_fp(scope, vfp);
+        // Probe first: the likely cache miss overlaps with the map lookups below. Nothing
+        // changes the set before `found` is used.
+        let found = self.set.find(fp);
 
         let rec = match self.hosts.get_mut(&fh) {
             Some(r) => r,
@@ -214,7 +217,7 @@ impl State {
             host_until
         };
         let learning_now = clock < until;
-        if let Some(slot) = self.set.find(fp) {
+        if let Some(slot) = found {
             let h = hour(clock);
             let last = self.set.seen(slot).unwrap_or(h);
             let expired = forget.is_some_and(|fo| h > last.saturating_add(fo));
