@@ -153,6 +153,26 @@ fn run(n: u64, base: &std::path::Path) {
         snap as f64 / pairs as f64
     );
 
+    let b = Baselines::open(
+        dir.path(),
+        Options {
+            flush_interval: None,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    b.compact().unwrap();
+    let redb = std::fs::metadata(dir.path().join("baseline.redb"))
+        .unwrap()
+        .len();
+    println!(
+        "compact: {:.2} s, database then {:.1} bytes/pair",
+        start.elapsed().as_secs_f64(),
+        redb as f64 / pairs as f64
+    );
+    drop(b);
+
     // Open after restart: snapshot path (as after a clean stop, or a crash within one
     // snapshot interval), then the fallback that rebuilds the set from every pair row.
     for round in 0..2 {

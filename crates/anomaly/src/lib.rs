@@ -363,6 +363,16 @@ impl Baselines {
         Ok(dropped)
     }
 
+    /// Rewrites the database file without the pages copy-on-write has freed (they are
+    /// otherwise kept for reuse). Slow on big stores: an administrative operation, never
+    /// needed for correctness. Checks keep running meanwhile; flushes wait.
+    pub fn compact(&self) -> Result<(), Error> {
+        let mut w = lock(&self.inner.writer);
+        self.inner.flush_locked(&mut w, false)?;
+        w.db.compact().map_err(|e| Error::Db(e.into()))?;
+        Ok(())
+    }
+
     /// Explains one key of a filter on a host: learning start and end, known values and
     /// when each was first seen. Flushes first, so it reflects every check so far.
     pub fn explain(&self, filter: &str, host: &str, key: &[&str]) -> Result<Explanation, Error> {

@@ -143,6 +143,11 @@ fn reopen_keeps_pairs_clocks_and_learning_even_without_snapshot() {
         assert_eq!((l[0].keys, l[0].pairs), (51, 5002));
         assert_eq!(l[0].learning_started, at(0).unwrap());
         assert_eq!(l[0].clock, at(20 * DAY).unwrap());
+        b.compact().unwrap();
+        assert_eq!(
+            b.check(f, "ws1", &["user8"], &["10.1.0.8"], at(20 * DAY)),
+            Verdict::Known
+        );
         b.reset("rdp", None).unwrap();
         b.close().unwrap();
         // Put the data back for the second round.
