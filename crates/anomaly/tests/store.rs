@@ -343,3 +343,50 @@ fn explain_reset_export_import() {
             .is_err()
     );
 }
+
+#[test]
+fn concurrent_checks_flushes_and_resets_stay_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = std::sync::Arc::new(
+        Baselines::open(
+            dir.path(),
+            Options {
+                flush_interval: Some(std::time::Duration::from_millis(2)),
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    let f = b.filter("rdp", &rdp_spec()).unwrap().id;
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for i in 0..5_000i64 {
+                    b.check(
+                        f,
+                        &format!("h{}", i % 4),
+                        &[&format!("u{w}")],
+                        &[&i.to_string()],
+                        at(i),
+                    );
+                }
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        b.reset("rdp", Some("h3")).unwrap();
+        b.flush().unwrap();
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let pairs = b.stats().pairs;
+    let listed: u64 = b.list().unwrap().iter().map(|h| h.pairs).sum();
+    assert_eq!(listed, pairs);
+    let b = std::sync::Arc::into_inner(b).unwrap();
+    b.close().unwrap();
+    let b = Baselines::open(dir.path(), opts()).unwrap();
+    assert_eq!(b.stats().pairs, pairs);
+    assert!(b.stats().opened_from_snapshot);
+}
