@@ -226,6 +226,11 @@ impl Chain {
         &self.filters[index]
     }
 
+    /// The enabled filters in chain order (index = position).
+    pub fn iter(&self) -> impl Iterator<Item = &Filter> {
+        self.filters.iter()
+    }
+
     /// Number of enabled filters.
     pub fn len(&self) -> usize {
         self.filters.len()

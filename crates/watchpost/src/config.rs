@@ -7,7 +7,7 @@
 //! expanded inside path values only, so byte spans stay true to the file.
 
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
@@ -79,6 +79,65 @@ impl Default for AgentConfig {
             log_fired: true,
             when_queue_full: WhenFull::Wait,
         }
+    }
+}
+
+/// `[store]`: the event store (every event a filter matched, with anomaly flags,
+/// acknowledgements and action outcomes) and how long it keeps them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreToml {
+    /// Keep matched events (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The database file (default `<state_dir>/events.db`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Delete events stored longer ago than this (default `90d`; `"0"` keeps them).
+    #[serde(default)]
+    pub max_age: Option<Spanned<String>>,
+    /// Delete the oldest events while the file is larger (default `1GiB`; `"0"` no limit).
+    #[serde(default)]
+    pub max_size: Option<Spanned<String>>,
+}
+
+/// The event store's settings, checked.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Whether events are stored.
+    pub enabled: bool,
+    /// The database file.
+    pub path: PathBuf,
+    /// Retention by age.
+    pub max_age: Option<std::time::Duration>,
+    /// Retention by size.
+    pub max_bytes: Option<u64>,
+}
+
+impl StoreConfig {
+    fn from_toml(t: Option<&StoreToml>, state_dir: &Path, diags: &mut Diagnostics) -> StoreConfig {
+        let mut c = StoreConfig {
+            enabled: t.is_none_or(|t| t.enabled),
+            path: t
+                .and_then(|t| t.path.as_ref())
+                .map(|p| PathBuf::from(expand_env(p)))
+                .unwrap_or_else(|| state_dir.join("events.db")),
+            max_age: Some(std::time::Duration::from_secs(90 * 86_400)),
+            max_bytes: Some(1 << 30),
+        };
+        if let Some(age) = t.and_then(|t| t.max_age.as_ref()) {
+            match watchpost_event::parse_duration(age.get_ref()) {
+                Ok(d) => c.max_age = (!d.is_zero()).then_some(d),
+                Err(e) => diags.error(age.span(), e),
+            }
+        }
+        if let Some(size) = t.and_then(|t| t.max_size.as_ref()) {
+            match watchpost_event::parse_size(size.get_ref()) {
+                Ok(n) => c.max_bytes = (n != 0).then_some(n),
+                Err(e) => diags.error(size.span(), e),
+            }
+        }
+        c
     }
 }
 
@@ -213,6 +272,8 @@ pub struct Config {
     pub filters: Vec<FilterSpec>,
     /// Actions in file order.
     pub actions: Vec<ActionSpec>,
+    /// `[store]`.
+    pub store: StoreConfig,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx";
@@ -230,12 +291,17 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let mut doc = doc.into_inner();
     expand_tree(&mut doc);
     let mut agent = AgentConfig::default();
+    let mut store_toml: Option<StoreToml> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     for (key, value) in doc.iter() {
         let k: &str = key.get_ref();
         match k {
             "agent" => match AgentConfig::deserialize(value.clone().into_deserializer()) {
                 Ok(a) => agent = a,
+                Err(e) => diags.toml_error(&e, value.span()),
+            },
+            "store" => match StoreToml::deserialize(value.clone().into_deserializer()) {
+                Ok(t) => store_toml = Some(t),
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "source" => for_each_entry(value, "source", diags, |v, d| {
@@ -262,7 +328,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
             other => diags.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (known: [agent], [[source]], [[filter]], [[action]])"
+                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]])"
                 ),
             ),
         }
@@ -280,6 +346,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         diags,
     );
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
+    let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
         agent,
@@ -287,6 +354,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         sources,
         filters,
         actions,
+        store,
     })
 }
 

@@ -1,6 +1,8 @@
 //! watchpost: endpoint security event monitor. `main` only parses arguments and dispatches.
 
+mod analysis;
 mod check;
+mod commands;
 mod config;
 mod diag;
 mod pipeline;
@@ -56,6 +58,62 @@ enum Command {
     },
     /// Print the built-in configuration.
     DefaultConfig,
+    /// List stored events (every event a filter matched), newest first.
+    ///
+    /// QUERY terms: `field:value` (`*` wildcards, case-insensitive values),
+    /// `isanomaly:true`, `needsack:true`, `acked:true`, `host:`, `source:`, `filter:`,
+    /// `id:`, free text (full-text search), `-term` negates.
+    Events {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only events an anomaly filter flagged.
+        #[arg(long)]
+        anomaly: bool,
+        /// Only events waiting for an acknowledgement.
+        #[arg(long)]
+        pending_ack: bool,
+        /// Only this host (`*` wildcards).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only events this filter matched (`*` wildcards).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only events since: RFC 3339, a date, or an age (30m, 12h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: replay::OutputFormat,
+        /// Most events shown.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Query terms.
+        query: Vec<String>,
+    },
+    /// Acknowledge stored events (who, when and a comment are recorded).
+    Ack {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Why: recorded with the acknowledgement.
+        #[arg(long, short = 'm')]
+        comment: String,
+        /// Who (default: the login name).
+        #[arg(long)]
+        by: Option<String>,
+        /// Event ids (as `watchpost events` shows them).
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Inspect and manage the anomaly baselines.
+    Baseline {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: commands::BaselineCmd,
+    },
     /// Install or control watchpost as a system service (a systemd unit on Linux, a service
     /// of the Service Control Manager on Windows).
     Service {
@@ -132,17 +190,35 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let Some((config, chain)) = load(config.as_deref(), false)? else {
                 return Ok(ExitCode::from(1));
             };
+            // A fresh baseline: the replay shows what the daemon would have flagged had it
+            // lived through these events, and leaves the daemon's baselines alone.
+            let analysis = analysis::Analysis::open(
+                &config,
+                &chain,
+                analysis::BaselineHome::Temporary,
+                false,
+            )?;
             let mut out = std::io::stdout().lock();
             let t = replay::replay(
                 &config,
                 &chain,
+                &analysis,
                 source.as_deref(),
                 &inputs,
-                format,
+                replay::Output::Findings(format),
                 &mut out,
             )?;
+            analysis.close();
+            let anomalies = if chain.has_baselines() {
+                format!(
+                    ", {} judged by anomaly filters, {} anomalies",
+                    t.judged, t.anomalies
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{} records, {} unparsable, {} excluded, {} filter firings",
+                "{} records, {} unparsable, {} excluded, {} filter firings{anomalies}",
                 t.records, t.errors, t.excluded, t.fired
             );
             Ok(ExitCode::SUCCESS)
@@ -177,6 +253,61 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         #[cfg(not(windows))]
         Command::ServiceRun { .. } => {
             anyhow::bail!("`service-run` is the Windows service's entry point; use `watchpost run`")
+        }
+        Command::Events {
+            config,
+            anomaly,
+            pending_ack,
+            host,
+            filter,
+            since,
+            format,
+            limit,
+            query,
+        } => {
+            let Some((config, _)) = load(config.as_deref(), false)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let args = commands::EventsArgs {
+                anomaly,
+                pending_ack,
+                host,
+                filter,
+                since,
+                format,
+                limit,
+                query,
+            };
+            let n = commands::events(&config, &args, &mut std::io::stdout().lock())?;
+            eprintln!("{n} event(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ack {
+            config,
+            comment,
+            by,
+            ids,
+        } => {
+            let Some((config, _)) = load(config.as_deref(), false)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let by = by.unwrap_or_else(commands::current_user);
+            let (done, rest) = commands::ack(&config, &ids, &by, &comment)?;
+            if !done.is_empty() {
+                println!("acknowledged by {by}: {done:?}");
+            }
+            if !rest.is_empty() {
+                eprintln!("not found or already acknowledged: {rest:?}");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Baseline { config, cmd } => {
+            let Some((config, chain)) = load(config.as_deref(), false)? else {
+                return Ok(ExitCode::from(1));
+            };
+            commands::baseline(&config, &chain, &cmd, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use watchpost_event::{Event, Origin};
-use watchpost_filters::{Chain, Plan, Verdict};
+use watchpost_filters::{Chain, Judge, Plan, Verdict};
 use watchpost_sources::{Format, ParseCtx, ParseError, Parser};
 
 use crate::config::SourceConfig;
@@ -54,17 +54,18 @@ impl SourceRuntime {
         rt
     }
 
-    /// Parses one record and runs the chain over it.
+    /// Parses one record and runs the chain over it; anomaly filters ask `judge`.
     pub fn process(
         &self,
         chain: &Chain,
         record: &[u8],
         origin: Option<Origin>,
         verdict: &mut Verdict,
+        judge: &mut dyn Judge,
     ) -> Result<Event, ParseError> {
         let mut event = self.parser.parse(&self.ctx, record)?;
         event.origin = origin;
-        chain.evaluate(&self.plan, &mut event, verdict);
+        chain.evaluate_with(&self.plan, &mut event, verdict, judge);
         Ok(event)
     }
 }

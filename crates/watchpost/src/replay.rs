@@ -15,6 +15,7 @@ use watchpost_event::{Event, Origin};
 use watchpost_filters::{Chain, Verdict};
 use watchpost_sources::{Format, ParseCtx, evtx};
 
+use crate::analysis::Analysis;
 use crate::config::Config;
 use crate::pipeline::{SourceRuntime, local_host_name};
 
@@ -38,15 +39,30 @@ pub struct Totals {
     pub fired: u64,
     /// Events excluded.
     pub excluded: u64,
+    /// Events an anomaly filter judged (its `match` held).
+    pub judged: u64,
+    /// Events an anomaly filter flagged.
+    pub anomalies: u64,
 }
 
-/// Replays `inputs`; writes findings to `out` and problems to stderr.
+/// What a replay prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Fired filters and anomaly verdicts, in this format.
+    Findings(OutputFormat),
+    /// Nothing (`baseline learn`).
+    Quiet,
+}
+
+/// Replays `inputs`; writes findings to `out` and problems to stderr. Anomaly filters
+/// consult `analysis`'s baselines.
 pub fn replay(
     config: &Config,
     chain: &Chain,
+    analysis: &Analysis,
     source: Option<&str>,
     inputs: &[std::path::PathBuf],
-    format: OutputFormat,
+    output: Output,
     out: &mut dyn Write,
 ) -> Result<Totals> {
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
@@ -111,13 +127,22 @@ pub fn replay(
                 });
             }
             event.source = name.clone();
-            chain.evaluate(&plan, &mut event, &mut verdict);
+            let mut judge = analysis.judge();
+            chain.evaluate_with(&plan, &mut event, &mut verdict, &mut judge);
             if verdict.excluded_by.is_some() {
                 totals.excluded += 1;
                 continue;
             }
+            totals.judged += u64::from(!verdict.judged.is_empty());
+            totals.anomalies += u64::from(!verdict.flagged.is_empty());
+            totals.fired += verdict.fired.len() as u64;
+            let Output::Findings(format) = output else {
+                continue;
+            };
+            for (fi, v) in &judge.verdicts {
+                print_judged(out, format, chain, *fi, v, &event)?;
+            }
             for &fi in &verdict.fired {
-                totals.fired += 1;
                 print_fired(out, format, chain, fi, &event)?;
             }
         }
@@ -183,6 +208,73 @@ fn glob_matches(pattern: &str, path: &Path) -> bool {
     }
 }
 
+/// An anomaly filter's verdict on an event: flagged or not, and why.
+fn print_judged(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    chain: &Chain,
+    fi: usize,
+    verdict: &watchpost_anomaly::Verdict,
+    event: &Event,
+) -> Result<()> {
+    let f = chain.filter(fi);
+    let Some(spec) = &f.baseline else {
+        return Ok(());
+    };
+    let text = |syms: &[watchpost_event::Sym]| -> Vec<String> {
+        syms.iter()
+            .map(|s| {
+                event
+                    .get(*s)
+                    .map(|v| v.text().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let (key, value) = (text(&spec.key), text(&spec.value));
+    let at = event
+        .origin
+        .as_ref()
+        .map(|o| format!("{}:{}", o.place, o.offset))
+        .unwrap_or_default();
+    match format {
+        OutputFormat::Jsonl => {
+            let origin = event
+                .origin
+                .as_ref()
+                .map(|o| json!({ "file": &*o.place, "offset": o.offset }));
+            let line = json!({
+                "anomaly_filter": &*f.name,
+                "anomaly": verdict.is_anomaly(),
+                "why": verdict.to_string(),
+                "host": &*event.host,
+                "time": event.time.map(watchpost_event::format_time),
+                "key": key,
+                "value": value,
+                "origin": origin,
+            });
+            writeln!(out, "{line}")?;
+        }
+        OutputFormat::Text => {
+            let mark = if verdict.is_anomaly() {
+                "ANOMALY"
+            } else {
+                "judged"
+            };
+            let time = event
+                .time
+                .map(watchpost_event::format_time)
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "== {mark} by `{}`: {verdict}  ({at})\n   time: {time}  host: {}  key: {:?}  value: {:?}\n",
+                f.name, event.host, key, value
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn print_fired(
     out: &mut dyn Write,
     format: OutputFormat,
@@ -202,8 +294,7 @@ fn print_fired(
         .map(|o| json!({ "file": &*o.place, "offset": o.offset }));
     match format {
         OutputFormat::Jsonl => {
-            let line =
-                json!({ "filter": &*f.name, "actions": actions, "event": event, "origin": origin });
+            let line = json!({ "filter": &*f.name, "actions": actions, "anomaly": event.anomaly, "event": event, "origin": origin });
             writeln!(out, "{line}")?;
         }
         OutputFormat::Text => {
@@ -212,7 +303,8 @@ fn print_fired(
                 .as_ref()
                 .map(|o| format!("{}:{}", o.place, o.offset))
                 .unwrap_or_default();
-            writeln!(out, "== filter `{}` fired  ({at})", f.name)?;
+            let flag = if event.anomaly { "  [anomaly]" } else { "" };
+            writeln!(out, "== filter `{}` fired{flag}  ({at})", f.name)?;
             writeln!(
                 out,
                 "   actions: {}",

@@ -22,6 +22,7 @@ use watchpost_sources::tail::{
     Encoding, Framing, Record, StartAt as TailStart, TailOptions, Tailer, Waker,
 };
 
+use crate::analysis::{Analysis, BaselineHome};
 use crate::config::{Config, SourceConfig, StartAt, WhenFull};
 use crate::pipeline::{SourceRuntime, local_host_name};
 
@@ -38,6 +39,8 @@ pub struct SourceCounters {
     pub excluded: AtomicU64,
     /// Action hand-offs refused because a queue was full.
     pub dropped: AtomicU64,
+    /// Events an anomaly filter flagged.
+    pub anomalies: AtomicU64,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -66,6 +69,7 @@ pub fn run_until(
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
     let dispatcher =
         Arc::new(Dispatcher::start(config.actions.clone()).context("starting actions")?);
+    let analysis = Arc::new(Analysis::open(&config, &chain, BaselineHome::State, true)?);
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
@@ -76,6 +80,7 @@ pub fn run_until(
             rt,
             chain: chain.clone(),
             dispatcher: dispatcher.clone(),
+            analysis: analysis.clone(),
             counters: Arc::new(SourceCounters::default()),
             log_fired: config.agent.log_fired,
             when_full: config.agent.when_queue_full,
@@ -144,6 +149,12 @@ pub fn run_until(
         .map_err(|_| anyhow::anyhow!("dispatcher still shared at shutdown"))?;
     for s in dispatcher.shutdown(Duration::from_secs(5)) {
         tracing::info!(action = %s.name, stats = ?s, "action totals");
+    }
+    match Arc::try_unwrap(analysis) {
+        Ok(a) => a.close(),
+        Err(_) => tracing::error!(
+            "baselines still shared at shutdown: pending pairs since the last flush are lost"
+        ),
     }
     tracing::info!("watchpost stopped");
     Ok(())
@@ -261,6 +272,7 @@ struct SourceWorker {
     rt: SourceRuntime,
     chain: Arc<Chain>,
     dispatcher: Arc<Dispatcher>,
+    analysis: Arc<Analysis>,
     counters: Arc<SourceCounters>,
     log_fired: bool,
     when_full: WhenFull,
@@ -313,8 +325,19 @@ impl SourceWorker {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         let place = origin.place.clone();
         let offset = origin.offset;
-        match self.rt.process(&self.chain, bytes, Some(origin), verdict) {
-            Ok(event) => self.dispatch(event, verdict),
+        let mut judge = self.analysis.judge();
+        match self
+            .rt
+            .process(&self.chain, bytes, Some(origin), verdict, &mut judge)
+        {
+            Ok(event) => {
+                self.analysis
+                    .store(&self.chain, &event, verdict, &judge.verdicts);
+                if !verdict.flagged.is_empty() {
+                    self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+                }
+                self.dispatch(event, verdict)
+            }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
                 if n < 100 || n.is_power_of_two() {
@@ -459,6 +482,7 @@ impl SourceWorker {
             parse_errors = c.parse_errors.load(Ordering::Relaxed),
             fired = c.fired.load(Ordering::Relaxed),
             excluded = c.excluded.load(Ordering::Relaxed),
+            anomalies = c.anomalies.load(Ordering::Relaxed),
             dropped = c.dropped.load(Ordering::Relaxed),
             "source totals"
         );

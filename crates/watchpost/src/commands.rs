@@ -1,0 +1,337 @@
+//! `watchpost events`, `watchpost ack` and `watchpost baseline …`: reviewing what the
+//! daemon stored and learned.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use watchpost_anomaly::Options;
+use watchpost_filters::Chain;
+use watchpost_store::{Query, Store, StoredEvent, parse_since, parse_terms};
+
+use crate::analysis::{Analysis, BaselineHome, anomaly_spec, baseline_dir, open_baselines};
+use crate::config::Config;
+use crate::replay::{self, OutputFormat};
+
+/// `watchpost events`' options.
+pub struct EventsArgs {
+    /// Only anomalies.
+    pub anomaly: bool,
+    /// Only events waiting for an acknowledgement.
+    pub pending_ack: bool,
+    /// Only this host.
+    pub host: Option<String>,
+    /// Only this filter.
+    pub filter: Option<String>,
+    /// Only since.
+    pub since: Option<String>,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Most events shown.
+    pub limit: usize,
+    /// Query terms.
+    pub query: Vec<String>,
+}
+
+fn open_store(config: &Config) -> Result<Option<Store>> {
+    let path = &config.store.path;
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Store::open_read_only(path)?))
+}
+
+/// Lists stored events, newest first.
+pub fn events(config: &Config, args: &EventsArgs, out: &mut dyn Write) -> Result<usize> {
+    let terms = parse_terms(&args.query.join(" "))?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, jiff::Timestamp::now()))
+        .transpose()?;
+    let query = Query {
+        anomaly: args.anomaly,
+        pending_ack: args.pending_ack,
+        host: args.host.clone(),
+        filter: args.filter.clone(),
+        since,
+        terms,
+    };
+    let Some(store) = open_store(config)? else {
+        eprintln!(
+            "no event store at {} yet: the daemon creates it when a filter first matches",
+            config.store.path.display()
+        );
+        return Ok(0);
+    };
+    let found = store.query(&query, args.limit)?;
+    for e in &found {
+        match args.format {
+            OutputFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
+            OutputFormat::Text => print_event(out, e)?,
+        }
+    }
+    Ok(found.len())
+}
+
+fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
+    let mut flags = Vec::new();
+    if e.anomaly {
+        flags.push("ANOMALY".to_owned());
+    }
+    match (&e.ack, e.needs_ack) {
+        (Some(a), _) => flags.push(format!("acked by {} at {}", a.by, a.at)),
+        (None, true) => flags.push("NEEDS ACK".to_owned()),
+        (None, false) => {}
+    }
+    let flags = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", flags.join(", "))
+    };
+    writeln!(
+        out,
+        "#{}  {}  {}  {}  filters: {}{flags}",
+        e.id,
+        e.time.as_deref().unwrap_or(&e.stored),
+        e.host,
+        e.source,
+        e.filters.join(", ")
+    )?;
+    if let Some(why) = &e.anomaly_why {
+        writeln!(out, "   why: {why}")?;
+    }
+    if let Some(a) = &e.ack
+        && !a.comment.is_empty()
+    {
+        writeln!(out, "   ack comment: {}", a.comment)?;
+    }
+    for (k, v) in &e.fields {
+        let v = v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
+        writeln!(out, "   {k}: {v}")?;
+    }
+    for o in &e.outcomes {
+        let ok = if o.ok { "ok" } else { "FAILED" };
+        writeln!(
+            out,
+            "   action {} (attempt {}): {ok} {}",
+            o.action, o.attempt, o.detail
+        )?;
+    }
+    if let Some(origin) = &e.origin {
+        writeln!(out, "   at: {origin}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The user acknowledging (`--by`, else the login name).
+pub fn current_user() -> String {
+    ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Acknowledges events; returns (acknowledged now, not found or already acknowledged).
+pub fn ack(config: &Config, ids: &[u64], by: &str, comment: &str) -> Result<(Vec<u64>, Vec<u64>)> {
+    if !config.store.path.exists() {
+        bail!("no event store at {}", config.store.path.display());
+    }
+    let mut store = Store::open(&config.store.path)?;
+    let done = store.ack(ids, by, comment)?;
+    let rest = ids.iter().copied().filter(|i| !done.contains(i)).collect();
+    Ok((done, rest))
+}
+
+/// `watchpost baseline …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BaselineCmd {
+    /// Every (filter, host) baseline: learning start and end, keys and pairs.
+    List,
+    /// One key of a filter on a host: learning, known values, when each was first seen.
+    Explain {
+        /// Anomaly filter name.
+        filter: String,
+        /// Host name.
+        host: String,
+        /// Key values, one per key field (none for a filter without key fields).
+        key: Vec<String>,
+    },
+    /// Write every baseline as JSON lines to stdout (or --output).
+    Export {
+        /// File to write (default stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Merge baselines written by `export`.
+    Import {
+        /// File written by `export` (`-` for stdin).
+        input: PathBuf,
+    },
+    /// Seed the baselines from historical logs or EVTX files without acting on them.
+    Learn {
+        /// Parse every input as this configured source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Log files or EVTX files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Discard a filter's baseline (on one host, or all): learning starts over.
+    Reset {
+        /// Anomaly filter name.
+        filter: String,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+/// Runs a baseline command.
+pub fn baseline(
+    config: &Config,
+    chain: &Chain,
+    cmd: &BaselineCmd,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if !chain.has_baselines() {
+        bail!(
+            "the configuration has no anomaly filter (`anomaly = {{ key = [...], value = [...] }}`)"
+        );
+    }
+    if let BaselineCmd::Learn { source, inputs } = cmd {
+        let analysis = Analysis::open(config, chain, BaselineHome::State, false)?;
+        let t = replay::replay(
+            config,
+            chain,
+            &analysis,
+            source.as_deref(),
+            inputs,
+            replay::Output::Quiet,
+            out,
+        )?;
+        analysis.close();
+        writeln!(
+            out,
+            "learned from {} records ({} unparsable): {} events judged by anomaly filters, {} would have been flagged",
+            t.records, t.errors, t.judged, t.anomalies
+        )?;
+        return Ok(());
+    }
+    let dir = baseline_dir(config);
+    let b = open_baselines(
+        &dir,
+        Options {
+            flush_interval: None,
+            ..Options::default()
+        },
+    )?;
+    // Register the configured anomaly filters as the daemon does, so learning ends are known.
+    for f in chain.iter() {
+        if let Some(spec) = &f.baseline {
+            let reg = b.filter(&f.name, &anomaly_spec(spec))?;
+            if let Some(c) = reg.definition_changed {
+                eprintln!(
+                    "note: anomaly filter `{}` changed its key/value definition ({:?} → {:?}): its baseline starts afresh",
+                    f.name, c.old, c.new
+                );
+            }
+        }
+    }
+    match cmd {
+        BaselineCmd::List => {
+            let list = b.list()?;
+            if list.is_empty() {
+                writeln!(out, "no baselines yet")?;
+            }
+            for h in list {
+                let ends = h
+                    .learning_ends
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "(filter not configured)".into());
+                let state = match h.learning_ends {
+                    Some(end) if end > h.clock => "learning",
+                    Some(_) => "detecting",
+                    None => "orphaned",
+                };
+                writeln!(
+                    out,
+                    "{}  host {}: {state}; learning {} → {ends}; clock {}; {} keys, {} pairs",
+                    h.filter, h.host, h.learning_started, h.clock, h.keys, h.pairs
+                )?;
+            }
+        }
+        BaselineCmd::Explain { filter, host, key } => {
+            let keys: Vec<&str> = key.iter().map(String::as_str).collect();
+            let e = b.explain(filter, host, &keys)?;
+            writeln!(
+                out,
+                "filter {} on host {}, key {:?} = {:?}",
+                e.filter, e.host, e.key, key
+            )?;
+            match (e.learning_started, e.learning_ends) {
+                (Some(s), Some(end)) => writeln!(
+                    out,
+                    "learning ({}) started {s}, ends {end}",
+                    if e.learn_per_key {
+                        "per key"
+                    } else {
+                        "per host"
+                    }
+                )?,
+                _ => writeln!(out, "never seen: learning has not started")?,
+            }
+            if let Some(t) = e.key_first_seen {
+                writeln!(out, "key first seen {t}")?;
+            }
+            writeln!(out, "{} known values:", e.values.len())?;
+            for v in &e.values {
+                let last = v
+                    .last_seen
+                    .map(|t| format!(", last seen {t}"))
+                    .unwrap_or_default();
+                writeln!(out, "  {:?}  first seen {}{last}", v.value, v.first_seen)?;
+            }
+        }
+        BaselineCmd::Export { output } => {
+            let n = match output {
+                Some(p) => {
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(p)
+                            .with_context(|| format!("creating {}", p.display()))?,
+                    );
+                    let n = b.export(&mut f)?;
+                    f.flush()?;
+                    n
+                }
+                None => b.export(out)?,
+            };
+            eprintln!("exported {n} lines");
+        }
+        BaselineCmd::Import { input } => {
+            let n = if input.as_os_str() == "-" {
+                b.import(&mut std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(input)
+                    .with_context(|| format!("reading {}", input.display()))?;
+                b.import(&mut std::io::BufReader::new(f))?
+            };
+            writeln!(out, "imported {n} pairs")?;
+        }
+        BaselineCmd::Reset { filter, host } => {
+            let n = b.reset(filter, host.as_deref())?;
+            writeln!(
+                out,
+                "discarded {n} baseline(s) of `{filter}`: learning starts over at the next match"
+            )?;
+        }
+        // Handled above, before the baselines were opened here.
+        BaselineCmd::Learn { .. } => {}
+    }
+    b.close()?;
+    Ok(())
+}
