@@ -127,13 +127,44 @@ impl Counters {
     }
 }
 
-/// The shutdown deadline, set once by [`crate::Dispatcher::shutdown`].
-#[derive(Debug, Default)]
+/// Where each job's outcome goes when the job came from a stored event (the event store
+/// records it): `(stored event id, action name, succeeded, error or note)`.
+pub type OutcomeSink = std::sync::Arc<dyn Fn(u64, &str, bool, &str) + Send + Sync>;
+
+/// The shutdown deadline, set once by [`crate::Dispatcher::shutdown`]; the outcome sink.
+#[derive(Default)]
 pub(crate) struct Control {
     deadline: OnceLock<Instant>,
+    pub(crate) outcomes: Option<OutcomeSink>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("deadline", &self.deadline)
+            .field("outcomes", &self.outcomes.is_some())
+            .finish()
+    }
 }
 
 impl Control {
+    pub(crate) fn with_outcomes(outcomes: Option<OutcomeSink>) -> Control {
+        Control {
+            deadline: OnceLock::new(),
+            outcomes,
+        }
+    }
+
+    /// Reports a job's outcome to the sink (jobs of stored events only).
+    pub(crate) fn report(&self, action: &str, job: &crate::Job, result: Result<(), &str>) {
+        if let (Some(sink), Some(id)) = (&self.outcomes, job.stored) {
+            match result {
+                Ok(()) => sink(id, action, true, ""),
+                Err(e) => sink(id, action, false, e),
+            }
+        }
+    }
+
     pub(crate) fn set_deadline(&self, at: Instant) {
         let _ = self.deadline.set(at);
     }
@@ -179,8 +210,15 @@ pub(crate) fn serve<E: std::fmt::Display>(
             break;
         }
         match apply(&job) {
-            Ok(()) => counters.ok(),
-            Err(e) => counters.failed_and_warn(name, e.to_string()),
+            Ok(()) => {
+                counters.ok();
+                ctl.report(name, &job, Ok(()));
+            }
+            Err(e) => {
+                let e = e.to_string();
+                ctl.report(name, &job, Err(&e));
+                counters.failed_and_warn(name, e);
+            }
         }
     }
 }

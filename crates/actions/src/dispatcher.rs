@@ -11,7 +11,7 @@ use thiserror::Error;
 use watchpost_event::{ActionScope, Event};
 
 use crate::config::{ActionSpec, Kind};
-use crate::control::{ActionStats, Control, Counters};
+use crate::control::{ActionStats, Control, Counters, OutcomeSink};
 
 /// One firing of one action: the event and the filter that chose the action.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ pub struct Job {
     pub filter: Arc<str>,
     /// The filter's actions, comma-separated.
     pub actions: Arc<str>,
+    /// The event's id in the event store, when it was stored: the job's outcome is
+    /// reported to the dispatcher's [`OutcomeSink`].
+    pub stored: Option<u64>,
 }
 
 impl Job {
@@ -95,13 +98,22 @@ impl Dispatcher {
     /// Starts one worker thread per action (`run` actions: `max_concurrent` threads
     /// sharing one queue). Host names of syslog targets are resolved by the workers.
     pub fn start(specs: Vec<ActionSpec>) -> Result<Dispatcher, ActionError> {
+        Self::start_with(specs, None)
+    }
+
+    /// [`Dispatcher::start`], reporting the outcome of every job of a stored event to
+    /// `outcomes`.
+    pub fn start_with(
+        specs: Vec<ActionSpec>,
+        outcomes: Option<OutcomeSink>,
+    ) -> Result<Dispatcher, ActionError> {
         let mut by_name = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             if by_name.insert(spec.name().to_owned(), i).is_some() {
                 return Err(ActionError::DuplicateName(spec.name().to_owned()));
             }
         }
-        let ctl = Arc::new(Control::default());
+        let ctl = Arc::new(Control::with_outcomes(outcomes));
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut slots = Vec::with_capacity(specs.len());
         for (index, spec) in specs.into_iter().enumerate() {

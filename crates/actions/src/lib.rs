@@ -103,5 +103,5 @@ mod run;
 mod syslog;
 
 pub use config::{ActionSpec, KINDS, parse_action};
-pub use control::ActionStats;
+pub use control::{ActionStats, OutcomeSink};
 pub use dispatcher::{ActionError, Dispatcher, Job};

@@ -190,12 +190,17 @@ impl RunSpec {
                 break;
             }
             match self.execute(name, &job, ctl) {
-                Ok(()) => counters.ok(),
+                Ok(()) => {
+                    counters.ok();
+                    ctl.report(name, &job, Ok(()));
+                }
                 Err(e) => {
                     if matches!(e, RunError::Timeout { .. }) {
                         counters.timed_out();
                     }
-                    counters.failed_and_warn(name, e.to_string());
+                    let e = e.to_string();
+                    ctl.report(name, &job, Err(&e));
+                    counters.failed_and_warn(name, e);
                 }
             }
         }

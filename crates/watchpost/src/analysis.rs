@@ -43,7 +43,7 @@ pub struct Analysis {
     baselines: Option<Baselines>,
     /// Chain index → the baseline's id (anomaly filters only).
     ids: Vec<Option<FilterId>>,
-    store: Option<Writer>,
+    store: Option<std::sync::Arc<Writer>>,
     /// Keeps a temporary baseline directory alive (replays).
     _temp: Option<tempfile::TempDir>,
 }
@@ -121,9 +121,11 @@ impl Analysis {
                 max_bytes: config.store.max_bytes,
                 ..StoreOptions::default()
             };
-            Some(Writer::start(&config.store.path, options).with_context(|| {
-                format!("opening the event store {}", config.store.path.display())
-            })?)
+            Some(std::sync::Arc::new(
+                Writer::start(&config.store.path, options).with_context(|| {
+                    format!("opening the event store {}", config.store.path.display())
+                })?,
+            ))
         } else {
             None
         };
@@ -176,11 +178,37 @@ impl Analysis {
         writer.submit(e)
     }
 
+    /// Where action outcomes of stored events go (the store), for the dispatcher.
+    pub fn outcome_sink(&self) -> Option<watchpost_actions::OutcomeSink> {
+        let writer = self.store.clone()?;
+        Some(std::sync::Arc::new(
+            move |event, action: &str, ok, detail: &str| {
+                writer.outcome(watchpost_store::Outcome {
+                    event,
+                    action: action.to_owned(),
+                    at_ms: jiff::Timestamp::now().as_millisecond(),
+                    attempt: 1,
+                    ok,
+                    detail: detail.to_owned(),
+                });
+            },
+        ))
+    }
+
     /// Commits pending baseline pairs and stored events, stops the store's writer.
     pub fn close(self) {
         if let Some(w) = self.store {
-            let stats = w.shutdown();
-            tracing::info!(stats = ?stats, "event store totals");
+            match std::sync::Arc::try_unwrap(w) {
+                Ok(w) => {
+                    let stats = w.shutdown();
+                    tracing::info!(stats = ?stats, "event store totals");
+                }
+                Err(w) => {
+                    // An action worker that outlived shutdown still holds the sink.
+                    let flushed = w.flush(Duration::from_secs(5));
+                    tracing::info!(stats = ?w.stats(), flushed, "event store totals");
+                }
+            }
         }
         if let Some(b) = self.baselines {
             let stats = b.stats();

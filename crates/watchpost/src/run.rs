@@ -67,9 +67,11 @@ pub fn run_until(
     std::fs::create_dir_all(config.state_dir.join("checkpoints"))
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
-    let dispatcher =
-        Arc::new(Dispatcher::start(config.actions.clone()).context("starting actions")?);
     let analysis = Arc::new(Analysis::open(&config, &chain, BaselineHome::State, true)?);
+    let dispatcher = Arc::new(
+        Dispatcher::start_with(config.actions.clone(), analysis.outcome_sink())
+            .context("starting actions")?,
+    );
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
@@ -331,12 +333,13 @@ impl SourceWorker {
             .process(&self.chain, bytes, Some(origin), verdict, &mut judge)
         {
             Ok(event) => {
-                self.analysis
+                let stored = self
+                    .analysis
                     .store(&self.chain, &event, verdict, &judge.verdicts);
                 if !verdict.flagged.is_empty() {
                     self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
                 }
-                self.dispatch(event, verdict)
+                self.dispatch(event, verdict, stored)
             }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -430,7 +433,7 @@ impl SourceWorker {
         }
     }
 
-    fn dispatch(&self, event: Event, verdict: &Verdict) {
+    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>) {
         if verdict.excluded_by.is_some() {
             self.counters.excluded.fetch_add(1, Ordering::Relaxed);
             return;
@@ -450,6 +453,7 @@ impl SourceWorker {
                     event: event.clone(),
                     filter: filter.name.clone(),
                     actions: filter.action_names.clone(),
+                    stored,
                 };
                 let queued = match self.when_full {
                     WhenFull::Drop => self.dispatcher.submit(ai, job),

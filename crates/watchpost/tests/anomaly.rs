@@ -271,7 +271,14 @@ fn the_daemon_flags_what_the_replay_flags_stores_it_and_takes_acknowledgements()
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &RDP.replace("PER_KEY", "false"));
+    let filters = RDP
+        .replace("PER_KEY", "false")
+        .replace("require_ack = true", "require_ack = true\nactions = [\"flag\"]")
+        + &format!(
+            "\n[[action]]\nname = \"flag\"\ntype = \"flag_file\"\npath = '{}'\ncontent = \"{{{{ TargetUserName }}}} from {{{{ IpAddress }}}}\"\n",
+            dir.path().join("flags/anomaly").display()
+        );
+    let cfg = config(dir.path(), &filters);
     let replay_input = dir.path().join("replay.jsonl");
     write_lines(&replay_input, &lines);
     let mut expected: Vec<u64> = flagged(&cfg, &replay_input, "rdp-source-ip")
@@ -334,6 +341,9 @@ fn the_daemon_flags_what_the_replay_flags_stores_it_and_takes_acknowledgements()
             "{e}"
         );
         assert_eq!(e["needs_ack"], true);
+        // The action's outcome is recorded with the event.
+        assert_eq!(e["outcomes"][0]["action"], "flag", "{e}");
+        assert_eq!(e["outcomes"][0]["ok"], true, "{e}");
     }
 
     // Acknowledge one: it leaves the pending list, with who and why.

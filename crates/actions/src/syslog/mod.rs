@@ -265,8 +265,15 @@ impl SyslogSpec {
             self.formatter
                 .render(&scope, jiff::Timestamp::now(), &mut out, &mut scratch);
             match transport.send(&out, ctl) {
-                Ok(()) => counters.ok(),
-                Err(e) => counters.failed_and_warn(name, e.to_string()),
+                Ok(()) => {
+                    counters.ok();
+                    ctl.report(name, &job, Ok(()));
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    ctl.report(name, &job, Err(&e));
+                    counters.failed_and_warn(name, e);
+                }
             }
         }
     }

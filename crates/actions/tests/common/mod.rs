@@ -47,6 +47,7 @@ pub fn job(event: Event, filter: &str) -> Job {
         event: Arc::new(event),
         filter: Arc::from(filter),
         actions: Arc::from("a,b"),
+        stored: None,
     }
 }
 
