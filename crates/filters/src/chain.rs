@@ -22,22 +22,33 @@ use watchpost_event::{ConfigError, Event, Sym};
 
 use crate::cond::{Captures, Cond, apply_captures};
 use crate::prefilter::{Prefilter, positions};
-use crate::spec::{AnomalyMode, BaselineSpec, FilterSpec};
+use crate::spec::{AnomalyMode, BaselineSpec, FilterSpec, ThresholdSpec};
 
-/// Decides whether an anomaly filter flags an event: the daemon's and `watchpost test`'s
-/// judge consults the host's baseline (and records the pair); [`NoBaselines`] never flags.
+/// The chain's stateful decisions, kept outside it: whether an anomaly filter flags an
+/// event (the host's baseline) and whether a threshold filter fires (its window).
+/// The daemon's and `watchpost test`'s implementation keeps baselines and windows;
+/// [`NoBaselines`] keeps nothing.
 pub trait Judge {
     /// Anomaly filter `filter` (chain index) matched `event`; true flags the event.
     fn judge(&mut self, filter: usize, baseline: &BaselineSpec, event: &Event) -> bool;
+
+    /// Threshold filter `filter` matched `event`; true fires it now. Matches held back
+    /// (`forward = "all"`) are the implementation's to release.
+    fn threshold(&mut self, filter: usize, threshold: &ThresholdSpec, event: &Event) -> bool;
 }
 
-/// A judge without baselines: anomaly filters match but flag nothing.
+/// A judge without state: anomaly filters match but flag nothing; threshold filters fire
+/// on every match.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBaselines;
 
 impl Judge for NoBaselines {
     fn judge(&mut self, _: usize, _: &BaselineSpec, _: &Event) -> bool {
         false
+    }
+
+    fn threshold(&mut self, _: usize, _: &ThresholdSpec, _: &Event) -> bool {
+        true
     }
 }
 
@@ -60,6 +71,8 @@ pub struct Filter {
     pub baseline: Option<BaselineSpec>,
     /// Events it fires on wait for an acknowledgement.
     pub require_ack: bool,
+    /// Fires only past a count within a window.
+    pub threshold: Option<ThresholdSpec>,
     /// The condition without its `source` test: filters only run inside per-source plans,
     /// which include a filter only for the sources that test allows.
     cond_in_plan: Cond,
@@ -210,6 +223,7 @@ impl Chain {
                 anomaly: spec.anomaly,
                 baseline: spec.baseline,
                 require_ack: spec.require_ack,
+                threshold: spec.threshold,
                 cond_in_plan: spec.cond.without_source_test().unwrap_or(spec.cond),
                 sources,
             });
@@ -286,6 +300,11 @@ impl Chain {
         self.filters.iter().any(|f| f.baseline.is_some())
     }
 
+    /// Whether any filter has a threshold.
+    pub fn has_thresholds(&self) -> bool {
+        self.filters.iter().any(|f| f.threshold.is_some())
+    }
+
     /// An include filter matched: fire it, or (an anomaly filter) ask the judge. True when
     /// the chain stops here.
     fn matched(
@@ -304,7 +323,15 @@ impl Chain {
                     verdict.flagged.push(i);
                 }
             }
-            None => verdict.fired.push(i),
+            None => {
+                if let Some(t) = &f.threshold
+                    && !judge.threshold(i, t, event)
+                {
+                    // Below the threshold (or suppressed): not fired, and no stop.
+                    return false;
+                }
+                verdict.fired.push(i)
+            }
         }
         f.stop
     }

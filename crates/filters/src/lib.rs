@@ -13,9 +13,10 @@ pub mod cond;
 mod prefilter;
 pub mod spec;
 
+pub mod threshold;
 pub use chain::{Chain, Filter, Judge, NoBaselines, Plan, Verdict};
 pub use cond::{Cond, Test};
-pub use spec::{AnomalyMode, BaselineSpec, FilterSpec, parse_filter};
+pub use spec::{AnomalyMode, BaselineSpec, FilterSpec, Forward, ThresholdSpec, parse_filter};
 
 #[cfg(test)]
 mod tests;

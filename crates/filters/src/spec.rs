@@ -51,6 +51,37 @@ pub struct BaselineSpec {
     pub span: Range<usize>,
 }
 
+/// What a threshold filter forwards once `count` matches fell within `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Only the match that reaches the threshold; then nothing until `within` has passed
+    /// since it fired.
+    First,
+    /// Every match from the one that reaches the threshold on, while the count within the
+    /// window stays at or above it.
+    Each,
+    /// When the threshold is reached, the matches held back before it as well as the one
+    /// that reaches it; afterwards like `each`.
+    All,
+}
+
+/// `threshold = { count = 5, within = "10m", group_by = ["IpAddress"], forward = "first" }`:
+/// the filter fires only when `count` of its matches (per host and `group_by` values) fall
+/// within `within` of event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdSpec {
+    /// Matches needed.
+    pub count: u32,
+    /// The sliding window (event time).
+    pub within: std::time::Duration,
+    /// Counted separately per value of these fields (and per host).
+    pub group_by: Vec<Sym>,
+    /// What is forwarded.
+    pub forward: Forward,
+    /// Where the table is written.
+    pub span: Range<usize>,
+}
+
 /// One filter as configured, conditions compiled, action names not yet resolved.
 #[derive(Debug, Clone)]
 pub struct FilterSpec {
@@ -74,6 +105,8 @@ pub struct FilterSpec {
     pub baseline: Option<BaselineSpec>,
     /// Events this filter fires on wait for an acknowledgement (`watchpost ack`).
     pub require_ack: bool,
+    /// Fire only when enough matches fall within a window.
+    pub threshold: Option<ThresholdSpec>,
     /// `enabled = false` keeps the filter in the file but out of the chain.
     pub enabled: bool,
     /// Free text for people.
@@ -96,6 +129,7 @@ const KEYS: &[&str] = &[
     "enabled",
     "description",
     "require_ack",
+    "threshold",
 ];
 const OPS: &[&str] = &[
     "eq",
@@ -134,6 +168,7 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
         anomaly_span: None,
         baseline: None,
         require_ack: false,
+        threshold: None,
         enabled: true,
         description: None,
         fields: Vec::new(),
@@ -181,6 +216,19 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
             },
             "actions" => spec.actions = string_list(value, "actions", &mut errors),
             "anomaly" => parse_anomaly(value, &mut spec, &mut errors),
+            "threshold" => match value.get_ref() {
+                DeValue::Table(t) => {
+                    spec.threshold = parse_threshold(t, &vspan, &mut errors);
+                    if let Some(th) = &spec.threshold {
+                        spec.fields
+                            .extend(th.group_by.iter().map(|s| (*s, vspan.clone())));
+                    }
+                }
+                _ => errors.push(err(
+                    &vspan,
+                    "`threshold` must be a table: { count = 5, within = \"10m\" }",
+                )),
+            },
             other => errors.push(err(
                 &key.span(),
                 format!(
@@ -195,6 +243,14 @@ pub fn parse_filter(v: &Spanned<DeValue<'_>>) -> (FilterSpec, Errors) {
     }
     if spec.exclude && (spec.stop || spec.anomaly != AnomalyMode::Any || spec.baseline.is_some()) {
         errors.push(err(&spec.name_span, "an exclude filter takes no `stop` or `anomaly` (it removes events before include filters run)"));
+    }
+    if let Some(t) = &spec.threshold
+        && (spec.exclude || spec.baseline.is_some())
+    {
+        errors.push(err(
+            &t.span,
+            "a threshold belongs on an include filter that acts (not on an exclude or anomaly filter)",
+        ));
     }
     if let Some(b) = &spec.baseline {
         if let Some((_, at)) = spec.actions.first() {
@@ -276,6 +332,75 @@ fn parse_anomaly(v: &Spanned<DeValue<'_>>, spec: &mut FilterSpec, errors: &mut E
     if spec.anomaly != AnomalyMode::Any {
         spec.anomaly_span = Some(span);
     }
+}
+
+const THRESHOLD_KEYS: &[&str] = &["count", "within", "group_by", "forward"];
+
+fn parse_threshold(
+    t: &DeTable<'_>,
+    span: &Range<usize>,
+    errors: &mut Errors,
+) -> Option<ThresholdSpec> {
+    let before = errors.len();
+    let mut th = ThresholdSpec {
+        count: 0,
+        within: std::time::Duration::ZERO,
+        group_by: Vec::new(),
+        forward: Forward::First,
+        span: span.clone(),
+    };
+    for (key, value) in t.iter() {
+        let vspan = value.span();
+        match key.get_ref().as_ref() {
+            "count" => match value.get_ref() {
+                DeValue::Integer(i) => match i.as_str().parse::<u32>() {
+                    Ok(n) if (2..=100_000).contains(&n) => th.count = n,
+                    _ => errors.push(err(
+                        &vspan,
+                        "`count` must be a whole number from 2 to 100000",
+                    )),
+                },
+                _ => errors.push(err(&vspan, "`count` must be a number")),
+            },
+            "within" => match value
+                .get_ref()
+                .as_str()
+                .map(watchpost_event::parse_duration)
+            {
+                Some(Ok(d)) if !d.is_zero() => th.within = d,
+                Some(Ok(_)) => errors.push(err(&vspan, "`within` must be longer than 0")),
+                Some(Err(e)) => errors.push(err(&vspan, e)),
+                None => errors.push(err(
+                    &vspan,
+                    "`within` must be a duration string, e.g. \"10m\"",
+                )),
+            },
+            "group_by" => th.group_by = field_list(value, "group_by", errors),
+            "forward" => match value.get_ref().as_str() {
+                Some("first") => th.forward = Forward::First,
+                Some("each") => th.forward = Forward::Each,
+                Some("all") => th.forward = Forward::All,
+                _ => errors.push(err(
+                    &vspan,
+                    "`forward` must be \"first\", \"each\" or \"all\"",
+                )),
+            },
+            other => errors.push(err(
+                &key.span(),
+                format!(
+                    "unknown key `{other}` in a threshold (known: {})",
+                    THRESHOLD_KEYS.join(", ")
+                ),
+            )),
+        }
+    }
+    if th.count == 0 && errors.len() == before {
+        errors.push(err(span, "a threshold needs `count` (and `within`)"));
+    }
+    if th.within.is_zero() && errors.len() == before {
+        errors.push(err(span, "a threshold needs `within`, e.g. \"10m\""));
+    }
+    (errors.len() == before).then_some(th)
 }
 
 const BASELINE_KEYS: &[&str] = &[

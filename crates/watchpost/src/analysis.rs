@@ -16,7 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use watchpost_anomaly::{AnomalySpec, Baselines, FilterId, Options, Verdict as Judgement};
 use watchpost_event::Event;
-use watchpost_filters::{BaselineSpec, Chain, Judge, Verdict};
+use watchpost_filters::threshold::Thresholds;
+use watchpost_filters::{BaselineSpec, Chain, Judge, ThresholdSpec, Verdict};
 use watchpost_store::{NewEvent, StoreOptions, Writer};
 
 use crate::config::Config;
@@ -44,6 +45,11 @@ pub struct Analysis {
     /// Chain index → the baseline's id (anomaly filters only).
     ids: Vec<Option<FilterId>>,
     store: Option<std::sync::Arc<Writer>>,
+    /// Threshold windows (all sources), saved to `thresholds_path`.
+    thresholds: std::sync::Mutex<Thresholds>,
+    thresholds_path: Option<PathBuf>,
+    /// Chain index → filter name (threshold state is kept by name).
+    names: Vec<std::sync::Arc<str>>,
     /// Keeps a temporary baseline directory alive (replays).
     _temp: Option<tempfile::TempDir>,
 }
@@ -129,10 +135,36 @@ impl Analysis {
         } else {
             None
         };
+        let thresholds_path = (chain.has_thresholds() && !matches!(home, BaselineHome::Temporary))
+            .then(|| config.state_dir.join("thresholds.json"));
+        let mut thresholds = Thresholds::default();
+        if let Some(p) = &thresholds_path {
+            match std::fs::read_to_string(p) {
+                Ok(text) => match Thresholds::from_json(&text) {
+                    Ok(t) => thresholds = t,
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), error = %e, "threshold state unreadable: windows start empty")
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "reading threshold state")
+                }
+            }
+            let names: Vec<&str> = chain
+                .iter()
+                .filter(|f| f.threshold.is_some())
+                .map(|f| &*f.name)
+                .collect();
+            thresholds.retain_filters(&names);
+        }
         Ok(Analysis {
             baselines,
             ids,
             store,
+            thresholds: std::sync::Mutex::new(thresholds),
+            thresholds_path,
+            names: chain.iter().map(|f| f.name.clone()).collect(),
             _temp: temp,
         })
     }
@@ -142,6 +174,7 @@ impl Analysis {
         BaselineJudge {
             analysis: self,
             verdicts: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -178,6 +211,21 @@ impl Analysis {
         writer.submit(e)
     }
 
+    /// Saves the threshold windows (atomically) so a restart continues them.
+    pub fn checkpoint(&self) {
+        let Some(path) = &self.thresholds_path else {
+            return;
+        };
+        let json = self
+            .thresholds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_json();
+        if let Err(e) = watchpost_sources::tail::write_atomic(path, json.as_bytes()) {
+            tracing::error!(file = %path.display(), error = %e, "writing threshold state");
+        }
+    }
+
     /// Where action outcomes of stored events go (the store), for the dispatcher.
     pub fn outcome_sink(&self) -> Option<watchpost_actions::OutcomeSink> {
         let writer = self.store.clone()?;
@@ -195,8 +243,17 @@ impl Analysis {
         ))
     }
 
+    /// Stores a match a threshold filter held back and has now released.
+    pub fn store_released(&self, chain: &Chain, filter: usize, event: &Event) -> Option<u64> {
+        let writer = self.store.as_ref()?;
+        let mut e = NewEvent::from_event(event, vec![chain.filter(filter).name.to_string()]);
+        e.needs_ack = chain.filter(filter).require_ack;
+        writer.submit(e)
+    }
+
     /// Commits pending baseline pairs and stored events, stops the store's writer.
     pub fn close(self) {
+        self.checkpoint();
         if let Some(w) = self.store {
             match std::sync::Arc::try_unwrap(w) {
                 Ok(w) => {
@@ -242,6 +299,9 @@ pub struct BaselineJudge<'a> {
     analysis: &'a Analysis,
     /// The answers for the current event: (chain index, verdict).
     pub verdicts: Vec<(usize, Judgement)>,
+    /// Matches a threshold filter held back and released with the current event
+    /// (`forward = "all"`): (chain index, event). They fire that filter's actions.
+    pub released: Vec<(usize, Event)>,
 }
 
 /// An event's text for `fields` (a missing key field is the empty string; `None` when a
@@ -277,5 +337,21 @@ impl Judge for BaselineJudge<'_> {
         let v = b.check(*id, &event.host, &keys, &values, event.time);
         self.verdicts.push((filter, v));
         v.is_anomaly()
+    }
+
+    fn threshold(&mut self, filter: usize, spec: &ThresholdSpec, event: &Event) -> bool {
+        let Some(name) = self.analysis.names.get(filter) else {
+            return true;
+        };
+        let now = jiff::Timestamp::now().as_millisecond();
+        let (fire, released) = self
+            .analysis
+            .thresholds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(name, spec, event, now);
+        self.released
+            .extend(released.into_iter().map(|e| (filter, e)));
+        fire
     }
 }

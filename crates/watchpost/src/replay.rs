@@ -135,7 +135,7 @@ pub fn replay(
             }
             totals.judged += u64::from(!verdict.judged.is_empty());
             totals.anomalies += u64::from(!verdict.flagged.is_empty());
-            totals.fired += verdict.fired.len() as u64;
+            totals.fired += (verdict.fired.len() + judge.released.len()) as u64;
             let Output::Findings(format) = output else {
                 continue;
             };
@@ -144,6 +144,10 @@ pub fn replay(
             }
             for &fi in &verdict.fired {
                 print_fired(out, format, chain, fi, &event)?;
+            }
+            // Matches a threshold filter held back and released with this one.
+            for (fi, held) in &judge.released {
+                print_fired(out, format, chain, *fi, held)?;
             }
         }
     }

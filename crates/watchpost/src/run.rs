@@ -130,7 +130,14 @@ pub fn run_until(
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
     }
     started();
-    let _ = stop_rx.recv();
+    // Threshold windows are saved with the checkpoints' rhythm.
+    let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
+    loop {
+        match stop_rx.recv_timeout(interval) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => analysis.checkpoint(),
+            _ => break,
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         w.wake();
@@ -339,7 +346,12 @@ impl SourceWorker {
                 if !verdict.flagged.is_empty() {
                     self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
                 }
-                self.dispatch(event, verdict, stored)
+                self.dispatch(event, verdict, stored);
+                // Matches a threshold filter held back, released by this one.
+                for (fi, held) in judge.released.drain(..) {
+                    let stored = self.analysis.store_released(&self.chain, fi, &held);
+                    self.fire(fi, &Arc::new(held), &[], stored);
+                }
             }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -443,29 +455,34 @@ impl SourceWorker {
         }
         let event = Arc::new(event);
         for &fi in &verdict.fired {
-            let filter = self.chain.filter(fi);
-            self.counters.fired.fetch_add(1, Ordering::Relaxed);
-            for &ai in &filter.actions {
-                if verdict.withheld.contains(&ai) {
-                    continue;
-                }
-                let job = Job {
-                    event: event.clone(),
-                    filter: filter.name.clone(),
-                    actions: filter.action_names.clone(),
-                    stored,
-                };
-                let queued = match self.when_full {
-                    WhenFull::Drop => self.dispatcher.submit(ai, job),
-                    WhenFull::Wait => self.dispatcher.submit_wait(ai, job, &|| self.give_up()),
-                };
-                if !queued {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            self.fire(fi, &event, &verdict.withheld, stored);
+        }
+    }
+
+    /// Hands `event` to the actions of filter `fi` (but those `withheld`).
+    fn fire(&self, fi: usize, event: &Arc<Event>, withheld: &[usize], stored: Option<u64>) {
+        let filter = self.chain.filter(fi);
+        self.counters.fired.fetch_add(1, Ordering::Relaxed);
+        for &ai in &filter.actions {
+            if withheld.contains(&ai) {
+                continue;
             }
-            if self.log_fired {
-                log_fired(&event, &filter.name, &filter.action_names);
+            let job = Job {
+                event: event.clone(),
+                filter: filter.name.clone(),
+                actions: filter.action_names.clone(),
+                stored,
+            };
+            let queued = match self.when_full {
+                WhenFull::Drop => self.dispatcher.submit(ai, job),
+                WhenFull::Wait => self.dispatcher.submit_wait(ai, job, &|| self.give_up()),
+            };
+            if !queued {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if self.log_fired {
+            log_fired(event, &filter.name, &filter.action_names);
         }
     }
 

@@ -271,13 +271,13 @@ fn the_daemon_flags_what_the_replay_flags_stores_it_and_takes_acknowledgements()
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let filters = RDP
-        .replace("PER_KEY", "false")
-        .replace("require_ack = true", "require_ack = true\nactions = [\"flag\"]")
-        + &format!(
-            "\n[[action]]\nname = \"flag\"\ntype = \"flag_file\"\npath = '{}'\ncontent = \"{{{{ TargetUserName }}}} from {{{{ IpAddress }}}}\"\n",
-            dir.path().join("flags/anomaly").display()
-        );
+    let filters = RDP.replace("PER_KEY", "false").replace(
+        "require_ack = true",
+        "require_ack = true\nactions = [\"flag\"]",
+    ) + &format!(
+        "\n[[action]]\nname = \"flag\"\ntype = \"flag_file\"\npath = '{}'\ncontent = \"{{{{ TargetUserName }}}} from {{{{ IpAddress }}}}\"\n",
+        dir.path().join("flags/anomaly").display()
+    );
     let cfg = config(dir.path(), &filters);
     let replay_input = dir.path().join("replay.jsonl");
     write_lines(&replay_input, &lines);

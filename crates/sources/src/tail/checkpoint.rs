@@ -114,7 +114,7 @@ pub(crate) fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: the tmp file is written and synced, then renamed
 /// over `path`, then (on Unix) the directory is synced so the rename survives a power loss.
 /// Every checkpoint file goes through here.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }

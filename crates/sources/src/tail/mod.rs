@@ -111,6 +111,7 @@
 //! (counted in [`TailStats::files_deferred`]) and are read from 0 once a slot frees.
 
 pub(crate) mod checkpoint;
+pub use checkpoint::write_atomic;
 mod file;
 mod frame;
 pub(crate) mod identity;
