@@ -46,11 +46,16 @@ pub enum Format {
     /// Windows `.evtx` files, followed record by record ([`crate::evtx_follow`]); records
     /// are event XML ([`crate::winevent`]). Config name `evtx`.
     Evtx,
+    /// The live Windows Event Log, channels followed with bookmarks
+    /// ([`crate::winevtlog`], Windows only); events are rendered XML ([`crate::winevent`]),
+    /// so `watchpost test` reads files of one event XML per line. Config name
+    /// `windows_event_log`.
+    WindowsEventLog,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::SepAvLog,
         Format::SepSecurityLog,
         Format::SepTrafficLog,
@@ -61,6 +66,7 @@ impl Format {
         Format::Text,
         Format::Journald,
         Format::Evtx,
+        Format::WindowsEventLog,
     ];
 
     /// The name used in `type = "…"` of a `[[source]]`.
@@ -76,6 +82,7 @@ impl Format {
             Format::Text => "text",
             Format::Journald => "journald",
             Format::Evtx => "evtx",
+            Format::WindowsEventLog => "windows_event_log",
         }
     }
 
@@ -108,7 +115,7 @@ impl Format {
             Format::JsonLines => Box::new(jsonl::JsonLinesParser),
             Format::Text => Box::new(crate::textlog::TextParser::new(None)),
             Format::Journald => Box::new(crate::journald::JournalParser),
-            Format::Evtx => Box::new(crate::winevent::EventXmlParser),
+            Format::Evtx | Format::WindowsEventLog => Box::new(crate::winevent::EventXmlParser),
         }
     }
 
@@ -120,9 +127,11 @@ impl Format {
             Format::SepTrafficLog => Schema::Fixed(binary::schema(LogKind::Traffic)),
             Format::SepSystemLog => Schema::Fixed(binary::schema(LogKind::System)),
             Format::SepProcessLog => Schema::Fixed(binary::schema(LogKind::Process)),
-            Format::SepManagerSyslog | Format::JsonLines | Format::Journald | Format::Evtx => {
-                Schema::Open
-            }
+            Format::SepManagerSyslog
+            | Format::JsonLines
+            | Format::Journald
+            | Format::Evtx
+            | Format::WindowsEventLog => Schema::Open,
             Format::Text => Schema::Fixed(crate::textlog::FIELDS),
         }
     }

@@ -23,3 +23,4 @@ pub mod listen;
 pub mod sep;
 pub mod tail;
 pub mod winevent;
+pub mod winevtlog;
