@@ -15,8 +15,8 @@
 //!   `WaitForMultipleObjects` on the signal events plus a stop event, `EvtNext` until
 //!   `ERROR_NO_MORE_ITEMS`, `EvtRender(EvtRenderEventXml)`, `EvtCreateBookmark` /
 //!   `EvtUpdateBookmark` / `EvtRender(EvtRenderBookmark)`, and `EvtOpenPublisherMetadata`
-//!   + `EvtFormatMessage(EvtFormatMessageEvent)` (publisher handles cached per provider)
-//!   for the message text. Handles are closed by `Drop`.
+//!   with `EvtFormatMessage(EvtFormatMessageEvent)` (publisher handles cached per
+//!   provider) for the message text. Handles are closed by `Drop`.
 //!
 //! # Order of work and what a restart sees
 //!
