@@ -150,7 +150,8 @@ pub fn is_evtx(head: &[u8]) -> bool {
 
 /// See [`Format::detect`]: SEP binary logs by their header line (log type 0 system,
 /// 1 security, 2 traffic, 4 process), the AV log by its 12-hex-digit time and comma, JSON
-/// lines by `{`, SEPM syslog by its header or first cells; then by file name.
+/// lines by `{`, Windows event XML (one event per line) by `<Event`, SEPM syslog by its
+/// header or first cells; then by file name.
 pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
     if is_evtx(head) {
         return None;
@@ -173,6 +174,10 @@ pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
         }
         if line.trim_ascii_start().starts_with(b"{") {
             return Some(Format::JsonLines);
+        }
+        let l = line.trim_ascii_start();
+        if l.starts_with(b"<Event ") || l.starts_with(b"<Event>") {
+            return Some(Format::WindowsEventLog);
         }
         if looks_like_manager(line) {
             return Some(Format::SepManagerSyslog);
@@ -341,6 +346,14 @@ mod tests {
             Some(Format::SepManagerSyslog)
         );
         assert_eq!(detect(p, b"ElfFile\0rest"), None);
+        assert_eq!(
+            detect(
+                p,
+                b"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'>"
+            ),
+            Some(Format::WindowsEventLog)
+        );
+        assert_eq!(detect(p, b"<Events><Event>"), None);
         assert!(is_evtx(b"ElfFile\0"));
         assert_eq!(detect(p, b"hello world\n"), None);
         assert_eq!(

@@ -507,6 +507,30 @@ fn windows_example_fires_on_event_xml_fixtures() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../config/windows-security.toml"
     ));
+    // Recognised by its `<Event` start, read as the configured windows_event_log source.
+    let lines = test_jsonl(cfg, &input);
+    let fired: Vec<(String, String)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["filter"].as_str().unwrap().to_owned(),
+                v["event"]["record_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let fired2: Vec<(&str, &str)> = fired
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        fired2,
+        [
+            ("rdp-logon", "184467"),
+            ("encoded-powershell", "184470"),
+            ("service-installed", "9921")
+        ]
+    );
+    assert_eq!(lines[0]["event"]["source"], "winlog");
     let args = [
         "test",
         "-c",
