@@ -596,6 +596,10 @@ fn a_burst_of_100k_events_on_two_channels_loses_nothing() {
         seen["Microsoft-Windows-Sysmon/Operational"],
         (1..=30_000).collect::<Vec<_>>()
     );
+    eprintln!(
+        "burst: {} checkpoint writes for {} events",
+        stats.checkpoints, stats.events
+    );
     assert_eq!(stats.events, 100_000);
     assert_eq!(stats.malformed + stats.errors, 0);
     assert_eq!(fake.count("Security"), 70_000);

@@ -711,7 +711,12 @@ impl<A: EventLogApi> WinEvtLog<A> {
     /// Pulls one batch per channel per round until a round brings no full batch. Returns
     /// true when a stop was requested.
     fn drain(&mut self, sink: &mut dyn FnMut(Event)) -> bool {
+        let mut first = true;
         loop {
+            // A long flood must not hold up the retries of failed channels.
+            if !std::mem::take(&mut first) {
+                self.subscribe_due();
+            }
             let mut more = false;
             for i in 0..self.channels.len() {
                 if self.api.stop_requested() {
