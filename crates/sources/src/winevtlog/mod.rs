@@ -576,7 +576,17 @@ impl<A: EventLogApi> WinEvtLog<A> {
         if wake == Wake::Stop {
             return Wake::Stop;
         }
-        if self.drain(sink) { Wake::Stop } else { wake }
+        if self.drain(sink) {
+            return Wake::Stop;
+        }
+        // A checkpoint write that failed (a virus scanner holding the file, a full disk)
+        // is tried again each round, also when no new batch comes.
+        if self.dirty
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(source = %self.opts.source, error = %e, "windows_event_log: writing checkpoint (retry)");
+        }
+        wake
     }
 
     /// Writes the bookmarks if they changed since the last write.
