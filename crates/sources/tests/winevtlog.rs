@@ -611,6 +611,10 @@ fn a_burst_of_100k_events_on_two_channels_loses_nothing() {
         (1..=30_000).collect::<Vec<_>>()
     );
     assert_eq!(stats.events, 100_000);
+    assert_eq!(
+        fake.count("Security") + fake.count("Microsoft-Windows-Sysmon/Operational"),
+        100_000
+    );
     assert_eq!(stats.malformed + stats.errors, 0);
     assert_eq!(saved_record_id(&cp, "Security"), Some(70_000));
     assert_eq!(
