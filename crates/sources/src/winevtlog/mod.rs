@@ -73,6 +73,8 @@
 //!   channel and record id (found in the XML text when it can be), counted in
 //!   [`WinEvtStats::malformed`], and skipped; the bookmark still moves past it, nothing
 //!   else is lost.
+//! * A checkpoint write that fails is logged, counted, and tried again every round (at
+//!   least every `poll_interval`), also when no new event comes.
 //!
 //! # Fields
 //!
