@@ -46,11 +46,16 @@ pub enum Format {
     /// Windows `.evtx` files, followed record by record ([`crate::evtx_follow`]); records
     /// are event XML ([`crate::winevent`]). Config name `evtx`.
     Evtx,
+    /// The live Windows Event Log, channels followed with bookmarks
+    /// ([`crate::winevtlog`], Windows only); events are rendered XML ([`crate::winevent`]),
+    /// so `watchpost test` reads files of one event XML per line. Config name
+    /// `windows_event_log`.
+    WindowsEventLog,
 }
 
 impl Format {
     /// Every format, in documentation order.
-    pub const ALL: [Format; 10] = [
+    pub const ALL: [Format; 11] = [
         Format::SepAvLog,
         Format::SepSecurityLog,
         Format::SepTrafficLog,
@@ -61,6 +66,7 @@ impl Format {
         Format::Text,
         Format::Journald,
         Format::Evtx,
+        Format::WindowsEventLog,
     ];
 
     /// The name used in `type = "…"` of a `[[source]]`.
@@ -76,6 +82,7 @@ impl Format {
             Format::Text => "text",
             Format::Journald => "journald",
             Format::Evtx => "evtx",
+            Format::WindowsEventLog => "windows_event_log",
         }
     }
 
@@ -108,7 +115,7 @@ impl Format {
             Format::JsonLines => Box::new(jsonl::JsonLinesParser),
             Format::Text => Box::new(crate::textlog::TextParser::new(None)),
             Format::Journald => Box::new(crate::journald::JournalParser),
-            Format::Evtx => Box::new(crate::winevent::EventXmlParser),
+            Format::Evtx | Format::WindowsEventLog => Box::new(crate::winevent::EventXmlParser),
         }
     }
 
@@ -120,9 +127,11 @@ impl Format {
             Format::SepTrafficLog => Schema::Fixed(binary::schema(LogKind::Traffic)),
             Format::SepSystemLog => Schema::Fixed(binary::schema(LogKind::System)),
             Format::SepProcessLog => Schema::Fixed(binary::schema(LogKind::Process)),
-            Format::SepManagerSyslog | Format::JsonLines | Format::Journald | Format::Evtx => {
-                Schema::Open
-            }
+            Format::SepManagerSyslog
+            | Format::JsonLines
+            | Format::Journald
+            | Format::Evtx
+            | Format::WindowsEventLog => Schema::Open,
             Format::Text => Schema::Fixed(crate::textlog::FIELDS),
         }
     }
@@ -141,7 +150,8 @@ pub fn is_evtx(head: &[u8]) -> bool {
 
 /// See [`Format::detect`]: SEP binary logs by their header line (log type 0 system,
 /// 1 security, 2 traffic, 4 process), the AV log by its 12-hex-digit time and comma, JSON
-/// lines by `{`, SEPM syslog by its header or first cells; then by file name.
+/// lines by `{`, Windows event XML (one event per line) by `<Event`, SEPM syslog by its
+/// header or first cells; then by file name.
 pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
     if is_evtx(head) {
         return None;
@@ -164,6 +174,10 @@ pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
         }
         if line.trim_ascii_start().starts_with(b"{") {
             return Some(Format::JsonLines);
+        }
+        let l = line.trim_ascii_start();
+        if l.starts_with(b"<Event ") || l.starts_with(b"<Event>") {
+            return Some(Format::WindowsEventLog);
         }
         if looks_like_manager(line) {
             return Some(Format::SepManagerSyslog);
@@ -332,6 +346,14 @@ mod tests {
             Some(Format::SepManagerSyslog)
         );
         assert_eq!(detect(p, b"ElfFile\0rest"), None);
+        assert_eq!(
+            detect(
+                p,
+                b"<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'>"
+            ),
+            Some(Format::WindowsEventLog)
+        );
+        assert_eq!(detect(p, b"<Events><Event>"), None);
         assert!(is_evtx(b"ElfFile\0"));
         assert_eq!(detect(p, b"hello world\n"), None);
         assert_eq!(

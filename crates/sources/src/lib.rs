@@ -23,4 +23,5 @@ pub mod listen;
 pub mod sep;
 pub mod tail;
 pub mod winevent;
+pub mod winevtlog;
 mod xmlscan;

@@ -563,7 +563,11 @@ fn fixed_schemas_list_names_once() {
             }
             Schema::Open => assert!(matches!(
                 f,
-                Format::SepManagerSyslog | Format::JsonLines | Format::Journald | Format::Evtx
+                Format::SepManagerSyslog
+                    | Format::JsonLines
+                    | Format::Journald
+                    | Format::Evtx
+                    | Format::WindowsEventLog
             )),
         }
     }

@@ -190,8 +190,43 @@ struct SourceToml {
     identifiers: Vec<String>,
     #[serde(default)]
     directory: Option<String>,
+    #[serde(default)]
+    channels: Option<Spanned<Vec<ChannelToml>>>,
+    #[serde(default)]
+    query: Option<Spanned<String>>,
+    #[serde(default)]
+    render_message: Option<Spanned<bool>>,
+    #[serde(default)]
+    batch_size: Option<Spanned<i64>>,
     #[serde(default = "yes")]
     enabled: bool,
+}
+
+/// One entry of `channels = [...]`: a channel name, or `{ name = "…", query = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ChannelToml {
+    Name(String),
+    Table(ChannelTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelTable {
+    name: String,
+    #[serde(default)]
+    query: Option<String>,
+}
+
+/// `type = "windows_event_log"`: which channels to follow and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WinEvtConfig {
+    /// Channels with their XPath queries (a channel's own, else the source's `query`).
+    pub channels: Vec<watchpost_sources::winevtlog::ChannelSpec>,
+    /// Add the rendered message text as `message` (default true).
+    pub render_message: bool,
+    /// Events pulled per channel at once (default 100).
+    pub batch_size: usize,
 }
 
 /// `type = "journald"`: which part of the journal to follow.
@@ -245,6 +280,8 @@ pub struct SourceConfig {
     pub pattern: Option<regex::Regex>,
     /// `type = "journald"`: what to follow.
     pub journal: Option<JournalConfig>,
+    /// `type = "windows_event_log"`: what to follow.
+    pub winevt: Option<WinEvtConfig>,
 }
 
 impl SourceConfig {
@@ -276,7 +313,7 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
-const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx";
+const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
 
 /// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
 /// configuration may be partial otherwise: check `diags`).
@@ -491,8 +528,9 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
     if journal.is_some() && !cfg!(target_os = "linux") {
         diags.error(raw.kind.span(), "journald sources exist on Linux only");
     }
+    let winevt = parse_winevt(&raw, format, diags);
     let (paths, listen, path_span) = match (raw.path, raw.listen) {
-        _ if journal.is_some() => (Vec::new(), None, raw.kind.span()),
+        _ if journal.is_some() || winevt.is_some() => (Vec::new(), None, raw.kind.span()),
         (Some(p), None) => {
             let span = p.span();
             let paths = p.into_inner().into_vec();
@@ -541,6 +579,125 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
         host: raw.host,
         pattern,
         journal,
+        winevt,
+    })
+}
+
+/// The `windows_event_log` keys: checked for that type, refused for the others. On
+/// systems other than Windows the source is valid but skipped by `run` (a warning).
+fn parse_winevt(
+    raw: &SourceToml,
+    format: Option<Format>,
+    diags: &mut Diagnostics,
+) -> Option<WinEvtConfig> {
+    use watchpost_sources::winevtlog::{
+        ChannelSpec, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MAX_CHANNELS,
+    };
+    if format != Some(Format::WindowsEventLog) {
+        let given = [
+            raw.channels.as_ref().map(|c| c.span()),
+            raw.query.as_ref().map(|q| q.span()),
+            raw.render_message.as_ref().map(|r| r.span()),
+            raw.batch_size.as_ref().map(|b| b.span()),
+        ];
+        if let Some(span) = given.into_iter().flatten().next() {
+            diags.error(
+                span,
+                "`channels`, `query`, `render_message` and `batch_size` apply to type = \"windows_event_log\" sources only",
+            );
+        }
+        return None;
+    }
+    if let Some(p) = &raw.path {
+        diags.error(
+            p.span(),
+            "a windows_event_log source reads Event Log channels: it takes `channels`, not `path`",
+        );
+    }
+    if let Some(l) = &raw.listen {
+        diags.error(
+            l.span(),
+            "a windows_event_log source reads Event Log channels: it takes `channels`, not `listen`",
+        );
+    }
+    let query = raw.query.as_ref().and_then(|q| {
+        let text = q.get_ref().trim();
+        if text.is_empty() || text.contains('\0') {
+            diags.error(q.span(), "`query` must be a non-empty XPath event query");
+            return None;
+        }
+        Some(text.to_owned())
+    });
+    let mut channels: Vec<ChannelSpec> = Vec::new();
+    match &raw.channels {
+        None => diags.error(
+            raw.kind.span(),
+            "a windows_event_log source needs `channels`, e.g. channels = [\"Security\", \"System\"]",
+        ),
+        Some(list) => {
+            let span = list.span();
+            for entry in list.get_ref() {
+                let (name, own) = match entry {
+                    ChannelToml::Name(n) => (n.trim().to_owned(), None),
+                    ChannelToml::Table(t) => (t.name.trim().to_owned(), t.query.clone()),
+                };
+                if name.is_empty() || name.contains('\0') {
+                    diags.error(span.clone(), "a channel name must not be empty");
+                    continue;
+                }
+                if own.as_deref().is_some_and(|q| q.trim().is_empty() || q.contains('\0')) {
+                    diags.error(
+                        span.clone(),
+                        format!("channel `{name}`: `query` must be a non-empty XPath event query"),
+                    );
+                    continue;
+                }
+                if channels.iter().any(|c| c.name.eq_ignore_ascii_case(&name)) {
+                    diags.error(span.clone(), format!("channel `{name}` is listed twice"));
+                    continue;
+                }
+                channels.push(ChannelSpec {
+                    name,
+                    query: own.or_else(|| query.clone()),
+                });
+            }
+            if list.get_ref().is_empty() {
+                diags.error(span.clone(), "`channels` needs at least one channel");
+            }
+            if channels.len() > MAX_CHANNELS {
+                diags.error(
+                    span,
+                    format!("at most {MAX_CHANNELS} channels per source (split them over several sources)"),
+                );
+            }
+        }
+    }
+    let batch_size = match &raw.batch_size {
+        None => DEFAULT_BATCH_SIZE,
+        Some(b) => match usize::try_from(*b.get_ref()) {
+            Ok(n) if (1..=MAX_BATCH_SIZE).contains(&n) => n,
+            _ => {
+                diags.error(
+                    b.span(),
+                    format!("batch_size = {}: use 1 … {MAX_BATCH_SIZE}", b.get_ref()),
+                );
+                DEFAULT_BATCH_SIZE
+            }
+        },
+    };
+    if !cfg!(windows) {
+        diags.warning(
+            raw.kind.span(),
+            format!(
+                "source `{}`: type = \"windows_event_log\" reads the live Windows Event Log and runs on Windows only; `run` skips it here",
+                raw.name.get_ref()
+            ),
+        );
+    }
+    Some(WinEvtConfig {
+        channels,
+        render_message: raw.render_message.as_ref().is_none_or(|r| *r.get_ref()),
+        batch_size,
     })
 }
 
@@ -690,6 +847,41 @@ listen = "tcp://[::1]:6514"
         assert!(msgs[3].contains("EVTX files are files"), "{msgs:?}");
         let fine = config.sources.iter().find(|s| s.name == "fine").unwrap();
         assert_eq!(fine.listen.as_deref(), Some("tcp://[::1]:6514"));
+    }
+
+    #[test]
+    fn windows_event_log_channels_and_queries() {
+        let text = r#"
+[[source]]
+name = "w"
+type = "windows_event_log"
+channels = ["Security", { name = "System", query = "*[System[(EventID=7045)]]" }]
+query = "*[System[(Level<=3)]]"
+start_at = "beginning"
+"#;
+        let mut diags = Diagnostics::default();
+        let config = parse(text, &mut diags).unwrap();
+        assert!(!diags.has_errors(), "{:?}", diags.items);
+        assert_eq!(diags.warning_count(), usize::from(!cfg!(windows)));
+        let s = &config.sources[0];
+        assert_eq!(s.format, Format::WindowsEventLog);
+        assert_eq!(s.start_at, StartAt::Beginning);
+        let w = s.winevt.as_ref().unwrap();
+        assert!(w.render_message);
+        assert_eq!(w.batch_size, 100);
+        let q: Vec<(&str, Option<&str>)> = w
+            .channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.query.as_deref()))
+            .collect();
+        assert_eq!(
+            q,
+            [
+                ("Security", Some("*[System[(Level<=3)]]")),
+                ("System", Some("*[System[(EventID=7045)]]"))
+            ]
+        );
+        assert!(s.paths.is_empty() && s.listen.is_none());
     }
 
     #[test]

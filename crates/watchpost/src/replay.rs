@@ -182,7 +182,7 @@ fn runtime_for(
     let head = &bytes[..bytes.len().min(4096)];
     let Some(format) = Format::detect(input, head) else {
         bail!(
-            "{}: cannot tell the format (not a SEP client or manager log, nor JSON lines); name a source with --source",
+            "{}: cannot tell the format (not a SEP client or manager log, JSON lines nor Windows event XML); name a source with --source",
             input.display()
         );
     };

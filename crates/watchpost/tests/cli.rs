@@ -404,3 +404,166 @@ data = "{{{{ host }}}}"
     // The configuration itself is read: no error.
     assert_eq!(t.matches("error:").count(), 0, "{t}");
 }
+
+/// A windows_event_log source: checked everywhere; elsewhere than on Windows a warning
+/// (exit 0), and its keys' mistakes are errors with their places.
+#[test]
+fn windows_event_log_sources_are_checked_and_windows_only_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "winlog"
+type = "windows_event_log"
+channels = ["Security", {{ name = "System", query = "*[System[(EventID=7045)]]" }}]
+batch_size = 50
+render_message = false
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", good.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    if cfg!(windows) {
+        assert!(!t.contains("warning:"), "{t}");
+    } else {
+        let expected = format!(
+            "{}:6:8: warning: source `winlog`: type = \"windows_event_log\" reads the live Windows Event Log and runs on Windows only; `run` skips it here",
+            good.display()
+        );
+        assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    }
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "winlog"
+type = "windows_event_log"
+channels = ["Security", "security"]
+batch_size = 5000
+path = "C:/x/*.evtx"
+
+[[source]]
+name = "nochannels"
+type = "windows_event_log"
+
+[[source]]
+name = "json"
+type = "jsonl"
+path = "/x/*.jsonl"
+channels = ["System"]
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", bad.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let b = bad.display();
+    for expected in [
+        format!("{b}:7:12: error: channel `security` is listed twice"),
+        format!("{b}:8:14: error: batch_size = 5000: use 1 … 1024"),
+        format!(
+            "{b}:9:8: error: a windows_event_log source reads Event Log channels: it takes `channels`, not `path`"
+        ),
+        format!("{b}:13:8: error: a windows_event_log source needs `channels`"),
+        format!(
+            "{b}:19:12: error: `channels`, `query`, `render_message` and `batch_size` apply to type = \"windows_event_log\" sources only"
+        ),
+    ] {
+        assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    }
+    assert_eq!(t.matches("error:").count(), 5, "{t}");
+}
+
+/// `watchpost test --source` replays event XML (one event per line, as EvtRender prints
+/// it) through the example Windows configuration.
+#[test]
+fn windows_example_fires_on_event_xml_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../sources/tests/data/winevt"
+    ));
+    let mut xml = String::new();
+    for f in ["security-4624.xml", "security-4688.xml", "system-7045.xml"] {
+        xml.push_str(&std::fs::read_to_string(data.join(f)).unwrap());
+    }
+    let input = dir.path().join("events.xml");
+    std::fs::write(&input, xml).unwrap();
+    let cfg = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/windows-security.toml"
+    ));
+    // Recognised by its `<Event` start, read as the configured windows_event_log source.
+    let lines = test_jsonl(cfg, &input);
+    let fired: Vec<(String, String)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["filter"].as_str().unwrap().to_owned(),
+                v["event"]["record_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let fired2: Vec<(&str, &str)> = fired
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        fired2,
+        [
+            ("rdp-logon", "184467"),
+            ("encoded-powershell", "184470"),
+            ("service-installed", "9921")
+        ]
+    );
+    assert_eq!(lines[0]["event"]["source"], "winlog");
+    let args = [
+        "test",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--source",
+        "winlog",
+        "--format",
+        "jsonl",
+        input.to_str().unwrap(),
+    ];
+    let out = watchpost(&args, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fired: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["filter"].as_str().unwrap().to_owned(),
+                v["event"]["record_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let fired: Vec<(&str, &str)> = fired
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("rdp-logon", "184467"),
+            ("encoded-powershell", "184470"),
+            ("service-installed", "9921")
+        ]
+    );
+}

@@ -1,5 +1,6 @@
 //! `watchpost service` on Windows: install → start → Running → the daemon reacts to a line
-//! appended to a followed file → stop → Stopped → uninstall → not installed, driven through
+//! appended to a followed file (beside a windows_event_log source) → stop → Stopped →
+//! uninstall → not installed, driven through
 //! the built exe against the Service Control Manager (Wine's services.exe under
 //! scripts/windows-test.sh). Always uninstalls, also when an assertion fails.
 #![cfg(windows)]
@@ -87,6 +88,13 @@ name = "app"
 type = "text"
 path = '{log}'
 start_at = "beginning"
+
+# The Windows Event Log source's thread runs beside it and stops with the service (under
+# Wine its subscription fails: wevtapi is a stub there, and the failure is only logged).
+[[source]]
+name = "winlog"
+type = "windows_event_log"
+channels = ["System"]
 
 [[filter]]
 name = "marker"
