@@ -72,7 +72,10 @@ fn definitions(max_age: Duration, from: &DefSource) -> Observation {
         } => read_head(Path::new(path), 1 << 20)
             .and_then(|text| find_date(&text, re, fmt).map_err(|e| format!("{path}: {e}")))
             .map(|t| (t, None, format!("date in {path}"))),
-        DefSource::Command { argv, date: (re, fmt) } => run(argv, Duration::from_secs(30))
+        DefSource::Command {
+            argv,
+            date: (re, fmt),
+        } => run(argv, Duration::from_secs(30))
             .and_then(|out| find_date(&out, re, fmt).map_err(|e| format!("{}: {e}", argv[0])))
             .map(|t| (t, None, format!("output of {}", argv[0]))),
     };
@@ -106,7 +109,8 @@ type Found = Result<(Timestamp, Option<String>, String), String>;
 fn registry_defs() -> Found {
     use winreg::RegKey;
     use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_READ, KEY_WOW64_32KEY, KEY_WOW64_64KEY};
-    const KEY: &str = r"SOFTWARE\Symantec\Symantec Endpoint Protection\CurrentVersion\public-opstate";
+    const KEY: &str =
+        r"SOFTWARE\Symantec\Symantec Endpoint Protection\CurrentVersion\public-opstate";
     let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
     let key = hklm
         .open_subkey_with_flags(KEY, KEY_READ | KEY_WOW64_64KEY)
@@ -118,8 +122,13 @@ fn registry_defs() -> Found {
     let revision: Option<String> = key
         .get_value::<String, _>("LatestVirusDefsRevision")
         .ok()
-        .or_else(|| key.get_value::<u32, _>("LatestVirusDefsRevision").ok().map(|n| n.to_string()));
-    let t = parse_date(date.trim(), "auto").map_err(|e| format!("LatestVirusDefsDate {date:?}: {e}"))?;
+        .or_else(|| {
+            key.get_value::<u32, _>("LatestVirusDefsRevision")
+                .ok()
+                .map(|n| n.to_string())
+        });
+    let t = parse_date(date.trim(), "auto")
+        .map_err(|e| format!("LatestVirusDefsDate {date:?}: {e}"))?;
     Ok((t, revision, "SEP registry public-opstate".into()))
 }
 
@@ -133,20 +142,36 @@ fn sep_log_defs(glob_pattern: &str) -> Found {
     let newest = glob::glob(glob_pattern)
         .map_err(|e| format!("{glob_pattern}: {e}"))?
         .flatten()
-        .filter_map(|p| std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+        .filter_map(|p| {
+            std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, p))
+        })
         .max()
         .map(|(_, p)| p)
         .ok_or_else(|| format!("no SEP AV log matches {glob_pattern}"))?;
     let text = read_tail(&newest, 4 << 20)?;
+    // The SEP AV log parser (quoted fields may hold commas).
+    let parser = watchpost_sources::Format::SepAvLog.parser();
+    let ctx = watchpost_sources::ParseCtx::new("checks", "local");
+    let def_info = watchpost_event::Sym::new("def_info");
     let best = text
         .lines()
-        .filter_map(|l| l.split(',').nth(25))
+        .filter_map(|l| parser.parse(&ctx, l.as_bytes()).ok())
+        .filter_map(|e| e.get_str(def_info).map(|c| c.into_owned()))
         .filter_map(|d| {
             let (date, rev) = d.trim().split_once('.')?;
-            (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then(|| (date.to_owned(), rev.to_owned()))
+            (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| (date.to_owned(), rev.to_owned()))
         })
         .max()
-        .ok_or_else(|| format!("{}: no line names its definitions (def_info)", newest.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "{}: no line names its definitions (def_info)",
+                newest.display()
+            )
+        })?;
     let t = parse_date(&best.0, "%Y%m%d")?;
     Ok((t, Some(best.1), format!("def_info in {}", newest.display())))
 }
@@ -218,19 +243,24 @@ fn find_date(text: &str, re: &Regex, fmt: &str) -> Result<Timestamp, String> {
 /// A date or time: `auto` tries RFC 3339, `YYYY-MM-DD`, `YYYYMMDD`; otherwise a strftime
 /// format (without an offset in it the time is UTC).
 pub(crate) fn parse_date(s: &str, fmt: &str) -> Result<Timestamp, String> {
-    let utc = |dt: jiff::civil::DateTime| dt.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp());
+    let utc =
+        |dt: jiff::civil::DateTime| dt.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp());
     if fmt == "auto" {
         if let Ok(t) = s.parse::<Timestamp>() {
             return Ok(t);
         }
         for f in ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%m/%d/%Y"] {
             if let Ok(d) = jiff::civil::Date::strptime(f, s) {
-                return utc(d.to_datetime(jiff::civil::Time::midnight())).map_err(|e| e.to_string());
+                return utc(d.to_datetime(jiff::civil::Time::midnight()))
+                    .map_err(|e| e.to_string());
             }
         }
-        return Err(format!("`{s}` is not a date I can read; give `date_format`"));
+        return Err(format!(
+            "`{s}` is not a date I can read; give `date_format`"
+        ));
     }
-    let tm = jiff::fmt::strtime::BrokenDownTime::parse(fmt, s).map_err(|e| format!("`{s}` with `{fmt}`: {e}"))?;
+    let tm = jiff::fmt::strtime::BrokenDownTime::parse(fmt, s)
+        .map_err(|e| format!("`{s}` with `{fmt}`: {e}"))?;
     if let Ok(t) = tm.to_timestamp() {
         return Ok(t);
     }
@@ -249,8 +279,11 @@ fn file(path: &str, exists: bool, sha256: Option<&str>, sha256_not: Option<&str>
             Observation::new("missing", format!("{path} does not exist")).field("path", path)
         }
         (Err(e), true) => Observation::new("error", format!("{path}: {e}")).field("path", path),
-        (Err(_), false) => Observation::new("ok", format!("{path} does not exist, as expected")).field("path", path),
-        (Ok(_), false) => Observation::new("present", format!("{path} exists and should not")).field("path", path),
+        (Err(_), false) => Observation::new("ok", format!("{path} does not exist, as expected"))
+            .field("path", path),
+        (Ok(_), false) => {
+            Observation::new("present", format!("{path} exists and should not")).field("path", path)
+        }
         (Ok(_), true) if sha256.is_none() && sha256_not.is_none() => {
             Observation::new("ok", format!("{path} exists")).field("path", path)
         }
@@ -297,16 +330,22 @@ fn service(names: &[String]) -> Observation {
                 }
                 states.push(format!("{n}={state}"));
             }
-            Err(e) => return Observation::new("error", format!("service {n}: {e}")).field("service", n.clone()),
+            Err(e) => {
+                return Observation::new("error", format!("service {n}: {e}"))
+                    .field("service", n.clone());
+            }
         }
     }
     let state = states.join(", ");
     if down.is_empty() {
         Observation::new("ok", format!("running: {state}")).field("state", state)
     } else {
-        Observation::new("stopped", format!("not running: {} ({state})", down.join(", ")))
-            .field("service", down.join(","))
-            .field("state", state)
+        Observation::new(
+            "stopped",
+            format!("not running: {} ({state})", down.join(", ")),
+        )
+        .field("service", down.join(","))
+        .field("state", state)
     }
 }
 
@@ -336,20 +375,29 @@ fn service_state(name: &str) -> Result<(bool, String), String> {
         .open_service(name, ServiceAccess::QUERY_STATUS)
         .map_err(|e| format!("{e}"))?;
     let st = s.query_status().map_err(|e| format!("{e}"))?.current_state;
-    Ok((st == ServiceState::Running, format!("{st:?}").to_lowercase()))
+    Ok((
+        st == ServiceState::Running,
+        format!("{st:?}").to_lowercase(),
+    ))
 }
 
 fn silence(source: &str, after: Duration, clock: &SourceClock) -> Observation {
     let now = Timestamp::now().as_millisecond();
     match clock(source) {
-        None => Observation::new("error", format!("no source named `{source}` is running")).field("silent_source", source),
+        None => Observation::new("error", format!("no source named `{source}` is running"))
+            .field("silent_source", source),
         Some(last) => {
             let quiet = Duration::from_millis((now - last).max(0) as u64);
-            let last_s = Timestamp::from_millisecond(last).map(|t| t.to_string()).unwrap_or_default();
+            let last_s = Timestamp::from_millisecond(last)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             if quiet > after {
                 Observation::new(
                     "silent",
-                    format!("source {source} delivered nothing for {} min (last at {last_s})", quiet.as_secs() / 60),
+                    format!(
+                        "source {source} delivered nothing for {} min (last at {last_s})",
+                        quiet.as_secs() / 60
+                    ),
                 )
                 .field("silent_source", source)
                 .field("last_event", last_s)
@@ -368,15 +416,25 @@ mod tests {
 
     #[test]
     fn dates_in_several_forms() {
-        assert_eq!(parse_date("2026-11-20", "auto").unwrap().to_string(), "2026-11-20T00:00:00Z");
-        assert_eq!(parse_date("20261120", "auto").unwrap().to_string(), "2026-11-20T00:00:00Z");
         assert_eq!(
-            parse_date("2026-11-20T08:00:00+01:00", "auto").unwrap().to_string(),
+            parse_date("2026-11-20", "auto").unwrap().to_string(),
+            "2026-11-20T00:00:00Z"
+        );
+        assert_eq!(
+            parse_date("20261120", "auto").unwrap().to_string(),
+            "2026-11-20T00:00:00Z"
+        );
+        assert_eq!(
+            parse_date("2026-11-20T08:00:00+01:00", "auto")
+                .unwrap()
+                .to_string(),
             "2026-11-20T07:00:00Z"
         );
         // ClamAV's header: "22 Nov 2026 08-27 +0000".
         assert_eq!(
-            parse_date("22 Nov 2026 08-27 +0000", "%d %b %Y %H-%M %z").unwrap().to_string(),
+            parse_date("22 Nov 2026 08-27 +0000", "%d %b %Y %H-%M %z")
+                .unwrap()
+                .to_string(),
             "2026-11-22T08:27:00Z"
         );
         assert!(parse_date("yesterday", "auto").is_err());

@@ -150,7 +150,11 @@ pub struct CheckSpec {
 
 const TYPES: &str = "definitions_age, file, service, source_silence";
 
-fn duration(v: &Option<Spanned<String>>, default: Duration, errors: &mut Vec<ConfigError>) -> Duration {
+fn duration(
+    v: &Option<Spanned<String>>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
     match v {
         None => default,
         Some(s) => match parse_duration(s.get_ref()) {
@@ -178,7 +182,10 @@ fn date_finder(
             let regex = match Regex::new(re.get_ref()) {
                 Ok(r) if r.capture_names().flatten().any(|n| n == "date") => r,
                 Ok(_) => {
-                    errors.push(ConfigError::new(re.span(), "`date_regex` needs a capture group named `date`: (?P<date>...)"));
+                    errors.push(ConfigError::new(
+                        re.span(),
+                        "`date_regex` needs a capture group named `date`: (?P<date>...)",
+                    ));
                     return None;
                 }
                 Err(e) => {
@@ -186,11 +193,16 @@ fn date_finder(
                     return None;
                 }
             };
-            let format = fmt.as_ref().map_or_else(|| "auto".to_owned(), |f| f.get_ref().clone());
+            let format = fmt
+                .as_ref()
+                .map_or_else(|| "auto".to_owned(), |f| f.get_ref().clone());
             Some((regex, format))
         }
         (None, Some(f)) => {
-            errors.push(ConfigError::new(f.span(), "`date_format` needs `date_regex`"));
+            errors.push(ConfigError::new(
+                f.span(),
+                "`date_format` needs `date_regex`",
+            ));
             None
         }
         (None, None) => {
@@ -219,7 +231,10 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
         if present {
             errors.push(ConfigError::new(
                 span,
-                format!("`{key}` does not apply to a check of type \"{}\"", raw.kind.get_ref()),
+                format!(
+                    "`{key}` does not apply to a check of type \"{}\"",
+                    raw.kind.get_ref()
+                ),
             ));
         }
     };
@@ -265,12 +280,18 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
             let max_age = match &raw.max_age {
                 Some(_) => duration(&raw.max_age, Duration::from_secs(3 * 86_400), errors),
                 None => {
-                    errors.push(ConfigError::new(type_span.clone(), "a definitions_age check needs `max_age`, e.g. \"3d\""));
+                    errors.push(ConfigError::new(
+                        type_span.clone(),
+                        "a definitions_age check needs `max_age`, e.g. \"3d\"",
+                    ));
                     Duration::ZERO
                 }
             };
             let sources = [
-                raw.registry.as_ref().filter(|r| *r.get_ref()).map(|s| s.span()),
+                raw.registry
+                    .as_ref()
+                    .filter(|r| *r.get_ref())
+                    .map(|s| s.span()),
                 raw.sep_log.as_ref().map(|s| s.span()),
                 raw.file.as_ref().map(|s| s.span()),
                 raw.command.as_ref().map(|s| s.span()),
@@ -305,7 +326,10 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
         }
         "file" => {
             let Some(path) = &raw.path else {
-                errors.push(ConfigError::new(type_span.clone(), "a file check needs `path`"));
+                errors.push(ConfigError::new(
+                    type_span.clone(),
+                    "a file check needs `path`",
+                ));
                 return None;
             };
             let hex = |v: &Option<Spanned<String>>, errors: &mut Vec<ConfigError>| {
@@ -314,7 +338,10 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
                     if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
                         Some(h)
                     } else {
-                        errors.push(ConfigError::new(s.span(), "a SHA-256 is 64 hexadecimal digits"));
+                        errors.push(ConfigError::new(
+                            s.span(),
+                            "a SHA-256 is 64 hexadecimal digits",
+                        ));
                         None
                     }
                 })
@@ -323,7 +350,10 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
             let sha256_not = hex(&raw.sha256_not, errors);
             let exists = raw.exists.unwrap_or(true);
             if !exists && (sha256.is_some() || sha256_not.is_some()) {
-                errors.push(ConfigError::new(type_span.clone(), "`exists = false` cannot also test a hash"));
+                errors.push(ConfigError::new(
+                    type_span.clone(),
+                    "`exists = false` cannot also test a hash",
+                ));
             }
             Some(Kind::File {
                 path: path.get_ref().clone(),
@@ -337,11 +367,17 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
                 services: s.get_ref().clone(),
             }),
             Some(s) => {
-                errors.push(ConfigError::new(s.span(), "`services` needs at least one name"));
+                errors.push(ConfigError::new(
+                    s.span(),
+                    "`services` needs at least one name",
+                ));
                 None
             }
             None => {
-                errors.push(ConfigError::new(type_span.clone(), "a service check needs `services = [\"…\"]`"));
+                errors.push(ConfigError::new(
+                    type_span.clone(),
+                    "a service check needs `services = [\"…\"]`",
+                ));
                 None
             }
         },
@@ -351,7 +387,10 @@ pub fn parse_check(raw: &CheckToml, errors: &mut Vec<ConfigError>) -> Option<Che
                 after: duration(&raw.after, Duration::from_secs(3600), errors),
             }),
             _ => {
-                errors.push(ConfigError::new(type_span.clone(), "a source_silence check needs `source` and `after`"));
+                errors.push(ConfigError::new(
+                    type_span.clone(),
+                    "a source_silence check needs `source` and `after`",
+                ));
                 None
             }
         },

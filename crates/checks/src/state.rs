@@ -47,7 +47,13 @@ impl Tracker {
     /// Takes an observation; returns the previously reported status when this one is to be
     /// reported: a change, after `grace` for problems (a recovery to `ok` is reported at
     /// once; a problem that clears during its grace is never reported).
-    pub fn observe(&mut self, check: &str, status: &str, now_ms: i64, grace: Duration) -> Option<String> {
+    pub fn observe(
+        &mut self,
+        check: &str,
+        status: &str,
+        now_ms: i64,
+        grace: Duration,
+    ) -> Option<String> {
         let previous = self.status(check).to_owned();
         if status == previous {
             self.pending.remove(check);
@@ -57,7 +63,8 @@ impl Tracker {
             let first = match self.pending.get(check) {
                 Some((s, at)) if s == status => *at,
                 _ => {
-                    self.pending.insert(check.to_owned(), (status.to_owned(), now_ms));
+                    self.pending
+                        .insert(check.to_owned(), (status.to_owned(), now_ms));
                     now_ms
                 }
             };
@@ -95,16 +102,31 @@ mod tests {
         assert_eq!(t.observe("defs", "ok", 0, g), None, "ok at first: silent");
         assert_eq!(t.observe("defs", "stale", 1_000, g), None, "grace starts");
         assert_eq!(t.observe("defs", "stale", 30_000, g), None);
-        assert_eq!(t.observe("defs", "stale", 61_000, g), Some("ok".into()), "still stale after the grace");
-        assert_eq!(t.observe("defs", "stale", 90_000, g), None, "steady: not repeated");
-        assert_eq!(t.observe("defs", "ok", 91_000, g), Some("stale".into()), "recovery at once");
+        assert_eq!(
+            t.observe("defs", "stale", 61_000, g),
+            Some("ok".into()),
+            "still stale after the grace"
+        );
+        assert_eq!(
+            t.observe("defs", "stale", 90_000, g),
+            None,
+            "steady: not repeated"
+        );
+        assert_eq!(
+            t.observe("defs", "ok", 91_000, g),
+            Some("stale".into()),
+            "recovery at once"
+        );
         // A problem that clears during its grace is never reported.
         assert_eq!(t.observe("defs", "stale", 100_000, g), None);
         assert_eq!(t.observe("defs", "ok", 120_000, g), None);
         assert_eq!(t.observe("defs", "stale", 130_000, g), None, "a new grace");
         assert_eq!(t.pending_until("defs", g), Some(190_000));
         // Without grace a change is reported at once; survives a round trip.
-        assert_eq!(t.observe("svc", "stopped", 0, Duration::ZERO), Some("ok".into()));
+        assert_eq!(
+            t.observe("svc", "stopped", 0, Duration::ZERO),
+            Some("ok".into())
+        );
         let mut back = Tracker::from_json(&t.to_json()).unwrap();
         assert_eq!(back.observe("svc", "stopped", 5, Duration::ZERO), None);
         assert_eq!(back.status("svc"), "stopped");
