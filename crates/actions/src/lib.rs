@@ -96,8 +96,12 @@
 
 mod config;
 mod control;
+#[cfg(unix)]
+mod dbus;
+mod dialog;
 mod dispatcher;
 mod flag_file;
+mod open_url;
 mod registry;
 mod run;
 mod syslog;
