@@ -403,3 +403,42 @@ data = "{{{{ host }}}}"
     // The configuration itself is read: no other error.
     assert_eq!(t.matches("error:").count(), 1, "{t}");
 }
+
+#[test]
+fn check_config_reports_dialog_and_open_url_mistakes_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("user.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[action]]
+name = "tell-user"
+type = "dialog"
+text = "{{{{ risk_name }}}}"
+icon = "question"
+
+[[action]]
+name = "threat-page"
+type = "open_url"
+url = "file:///C:/{{{{ risk_name | url }}}}"
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for expected in [
+        format!("{}:8:8: error: unknown variant `question`", cfg.display()),
+        format!(
+            "{}:13:7: error: scheme `file` is not in `allowed_schemes` (https, http)",
+            cfg.display()
+        ),
+    ] {
+        assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    }
+}
