@@ -18,7 +18,6 @@
 //! The text goes into the notification body with `&`, `<` and `>` escaped: notification
 //! servers read the body as markup, and event data must not add links or formatting.
 
-use std::ops::Range;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -33,6 +32,7 @@ use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
 
 /// Connecting, authenticating and calling `Notify` must finish within this.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) const BUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The icon of the message box / notification.
@@ -54,6 +54,7 @@ pub(crate) enum Urgency {
 }
 
 impl Urgency {
+    #[cfg_attr(windows, allow(dead_code))]
     fn byte(self) -> u8 {
         match self {
             Urgency::Low => 0,
@@ -80,8 +81,9 @@ struct RawDialog {
     queue_capacity: Option<Spanned<u64>>,
 }
 
-/// A validated `dialog` action.
+/// A validated `dialog` action. (`urgency` and `bus` are used on Unix only.)
 #[derive(Debug, Clone)]
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) struct DialogSpec {
     title: Tpl,
     text: Tpl,
@@ -92,13 +94,12 @@ pub(crate) struct DialogSpec {
     urgency: Urgency,
     /// A configured bus address (Unix).
     bus: Option<String>,
-    #[allow(dead_code)]
-    type_span: Range<usize>,
     pub(crate) queue_capacity: usize,
 }
 
-/// Where the session bus may be, as found in the environment when a job runs.
+/// Where the session bus may be, as found in the environment when a job runs (Unix).
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) struct BusEnv {
     /// `DBUS_SESSION_BUS_ADDRESS`.
     pub(crate) session_address: Option<String>,
@@ -175,7 +176,6 @@ impl DialogSpec {
                 icon,
                 urgency,
                 bus: raw.bus.map(Spanned::into_inner),
-                type_span: raw.type_.span(),
                 queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
@@ -370,9 +370,6 @@ mod win {
     }
 }
 
-#[cfg(windows)]
-pub(crate) use win::target_session;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,7 +556,7 @@ mod tests {
     fn under_windows_the_message_box_call_has_a_defined_outcome() {
         let counters = Counters::default();
         let d = spec("icon = \"warning\"\ntimeout = 5\n");
-        let session = target_session();
+        let session = win::target_session();
         let logs = logs_of(|| {
             d.handle(
                 "warn-user",
