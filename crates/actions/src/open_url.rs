@@ -544,6 +544,53 @@ mod win {
             assert_eq!(q(r"a b\"), r#""a b\\""#);
             assert_eq!(q(""), r#""""#);
         }
+
+        /// The service path: the user's token, their environment, CreateProcessAsUserW.
+        /// Wine hands out the caller's own token and ignores it, so this proves the calls
+        /// and the command line (the probe, built for the integration tests next to this
+        /// binary's directory, writes its argv), not the session switch.
+        #[test]
+        fn the_browser_starts_through_the_console_users_token() {
+            let exe = std::env::current_exe().unwrap();
+            let probe = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .unwrap()
+                .join("watchpost-argv-probe.exe");
+            assert!(
+                probe.exists(),
+                "{} is built by `cargo test` for the integration tests",
+                probe.display()
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("argv with space.txt");
+            let url = "https://www.example.com/t?q=EICAR%20Test&h=pc1";
+            let started =
+                super::start_in_console_session(&probe, &[out.to_string_lossy().into_owned()], url);
+            eprintln!("start_in_console_session: {started:?}");
+            match started {
+                Ok(()) => {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                    let text = loop {
+                        if let Ok(t) = std::fs::read_to_string(&out) {
+                            break t;
+                        }
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the probe never wrote"
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    };
+                    assert_eq!(text, format!("{url}\n"));
+                }
+                // Without SE_TCB (not LocalSystem) or with nobody logged on, Windows
+                // refuses the token: a clear reason, no panic.
+                Err(e) => assert!(
+                    e.contains("no user token") || e.contains("nobody is logged on"),
+                    "{e}"
+                ),
+            }
+        }
     }
 }
 
