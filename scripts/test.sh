@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 
 # Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
 # tests), util-linux's logger (a syslog sender for the listener tests), journalctl and
-# systemd-journal-remote (journal files for the journald tests).
+# systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
+# session bus for the dialog action's notification tests).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
+command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -8,13 +8,22 @@ use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::{ConfigError, Sym, Template};
 
+use crate::dialog::DialogSpec;
 use crate::flag_file::FlagFileSpec;
+use crate::open_url::OpenUrlSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
 
 /// The action types this crate knows, as written in `type = "…"`.
-pub const KINDS: &[&str] = &["syslog", "run", "flag_file", "registry"];
+pub const KINDS: &[&str] = &[
+    "syslog",
+    "run",
+    "flag_file",
+    "registry",
+    "dialog",
+    "open_url",
+];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
 #[derive(Debug, Clone)]
@@ -31,6 +40,8 @@ pub(crate) enum Kind {
     Run(Box<RunSpec>),
     FlagFile(Box<FlagFileSpec>),
     Registry(Box<RegistrySpec>),
+    Dialog(Box<DialogSpec>),
+    OpenUrl(Box<OpenUrlSpec>),
 }
 
 impl ActionSpec {
@@ -44,13 +55,16 @@ impl ActionSpec {
         self.name_span.clone()
     }
 
-    /// The action type: `"syslog"`, `"run"`, `"flag_file"` or `"registry"`.
+    /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"registry"`, `"dialog"` or
+    /// `"open_url"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Syslog(_) => "syslog",
             Kind::Run(_) => "run",
             Kind::FlagFile(_) => "flag_file",
             Kind::Registry(_) => "registry",
+            Kind::Dialog(_) => "dialog",
+            Kind::OpenUrl(_) => "open_url",
         }
     }
 
@@ -65,6 +79,8 @@ impl ActionSpec {
             Kind::Run(r) => r.templates().for_each(&mut add),
             Kind::FlagFile(f) => f.templates().for_each(&mut add),
             Kind::Registry(r) => r.templates().for_each(&mut add),
+            Kind::Dialog(d) => d.templates().for_each(&mut add),
+            Kind::OpenUrl(o) => o.templates().for_each(&mut add),
         }
         out
     }
@@ -79,6 +95,8 @@ impl ActionSpec {
             Kind::Run(r) => r.check(),
             Kind::FlagFile(f) => f.check(),
             Kind::Registry(r) => r.check(),
+            Kind::Dialog(d) => d.check(),
+            Kind::OpenUrl(o) => o.check(),
         }
     }
 
@@ -89,6 +107,8 @@ impl ActionSpec {
             Kind::Run(r) => r.queue_capacity,
             Kind::FlagFile(f) => f.queue_capacity,
             Kind::Registry(r) => r.queue_capacity,
+            Kind::Dialog(d) => d.queue_capacity,
+            Kind::OpenUrl(o) => o.queue_capacity,
         }
     }
 }
@@ -112,6 +132,8 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
         "flag_file" => FlagFileSpec::parse(table).map(|f| Kind::FlagFile(Box::new(f))),
         "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
+        "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
+        "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(

@@ -123,7 +123,11 @@ impl Dispatcher {
             let kind = spec.kind();
             let threads = match &spec.kind {
                 Kind::Run(r) => r.max_concurrent,
-                Kind::Syslog(_) | Kind::FlagFile(_) | Kind::Registry(_) => 1,
+                Kind::Syslog(_)
+                | Kind::FlagFile(_)
+                | Kind::Registry(_)
+                | Kind::Dialog(_)
+                | Kind::OpenUrl(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -277,6 +281,8 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
             Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
+            Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
+            Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

@@ -22,7 +22,7 @@
 //! | key | meaning |
 //! |---|---|
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
-//! | `type` | required; `syslog`, `run`, `flag_file` or `registry` (Windows) |
+//! | `type` | required; `syslog`, `run`, `flag_file`, `registry` (Windows), `dialog` or `open_url` |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog 10000, others 1000) |
 //!
 //! # `type = "syslog"`
@@ -93,11 +93,48 @@
 //!
 //! The configuration is read everywhere; `check` (and so `check-config`) reports it as
 //! Windows-only elsewhere. No shell and no `reg.exe`: the `winreg` crate calls the API.
+//!
+//! # `type = "dialog"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `text` | required | template of the message |
+//! | `title` | `watchpost: {{ filter }}` | template of the title / notification summary |
+//! | `icon` (or `style`) | `info` | `info`, `warning` or `error` |
+//! | `timeout` | none | seconds: Windows closes the box after them (none: stays until dismissed); Linux: the notification's expiry (none: the server's default; 0: never) |
+//! | `urgency` | `critical` for `icon = "error"`, else `normal` | Linux: `low`, `normal` or `critical` |
+//! | `bus` | see below | Linux: the session bus address (`unix:path=…`) |
+//!
+//! Windows: `WTSSendMessageW` to the active console session (from the service in session
+//! 0) or to watchpost's own session, not waiting for the user. Linux:
+//! `org.freedesktop.Notifications.Notify` on the session bus (`bus`, else
+//! `DBUS_SESSION_BUS_ADDRESS`, else `/run/user/<uid>/bus`), 5 s deadline, spoken by the
+//! small client in `dbus.rs`; the body's `&<>` are escaped (servers read markup). When the
+//! message cannot be shown: a warning `dialog <name>: <why>; would have shown: <title>:
+//! <text>`, and the job counts as failed.
+//!
+//! # `type = "open_url"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `url` | required | template; insert event values with `\| url` (percent-encoded) |
+//! | `allowed_schemes` | `["https", "http"]` | schemes the rendered URL may have; `file`, `javascript`, `vbscript`, `data` never |
+//! | `browser` | Linux `xdg-open`; Windows the default browser | `[program, args…]`; the URL is appended as one more argument (never a shell) |
+//!
+//! A rendered URL with another scheme, or with characters a URL cannot contain (spaces,
+//! quotes, control characters, non-ASCII, a `%` without two hex digits), is refused and the
+//! job fails. Windows: from the service (session 0) the browser is started as the console
+//! user in their session (`WTSQueryUserToken` + `CreateProcessAsUserW`, `rundll32.exe
+//! url.dll,FileProtocolHandler URL` unless `browser` is set); otherwise `ShellExecuteW`.
 
 mod config;
 mod control;
+#[cfg(unix)]
+mod dbus;
+mod dialog;
 mod dispatcher;
 mod flag_file;
+mod open_url;
 mod registry;
 mod run;
 mod syslog;

@@ -374,7 +374,7 @@ fn foreign_windows_path(path: &str) -> bool {
 }
 
 /// Finds `program` (absolute, or a bare name on PATH) and checks it is executable.
-fn find_program(program: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_program(program: &str) -> Result<PathBuf, String> {
     let path = Path::new(program);
     if path.is_absolute() {
         return executable(path).map(|()| path.to_path_buf());

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use watchpost_event::{Event, Origin};
-use watchpost_filters::{Chain, Judge, Plan, Verdict};
-use watchpost_sources::{Format, ParseCtx, ParseError, Parser};
+use watchpost_filters::{Chain, Plan};
+use watchpost_sources::{Format, ParseCtx, Parser};
 
 use crate::config::SourceConfig;
 
@@ -52,21 +51,6 @@ impl SourceRuntime {
         let mut rt = Self::new(&s.name, s.format, host, s.timezone.clone(), chain);
         rt.parser = s.parser();
         rt
-    }
-
-    /// Parses one record and runs the chain over it; anomaly filters ask `judge`.
-    pub fn process(
-        &self,
-        chain: &Chain,
-        record: &[u8],
-        origin: Option<Origin>,
-        verdict: &mut Verdict,
-        judge: &mut dyn Judge,
-    ) -> Result<Event, ParseError> {
-        let mut event = self.parser.parse(&self.ctx, record)?;
-        event.origin = origin;
-        chain.evaluate_with(&self.plan, &mut event, verdict, judge);
-        Ok(event)
     }
 }
 

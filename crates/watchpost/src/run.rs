@@ -401,24 +401,10 @@ impl SourceWorker {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         let place = origin.place.clone();
         let offset = origin.offset;
-        let mut judge = self.analysis.judge();
-        match self
-            .rt
-            .process(&self.chain, bytes, Some(origin), verdict, &mut judge)
-        {
-            Ok(event) => {
-                let stored = self
-                    .analysis
-                    .store(&self.chain, &event, verdict, &judge.verdicts);
-                if !verdict.flagged.is_empty() {
-                    self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
-                }
-                self.dispatch(event, verdict, stored);
-                // Matches a threshold filter held back, released by this one.
-                for (fi, held) in judge.released.drain(..) {
-                    let stored = self.analysis.store_released(&self.chain, fi, &held);
-                    self.fire(fi, &Arc::new(held), &[], stored);
-                }
+        match self.rt.parser.parse(&self.rt.ctx, bytes) {
+            Ok(mut event) => {
+                event.origin = Some(origin);
+                self.handle_event(event, verdict);
             }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -426,6 +412,26 @@ impl SourceWorker {
                     tracing::warn!(source = %self.rt.name, place = %place, offset, errors_so_far = n + 1, "unparsable record: {e}");
                 }
             }
+        }
+    }
+
+    /// Runs the chain over a parsed event (anomaly filters and thresholds asking the
+    /// analysis), stores what matched, and hands fired actions on.
+    fn handle_event(&self, mut event: Event, verdict: &mut Verdict) {
+        let mut judge = self.analysis.judge();
+        self.chain
+            .evaluate_with(&self.rt.plan, &mut event, verdict, &mut judge);
+        let stored = self
+            .analysis
+            .store(&self.chain, &event, verdict, &judge.verdicts);
+        if !verdict.flagged.is_empty() {
+            self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+        }
+        self.dispatch(event, verdict, stored);
+        // Matches a threshold filter held back, released by this one.
+        for (fi, held) in judge.released.drain(..) {
+            let stored = self.analysis.store_released(&self.chain, fi, &held);
+            self.fire(fi, &Arc::new(held), &[], stored);
         }
     }
 
@@ -507,10 +513,9 @@ impl SourceWorker {
         log: &mut watchpost_sources::winevtlog::WinEvtLog<A>,
     ) {
         let mut verdict = Verdict::default();
-        log.run(&mut |mut event| {
+        log.run(&mut |event| {
             self.counters.records.fetch_add(1, Ordering::Relaxed);
-            self.chain.evaluate(&self.rt.plan, &mut event, &mut verdict);
-            self.dispatch(event, &verdict);
+            self.handle_event(event, &mut verdict);
         });
         let st = log.stats();
         for c in [&self.counters.records, &self.counters.parse_errors] {

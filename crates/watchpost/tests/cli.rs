@@ -57,6 +57,7 @@ fn every_shipped_config_is_valid() {
         ("WATCHPOST_SEP_LOGS", dir.path()),
         ("WATCHPOST_SEPM_LOG", &dir.path().join("sepm.log")),
         ("WATCHPOST_SCANNER", &scanner),
+        ("WATCHPOST_DOSCAN", &scanner),
     ];
     let mut checked = 0;
     for entry in std::fs::read_dir(configs).unwrap() {
@@ -566,4 +567,43 @@ fn windows_example_fires_on_event_xml_fixtures() {
             ("service-installed", "9921")
         ]
     );
+}
+
+#[test]
+fn check_config_reports_dialog_and_open_url_mistakes_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("user.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[action]]
+name = "tell-user"
+type = "dialog"
+text = "{{{{ risk_name }}}}"
+icon = "question"
+
+[[action]]
+name = "threat-page"
+type = "open_url"
+url = "file:///C:/{{{{ risk_name | url }}}}"
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for expected in [
+        format!("{}:8:8: error: unknown variant `question`", cfg.display()),
+        format!(
+            "{}:13:7: error: scheme `file` is not in `allowed_schemes` (https, http)",
+            cfg.display()
+        ),
+    ] {
+        assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
+    }
 }
