@@ -29,13 +29,14 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
             None
         }
     };
-    if config.sources.is_empty() {
+    if config.sources.is_empty() && config.checks.is_empty() {
         diags.warning(
             0..0,
             "no [[source]] is configured: `run` will have nothing to follow",
         );
     }
     check_variables(config, diags);
+    check_checks(config, diags);
     for action in &config.actions {
         diags.extend(action.check());
     }
@@ -44,6 +45,39 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
         check_state_dir(config, diags);
     }
     if diags.has_errors() { None } else { chain }
+}
+
+/// `[[check]]`s: a silent source must exist; SEP's registry exists on Windows only.
+fn check_checks(config: &Config, diags: &mut Diagnostics) {
+    use watchpost_checks::{DefSource, Kind};
+    for c in &config.checks {
+        match &c.kind {
+            Kind::SourceSilence { source, .. }
+                if !config.sources.iter().any(|s| &s.name == source) =>
+            {
+                let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                diags.error(
+                    c.name_span.clone(),
+                    format!(
+                        "check `{}` watches source `{source}`, which is not configured (configured: {})",
+                        c.name,
+                        if names.is_empty() { "none".into() } else { names.join(", ") }
+                    ),
+                );
+            }
+            Kind::DefinitionsAge {
+                from: DefSource::Registry,
+                ..
+            } if !cfg!(windows) => diags.warning(
+                c.type_span.clone(),
+                format!(
+                    "check `{}` reads SEP's registry values, which exist on Windows only; here it reports status `error`",
+                    c.name
+                ),
+            ),
+            _ => {}
+        }
+    }
 }
 
 struct Known {
@@ -68,6 +102,9 @@ impl Known {
         for f in &config.filters {
             k.captures.extend(f.captures.iter().copied());
         }
+        if !config.checks.is_empty() {
+            k.names.extend(watchpost_checks::FIELDS.iter().copied());
+        }
         k
     }
 
@@ -85,7 +122,7 @@ impl Known {
 }
 
 fn check_variables(config: &Config, diags: &mut Diagnostics) {
-    if config.sources.is_empty() {
+    if config.sources.is_empty() && config.checks.is_empty() {
         return;
     }
     let known = Known::of(config);

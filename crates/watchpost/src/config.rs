@@ -311,6 +311,8 @@ pub struct Config {
     pub actions: Vec<ActionSpec>,
     /// `[store]`.
     pub store: StoreConfig,
+    /// `[[check]]`s (enabled ones).
+    pub checks: Vec<watchpost_checks::CheckSpec>,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -330,6 +332,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut checks = Vec::new();
     for (key, value) in doc.iter() {
         let k: &str = key.get_ref();
         match k {
@@ -362,10 +365,24 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                     },
                 )
             }
+            "check" => for_each_entry(value, "check", diags, |v, d| {
+                match watchpost_checks::CheckToml::deserialize(v.clone().into_deserializer()) {
+                    Ok(raw) => {
+                        let mut errs = Vec::new();
+                        if let Some(c) = watchpost_checks::parse_check(&raw, &mut errs)
+                            && c.enabled
+                        {
+                            checks.push(c);
+                        }
+                        d.extend(errs);
+                    }
+                    Err(e) => d.toml_error(&e, v.span()),
+                }
+            }),
             other => diags.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]])"
+                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]], [[check]])"
                 ),
             ),
         }
@@ -382,6 +399,20 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         "action",
         diags,
     );
+    // A check's events carry its name as their source: it must not clash with a source.
+    let mut taken: std::collections::HashSet<&str> =
+        sources.iter().map(|s| s.name.as_str()).collect();
+    for c in &checks {
+        if !taken.insert(c.name.as_str()) {
+            diags.error(
+                c.name_span.clone(),
+                format!(
+                    "check name `{}` is used twice (checks and sources share names: a check's events have it as their source)",
+                    c.name
+                ),
+            );
+        }
+    }
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
     // Returned even with errors, so later checks can report their problems too.
@@ -392,6 +423,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         filters,
         actions,
         store,
+        checks,
     })
 }
 

@@ -31,6 +31,9 @@ use crate::pipeline::{SourceRuntime, local_host_name};
 pub struct SourceCounters {
     /// Records read.
     pub records: AtomicU64,
+    /// When the last record arrived (Unix ms; the daemon's start until then), for
+    /// `source_silence` checks.
+    pub last_record_ms: std::sync::atomic::AtomicI64,
     /// Records that did not parse.
     pub parse_errors: AtomicU64,
     /// Filter firings.
@@ -76,15 +79,23 @@ pub fn run_until(
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
     let mut listeners = Vec::new();
+    let mut clocks: std::collections::HashMap<String, Arc<SourceCounters>> =
+        std::collections::HashMap::new();
+    let mut checks_thread: Option<thread::JoinHandle<()>> = None;
     let mut event_log_stops: Vec<watchpost_sources::winevtlog::StopHandle> = Vec::new();
     for source in &config.sources {
         let rt = SourceRuntime::from_config(source, &local_host, &chain);
+        let counters = Arc::new(SourceCounters::default());
+        counters
+            .last_record_ms
+            .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
+        clocks.insert(source.name.clone(), counters.clone());
         let worker = SourceWorker {
             rt,
             chain: chain.clone(),
             dispatcher: dispatcher.clone(),
             analysis: analysis.clone(),
-            counters: Arc::new(SourceCounters::default()),
+            counters,
             log_fired: config.agent.log_fired,
             when_full: config.agent.when_queue_full,
             stop: stop.clone(),
@@ -133,7 +144,45 @@ pub fn run_until(
             worker
         })?);
     }
-    tracing::info!(sources = config.sources.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
+    if !config.checks.is_empty() {
+        let clocks = Arc::new(clocks);
+        let clock: watchpost_checks::SourceClock = Arc::new(move |name: &str| {
+            clocks
+                .get(name)
+                .map(|c| c.last_record_ms.load(Ordering::Relaxed))
+        });
+        let workers: Vec<SourceWorker> = config
+            .checks
+            .iter()
+            .map(|c| SourceWorker {
+                rt: SourceRuntime::new(
+                    &c.name,
+                    watchpost_sources::Format::JsonLines,
+                    &local_host,
+                    None,
+                    &chain,
+                ),
+                chain: chain.clone(),
+                dispatcher: dispatcher.clone(),
+                analysis: analysis.clone(),
+                counters: Arc::new(SourceCounters::default()),
+                log_fired: config.agent.log_fired,
+                when_full: config.agent.when_queue_full,
+                stop: stop.clone(),
+                stopped_at: Mutex::new(None),
+            })
+            .collect();
+        let checks = config.checks.clone();
+        let state = config.state_dir.join("checks.json");
+        let stop = stop.clone();
+        let host = local_host.clone();
+        checks_thread = Some(
+            thread::Builder::new()
+                .name("checks".into())
+                .spawn(move || run_checks(&checks, &workers, &clock, &state, &host, &stop))?,
+        );
+    }
+    tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
     }
@@ -149,6 +198,11 @@ pub fn run_until(
     }
     for l in listeners {
         l.shutdown();
+    }
+    if let Some(t) = checks_thread
+        && t.join().is_err()
+    {
+        tracing::error!("the checks thread panicked");
     }
     for s in &event_log_stops {
         s.stop();
@@ -301,6 +355,76 @@ fn follow_evtx(
     })?)
 }
 
+/// The checks thread: runs each check on its interval (and again when a problem's grace
+/// ends), turns reported changes into events for the chain, saves what was reported.
+fn run_checks(
+    checks: &[watchpost_checks::CheckSpec],
+    workers: &[SourceWorker],
+    clock: &watchpost_checks::SourceClock,
+    state: &std::path::Path,
+    host: &str,
+    stop: &AtomicBool,
+) {
+    use watchpost_checks::{Tracker, event, observe};
+    let mut tracker = match std::fs::read_to_string(state) {
+        Ok(text) => Tracker::from_json(&text).unwrap_or_else(|e| {
+            tracing::warn!(file = %state.display(), error = %e, "check state unreadable: starting afresh");
+            Tracker::default()
+        }),
+        Err(_) => Tracker::default(),
+    };
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    tracker.retain(&names);
+    let start = Instant::now();
+    // Each check's next run; the first a second after start (sources open first).
+    let mut due: Vec<Instant> = checks
+        .iter()
+        .map(|_| start + Duration::from_secs(1))
+        .collect();
+    let mut verdict = Verdict::default();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let mut changed = false;
+        for (i, check) in checks.iter().enumerate() {
+            if now < due[i] {
+                continue;
+            }
+            let obs = observe(check, clock);
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            due[i] = now + check.interval;
+            if let Some(previous) = tracker.observe(&check.name, &obs.status, now_ms, check.grace) {
+                changed = true;
+                tracing::info!(check = %check.name, status = %obs.status, previous = %previous, detail = %obs.detail, "check changed");
+                let e = event(check, &obs, &previous, host);
+                workers[i].counters.records.fetch_add(1, Ordering::Relaxed);
+                workers[i].handle_event(e, &mut verdict);
+            } else if let Some(until) = tracker.pending_until(&check.name, check.grace) {
+                // Look again when the grace ends, not a whole interval later.
+                let wait = Duration::from_millis((until - now_ms).max(0) as u64);
+                due[i] = due[i].min(now + wait);
+            }
+        }
+        if changed
+            && let Err(e) =
+                watchpost_sources::tail::write_atomic(state, tracker.to_json().as_bytes())
+        {
+            tracing::error!(file = %state.display(), error = %e, "writing check state");
+        }
+        let next = due
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(now + Duration::from_secs(1));
+        let nap = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        thread::sleep(nap);
+    }
+    for w in workers {
+        w.report();
+    }
+}
+
 fn checkpoint_path(config: &Config, source: &str) -> std::path::PathBuf {
     config
         .state_dir
@@ -399,6 +523,9 @@ impl SourceWorker {
     /// Parses one record (a line, a binary-log record, a received message) and acts on it.
     fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .last_record_ms
+            .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
         let place = origin.place.clone();
         let offset = origin.offset;
         match self.rt.parser.parse(&self.rt.ctx, bytes) {
@@ -515,6 +642,9 @@ impl SourceWorker {
         let mut verdict = Verdict::default();
         log.run(&mut |event| {
             self.counters.records.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .last_record_ms
+                .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
             self.handle_event(event, &mut verdict);
         });
         let st = log.stats();

@@ -54,6 +54,11 @@ pub struct Watchpost {
 
 impl Watchpost {
     pub fn start(config: &Path, log: &Path) -> Watchpost {
+        Self::start_env(config, log, &[])
+    }
+
+    /// Starts `watchpost run` with extra environment variables.
+    pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Watchpost {
         let starts_before = std::fs::read_to_string(log)
             .unwrap_or_default()
             .matches("watchpost running")
@@ -67,6 +72,7 @@ impl Watchpost {
             .args(["run", "-c"])
             .arg(config)
             .env("WATCHPOST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
