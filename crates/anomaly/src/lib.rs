@@ -112,6 +112,8 @@ struct Writer {
     snap: PathBuf,
     /// A batch whose commit failed, retried with the next flush.
     failed: Option<Batch>,
+    /// Generation of the snapshot file on disk, if it is known to be good.
+    snapshot_generation: Option<u64>,
     changes_since_snapshot: u64,
 }
 
@@ -136,12 +138,14 @@ impl Baselines {
         let mut st = State::new(options.forgetting);
         let snap = dir.join("pairs.snap");
         let (defs, changes) = store::load(&db, &mut st, generation, &snap)?;
+        st.set.reserve(options.expected_pairs);
         let mut w = Writer {
             db,
             generation,
             defs,
             snap,
             failed: None,
+            snapshot_generation: changes.map(|_| generation),
             changes_since_snapshot: changes.unwrap_or(u64::MAX),
         };
         if changes.is_none()
@@ -514,10 +518,12 @@ impl Drop for Baselines {
 }
 
 fn write_snapshot(w: &mut Writer, set: &fpset::FpSet) -> Result<(), Error> {
+    w.snapshot_generation = None;
     snapshot::write(&w.snap, w.generation, set).map_err(|source| Error::Io {
         path: w.snap.clone(),
         source,
     })?;
+    w.snapshot_generation = Some(w.generation);
     store::prune_deltas(&w.db, w.generation)?;
     w.changes_since_snapshot = 0;
     Ok(())
@@ -531,7 +537,7 @@ impl Inner {
 
     /// Takes the pending batch, commits it, and writes a snapshot when one is due.
     fn flush_locked(&self, w: &mut Writer, final_snapshot: bool) -> Result<(), Error> {
-        let (batch, snap) = {
+        let (batch, due, copy) = {
             let mut st = lock(&self.state);
             let batch = gather(&mut st);
             let changes = w
@@ -543,7 +549,10 @@ impl Inner {
                     .snapshot_min_changes
                     .max(st.set.len() as u64 / 4)
                 || (final_snapshot && changes > 0);
-            (batch, due.then(|| st.set.clone()))
+            // With a good snapshot on disk the next one is built from it and the delta rows,
+            // off this lock; only without one is the table copied here.
+            let copy = (due && w.snapshot_generation.is_none()).then(|| st.set.clone());
+            (batch, due, copy)
         };
         let batch = match w.failed.take() {
             Some(mut f) => {
@@ -561,8 +570,19 @@ impl Inner {
                 }
             }
         }
-        if let Some(set) = snap {
+        if let Some(set) = copy {
             write_snapshot(w, &set)?;
+        } else if due {
+            let txn = w.db.begin_read()?;
+            match store::snapshot_plus_deltas(&txn, &w.snap, self.options.forgetting, w.generation)?
+            {
+                Some((set, _)) => {
+                    drop(txn);
+                    write_snapshot(w, &set)?;
+                }
+                // The next flush that finds a snapshot due copies the table instead.
+                None => w.snapshot_generation = None,
+            }
         }
         Ok(())
     }
