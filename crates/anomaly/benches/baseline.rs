@@ -93,7 +93,7 @@ fn run(n: u64, base: &std::path::Path) {
         learned_and_flushed.as_secs_f64()
     );
     println!(
-        "learn: slowest single check {:.1} ms ({slow} checks over 1 ms: table doubling, snapshot copy, flusher taking the batch)",
+        "learn: slowest single check {:.1} ms ({slow} checks over 1 ms: table doubling, flusher taking the batch, preemption)",
         worst.as_secs_f64() * 1e3
     );
     println!(

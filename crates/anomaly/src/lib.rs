@@ -62,8 +62,10 @@
 //! principle (about 1 in 10^12 per check at 10 million pairs) and would hide that one pair.
 //!
 //! Locking: one mutex guards the in-memory state; a flush holds it only to take the
-//! pending batch (and, when a snapshot is due, to copy the set). Disk work happens
-//! outside it. `reset`, `sweep` and `import` hold it while they change the set.
+//! pending batch. Disk work, including building a new snapshot from the previous one and
+//! the delta rows, happens outside it. Doubling the table happens under it (pre-size with
+//! [`Options::expected_pairs`]); `reset`, `sweep` and `import` hold it while they change
+//! the set.
 
 mod export;
 mod fpset;
