@@ -42,8 +42,8 @@
 //!   resolution, event time) is older than `forget_after` before the clock is treated as
 //!   new — flagged after learning, and re-learned. [`Baselines::sweep`] reclaims such
 //!   pairs from memory and disk; it never changes a verdict.
-//! * **Definition change**: [`Baselines::filter`] stores a hash of the key and value field
-//!   names; if it differs from the stored one the filter's baselines on every host are
+//! * **Definition change**: [`Baselines::filter`] stores the key and value field names;
+//!   if they differ from the stored ones the filter's baselines on every host are
 //!   discarded (reported in [`Registered::definition_changed`] and logged as a warning).
 //!
 //! # Storage and durability
