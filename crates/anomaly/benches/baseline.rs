@@ -70,9 +70,16 @@ fn run(n: u64, base: &std::path::Path) {
     let b = Baselines::open(dir.path(), opts.clone()).unwrap();
     let f = b.filter("new-process-per-user", &spec()).unwrap().id;
     let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut slow = 0u64;
     for i in 0..n {
-        let v = b.check(f, "host", &[&key(i)], &[&value(i)], at((i / 1000) as i64));
-        debug_assert!(matches!(v, Verdict::Learning { .. }));
+        let (k, v) = (key(i), value(i));
+        let t0 = Instant::now();
+        let verdict = b.check(f, "host", &[&k], &[&v], at((i / 1000) as i64));
+        let took = t0.elapsed();
+        worst = worst.max(took);
+        slow += u64::from(took > Duration::from_millis(1));
+        debug_assert!(matches!(verdict, Verdict::Learning { .. }));
     }
     let learn = start.elapsed();
     b.flush().unwrap();
@@ -84,6 +91,10 @@ fn run(n: u64, base: &std::path::Path) {
         learn.as_secs_f64(),
         n as f64 / learn.as_secs_f64(),
         learned_and_flushed.as_secs_f64()
+    );
+    println!(
+        "learn: slowest single check {:.1} ms ({slow} checks over 1 ms: table doubling, flusher taking the batch, preemption)",
+        worst.as_secs_f64() * 1e3
     );
     println!(
         "memory: {} bytes estimated = {:.1} bytes/pair (RSS grew {:.1} bytes/pair)",
@@ -209,6 +220,33 @@ fn run(n: u64, base: &std::path::Path) {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(b.stats().pairs, pairs);
+    drop(b);
+
+    // Learning again into a fresh store sized up front (`expected_pairs`): no doubling.
+    let dir2 = tempfile::tempdir_in(base).unwrap();
+    let sized = Options {
+        flush_interval: Some(Duration::from_millis(500)),
+        expected_pairs: n as usize,
+        ..Options::default()
+    };
+    let b = Baselines::open(dir2.path(), sized).unwrap();
+    let f = b.filter("new-process-per-user", &spec()).unwrap().id;
+    let mut worst = Duration::ZERO;
+    let mut slow = 0u64;
+    for i in 0..n {
+        let (k, v) = (key(i), value(i));
+        let t0 = Instant::now();
+        b.check(f, "host", &[&k], &[&v], at((i / 1000) as i64));
+        let took = t0.elapsed();
+        worst = worst.max(took);
+        slow += u64::from(took > Duration::from_millis(1));
+    }
+    println!(
+        "learn with expected_pairs = {n}: slowest single check {:.1} ms ({slow} over 1 ms)",
+        worst.as_secs_f64() * 1e3
+    );
+    // Skip committing the backlog: it is not measured here.
+    std::mem::forget(b);
 }
 
 fn main() {

@@ -16,10 +16,25 @@ const MIN_SLOTS: usize = 1024;
 impl FpSet {
     /// An empty set; `with_seen` keeps a last-seen hour per entry.
     pub(crate) fn new(with_seen: bool) -> FpSet {
+        FpSet::with_capacity(with_seen, 0)
+    }
+
+    /// An empty set that holds `n` entries before it first grows.
+    pub(crate) fn with_capacity(with_seen: bool, n: usize) -> FpSet {
+        let slots = (n.saturating_mul(4) / 3 + 1)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
         FpSet {
-            slots: vec![0; MIN_SLOTS],
-            seen: with_seen.then(|| vec![0; MIN_SLOTS]),
+            slots: vec![0; slots],
+            seen: with_seen.then(|| vec![0; slots]),
             len: 0,
+        }
+    }
+
+    /// Grows now (not on a later insert) so that `n` entries fit.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        while n.saturating_mul(4) > self.slots.len().saturating_mul(3) {
+            self.grow();
         }
     }
 
@@ -177,6 +192,19 @@ mod tests {
             assert_eq!(s.find(fp).is_some(), n % 2 == 1, "fp {n}");
         }
         let (slots, seen) = s.raw();
+        let mut sized = FpSet::with_capacity(false, 3000);
+        let before = sized.memory_bytes();
+        (1..=3000u64).for_each(|i| {
+            sized.insert(i, 0);
+        });
+        assert_eq!(
+            sized.memory_bytes(),
+            before,
+            "no growth below the capacity asked for"
+        );
+        sized.reserve(10_000);
+        assert!(sized.memory_bytes() >= 10_000 * 8 * 4 / 3);
+        assert!((1..=3000u64).all(|i| sized.find(i).is_some()));
         let back = FpSet::from_raw(slots.to_vec(), seen.map(<[u32]>::to_vec)).unwrap();
         assert_eq!(back.len(), s.len());
         assert!(back.find(fps[1]).is_some());

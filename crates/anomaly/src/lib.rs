@@ -42,8 +42,8 @@
 //!   resolution, event time) is older than `forget_after` before the clock is treated as
 //!   new — flagged after learning, and re-learned. [`Baselines::sweep`] reclaims such
 //!   pairs from memory and disk; it never changes a verdict.
-//! * **Definition change**: [`Baselines::filter`] stores a hash of the key and value field
-//!   names; if it differs from the stored one the filter's baselines on every host are
+//! * **Definition change**: [`Baselines::filter`] stores the key and value field names;
+//!   if they differ from the stored ones the filter's baselines on every host are
 //!   discarded (reported in [`Registered::definition_changed`] and logged as a warning).
 //!
 //! # Storage and durability
@@ -62,8 +62,10 @@
 //! principle (about 1 in 10^12 per check at 10 million pairs) and would hide that one pair.
 //!
 //! Locking: one mutex guards the in-memory state; a flush holds it only to take the
-//! pending batch (and, when a snapshot is due, to copy the set). Disk work happens
-//! outside it. `reset`, `sweep` and `import` hold it while they change the set.
+//! pending batch. Disk work, including building a new snapshot from the previous one and
+//! the delta rows, happens outside it. Doubling the table happens under it (pre-size with
+//! [`Options::expected_pairs`]); `reset`, `sweep` and `import` hold it while they change
+//! the set.
 
 mod export;
 mod fpset;
@@ -112,6 +114,8 @@ struct Writer {
     snap: PathBuf,
     /// A batch whose commit failed, retried with the next flush.
     failed: Option<Batch>,
+    /// Generation of the snapshot file on disk, if it is known to be good.
+    snapshot_generation: Option<u64>,
     changes_since_snapshot: u64,
 }
 
@@ -136,12 +140,14 @@ impl Baselines {
         let mut st = State::new(options.forgetting);
         let snap = dir.join("pairs.snap");
         let (defs, changes) = store::load(&db, &mut st, generation, &snap)?;
+        st.set.reserve(options.expected_pairs);
         let mut w = Writer {
             db,
             generation,
             defs,
             snap,
             failed: None,
+            snapshot_generation: changes.map(|_| generation),
             changes_since_snapshot: changes.unwrap_or(u64::MAX),
         };
         if changes.is_none()
@@ -514,10 +520,12 @@ impl Drop for Baselines {
 }
 
 fn write_snapshot(w: &mut Writer, set: &fpset::FpSet) -> Result<(), Error> {
+    w.snapshot_generation = None;
     snapshot::write(&w.snap, w.generation, set).map_err(|source| Error::Io {
         path: w.snap.clone(),
         source,
     })?;
+    w.snapshot_generation = Some(w.generation);
     store::prune_deltas(&w.db, w.generation)?;
     w.changes_since_snapshot = 0;
     Ok(())
@@ -531,7 +539,7 @@ impl Inner {
 
     /// Takes the pending batch, commits it, and writes a snapshot when one is due.
     fn flush_locked(&self, w: &mut Writer, final_snapshot: bool) -> Result<(), Error> {
-        let (batch, snap) = {
+        let (batch, due, copy) = {
             let mut st = lock(&self.state);
             let batch = gather(&mut st);
             let changes = w
@@ -543,7 +551,10 @@ impl Inner {
                     .snapshot_min_changes
                     .max(st.set.len() as u64 / 4)
                 || (final_snapshot && changes > 0);
-            (batch, due.then(|| st.set.clone()))
+            // With a good snapshot on disk the next one is built from it and the delta rows,
+            // off this lock; only without one is the table copied here.
+            let copy = (due && w.snapshot_generation.is_none()).then(|| st.set.clone());
+            (batch, due, copy)
         };
         let batch = match w.failed.take() {
             Some(mut f) => {
@@ -561,8 +572,19 @@ impl Inner {
                 }
             }
         }
-        if let Some(set) = snap {
+        if let Some(set) = copy {
             write_snapshot(w, &set)?;
+        } else if due {
+            let txn = w.db.begin_read()?;
+            match store::snapshot_plus_deltas(&txn, &w.snap, self.options.forgetting, w.generation)?
+            {
+                Some((set, _)) => {
+                    drop(txn);
+                    write_snapshot(w, &set)?;
+                }
+                // The next flush that finds a snapshot due copies the table instead.
+                None => w.snapshot_generation = None,
+            }
         }
         Ok(())
     }

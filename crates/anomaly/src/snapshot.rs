@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+
 use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
@@ -71,35 +72,65 @@ fn sync_dir(path: &Path) {
 fn sync_dir(_: &Path) {}
 
 /// Reads a snapshot: `(generation, set)`, or `None` if missing, damaged or of another shape.
+/// Streams the file (no second copy of it in memory).
 pub(crate) fn read(path: &Path, want_seen: bool) -> Option<(u64, FpSet)> {
-    let mut f = File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).ok()?;
-    if bytes.len() < 40 || &bytes[..8] != MAGIC {
+    let file = File::open(path).ok()?;
+    let total = file.metadata().ok()?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut h = Xxh3::new();
+    let mut head = [0u8; 32];
+    r.read_exact(&mut head).ok()?;
+    h.update(&head);
+    let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+    if &head[..8] != MAGIC {
         return None;
     }
-    let (body, sum) = bytes.split_at(bytes.len() - 8);
-    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum.try_into().ok()?) {
-        return None;
-    }
-    let word = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
     let generation = word(8);
     let n = usize::try_from(word(16)).ok()?;
     let has_seen = word(24) == 1;
-    let expect = 32 + n.checked_mul(8)? + if has_seen { n.checked_mul(4)? } else { 0 };
-    if body.len() != expect || has_seen != want_seen {
+    let expect = 40
+        + n.checked_mul(8)? as u64
+        + if has_seen {
+            n.checked_mul(4)? as u64
+        } else {
+            0
+        };
+    if total != expect || has_seen != want_seen {
         return None;
     }
-    let slots: Vec<u64> = body[32..32 + n * 8]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
-        .collect();
-    let seen = has_seen.then(|| {
-        body[32 + n * 8..]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
-            .collect()
-    });
+    let mut buf = vec![0u8; 1 << 16];
+    let mut slots = Vec::with_capacity(n);
+    while slots.len() < n {
+        let take = ((n - slots.len()) * 8).min(buf.len());
+        r.read_exact(&mut buf[..take]).ok()?;
+        h.update(&buf[..take]);
+        slots.extend(
+            buf[..take]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8"))),
+        );
+    }
+    let seen = if has_seen {
+        let mut seen = Vec::with_capacity(n);
+        while seen.len() < n {
+            let take = ((n - seen.len()) * 4).min(buf.len());
+            r.read_exact(&mut buf[..take]).ok()?;
+            h.update(&buf[..take]);
+            seen.extend(
+                buf[..take]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4"))),
+            );
+        }
+        Some(seen)
+    } else {
+        None
+    };
+    let mut sum = [0u8; 8];
+    r.read_exact(&mut sum).ok()?;
+    if h.digest() != u64::from_le_bytes(sum) {
+        return None;
+    }
     Some((generation, FpSet::from_raw(slots, seen)?))
 }
 

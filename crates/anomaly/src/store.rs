@@ -233,34 +233,12 @@ pub(crate) fn load(
         );
     }
     let forgetting = st.set.has_seen();
-    if let Some((g, mut set)) = crate::snapshot::read(snap, forgetting)
-        && g <= generation
-    {
-        let deltas = txn.open_table(DELTAS)?;
-        let mut expected = g + 1;
-        let mut ok = true;
-        let mut changes = 0u64;
-        for row in deltas.range((g + 1)..=generation)? {
-            let (k, v) = row?;
-            match apply_delta(&mut set, v.value()) {
-                Some(n) if k.value() == expected => changes += n,
-                _ => {
-                    ok = false;
-                    break;
-                }
-            }
-            expected += 1;
-        }
-        if ok && expected == generation + 1 {
-            st.set = set;
-            return Ok((defs, Some(changes)));
-        }
-        tracing::warn!(
-            "baseline snapshot does not match the database; rebuilding the pair set from it"
-        );
+    if let Some((set, changes)) = snapshot_plus_deltas(&txn, snap, forgetting, generation)? {
+        st.set = set;
+        return Ok((defs, Some(changes)));
     }
     let pairs = txn.open_table(PAIRS)?;
-    let mut set = FpSet::new(forgetting);
+    let mut set = FpSet::with_capacity(forgetting, pairs.len()? as usize);
     for row in pairs.iter()? {
         let (k, v) = row?;
         let (_, scope, vfp) = k.value();
@@ -283,6 +261,43 @@ pub(crate) fn load(
     }
     st.set = set;
     Ok((defs, None))
+}
+
+/// The pair set as of `generation`: the snapshot file plus the delta rows after it, and
+/// how many changes those rows held. `None` if the file is missing, damaged, of another
+/// shape, or the rows after it are incomplete.
+pub(crate) fn snapshot_plus_deltas(
+    txn: &redb::ReadTransaction,
+    snap: &std::path::Path,
+    forgetting: bool,
+    generation: u64,
+) -> Result<Option<(FpSet, u64)>, Error> {
+    let Some((g, mut set)) = crate::snapshot::read(snap, forgetting) else {
+        return Ok(None);
+    };
+    if g > generation {
+        tracing::warn!(
+            "baseline snapshot is newer than the database; rebuilding the pair set from the database"
+        );
+        return Ok(None);
+    }
+    let mut expected = g + 1;
+    let mut changes = 0u64;
+    for row in txn.open_table(DELTAS)?.range((g + 1)..=generation)? {
+        let (k, v) = row?;
+        match apply_delta(&mut set, v.value()) {
+            Some(n) if k.value() == expected => changes += n,
+            _ => break,
+        }
+        expected += 1;
+    }
+    if expected != generation + 1 {
+        tracing::warn!(
+            "baseline snapshot does not match the database; rebuilding the pair set from the database"
+        );
+        return Ok(None);
+    }
+    Ok(Some((set, changes)))
 }
 
 /// Commits one batch (plus removed pair fingerprints) as generation `generation + 1`.
