@@ -96,7 +96,7 @@ use evtx::{EvtxChunkData, EvtxChunkHeader, ParserSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::tail::checkpoint::tmp_path;
-use crate::tail::identity::{FP_BYTES, FileKey, Fingerprint, fnv1a, read_full_at};
+use crate::tail::identity::{FP_BYTES, FileKey, Fingerprint, fnv1a, open_shared, read_full_at};
 use crate::tail::pattern::Patterns;
 use crate::tail::watch::{Shared as WatchShared, Waker, Watches};
 use crate::tail::{StartAt, TailError};
@@ -617,12 +617,12 @@ fn chunk_offset(no: u64) -> u64 {
 }
 
 fn probe(path: &Path) -> Result<(File, Probe), ProbeError> {
-    let file = File::open(path).map_err(|e| match e.kind() {
+    let file = open_shared(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ProbeError::Gone,
         _ => ProbeError::Io(e),
     })?;
     let meta = file.metadata().map_err(ProbeError::Io)?;
-    let key = FileKey::of(&meta, path);
+    let key = FileKey::of_file(&file, &meta, path);
     let size = meta.len();
     if size < FILE_HEADER {
         return Err(ProbeError::NotReady);

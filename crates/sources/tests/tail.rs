@@ -82,10 +82,6 @@ fn expected(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn appends_are_delivered_with_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -103,10 +99,6 @@ fn appends_are_delivered_with_offsets() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn partial_lines_wait_for_their_terminator() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -146,10 +138,6 @@ fn crlf_is_stripped_and_other_bytes_pass() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn rename_and_create_rotation_while_writing_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
@@ -195,10 +183,6 @@ fn rename_and_create_rotation_while_writing_loses_nothing() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn copytruncate_restarts_at_zero() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -237,10 +221,6 @@ fn copytruncate_restarts_at_zero() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn plain_truncation_is_counted_and_reread() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -259,10 +239,6 @@ fn plain_truncation_is_counted_and_reread() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn delete_and_recreate_reads_both_files_fully() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -283,10 +259,6 @@ fn delete_and_recreate_reads_both_files_fully() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn glob_picks_up_new_daily_files_and_keeps_following_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("AV");
@@ -318,10 +290,6 @@ fn glob_picks_up_new_daily_files_and_keeps_following_old_ones() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn clean_restart_mid_file_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -345,10 +313,6 @@ fn clean_restart_mid_file_loses_and_repeats_nothing() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn crash_after_checkpoint_is_at_least_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -375,10 +339,6 @@ fn crash_after_checkpoint_is_at_least_once() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn oversized_lines_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -400,10 +360,6 @@ fn oversized_lines_are_skipped_and_counted() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn utf16le_with_bom_is_transcoded_with_file_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -435,10 +391,6 @@ fn utf16le_with_bom_is_transcoded_with_file_offsets() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn checkpoint_is_recovered_from_its_tmp_file() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -492,10 +444,6 @@ fn idle_wait_does_not_spin() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn notification_wakes_wait_without_polling() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -571,10 +519,6 @@ fn missing_directory_is_picked_up_when_created() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn rotation_while_stopped_is_read_to_its_end() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -617,10 +561,6 @@ fn last_unterminated_line_of_a_rotated_file_is_delivered_when_closed() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn sep_binary_records_with_a_header_changing_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("seclog.log");
@@ -704,10 +644,6 @@ fn sep_binary_records_with_a_header_changing_in_place() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn start_at_end_applies_only_to_the_first_start() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -782,10 +718,6 @@ fn unreadable_and_odd_entries_do_not_stop_others() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn open_file_cap_defers_files_until_a_slot_frees() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["a", "b", "c"] {
@@ -809,10 +741,6 @@ fn open_file_cap_defers_files_until_a_slot_frees() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn checkpoint_entries_of_vanished_files_expire() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -1105,10 +1033,6 @@ impl Model {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn randomized_model_of_writes_rotations_truncations_and_restarts() {
     // A soak run: WATCHPOST_TAIL_SEEDS=500; one seed again: WATCHPOST_TAIL_SEEDS=84..84.
     let var = std::env::var("WATCHPOST_TAIL_SEEDS").unwrap_or_default();

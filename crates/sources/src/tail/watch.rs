@@ -236,7 +236,7 @@ impl Watches {
             keep
         });
         for (dir, recursive) in desired {
-            let key = std::fs::metadata(&dir).ok().map(|m| FileKey::of(&m, &dir));
+            let key = FileKey::of_path(&dir).ok().map(|(key, _)| key);
             if self.active.get(&dir) == Some(&(recursive, key)) {
                 continue;
             }
