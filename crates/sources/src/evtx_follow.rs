@@ -45,14 +45,14 @@
 //!
 //! # Identity and checkpoints
 //!
-//! A file is known by the tailer's platform key (`tail/identity.rs`: device + inode on Unix)
-//! plus a fingerprint. The EVTX file header (next record id, chunk count, checksum) and
-//! every chunk header (last record id, free space, checksums) are rewritten in place as
-//! records are appended, so the fingerprint covers neither: it is the FNV-1a hash of the
-//! first record of the first chunk (offset 4096 + 512: record magic, size, id, timestamp
-//! and data), at most 256 bytes and never beyond that record, which is written once and not
-//! changed afterwards. A file without a record yet has an empty fingerprint, which matches
-//! any content.
+//! A file is known by the tailer's platform key (`tail/identity.rs`: device + inode on Unix,
+//! volume serial + file index on Windows) plus a fingerprint. The EVTX file header (next
+//! record id, chunk count, checksum) and every chunk header (last record id, free space,
+//! checksums) are rewritten in place as records are appended, so the fingerprint covers
+//! neither: it is the FNV-1a hash of the first record of the first chunk (offset
+//! 4096 + 512: record magic, size, id, timestamp and data), at most 256 bytes and never
+//! beyond that record, which is written once and not changed afterwards. A file without a
+//! record yet has an empty fingerprint, which matches any content.
 //!
 //! The first chunk is rewritten when a full log wraps around (its oldest chunk is
 //! overwritten with new records), so a changed fingerprint under the same key is not by

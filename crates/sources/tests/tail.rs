@@ -239,6 +239,10 @@ fn plain_truncation_is_counted_and_reread() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Wine 8: a file deleted while open stays at its path until its last handle closes, and opening that path again (even to create) opens the doomed file, so the re-created file is the old one (Windows removes the name at once, or refuses the open)"
+)]
 fn delete_and_recreate_reads_both_files_fully() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -732,8 +736,10 @@ fn open_file_cap_defers_files_until_a_slot_frees() {
     assert_eq!(t.stats().files_followed, 2);
     settle(&mut t, &mut got);
     assert_eq!(t.stats().files_deferred, 1, "one wait, however many scans");
+    // Rotated away: read to its end, idle, closed. (Renamed rather than deleted: Wine 8 keeps
+    // a deleted file that is still open at its path.)
     let first = got[0].0.clone();
-    fs::remove_file(&first).unwrap();
+    fs::rename(&first, first.with_extension("log.1")).unwrap();
     read_until(&mut t, &mut got, 3);
     let mut all = texts(&got);
     all.sort();
@@ -741,6 +747,10 @@ fn open_file_cap_defers_files_until_a_slot_frees() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Wine 8: a file deleted while open stays at its path until its last handle closes and opens as if it were still there, so the followed file never leaves the patterns (Windows removes the name at once, or refuses the open)"
+)]
 fn checkpoint_entries_of_vanished_files_expire() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("a.log");
@@ -949,6 +959,12 @@ impl Model {
                 self.finish_partial();
                 self.drain();
                 self.writer.set_len(0).unwrap();
+            }
+            8 if cfg!(windows) => {
+                // Re-creating a file deleted while open needs its name to go at once (NTFS
+                // POSIX delete semantics). Older Windows refuses the open; Wine 8 opens the
+                // doomed file again, so the model's lines would go into a vanishing file.
+                self.write_lines(1);
             }
             8 => {
                 // delete and recreate; the deleted file is still read through the open handle

@@ -381,7 +381,8 @@ fn sep_client_logs_under_programdata_are_tailed_exactly() {
 
 /// The tailer's handles never stop a writer: while a followed file is open, it can be
 /// renamed, deleted and re-created under its name (Windows: share mode read | write |
-/// delete).
+/// delete). Under Wine 8 the "re-created" file is the deleted one, still open and reopened
+/// by its path (truncated by the create); the lines delivered are the same.
 #[test]
 fn followed_files_can_be_renamed_and_deleted_by_their_writer() {
     let root = tempfile::tempdir().unwrap();

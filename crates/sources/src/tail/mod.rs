@@ -11,9 +11,12 @@
 //!
 //! A file is known by what it is, not where it is: a platform key plus a content fingerprint
 //! (`identity.rs`).
-//! * **Key**: on Unix `(device, inode)`; on Windows for now the creation time (kept by
-//!   renames), to be replaced by volume serial + file index behind `cfg(windows)`. On
-//!   platforms where keys can collide, matches are confirmed by content.
+//! * **Key**: on Unix `(device, inode)`; on Windows `(volume serial number, file index)`
+//!   of an open handle (`GetFileInformationByHandle`), which renames keep. Both are unique
+//!   among existing files. Where the platform gives no identity the key hashes the path
+//!   (or is the creation time, off Unix and Windows), and matches are confirmed by content.
+//!   Files are opened with Windows share mode read | write | delete, so the writer can
+//!   still rename or delete a file watchpost holds open.
 //! * **Fingerprint**: FNV-1a of the first up to 256 bytes, with the number of bytes covered;
 //!   it grows with a young file. A file matches when its first `len` bytes hash alike. This
 //!   detects inode reuse (a checkpoint entry meeting a different file with the same inode)

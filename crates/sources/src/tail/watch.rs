@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     cond: Condvar,
     /// Current paths of followed files (renamed-away files no longer match the patterns).
     followed: Mutex<HashSet<PathBuf>>,
+    /// The old name of a rename reported in two untracked halves, until its new name comes.
+    rename_from: Mutex<Option<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,18 +147,29 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
             }
         }
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-            if let [from, to] = &ev.paths[..]
-                && ours(from)
-                && !patterns.matches(to)
-            {
-                shared.update(|pending| {
-                    if pending.moved.len() < MAX_DIRTY {
-                        pending.moved.push(to.clone());
-                    }
-                    pending.rescan = true;
-                });
+            if let [from, to] = &ev.paths[..] {
+                on_rename(shared, patterns, from, to);
             } else if ev.paths.iter().any(|p| ours(p)) {
                 shared.request_rescan();
+            }
+        }
+        // ReadDirectoryChangesW (Windows) reports a rename as its old name directly followed by
+        // its new name, without the tracker inotify's halves carry (inotify also sends `Both`).
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) if ev.tracker().is_none() => {
+            *lock(&shared.rename_from) = ev.paths.first().cloned();
+            if ev.paths.iter().any(|p| ours(p)) {
+                shared.request_rescan();
+            }
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) if ev.tracker().is_none() => {
+            let from = lock(&shared.rename_from).take();
+            match (from, &ev.paths[..]) {
+                (Some(from), [to]) => on_rename(shared, patterns, &from, to),
+                _ => {
+                    if ev.paths.iter().any(|p| ours(p) || patterns.concerns_dir(p)) {
+                        shared.request_rescan();
+                    }
+                }
             }
         }
         EventKind::Modify(ModifyKind::Metadata(_)) => {
@@ -170,6 +183,23 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
                 shared.request_rescan();
             }
         }
+    }
+}
+
+/// A rename from `from` to `to`: a followed or matching file renamed to a path the patterns do
+/// not match is noted in [`Pending::moved`] (so it is read to its end even if it was never
+/// opened); any rename of ours asks for a rescan.
+fn on_rename(shared: &Shared, patterns: &Patterns, from: &Path, to: &Path) {
+    let ours = |p: &Path| patterns.matches(p) || shared.is_followed(p);
+    if ours(from) && !patterns.matches(to) {
+        shared.update(|pending| {
+            if pending.moved.len() < MAX_DIRTY {
+                pending.moved.push(to.to_path_buf());
+            }
+            pending.rescan = true;
+        });
+    } else if ours(from) || ours(to) {
+        shared.request_rescan();
     }
 }
 
