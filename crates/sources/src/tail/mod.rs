@@ -51,7 +51,9 @@
 //! exist. Modifications of matching files mark just those files; creations, deletions and
 //! renames trigger a rescan of the patterns. A rename from a matching path to one the
 //! patterns do not match tells where the file went, so it is followed there (even if it was
-//! created and renamed between two scans and never opened before). A slow poll (`poll_interval`) rescans and reads
+//! created and renamed between two scans and never opened before); inotify pairs the old
+//! and new name itself, on Windows the old-name event directly followed by the new-name
+//! event are paired (`watch.rs`). A slow poll (`poll_interval`) rescans and reads
 //! everything to catch what notifications miss (network file systems, queue overflow, files
 //! renamed out of the watched directory). Nothing sleeps on the read path.
 //!
@@ -62,7 +64,9 @@
 //!   of its directory by identity, and is kept in the checkpoint), and the new file at the
 //!   old path is a new identity read from 0.
 //! * **delete + recreate**: the deleted file is drained through its handle; the new one is
-//!   read from 0.
+//!   read from 0. (Windows: with POSIX delete semantics, NTFS on Windows 10 1903 and later,
+//!   the name goes at once. Otherwise the deleted file stays at its name, unopenable, until
+//!   watchpost closes it after `idle_close`, and the name cannot be re-created until then.)
 //! * **copytruncate / truncation**: size < read position, or changed first bytes → read again
 //!   from 0 (counted in [`TailStats::truncations`]). Lines written between the last read and
 //!   the copy exist only in the copy: exclude copies from the patterns (they are new files).
