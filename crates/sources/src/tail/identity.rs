@@ -22,10 +22,13 @@ pub(crate) const HEAD_PROBE: usize = 4096;
 ///   `notify`; this workspace denies `unsafe_code`). On NTFS the file index is the MFT
 ///   record number with its sequence number: kept by renames within the volume, unique
 ///   among existing files, and not reused while a handle (ours) keeps the file alive, so it
-///   works like an inode. ReFS reports the low 64 bits of its 128-bit id, FAT an index
-///   derived from the directory entry (a rename on FAT changes it, so a file rotated by
-///   rename there is taken for a new one). Should the call fail, `dev` is [`NO_DEV`] and
-///   `ino` hashes the path; such keys are confirmed by content ([`FileKey::may_collide`]).
+///   works like an inode. On ReFS file ids are 128-bit and the 64-bit index is not
+///   guaranteed unique (`FileIdInfo` would be; SEP logs live on the NTFS system volume); on
+///   FAT the index comes from the directory entry and a rename can change it, so a file
+///   rotated by rename there may be taken for a new one. Should the call fail, `dev` is
+///   [`NO_DEV`] and `ino` hashes the path; such keys are confirmed by content
+///   ([`FileKey::may_collide`]). Keys in checkpoints written by older Windows builds
+///   (creation times) match no file any more: those files are read again from the start.
 /// * Elsewhere: `dev = 0` and `ino` = creation time in nanoseconds since the Unix epoch
 ///   (kept by renames; matches confirmed by content); without a creation time `dev` is
 ///   [`NO_DEV`] and `ino` hashes the path.
