@@ -313,4 +313,40 @@ mod tests {
         assert!(shared.take().woken);
         assert!(!shared.wait_until(Instant::now() + Duration::from_millis(5)));
     }
+
+    /// A rename in two untracked halves (as `ReadDirectoryChangesW` reports it) tells where
+    /// the file went, like inotify's `Both`; tracked halves (inotify) are left to `Both`.
+    #[test]
+    fn rename_halves_without_tracker_are_paired() {
+        let dir = std::env::temp_dir().join("watchpost-watch-test");
+        let pattern = dir.join("*.Log").to_string_lossy().into_owned();
+        let patterns = Patterns::new(&[pattern], &[], Vec::new(), &dir).unwrap();
+        let shared = Shared::default();
+        let (from, to) = (dir.join("11212026.Log"), dir.join("11212026.Log.1"));
+        let half = |mode, path: &PathBuf| {
+            Ok(Event::new(EventKind::Modify(ModifyKind::Name(mode))).add_path(path.clone()))
+        };
+        on_event(&shared, &patterns, half(RenameMode::From, &from));
+        on_event(&shared, &patterns, half(RenameMode::To, &to));
+        let pending = shared.take();
+        assert_eq!(pending.moved, [to.clone()]);
+        assert!(pending.rescan);
+        // A new name without an old one (moved in from elsewhere) only rescans if it matches.
+        on_event(&shared, &patterns, half(RenameMode::To, &to));
+        assert!(!shared.take().is_set());
+        let tracked = |mode, path: &PathBuf| half(mode, path).map(|e: Event| e.set_tracker(7));
+        on_event(&shared, &patterns, tracked(RenameMode::From, &from));
+        on_event(&shared, &patterns, tracked(RenameMode::To, &to));
+        assert!(shared.take().moved.is_empty());
+        on_event(
+            &shared,
+            &patterns,
+            Ok(
+                Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+                    .add_path(from.clone())
+                    .add_path(to.clone()),
+            ),
+        );
+        assert_eq!(shared.take().moved, [to]);
+    }
 }
