@@ -329,7 +329,7 @@ mod tests {
         on_event(&shared, &patterns, half(RenameMode::From, &from));
         on_event(&shared, &patterns, half(RenameMode::To, &to));
         let pending = shared.take();
-        assert_eq!(pending.moved, [to.clone()]);
+        assert_eq!(pending.moved, std::slice::from_ref(&to));
         assert!(pending.rescan);
         // A new name without an old one (moved in from elsewhere) only rescans if it matches.
         on_event(&shared, &patterns, half(RenameMode::To, &to));
