@@ -45,14 +45,14 @@
 //!
 //! # Identity and checkpoints
 //!
-//! A file is known by the tailer's platform key (`tail/identity.rs`: device + inode on Unix)
-//! plus a fingerprint. The EVTX file header (next record id, chunk count, checksum) and
-//! every chunk header (last record id, free space, checksums) are rewritten in place as
-//! records are appended, so the fingerprint covers neither: it is the FNV-1a hash of the
-//! first record of the first chunk (offset 4096 + 512: record magic, size, id, timestamp
-//! and data), at most 256 bytes and never beyond that record, which is written once and not
-//! changed afterwards. A file without a record yet has an empty fingerprint, which matches
-//! any content.
+//! A file is known by the tailer's platform key (`tail/identity.rs`: device + inode on Unix,
+//! volume serial + file index on Windows) plus a fingerprint. The EVTX file header (next
+//! record id, chunk count, checksum) and every chunk header (last record id, free space,
+//! checksums) are rewritten in place as records are appended, so the fingerprint covers
+//! neither: it is the FNV-1a hash of the first record of the first chunk (offset
+//! 4096 + 512: record magic, size, id, timestamp and data), at most 256 bytes and never
+//! beyond that record, which is written once and not changed afterwards. A file without a
+//! record yet has an empty fingerprint, which matches any content.
 //!
 //! The first chunk is rewritten when a full log wraps around (its oldest chunk is
 //! overwritten with new records), so a changed fingerprint under the same key is not by
@@ -96,7 +96,7 @@ use evtx::{EvtxChunkData, EvtxChunkHeader, ParserSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::tail::checkpoint::tmp_path;
-use crate::tail::identity::{FP_BYTES, FileKey, Fingerprint, fnv1a, read_full_at};
+use crate::tail::identity::{FP_BYTES, FileKey, Fingerprint, fnv1a, open_shared, read_full_at};
 use crate::tail::pattern::Patterns;
 use crate::tail::watch::{Shared as WatchShared, Waker, Watches};
 use crate::tail::{StartAt, TailError};
@@ -617,12 +617,12 @@ fn chunk_offset(no: u64) -> u64 {
 }
 
 fn probe(path: &Path) -> Result<(File, Probe), ProbeError> {
-    let file = File::open(path).map_err(|e| match e.kind() {
+    let file = open_shared(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => ProbeError::Gone,
         _ => ProbeError::Io(e),
     })?;
     let meta = file.metadata().map_err(ProbeError::Io)?;
-    let key = FileKey::of(&meta, path);
+    let key = FileKey::of_file(&file, &meta, path);
     let size = meta.len();
     if size < FILE_HEADER {
         return Err(ProbeError::NotReady);

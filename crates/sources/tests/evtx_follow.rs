@@ -114,10 +114,6 @@ fn wait_stats(
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn copied_file_arrives_once_restart_resumes_and_a_second_file_arrives() {
     let fx = Fx::new();
     let (f, rx) = fx.start(StartAt::Beginning);
@@ -168,10 +164,6 @@ fn append_rest(path: &Path, bytes: &[u8]) {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn a_growing_file_delivers_only_its_new_records() {
     let fx = Fx::new();
     let bytes = fixture(COPY);
@@ -195,10 +187,6 @@ fn a_growing_file_delivers_only_its_new_records() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn start_at_end_skips_existing_records() {
     let fx = Fx::new();
     let bytes = fixture(COPY);
@@ -224,10 +212,6 @@ fn start_at_end_skips_existing_records() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "Wine 8 reports the last write time as creation time, so the file key changes on each append"
-)]
 fn a_corrupt_chunk_is_reported_and_the_others_arrive() {
     let fx = Fx::new();
     let mut bytes = fixture(COPY);

@@ -7,7 +7,9 @@ use std::time::{Instant, SystemTime};
 
 use super::checkpoint::Entry;
 use super::frame::{Frame, FrameFn, TextEnc, after_last_lf, detect, find_lf, line_bytes};
-use super::identity::{FP_BYTES, FileKey, Fingerprint, fnv1a, read_at, read_full_at, read_head};
+use super::identity::{
+    FP_BYTES, FileKey, Fingerprint, fnv1a, open_shared, read_at, read_full_at, read_head,
+};
 use super::{Record, TailStats};
 
 /// Bytes read per `read` call.
@@ -443,7 +445,7 @@ impl Followed {
     /// The current identity of the file at `path`, for platforms where keys can collide:
     /// whether the file there has this file's content.
     pub(crate) fn content_at(&self, path: &Path, binary: bool) -> bool {
-        let Ok(file) = File::open(path) else {
+        let Ok(file) = open_shared(path) else {
             return false;
         };
         let Ok(meta) = file.metadata() else {

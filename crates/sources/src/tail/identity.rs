@@ -1,6 +1,6 @@
 //! File identity: a platform key plus a content fingerprint, and positioned reads.
 
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::path::Path;
 
@@ -17,25 +17,58 @@ pub(crate) const HEAD_PROBE: usize = 4096;
 /// * Unix: `(device, inode)`. Unique among existing files; an inode can be reused only after
 ///   the file is deleted and no handle (ours included) keeps it alive, which the fingerprint
 ///   detects.
-/// * Elsewhere (Windows): `dev = 0` and `ino` = creation time in nanoseconds since the Unix
-///   epoch. A rename keeps the creation time, so renamed files keep their identity; NTFS
-///   "tunnelling" can give a file re-created under the same name within 15 s the old creation
-///   time, which the fingerprint tells apart. Volume serial + file index (stable identity via
-///   `GetFileInformationByHandle`) can replace this behind `cfg(windows)` without changing the
-///   portable logic. Without a creation time `dev = 1` and `ino` hashes the path.
+/// * Windows: `(volume serial number, file index)` from `GetFileInformationByHandle` on an
+///   open handle (through `winapi-util`, a safe wrapper already in the dependency tree via
+///   `notify`; this workspace denies `unsafe_code`). On NTFS the file index is the MFT
+///   record number with its sequence number: kept by renames within the volume, unique
+///   among existing files, and not reused while a handle (ours) keeps the file alive, so it
+///   works like an inode. On ReFS file ids are 128-bit and the 64-bit index is not
+///   guaranteed unique (`FileIdInfo` would be; SEP logs live on the NTFS system volume); on
+///   FAT the index comes from the directory entry and a rename can change it, so a file
+///   rotated by rename there may be taken for a new one. Should the call fail, `dev` is
+///   [`NO_DEV`] and `ino` hashes the path; such keys are confirmed by content
+///   ([`FileKey::may_collide`]). Keys in checkpoints written by older Windows builds
+///   (creation times) match no file any more: those files are read again from the start.
+/// * Elsewhere: `dev = 0` and `ino` = creation time in nanoseconds since the Unix epoch
+///   (kept by renames; matches confirmed by content); without a creation time `dev` is
+///   [`NO_DEV`] and `ino` hashes the path.
+///
+/// A checkpoint entry is taken up again only if the file's fingerprint agrees with it, on
+/// every platform (a key may have been reused while watchpost was down).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct FileKey {
     pub dev: u64,
     pub ino: u64,
 }
 
-/// Whether two existing files can share a [`FileKey`]; if so, matches are confirmed by content.
-pub(crate) const KEY_MAY_COLLIDE: bool = !cfg!(unix);
+/// `dev` of a key made from the path because the platform gave no identity.
+pub(crate) const NO_DEV: u64 = u64::MAX;
+
+/// Windows `FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE`: our handles never stop
+/// the writer (SEP) from writing, renaming or deleting a followed file.
+#[cfg(windows)]
+const SHARE_ALL: u32 = 0x1 | 0x2 | 0x4;
+/// Windows `FILE_FLAG_BACKUP_SEMANTICS`: lets `CreateFileW` open directories too.
+#[cfg(windows)]
+const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+
+/// Opens a file for reading without getting in the writer's way: on Windows with share mode
+/// read | write | delete, so the writer can still append to, rename and delete it.
+pub(crate) fn open_shared(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        o.share_mode(SHARE_ALL);
+    }
+    o.open(path)
+}
 
 impl FileKey {
-    /// The key of the file described by `meta` (found at `path`).
+    /// The key of the open file `file` (found at `path`, with metadata `meta`).
     #[cfg(unix)]
-    pub(crate) fn of(meta: &Metadata, _path: &Path) -> FileKey {
+    pub(crate) fn of_file(_file: &File, meta: &Metadata, _path: &Path) -> FileKey {
         use std::os::unix::fs::MetadataExt;
         FileKey {
             dev: meta.dev(),
@@ -43,9 +76,21 @@ impl FileKey {
         }
     }
 
-    /// The key of the file described by `meta` (found at `path`).
-    #[cfg(not(unix))]
-    pub(crate) fn of(meta: &Metadata, path: &Path) -> FileKey {
+    /// The key of the open file `file` (found at `path`, with metadata `meta`).
+    #[cfg(windows)]
+    pub(crate) fn of_file(file: &File, _meta: &Metadata, path: &Path) -> FileKey {
+        match winapi_util::file::information(file) {
+            Ok(info) => FileKey {
+                dev: info.volume_serial_number(),
+                ino: info.file_index(),
+            },
+            Err(_) => FileKey::of_path_name(path),
+        }
+    }
+
+    /// The key of the open file `file` (found at `path`, with metadata `meta`).
+    #[cfg(not(any(unix, windows)))]
+    pub(crate) fn of_file(_file: &File, meta: &Metadata, path: &Path) -> FileKey {
         let created = meta
             .created()
             .ok()
@@ -55,10 +100,61 @@ impl FileKey {
                 dev: 0,
                 ino: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             },
-            None => FileKey {
-                dev: 1,
-                ino: fnv1a(path.to_string_lossy().as_bytes()),
-            },
+            None => FileKey::of_path_name(path),
+        }
+    }
+
+    /// The key and metadata of the file or directory at `path` (symbolic links followed).
+    #[cfg(unix)]
+    pub(crate) fn of_path(path: &Path) -> io::Result<(FileKey, Metadata)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        let key = FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        Ok((key, meta))
+    }
+
+    /// The key and metadata of the file or directory at `path` (symbolic links followed).
+    /// Opens a handle without data access (as `std::fs::metadata` does), sharing everything.
+    #[cfg(not(unix))]
+    pub(crate) fn of_path(path: &Path) -> io::Result<(FileKey, Metadata)> {
+        let mut o = OpenOptions::new();
+        #[cfg(windows)]
+        {
+            use std::os::windows::fs::OpenOptionsExt;
+            o.access_mode(0)
+                .share_mode(SHARE_ALL)
+                .custom_flags(FILE_FLAG_BACKUP_SEMANTICS);
+        }
+        #[cfg(not(windows))]
+        o.read(true);
+        let file = o.open(path)?;
+        let meta = file.metadata()?;
+        Ok((FileKey::of_file(&file, &meta, path), meta))
+    }
+
+    /// A key from the path alone, for when the platform gives no identity.
+    #[cfg(not(unix))]
+    fn of_path_name(path: &Path) -> FileKey {
+        FileKey {
+            dev: NO_DEV,
+            ino: fnv1a(path.to_string_lossy().as_bytes()),
+        }
+    }
+
+    /// Whether another file existing now can have this key, so that a followed file found
+    /// under it must be confirmed by content: never for inodes or Windows file indexes
+    /// (unique among existing files; a followed file keeps its own alive through our handle),
+    /// always for creation times and path hashes.
+    pub(crate) fn may_collide(&self) -> bool {
+        if cfg!(unix) {
+            false
+        } else if cfg!(windows) {
+            self.dev == NO_DEV
+        } else {
+            true
         }
     }
 }
@@ -193,6 +289,42 @@ mod tests {
             Fingerprint::of_head(b"0000000", true),
             Fingerprint::default()
         );
+    }
+
+    /// The key survives appends and renames, tells a new file at the same path apart, and
+    /// our open handle lets the writer rename and delete the file.
+    #[test]
+    fn key_follows_the_file_not_the_path() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"one\r\n").unwrap();
+        let followed = open_shared(&path).unwrap();
+        let meta = followed.metadata().unwrap();
+        let key = FileKey::of_file(&followed, &meta, &path);
+        assert!(!key.may_collide(), "{key:?}");
+        assert_eq!(FileKey::of_path(&path).unwrap().0, key);
+        let mut w = OpenOptions::new().append(true).open(&path).unwrap();
+        w.write_all(b"two\r\n").unwrap();
+        assert_eq!(FileKey::of_path(&path).unwrap().0, key, "after an append");
+        let moved = dir.path().join("a.log.1");
+        std::fs::rename(&path, &moved).unwrap();
+        w.write_all(b"late\r\n").unwrap();
+        drop(w);
+        assert_eq!(FileKey::of_path(&moved).unwrap().0, key, "after a rename");
+        std::fs::write(&path, b"new\r\n").unwrap();
+        let (other, _) = FileKey::of_path(&path).unwrap();
+        assert_ne!(other, key, "a new file at the old path");
+        std::fs::remove_file(&moved).unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut &followed, &mut rest).unwrap();
+        assert_eq!(
+            rest, b"one\r\ntwo\r\nlate\r\n",
+            "read through the handle after the delete"
+        );
+        let (dir_key, dir_meta) = FileKey::of_path(dir.path()).unwrap();
+        assert!(dir_meta.is_dir());
+        assert_ne!(dir_key, key);
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //!
 //! A file is known by what it is, not where it is: a platform key plus a content fingerprint
 //! (`identity.rs`).
-//! * **Key**: on Unix `(device, inode)`; on Windows for now the creation time (kept by
-//!   renames), to be replaced by volume serial + file index behind `cfg(windows)`. On
-//!   platforms where keys can collide, matches are confirmed by content.
+//! * **Key**: on Unix `(device, inode)`; on Windows `(volume serial number, file index)`
+//!   of an open handle (`GetFileInformationByHandle`), which renames keep. Both are unique
+//!   among existing files. Where the platform gives no identity the key hashes the path
+//!   (or is the creation time, off Unix and Windows), and matches are confirmed by content.
+//!   Files are opened with Windows share mode read | write | delete, so the writer can
+//!   still rename or delete a file watchpost holds open.
 //! * **Fingerprint**: FNV-1a of the first up to 256 bytes, with the number of bytes covered;
 //!   it grows with a young file. A file matches when its first `len` bytes hash alike. This
 //!   detects inode reuse (a checkpoint entry meeting a different file with the same inode)
@@ -48,9 +51,15 @@
 //! exist. Modifications of matching files mark just those files; creations, deletions and
 //! renames trigger a rescan of the patterns. A rename from a matching path to one the
 //! patterns do not match tells where the file went, so it is followed there (even if it was
-//! created and renamed between two scans and never opened before). A slow poll (`poll_interval`) rescans and reads
+//! created and renamed between two scans and never opened before); inotify pairs the old
+//! and new name itself, on Windows the old-name event directly followed by the new-name
+//! event are paired (`watch.rs`). A slow poll (`poll_interval`) rescans and reads
 //! everything to catch what notifications miss (network file systems, queue overflow, files
-//! renamed out of the watched directory). Nothing sleeps on the read path.
+//! renamed out of the watched directory). Nothing sleeps on the read path. On Windows,
+//! `notify` 8.2 does not report an overflow of `ReadDirectoryChangesW`'s 16 KiB buffer (a
+//! burst of thousands of changes between two reads): the changes are dropped, or the
+//! directory is no longer watched, without a word (notify-rs/notify#963); the poll then
+//! finds everything at a matching path, with up to `poll_interval` of delay.
 //!
 //! # Rotation and truncation
 //!
@@ -59,7 +68,9 @@
 //!   of its directory by identity, and is kept in the checkpoint), and the new file at the
 //!   old path is a new identity read from 0.
 //! * **delete + recreate**: the deleted file is drained through its handle; the new one is
-//!   read from 0.
+//!   read from 0. (Windows: with POSIX delete semantics, NTFS on Windows 10 1903 and later,
+//!   the name goes at once. Otherwise the deleted file stays at its name, unopenable, until
+//!   watchpost closes it after `idle_close`, and the name cannot be re-created until then.)
 //! * **copytruncate / truncation**: size < read position, or changed first bytes → read again
 //!   from 0 (counted in [`TailStats::truncations`]). Lines written between the last read and
 //!   the copy exist only in the copy: exclude copies from the patterns (they are new files).
@@ -91,7 +102,9 @@
 //!     patterns before the crash, if it was not read to its end before the crash (its new
 //!     name is known to no checkpoint);
 //!   - a file renamed out of the patterns *and* truncated or rewritten while watchpost was
-//!     down (its content no longer matches the checkpoint, so it is not taken for ours).
+//!     down (its content no longer matches the checkpoint, so it is not taken for ours);
+//!   - on Windows, once a burst overflowed the notification buffer (see above), a file
+//!     created and renamed out of the patterns between two polls (its rename is not seen).
 //!
 //! # Records
 //!

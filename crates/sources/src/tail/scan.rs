@@ -3,13 +3,13 @@
 
 use std::collections::hash_map::Entry::Vacant;
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::file::Followed;
-use super::identity::{FileKey, Fingerprint, KEY_MAY_COLLIDE, read_head};
+use super::identity::{FileKey, Fingerprint, open_shared, read_head};
 use super::{Dormant, StartAt, Tailer};
 
 /// A file that keeps failing is logged again after this long.
@@ -29,15 +29,14 @@ impl Tailer {
         let mut found = vec![false; known];
         let mut seen: HashSet<FileKey> = HashSet::new();
         for path in paths {
-            let meta = match fs::metadata(&path) {
-                Ok(m) if m.is_file() => m,
+            let key = match FileKey::of_path(&path) {
+                Ok((key, m)) if m.is_file() => key,
                 Ok(_) => continue,
                 Err(e) => {
                     self.note_failure(&path, &e, now);
                     continue;
                 }
             };
-            let key = FileKey::of(&meta, &path);
             seen.insert(key);
             if let Some(i) = self.find_followed(key, &path) {
                 if i < known {
@@ -88,7 +87,7 @@ impl Tailer {
         let binary = self.is_binary();
         self.files
             .iter()
-            .position(|f| f.key == key && (!KEY_MAY_COLLIDE || f.content_at(path, binary)))
+            .position(|f| f.key == key && (!key.may_collide() || f.content_at(path, binary)))
     }
 
     fn is_binary(&self) -> bool {
@@ -110,7 +109,7 @@ impl Tailer {
             }
             return None;
         }
-        let opened = File::open(&path).and_then(|file| {
+        let opened = open_shared(&path).and_then(|file| {
             let meta = file.metadata()?;
             let head = read_head(&file, meta.len())?;
             Ok((file, meta, head))
@@ -126,7 +125,7 @@ impl Tailer {
             return None;
         }
         // The path may have been replaced between the scan's stat and this open.
-        let key = FileKey::of(&meta, &path);
+        let key = FileKey::of_file(&file, &meta, &path);
         if self.find_followed(key, &path).is_some() {
             return Some(key);
         }
@@ -162,7 +161,7 @@ impl Tailer {
             .iter()
             .position(|d| d.entry.key == key && d.entry.fp.consistent_with(fp, head));
         let pos = i.map(|i| self.dormant.swap_remove(i).entry.pos);
-        if !KEY_MAY_COLLIDE {
+        if !key.may_collide() {
             self.dormant.retain(|d| d.entry.key != key);
         }
         pos
@@ -174,13 +173,12 @@ impl Tailer {
     fn adopt_moved(&mut self, moved: &[PathBuf], now: Instant) -> Vec<FileKey> {
         let mut placed = Vec::new();
         for path in moved {
-            let Ok(meta) = fs::metadata(path) else {
+            let Ok((key, meta)) = FileKey::of_path(path) else {
                 continue;
             };
             if !meta.is_file() || self.patterns.matches(path) {
                 continue;
             }
-            let key = FileKey::of(&meta, path);
             if let Some(i) = self.find_followed(key, path) {
                 self.files[i].path = path.clone();
                 placed.push(key);
@@ -231,7 +229,7 @@ impl Tailer {
                 if self.files.len() >= self.max_open {
                     return;
                 }
-                let Ok(file) = File::open(&path) else {
+                let Ok(file) = open_shared(&path) else {
                     continue;
                 };
                 let Ok(head) = file.metadata().and_then(|m| read_head(&file, m.len())) else {
@@ -294,13 +292,12 @@ fn find_in_dir(dir: &Path, wanted: &HashSet<FileKey>) -> Vec<(FileKey, PathBuf)>
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = fs::metadata(&path) else {
+        let Ok((key, meta)) = FileKey::of_path(&path) else {
             continue;
         };
         if !meta.is_file() {
             continue;
         }
-        let key = FileKey::of(&meta, &path);
         if wanted.contains(&key) {
             out.push((key, path));
         }

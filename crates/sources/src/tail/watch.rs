@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     cond: Condvar,
     /// Current paths of followed files (renamed-away files no longer match the patterns).
     followed: Mutex<HashSet<PathBuf>>,
+    /// The old name of a rename reported in two untracked halves, until its new name comes.
+    rename_from: Mutex<Option<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,18 +147,29 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
             }
         }
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-            if let [from, to] = &ev.paths[..]
-                && ours(from)
-                && !patterns.matches(to)
-            {
-                shared.update(|pending| {
-                    if pending.moved.len() < MAX_DIRTY {
-                        pending.moved.push(to.clone());
-                    }
-                    pending.rescan = true;
-                });
+            if let [from, to] = &ev.paths[..] {
+                on_rename(shared, patterns, from, to);
             } else if ev.paths.iter().any(|p| ours(p)) {
                 shared.request_rescan();
+            }
+        }
+        // ReadDirectoryChangesW (Windows) reports a rename as its old name directly followed by
+        // its new name, without the tracker inotify's halves carry (inotify also sends `Both`).
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) if ev.tracker().is_none() => {
+            *lock(&shared.rename_from) = ev.paths.first().cloned();
+            if ev.paths.iter().any(|p| ours(p)) {
+                shared.request_rescan();
+            }
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) if ev.tracker().is_none() => {
+            let from = lock(&shared.rename_from).take();
+            match (from, &ev.paths[..]) {
+                (Some(from), [to]) => on_rename(shared, patterns, &from, to),
+                _ => {
+                    if ev.paths.iter().any(|p| ours(p) || patterns.concerns_dir(p)) {
+                        shared.request_rescan();
+                    }
+                }
             }
         }
         EventKind::Modify(ModifyKind::Metadata(_)) => {
@@ -170,6 +183,23 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
                 shared.request_rescan();
             }
         }
+    }
+}
+
+/// A rename from `from` to `to`: a followed or matching file renamed to a path the patterns do
+/// not match is noted in [`Pending::moved`] (so it is read to its end even if it was never
+/// opened); any rename of ours asks for a rescan.
+fn on_rename(shared: &Shared, patterns: &Patterns, from: &Path, to: &Path) {
+    let ours = |p: &Path| patterns.matches(p) || shared.is_followed(p);
+    if ours(from) && !patterns.matches(to) {
+        shared.update(|pending| {
+            if pending.moved.len() < MAX_DIRTY {
+                pending.moved.push(to.to_path_buf());
+            }
+            pending.rescan = true;
+        });
+    } else if ours(from) || ours(to) {
+        shared.request_rescan();
     }
 }
 
@@ -236,7 +266,7 @@ impl Watches {
             keep
         });
         for (dir, recursive) in desired {
-            let key = std::fs::metadata(&dir).ok().map(|m| FileKey::of(&m, &dir));
+            let key = FileKey::of_path(&dir).ok().map(|(key, _)| key);
             if self.active.get(&dir) == Some(&(recursive, key)) {
                 continue;
             }
@@ -282,5 +312,41 @@ mod tests {
         t.join().unwrap();
         assert!(shared.take().woken);
         assert!(!shared.wait_until(Instant::now() + Duration::from_millis(5)));
+    }
+
+    /// A rename in two untracked halves (as `ReadDirectoryChangesW` reports it) tells where
+    /// the file went, like inotify's `Both`; tracked halves (inotify) are left to `Both`.
+    #[test]
+    fn rename_halves_without_tracker_are_paired() {
+        let dir = std::env::temp_dir().join("watchpost-watch-test");
+        let pattern = dir.join("*.Log").to_string_lossy().into_owned();
+        let patterns = Patterns::new(&[pattern], &[], Vec::new(), &dir).unwrap();
+        let shared = Shared::default();
+        let (from, to) = (dir.join("11212026.Log"), dir.join("11212026.Log.1"));
+        let half = |mode, path: &PathBuf| {
+            Ok(Event::new(EventKind::Modify(ModifyKind::Name(mode))).add_path(path.clone()))
+        };
+        on_event(&shared, &patterns, half(RenameMode::From, &from));
+        on_event(&shared, &patterns, half(RenameMode::To, &to));
+        let pending = shared.take();
+        assert_eq!(pending.moved, std::slice::from_ref(&to));
+        assert!(pending.rescan);
+        // A new name without an old one (moved in from elsewhere) only rescans if it matches.
+        on_event(&shared, &patterns, half(RenameMode::To, &to));
+        assert!(!shared.take().is_set());
+        let tracked = |mode, path: &PathBuf| half(mode, path).map(|e: Event| e.set_tracker(7));
+        on_event(&shared, &patterns, tracked(RenameMode::From, &from));
+        on_event(&shared, &patterns, tracked(RenameMode::To, &to));
+        assert!(shared.take().moved.is_empty());
+        on_event(
+            &shared,
+            &patterns,
+            Ok(
+                Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+                    .add_path(from.clone())
+                    .add_path(to.clone()),
+            ),
+        );
+        assert_eq!(shared.take().moved, [to]);
     }
 }
