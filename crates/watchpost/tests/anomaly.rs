@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+#[cfg(unix)]
 use common::{Watchpost, wait_for};
 use serde_json::{Value, json};
 
@@ -254,6 +255,9 @@ anomaly = { key = ["TargetUserName"], value = ["LogonType"], learning = "10d" }
     );
 }
 
+// Stops the daemon with SIGTERM (`kill`): Unix only; the Windows daemon's stop is
+// tested through the service (tests/service_windows.rs).
+#[cfg(unix)]
 #[test]
 fn the_daemon_flags_what_the_replay_flags_stores_it_and_takes_acknowledgements() {
     // Three weeks of logons on two hosts, with new addresses now and then.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+#[cfg(unix)]
 use common::{Watchpost, append, wait_for};
 use serde_json::{Value, json};
 
@@ -129,6 +130,9 @@ fn first_each_and_all_forward_what_they_promise() {
     assert_eq!(got, [at(3), at(0), at(1), at(4)]);
 }
 
+// Stops the daemon with SIGTERM (`kill`): Unix only; the Windows daemon's stop is
+// tested through the service (tests/service_windows.rs).
+#[cfg(unix)]
 #[test]
 fn the_window_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
