@@ -24,6 +24,19 @@ pub fn read_evtx(
     place: &str,
 ) -> (Vec<Event>, Vec<(u64, ParseError)>) {
     let mut events = Vec::new();
+    let errors = for_each_evtx(ctx, bytes, place, &mut |e| events.push(e));
+    (events, errors)
+}
+
+/// Streams the events of an EVTX file's bytes to `sink` in file order (one event in
+/// memory at a time, however large the file); returns the records that failed with their
+/// record id (or 0 when the failure is not tied to one record).
+pub fn for_each_evtx(
+    ctx: &ParseCtx,
+    bytes: Vec<u8>,
+    place: &str,
+    sink: &mut dyn FnMut(Event),
+) -> Vec<(u64, ParseError)> {
     let mut errors = Vec::new();
     let settings = evtx::ParserSettings::new().indent(false);
     let mut parser = match evtx::EvtxParser::from_buffer(bytes) {
@@ -33,7 +46,7 @@ pub fn read_evtx(
                 0,
                 ParseError::new(0, format!("not a readable EVTX file: {e}")),
             ));
-            return (events, errors);
+            return errors;
         }
     };
     let place: std::sync::Arc<str> = place.into();
@@ -45,7 +58,7 @@ pub fn read_evtx(
                         place: place.clone(),
                         offset: r.event_record_id,
                     });
-                    events.push(e);
+                    sink(e);
                 }
                 Err(e) => errors.push((r.event_record_id, e)),
             },
@@ -55,5 +68,5 @@ pub fn read_evtx(
             )),
         }
     }
-    (events, errors)
+    errors
 }
