@@ -109,6 +109,28 @@ impl Counters {
         self.failed(error);
     }
 
+    /// Counts a job's outcome, reports it to the event store (jobs of stored events) and
+    /// logs a failure (at most once per 10 s).
+    pub(crate) fn finish<E: std::fmt::Display>(
+        &self,
+        ctl: &Control,
+        name: &str,
+        job: &crate::Job,
+        outcome: Result<(), E>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                self.ok();
+                ctl.report(name, job, Ok(()));
+            }
+            Err(e) => {
+                let e = e.to_string();
+                ctl.report(name, job, Err(&e));
+                self.failed_and_warn(name, e);
+            }
+        }
+    }
+
     pub(crate) fn snapshot(&self, name: &str, kind: &'static str, queued: usize) -> ActionStats {
         ActionStats {
             name: name.to_owned(),
@@ -209,17 +231,8 @@ pub(crate) fn serve<E: std::fmt::Display>(
             counters.dropped(1);
             break;
         }
-        match apply(&job) {
-            Ok(()) => {
-                counters.ok();
-                ctl.report(name, &job, Ok(()));
-            }
-            Err(e) => {
-                let e = e.to_string();
-                ctl.report(name, &job, Err(&e));
-                counters.failed_and_warn(name, e);
-            }
-        }
+        let outcome = apply(&job);
+        counters.finish(ctl, name, &job, outcome);
     }
 }
 

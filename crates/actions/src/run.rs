@@ -189,20 +189,11 @@ impl RunSpec {
                 counters.dropped(1);
                 break;
             }
-            match self.execute(name, &job, ctl) {
-                Ok(()) => {
-                    counters.ok();
-                    ctl.report(name, &job, Ok(()));
-                }
-                Err(e) => {
-                    if matches!(e, RunError::Timeout { .. }) {
-                        counters.timed_out();
-                    }
-                    let e = e.to_string();
-                    ctl.report(name, &job, Err(&e));
-                    counters.failed_and_warn(name, e);
-                }
+            let outcome = self.execute(name, &job, ctl);
+            if matches!(outcome, Err(RunError::Timeout { .. })) {
+                counters.timed_out();
             }
+            counters.finish(ctl, name, &job, outcome);
         }
     }
 

@@ -16,7 +16,10 @@ use crate::parse::{ParseCtx, ParseError, Schema};
 use crate::xmlscan::{Attr, Scanner, Tok, has_refs, unescape};
 
 /// The System fields this module produces (data fields are open).
-pub const SYSTEM_FIELDS: &[&str] = &[
+pub const SYSTEM_FIELDS: &[&str] = &SYSTEM_NAMES;
+
+/// [`SYSTEM_FIELDS`] as an array (its order gives the indices in [`f`]).
+const SYSTEM_NAMES: [&str; 16] = [
     "event_id",
     "provider",
     "channel",
@@ -271,7 +274,7 @@ impl<'x> State<'x> {
                 if let Some(v) =
                     attr(self.xml, e, b"Name").or_else(|| attr(self.xml, e, b"EventSourceName"))
                 {
-                    self.set(s.provider, v);
+                    self.set(s[f::PROVIDER], v);
                 }
             }
             b"TimeCreated" => {
@@ -283,25 +286,25 @@ impl<'x> State<'x> {
             }
             b"Execution" => {
                 if let Some(v) = attr(self.xml, e, b"ProcessID") {
-                    self.set(s.process_id, v);
+                    self.set(s[f::PROCESS_ID], v);
                 }
                 if let Some(v) = attr(self.xml, e, b"ThreadID") {
-                    self.set(s.thread_id, v);
+                    self.set(s[f::THREAD_ID], v);
                 }
             }
             b"Security" => {
                 if let Some(v) = attr(self.xml, e, b"UserID") {
-                    self.set(s.user_sid, v);
+                    self.set(s[f::USER_SID], v);
                 }
             }
             b"Correlation" => {
                 if let Some(v) = attr(self.xml, e, b"ActivityID") {
-                    self.set(s.activity_id, v);
+                    self.set(s[f::ACTIVITY_ID], v);
                 }
             }
             b"EventID" => {
                 if let Some(v) = attr(self.xml, e, b"Qualifiers") {
-                    self.set(s.qualifiers, v);
+                    self.set(s[f::QUALIFIERS], v);
                 }
             }
             _ => {}
@@ -314,17 +317,17 @@ impl<'x> State<'x> {
         match self.section {
             Section::System => {
                 let field = match o.name {
-                    b"EventID" => s.event_id,
-                    b"Version" => s.version,
-                    b"Level" => s.level,
-                    b"Task" => s.task,
-                    b"Opcode" => s.opcode,
-                    b"Keywords" => s.keywords,
-                    b"EventRecordID" => s.record_id,
-                    b"Channel" => s.channel,
+                    b"EventID" => s[f::EVENT_ID],
+                    b"Version" => s[f::VERSION],
+                    b"Level" => s[f::LEVEL],
+                    b"Task" => s[f::TASK],
+                    b"Opcode" => s[f::OPCODE],
+                    b"Keywords" => s[f::KEYWORDS],
+                    b"EventRecordID" => s[f::RECORD_ID],
+                    b"Channel" => s[f::CHANNEL],
                     b"Computer" => {
                         self.host = Some(text.clone());
-                        s.computer
+                        s[f::COMPUTER]
                     }
                     _ => return,
                 };
@@ -339,7 +342,7 @@ impl<'x> State<'x> {
                 let start = o.name.as_ptr() as usize - self.xml.as_ptr() as usize;
                 self.push_data(Some(Text::Span(start, start + o.name.len())), text);
             }
-            Section::Rendering if o.name == b"Message" => self.set(s.message, text),
+            Section::Rendering if o.name == b"Message" => self.set(s[f::MESSAGE], text),
             _ => {}
         }
     }
@@ -358,82 +361,30 @@ impl<'x> State<'x> {
     }
 }
 
-/// The symbols of the System fields, interned once.
-struct SystemSyms {
-    event_id: Sym,
-    provider: Sym,
-    channel: Sym,
-    computer: Sym,
-    record_id: Sym,
-    version: Sym,
-    level: Sym,
-    task: Sym,
-    opcode: Sym,
-    keywords: Sym,
-    process_id: Sym,
-    thread_id: Sym,
-    user_sid: Sym,
-    qualifiers: Sym,
-    activity_id: Sym,
-    message: Sym,
+/// Indices of the System fields in [`SYSTEM_NAMES`] and [`sys`].
+mod f {
+    pub const EVENT_ID: usize = 0;
+    pub const PROVIDER: usize = 1;
+    pub const CHANNEL: usize = 2;
+    pub const COMPUTER: usize = 3;
+    pub const RECORD_ID: usize = 4;
+    pub const VERSION: usize = 5;
+    pub const LEVEL: usize = 6;
+    pub const TASK: usize = 7;
+    pub const OPCODE: usize = 8;
+    pub const KEYWORDS: usize = 9;
+    pub const PROCESS_ID: usize = 10;
+    pub const THREAD_ID: usize = 11;
+    pub const USER_SID: usize = 12;
+    pub const QUALIFIERS: usize = 13;
+    pub const ACTIVITY_ID: usize = 14;
+    pub const MESSAGE: usize = 15;
 }
 
-fn sys() -> &'static SystemSyms {
-    static SYMS: std::sync::LazyLock<SystemSyms> = std::sync::LazyLock::new(|| {
-        let [
-            event_id,
-            provider,
-            channel,
-            computer,
-            record_id,
-            version,
-            level,
-            task,
-            opcode,
-            keywords,
-            process_id,
-            thread_id,
-            user_sid,
-            qualifiers,
-            activity_id,
-            message,
-        ] = Sym::many([
-            "event_id",
-            "provider",
-            "channel",
-            "computer",
-            "record_id",
-            "version",
-            "level",
-            "task",
-            "opcode",
-            "keywords",
-            "process_id",
-            "thread_id",
-            "user_sid",
-            "qualifiers",
-            "activity_id",
-            "message",
-        ]);
-        SystemSyms {
-            event_id,
-            provider,
-            channel,
-            computer,
-            record_id,
-            version,
-            level,
-            task,
-            opcode,
-            keywords,
-            process_id,
-            thread_id,
-            user_sid,
-            qualifiers,
-            activity_id,
-            message,
-        }
-    });
+/// The symbols of the System fields, interned once (indexed by [`f`]).
+fn sys() -> &'static [Sym; 16] {
+    static SYMS: std::sync::LazyLock<[Sym; 16]> =
+        std::sync::LazyLock::new(|| SYSTEM_NAMES.map(Sym::new));
     &SYMS
 }
 

@@ -264,17 +264,8 @@ impl SyslogSpec {
             let scope = job.scope();
             self.formatter
                 .render(&scope, jiff::Timestamp::now(), &mut out, &mut scratch);
-            match transport.send(&out, ctl) {
-                Ok(()) => {
-                    counters.ok();
-                    ctl.report(name, &job, Ok(()));
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    ctl.report(name, &job, Err(&e));
-                    counters.failed_and_warn(name, e);
-                }
-            }
+            let outcome = transport.send(&out, ctl);
+            counters.finish(ctl, name, &job, outcome);
         }
     }
 }
