@@ -270,7 +270,8 @@ mod tests {
         assert!(matches!(p("*"), Pat::Any));
         let g = p("a*b?c");
         assert!(g.is_match("axxbyc") && !g.is_match("axxbc"));
-        assert!(p("*\\SYSTEM32\\*").is_match("c:\\windows\\system32\\cmd.exe"));
+        assert!(p("*\\SYSTEM32\\\\*").is_match("c:\\windows\\system32\\cmd.exe"));
+        assert!(p("a\\*").is_match("a*") && !p("a\\*").is_match("ab"));
     }
 
     #[test]
