@@ -33,6 +33,10 @@ pub struct Scratch {
     folded: Vec<(u32, String)>,
     tmp: String,
     pub(crate) cands: Vec<u32>,
+    /// Epoch per slot: whether the needle prefilter scanned that field.
+    scanned: Vec<u32>,
+    /// Epoch per needle: whether it occurs in the current event.
+    marks: Vec<u32>,
 }
 
 impl Scratch {
@@ -41,15 +45,19 @@ impl Scratch {
         Scratch::default()
     }
 
-    pub(crate) fn next_event(&mut self, slots: usize) {
+    pub(crate) fn next_event(&mut self, slots: usize, needles: usize) {
         if self.folded.len() < slots {
             self.folded.resize_with(slots, || (0, String::new()));
+            self.scanned.resize(slots, 0);
+        }
+        if self.marks.len() < needles {
+            self.marks.resize(needles, 0);
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
-            for f in &mut self.folded {
-                f.0 = 0;
-            }
+            self.folded.iter_mut().for_each(|f| f.0 = 0);
+            self.scanned.iter_mut().for_each(|f| *f = 0);
+            self.marks.iter_mut().for_each(|f| *f = 0);
             self.epoch = 1;
         }
     }
@@ -61,6 +69,83 @@ impl Scratch {
             e.0 = self.epoch;
         }
         &e.1
+    }
+}
+
+/// The needle prefilter: per field, one Aho-Corasick automaton over the (folded)
+/// literals that rules require in that field. A rule form whose required needles are
+/// all absent from the event is skipped without evaluating its condition.
+#[derive(Default)]
+pub(crate) struct Needles {
+    ids: HashMap<(u32, String), u32>,
+    /// needle id → slot.
+    slot_of: Vec<u32>,
+    /// per slot: the field, the automaton, automaton pattern → needle id.
+    per_slot: Vec<Option<(Sym, aho_corasick::AhoCorasick, Vec<u32>)>>,
+}
+
+impl Needles {
+    pub(crate) fn intern(&mut self, slot: u32, lit: &str) -> u32 {
+        let n = self.ids.len() as u32;
+        let id = *self.ids.entry((slot, lit.to_string())).or_insert(n);
+        if id == n {
+            self.slot_of.push(slot);
+        }
+        id
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    pub(crate) fn build(&mut self, slots: &Slots) -> Result<(), String> {
+        let mut by_slot: Vec<Vec<(&str, u32)>> = vec![Vec::new(); slots.len()];
+        for ((slot, lit), id) in &self.ids {
+            by_slot[*slot as usize].push((lit, *id));
+        }
+        let mut sym_of = vec![None; slots.len()];
+        for (sym, slot) in &slots.map {
+            sym_of[*slot as usize] = Some(*sym);
+        }
+        self.per_slot = Vec::with_capacity(slots.len());
+        for (slot, mut lits) in by_slot.into_iter().enumerate() {
+            if lits.is_empty() {
+                self.per_slot.push(None);
+                continue;
+            }
+            lits.sort_by_key(|(_, id)| *id);
+            let ac = aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(lits.iter().map(|(l, _)| l.as_bytes()))
+                .or_else(|_| aho_corasick::AhoCorasick::new(lits.iter().map(|(l, _)| l.as_bytes())))
+                .map_err(|e| format!("needle automaton: {e}"))?;
+            let sym = sym_of[slot].ok_or("slot without field")?;
+            self.per_slot.push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
+        }
+        Ok(())
+    }
+
+    /// Whether needle `id` occurs in its field of `ev`.
+    pub(crate) fn present(&self, ev: &Event, sc: &mut Scratch, id: u32) -> bool {
+        let slot = self.slot_of[id as usize];
+        if sc.scanned[slot as usize] != sc.epoch {
+            sc.scanned[slot as usize] = sc.epoch;
+            if let Some((sym, ac, ids)) = &self.per_slot[slot as usize]
+                && let Some(v) = ev.get(*sym)
+            {
+                let raw = text(&v);
+                let epoch = sc.epoch;
+                let e = &mut sc.folded[slot as usize];
+                if e.0 != epoch {
+                    pattern::fold_into(&raw, &mut e.1);
+                    e.0 = epoch;
+                }
+                for m in ac.find_overlapping_iter(e.1.as_str()) {
+                    sc.marks[ids[m.pattern().as_usize()] as usize] = epoch;
+                }
+            }
+        }
+        sc.marks[id as usize] == sc.epoch
     }
 }
 
@@ -206,6 +291,35 @@ impl Cond {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Needles (field slot, folded literal) of which at least one occurs in every event
+    /// the condition matches, when there is such a set.
+    pub(crate) fn required(&self) -> Option<Vec<(u32, &str)>> {
+        match self {
+            Cond::Field(f) => {
+                let mut out = Vec::new();
+                for t in &f.tests {
+                    match t {
+                        Test::Str { pat, cased: false } => out.push((f.slot, pat.literal()?)),
+                        _ => return None,
+                    }
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            Cond::And(v) => v
+                .iter()
+                .filter_map(Cond::required)
+                .min_by_key(|r| r.iter().map(|(_, l)| 64usize.saturating_sub(l.len())).sum::<usize>()),
+            Cond::Or(v) => {
+                let mut out = Vec::new();
+                for c in v {
+                    out.extend(c.required()?);
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            _ => None,
         }
     }
 

@@ -113,6 +113,16 @@ impl Pat {
         })
     }
 
+    /// A literal every matching value contains (for the needle prefilter).
+    pub(crate) fn literal(&self) -> Option<&str> {
+        match self {
+            Pat::Exact(p) | Pat::Prefix(p) | Pat::Suffix(p) => Some(&**p),
+            Pat::Contains(f) => std::str::from_utf8(f.needle()).ok(),
+            Pat::Any | Pat::Glob(_) => None,
+        }
+        .filter(|l| !l.is_empty())
+    }
+
     /// Whether `s` (already lowercased when the pattern is) matches.
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
@@ -129,11 +139,9 @@ impl Pat {
 /// Case folding used on both needles and haystacks: ASCII fast path, else Unicode
 /// lowercase.
 pub(crate) fn fold(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
-    } else {
-        s.to_lowercase()
-    }
+    let mut out = String::with_capacity(s.len());
+    fold_into(s, &mut out);
+    out
 }
 
 /// Folds `s` into `out` (reusing its allocation).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
-use crate::compile::{self, Cond, Names, Scratch, Slots};
+use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
 use crate::correlate::CorrelationRule;
 use crate::logsource::{self, Target, WINDOWS_COMMON};
 
@@ -126,6 +126,8 @@ pub struct Match {
 struct Variant {
     rule: u32,
     cond: Cond,
+    /// Needle ids of which one must occur (see [`Needles`]); empty: no prefilter.
+    needles: Box<[u32]>,
 }
 
 #[derive(Default)]
@@ -165,6 +167,7 @@ pub struct Ruleset {
     correlations: Vec<CorrelationRule>,
     variants: Vec<Variant>,
     slots: usize,
+    needles: Needles,
     channels: HashMap<Box<str>, ChanIdx>,
     any_windows: ChanIdx,
     other: Vec<u32>,
@@ -240,7 +243,7 @@ impl Ruleset {
 
     /// [`Ruleset::matches`] with a caller-owned scratch.
     pub fn matches_with(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Match>) -> usize {
-        sc.next_event(self.slots);
+        sc.next_event(self.slots, self.needles.len());
         let mut cands = std::mem::take(&mut sc.cands);
         cands.clear();
         match ev.get(self.sym_channel) {
@@ -268,6 +271,11 @@ impl Ruleset {
         for &v in &cands {
             let var = &self.variants[v as usize];
             if out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize) {
+                continue;
+            }
+            if !var.needles.is_empty()
+                && !var.needles.iter().any(|&n| self.needles.present(ev, sc, n))
+            {
                 continue;
             }
             if var.cond.eval(ev, sc) {
@@ -308,6 +316,7 @@ struct Builder {
     correlations: Vec<CorrelationRule>,
     variants: Vec<(Variant, Target, Option<Vec<i64>>)>,
     slots: Slots,
+    needles: Needles,
     errors: Vec<LoadError>,
 }
 
@@ -417,7 +426,19 @@ impl Builder {
                 None if t.windows => cond.pinned_ids(sym_event_id),
                 None => None,
             };
-            compiled.push((Variant { rule: rule_idx, cond }, t.clone(), ids));
+            let needles = match cond.required() {
+                Some(req) => req.iter().map(|(slot, lit)| self.needles.intern(*slot, lit)).collect(),
+                None => Box::default(),
+            };
+            compiled.push((
+                Variant {
+                    rule: rule_idx,
+                    cond,
+                    needles,
+                },
+                t.clone(),
+                ids,
+            ));
         }
         self.variants.extend(compiled);
         self.rules.push(Rule {
@@ -437,12 +458,25 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self) -> (Ruleset, Vec<LoadError>) {
+    fn finish(mut self) -> (Ruleset, Vec<LoadError>) {
+        if let Err(e) = self.needles.build(&self.slots) {
+            // Cannot happen with valid literals; fall back to evaluating everything.
+            self.errors.push(LoadError {
+                path: PathBuf::new(),
+                title: None,
+                reason: format!("needle prefilter disabled: {e}"),
+            });
+            self.needles = Needles::default();
+            for v in &mut self.variants {
+                v.0.needles = Box::default();
+            }
+        }
         let mut rs = Ruleset {
             rules: self.rules,
             correlations: self.correlations,
             variants: Vec::with_capacity(self.variants.len()),
             slots: self.slots.len(),
+            needles: self.needles,
             channels: HashMap::new(),
             any_windows: ChanIdx::default(),
             other: Vec::new(),
