@@ -90,3 +90,134 @@ fn explore() {
         println!("{f}: {:?}", titles(rs, &evtx(&f)));
     }
 }
+
+/// Titles that fire on the file, with the fields and values that made them fire.
+fn fired(rel: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let rs = all_rules();
+    let mut out = Vec::new();
+    for e in evtx(rel) {
+        let mut ms = Vec::new();
+        rs.matches(&e, &mut ms);
+        for m in ms {
+            let fields = m
+                .fields
+                .iter()
+                .map(|s| (s.as_str().to_string(), e.get_str(*s).unwrap_or_default().into_owned()))
+                .collect();
+            out.push((m.title.to_string(), fields));
+        }
+    }
+    out
+}
+
+fn assert_fires(rel: &str, title: &str, field: &str, value_part: &str) {
+    let f = fired(rel);
+    let hit = f.iter().any(|(t, fields)| {
+        t == title
+            && fields
+                .iter()
+                .any(|(k, v)| k == field && v.to_lowercase().contains(&value_part.to_lowercase()))
+    });
+    assert!(hit, "{rel}: expected `{title}` on {field} ~ {value_part}; fired: {f:#?}");
+}
+
+fn assert_not_fires(rel: &str, title: &str) {
+    let f = fired(rel);
+    assert!(f.iter().all(|(t, _)| t != title), "{rel}: `{title}` must not fire: {f:#?}");
+}
+
+#[test]
+fn security_log_cleared_1102() {
+    assert_fires(
+        "defense-evasion/DE_1102_security_log_cleared.evtx",
+        "Security Eventlog Cleared",
+        "event_id",
+        "1102",
+    );
+    assert_not_fires(
+        "defense-evasion/DE_1102_security_log_cleared.evtx",
+        "Important Windows Eventlog Cleared",
+    );
+}
+
+#[test]
+fn system_log_cleared_104() {
+    assert_fires(
+        "defense-evasion/DE_104_system_log_cleared.evtx",
+        "Important Windows Eventlog Cleared",
+        "event_id",
+        "104",
+    );
+    assert_not_fires("defense-evasion/DE_104_system_log_cleared.evtx", "Security Eventlog Cleared");
+}
+
+#[test]
+fn lsass_handle_from_non_system_account() {
+    assert_fires(
+        "credential-access/CA_hashdump_4663_4656_lsass_access.evtx",
+        "LSASS Access From Non System Account",
+        "ObjectName",
+        "\\lsass.exe",
+    );
+}
+
+#[test]
+fn getsystem_named_pipe_service_7045() {
+    let rel = "privilege-escalation/System_7045_namedpipe_privesc.evtx";
+    assert_fires(
+        rel,
+        "Meterpreter or Cobalt Strike Getsystem Service Installation - System",
+        "ImagePath",
+        "\\pipe\\",
+    );
+    // Plain cmd.exe / calc.exe services are installs, not the getsystem pattern.
+    assert_not_fires(
+        "lateral-movement/LM_Remote_Service02_7045.evtx",
+        "Meterpreter or Cobalt Strike Getsystem Service Installation - System",
+    );
+}
+
+#[test]
+fn sysmon_process_creation_lsass_dump_keyword() {
+    assert_fires(
+        "credential-access/ppl_bypass_ppldump_knowdll_hijack_sysmon_security.evtx",
+        "LSASS Dump Keyword In CommandLine",
+        "CommandLine",
+        "lsass",
+    );
+}
+
+#[test]
+fn sysmon_process_creation_lsass_clone() {
+    // lsass.exe started by lsass.exe (MalSecLogon's clone).
+    assert_fires(
+        "credential-access/tutto_malseclogon.evtx",
+        "Potential Credential Dumping Via LSASS Process Clone",
+        "ParentImage",
+        "\\windows\\system32\\lsass.exe",
+    );
+}
+
+#[test]
+fn security_4688_through_the_audit_field_mapping() {
+    // The file has no Sysmon events: the process_creation rule fires on a 4688 with
+    // `ParentImage` read from `ParentProcessName`.
+    assert_fires(
+        "privilege-escalation/NTLM2SelfRelay-med0x2e-security_4624_4688.evtx",
+        "WmiPrvSE Spawned A Process",
+        "ParentProcessName",
+        "wmiprvse.exe",
+    );
+}
+
+#[test]
+fn quiet_files_stay_quiet() {
+    for rel in [
+        "defense-evasion/DE_WinEventLogSvc_Crash_System_7036.evtx",
+        "credential-access/CA_4624_4625_LogonType2_LogonProc_chrome.evtx",
+        "lateral-movement/LM_REMCOM_5145_TargetHost.evtx",
+    ] {
+        let f = fired(rel);
+        assert!(f.is_empty(), "{rel}: {f:#?}");
+    }
+}
