@@ -188,12 +188,13 @@ fn sysmon_process_creation_lsass_dump_keyword() {
 }
 
 #[test]
-fn sysmon_process_creation_lsass_clone() {
-    // lsass.exe started by lsass.exe (MalSecLogon's clone).
+fn security_4688_lsass_clone() {
+    // lsass.exe started by lsass.exe (MalSecLogon's clone), seen in a 4688: the
+    // process_creation rule's `ParentImage` is read from `ParentProcessName`.
     assert_fires(
         "credential-access/tutto_malseclogon.evtx",
         "Potential Credential Dumping Via LSASS Process Clone",
-        "ParentImage",
+        "ParentProcessName",
         "\\windows\\system32\\lsass.exe",
     );
 }
