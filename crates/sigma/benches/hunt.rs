@@ -79,9 +79,16 @@ where
     (recs, dets, t.elapsed())
 }
 
-fn report(name: &str, threads: usize, (recs, dets, dt): (usize, usize, Duration), floor: Option<f64>) -> f64 {
+fn report(
+    name: &str,
+    threads: usize,
+    (recs, dets, dt): (usize, usize, Duration),
+    floor: Option<f64>,
+) -> f64 {
     let rate = recs as f64 / dt.as_secs_f64();
-    let vs = floor.map_or(String::new(), |f| format!("  cost {:.2}x the parse floor", f / rate));
+    let vs = floor.map_or(String::new(), |f| {
+        format!("  cost {:.2}x the parse floor", f / rate)
+    });
     println!(
         "{name:<34} {threads:>2} thr  {recs:>8} records  {dets:>7} detections  {:>8.3} s  {rate:>10.0} rec/s{vs}",
         dt.as_secs_f64()
@@ -90,7 +97,10 @@ fn report(name: &str, threads: usize, (recs, dets, dt): (usize, usize, Duration)
 }
 
 fn main() {
-    let rounds: usize = std::env::var("HUNT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("HUNT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let all = std::env::var("HUNT_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -106,7 +116,10 @@ fn main() {
     );
     let mut paths = Vec::new();
     evtx_files(&shared().join("evtx"), &mut paths);
-    let blobs: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).expect("read")).collect();
+    let blobs: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect();
     let ctx = ParseCtx::new("evtx", "localhost");
     let events: Vec<Vec<Event>> = blobs
         .iter()
@@ -126,7 +139,12 @@ fn main() {
             let (ev, _) = watchpost_sources::evtx::read_evtx(&ctx, blobs[i % nf].clone(), "bench");
             (ev.len(), 0)
         };
-        let floor = report("parse only (read_evtx)", threads, run(threads, n, parse), None);
+        let floor = report(
+            "parse only (read_evtx)",
+            threads,
+            run(threads, n, parse),
+            None,
+        );
         let eval = |i: usize, sc: &mut Scratch, out: &mut Vec<Match>| {
             let mut d = 0;
             for e in &events[i % nf] {
@@ -135,7 +153,12 @@ fn main() {
             }
             (events[i % nf].len(), d)
         };
-        report("rules on pre-parsed events", threads, run(threads, n, eval), None);
+        report(
+            "rules on pre-parsed events",
+            threads,
+            run(threads, n, eval),
+            None,
+        );
         let hunt = |i: usize, sc: &mut Scratch, out: &mut Vec<Match>| {
             let (ev, _) = watchpost_sources::evtx::read_evtx(&ctx, blobs[i % nf].clone(), "bench");
             let mut d = 0;
@@ -145,6 +168,11 @@ fn main() {
             }
             (ev.len(), d)
         };
-        report("hunt end to end (parse + rules)", threads, run(threads, n, hunt), Some(floor));
+        report(
+            "hunt end to end (parse + rules)",
+            threads,
+            run(threads, n, hunt),
+            Some(floor),
+        );
     }
 }

@@ -120,7 +120,8 @@ impl Needles {
                 .or_else(|_| aho_corasick::AhoCorasick::new(lits.iter().map(|(l, _)| l.as_bytes())))
                 .map_err(|e| format!("needle automaton: {e}"))?;
             let sym = sym_of[slot].ok_or("slot without field")?;
-            self.per_slot.push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
+            self.per_slot
+                .push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
         }
         Ok(())
     }
@@ -167,9 +168,13 @@ pub(crate) enum RefKind {
 
 /// One test of one value.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // tests live in a few long-lived vectors; inline is faster
 pub(crate) enum Test {
     /// Wildcard pattern; on the folded value unless `cased`.
-    Str { pat: Pat, cased: bool },
+    Str {
+        pat: Pat,
+        cased: bool,
+    },
     Re(Regex),
     Num(Cmp, f64),
     Cidr(Cidr),
@@ -285,10 +290,10 @@ impl Cond {
     pub(crate) fn matched_fields(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Sym>) {
         match self {
             Cond::And(v) | Cond::Or(v) => v.iter().for_each(|c| c.matched_fields(ev, sc, out)),
-            Cond::Field(f) => {
-                if ev.get(f.sym).is_some() && f.eval(ev, sc) && !out.contains(&f.sym) {
-                    out.push(f.sym);
-                }
+            Cond::Field(f)
+                if ev.get(f.sym).is_some() && f.eval(ev, sc) && !out.contains(&f.sym) =>
+            {
+                out.push(f.sym);
             }
             _ => {}
         }
@@ -308,10 +313,11 @@ impl Cond {
                 }
                 (!out.is_empty()).then_some(out)
             }
-            Cond::And(v) => v
-                .iter()
-                .filter_map(Cond::required)
-                .min_by_key(|r| r.iter().map(|(_, l)| 64usize.saturating_sub(l.len())).sum::<usize>()),
+            Cond::And(v) => v.iter().filter_map(Cond::required).min_by_key(|r| {
+                r.iter()
+                    .map(|(_, l)| 64usize.saturating_sub(l.len()))
+                    .sum::<usize>()
+            }),
             Cond::Or(v) => {
                 let mut out = Vec::new();
                 for c in v {
@@ -466,7 +472,11 @@ fn lower_expr(
                 .iter()
                 .map(|id| lower_expr(&Expr::Id(id.to_string()), idents, names, slots))
                 .collect::<Result<Vec<_>, _>>()?;
-            if *all { Cond::And(parts) } else { Cond::Or(parts) }
+            if *all {
+                Cond::And(parts)
+            } else {
+                Cond::Or(parts)
+            }
         }
     })
 }
@@ -653,7 +663,8 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         } else {
             format!("(?{flags}){s}")
         };
-        let r = Regex::new(&src).map_err(|e| format!("regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        let r = Regex::new(&src)
+            .map_err(|e| format!("regex: {}", e.to_string().lines().last().unwrap_or("")))?;
         return Ok(vec![Test::Re(r)]);
     }
     if m.cidr {
@@ -748,15 +759,11 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
     let cased = m.cased || binary;
     let mut tests = Vec::new();
     for mut a in alts {
-        if m.contains || m.ends {
-            if a.first() != Some(&Tok::Star) {
-                a.insert(0, Tok::Star);
-            }
+        if (m.contains || m.ends) && a.first() != Some(&Tok::Star) {
+            a.insert(0, Tok::Star);
         }
-        if m.contains || m.starts {
-            if a.last() != Some(&Tok::Star) {
-                a.push(Tok::Star);
-            }
+        if (m.contains || m.starts) && a.last() != Some(&Tok::Star) {
+            a.push(Tok::Star);
         }
         tests.push(Test::Str {
             pat: Pat::compile(&a, !cased)?,

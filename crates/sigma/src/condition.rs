@@ -10,7 +10,10 @@ pub(crate) enum Expr {
     Or(Vec<Expr>),
     /// `1 of pattern` (`all == false`) or `all of pattern`; `pattern` may end in or
     /// contain `*`; `them` is every identifier not starting with `_`.
-    Of { all: bool, pattern: String },
+    Of {
+        all: bool,
+        pattern: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +41,10 @@ fn lex(s: &str) -> Result<Vec<T>, String> {
             continue;
         }
         if c == '|' {
-            return Err("aggregation expressions (`| count() …`) are not supported; use a correlation rule".into());
+            return Err(
+                "aggregation expressions (`| count() …`) are not supported; use a correlation rule"
+                    .into(),
+            );
         }
         let mut end = i;
         while let Some(&(j, d)) = chars.peek() {
@@ -97,7 +103,11 @@ impl P<'_> {
             self.i += 1;
             v.push(self.and()?);
         }
-        Ok(if v.len() == 1 { v.pop().unwrap_or(Expr::Or(vec![])) } else { Expr::Or(v) })
+        Ok(if v.len() == 1 {
+            v.pop().unwrap_or(Expr::Or(vec![]))
+        } else {
+            Expr::Or(v)
+        })
     }
     fn and(&mut self) -> Result<Expr, String> {
         let mut v = vec![self.unary()?];
@@ -105,7 +115,11 @@ impl P<'_> {
             self.i += 1;
             v.push(self.unary()?);
         }
-        Ok(if v.len() == 1 { v.pop().unwrap_or(Expr::And(vec![])) } else { Expr::And(v) })
+        Ok(if v.len() == 1 {
+            v.pop().unwrap_or(Expr::And(vec![]))
+        } else {
+            Expr::And(v)
+        })
     }
     fn unary(&mut self) -> Result<Expr, String> {
         match self.t.get(self.i).cloned() {
@@ -173,7 +187,10 @@ mod tests {
     fn precedence() {
         assert_eq!(
             parse("a or b and not c").unwrap(),
-            Expr::Or(vec![id("a"), Expr::And(vec![id("b"), Expr::Not(Box::new(id("c")))])])
+            Expr::Or(vec![
+                id("a"),
+                Expr::And(vec![id("b"), Expr::Not(Box::new(id("c")))])
+            ])
         );
         assert_eq!(
             parse("(a or b) and c").unwrap(),

@@ -106,7 +106,10 @@ pub(crate) fn parse(
     let strs = |v: Option<&Json>| -> Vec<String> {
         match v {
             Some(Json::String(s)) => vec![s.clone()],
-            Some(Json::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+            Some(Json::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
             _ => vec![],
         }
     };
@@ -120,19 +123,27 @@ pub(crate) fn parse(
             .and_then(Json::as_str)
             .ok_or("correlation has no timespan")?,
     )?;
-    let ty = c.get("type").and_then(Json::as_str).ok_or("correlation has no type")?;
+    let ty = c
+        .get("type")
+        .and_then(Json::as_str)
+        .ok_or("correlation has no type")?;
     let cond = c.get("condition").and_then(Json::as_object);
     let mut field = None;
     let mut threshold = None;
     if let Some(cond) = cond {
         for (k, v) in cond {
-            let n = || v.as_u64().ok_or_else(|| format!("condition `{k}` needs a count"));
+            let n = || {
+                v.as_u64()
+                    .ok_or_else(|| format!("condition `{k}` needs a count"))
+            };
             match k.as_str() {
                 "gt" => threshold = Some(Threshold::Gt(n()?)),
                 "gte" => threshold = Some(Threshold::Gte(n()?)),
                 "eq" => threshold = Some(Threshold::Eq(n()?)),
                 "lt" | "lte" => {
-                    return Err(format!("correlation condition `{k}` (too few events) is not supported"));
+                    return Err(format!(
+                        "correlation condition `{k}` (too few events) is not supported"
+                    ));
                 }
                 "field" => field = v.as_str().map(String::from),
                 other => return Err(format!("unknown correlation condition `{other}`")),
@@ -149,7 +160,9 @@ pub(crate) fn parse(
         other => return Err(format!("correlation type `{other}` is not supported")),
     };
     let threshold = match (&kind, threshold) {
-        (Kind::Temporal | Kind::TemporalOrdered, t) => t.unwrap_or(Threshold::Gte(rules.len() as u64)),
+        (Kind::Temporal | Kind::TemporalOrdered, t) => {
+            t.unwrap_or(Threshold::Gte(rules.len() as u64))
+        }
         (_, Some(t)) => t,
         (_, None) => return Err("correlation has no condition".into()),
     };
@@ -189,13 +202,16 @@ struct Compiled {
     field: Option<Sym>,
 }
 
+/// One group's recent matches: time, position of the rule in `rules`, counted value.
+type Window = VecDeque<(Timestamp, usize, String)>;
+
 /// Stateful evaluation of correlation rules.
 pub struct Correlator {
     rules: Vec<CorrelationRule>,
     compiled: Vec<Compiled>,
     /// detection rule index → correlations that reference it.
     by_rule: HashMap<usize, Vec<usize>>,
-    windows: HashMap<(usize, Vec<String>), VecDeque<(Timestamp, usize, String)>>,
+    windows: HashMap<(usize, Vec<String>), Window>,
 }
 
 impl Correlator {
@@ -251,7 +267,13 @@ impl Correlator {
 
     /// Feeds one base-rule match of `ev` at `time`; correlations that fire are appended
     /// to `out`.
-    pub fn feed(&mut self, m: &Match, ev: &Event, time: Timestamp, out: &mut Vec<CorrelationMatch>) {
+    pub fn feed(
+        &mut self,
+        m: &Match,
+        ev: &Event,
+        time: Timestamp,
+        out: &mut Vec<CorrelationMatch>,
+    ) {
         let Some(cs) = self.by_rule.get(&m.rule) else {
             return;
         };

@@ -66,39 +66,90 @@ const SERVICES: &[(&str, &str)] = &[
     ("sysmon", SYSMON),
     ("powershell", "Microsoft-Windows-PowerShell/Operational"),
     ("powershell-classic", "Windows PowerShell"),
-    ("taskscheduler", "Microsoft-Windows-TaskScheduler/Operational"),
+    (
+        "taskscheduler",
+        "Microsoft-Windows-TaskScheduler/Operational",
+    ),
     ("wmi", "Microsoft-Windows-WMI-Activity/Operational"),
-    ("windefend", "Microsoft-Windows-Windows Defender/Operational"),
+    (
+        "windefend",
+        "Microsoft-Windows-Windows Defender/Operational",
+    ),
     ("dns-server", "DNS Server"),
-    ("dns-server-analytic", "Microsoft-Windows-DNS-Server/Analytical"),
-    ("driver-framework", "Microsoft-Windows-DriverFrameworks-UserMode/Operational"),
+    (
+        "dns-server-analytic",
+        "Microsoft-Windows-DNS-Server/Analytical",
+    ),
+    (
+        "driver-framework",
+        "Microsoft-Windows-DriverFrameworks-UserMode/Operational",
+    ),
     ("ntlm", "Microsoft-Windows-NTLM/Operational"),
     ("bits-client", "Microsoft-Windows-Bits-Client/Operational"),
-    ("codeintegrity-operational", "Microsoft-Windows-CodeIntegrity/Operational"),
-    ("firewall-as", "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"),
+    (
+        "codeintegrity-operational",
+        "Microsoft-Windows-CodeIntegrity/Operational",
+    ),
+    (
+        "firewall-as",
+        "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall",
+    ),
     ("msexchange-management", "MSExchange Management"),
     ("printservice-admin", "Microsoft-Windows-PrintService/Admin"),
-    ("printservice-operational", "Microsoft-Windows-PrintService/Operational"),
+    (
+        "printservice-operational",
+        "Microsoft-Windows-PrintService/Operational",
+    ),
     ("smbclient-security", "Microsoft-Windows-SmbClient/Security"),
-    ("smbclient-connectivity", "Microsoft-Windows-SmbClient/Connectivity"),
-    ("terminalservices-localsessionmanager", "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"),
-    ("security-mitigations", "Microsoft-Windows-Security-Mitigations/KernelMode"),
+    (
+        "smbclient-connectivity",
+        "Microsoft-Windows-SmbClient/Connectivity",
+    ),
+    (
+        "terminalservices-localsessionmanager",
+        "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+    ),
+    (
+        "security-mitigations",
+        "Microsoft-Windows-Security-Mitigations/KernelMode",
+    ),
     ("shell-core", "Microsoft-Windows-Shell-Core/Operational"),
     ("openssh", "OpenSSH/Operational"),
     ("ldap_debug", "Microsoft-Windows-LDAP-Client/Debug"),
     ("lsa-server", "Microsoft-Windows-LSA/Operational"),
-    ("appxdeployment-server", "Microsoft-Windows-AppXDeploymentServer/Operational"),
-    ("appxpackaging-om", "Microsoft-Windows-AppxPackaging/Operational"),
+    (
+        "appxdeployment-server",
+        "Microsoft-Windows-AppXDeploymentServer/Operational",
+    ),
+    (
+        "appxpackaging-om",
+        "Microsoft-Windows-AppxPackaging/Operational",
+    ),
     ("capi2", "Microsoft-Windows-CAPI2/Operational"),
-    ("certificateservicesclient-lifecycle-system", "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational"),
+    (
+        "certificateservicesclient-lifecycle-system",
+        "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational",
+    ),
     ("dhcp", "Microsoft-Windows-DHCP-Server/Operational"),
-    ("diagnosis-scripted", "Microsoft-Windows-Diagnosis-Scripted/Operational"),
+    (
+        "diagnosis-scripted",
+        "Microsoft-Windows-Diagnosis-Scripted/Operational",
+    ),
     ("hyper-v-worker", "Microsoft-Windows-Hyper-V-Worker"),
-    ("kernel-shimengine", "Microsoft-Windows-Kernel-ShimEngine/Operational"),
+    (
+        "kernel-shimengine",
+        "Microsoft-Windows-Kernel-ShimEngine/Operational",
+    ),
     ("microsoft-servicebus-client", "Microsoft-ServiceBus-Client"),
     ("vhdmp", "Microsoft-Windows-VHDMP/Operational"),
-    ("appmodel-runtime", "Microsoft-Windows-AppModel-Runtime/Admin"),
-    ("iis-configuration", "Microsoft-IIS-Configuration/Operational"),
+    (
+        "appmodel-runtime",
+        "Microsoft-Windows-AppModel-Runtime/Admin",
+    ),
+    (
+        "iis-configuration",
+        "Microsoft-IIS-Configuration/Operational",
+    ),
     ("sysmon-operational", SYSMON),
 ];
 
@@ -180,12 +231,16 @@ pub fn targets(
             "ps_classic_script" => cat.push(win("Windows PowerShell", &[800])),
             "antivirus" => cat.push(win(
                 "Microsoft-Windows-Windows Defender/Operational",
-                &[1006, 1007, 1008, 1009, 1010, 1011, 1012, 1017, 1018, 1019, 1115, 1116],
+                &[
+                    1006, 1007, 1008, 1009, 1010, 1011, 1012, 1017, 1018, 1019, 1115, 1116,
+                ],
             )),
             _ => {}
         }
         if cat.is_empty() {
-            return Err(format!("logsource category `{c}` is not mapped to a channel"));
+            return Err(format!(
+                "logsource category `{c}` is not mapped to a channel"
+            ));
         }
         if out.is_empty() {
             out = cat;

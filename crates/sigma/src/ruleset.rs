@@ -345,9 +345,9 @@ impl Builder {
             };
             entries.sort();
             for e in entries {
-                let is_yaml = e
-                    .extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"));
+                let is_yaml = e.extension().is_some_and(|x| {
+                    x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml")
+                });
                 if e.is_dir() || is_yaml {
                     self.add_path(&e);
                 }
@@ -380,7 +380,9 @@ impl Builder {
     fn add_doc(&mut self, path: &Path, doc: &Json) -> Result<(), String> {
         let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
         if obj.contains_key("action") {
-            return Err("multi-document `action: global` rule collections are not supported".into());
+            return Err(
+                "multi-document `action: global` rule collections are not supported".into(),
+            );
         }
         let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
         let id = text_of(obj.get("id")).map(Arc::from);
@@ -405,9 +407,14 @@ impl Builder {
         let ls = obj.get("logsource").and_then(Json::as_object);
         let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
         let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
-        let targets = logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
+        let targets =
+            logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
         let tags: Arc<[Arc<str>]> = match obj.get("tags") {
-            Some(Json::Array(a)) => a.iter().filter_map(|t| text_of(Some(t))).map(Arc::from).collect(),
+            Some(Json::Array(a)) => a
+                .iter()
+                .filter_map(|t| text_of(Some(t)))
+                .map(Arc::from)
+                .collect(),
             _ => Arc::from(Vec::new()),
         };
         let rule_idx = self.rules.len() as u32;
@@ -427,7 +434,10 @@ impl Builder {
                 None => None,
             };
             let needles = match cond.required() {
-                Some(req) => req.iter().map(|(slot, lit)| self.needles.intern(*slot, lit)).collect(),
+                Some(req) => req
+                    .iter()
+                    .map(|(slot, lit)| self.needles.intern(*slot, lit))
+                    .collect(),
                 None => Box::default(),
             };
             compiled.push((
@@ -489,10 +499,16 @@ impl Builder {
                 (false, _) => rs.other.push(i),
                 (true, None) => rs.any_windows.add(ids.as_deref(), i),
                 (true, Some(ch)) => {
-                    rs.channels.entry(ch.into()).or_default().add(ids.as_deref(), i);
+                    rs.channels
+                        .entry(ch.into())
+                        .or_default()
+                        .add(ids.as_deref(), i);
                     let low = ch.to_ascii_lowercase();
                     if low != ch {
-                        rs.channels.entry(low.into()).or_default().add(ids.as_deref(), i);
+                        rs.channels
+                            .entry(low.into())
+                            .or_default()
+                            .add(ids.as_deref(), i);
                     }
                 }
             }

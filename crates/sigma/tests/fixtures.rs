@@ -61,13 +61,26 @@ fn every_fixture_rule_loads_or_has_a_reason() {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for e in &errors {
         assert!(!e.reason.is_empty());
-        let key: String = e.reason.split(['`', ':']).next().unwrap_or("").trim().to_string();
+        let key: String = e
+            .reason
+            .split(['`', ':'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         *reasons.entry(key).or_default() += 1;
         eprintln!("rejected: {e}");
     }
-    eprintln!("{files} files: {} loaded, {} rejected: {reasons:?}", rs.len(), errors.len());
+    eprintln!(
+        "{files} files: {} loaded, {} rejected: {reasons:?}",
+        rs.len(),
+        errors.len()
+    );
     assert_eq!(rs.len() + errors.len(), files);
-    assert!(rs.len() >= files * 95 / 100, "too many rejected: {reasons:?}");
+    assert!(
+        rs.len() >= files * 95 / 100,
+        "too many rejected: {reasons:?}"
+    );
 }
 
 #[test]
@@ -75,10 +88,17 @@ fn every_fixture_rule_loads_or_has_a_reason() {
 fn explore() {
     let rs = all_rules();
     let mut files = Vec::new();
-    for d in std::fs::read_dir(shared().join("evtx/attack-samples")).unwrap().flatten() {
+    for d in std::fs::read_dir(shared().join("evtx/attack-samples"))
+        .unwrap()
+        .flatten()
+    {
         if d.path().is_dir() {
             for f in std::fs::read_dir(d.path()).unwrap().flatten() {
-                let rel = format!("{}/{}", d.file_name().to_string_lossy(), f.file_name().to_string_lossy());
+                let rel = format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
                 if rel.ends_with(".evtx") {
                     files.push(rel);
                 }
@@ -102,7 +122,12 @@ fn fired(rel: &str) -> Vec<(String, Vec<(String, String)>)> {
             let fields = m
                 .fields
                 .iter()
-                .map(|s| (s.as_str().to_string(), e.get_str(*s).unwrap_or_default().into_owned()))
+                .map(|s| {
+                    (
+                        s.as_str().to_string(),
+                        e.get_str(*s).unwrap_or_default().into_owned(),
+                    )
+                })
                 .collect();
             out.push((m.title.to_string(), fields));
         }
@@ -118,12 +143,18 @@ fn assert_fires(rel: &str, title: &str, field: &str, value_part: &str) {
                 .iter()
                 .any(|(k, v)| k == field && v.to_lowercase().contains(&value_part.to_lowercase()))
     });
-    assert!(hit, "{rel}: expected `{title}` on {field} ~ {value_part}; fired: {f:#?}");
+    assert!(
+        hit,
+        "{rel}: expected `{title}` on {field} ~ {value_part}; fired: {f:#?}"
+    );
 }
 
 fn assert_not_fires(rel: &str, title: &str) {
     let f = fired(rel);
-    assert!(f.iter().all(|(t, _)| t != title), "{rel}: `{title}` must not fire: {f:#?}");
+    assert!(
+        f.iter().all(|(t, _)| t != title),
+        "{rel}: `{title}` must not fire: {f:#?}"
+    );
 }
 
 #[test]
@@ -148,7 +179,10 @@ fn system_log_cleared_104() {
         "event_id",
         "104",
     );
-    assert_not_fires("defense-evasion/DE_104_system_log_cleared.evtx", "Security Eventlog Cleared");
+    assert_not_fires(
+        "defense-evasion/DE_104_system_log_cleared.evtx",
+        "Security Eventlog Cleared",
+    );
 }
 
 #[test]

@@ -72,9 +72,13 @@ fn contains_startswith_endswith_all_cased() {
     assert!(hit(&rs, &cl("CMD /c")) && !hit(&rs, &cl("x cmd")));
     let rs = rule("    sel:\n        CommandLine|endswith: '.ps1'\n    condition: sel");
     assert!(hit(&rs, &cl("a.PS1")) && !hit(&rs, &cl("a.ps1x")));
-    let rs = rule("    sel:\n        CommandLine|contains|all:\n            - '-enc'\n            - 'hidden'\n    condition: sel");
+    let rs = rule(
+        "    sel:\n        CommandLine|contains|all:\n            - '-enc'\n            - 'hidden'\n    condition: sel",
+    );
     assert!(hit(&rs, &cl("ps -ENC x -w hidden")) && !hit(&rs, &cl("ps -enc x")));
-    let rs = rule("    sel:\n        CommandLine|contains:\n            - '-enc'\n            - 'hidden'\n    condition: sel");
+    let rs = rule(
+        "    sel:\n        CommandLine|contains:\n            - '-enc'\n            - 'hidden'\n    condition: sel",
+    );
     assert!(hit(&rs, &cl("ps -enc x")));
     let rs = rule("    sel:\n        CommandLine|contains|cased: 'Secret'\n    condition: sel");
     assert!(hit(&rs, &cl("a Secret b")) && !hit(&rs, &cl("a secret b")));
@@ -83,7 +87,10 @@ fn contains_startswith_endswith_all_cased() {
 #[test]
 fn regular_expressions() {
     let rs = rule("    sel:\n        CommandLine|re: 'ab+c$'\n    condition: sel");
-    assert!(hit(&rs, &cl("xabbc")) && !hit(&rs, &cl("xABBC")), "re is case-sensitive");
+    assert!(
+        hit(&rs, &cl("xabbc")) && !hit(&rs, &cl("xABBC")),
+        "re is case-sensitive"
+    );
     let rs = rule("    sel:\n        CommandLine|re|i: 'ab+c$'\n    condition: sel");
     assert!(hit(&rs, &cl("xABBC")));
     let rs = rule("    sel:\n        CommandLine|re|m: '^b$'\n    condition: sel");
@@ -92,15 +99,22 @@ fn regular_expressions() {
     assert!(hit(&rs, &cl("a\nb")));
     let rs = rule("    sel:\n        CommandLine|re: 'a.b'\n    condition: sel");
     assert!(!hit(&rs, &cl("a\nb")));
-    assert!(rejects("    sel:\n        CommandLine|re: '(?<=a)b'\n    condition: sel").starts_with("sel: regex"));
+    assert!(
+        rejects("    sel:\n        CommandLine|re: '(?<=a)b'\n    condition: sel")
+            .starts_with("sel: regex")
+    );
 }
 
 #[test]
 fn base64_and_utf16() {
     // base64("whoami") = d2hvYW1p
     let rs = rule("    sel:\n        CommandLine|base64: 'whoami'\n    condition: sel");
-    assert!(hit(&rs, &cl("d2hvYW1p")) && !hit(&rs, &cl("D2HVYW1P")), "base64 is cased");
-    let rs = rule("    sel:\n        CommandLine|base64offset|contains: '/c ping'\n    condition: sel");
+    assert!(
+        hit(&rs, &cl("d2hvYW1p")) && !hit(&rs, &cl("D2HVYW1P")),
+        "base64 is cased"
+    );
+    let rs =
+        rule("    sel:\n        CommandLine|base64offset|contains: '/c ping'\n    condition: sel");
     assert!(hit(&rs, &cl("xx L2MgcGluZ yy")));
     assert!(hit(&rs, &cl("9jIHBpbm")));
     assert!(hit(&rs, &cl("-e vYyBwaW5n")));
@@ -114,7 +128,8 @@ fn base64_and_utf16() {
     assert!(hit(&rs, &cl("AGEAYg==")));
     let rs = rule("    sel:\n        CommandLine|utf16|base64: 'ab'\n    condition: sel");
     assert!(hit(&rs, &cl("//5hAGIA")));
-    let rs = rule("    sel:\n        CommandLine|wide|base64offset|contains: 'ab'\n    condition: sel");
+    let rs =
+        rule("    sel:\n        CommandLine|wide|base64offset|contains: 'ab'\n    condition: sel");
     assert!(hit(&rs, &cl("powershell -enc xYQBiAAx")));
     // wide alone: the value with NULs between characters.
     let rs = rule("    sel:\n        CommandLine|wide|contains: 'ab'\n    condition: sel");
@@ -123,8 +138,15 @@ fn base64_and_utf16() {
 
 #[test]
 fn windash() {
-    let rs = rule("    sel:\n        CommandLine|windash|contains: ' -exec bypass'\n    condition: sel");
-    for v in ["a -exec bypass", "a /exec bypass", "a \u{2013}exec bypass", "a \u{2014}exec bypass", "a \u{2015}exec bypass"] {
+    let rs =
+        rule("    sel:\n        CommandLine|windash|contains: ' -exec bypass'\n    condition: sel");
+    for v in [
+        "a -exec bypass",
+        "a /exec bypass",
+        "a \u{2013}exec bypass",
+        "a \u{2014}exec bypass",
+        "a \u{2015}exec bypass",
+    ] {
         assert!(hit(&rs, &cl(v)), "{v}");
     }
     assert!(!hit(&rs, &cl("a +exec bypass")));
@@ -132,7 +154,9 @@ fn windash() {
 
 #[test]
 fn cidr_exists_fieldref_numbers_null() {
-    let rs = rule("    sel:\n        DestinationIp|cidr:\n            - '10.0.0.0/8'\n            - 'fe80::/10'\n    condition: sel");
+    let rs = rule(
+        "    sel:\n        DestinationIp|cidr:\n            - '10.0.0.0/8'\n            - 'fe80::/10'\n    condition: sel",
+    );
     assert!(hit(&rs, &sysmon1(&[("DestinationIp", "10.2.3.4")])));
     assert!(hit(&rs, &sysmon1(&[("DestinationIp", "fe80::1")])));
     assert!(!hit(&rs, &sysmon1(&[("DestinationIp", "8.8.8.8")])));
@@ -143,13 +167,29 @@ fn cidr_exists_fieldref_numbers_null() {
     assert!(!hit(&rs, &sysmon1(&[("Hashes", "x")])) && hit(&rs, &sysmon1(&[])));
 
     let rs = rule("    sel:\n        Image|fieldref: ParentImage\n    condition: sel");
-    assert!(hit(&rs, &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\A.exe")])));
-    assert!(!hit(&rs, &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\b.exe")])));
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\A.exe")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\b.exe")])
+    ));
     let rs = rule("    sel:\n        CommandLine|fieldref|contains: Image\n    condition: sel");
-    assert!(hit(&rs, &sysmon1(&[("Image", "a.exe"), ("CommandLine", "run a.exe now")])));
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("CommandLine", "run a.exe now")])
+    ));
 
-    for (m, yes, no) in [("lt", "4", "5"), ("lte", "5", "6"), ("gt", "6", "5"), ("gte", "5", "4")] {
-        let rs = rule(&format!("    sel:\n        Count|{m}: 5\n    condition: sel"));
+    for (m, yes, no) in [
+        ("lt", "4", "5"),
+        ("lte", "5", "6"),
+        ("gt", "6", "5"),
+        ("gte", "5", "4"),
+    ] {
+        let rs = rule(&format!(
+            "    sel:\n        Count|{m}: 5\n    condition: sel"
+        ));
         assert!(hit(&rs, &sysmon1(&[("Count", yes)])), "{m} {yes}");
         assert!(!hit(&rs, &sysmon1(&[("Count", no)])), "{m} {no}");
         assert!(!hit(&rs, &sysmon1(&[("Count", "x")])));
@@ -164,10 +204,22 @@ fn cidr_exists_fieldref_numbers_null() {
 
 #[test]
 fn unsupported_and_broken_rules_are_reported() {
-    assert!(rejects("    sel:\n        CommandLine|expand: '%x%'\n    condition: sel").contains("expand"));
-    assert!(rejects("    sel:\n        CommandLine|bogus: 'x'\n    condition: sel").contains("unknown modifier"));
-    assert!(rejects("    sel:\n        CommandLine: 'x'\n    condition: sel and other").contains("unknown identifier"));
-    assert!(rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | count() > 3").contains("aggregation"));
+    assert!(
+        rejects("    sel:\n        CommandLine|expand: '%x%'\n    condition: sel")
+            .contains("expand")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine|bogus: 'x'\n    condition: sel")
+            .contains("unknown modifier")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel and other")
+            .contains("unknown identifier")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | count() > 3")
+            .contains("aggregation")
+    );
     assert!(rejects("    sel:\n        CommandLine: 'x'").contains("no condition"));
     let (rs, errors) = Ruleset::from_yaml(Path::new("x.yml"), "title: [unclosed\n");
     assert_eq!((rs.len(), errors.len()), (0, 1));
@@ -191,16 +243,24 @@ fn conditions() {
     check("sel_a and sel_b", &[("aaa bbb", true), ("aaa", false)]);
     check("sel_a or sel_b", &[("bbb", true), ("ccc", false)]);
     check("sel_a and not filter", &[("aaa", true), ("aaa fff", false)]);
-    check("(sel_a or sel_b) and not filter", &[("bbb", true), ("bbb fff", false)]);
+    check(
+        "(sel_a or sel_b) and not filter",
+        &[("bbb", true), ("bbb fff", false)],
+    );
     check("not (sel_a or sel_b)", &[("ccc", true), ("aaa", false)]);
     check("1 of sel_*", &[("bbb", true), ("fff", false)]);
     check("all of sel_*", &[("aaa bbb", true), ("aaa", false)]);
     check("1 of them", &[("fff", true), ("zzz", false)]);
     check("all of them", &[("aaa bbb fff", true), ("aaa bbb", false)]);
     check("any of sel*", &[("aaa", true)]);
-    check("1 of sel_* and not 1 of filter*", &[("aaa", true), ("aaa fff", false)]);
+    check(
+        "1 of sel_* and not 1 of filter*",
+        &[("aaa", true), ("aaa fff", false)],
+    );
     // A condition list is an or.
-    let rs = rule(&format!("{d}    condition:\n        - sel_a\n        - sel_b"));
+    let rs = rule(&format!(
+        "{d}    condition:\n        - sel_a\n        - sel_b"
+    ));
     assert!(hit(&rs, &cl("bbb")));
 }
 
@@ -209,10 +269,17 @@ fn lists_of_maps_and_keywords() {
     let rs = rule(
         "    sel:\n        - Image|endswith: '\\a.exe'\n          CommandLine|contains: x\n        - Image|endswith: '\\b.exe'\n    condition: sel",
     );
-    assert!(hit(&rs, &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "x")])));
-    assert!(!hit(&rs, &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "y")])));
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "x")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "y")])
+    ));
     assert!(hit(&rs, &sysmon1(&[("Image", "c:\\b.exe")])));
-    let rs = rule("    keywords:\n        - 'evil*thing'\n        - 'other'\n    condition: keywords");
+    let rs =
+        rule("    keywords:\n        - 'evil*thing'\n        - 'other'\n    condition: keywords");
     assert!(hit(&rs, &sysmon1(&[("Whatever", "an EVIL little thing")])));
     assert!(!hit(&rs, &sysmon1(&[("Whatever", "nothing")])));
 }
@@ -230,15 +297,25 @@ fn process_creation_on_security_4688_and_match_metadata() {
     let mut out: Vec<Match> = Vec::new();
     assert_eq!(rs.matches(&sec, &mut out), 1);
     let m = &out[0];
-    assert_eq!((m.rule, &*m.title, m.id.as_deref(), m.level), (0, "Whoami", Some("abc"), Level::High));
+    assert_eq!(
+        (m.rule, &*m.title, m.id.as_deref(), m.level),
+        (0, "Whoami", Some("abc"), Level::High)
+    );
     assert_eq!(&*m.tags[0], "attack.discovery");
     assert_eq!(m.fields, vec![Sym::new("NewProcessName")]);
     // Same values on another event id or channel: not even a candidate.
-    let other = ev(&[("channel", "Security"), ("event_id", "4689"), ("NewProcessName", "x\\whoami.exe")]);
+    let other = ev(&[
+        ("channel", "Security"),
+        ("event_id", "4689"),
+        ("NewProcessName", "x\\whoami.exe"),
+    ]);
     assert!(!hit(&rs, &other));
     assert_eq!(rs.candidates("Security", Some(4689)), 0);
     assert_eq!(rs.candidates("Security", Some(4688)), 1);
-    assert_eq!(rs.candidates("Microsoft-Windows-Sysmon/Operational", Some(1)), 1);
+    assert_eq!(
+        rs.candidates("Microsoft-Windows-Sysmon/Operational", Some(1)),
+        1
+    );
     let sysmon = sysmon1(&[("Image", "C:\\Windows\\System32\\WHOAMI.EXE")]);
     assert!(hit(&rs, &sysmon));
 }
@@ -249,8 +326,22 @@ fn security_rules_are_indexed_by_pinned_event_id() {
     let (rs, _) = Ruleset::from_yaml(Path::new("l.yml"), yaml);
     assert_eq!(rs.candidates("Security", Some(4624)), 1);
     assert_eq!(rs.candidates("Security", Some(4625)), 0);
-    assert!(hit(&rs, &ev(&[("channel", "Security"), ("event_id", "4624"), ("LogonType", "9")])));
-    assert!(!hit(&rs, &ev(&[("channel", "System"), ("event_id", "4624"), ("LogonType", "9")])));
+    assert!(hit(
+        &rs,
+        &ev(&[
+            ("channel", "Security"),
+            ("event_id", "4624"),
+            ("LogonType", "9")
+        ])
+    ));
+    assert!(!hit(
+        &rs,
+        &ev(&[
+            ("channel", "System"),
+            ("event_id", "4624"),
+            ("LogonType", "9")
+        ])
+    ));
 }
 
 #[test]
@@ -325,14 +416,22 @@ correlation:
     assert!(missing.is_empty(), "{missing:?}");
     let mut fired = Vec::new();
     let mut feed = |id: &str, user: &str, ip: &str, t: i64, fired: &mut Vec<String>| {
-        let e = ev(&[("channel", "Security"), ("event_id", id), ("TargetUserName", user), ("IpAddress", ip)]);
+        let e = ev(&[
+            ("channel", "Security"),
+            ("event_id", id),
+            ("TargetUserName", user),
+            ("IpAddress", ip),
+        ]);
         let mut ms = Vec::new();
         rs.matches(&e, &mut ms);
         let mut out = Vec::new();
         for m in &ms {
             c.feed(m, &e, at(t), &mut out);
         }
-        fired.extend(out.iter().map(|o| format!("{} {:?} {}", o.title, o.group, o.count)));
+        fired.extend(
+            out.iter()
+                .map(|o| format!("{} {:?} {}", o.title, o.group, o.count)),
+        );
     };
     feed("4625", "bob", "1.1.1.1", 0, &mut fired);
     feed("4625", "bob", "1.1.1.1", 10, &mut fired);
