@@ -77,6 +77,13 @@ fn every_fixture_rule_loads_or_has_a_reason() {
         errors.len()
     );
     assert_eq!(rs.len() + errors.len(), files);
+    let (c4688, c1) = (
+        rs.candidates("Security", Some(4688)),
+        rs.candidates("Microsoft-Windows-Sysmon/Operational", Some(1)),
+    );
+    let (c4624, c5145) = (rs.candidates("Security", Some(4624)), rs.candidates("Security", Some(5145)));
+    eprintln!("candidates: Security 4688 {c4688}, Sysmon 1 {c1}, Security 4624 {c4624}, 5145 {c5145}");
+    assert!(c4688 >= 1100 && c4624 < 100);
     assert!(
         rs.len() >= files * 95 / 100,
         "too many rejected: {reasons:?}"
