@@ -128,6 +128,12 @@ struct Variant {
     cond: Cond,
     /// Needle ids of which one must occur (see [`Needles`]); empty: no prefilter.
     needles: Box<[u32]>,
+    /// The target's channel and whether it is a Windows target (for
+    /// [`Ruleset::matches_unindexed`]).
+    channel: Option<&'static str>,
+    windows: bool,
+    /// Event ids the logsource implies (part of the rule's meaning, not a prefilter).
+    target_ids: Option<Vec<i64>>,
 }
 
 #[derive(Default)]
@@ -296,6 +302,52 @@ impl Ruleset {
         out.len() - before
     }
 
+    /// [`Ruleset::matches`] without the event-id index and without the needle
+    /// prefilter: every rule form of the event's channel is evaluated. For tests that
+    /// check the prefilters lose nothing; far slower.
+    #[doc(hidden)]
+    pub fn matches_unindexed(&self, ev: &Event, out: &mut Vec<Match>) -> usize {
+        let mut sc = Scratch::new();
+        sc.next_event(self.slots, self.needles.len());
+        let channel = ev.get(self.sym_channel).map(|c| c.text().into_owned());
+        let id: Option<i64> = ev
+            .get_str(self.sym_event_id)
+            .and_then(|s| s.trim().parse().ok());
+        let before = out.len();
+        for var in &self.variants {
+            if let Some(ids) = &var.target_ids
+                && !id.is_some_and(|id| ids.contains(&id))
+            {
+                continue;
+            }
+            let applies = match (&channel, var.windows, var.channel) {
+                (None, false, _) => true,
+                (Some(_), true, None) => true,
+                (Some(ch), true, Some(vc)) => ch.eq_ignore_ascii_case(vc),
+                _ => false,
+            };
+            if !applies
+                || (out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize))
+            {
+                continue;
+            }
+            if var.cond.eval(ev, &mut sc) {
+                let r = &self.rules[var.rule as usize];
+                let mut fields = Vec::new();
+                var.cond.matched_fields(ev, &mut sc, &mut fields);
+                out.push(Match {
+                    rule: var.rule as usize,
+                    title: r.title.clone(),
+                    id: r.id.clone(),
+                    level: r.level,
+                    tags: r.tags.clone(),
+                    fields,
+                });
+            }
+        }
+        out.len() - before
+    }
+
     /// How many compiled rule forms an event of `channel` and `event_id` is tested
     /// against (for diagnostics and the benchmark).
     pub fn candidates(&self, channel: &str, event_id: Option<i64>) -> usize {
@@ -445,6 +497,9 @@ impl Builder {
                     rule: rule_idx,
                     cond,
                     needles,
+                    channel: t.channel,
+                    windows: t.windows,
+                    target_ids: t.event_ids.clone(),
                 },
                 t.clone(),
                 ids,
