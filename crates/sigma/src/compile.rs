@@ -331,26 +331,37 @@ impl Cond {
 
     /// Event ids every match must have, when the condition pins them.
     pub(crate) fn pinned_ids(&self, event_id: Sym) -> Option<Vec<i64>> {
+        self.pinned(event_id)?
+            .iter()
+            .map(|s| s.parse::<i64>().ok())
+            .collect()
+    }
+
+    /// Values (lowercased unless the test is cased) one of which field `sym` must equal
+    /// in every match, when the condition pins them.
+    pub(crate) fn pinned(&self, sym: Sym) -> Option<Vec<String>> {
         match self {
-            Cond::Field(f) if f.sym == event_id => {
-                let mut ids = Vec::new();
+            Cond::Field(f) if f.sym == sym => {
+                let mut vals = Vec::new();
                 for t in &f.tests {
                     match t {
                         Test::Str {
                             pat: Pat::Exact(s), ..
-                        } => ids.push(s.parse::<i64>().ok()?),
+                        } => vals.push(s.to_string()),
                         _ => return None,
                     }
                 }
-                Some(ids)
+                Some(vals)
             }
-            Cond::And(v) => v.iter().find_map(|c| c.pinned_ids(event_id)),
+            Cond::And(v) => v.iter().find_map(|c| c.pinned(sym)),
             Cond::Or(v) => {
-                let mut ids = Vec::new();
+                let mut vals = Vec::new();
                 for c in v {
-                    ids.extend(c.pinned_ids(event_id)?);
+                    vals.extend(c.pinned(sym)?);
                 }
-                Some(ids)
+                vals.sort();
+                vals.dedup();
+                Some(vals)
             }
             _ => None,
         }

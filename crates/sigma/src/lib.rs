@@ -58,6 +58,6 @@ mod ruleset;
 
 pub use compile::Scratch;
 pub use correlate::{CorrelationMatch, CorrelationRule, Correlator};
-pub use ruleset::{Level, LoadError, Match, Rule, Ruleset};
+pub use ruleset::{Level, LoadError, Match, PrefilterKey, Rule, Ruleset};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

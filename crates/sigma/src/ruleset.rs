@@ -83,6 +83,21 @@ pub struct Rule {
     pub path: PathBuf,
     /// Where the rule applies (channels and implied event ids).
     pub targets: Vec<Target>,
+    /// The prefilter key of each compiled form (one per target).
+    pub keys: Vec<PrefilterKey>,
+}
+
+/// What an event must have for a compiled rule form to be evaluated at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefilterKey {
+    /// The channel (`None`: any Windows channel, or for a non-Windows rule, events
+    /// without a channel).
+    pub channel: Option<&'static str>,
+    /// Event ids (from the logsource, else pinned by the detection); `None`: any.
+    pub event_ids: Option<Vec<i64>>,
+    /// Providers the detection pins (`Provider_Name`, lowercased); `None`: any. Tested by
+    /// the condition, not indexed.
+    pub providers: Option<Vec<String>>,
 }
 
 /// A rule (or a file) that could not be loaded, with the reason.
@@ -348,11 +363,27 @@ impl Ruleset {
         out.len() - before
     }
 
+    /// Whether any rule can apply to an event of `channel` and `event_id` (a hunt can
+    /// skip records, or whole files of one channel, for which this is false).
+    pub fn wants(&self, channel: &str, event_id: Option<i64>) -> bool {
+        self.candidates(channel, event_id) > 0
+    }
+
+    /// The channels some rule is filed under (`None` in [`PrefilterKey::channel`] means
+    /// any channel: see [`Ruleset::wants`]).
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.channels.keys().map(|k| &**k)
+    }
+
     /// How many compiled rule forms an event of `channel` and `event_id` is tested
     /// against (for diagnostics and the benchmark).
     pub fn candidates(&self, channel: &str, event_id: Option<i64>) -> usize {
         let mut c = Vec::new();
-        if let Some(idx) = self.channels.get(channel) {
+        let idx = self
+            .channels
+            .get(channel)
+            .or_else(|| self.channels.get(channel.to_ascii_lowercase().as_str()));
+        if let Some(idx) = idx {
             idx.candidates(event_id, &mut c);
         }
         self.any_windows.candidates(event_id, &mut c);
@@ -472,6 +503,8 @@ impl Builder {
         let rule_idx = self.rules.len() as u32;
         let sym_event_id = Sym::new("event_id");
         let mut compiled = Vec::new();
+        let mut keys = Vec::new();
+        let sym_provider = Sym::new("provider");
         for t in &targets {
             let tables: Vec<&[(&str, &str)]> = if t.windows {
                 vec![t.renames, WINDOWS_COMMON]
@@ -485,6 +518,15 @@ impl Builder {
                 None if t.windows => cond.pinned_ids(sym_event_id),
                 None => None,
             };
+            keys.push(PrefilterKey {
+                channel: t.channel,
+                event_ids: ids.clone(),
+                providers: if t.windows {
+                    cond.pinned(sym_provider)
+                } else {
+                    None
+                },
+            });
             let needles = match cond.required() {
                 Some(req) => req
                     .iter()
@@ -519,6 +561,7 @@ impl Builder {
             description: text_of(obj.get("description")),
             path: path.to_path_buf(),
             targets,
+            keys,
         });
         Ok(())
     }

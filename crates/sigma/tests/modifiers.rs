@@ -342,6 +342,27 @@ fn security_rules_are_indexed_by_pinned_event_id() {
             ("LogonType", "9")
         ])
     ));
+    assert!(rs.wants("Security", Some(4624)) && !rs.wants("Security", Some(4688)));
+    assert!(rs.wants("security", Some(4624)));
+    let k = &rs.rules()[0].keys;
+    assert_eq!(k.len(), 1);
+    assert_eq!(
+        (k[0].channel, k[0].event_ids.as_deref()),
+        (Some("Security"), Some(&[4624][..]))
+    );
+
+    let yaml = "title: Svc\nlogsource:\n    product: windows\n    service: system\ndetection:\n    a:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7045\n    b:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7036\n    condition: a or b\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("s.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let k = &rs.rules()[0].keys[0];
+    assert_eq!(k.channel, Some("System"));
+    assert_eq!(k.event_ids, Some(vec![7036, 7045]));
+    assert_eq!(
+        k.providers,
+        Some(vec!["service control manager".to_string()])
+    );
+    assert_eq!(rs.channels().filter(|c| *c == "System").count(), 1);
+    assert!(rs.wants("System", Some(7036)) && !rs.wants("System", Some(7040)));
 }
 
 #[test]
