@@ -186,6 +186,34 @@ pub(crate) enum Test {
         kind: RefKind,
         cased: bool,
     },
+    /// `neq`: the value matches none of these.
+    NoneOf(Vec<Test>),
+    /// `minute`/`hour`/`day`/`week`/`month`/`year` of a timestamp value (UTC), equal to
+    /// or compared with the number.
+    TimePart {
+        part: TimePart,
+        cmp: Option<Cmp>,
+        n: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TimePart {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+fn cmp(op: Cmp, v: f64, n: f64) -> bool {
+    match op {
+        Cmp::Lt => v < n,
+        Cmp::Lte => v <= n,
+        Cmp::Gt => v > n,
+        Cmp::Gte => v >= n,
+    }
 }
 
 /// Tests on one field; true when any test holds (an `all` list compiles to an `And`
@@ -221,15 +249,26 @@ impl Test {
             Test::Str { pat, cased: true } => pat.is_match(raw),
             Test::Str { pat, cased: false } => pat.is_match(&pattern::fold(raw)),
             Test::Re(r) => r.is_match(raw),
-            Test::Num(op, n) => match watchpost_event::parse_number(raw) {
-                Some(v) => match op {
-                    Cmp::Lt => v < *n,
-                    Cmp::Lte => v <= *n,
-                    Cmp::Gt => v > *n,
-                    Cmp::Gte => v >= *n,
-                },
-                None => false,
-            },
+            Test::Num(op, n) => watchpost_event::parse_number(raw).is_some_and(|v| cmp(*op, v, *n)),
+            Test::NoneOf(tests) => !tests.iter().any(|t| t.eval_raw(ev, raw)),
+            Test::TimePart { part, cmp: op, n } => {
+                let Ok(ts) = raw.trim().parse::<jiff::Timestamp>() else {
+                    return false;
+                };
+                let z = ts.to_zoned(jiff::tz::TimeZone::UTC);
+                let v = match part {
+                    TimePart::Minute => z.minute() as f64,
+                    TimePart::Hour => z.hour() as f64,
+                    TimePart::Day => z.day() as f64,
+                    TimePart::Week => z.date().iso_week_date().week() as f64,
+                    TimePart::Month => z.month() as f64,
+                    TimePart::Year => z.year() as f64,
+                };
+                match op {
+                    Some(op) => cmp(*op, v, *n),
+                    None => v == *n,
+                }
+            }
             Test::Cidr(c) => c.contains(raw),
             Test::Null => raw.is_empty(),
             Test::Exists(b) => *b,
@@ -569,6 +608,8 @@ struct Mods {
     exists: bool,
     fieldref: bool,
     cmp: Option<Cmp>,
+    neq: bool,
+    time_part: Option<TimePart>,
     /// Value transformations in the order written.
     transforms: Vec<&'static str>,
 }
@@ -591,6 +632,13 @@ fn parse_mods(list: &[&str]) -> Result<Mods, String> {
             "lte" => m.cmp = Some(Cmp::Lte),
             "gt" => m.cmp = Some(Cmp::Gt),
             "gte" => m.cmp = Some(Cmp::Gte),
+            "neq" => m.neq = true,
+            "minute" => m.time_part = Some(TimePart::Minute),
+            "hour" => m.time_part = Some(TimePart::Hour),
+            "day" => m.time_part = Some(TimePart::Day),
+            "week" => m.time_part = Some(TimePart::Week),
+            "month" => m.time_part = Some(TimePart::Month),
+            "year" => m.time_part = Some(TimePart::Year),
             "base64" => m.transforms.push("base64"),
             "base64offset" => m.transforms.push("base64offset"),
             "wide" | "utf16le" => m.transforms.push("utf16le"),
@@ -649,6 +697,18 @@ fn compile_field(
 }
 
 fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, String> {
+    if m.neq {
+        if v.is_null() {
+            return Err("`neq` needs a value".into());
+        }
+        let inner = Mods {
+            neq: false,
+            transforms: m.transforms.clone(),
+            re_flags: m.re_flags.clone(),
+            ..*m
+        };
+        return Ok(vec![Test::NoneOf(compile_value(v, &inner, names)?)]);
+    }
     if v.is_null() {
         return Ok(vec![Test::Null]);
     }
@@ -660,6 +720,14 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         };
     }
     let s = scalar_text(v)?;
+    if let Some(part) = m.time_part {
+        let n = watchpost_event::parse_number(&s).ok_or("time part modifiers need a number")?;
+        return Ok(vec![Test::TimePart {
+            part,
+            cmp: m.cmp,
+            n,
+        }]);
+    }
     if let Some(op) = m.cmp {
         let n = watchpost_event::parse_number(&s).ok_or("lt/lte/gt/gte need a number")?;
         return Ok(vec![Test::Num(op, n)]);

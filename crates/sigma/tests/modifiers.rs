@@ -478,3 +478,36 @@ correlation:
     feed("4625", "dave", "3.3.3.3", 410, &mut fired);
     assert!(fired.is_empty(), "{fired:?}");
 }
+
+#[test]
+fn neq_and_time_parts() {
+    let rs = rule(
+        "    sel:\n        Image|endswith: '.exe'\n        User|neq: 'NT AUTHORITY\\SYSTEM'\n    condition: sel",
+    );
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("User", "CORP\\bob")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("User", "nt authority\\system")])
+    ));
+    assert!(
+        !hit(&rs, &sysmon1(&[("Image", "a.exe")])),
+        "neq needs the field"
+    );
+
+    let t = |v: &str| sysmon1(&[("UtcTime", v)]);
+    let rs = rule("    sel:\n        UtcTime|hour|gte: 22\n    condition: sel");
+    assert!(hit(&rs, &t("2024-03-05T23:10:00Z")) && !hit(&rs, &t("2024-03-05T08:10:00Z")));
+    let rs = rule("    sel:\n        UtcTime|minute: 10\n    condition: sel");
+    assert!(hit(&rs, &t("2024-03-05T23:10:59Z")) && !hit(&rs, &t("2024-03-05T23:11:00Z")));
+    for (m, n) in [("day", 5), ("week", 10), ("month", 3), ("year", 2024)] {
+        let rs = rule(&format!(
+            "    sel:\n        UtcTime|{m}: {n}\n    condition: sel"
+        ));
+        assert!(hit(&rs, &t("2024-03-05T23:10:00Z")), "{m}");
+        assert!(!hit(&rs, &t("2023-01-01T00:00:00Z")), "{m}");
+        assert!(!hit(&rs, &t("not a time")), "{m}");
+    }
+}
