@@ -185,6 +185,7 @@ impl ChanIdx {
 /// its own [`Scratch`] (or [`Ruleset::matches`], which keeps one per thread).
 pub struct Ruleset {
     rules: Vec<Rule>,
+    filters: Vec<String>,
     correlations: Vec<CorrelationRule>,
     variants: Vec<Variant>,
     slots: usize,
@@ -241,6 +242,12 @@ impl Ruleset {
     /// The loaded correlation rules (for a [`crate::Correlator`]).
     pub fn correlations(&self) -> &[CorrelationRule] {
         &self.correlations
+    }
+
+    /// Titles of the Sigma filter documents that were applied (their condition is
+    /// and-ed to the conditions of the rules they name).
+    pub fn filters(&self) -> &[String] {
+        &self.filters
     }
 
     /// Number of detection rules.
@@ -400,7 +407,16 @@ struct Builder {
     variants: Vec<(Variant, Target, Option<Vec<i64>>)>,
     slots: Slots,
     needles: Needles,
+    filters: Vec<FilterDoc>,
     errors: Vec<LoadError>,
+}
+
+/// A Sigma filter document: its condition is and-ed to the rules it names.
+struct FilterDoc {
+    path: PathBuf,
+    title: String,
+    rules: Vec<String>,
+    detection: serde_json::Map<String, Json>,
 }
 
 fn text_of(v: Option<&Json>) -> Option<String> {
@@ -480,8 +496,29 @@ impl Builder {
             self.correlations.push(rule);
             return Ok(());
         }
-        if obj.contains_key("filter") && !obj.contains_key("detection") {
-            return Err("Sigma filter documents are not supported".into());
+        if let Some(f) = obj.get("filter")
+            && !obj.contains_key("detection")
+        {
+            let f = f.as_object().ok_or("filter must be a mapping")?;
+            let rules: Vec<String> = match f.get("rules") {
+                Some(Json::String(s)) => vec![s.clone()],
+                Some(Json::Array(a)) => a.iter().filter_map(|x| text_of(Some(x))).collect(),
+                _ => vec![],
+            };
+            if rules.is_empty() {
+                return Err("filter names no rules".into());
+            }
+            let mut det = f.clone();
+            det.remove("rules");
+            // Check it compiles now, so a broken filter is reported as such.
+            compile::compile_detection(&det, &Names { renames: &[] }, &mut Slots::default())?;
+            self.filters.push(FilterDoc {
+                path: path.to_path_buf(),
+                title: title.to_string(),
+                rules,
+                detection: det,
+            });
+            return Ok(());
         }
         let detection = obj
             .get("detection")
@@ -566,7 +603,63 @@ impl Builder {
         Ok(())
     }
 
+    fn apply_filters(&mut self) -> Vec<String> {
+        let mut applied = Vec::new();
+        for f in std::mem::take(&mut self.filters) {
+            let mut used = false;
+            for r in &f.rules {
+                let targets: Vec<usize> = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| {
+                        x.id.as_deref() == Some(r.as_str())
+                            || x.name.as_deref() == Some(r.as_str())
+                            || &*x.title == r.as_str()
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if targets.is_empty() {
+                    self.err(
+                        &f.path,
+                        Some(f.title.clone()),
+                        format!("filter names unknown rule `{r}`"),
+                    );
+                    continue;
+                }
+                for (v, t, _) in &mut self.variants {
+                    if !targets.contains(&(v.rule as usize)) {
+                        continue;
+                    }
+                    let tables: Vec<&[(&str, &str)]> = if t.windows {
+                        vec![t.renames, WINDOWS_COMMON]
+                    } else {
+                        vec![]
+                    };
+                    let names = Names { renames: &tables };
+                    match compile::compile_detection(&f.detection, &names, &mut self.slots) {
+                        Ok(fc) => {
+                            let old = std::mem::replace(&mut v.cond, Cond::Const(false));
+                            v.cond = Cond::And(vec![old, fc]);
+                            used = true;
+                        }
+                        Err(e) => self.errors.push(LoadError {
+                            path: f.path.clone(),
+                            title: Some(f.title.clone()),
+                            reason: e,
+                        }),
+                    }
+                }
+            }
+            if used {
+                applied.push(f.title);
+            }
+        }
+        applied
+    }
+
     fn finish(mut self) -> (Ruleset, Vec<LoadError>) {
+        let filters = self.apply_filters();
         if let Err(e) = self.needles.build(&self.slots) {
             // Cannot happen with valid literals; fall back to evaluating everything.
             self.errors.push(LoadError {
@@ -580,6 +673,7 @@ impl Builder {
             }
         }
         let mut rs = Ruleset {
+            filters,
             rules: self.rules,
             correlations: self.correlations,
             variants: Vec::with_capacity(self.variants.len()),

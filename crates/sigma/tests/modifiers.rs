@@ -511,3 +511,55 @@ fn neq_and_time_parts() {
         assert!(!hit(&rs, &t("not a time")), "{m}");
     }
 }
+
+#[test]
+fn filter_documents_narrow_the_rules_they_name() {
+    let yaml = r#"title: Whoami
+id: 11111111-2222-3333-4444-555555555555
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Image|endswith: '\whoami.exe'
+    condition: sel
+---
+title: Not from the admin jump host
+logsource:
+    product: windows
+filter:
+    rules:
+        - 11111111-2222-3333-4444-555555555555
+    jump:
+        Computer|startswith: 'JUMP'
+    condition: not jump
+---
+title: Broken filter
+filter:
+    rules: nonesuch
+    x:
+        a: b
+    condition: x
+"#;
+    let (rs, errors) = Ruleset::from_yaml(Path::new("f.yml"), yaml);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs.filters(), ["Not from the admin jump host"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].reason.contains("unknown rule `nonesuch`"));
+    let on = |host: &str| {
+        sysmon1(&[
+            ("Image", "C:\\Windows\\System32\\whoami.exe"),
+            ("computer", host),
+        ])
+    };
+    assert!(hit(&rs, &on("WS-17")));
+    assert!(!hit(&rs, &on("jump01.corp")));
+    // On the 4688 form too.
+    let sec = ev(&[
+        ("channel", "Security"),
+        ("event_id", "4688"),
+        ("NewProcessName", "C:\\Windows\\System32\\whoami.exe"),
+        ("computer", "JUMP02"),
+    ]);
+    assert!(!hit(&rs, &sec));
+}
