@@ -1,0 +1,857 @@
+//! A rule's `detection` compiled into a [`Cond`] tree over event fields.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::Value as Json;
+use watchpost_event::{Event, FieldRef, Sym};
+
+use crate::condition::{self, Expr};
+use crate::pattern::{self, Cidr, Pat, Tok};
+
+/// Dense numbering of the event fields a rule set reads, for the per-event cache of
+/// folded (lowercased) values.
+#[derive(Default, Debug)]
+pub(crate) struct Slots {
+    map: HashMap<Sym, u32>,
+}
+
+impl Slots {
+    pub(crate) fn slot(&mut self, sym: Sym) -> u32 {
+        let n = self.map.len() as u32;
+        *self.map.entry(sym).or_insert(n)
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Per-thread scratch for evaluation: folded field values of the current event.
+#[derive(Default, Debug)]
+pub struct Scratch {
+    epoch: u32,
+    folded: Vec<(u32, String)>,
+    tmp: String,
+    pub(crate) cands: Vec<u32>,
+    /// Epoch per slot: whether the needle prefilter scanned that field.
+    scanned: Vec<u32>,
+    /// Epoch per needle: whether it occurs in the current event.
+    marks: Vec<u32>,
+}
+
+impl Scratch {
+    /// A new, empty scratch.
+    pub fn new() -> Scratch {
+        Scratch::default()
+    }
+
+    pub(crate) fn next_event(&mut self, slots: usize, needles: usize) {
+        if self.folded.len() < slots {
+            self.folded.resize_with(slots, || (0, String::new()));
+            self.scanned.resize(slots, 0);
+        }
+        if self.marks.len() < needles {
+            self.marks.resize(needles, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.folded.iter_mut().for_each(|f| f.0 = 0);
+            self.scanned.iter_mut().for_each(|f| *f = 0);
+            self.marks.iter_mut().for_each(|f| *f = 0);
+            self.epoch = 1;
+        }
+    }
+
+    fn folded(&mut self, slot: u32, text: &str) -> &str {
+        let e = &mut self.folded[slot as usize];
+        if e.0 != self.epoch {
+            pattern::fold_into(text, &mut e.1);
+            e.0 = self.epoch;
+        }
+        &e.1
+    }
+}
+
+/// The needle prefilter: per field, one Aho-Corasick automaton over the (folded)
+/// literals that rules require in that field. A rule form whose required needles are
+/// all absent from the event is skipped without evaluating its condition.
+#[derive(Default)]
+pub(crate) struct Needles {
+    ids: HashMap<(u32, String), u32>,
+    /// needle id → slot.
+    slot_of: Vec<u32>,
+    /// per slot: the field, the automaton, automaton pattern → needle id.
+    per_slot: Vec<Option<(Sym, aho_corasick::AhoCorasick, Vec<u32>)>>,
+}
+
+impl Needles {
+    pub(crate) fn intern(&mut self, slot: u32, lit: &str) -> u32 {
+        let n = self.ids.len() as u32;
+        let id = *self.ids.entry((slot, lit.to_string())).or_insert(n);
+        if id == n {
+            self.slot_of.push(slot);
+        }
+        id
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    pub(crate) fn build(&mut self, slots: &Slots) -> Result<(), String> {
+        let mut by_slot: Vec<Vec<(&str, u32)>> = vec![Vec::new(); slots.len()];
+        for ((slot, lit), id) in &self.ids {
+            by_slot[*slot as usize].push((lit, *id));
+        }
+        let mut sym_of = vec![None; slots.len()];
+        for (sym, slot) in &slots.map {
+            sym_of[*slot as usize] = Some(*sym);
+        }
+        self.per_slot = Vec::with_capacity(slots.len());
+        for (slot, mut lits) in by_slot.into_iter().enumerate() {
+            if lits.is_empty() {
+                self.per_slot.push(None);
+                continue;
+            }
+            lits.sort_by_key(|(_, id)| *id);
+            let ac = aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(lits.iter().map(|(l, _)| l.as_bytes()))
+                .or_else(|_| aho_corasick::AhoCorasick::new(lits.iter().map(|(l, _)| l.as_bytes())))
+                .map_err(|e| format!("needle automaton: {e}"))?;
+            let sym = sym_of[slot].ok_or("slot without field")?;
+            self.per_slot
+                .push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
+        }
+        Ok(())
+    }
+
+    /// Whether needle `id` occurs in its field of `ev`.
+    pub(crate) fn present(&self, ev: &Event, sc: &mut Scratch, id: u32) -> bool {
+        let slot = self.slot_of[id as usize];
+        if sc.scanned[slot as usize] != sc.epoch {
+            sc.scanned[slot as usize] = sc.epoch;
+            if let Some((sym, ac, ids)) = &self.per_slot[slot as usize]
+                && let Some(v) = ev.get(*sym)
+            {
+                let raw = text(&v);
+                let epoch = sc.epoch;
+                let e = &mut sc.folded[slot as usize];
+                if e.0 != epoch {
+                    pattern::fold_into(&raw, &mut e.1);
+                    e.0 = epoch;
+                }
+                for m in ac.find_overlapping_iter(e.1.as_str()) {
+                    sc.marks[ids[m.pattern().as_usize()] as usize] = epoch;
+                }
+            }
+        }
+        sc.marks[id as usize] == sc.epoch
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Cmp {
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum RefKind {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// One test of one value.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // tests live in a few long-lived vectors; inline is faster
+pub(crate) enum Test {
+    /// Wildcard pattern; on the folded value unless `cased`.
+    Str {
+        pat: Pat,
+        cased: bool,
+    },
+    Re(Regex),
+    Num(Cmp, f64),
+    Cidr(Cidr),
+    /// `null`: absent or empty.
+    Null,
+    Exists(bool),
+    FieldRef {
+        other: Sym,
+        kind: RefKind,
+        cased: bool,
+    },
+    /// `neq`: the value matches none of these.
+    NoneOf(Vec<Test>),
+    /// `minute`/`hour`/`day`/`week`/`month`/`year` of a timestamp value (UTC), equal to
+    /// or compared with the number.
+    TimePart {
+        part: TimePart,
+        cmp: Option<Cmp>,
+        n: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TimePart {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+fn cmp(op: Cmp, v: f64, n: f64) -> bool {
+    match op {
+        Cmp::Lt => v < n,
+        Cmp::Lte => v <= n,
+        Cmp::Gt => v > n,
+        Cmp::Gte => v >= n,
+    }
+}
+
+/// Tests on one field; true when any test holds (an `all` list compiles to an `And`
+/// of single-value field tests).
+#[derive(Debug)]
+pub(crate) struct FieldTest {
+    pub(crate) sym: Sym,
+    pub(crate) slot: u32,
+    pub(crate) tests: Vec<Test>,
+}
+
+/// A compiled condition.
+#[derive(Debug)]
+pub(crate) enum Cond {
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+    Field(FieldTest),
+    /// Keyword search: any field value matches any pattern.
+    Keywords(Vec<Test>),
+    Const(bool),
+}
+
+fn text<'a>(v: &FieldRef<'a>) -> std::borrow::Cow<'a, str> {
+    v.text()
+}
+
+impl Test {
+    /// Tests the value's text as written (folded string tests are done by the caller,
+    /// which caches the folded text).
+    fn eval_raw(&self, ev: &Event, raw: &str) -> bool {
+        match self {
+            Test::Str { pat, cased: true } => pat.is_match(raw),
+            Test::Str { pat, cased: false } => pat.is_match(&pattern::fold(raw)),
+            Test::Re(r) => r.is_match(raw),
+            Test::Num(op, n) => watchpost_event::parse_number(raw).is_some_and(|v| cmp(*op, v, *n)),
+            Test::NoneOf(tests) => !tests.iter().any(|t| t.eval_raw(ev, raw)),
+            Test::TimePart { part, cmp: op, n } => {
+                let Ok(ts) = raw.trim().parse::<jiff::Timestamp>() else {
+                    return false;
+                };
+                let z = ts.to_zoned(jiff::tz::TimeZone::UTC);
+                let v = match part {
+                    TimePart::Minute => z.minute() as f64,
+                    TimePart::Hour => z.hour() as f64,
+                    TimePart::Day => z.day() as f64,
+                    TimePart::Week => z.date().iso_week_date().week() as f64,
+                    TimePart::Month => z.month() as f64,
+                    TimePart::Year => z.year() as f64,
+                };
+                match op {
+                    Some(op) => cmp(*op, v, *n),
+                    None => v == *n,
+                }
+            }
+            Test::Cidr(c) => c.contains(raw),
+            Test::Null => raw.is_empty(),
+            Test::Exists(b) => *b,
+            Test::FieldRef { other, kind, cased } => match ev.get(*other) {
+                None => false,
+                Some(o) => {
+                    let o = text(&o);
+                    let (a, b) = if *cased {
+                        (raw.to_string(), o.into_owned())
+                    } else {
+                        (pattern::fold(raw), pattern::fold(&o))
+                    };
+                    match kind {
+                        RefKind::Exact => a == b,
+                        RefKind::Prefix => a.starts_with(&b),
+                        RefKind::Suffix => a.ends_with(&b),
+                        RefKind::Contains => a.contains(&b),
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Cond {
+    pub(crate) fn eval(&self, ev: &Event, sc: &mut Scratch) -> bool {
+        match self {
+            Cond::And(v) => v.iter().all(|c| c.eval(ev, sc)),
+            Cond::Or(v) => v.iter().any(|c| c.eval(ev, sc)),
+            Cond::Not(c) => !c.eval(ev, sc),
+            Cond::Const(b) => *b,
+            Cond::Field(f) => f.eval(ev, sc),
+            Cond::Keywords(tests) => {
+                let mut tmp = std::mem::take(&mut sc.tmp);
+                let hit = ev.fields().any(|(_, v)| {
+                    let raw = text(&v);
+                    let mut done = false;
+                    tests.iter().any(|t| match t {
+                        Test::Str { pat, cased: false } => {
+                            if !done {
+                                pattern::fold_into(&raw, &mut tmp);
+                                done = true;
+                            }
+                            pat.is_match(&tmp)
+                        }
+                        Test::Str { pat, cased: true } => pat.is_match(&raw),
+                        Test::Re(r) => r.is_match(&raw),
+                        _ => false,
+                    })
+                });
+                sc.tmp = tmp;
+                hit
+            }
+        }
+    }
+
+    /// Fields whose tests hold on `ev` (for [`crate::Match::fields`]).
+    pub(crate) fn matched_fields(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Sym>) {
+        match self {
+            Cond::And(v) | Cond::Or(v) => v.iter().for_each(|c| c.matched_fields(ev, sc, out)),
+            Cond::Field(f)
+                if ev.get(f.sym).is_some() && f.eval(ev, sc) && !out.contains(&f.sym) =>
+            {
+                out.push(f.sym);
+            }
+            _ => {}
+        }
+    }
+
+    /// Needles (field slot, folded literal) of which at least one occurs in every event
+    /// the condition matches, when there is such a set.
+    pub(crate) fn required(&self) -> Option<Vec<(u32, &str)>> {
+        match self {
+            Cond::Field(f) => {
+                let mut out = Vec::new();
+                for t in &f.tests {
+                    match t {
+                        Test::Str { pat, cased: false } => out.push((f.slot, pat.literal()?)),
+                        _ => return None,
+                    }
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            Cond::And(v) => v.iter().filter_map(Cond::required).min_by_key(|r| {
+                r.iter()
+                    .map(|(_, l)| 64usize.saturating_sub(l.len()))
+                    .sum::<usize>()
+            }),
+            Cond::Or(v) => {
+                let mut out = Vec::new();
+                for c in v {
+                    out.extend(c.required()?);
+                }
+                (!out.is_empty()).then_some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// Event ids every match must have, when the condition pins them.
+    pub(crate) fn pinned_ids(&self, event_id: Sym) -> Option<Vec<i64>> {
+        self.pinned(event_id)?
+            .iter()
+            .map(|s| s.parse::<i64>().ok())
+            .collect()
+    }
+
+    /// Values (lowercased unless the test is cased) one of which field `sym` must equal
+    /// in every match, when the condition pins them.
+    pub(crate) fn pinned(&self, sym: Sym) -> Option<Vec<String>> {
+        match self {
+            Cond::Field(f) if f.sym == sym => {
+                let mut vals = Vec::new();
+                for t in &f.tests {
+                    match t {
+                        Test::Str {
+                            pat: Pat::Exact(s), ..
+                        } => vals.push(s.to_string()),
+                        _ => return None,
+                    }
+                }
+                Some(vals)
+            }
+            Cond::And(v) => v.iter().find_map(|c| c.pinned(sym)),
+            Cond::Or(v) => {
+                let mut vals = Vec::new();
+                for c in v {
+                    vals.extend(c.pinned(sym)?);
+                }
+                vals.sort();
+                vals.dedup();
+                Some(vals)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl FieldTest {
+    fn eval(&self, ev: &Event, sc: &mut Scratch) -> bool {
+        let v = match ev.get(self.sym) {
+            None => {
+                return self
+                    .tests
+                    .iter()
+                    .any(|t| matches!(t, Test::Null | Test::Exists(false)));
+            }
+            Some(v) => v,
+        };
+        let raw = text(&v);
+        let slot = self.slot;
+        for t in &self.tests {
+            let hit = match t {
+                Test::Str { pat, cased: false } => pat.is_match(sc.folded(slot, &raw)),
+                Test::Exists(b) => *b,
+                other => other.eval_raw(ev, &raw),
+            };
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// How Sigma field names become event fields.
+pub(crate) struct Names<'a> {
+    pub(crate) renames: &'a [&'a [(&'a str, &'a str)]],
+}
+
+impl Names<'_> {
+    fn sym(&self, name: &str) -> Sym {
+        for table in self.renames {
+            if let Some((_, to)) = table.iter().find(|(from, _)| *from == name) {
+                return Sym::new(to);
+            }
+        }
+        Sym::new(name)
+    }
+}
+
+/// Compiles a rule's `detection` mapping.
+pub(crate) fn compile_detection(
+    detection: &serde_json::Map<String, Json>,
+    names: &Names<'_>,
+    slots: &mut Slots,
+) -> Result<Cond, String> {
+    let cond = match detection.get("condition") {
+        Some(Json::String(s)) => condition::parse(s)?,
+        Some(Json::Array(v)) => {
+            let mut alts = Vec::new();
+            for c in v {
+                match c {
+                    Json::String(s) => alts.push(condition::parse(s)?),
+                    _ => return Err("condition list entries must be strings".into()),
+                }
+            }
+            Expr::Or(alts)
+        }
+        Some(_) => return Err("condition must be a string".into()),
+        None => return Err("detection has no condition".into()),
+    };
+    if detection.contains_key("timeframe") {
+        return Err("`timeframe` in a detection (deprecated aggregation) is not supported".into());
+    }
+    let mut idents = HashMap::new();
+    for (k, v) in detection {
+        if k == "condition" {
+            continue;
+        }
+        idents.insert(k.as_str(), v);
+    }
+    lower_expr(&cond, &idents, names, slots)
+}
+
+fn lower_expr(
+    e: &Expr,
+    idents: &HashMap<&str, &Json>,
+    names: &Names<'_>,
+    slots: &mut Slots,
+) -> Result<Cond, String> {
+    Ok(match e {
+        Expr::Id(id) => {
+            let v = idents
+                .get(id.as_str())
+                .ok_or_else(|| format!("condition names unknown identifier `{id}`"))?;
+            compile_ident(v, names, slots).map_err(|m| format!("{id}: {m}"))?
+        }
+        Expr::Not(x) => Cond::Not(Box::new(lower_expr(x, idents, names, slots)?)),
+        Expr::And(v) => Cond::And(
+            v.iter()
+                .map(|x| lower_expr(x, idents, names, slots))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Or(v) => Cond::Or(
+            v.iter()
+                .map(|x| lower_expr(x, idents, names, slots))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Of { all, pattern } => {
+            let mut ids: Vec<&str> = idents
+                .keys()
+                .copied()
+                .filter(|k| condition::pattern_matches(pattern, k))
+                .collect();
+            ids.sort_unstable();
+            if ids.is_empty() {
+                return Err(format!("`of {pattern}` matches no identifier"));
+            }
+            let parts = ids
+                .iter()
+                .map(|id| lower_expr(&Expr::Id(id.to_string()), idents, names, slots))
+                .collect::<Result<Vec<_>, _>>()?;
+            if *all {
+                Cond::And(parts)
+            } else {
+                Cond::Or(parts)
+            }
+        }
+    })
+}
+
+fn compile_ident(v: &Json, names: &Names<'_>, slots: &mut Slots) -> Result<Cond, String> {
+    match v {
+        Json::Object(m) => compile_map(m, names, slots),
+        Json::Array(items) => {
+            if items.iter().all(|i| !i.is_object() && !i.is_array()) {
+                return keywords(items);
+            }
+            let parts = items
+                .iter()
+                .map(|i| match i {
+                    Json::Object(m) => compile_map(m, names, slots),
+                    other => keywords(std::slice::from_ref(other)),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Cond::Or(parts))
+        }
+        Json::Null => Err("identifier has no value".into()),
+        scalar => keywords(std::slice::from_ref(scalar)),
+    }
+}
+
+fn scalar_text(v: &Json) -> Result<String, String> {
+    match v {
+        Json::String(s) => Ok(s.clone()),
+        Json::Number(n) => Ok(n.to_string()),
+        Json::Bool(b) => Ok(b.to_string()),
+        _ => Err(format!("expected a plain value, found {v}")),
+    }
+}
+
+fn keywords(items: &[Json]) -> Result<Cond, String> {
+    let mut tests = Vec::new();
+    for i in items {
+        let mut toks = pattern::tokenize(&scalar_text(i)?);
+        if toks.first() != Some(&Tok::Star) {
+            toks.insert(0, Tok::Star);
+        }
+        if toks.last() != Some(&Tok::Star) {
+            toks.push(Tok::Star);
+        }
+        tests.push(Test::Str {
+            pat: Pat::compile(&toks, true)?,
+            cased: false,
+        });
+    }
+    Ok(Cond::Keywords(tests))
+}
+
+fn compile_map(
+    m: &serde_json::Map<String, Json>,
+    names: &Names<'_>,
+    slots: &mut Slots,
+) -> Result<Cond, String> {
+    let mut parts = Vec::new();
+    for (k, v) in m {
+        parts.push(compile_field(k, v, names, slots)?);
+    }
+    Ok(if parts.len() == 1 {
+        parts.pop().unwrap_or(Cond::Const(true))
+    } else {
+        Cond::And(parts)
+    })
+}
+
+#[derive(Default)]
+struct Mods {
+    contains: bool,
+    starts: bool,
+    ends: bool,
+    all: bool,
+    cased: bool,
+    re: bool,
+    re_flags: String,
+    cidr: bool,
+    exists: bool,
+    fieldref: bool,
+    cmp: Option<Cmp>,
+    neq: bool,
+    time_part: Option<TimePart>,
+    /// Value transformations in the order written.
+    transforms: Vec<&'static str>,
+}
+
+fn parse_mods(list: &[&str]) -> Result<Mods, String> {
+    let mut m = Mods::default();
+    for &x in list {
+        match x {
+            "contains" => m.contains = true,
+            "startswith" => m.starts = true,
+            "endswith" => m.ends = true,
+            "all" => m.all = true,
+            "cased" => m.cased = true,
+            "re" => m.re = true,
+            "i" | "m" | "s" if m.re => m.re_flags.push_str(x),
+            "cidr" => m.cidr = true,
+            "exists" => m.exists = true,
+            "fieldref" => m.fieldref = true,
+            "lt" => m.cmp = Some(Cmp::Lt),
+            "lte" => m.cmp = Some(Cmp::Lte),
+            "gt" => m.cmp = Some(Cmp::Gt),
+            "gte" => m.cmp = Some(Cmp::Gte),
+            "neq" => m.neq = true,
+            "minute" => m.time_part = Some(TimePart::Minute),
+            "hour" => m.time_part = Some(TimePart::Hour),
+            "day" => m.time_part = Some(TimePart::Day),
+            "week" => m.time_part = Some(TimePart::Week),
+            "month" => m.time_part = Some(TimePart::Month),
+            "year" => m.time_part = Some(TimePart::Year),
+            "base64" => m.transforms.push("base64"),
+            "base64offset" => m.transforms.push("base64offset"),
+            "wide" | "utf16le" => m.transforms.push("utf16le"),
+            "utf16be" => m.transforms.push("utf16be"),
+            "utf16" => m.transforms.push("utf16"),
+            "windash" => m.transforms.push("windash"),
+            "expand" => return Err("modifier `expand` (placeholders) is not supported".into()),
+            other => return Err(format!("unknown modifier `{other}`")),
+        }
+    }
+    Ok(m)
+}
+
+fn compile_field(
+    key: &str,
+    v: &Json,
+    names: &Names<'_>,
+    slots: &mut Slots,
+) -> Result<Cond, String> {
+    let mut it = key.split('|');
+    let field = it.next().unwrap_or("");
+    let mod_list: Vec<&str> = it.collect();
+    let mods = parse_mods(&mod_list)?;
+    let values: Vec<&Json> = match v {
+        Json::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    if field.is_empty() {
+        // `|contains: x` without a field name: keyword search.
+        let items: Vec<Json> = values.into_iter().cloned().collect();
+        return keywords(&items);
+    }
+    let sym = names.sym(field);
+    let slot = slots.slot(sym);
+    let mut per_value = Vec::new();
+    for val in &values {
+        per_value.push(compile_value(val, &mods, names)?);
+    }
+    if per_value.is_empty() {
+        return Err(format!("{field}: empty value list"));
+    }
+    if mods.all && per_value.len() > 1 {
+        Ok(Cond::And(
+            per_value
+                .into_iter()
+                .map(|tests| Cond::Field(FieldTest { sym, slot, tests }))
+                .collect(),
+        ))
+    } else {
+        Ok(Cond::Field(FieldTest {
+            sym,
+            slot,
+            tests: per_value.into_iter().flatten().collect(),
+        }))
+    }
+}
+
+fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, String> {
+    if m.neq {
+        if v.is_null() {
+            return Err("`neq` needs a value".into());
+        }
+        let inner = Mods {
+            neq: false,
+            transforms: m.transforms.clone(),
+            re_flags: m.re_flags.clone(),
+            ..*m
+        };
+        return Ok(vec![Test::NoneOf(compile_value(v, &inner, names)?)]);
+    }
+    if v.is_null() {
+        return Ok(vec![Test::Null]);
+    }
+    if m.exists {
+        return match v {
+            Json::Bool(b) => Ok(vec![Test::Exists(*b)]),
+            Json::String(s) if s == "true" || s == "false" => Ok(vec![Test::Exists(s == "true")]),
+            _ => Err("`exists` needs true or false".into()),
+        };
+    }
+    let s = scalar_text(v)?;
+    if let Some(part) = m.time_part {
+        let n = watchpost_event::parse_number(&s).ok_or("time part modifiers need a number")?;
+        return Ok(vec![Test::TimePart {
+            part,
+            cmp: m.cmp,
+            n,
+        }]);
+    }
+    if let Some(op) = m.cmp {
+        let n = watchpost_event::parse_number(&s).ok_or("lt/lte/gt/gte need a number")?;
+        return Ok(vec![Test::Num(op, n)]);
+    }
+    if m.re {
+        let mut flags = m.re_flags.clone();
+        if m.cased {
+            flags.retain(|c| c != 'i');
+        }
+        let src = if flags.is_empty() {
+            s
+        } else {
+            format!("(?{flags}){s}")
+        };
+        let r = Regex::new(&src)
+            .map_err(|e| format!("regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        return Ok(vec![Test::Re(r)]);
+    }
+    if m.cidr {
+        return Ok(vec![Test::Cidr(Cidr::parse(&s)?)]);
+    }
+    if m.fieldref {
+        let kind = match (m.contains, m.starts, m.ends) {
+            (true, _, _) => RefKind::Contains,
+            (_, true, _) => RefKind::Prefix,
+            (_, _, true) => RefKind::Suffix,
+            _ => RefKind::Exact,
+        };
+        return Ok(vec![Test::FieldRef {
+            other: names.sym(&s),
+            kind,
+            cased: m.cased,
+        }]);
+    }
+    let mut alts: Vec<Vec<Tok>> = vec![pattern::tokenize(&s)];
+    let mut binary = false;
+    for t in &m.transforms {
+        let mut next = Vec::new();
+        for a in alts {
+            match *t {
+                "utf16le" | "utf16be" | "utf16" => {
+                    let mut out = Vec::new();
+                    if *t == "utf16" {
+                        out.push(Tok::Lit(vec![0xFF, 0xFE]));
+                    }
+                    for tok in a {
+                        match tok {
+                            Tok::Lit(l) => {
+                                let s = String::from_utf8(l).map_err(|_| "wide: not UTF-8")?;
+                                let mut b = Vec::new();
+                                for u in s.encode_utf16() {
+                                    if *t == "utf16be" {
+                                        b.extend_from_slice(&u.to_be_bytes());
+                                    } else {
+                                        b.extend_from_slice(&u.to_le_bytes());
+                                    }
+                                }
+                                out.push(Tok::Lit(b));
+                            }
+                            w => out.push(w),
+                        }
+                    }
+                    next.push(out);
+                }
+                "base64" | "base64offset" => {
+                    binary = true;
+                    let lit = pattern::literal(&a)
+                        .ok_or("base64 of a value with wildcards is not defined")?;
+                    if *t == "base64" {
+                        next.push(vec![Tok::Lit(pattern::base64(&lit).into_bytes())]);
+                    } else {
+                        for f in pattern::base64_offsets(&lit) {
+                            next.push(vec![Tok::Lit(f)]);
+                        }
+                    }
+                }
+                _ => {
+                    // windash: each `-` or `/` that starts a word, as each dash form.
+                    for dash in ["-", "/", "\u{2013}", "\u{2014}", "\u{2015}"] {
+                        let mut out = Vec::new();
+                        for tok in &a {
+                            match tok {
+                                Tok::Lit(l) => {
+                                    let mut b = Vec::with_capacity(l.len());
+                                    for (i, &c) in l.iter().enumerate() {
+                                        let word_start = i == 0 || !is_word(l[i - 1]);
+                                        let next_word = l.get(i + 1).is_some_and(|&n| is_word(n));
+                                        if (c == b'-' || c == b'/') && word_start && next_word {
+                                            b.extend_from_slice(dash.as_bytes());
+                                        } else {
+                                            b.push(c);
+                                        }
+                                    }
+                                    out.push(Tok::Lit(b));
+                                }
+                                w => out.push(w.clone()),
+                            }
+                        }
+                        if !next.contains(&out) {
+                            next.push(out);
+                        }
+                    }
+                }
+            }
+        }
+        alts = next;
+    }
+    let cased = m.cased || binary;
+    let mut tests = Vec::new();
+    for mut a in alts {
+        if (m.contains || m.ends) && a.first() != Some(&Tok::Star) {
+            a.insert(0, Tok::Star);
+        }
+        if (m.contains || m.starts) && a.last() != Some(&Tok::Star) {
+            a.push(Tok::Star);
+        }
+        tests.push(Test::Str {
+            pat: Pat::compile(&a, !cased)?,
+            cased,
+        });
+    }
+    Ok(tests)
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}

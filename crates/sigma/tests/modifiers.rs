@@ -1,0 +1,565 @@
+//! Every modifier and condition form on hand-made events.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use watchpost_event::{Event, Sym, Value};
+use watchpost_sigma::{Correlator, Level, Match, Ruleset};
+
+/// A Sysmon-like process creation event (channel and event id set) with extra fields.
+fn ev(fields: &[(&str, &str)]) -> Event {
+    let mut e = Event::new(Arc::from("evtx"), Arc::from("pc"), String::new());
+    for (k, v) in fields {
+        e.push(Sym::new(k), Value::Str((*v).into()));
+    }
+    e.finish();
+    e
+}
+
+fn sysmon1(fields: &[(&str, &str)]) -> Event {
+    let mut all = vec![
+        ("channel", "Microsoft-Windows-Sysmon/Operational"),
+        ("event_id", "1"),
+    ];
+    all.extend_from_slice(fields);
+    ev(&all)
+}
+
+/// A process_creation rule with the given detection body (YAML, indented by 4).
+fn rule(detection: &str) -> Ruleset {
+    let yaml = format!(
+        "title: t\nid: 1\nlevel: high\nlogsource:\n    product: windows\n    category: process_creation\ndetection:\n{detection}\n"
+    );
+    let (rs, errors) = Ruleset::from_yaml(Path::new("t.yml"), &yaml);
+    assert!(errors.is_empty(), "{errors:?}\n{yaml}");
+    rs
+}
+
+fn rejects(detection: &str) -> String {
+    let yaml = format!(
+        "title: t\nlogsource:\n    product: windows\n    category: process_creation\ndetection:\n{detection}\n"
+    );
+    let (rs, errors) = Ruleset::from_yaml(Path::new("t.yml"), &yaml);
+    assert_eq!(rs.len(), 0);
+    assert_eq!(errors.len(), 1);
+    errors[0].reason.clone()
+}
+
+fn hit(rs: &Ruleset, e: &Event) -> bool {
+    let mut out = Vec::new();
+    rs.matches(e, &mut out) > 0
+}
+
+fn cl(s: &str) -> Event {
+    sysmon1(&[("CommandLine", s)])
+}
+
+#[test]
+fn plain_values_are_case_insensitive_with_wildcards() {
+    let rs = rule("    sel:\n        CommandLine: 'C:\\Windows\\\\*.exe /?'\n    condition: sel");
+    assert!(hit(&rs, &cl("c:\\windows\\system32\\CMD.EXE /x")));
+    assert!(!hit(&rs, &cl("c:\\windows\\cmd.exe /xx")));
+    let rs = rule("    sel:\n        CommandLine: 'a\\*b'\n    condition: sel");
+    assert!(hit(&rs, &cl("A*B")) && !hit(&rs, &cl("axb")));
+}
+
+#[test]
+fn contains_startswith_endswith_all_cased() {
+    let rs = rule("    sel:\n        CommandLine|contains: mimikatz\n    condition: sel");
+    assert!(hit(&rs, &cl("run MimiKatz.exe")) && !hit(&rs, &cl("mimi")));
+    let rs = rule("    sel:\n        CommandLine|startswith: 'cmd'\n    condition: sel");
+    assert!(hit(&rs, &cl("CMD /c")) && !hit(&rs, &cl("x cmd")));
+    let rs = rule("    sel:\n        CommandLine|endswith: '.ps1'\n    condition: sel");
+    assert!(hit(&rs, &cl("a.PS1")) && !hit(&rs, &cl("a.ps1x")));
+    let rs = rule(
+        "    sel:\n        CommandLine|contains|all:\n            - '-enc'\n            - 'hidden'\n    condition: sel",
+    );
+    assert!(hit(&rs, &cl("ps -ENC x -w hidden")) && !hit(&rs, &cl("ps -enc x")));
+    let rs = rule(
+        "    sel:\n        CommandLine|contains:\n            - '-enc'\n            - 'hidden'\n    condition: sel",
+    );
+    assert!(hit(&rs, &cl("ps -enc x")));
+    let rs = rule("    sel:\n        CommandLine|contains|cased: 'Secret'\n    condition: sel");
+    assert!(hit(&rs, &cl("a Secret b")) && !hit(&rs, &cl("a secret b")));
+}
+
+#[test]
+fn regular_expressions() {
+    let rs = rule("    sel:\n        CommandLine|re: 'ab+c$'\n    condition: sel");
+    assert!(
+        hit(&rs, &cl("xabbc")) && !hit(&rs, &cl("xABBC")),
+        "re is case-sensitive"
+    );
+    let rs = rule("    sel:\n        CommandLine|re|i: 'ab+c$'\n    condition: sel");
+    assert!(hit(&rs, &cl("xABBC")));
+    let rs = rule("    sel:\n        CommandLine|re|m: '^b$'\n    condition: sel");
+    assert!(hit(&rs, &cl("a\nb\nc")));
+    let rs = rule("    sel:\n        CommandLine|re|s: 'a.b'\n    condition: sel");
+    assert!(hit(&rs, &cl("a\nb")));
+    let rs = rule("    sel:\n        CommandLine|re: 'a.b'\n    condition: sel");
+    assert!(!hit(&rs, &cl("a\nb")));
+    assert!(
+        rejects("    sel:\n        CommandLine|re: '(?<=a)b'\n    condition: sel")
+            .starts_with("sel: regex")
+    );
+}
+
+#[test]
+fn base64_and_utf16() {
+    // base64("whoami") = d2hvYW1p
+    let rs = rule("    sel:\n        CommandLine|base64: 'whoami'\n    condition: sel");
+    assert!(
+        hit(&rs, &cl("d2hvYW1p")) && !hit(&rs, &cl("D2HVYW1P")),
+        "base64 is cased"
+    );
+    let rs =
+        rule("    sel:\n        CommandLine|base64offset|contains: '/c ping'\n    condition: sel");
+    assert!(hit(&rs, &cl("xx L2MgcGluZ yy")));
+    assert!(hit(&rs, &cl("9jIHBpbm")));
+    assert!(hit(&rs, &cl("-e vYyBwaW5n")));
+    // "ab" as UTF-16LE = 61 00 62 00 → YQBiAA==; UTF-16BE 00 61 00 62 → AGEAYg==;
+    // utf16 (BOM FF FE + LE) → //5hAGIA
+    let rs = rule("    sel:\n        CommandLine|wide|base64: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("YQBiAA==")));
+    let rs = rule("    sel:\n        CommandLine|utf16le|base64: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("YQBiAA==")));
+    let rs = rule("    sel:\n        CommandLine|utf16be|base64: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("AGEAYg==")));
+    let rs = rule("    sel:\n        CommandLine|utf16|base64: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("//5hAGIA")));
+    let rs =
+        rule("    sel:\n        CommandLine|wide|base64offset|contains: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("powershell -enc xYQBiAAx")));
+    // wide alone: the value with NULs between characters.
+    let rs = rule("    sel:\n        CommandLine|wide|contains: 'ab'\n    condition: sel");
+    assert!(hit(&rs, &cl("xa\0b\0y")) && !hit(&rs, &cl("xaby")));
+}
+
+#[test]
+fn windash() {
+    let rs =
+        rule("    sel:\n        CommandLine|windash|contains: ' -exec bypass'\n    condition: sel");
+    for v in [
+        "a -exec bypass",
+        "a /exec bypass",
+        "a \u{2013}exec bypass",
+        "a \u{2014}exec bypass",
+        "a \u{2015}exec bypass",
+    ] {
+        assert!(hit(&rs, &cl(v)), "{v}");
+    }
+    assert!(!hit(&rs, &cl("a +exec bypass")));
+}
+
+#[test]
+fn cidr_exists_fieldref_numbers_null() {
+    let rs = rule(
+        "    sel:\n        DestinationIp|cidr:\n            - '10.0.0.0/8'\n            - 'fe80::/10'\n    condition: sel",
+    );
+    assert!(hit(&rs, &sysmon1(&[("DestinationIp", "10.2.3.4")])));
+    assert!(hit(&rs, &sysmon1(&[("DestinationIp", "fe80::1")])));
+    assert!(!hit(&rs, &sysmon1(&[("DestinationIp", "8.8.8.8")])));
+
+    let rs = rule("    sel:\n        Hashes|exists: true\n    condition: sel");
+    assert!(hit(&rs, &sysmon1(&[("Hashes", "")])) && !hit(&rs, &sysmon1(&[])));
+    let rs = rule("    sel:\n        Hashes|exists: false\n    condition: sel");
+    assert!(!hit(&rs, &sysmon1(&[("Hashes", "x")])) && hit(&rs, &sysmon1(&[])));
+
+    let rs = rule("    sel:\n        Image|fieldref: ParentImage\n    condition: sel");
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\A.exe")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "C:\\a.exe"), ("ParentImage", "c:\\b.exe")])
+    ));
+    let rs = rule("    sel:\n        CommandLine|fieldref|contains: Image\n    condition: sel");
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("CommandLine", "run a.exe now")])
+    ));
+
+    for (m, yes, no) in [
+        ("lt", "4", "5"),
+        ("lte", "5", "6"),
+        ("gt", "6", "5"),
+        ("gte", "5", "4"),
+    ] {
+        let rs = rule(&format!(
+            "    sel:\n        Count|{m}: 5\n    condition: sel"
+        ));
+        assert!(hit(&rs, &sysmon1(&[("Count", yes)])), "{m} {yes}");
+        assert!(!hit(&rs, &sysmon1(&[("Count", no)])), "{m} {no}");
+        assert!(!hit(&rs, &sysmon1(&[("Count", "x")])));
+    }
+
+    let rs = rule("    sel:\n        ParentImage: null\n    condition: sel");
+    assert!(hit(&rs, &sysmon1(&[])) && hit(&rs, &sysmon1(&[("ParentImage", "")])));
+    assert!(!hit(&rs, &sysmon1(&[("ParentImage", "x")])));
+    let rs = rule("    sel:\n        ParentImage: ''\n    condition: sel");
+    assert!(hit(&rs, &sysmon1(&[("ParentImage", "")])) && !hit(&rs, &sysmon1(&[])));
+}
+
+#[test]
+fn unsupported_and_broken_rules_are_reported() {
+    assert!(
+        rejects("    sel:\n        CommandLine|expand: '%x%'\n    condition: sel")
+            .contains("expand")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine|bogus: 'x'\n    condition: sel")
+            .contains("unknown modifier")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel and other")
+            .contains("unknown identifier")
+    );
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | count() > 3")
+            .contains("aggregation")
+    );
+    assert!(rejects("    sel:\n        CommandLine: 'x'").contains("no condition"));
+    let (rs, errors) = Ruleset::from_yaml(Path::new("x.yml"), "title: [unclosed\n");
+    assert_eq!((rs.len(), errors.len()), (0, 1));
+    assert!(errors[0].reason.starts_with("YAML"));
+    let (_, errors) = Ruleset::from_yaml(
+        Path::new("x.yml"),
+        "title: t\nlogsource:\n    product: windows\n    service: nonesuch\ndetection:\n    s:\n        a: b\n    condition: s\n",
+    );
+    assert!(errors[0].reason.contains("not mapped"), "{errors:?}");
+}
+
+#[test]
+fn conditions() {
+    let d = "    sel_a:\n        CommandLine|contains: aaa\n    sel_b:\n        CommandLine|contains: bbb\n    filter:\n        CommandLine|contains: fff\n    _aux:\n        CommandLine|contains: zzz\n";
+    let check = |cond: &str, cases: &[(&str, bool)]| {
+        let rs = rule(&format!("{d}    condition: {cond}"));
+        for (v, want) in cases {
+            assert_eq!(hit(&rs, &cl(v)), *want, "{cond} on {v}");
+        }
+    };
+    check("sel_a and sel_b", &[("aaa bbb", true), ("aaa", false)]);
+    check("sel_a or sel_b", &[("bbb", true), ("ccc", false)]);
+    check("sel_a and not filter", &[("aaa", true), ("aaa fff", false)]);
+    check(
+        "(sel_a or sel_b) and not filter",
+        &[("bbb", true), ("bbb fff", false)],
+    );
+    check("not (sel_a or sel_b)", &[("ccc", true), ("aaa", false)]);
+    check("1 of sel_*", &[("bbb", true), ("fff", false)]);
+    check("all of sel_*", &[("aaa bbb", true), ("aaa", false)]);
+    check("1 of them", &[("fff", true), ("zzz", false)]);
+    check("all of them", &[("aaa bbb fff", true), ("aaa bbb", false)]);
+    check("any of sel*", &[("aaa", true)]);
+    check(
+        "1 of sel_* and not 1 of filter*",
+        &[("aaa", true), ("aaa fff", false)],
+    );
+    // A condition list is an or.
+    let rs = rule(&format!(
+        "{d}    condition:\n        - sel_a\n        - sel_b"
+    ));
+    assert!(hit(&rs, &cl("bbb")));
+}
+
+#[test]
+fn lists_of_maps_and_keywords() {
+    let rs = rule(
+        "    sel:\n        - Image|endswith: '\\a.exe'\n          CommandLine|contains: x\n        - Image|endswith: '\\b.exe'\n    condition: sel",
+    );
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "x")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "c:\\a.exe"), ("CommandLine", "y")])
+    ));
+    assert!(hit(&rs, &sysmon1(&[("Image", "c:\\b.exe")])));
+    let rs =
+        rule("    keywords:\n        - 'evil*thing'\n        - 'other'\n    condition: keywords");
+    assert!(hit(&rs, &sysmon1(&[("Whatever", "an EVIL little thing")])));
+    assert!(!hit(&rs, &sysmon1(&[("Whatever", "nothing")])));
+}
+
+#[test]
+fn process_creation_on_security_4688_and_match_metadata() {
+    let yaml = "title: Whoami\nid: abc\nlevel: high\ntags:\n    - attack.discovery\nlogsource:\n    product: windows\n    category: process_creation\ndetection:\n    sel:\n        Image|endswith: '\\whoami.exe'\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("w.yml"), yaml);
+    assert!(errors.is_empty());
+    let sec = ev(&[
+        ("channel", "Security"),
+        ("event_id", "4688"),
+        ("NewProcessName", "C:\\Windows\\System32\\whoami.exe"),
+    ]);
+    let mut out: Vec<Match> = Vec::new();
+    assert_eq!(rs.matches(&sec, &mut out), 1);
+    let m = &out[0];
+    assert_eq!(
+        (m.rule, &*m.title, m.id.as_deref(), m.level),
+        (0, "Whoami", Some("abc"), Level::High)
+    );
+    assert_eq!(&*m.tags[0], "attack.discovery");
+    assert_eq!(m.fields, vec![Sym::new("NewProcessName")]);
+    // Same values on another event id or channel: not even a candidate.
+    let other = ev(&[
+        ("channel", "Security"),
+        ("event_id", "4689"),
+        ("NewProcessName", "x\\whoami.exe"),
+    ]);
+    assert!(!hit(&rs, &other));
+    assert_eq!(rs.candidates("Security", Some(4689)), 0);
+    assert_eq!(rs.candidates("Security", Some(4688)), 1);
+    assert_eq!(
+        rs.candidates("Microsoft-Windows-Sysmon/Operational", Some(1)),
+        1
+    );
+    let sysmon = sysmon1(&[("Image", "C:\\Windows\\System32\\WHOAMI.EXE")]);
+    assert!(hit(&rs, &sysmon));
+}
+
+#[test]
+fn security_rules_are_indexed_by_pinned_event_id() {
+    let yaml = "title: Logon\nlogsource:\n    product: windows\n    service: security\ndetection:\n    sel:\n        EventID: 4624\n        LogonType: 9\n    condition: sel\n";
+    let (rs, _) = Ruleset::from_yaml(Path::new("l.yml"), yaml);
+    assert_eq!(rs.candidates("Security", Some(4624)), 1);
+    assert_eq!(rs.candidates("Security", Some(4625)), 0);
+    assert!(hit(
+        &rs,
+        &ev(&[
+            ("channel", "Security"),
+            ("event_id", "4624"),
+            ("LogonType", "9")
+        ])
+    ));
+    assert!(!hit(
+        &rs,
+        &ev(&[
+            ("channel", "System"),
+            ("event_id", "4624"),
+            ("LogonType", "9")
+        ])
+    ));
+    assert!(rs.wants("Security", Some(4624)) && !rs.wants("Security", Some(4688)));
+    assert!(rs.wants("security", Some(4624)));
+    let k = &rs.rules()[0].keys;
+    assert_eq!(k.len(), 1);
+    assert_eq!(
+        (k[0].channel, k[0].event_ids.as_deref()),
+        (Some("Security"), Some(&[4624][..]))
+    );
+
+    let yaml = "title: Svc\nlogsource:\n    product: windows\n    service: system\ndetection:\n    a:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7045\n    b:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7036\n    condition: a or b\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("s.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let k = &rs.rules()[0].keys[0];
+    assert_eq!(k.channel, Some("System"));
+    assert_eq!(k.event_ids, Some(vec![7036, 7045]));
+    assert_eq!(
+        k.providers,
+        Some(vec!["service control manager".to_string()])
+    );
+    assert_eq!(rs.channels().filter(|c| *c == "System").count(), 1);
+    assert!(rs.wants("System", Some(7036)) && !rs.wants("System", Some(7040)));
+}
+
+#[test]
+fn level_order() {
+    assert!(Level::Informational < Level::Low && Level::Low < Level::Medium);
+    assert!(Level::Medium < Level::High && Level::High < Level::Critical);
+    assert_eq!("HIGH".parse::<Level>(), Ok(Level::High));
+    assert!("severe".parse::<Level>().is_err());
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + secs).expect("time")
+}
+
+#[test]
+fn correlations() {
+    let yaml = r#"title: Failed logon
+id: failed
+name: failed_logon
+logsource:
+    product: windows
+    service: security
+detection:
+    sel:
+        EventID: 4625
+    condition: sel
+---
+title: Logon
+id: ok
+logsource:
+    product: windows
+    service: security
+detection:
+    sel:
+        EventID: 4624
+    condition: sel
+---
+title: Brute force
+correlation:
+    type: event_count
+    rules: failed_logon
+    group-by:
+        - TargetUserName
+    timespan: 1m
+    condition:
+        gte: 3
+level: high
+---
+title: Spray
+correlation:
+    type: value_count
+    rules: failed
+    group-by: IpAddress
+    timespan: 5m
+    condition:
+        field: TargetUserName
+        gt: 2
+---
+title: Fail then success
+correlation:
+    type: temporal_ordered
+    rules:
+        - failed
+        - ok
+    group-by: TargetUserName
+    timespan: 10m
+"#;
+    let (rs, errors) = Ruleset::from_yaml(Path::new("c.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!((rs.len(), rs.correlations().len()), (2, 3));
+    let (mut c, missing) = Correlator::new(&rs);
+    assert!(missing.is_empty(), "{missing:?}");
+    let mut fired = Vec::new();
+    let mut feed = |id: &str, user: &str, ip: &str, t: i64, fired: &mut Vec<String>| {
+        let e = ev(&[
+            ("channel", "Security"),
+            ("event_id", id),
+            ("TargetUserName", user),
+            ("IpAddress", ip),
+        ]);
+        let mut ms = Vec::new();
+        rs.matches(&e, &mut ms);
+        let mut out = Vec::new();
+        for m in &ms {
+            c.feed(m, &e, at(t), &mut out);
+        }
+        fired.extend(
+            out.iter()
+                .map(|o| format!("{} {:?} {}", o.title, o.group, o.count)),
+        );
+    };
+    feed("4625", "bob", "1.1.1.1", 0, &mut fired);
+    feed("4625", "bob", "1.1.1.1", 10, &mut fired);
+    feed("4625", "alice", "1.1.1.1", 20, &mut fired);
+    assert!(fired.is_empty(), "{fired:?}");
+    // Third failure of bob inside a minute; the spray sees a third user from 1.1.1.1.
+    feed("4625", "carol", "1.1.1.1", 25, &mut fired);
+    assert_eq!(fired, vec!["Spray [\"1.1.1.1\"] 3"]);
+    fired.clear();
+    feed("4625", "bob", "2.2.2.2", 30, &mut fired);
+    assert_eq!(fired, vec!["Brute force [\"bob\"] 3"]);
+    fired.clear();
+    // Outside the minute: the window starts again.
+    feed("4625", "bob", "2.2.2.2", 200, &mut fired);
+    feed("4625", "bob", "2.2.2.2", 300, &mut fired);
+    assert!(fired.iter().all(|f| !f.starts_with("Brute")), "{fired:?}");
+    fired.clear();
+    feed("4624", "bob", "2.2.2.2", 310, &mut fired);
+    assert_eq!(fired, vec!["Fail then success [\"bob\"] 2"]);
+    fired.clear();
+    // Success before failure does not fire the ordered correlation.
+    feed("4624", "dave", "3.3.3.3", 400, &mut fired);
+    feed("4625", "dave", "3.3.3.3", 410, &mut fired);
+    assert!(fired.is_empty(), "{fired:?}");
+}
+
+#[test]
+fn neq_and_time_parts() {
+    let rs = rule(
+        "    sel:\n        Image|endswith: '.exe'\n        User|neq: 'NT AUTHORITY\\SYSTEM'\n    condition: sel",
+    );
+    assert!(hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("User", "CORP\\bob")])
+    ));
+    assert!(!hit(
+        &rs,
+        &sysmon1(&[("Image", "a.exe"), ("User", "nt authority\\system")])
+    ));
+    assert!(
+        !hit(&rs, &sysmon1(&[("Image", "a.exe")])),
+        "neq needs the field"
+    );
+
+    let t = |v: &str| sysmon1(&[("UtcTime", v)]);
+    let rs = rule("    sel:\n        UtcTime|hour|gte: 22\n    condition: sel");
+    assert!(hit(&rs, &t("2024-03-05T23:10:00Z")) && !hit(&rs, &t("2024-03-05T08:10:00Z")));
+    let rs = rule("    sel:\n        UtcTime|minute: 10\n    condition: sel");
+    assert!(hit(&rs, &t("2024-03-05T23:10:59Z")) && !hit(&rs, &t("2024-03-05T23:11:00Z")));
+    for (m, n) in [("day", 5), ("week", 10), ("month", 3), ("year", 2024)] {
+        let rs = rule(&format!(
+            "    sel:\n        UtcTime|{m}: {n}\n    condition: sel"
+        ));
+        assert!(hit(&rs, &t("2024-03-05T23:10:00Z")), "{m}");
+        assert!(!hit(&rs, &t("2023-01-01T00:00:00Z")), "{m}");
+        assert!(!hit(&rs, &t("not a time")), "{m}");
+    }
+}
+
+#[test]
+fn filter_documents_narrow_the_rules_they_name() {
+    let yaml = r#"title: Whoami
+id: 11111111-2222-3333-4444-555555555555
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    sel:
+        Image|endswith: '\whoami.exe'
+    condition: sel
+---
+title: Not from the admin jump host
+logsource:
+    product: windows
+filter:
+    rules:
+        - 11111111-2222-3333-4444-555555555555
+    jump:
+        Computer|startswith: 'JUMP'
+    condition: not jump
+---
+title: Broken filter
+filter:
+    rules: nonesuch
+    x:
+        a: b
+    condition: x
+"#;
+    let (rs, errors) = Ruleset::from_yaml(Path::new("f.yml"), yaml);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs.filters(), ["Not from the admin jump host"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].reason.contains("unknown rule `nonesuch`"));
+    let on = |host: &str| {
+        sysmon1(&[
+            ("Image", "C:\\Windows\\System32\\whoami.exe"),
+            ("computer", host),
+        ])
+    };
+    assert!(hit(&rs, &on("WS-17")));
+    assert!(!hit(&rs, &on("jump01.corp")));
+    // On the 4688 form too.
+    let sec = ev(&[
+        ("channel", "Security"),
+        ("event_id", "4688"),
+        ("NewProcessName", "C:\\Windows\\System32\\whoami.exe"),
+        ("computer", "JUMP02"),
+    ]);
+    assert!(!hit(&rs, &sec));
+}
