@@ -5,6 +5,7 @@ mod check;
 mod commands;
 mod config;
 mod diag;
+mod hunt;
 mod pipeline;
 mod replay;
 mod run;
@@ -58,6 +59,25 @@ enum Command {
     },
     /// Print the built-in configuration.
     DefaultConfig,
+    /// Hunt through EVTX files and folders with Sigma rules, on every core.
+    Hunt {
+        /// Sigma rule files, folders or globs.
+        #[arg(long, short = 'r', required = true)]
+        rules: Vec<PathBuf>,
+        /// Only detections of at least this level (informational, low, medium, high,
+        /// critical).
+        #[arg(long, default_value = "informational")]
+        min_level: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: hunt::HuntFormat,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// `.evtx` files and folders (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// List stored events (every event a filter matched), newest first.
     ///
     /// QUERY terms: `field:value` (`*` wildcards, case-insensitive values),
@@ -307,6 +327,27 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             commands::baseline(&config, &chain, &cmd, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hunt {
+            rules,
+            min_level,
+            format,
+            threads,
+            paths,
+        } => {
+            let level: watchpost_sigma::Level = min_level
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--min-level: {e}"))?;
+            let threads = threads.unwrap_or_else(hunt::default_threads);
+            hunt::hunt(
+                &rules,
+                level,
+                &paths,
+                format,
+                threads,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {

@@ -1,0 +1,302 @@
+//! `watchpost hunt`: Sigma rules over collected EVTX files, with every core.
+//!
+//! Files are handed to worker threads (largest first, so the run does not end on one big
+//! straggler); each streams its records (`evtx::for_each_evtx`, one event in memory at a
+//! time) through the rule set's prefilter and matchers. Detections are printed when the
+//! hunt is done, sorted by time, as a table, JSON lines or CSV. A progress line on stderr
+//! (when it is a terminal) counts files, records and detections. A corrupt file or chunk is
+//! reported with its place and skipped; the rest is read.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use serde_json::json;
+use watchpost_event::Event;
+use watchpost_sigma::{Level, Match, Ruleset};
+use watchpost_sources::ParseCtx;
+use watchpost_sources::evtx::for_each_evtx;
+
+/// Output of `watchpost hunt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HuntFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object per detection.
+    Jsonl,
+    /// Comma-separated, with a header line.
+    Csv,
+}
+
+/// One detection.
+struct Detection {
+    time: String,
+    host: String,
+    title: String,
+    level: Level,
+    id: String,
+    tags: String,
+    fields: Vec<(String, String)>,
+    place: String,
+}
+
+/// What a hunt found and read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HuntTotals {
+    /// Files read.
+    pub files: usize,
+    /// Records read.
+    pub records: u64,
+    /// Detections at or above the level.
+    pub detections: u64,
+    /// Files or records that could not be read.
+    pub errors: u64,
+}
+
+fn evtx_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if p
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("evtx"))
+            || paths.contains(&p)
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Loads the rules (listing the ones that cannot be loaded) and hunts through `paths`.
+pub fn hunt(
+    rules: &[PathBuf],
+    min_level: Level,
+    paths: &[PathBuf],
+    format: HuntFormat,
+    threads: usize,
+    out: &mut dyn Write,
+) -> Result<HuntTotals> {
+    let (ruleset, rejected) = Ruleset::load(rules);
+    for r in &rejected {
+        eprintln!("rule not loaded: {r}");
+    }
+    if ruleset.is_empty() {
+        bail!("no Sigma rule loaded from {rules:?}");
+    }
+    eprintln!(
+        "{} rules loaded, {} not loaded",
+        ruleset.len(),
+        rejected.len()
+    );
+    let mut files = evtx_files(paths);
+    if files.is_empty() {
+        bail!("no .evtx file in {paths:?}");
+    }
+    files.sort_by_key(|f| std::cmp::Reverse(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)));
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let records = AtomicU64::new(0);
+    let hits = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let found: Mutex<Vec<Detection>> = Mutex::new(Vec::new());
+    let progress = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let ctx = ParseCtx::new("evtx", "hunt");
+                let mut matches: Vec<Match> = Vec::new();
+                let mut mine: Vec<Detection> = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let place = file.to_string_lossy().into_owned();
+                    match std::fs::read(file) {
+                        Err(e) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("{place}: {e}; skipped");
+                        }
+                        Ok(bytes) => {
+                            let errs = for_each_evtx(&ctx, bytes, &place, &mut |event| {
+                                records.fetch_add(1, Ordering::Relaxed);
+                                matches.clear();
+                                if ruleset.matches(&event, &mut matches) == 0 {
+                                    return;
+                                }
+                                for m in matches.drain(..).filter(|m| m.level >= min_level) {
+                                    hits.fetch_add(1, Ordering::Relaxed);
+                                    mine.push(detection(&event, m));
+                                }
+                            });
+                            for (rid, e) in errs {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("{place}: record {rid}: {e}");
+                            }
+                        }
+                    }
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if progress {
+                        eprint!(
+                            "\r{n}/{} files, {} records, {} detections, {:.1} s   ",
+                            files.len(),
+                            records.load(Ordering::Relaxed),
+                            hits.load(Ordering::Relaxed),
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                found
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&mut mine);
+            });
+        }
+    });
+    if progress {
+        eprintln!();
+    }
+    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    found.sort_by(|a, b| (&a.time, &a.place).cmp(&(&b.time, &b.place)));
+    print(&found, format, out)?;
+    let totals = HuntTotals {
+        files: files.len(),
+        records: records.into_inner(),
+        detections: hits.into_inner(),
+        errors: errors.into_inner(),
+    };
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "{} files, {} records, {} detections, {} unreadable, {:.2} s ({:.0} records/s, {} threads)",
+        totals.files,
+        totals.records,
+        totals.detections,
+        totals.errors,
+        secs,
+        totals.records as f64 / secs,
+        threads.max(1)
+    );
+    Ok(totals)
+}
+
+fn detection(event: &Event, m: Match) -> Detection {
+    Detection {
+        time: event
+            .time
+            .map(watchpost_event::format_time)
+            .unwrap_or_default(),
+        host: event.host.to_string(),
+        title: m.title.to_string(),
+        level: m.level,
+        id: m.id.as_deref().unwrap_or_default().to_owned(),
+        tags: m.tags.iter().map(|t| &**t).collect::<Vec<_>>().join(","),
+        fields: m
+            .fields
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_owned(),
+                    event
+                        .get(*s)
+                        .map(|v| v.text().into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect(),
+        place: event
+            .origin
+            .as_ref()
+            .map(|o| format!("{}:{}", o.place, o.offset))
+            .unwrap_or_default(),
+    }
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn print(found: &[Detection], format: HuntFormat, out: &mut dyn Write) -> Result<()> {
+    let fields = |d: &Detection| {
+        d.fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ¦ ")
+    };
+    match format {
+        HuntFormat::Jsonl => {
+            for d in found {
+                let f: serde_json::Map<String, serde_json::Value> = d
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "time": d.time, "host": d.host, "rule": d.title, "level": d.level.to_string(),
+                            "id": d.id, "tags": d.tags, "fields": f, "record": d.place })
+                )?;
+            }
+        }
+        HuntFormat::Csv => {
+            writeln!(out, "time,host,rule,level,id,fields,record")?;
+            for d in found {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{}",
+                    csv(&d.time),
+                    csv(&d.host),
+                    csv(&d.title),
+                    d.level,
+                    csv(&d.id),
+                    csv(&fields(d)),
+                    csv(&d.place)
+                )?;
+            }
+        }
+        HuntFormat::Table => {
+            let w = |f: &dyn Fn(&Detection) -> usize| found.iter().map(f).max().unwrap_or(0);
+            let (wt, wh, wr) = (
+                w(&|d| d.time.len()).max(4),
+                w(&|d| d.host.chars().count()).max(4),
+                w(&|d| d.title.chars().count()).clamp(4, 70),
+            );
+            writeln!(
+                out,
+                "{:wt$}  {:wh$}  {:wr$}  {:13}  fields",
+                "time", "host", "rule", "level"
+            )?;
+            for d in found {
+                writeln!(
+                    out,
+                    "{:wt$}  {:wh$}  {:wr$}  {:13}  {}",
+                    d.time,
+                    d.host,
+                    d.title,
+                    d.level.to_string(),
+                    fields(d)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Default worker count: every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
