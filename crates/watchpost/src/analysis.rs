@@ -243,6 +243,12 @@ impl Analysis {
         ))
     }
 
+    /// Stores an event a named matcher (a Sigma rule set) fired on.
+    pub fn store_named(&self, name: &str, event: &Event) -> Option<u64> {
+        let writer = self.store.as_ref()?;
+        writer.submit(NewEvent::from_event(event, vec![name.to_owned()]))
+    }
+
     /// Stores a match a threshold filter held back and has now released.
     pub fn store_released(&self, chain: &Chain, filter: usize, event: &Event) -> Option<u64> {
         let writer = self.store.as_ref()?;

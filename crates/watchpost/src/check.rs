@@ -37,6 +37,24 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
     }
     check_variables(config, diags);
     check_checks(config, diags);
+    for set in &config.rules {
+        for (name, span) in &set.actions {
+            if !names.contains(&name.as_str()) {
+                diags.error(
+                    span.clone(),
+                    format!(
+                        "rules `{}`: unknown action `{name}` (configured: {})",
+                        set.name,
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
     for action in &config.actions {
         diags.extend(action.check());
     }
@@ -104,6 +122,9 @@ impl Known {
         }
         if !config.checks.is_empty() {
             k.names.extend(watchpost_checks::FIELDS.iter().copied());
+        }
+        if !config.rules.is_empty() {
+            k.names.extend(crate::rules::FIELDS.iter().copied());
         }
         k
     }

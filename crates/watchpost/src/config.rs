@@ -313,6 +313,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[[check]]`s (enabled ones).
     pub checks: Vec<watchpost_checks::CheckSpec>,
+    /// `[[rules]]`: Sigma rule sets (enabled ones, loaded).
+    pub rules: Vec<crate::rules::RuleSet>,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -333,6 +335,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let mut store_toml: Option<StoreToml> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut checks = Vec::new();
+    let mut rules = Vec::new();
     for (key, value) in doc.iter() {
         let k: &str = key.get_ref();
         match k {
@@ -379,10 +382,15 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                     Err(e) => d.toml_error(&e, v.span()),
                 }
             }),
+            "rules" => for_each_entry(value, "rules", diags, |v, d| {
+                if let Some(r) = crate::rules::parse(v, d) {
+                    rules.push(r);
+                }
+            }),
             other => diags.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]], [[check]])"
+                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]], [[check]], [[rules]])"
                 ),
             ),
         }
@@ -424,6 +432,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         actions,
         store,
         checks,
+        rules,
     })
 }
 

@@ -8,6 +8,7 @@ mod diag;
 mod hunt;
 mod pipeline;
 mod replay;
+mod rules;
 mod run;
 mod service;
 

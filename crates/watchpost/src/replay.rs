@@ -119,6 +119,7 @@ pub fn replay(
         }
         let place: std::sync::Arc<str> = place.as_ref().into();
         let mut verdict = Verdict::default();
+        let mut sigma_scratch = Vec::new();
         for mut event in events {
             if event.origin.is_none() {
                 event.origin = Some(Origin {
@@ -136,6 +137,14 @@ pub fn replay(
             totals.judged += u64::from(!verdict.judged.is_empty());
             totals.anomalies += u64::from(!verdict.flagged.is_empty());
             totals.fired += (verdict.fired.len() + judge.released.len()) as u64;
+            // Sigma rule sets (once per event: correlations keep state).
+            let mut detections = Vec::new();
+            for set in &config.rules {
+                for d in set.detect(&event, &mut sigma_scratch) {
+                    detections.push((set, d));
+                }
+            }
+            totals.fired += detections.len() as u64;
             let Output::Findings(format) = output else {
                 continue;
             };
@@ -148,6 +157,9 @@ pub fn replay(
             // Matches a threshold filter held back and released with this one.
             for (fi, held) in &judge.released {
                 print_fired(out, format, chain, *fi, held)?;
+            }
+            for (set, d) in &detections {
+                print_detection(out, format, set, d)?;
             }
         }
     }
@@ -274,6 +286,48 @@ fn print_judged(
                 "== {mark} by `{}`: {verdict}  ({at})\n   time: {time}  host: {}  key: {:?}  value: {:?}\n",
                 f.name, event.host, key, value
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// A Sigma rule's detection.
+fn print_detection(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    set: &crate::rules::RuleSet,
+    d: &crate::rules::Detection,
+) -> Result<()> {
+    let e = &d.event;
+    match format {
+        OutputFormat::Jsonl => {
+            let origin = e
+                .origin
+                .as_ref()
+                .map(|o| json!({ "file": &*o.place, "offset": o.offset }));
+            let actions: Vec<&str> = set.actions.iter().map(|(n, _)| n.as_str()).collect();
+            let line = json!({ "rules": set.name, "rule": &*d.title, "actions": actions, "event": e, "origin": origin });
+            writeln!(out, "{line}")?;
+        }
+        OutputFormat::Text => {
+            let at = e
+                .origin
+                .as_ref()
+                .map(|o| format!("{}:{}", o.place, o.offset))
+                .unwrap_or_default();
+            let level = e
+                .get(watchpost_event::Sym::new("rule_level"))
+                .map(|v| v.text().into_owned())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "== rules `{}`: `{}` ({level})  ({at})",
+                set.name, d.title
+            )?;
+            for (sym, v) in e.fields() {
+                writeln!(out, "   {sym}: {}", v.text())?;
+            }
+            writeln!(out)?;
         }
     }
     Ok(())

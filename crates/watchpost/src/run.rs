@@ -61,7 +61,7 @@ pub fn run(config: Config, chain: Chain) -> Result<()> {
 /// `started` is called once every source is following, just before waiting on `stop_rx`.
 /// `run` fires it from SIGINT/SIGTERM, the Windows service from the SCM's Stop.
 pub fn run_until(
-    config: Config,
+    mut config: Config,
     chain: Chain,
     stop_rx: &crossbeam_channel::Receiver<()>,
     started: impl FnOnce(),
@@ -76,6 +76,28 @@ pub fn run_until(
             .context("starting actions")?,
     );
     let chain = Arc::new(chain);
+    // Sigma rule sets and their actions' indices.
+    let rule_sets = Arc::new(RuleSets {
+        actions: config
+            .rules
+            .iter()
+            .map(|set| {
+                set.actions
+                    .iter()
+                    .filter_map(|(n, _)| dispatcher.index_of(n))
+                    .collect()
+            })
+            .collect(),
+        action_names: config
+            .rules
+            .iter()
+            .map(|set| {
+                let names: Vec<&str> = set.actions.iter().map(|(n, _)| n.as_str()).collect();
+                Arc::from(names.join(","))
+            })
+            .collect(),
+        sets: std::mem::take(&mut config.rules),
+    });
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
     let mut listeners = Vec::new();
@@ -95,6 +117,7 @@ pub fn run_until(
             chain: chain.clone(),
             dispatcher: dispatcher.clone(),
             analysis: analysis.clone(),
+            rules: rule_sets.clone(),
             counters,
             log_fired: config.agent.log_fired,
             when_full: config.agent.when_queue_full,
@@ -165,6 +188,7 @@ pub fn run_until(
                 chain: chain.clone(),
                 dispatcher: dispatcher.clone(),
                 analysis: analysis.clone(),
+                rules: rule_sets.clone(),
                 counters: Arc::new(SourceCounters::default()),
                 log_fired: config.agent.log_fired,
                 when_full: config.agent.when_queue_full,
@@ -468,11 +492,25 @@ pub fn sanitize(name: &str) -> String {
         .collect()
 }
 
+/// The Sigma rule sets with their actions resolved.
+struct RuleSets {
+    sets: Vec<crate::rules::RuleSet>,
+    actions: Vec<Vec<usize>>,
+    action_names: Vec<Arc<str>>,
+}
+
+/// What a job says fired it.
+struct Named {
+    name: Arc<str>,
+    action_names: Arc<str>,
+}
+
 struct SourceWorker {
     rt: SourceRuntime,
     chain: Arc<Chain>,
     dispatcher: Arc<Dispatcher>,
     analysis: Arc<Analysis>,
+    rules: Arc<RuleSets>,
     counters: Arc<SourceCounters>,
     log_fired: bool,
     when_full: WhenFull,
@@ -553,6 +591,9 @@ impl SourceWorker {
             .store(&self.chain, &event, verdict, &judge.verdicts);
         if !verdict.flagged.is_empty() {
             self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+        }
+        if verdict.excluded_by.is_none() {
+            self.sigma(&event, &verdict.withheld);
         }
         self.dispatch(event, verdict, stored);
         // Matches a threshold filter held back, released by this one.
@@ -680,11 +721,58 @@ impl SourceWorker {
         }
     }
 
+    /// Offers the event to every Sigma rule set; each detection is stored and fires its
+    /// set's actions (but those `withheld`).
+    fn sigma(&self, event: &Event, withheld: &[usize]) {
+        if self.rules.sets.is_empty() {
+            return;
+        }
+        let mut scratch = Vec::new();
+        for (si, set) in self.rules.sets.iter().enumerate() {
+            for d in set.detect(event, &mut scratch) {
+                let stored = self.analysis.store_named(&set.name, &d.event);
+                self.counters.fired.fetch_add(1, Ordering::Relaxed);
+                self.hand_on(
+                    &self.rules.actions[si],
+                    &d.title,
+                    &self.rules.action_names[si],
+                    &Arc::new(d.event),
+                    withheld,
+                    stored,
+                );
+            }
+        }
+    }
+
     /// Hands `event` to the actions of filter `fi` (but those `withheld`).
     fn fire(&self, fi: usize, event: &Arc<Event>, withheld: &[usize], stored: Option<u64>) {
         let filter = self.chain.filter(fi);
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
-        for &ai in &filter.actions {
+        self.hand_on(
+            &filter.actions,
+            &filter.name,
+            &filter.action_names,
+            event,
+            withheld,
+            stored,
+        );
+    }
+
+    /// Queues `event` for `actions` (but those `withheld`) as fired by `filter`.
+    fn hand_on(
+        &self,
+        actions: &[usize],
+        filter_name: &Arc<str>,
+        action_names: &Arc<str>,
+        event: &Arc<Event>,
+        withheld: &[usize],
+        stored: Option<u64>,
+    ) {
+        let filter = Named {
+            name: filter_name.clone(),
+            action_names: action_names.clone(),
+        };
+        for &ai in actions {
             if withheld.contains(&ai) {
                 continue;
             }

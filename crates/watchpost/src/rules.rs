@@ -1,0 +1,222 @@
+//! `[[rules]]`: Sigma rule sets as part of the live chain (and of `watchpost test`).
+//!
+//! A rule set is loaded once (`watchpost-sigma`); every event that no exclude filter
+//! dropped is offered to every set after the filter chain ran. A detection at or above the
+//! set's `min_level` fires the set's actions (minus those an exclude filter withheld) with
+//! the event plus the fields `rule_title`, `rule_id`, `rule_level`, `rule_tags`,
+//! `rule_fields` (the fields that matched), and `{{ filter }}` = the rule's title.
+//! Correlation rules in the set (event_count, value_count, temporal) run on the stream of
+//! its detections, in event time; a correlation that holds fires like a detection, with
+//! `rule_title` = the correlation's title and `correlation_count`, `correlation_group`.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use toml::Spanned;
+use watchpost_event::{Event, Sym, Value};
+use watchpost_sigma::{CorrelationMatch, Correlator, Level, Match, Ruleset};
+
+use crate::diag::Diagnostics;
+
+/// A `[[rules]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesToml {
+    name: Spanned<String>,
+    sigma: Spanned<OneOrMany>,
+    #[serde(default)]
+    min_level: Option<Spanned<String>>,
+    #[serde(default)]
+    actions: Vec<Spanned<String>>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The fields a detection adds to its event.
+pub const FIELDS: &[&str] = &[
+    "rule_title",
+    "rule_id",
+    "rule_level",
+    "rule_tags",
+    "rule_fields",
+    "correlation_count",
+    "correlation_group",
+];
+
+/// A loaded rule set.
+pub struct RuleSet {
+    /// Its name.
+    pub name: String,
+    /// The rules.
+    pub ruleset: Arc<Ruleset>,
+    /// Lowest level that fires.
+    pub min_level: Level,
+    /// Action names with their places.
+    pub actions: Vec<(String, Range<usize>)>,
+    /// Correlation state (live stream).
+    correlator: Option<Mutex<Correlator>>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("name", &self.name)
+            .field("rules", &self.ruleset.len())
+            .finish()
+    }
+}
+
+/// Reads and loads one `[[rules]]` table; load problems go to `diags` (a rule that cannot
+/// be loaded is a warning naming the file and the reason; no rule at all is an error).
+pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Option<RuleSet> {
+    use serde::de::IntoDeserializer;
+    let raw = match RulesToml::deserialize(v.clone().into_deserializer()) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.toml_error(&e, v.span());
+            return None;
+        }
+    };
+    if !raw.enabled {
+        return None;
+    }
+    let min_level = match &raw.min_level {
+        None => Level::Informational,
+        Some(l) => match l.get_ref().parse() {
+            Ok(l) => l,
+            Err(e) => {
+                diags.error(
+                    l.span(),
+                    format!("{e} (informational, low, medium, high, critical)"),
+                );
+                return None;
+            }
+        },
+    };
+    let paths: Vec<String> = match raw.sigma.get_ref() {
+        OneOrMany::One(p) => vec![p.clone()],
+        OneOrMany::Many(p) => p.clone(),
+    };
+    let (ruleset, rejected) = Ruleset::load(&paths);
+    for r in &rejected {
+        diags.warning(
+            raw.sigma.span(),
+            format!("rules `{}`: not loaded: {r}", raw.name.get_ref()),
+        );
+    }
+    if ruleset.is_empty() {
+        diags.error(
+            raw.sigma.span(),
+            format!(
+                "rules `{}`: no Sigma rule loaded from {paths:?}",
+                raw.name.get_ref()
+            ),
+        );
+        return None;
+    }
+    let correlator = if ruleset.correlations().is_empty() {
+        None
+    } else {
+        let (c, missing) = Correlator::new(&ruleset);
+        for m in missing {
+            diags.warning(
+                raw.sigma.span(),
+                format!("rules `{}`: {m}", raw.name.get_ref()),
+            );
+        }
+        Some(Mutex::new(c))
+    };
+    Some(RuleSet {
+        name: raw.name.get_ref().clone(),
+        ruleset: Arc::new(ruleset),
+        min_level,
+        actions: raw
+            .actions
+            .iter()
+            .map(|a| (a.get_ref().clone(), a.span()))
+            .collect(),
+        correlator,
+    })
+}
+
+/// One detection (or correlation) of a set on an event.
+pub struct Detection {
+    /// The event with the rule's fields added.
+    pub event: Event,
+    /// The rule's (or correlation's) title.
+    pub title: Arc<str>,
+}
+
+impl RuleSet {
+    /// The set's detections on `event` (at or above `min_level`), correlations included.
+    pub fn detect(&self, event: &Event, scratch: &mut Vec<Match>) -> Vec<Detection> {
+        scratch.clear();
+        if self.ruleset.matches(event, scratch) == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut correlated: Vec<CorrelationMatch> = Vec::new();
+        for m in scratch.iter() {
+            if let Some(c) = &self.correlator {
+                let t = event.time.unwrap_or_else(jiff::Timestamp::now);
+                c.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .feed(m, event, t, &mut correlated);
+            }
+            if m.level < self.min_level {
+                continue;
+            }
+            let tags: Vec<&str> = m.tags.iter().map(|t| &**t).collect();
+            let fields: Vec<&str> = m.fields.iter().map(|s| s.as_str()).collect();
+            out.push(Detection {
+                event: enriched(
+                    event,
+                    &[
+                        ("rule_title", m.title.to_string()),
+                        ("rule_id", m.id.as_deref().unwrap_or_default().to_owned()),
+                        ("rule_level", m.level.to_string()),
+                        ("rule_tags", tags.join(",")),
+                        ("rule_fields", fields.join(",")),
+                    ],
+                ),
+                title: m.title.clone(),
+            });
+        }
+        for c in correlated.into_iter().filter(|c| c.level >= self.min_level) {
+            out.push(Detection {
+                event: enriched(
+                    event,
+                    &[
+                        ("rule_title", c.title.to_string()),
+                        ("rule_level", c.level.to_string()),
+                        ("correlation_count", c.count.to_string()),
+                        ("correlation_group", c.group.join(",")),
+                    ],
+                ),
+                title: c.title.clone(),
+            });
+        }
+        out
+    }
+}
+
+fn enriched(event: &Event, add: &[(&str, String)]) -> Event {
+    let mut e = event.clone();
+    for (k, v) in add {
+        e.push(Sym::new(k), Value::Str(v.as_str().into()));
+    }
+    e.finish();
+    e
+}
