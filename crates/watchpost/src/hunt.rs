@@ -77,13 +77,85 @@ fn evtx_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Loads the rules (listing the ones that cannot be loaded) and hunts through `paths`.
+/// The configuration's anomaly filters over the hunt's records (first seen over the
+/// history): files in name order, one thread, a fresh baseline; each flagged event is a
+/// detection titled `anomaly: FILTER` with the reason and the key and value fields.
+fn anomalies(
+    config: &crate::config::Config,
+    chain: &watchpost_filters::Chain,
+    files: &[PathBuf],
+    found: &mut Vec<Detection>,
+) -> Result<u64> {
+    use crate::analysis::{Analysis, BaselineHome};
+    let analysis = Analysis::open(config, chain, BaselineHome::Temporary, false)?;
+    let name = config
+        .sources
+        .iter()
+        .find(|s| s.format == watchpost_sources::Format::Evtx)
+        .map_or("evtx", |s| s.name.as_str());
+    let ctx = ParseCtx::new(name, "hunt");
+    let plan = chain.plan(name);
+    let mut verdict = watchpost_filters::Verdict::default();
+    let mut n = 0;
+    let mut ordered = files.to_vec();
+    ordered.sort();
+    for file in &ordered {
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        };
+        let place = file.to_string_lossy().into_owned();
+        for_each_evtx(&ctx, bytes, &place, &mut |mut event| {
+            let mut judge = analysis.judge();
+            chain.evaluate_with(&plan, &mut event, &mut verdict, &mut judge);
+            for (fi, v) in &judge.verdicts {
+                if !v.is_anomaly() {
+                    continue;
+                }
+                n += 1;
+                let f = chain.filter(*fi);
+                let mut fields = vec![("why".to_owned(), v.to_string())];
+                if let Some(b) = &f.baseline {
+                    for s in b.key.iter().chain(&b.value) {
+                        let text = event
+                            .get(*s)
+                            .map(|x| x.text().into_owned())
+                            .unwrap_or_default();
+                        fields.push((s.as_str().to_owned(), text));
+                    }
+                }
+                found.push(Detection {
+                    time: event
+                        .time
+                        .map(watchpost_event::format_time)
+                        .unwrap_or_default(),
+                    host: event.host.to_string(),
+                    title: format!("anomaly: {}", f.name),
+                    level: Level::Medium,
+                    id: String::new(),
+                    tags: String::new(),
+                    fields,
+                    place: event
+                        .origin
+                        .as_ref()
+                        .map(|o| format!("{}:{}", o.place, o.offset))
+                        .unwrap_or_default(),
+                });
+            }
+        });
+    }
+    analysis.close();
+    Ok(n)
+}
+
+/// Loads the rules (listing the ones that cannot be loaded) and hunts through `paths`;
+/// with a configuration, its anomaly filters run over the same records.
 pub fn hunt(
     rules: &[PathBuf],
     min_level: Level,
     paths: &[PathBuf],
     format: HuntFormat,
     threads: usize,
+    config: Option<&(crate::config::Config, watchpost_filters::Chain)>,
     out: &mut dyn Write,
 ) -> Result<HuntTotals> {
     let (ruleset, rejected) = Ruleset::load(rules);
@@ -166,12 +238,19 @@ pub fn hunt(
         eprintln!();
     }
     let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut flagged = 0;
+    if let Some((config, chain)) = config
+        && chain.has_baselines()
+        && min_level <= Level::Medium
+    {
+        flagged = anomalies(config, chain, &files, &mut found)?;
+    }
     found.sort_by(|a, b| (&a.time, &a.place).cmp(&(&b.time, &b.place)));
     print(&found, format, out)?;
     let totals = HuntTotals {
         files: files.len(),
         records: records.into_inner(),
-        detections: hits.into_inner(),
+        detections: hits.into_inner() + flagged,
         errors: errors.into_inner(),
     };
     let secs = started.elapsed().as_secs_f64().max(1e-9);

@@ -75,6 +75,10 @@ enum Command {
         /// Worker threads (default: every core).
         #[arg(long)]
         threads: Option<usize>,
+        /// A configuration whose anomaly filters run over the same records too (first
+        /// seen over the history; reported as `anomaly: FILTER`, level medium).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// `.evtx` files and folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -335,8 +339,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             min_level,
             format,
             threads,
+            config,
             paths,
         } => {
+            let loaded = match &config {
+                Some(path) => match load(Some(path), false)? {
+                    Some(c) => Some(c),
+                    None => return Ok(ExitCode::from(1)),
+                },
+                None => None,
+            };
             let level: watchpost_sigma::Level = min_level
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--min-level: {e}"))?;
@@ -347,6 +359,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 &paths,
                 format,
                 threads,
+                loaded.as_ref(),
                 &mut std::io::stdout().lock(),
             )?;
             Ok(ExitCode::SUCCESS)

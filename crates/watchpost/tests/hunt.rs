@@ -97,3 +97,54 @@ fn hunting_the_shared_samples_finds_the_known_detections() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown level `severe`"));
 }
+
+/// `hunt -c`: the configuration's anomaly filters over the same records, first seen over
+/// the history, as `anomaly: FILTER` detections with the reason.
+#[test]
+fn a_hunt_runs_the_configured_anomaly_filters_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hunt.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nstate_dir = '{}'\n\n[[filter]]\nname = \"logon-source\"\nmatch = {{ source = \"evtx\", event_id = \"4624\" }}\nanomaly = {{ key = [\"TargetUserName\"], value = [\"IpAddress\"], learning = \"1h\" }}\n",
+            dir.path().join("state").display().to_string().replace('\\', "/")
+        ),
+    )
+    .unwrap();
+    let rule =
+        common::fixture("sigma/rules/windows/builtin/security/win_security_audit_log_cleared.yml");
+    let out = hunt(&[
+        "-r",
+        rule.to_str().unwrap(),
+        "-c",
+        cfg.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        common::fixture("evtx").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let anomalies: Vec<&Value> = found
+        .iter()
+        .filter(|d| d["rule"] == "anomaly: logon-source")
+        .collect();
+    assert!(anomalies.len() >= 5, "{found:#?}");
+    assert!(
+        anomalies
+            .iter()
+            .all(|d| d["fields"]["why"].as_str().unwrap().starts_with("new "))
+    );
+    assert!(
+        found
+            .iter()
+            .any(|d| d["rule"] == "Security Eventlog Cleared")
+    );
+}
