@@ -44,6 +44,10 @@ pub struct AgentConfig {
     /// dropped for that action and counted; reading never pauses).
     #[serde(default)]
     pub when_queue_full: WhenFull,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when absent. A bare port
+    /// binds loopback.
+    #[serde(default)]
+    pub metrics: Option<Spanned<String>>,
 }
 
 /// `[agent] when_queue_full`.
@@ -78,6 +82,7 @@ impl Default for AgentConfig {
             checkpoint_interval_ms: default_checkpoint_ms(),
             log_fired: true,
             when_queue_full: WhenFull::Wait,
+            metrics: None,
         }
     }
 }
@@ -313,6 +318,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[[check]]`s (enabled ones).
     pub checks: Vec<watchpost_checks::CheckSpec>,
+    /// `[agent] metrics`, parsed: where the Prometheus endpoint listens.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -415,6 +422,11 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     }
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
+    let metrics = agent.metrics.as_ref().and_then(|m| {
+        crate::metrics::parse_address(m.get_ref())
+            .map_err(|e| diags.error(m.span(), e))
+            .ok()
+    });
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
         agent,
@@ -424,6 +436,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         actions,
         store,
         checks,
+        metrics,
     })
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod commands;
 mod config;
 mod diag;
+mod metrics;
 mod pipeline;
 mod replay;
 mod run;

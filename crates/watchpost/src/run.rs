@@ -24,6 +24,7 @@ use watchpost_sources::tail::{
 
 use crate::analysis::{Analysis, BaselineHome};
 use crate::config::{Config, SourceConfig, StartAt, WhenFull};
+use crate::metrics::Metrics;
 use crate::pipeline::{SourceRuntime, local_host_name};
 
 /// Counters per source, reported at shutdown.
@@ -75,6 +76,9 @@ pub fn run_until(
         Dispatcher::start_with(config.actions.clone(), analysis.outcome_sink())
             .context("starting actions")?,
     );
+    let metrics = config
+        .metrics
+        .map(|_| Arc::new(Metrics::new(&dispatcher, &analysis)));
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
@@ -90,6 +94,9 @@ pub fn run_until(
             .last_record_ms
             .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
         clocks.insert(source.name.clone(), counters.clone());
+        if let Some(m) = &metrics {
+            m.add_source(&source.name, &counters);
+        }
         let worker = SourceWorker {
             rt,
             chain: chain.clone(),
@@ -100,6 +107,7 @@ pub fn run_until(
             when_full: config.agent.when_queue_full,
             stop: stop.clone(),
             stopped_at: Mutex::new(None),
+            metrics: metrics.clone(),
         };
         let builder = thread::Builder::new().name(format!("source-{}", source.name));
         if let Some(address) = &source.listen {
@@ -154,34 +162,61 @@ pub fn run_until(
         let workers: Vec<SourceWorker> = config
             .checks
             .iter()
-            .map(|c| SourceWorker {
-                rt: SourceRuntime::new(
-                    &c.name,
-                    watchpost_sources::Format::JsonLines,
-                    &local_host,
-                    None,
-                    &chain,
-                ),
-                chain: chain.clone(),
-                dispatcher: dispatcher.clone(),
-                analysis: analysis.clone(),
-                counters: Arc::new(SourceCounters::default()),
-                log_fired: config.agent.log_fired,
-                when_full: config.agent.when_queue_full,
-                stop: stop.clone(),
-                stopped_at: Mutex::new(None),
+            .map(|c| {
+                let counters = Arc::new(SourceCounters::default());
+                if let Some(m) = &metrics {
+                    m.add_source(&c.name, &counters);
+                }
+                SourceWorker {
+                    rt: SourceRuntime::new(
+                        &c.name,
+                        watchpost_sources::Format::JsonLines,
+                        &local_host,
+                        None,
+                        &chain,
+                    ),
+                    chain: chain.clone(),
+                    dispatcher: dispatcher.clone(),
+                    analysis: analysis.clone(),
+                    counters,
+                    log_fired: config.agent.log_fired,
+                    when_full: config.agent.when_queue_full,
+                    stop: stop.clone(),
+                    stopped_at: Mutex::new(None),
+                    metrics: metrics.clone(),
+                }
             })
             .collect();
         let checks = config.checks.clone();
         let state = config.state_dir.join("checks.json");
         let stop = stop.clone();
         let host = local_host.clone();
+        let m = metrics.clone();
         checks_thread = Some(
             thread::Builder::new()
                 .name("checks".into())
-                .spawn(move || run_checks(&checks, &workers, &clock, &state, &host, &stop))?,
+                .spawn(move || {
+                    run_checks(
+                        &checks,
+                        &workers,
+                        &clock,
+                        &state,
+                        &host,
+                        &stop,
+                        m.as_deref(),
+                    )
+                })?,
         );
     }
+    let metrics_server = match (config.metrics, metrics) {
+        (Some(address), Some(m)) => {
+            let server = crate::metrics::serve(address, m)
+                .with_context(|| format!("[agent] metrics: listening on {address}"))?;
+            tracing::info!(address = %server.local_addr(), "serving Prometheus metrics at /metrics");
+            Some(server)
+        }
+        _ => None,
+    };
     tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
@@ -193,6 +228,9 @@ pub fn run_until(
         analysis.checkpoint();
     }
     stop.store(true, Ordering::SeqCst);
+    if let Some(server) = metrics_server {
+        server.shutdown();
+    }
     for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         w.wake();
     }
@@ -364,6 +402,7 @@ fn run_checks(
     state: &std::path::Path,
     host: &str,
     stop: &AtomicBool,
+    metrics: Option<&Metrics>,
 ) {
     use watchpost_checks::{Tracker, event, observe};
     let mut tracker = match std::fs::read_to_string(state) {
@@ -390,6 +429,9 @@ fn run_checks(
                 continue;
             }
             let obs = observe(check, clock);
+            if let Some(m) = metrics {
+                m.check_status(&check.name, &obs.status);
+            }
             let now_ms = jiff::Timestamp::now().as_millisecond();
             due[i] = now + check.interval;
             if let Some(previous) = tracker.observe(&check.name, &obs.status, now_ms, check.grace) {
@@ -397,7 +439,7 @@ fn run_checks(
                 tracing::info!(check = %check.name, status = %obs.status, previous = %previous, detail = %obs.detail, "check changed");
                 let e = event(check, &obs, &previous, host);
                 workers[i].counters.records.fetch_add(1, Ordering::Relaxed);
-                workers[i].handle_event(e, &mut verdict);
+                workers[i].handle_event(e, &mut verdict, Instant::now());
             } else if let Some(until) = tracker.pending_until(&check.name, check.grace) {
                 // Look again when the grace ends, not a whole interval later.
                 let wait = Duration::from_millis((until - now_ms).max(0) as u64);
@@ -479,6 +521,8 @@ struct SourceWorker {
     stop: Arc<AtomicBool>,
     /// When the stop request was first seen while waiting on a full queue.
     stopped_at: Mutex<Option<Instant>>,
+    /// With `[agent] metrics`: where reaction times go.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// How long a source keeps waiting on a full action queue after a stop request.
@@ -517,11 +561,12 @@ impl SourceWorker {
             place: record.path.to_string_lossy().as_ref().into(),
             offset: record.offset,
         };
-        self.handle_bytes(record.bytes, origin, verdict);
+        self.handle_bytes(record.bytes, origin, verdict, Instant::now());
     }
 
     /// Parses one record (a line, a binary-log record, a received message) and acts on it.
-    fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict) {
+    /// `read_at`: when it was read or received (the start of its reaction time).
+    fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict, read_at: Instant) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         self.counters
             .last_record_ms
@@ -531,7 +576,7 @@ impl SourceWorker {
         match self.rt.parser.parse(&self.rt.ctx, bytes) {
             Ok(mut event) => {
                 event.origin = Some(origin);
-                self.handle_event(event, verdict);
+                self.handle_event(event, verdict, read_at);
             }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -544,7 +589,7 @@ impl SourceWorker {
 
     /// Runs the chain over a parsed event (anomaly filters and thresholds asking the
     /// analysis), stores what matched, and hands fired actions on.
-    fn handle_event(&self, mut event: Event, verdict: &mut Verdict) {
+    fn handle_event(&self, mut event: Event, verdict: &mut Verdict, read_at: Instant) {
         let mut judge = self.analysis.judge();
         self.chain
             .evaluate_with(&self.rt.plan, &mut event, verdict, &mut judge);
@@ -554,11 +599,11 @@ impl SourceWorker {
         if !verdict.flagged.is_empty() {
             self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
         }
-        self.dispatch(event, verdict, stored);
+        self.dispatch(event, verdict, stored, read_at);
         // Matches a threshold filter held back, released by this one.
         for (fi, held) in judge.released.drain(..) {
             let stored = self.analysis.store_released(&self.chain, fi, &held);
-            self.fire(fi, &Arc::new(held), &[], stored);
+            self.fire(fi, &Arc::new(held), &[], stored, read_at);
         }
     }
 
@@ -582,7 +627,7 @@ impl SourceWorker {
                         place: place.clone(),
                         offset: n,
                     };
-                    self.handle_bytes(&entry.json, origin, &mut verdict);
+                    self.handle_bytes(&entry.json, origin, &mut verdict, Instant::now());
                     journal.commit(&entry.cursor);
                     n += 1;
                 }
@@ -616,7 +661,7 @@ impl SourceWorker {
                         place: r.path.to_string_lossy().as_ref().into(),
                         offset: r.record_id,
                     };
-                    self.handle_bytes(r.xml.as_bytes(), origin, &mut verdict);
+                    self.handle_bytes(r.xml.as_bytes(), origin, &mut verdict, Instant::now());
                     follower.commit(&r.path, r.record_id);
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -645,7 +690,7 @@ impl SourceWorker {
             self.counters
                 .last_record_ms
                 .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
-            self.handle_event(event, &mut verdict);
+            self.handle_event(event, &mut verdict, Instant::now());
         });
         let st = log.stats();
         for c in [&self.counters.records, &self.counters.parse_errors] {
@@ -662,11 +707,11 @@ impl SourceWorker {
                 place: format!("{proto}://{}", msg.peer).into(),
                 offset: n as u64,
             };
-            self.handle_bytes(&msg.bytes, origin, &mut verdict);
+            self.handle_bytes(&msg.bytes, origin, &mut verdict, msg.at);
         }
     }
 
-    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>) {
+    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>, read_at: Instant) {
         if verdict.excluded_by.is_some() {
             self.counters.excluded.fetch_add(1, Ordering::Relaxed);
             return;
@@ -676,12 +721,19 @@ impl SourceWorker {
         }
         let event = Arc::new(event);
         for &fi in &verdict.fired {
-            self.fire(fi, &event, &verdict.withheld, stored);
+            self.fire(fi, &event, &verdict.withheld, stored, read_at);
         }
     }
 
     /// Hands `event` to the actions of filter `fi` (but those `withheld`).
-    fn fire(&self, fi: usize, event: &Arc<Event>, withheld: &[usize], stored: Option<u64>) {
+    fn fire(
+        &self,
+        fi: usize,
+        event: &Arc<Event>,
+        withheld: &[usize],
+        stored: Option<u64>,
+        read_at: Instant,
+    ) {
         let filter = self.chain.filter(fi);
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
         for &ai in &filter.actions {
@@ -700,6 +752,8 @@ impl SourceWorker {
             };
             if !queued {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(m) = &self.metrics {
+                m.reaction.observe(read_at.elapsed());
             }
         }
         if self.log_fired {
