@@ -90,9 +90,10 @@ impl ActionSpec {
         out
     }
 
-    /// Checks that need no I/O beyond file metadata: the program exists and is
-    /// executable, the flag file's directory exists or can be created, a registry action
-    /// is on Windows, and so on.
+    /// Checks that need no I/O beyond file metadata (and, for `jsonl_file`, a probe file
+    /// created and removed in the directory): the program exists and is executable, the
+    /// flag file's directory exists or can be created, a registry action is on Windows,
+    /// and so on.
     /// Syntax (targets, templates, numbers) was already checked by [`parse_action`].
     pub fn check(&self) -> Vec<ConfigError> {
         match &self.kind {

@@ -27,7 +27,7 @@ use crate::config::{Config, SourceConfig, StartAt, WhenFull};
 use crate::metrics::Metrics;
 use crate::pipeline::{SourceRuntime, local_host_name};
 
-/// Counters per source, reported at shutdown.
+/// Counters per source, reported at shutdown and by the metrics endpoint (`metrics.rs`).
 #[derive(Default, Debug)]
 pub struct SourceCounters {
     /// Records read.
