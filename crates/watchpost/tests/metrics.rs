@@ -113,6 +113,21 @@ fn counters_and_reaction_times_over_http() {
         "{}",
         wp.log_text()
     );
+    // Not on this machine's other addresses (when it has one: the route to a
+    // documentation address names it without sending anything).
+    let outward = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect("192.0.2.1:9").and_then(|()| u.local_addr()))
+        .map(|a| a.ip());
+    if let Ok(ip) = outward
+        && !ip.is_loopback()
+        && !ip.is_unspecified()
+    {
+        let to = std::net::SocketAddr::new(ip, port);
+        assert!(
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).is_err(),
+            "{to} answered"
+        );
+    }
     append(
         &d.join("logs/a.jsonl"),
         concat!(
