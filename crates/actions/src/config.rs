@@ -107,6 +107,14 @@ impl ActionSpec {
         }
     }
 
+    /// The file a `jsonl_file` action appends to, with the place of its `path` value.
+    pub fn appends_to(&self) -> Option<(&std::path::Path, Range<usize>)> {
+        match &self.kind {
+            Kind::JsonlFile(j) => Some(j.path()),
+            _ => None,
+        }
+    }
+
     /// How many jobs may wait for this action before new ones are dropped.
     pub(crate) fn queue_capacity(&self) -> usize {
         match &self.kind {

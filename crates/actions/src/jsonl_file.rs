@@ -143,6 +143,10 @@ impl JsonlFileSpec {
         })
     }
 
+    pub(crate) fn path(&self) -> (&Path, std::ops::Range<usize>) {
+        (&self.path, self.path_span.clone())
+    }
+
     pub(crate) fn templates(&self) -> impl Iterator<Item = &Tpl> {
         self.format.iter()
     }

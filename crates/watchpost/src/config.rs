@@ -406,6 +406,19 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         "action",
         diags,
     );
+    // Two jsonl_file actions on one file would each rotate it by their own count.
+    let mut files = std::collections::HashSet::new();
+    for (path, span) in actions.iter().filter_map(|a| a.appends_to()) {
+        if !files.insert(path) {
+            diags.error(
+                span,
+                format!(
+                    "another jsonl_file action appends to `{}`: each would rotate it by its own count; let both filters name one action",
+                    path.display()
+                ),
+            );
+        }
+    }
     // A check's events carry its name as their source: it must not clash with a source.
     let mut taken: std::collections::HashSet<&str> =
         sources.iter().map(|s| s.name.as_str()).collect();
@@ -847,6 +860,44 @@ pattern = "(?P<u>x"
             "{msgs:?}"
         );
         assert_eq!(config.sources.len(), 2);
+    }
+
+    #[test]
+    fn metrics_address_and_shared_jsonl_files() {
+        let text = r#"
+[agent]
+metrics = "9464"
+
+[[action]]
+name = "a"
+type = "jsonl_file"
+path = "/var/log/w/out.jsonl"
+
+[[action]]
+name = "b"
+type = "jsonl_file"
+path = "/var/log/w/out.jsonl"
+"#;
+        let mut diags = Diagnostics::default();
+        let config = parse(text, &mut diags).unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let msgs: Vec<(&str, &str)> = diags
+            .items
+            .iter()
+            .map(|d| (&text[d.span.clone()], d.message.as_str()))
+            .collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert_eq!(msgs[0].0, "\"/var/log/w/out.jsonl\"");
+        // At the second one.
+        assert!(diags.items[0].span.start > text.find("name = \"b\"").unwrap());
+        assert!(msgs[0].1.contains("another jsonl_file action"), "{msgs:?}");
+
+        let mut diags = Diagnostics::default();
+        let config = parse("[agent]\nmetrics = \"[::1]:9100\"\n", &mut diags).unwrap();
+        assert_eq!(config.metrics, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(diags.items.len(), 0);
+        let config = parse("", &mut diags).unwrap();
+        assert_eq!(config.metrics, None, "off by default");
     }
 
     #[test]
