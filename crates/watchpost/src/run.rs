@@ -79,6 +79,17 @@ pub fn run_until(
     let metrics = config
         .metrics
         .map(|_| Arc::new(Metrics::new(&dispatcher, &analysis)));
+    // Bound before any source starts: a taken port fails the start cleanly. Sources
+    // register their counters as they start.
+    let metrics_server = match (config.metrics, &metrics) {
+        (Some(address), Some(m)) => {
+            let server = crate::metrics::serve(address, m.clone())
+                .with_context(|| format!("[agent] metrics: listening on {address}"))?;
+            tracing::info!(address = %server.local_addr(), "serving Prometheus metrics at /metrics");
+            Some(server)
+        }
+        _ => None,
+    };
     let chain = Arc::new(chain);
     let wakers: Arc<Mutex<Vec<Waker>>> = Arc::default();
     let mut threads = Vec::new();
@@ -208,15 +219,6 @@ pub fn run_until(
                 })?,
         );
     }
-    let metrics_server = match (config.metrics, metrics) {
-        (Some(address), Some(m)) => {
-            let server = crate::metrics::serve(address, m)
-                .with_context(|| format!("[agent] metrics: listening on {address}"))?;
-            tracing::info!(address = %server.local_addr(), "serving Prometheus metrics at /metrics");
-            Some(server)
-        }
-        _ => None,
-    };
     tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");

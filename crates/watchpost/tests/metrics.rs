@@ -264,3 +264,34 @@ fn a_bad_address_is_a_config_error_at_its_place() {
         "{text}"
     );
 }
+
+#[test]
+fn a_taken_port_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = config(dir.path(), &format!("127.0.0.1:{port}"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("WATCHPOST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for("watchpost to give up", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains(&format!("[agent] metrics: listening on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
