@@ -10,6 +10,7 @@ use watchpost_event::{ConfigError, Sym, Template};
 
 use crate::dialog::DialogSpec;
 use crate::flag_file::FlagFileSpec;
+use crate::jsonl_file::JsonlFileSpec;
 use crate::open_url::OpenUrlSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
@@ -20,6 +21,7 @@ pub const KINDS: &[&str] = &[
     "syslog",
     "run",
     "flag_file",
+    "jsonl_file",
     "registry",
     "dialog",
     "open_url",
@@ -39,6 +41,7 @@ pub(crate) enum Kind {
     Syslog(Box<SyslogSpec>),
     Run(Box<RunSpec>),
     FlagFile(Box<FlagFileSpec>),
+    JsonlFile(Box<JsonlFileSpec>),
     Registry(Box<RegistrySpec>),
     Dialog(Box<DialogSpec>),
     OpenUrl(Box<OpenUrlSpec>),
@@ -55,13 +58,14 @@ impl ActionSpec {
         self.name_span.clone()
     }
 
-    /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"registry"`, `"dialog"` or
-    /// `"open_url"`.
+    /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"jsonl_file"`, `"registry"`,
+    /// `"dialog"` or `"open_url"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Syslog(_) => "syslog",
             Kind::Run(_) => "run",
             Kind::FlagFile(_) => "flag_file",
+            Kind::JsonlFile(_) => "jsonl_file",
             Kind::Registry(_) => "registry",
             Kind::Dialog(_) => "dialog",
             Kind::OpenUrl(_) => "open_url",
@@ -78,6 +82,7 @@ impl ActionSpec {
             Kind::Syslog(s) => s.templates().for_each(&mut add),
             Kind::Run(r) => r.templates().for_each(&mut add),
             Kind::FlagFile(f) => f.templates().for_each(&mut add),
+            Kind::JsonlFile(j) => j.templates().for_each(&mut add),
             Kind::Registry(r) => r.templates().for_each(&mut add),
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
@@ -85,18 +90,28 @@ impl ActionSpec {
         out
     }
 
-    /// Checks that need no I/O beyond file metadata: the program exists and is
-    /// executable, the flag file's directory exists or can be created, a registry action
-    /// is on Windows, and so on.
+    /// Checks that need no I/O beyond file metadata (and, for `jsonl_file`, a probe file
+    /// created and removed in the directory): the program exists and is executable, the
+    /// flag file's directory exists or can be created, a registry action is on Windows,
+    /// and so on.
     /// Syntax (targets, templates, numbers) was already checked by [`parse_action`].
     pub fn check(&self) -> Vec<ConfigError> {
         match &self.kind {
             Kind::Syslog(s) => s.check(),
             Kind::Run(r) => r.check(),
             Kind::FlagFile(f) => f.check(),
+            Kind::JsonlFile(j) => j.check(),
             Kind::Registry(r) => r.check(),
             Kind::Dialog(d) => d.check(),
             Kind::OpenUrl(o) => o.check(),
+        }
+    }
+
+    /// The file a `jsonl_file` action appends to, with the place of its `path` value.
+    pub fn appends_to(&self) -> Option<(&std::path::Path, Range<usize>)> {
+        match &self.kind {
+            Kind::JsonlFile(j) => Some(j.path()),
+            _ => None,
         }
     }
 
@@ -106,6 +121,7 @@ impl ActionSpec {
             Kind::Syslog(s) => s.queue_capacity,
             Kind::Run(r) => r.queue_capacity,
             Kind::FlagFile(f) => f.queue_capacity,
+            Kind::JsonlFile(j) => j.queue_capacity,
             Kind::Registry(r) => r.queue_capacity,
             Kind::Dialog(d) => d.queue_capacity,
             Kind::OpenUrl(o) => o.queue_capacity,
@@ -131,6 +147,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "syslog" => SyslogSpec::parse(table).map(|s| Kind::Syslog(Box::new(s))),
         "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
         "flag_file" => FlagFileSpec::parse(table).map(|f| Kind::FlagFile(Box::new(f))),
+        "jsonl_file" => JsonlFileSpec::parse(table).map(|j| Kind::JsonlFile(Box::new(j))),
         "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
         "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
@@ -335,7 +352,9 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(at(text, &errs[0].span), "\"pager\"");
         assert!(
-            errs[0].message.contains("syslog, run, flag_file, registry"),
+            errs[0]
+                .message
+                .contains("syslog, run, flag_file, jsonl_file, registry"),
             "{}",
             errs[0].message
         );

@@ -125,6 +125,7 @@ impl Dispatcher {
                 Kind::Run(r) => r.max_concurrent,
                 Kind::Syslog(_)
                 | Kind::FlagFile(_)
+                | Kind::JsonlFile(_)
                 | Kind::Registry(_)
                 | Kind::Dialog(_)
                 | Kind::OpenUrl(_) => 1,
@@ -280,6 +281,7 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
             Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
+            Kind::JsonlFile(j) => j.work(spec.name(), rx, counters, ctl),
             Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),

@@ -22,8 +22,8 @@
 //! | key | meaning |
 //! |---|---|
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
-//! | `type` | required; `syslog`, `run`, `flag_file`, `registry` (Windows), `dialog` or `open_url` |
-//! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog 10000, others 1000) |
+//! | `type` | required; `syslog`, `run`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog` or `open_url` |
+//! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog and jsonl_file 10000, others 1000) |
 //!
 //! # `type = "syslog"`
 //!
@@ -81,6 +81,17 @@
 //! | `content` | the event as JSON | template of the file content |
 //! | `file_mode` | process umask | Unix permissions as an octal string, e.g. `"0640"` |
 //!
+//! # `type = "jsonl_file"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `path` | required | the file (not a template: one file per action keeps the rotation exact and keeps event data from choosing where to write); its directory is created |
+//! | `format` | the event as JSON | template of the line; line breaks in it become spaces |
+//! | `rotate_bytes` | `100MiB` | number or size string, at least 1024: rotate before a line would pass it |
+//! | `keep` | 5 | rotated files kept: `file.1` (newest) … `file.<keep>` |
+//!
+//! One `write_all` per line, a flush per batch of queued jobs; details in `jsonl_file.rs`.
+//!
 //! # `type = "registry"` (Windows)
 //!
 //! | key | default | meaning |
@@ -134,6 +145,7 @@ mod dbus;
 mod dialog;
 mod dispatcher;
 mod flag_file;
+mod jsonl_file;
 mod open_url;
 mod registry;
 mod run;

@@ -200,6 +200,8 @@ pub struct Received {
     pub peer: SocketAddr,
     /// The message without framing, trailing CR/LF/NUL trimmed; never empty.
     pub bytes: Vec<u8>,
+    /// When the listener received it (for the daemon's reaction-time histogram).
+    pub at: Instant,
 }
 
 /// Counters since start.
@@ -591,6 +593,7 @@ fn udp_loop(sock: &UdpSocket, sh: &Shared, tx: &Sender<Received>) {
         let r = Received {
             peer,
             bytes: msg.to_vec(),
+            at: Instant::now(),
         };
         match tx.try_send(r) {
             Ok(()) => sh.delivered(msg.len() as u64),
@@ -774,7 +777,11 @@ fn handle(
     match f {
         Frame::Message(bytes) => {
             let len = bytes.len() as u64;
-            let r = match tx.try_send(Received { peer, bytes }) {
+            let r = match tx.try_send(Received {
+                peer,
+                bytes,
+                at: Instant::now(),
+            }) {
                 Ok(()) => {
                     sh.delivered(len);
                     return Ok(());

@@ -211,6 +211,16 @@ impl Analysis {
         writer.submit(e)
     }
 
+    /// The event store writer's counters (`None` without a store).
+    pub fn store_stats(&self) -> Option<watchpost_store::WriterStats> {
+        self.store.as_ref().map(|w| w.stats())
+    }
+
+    /// How many pairs the anomaly baselines hold (`None` without anomaly filters).
+    pub fn baseline_pairs(&self) -> Option<u64> {
+        self.baselines.as_ref().map(|b| b.stats().pairs)
+    }
+
     /// Saves the threshold windows (atomically) so a restart continues them.
     pub fn checkpoint(&self) {
         let Some(path) = &self.thresholds_path else {

@@ -44,6 +44,10 @@ pub struct AgentConfig {
     /// dropped for that action and counted; reading never pauses).
     #[serde(default)]
     pub when_queue_full: WhenFull,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when absent. A bare port
+    /// binds loopback.
+    #[serde(default)]
+    pub metrics: Option<Spanned<String>>,
 }
 
 /// `[agent] when_queue_full`.
@@ -78,6 +82,7 @@ impl Default for AgentConfig {
             checkpoint_interval_ms: default_checkpoint_ms(),
             log_fired: true,
             when_queue_full: WhenFull::Wait,
+            metrics: None,
         }
     }
 }
@@ -315,6 +320,8 @@ pub struct Config {
     pub checks: Vec<watchpost_checks::CheckSpec>,
     /// `[[rules]]`: Sigma rule sets (enabled ones, loaded).
     pub rules: Vec<crate::rules::RuleSet>,
+    /// `[agent] metrics`, parsed: where the Prometheus endpoint listens.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -407,6 +414,19 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         "action",
         diags,
     );
+    // Two jsonl_file actions on one file would each rotate it by their own count.
+    let mut files = std::collections::HashSet::new();
+    for (path, span) in actions.iter().filter_map(|a| a.appends_to()) {
+        if !files.insert(path) {
+            diags.error(
+                span,
+                format!(
+                    "another jsonl_file action appends to `{}`: each would rotate it by its own count; let both filters name one action",
+                    path.display()
+                ),
+            );
+        }
+    }
     // A check's events carry its name as their source: it must not clash with a source.
     let mut taken: std::collections::HashSet<&str> =
         sources.iter().map(|s| s.name.as_str()).collect();
@@ -423,6 +443,11 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     }
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
+    let metrics = agent.metrics.as_ref().and_then(|m| {
+        crate::metrics::parse_address(m.get_ref())
+            .map_err(|e| diags.error(m.span(), e))
+            .ok()
+    });
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
         agent,
@@ -433,6 +458,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         store,
         checks,
         rules,
+        metrics,
     })
 }
 
@@ -843,6 +869,44 @@ pattern = "(?P<u>x"
             "{msgs:?}"
         );
         assert_eq!(config.sources.len(), 2);
+    }
+
+    #[test]
+    fn metrics_address_and_shared_jsonl_files() {
+        let text = r#"
+[agent]
+metrics = "9464"
+
+[[action]]
+name = "a"
+type = "jsonl_file"
+path = "/var/log/w/out.jsonl"
+
+[[action]]
+name = "b"
+type = "jsonl_file"
+path = "/var/log/w/out.jsonl"
+"#;
+        let mut diags = Diagnostics::default();
+        let config = parse(text, &mut diags).unwrap();
+        assert_eq!(config.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let msgs: Vec<(&str, &str)> = diags
+            .items
+            .iter()
+            .map(|d| (&text[d.span.clone()], d.message.as_str()))
+            .collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert_eq!(msgs[0].0, "\"/var/log/w/out.jsonl\"");
+        // At the second one.
+        assert!(diags.items[0].span.start > text.find("name = \"b\"").unwrap());
+        assert!(msgs[0].1.contains("another jsonl_file action"), "{msgs:?}");
+
+        let mut diags = Diagnostics::default();
+        let config = parse("[agent]\nmetrics = \"[::1]:9100\"\n", &mut diags).unwrap();
+        assert_eq!(config.metrics, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(diags.items.len(), 0);
+        let config = parse("", &mut diags).unwrap();
+        assert_eq!(config.metrics, None, "off by default");
     }
 
     #[test]

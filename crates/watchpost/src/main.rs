@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod diag;
 mod hunt;
+mod metrics;
 mod pipeline;
 mod replay;
 mod rules;

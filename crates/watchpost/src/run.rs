@@ -24,9 +24,10 @@ use watchpost_sources::tail::{
 
 use crate::analysis::{Analysis, BaselineHome};
 use crate::config::{Config, SourceConfig, StartAt, WhenFull};
+use crate::metrics::Metrics;
 use crate::pipeline::{SourceRuntime, local_host_name};
 
-/// Counters per source, reported at shutdown.
+/// Counters per source, reported at shutdown and by the metrics endpoint (`metrics.rs`).
 #[derive(Default, Debug)]
 pub struct SourceCounters {
     /// Records read.
@@ -75,6 +76,20 @@ pub fn run_until(
         Dispatcher::start_with(config.actions.clone(), analysis.outcome_sink())
             .context("starting actions")?,
     );
+    let metrics = config
+        .metrics
+        .map(|_| Arc::new(Metrics::new(&dispatcher, &analysis)));
+    // Bound before any source starts: a taken port fails the start cleanly. Sources
+    // register their counters as they start.
+    let metrics_server = match (config.metrics, &metrics) {
+        (Some(address), Some(m)) => {
+            let server = crate::metrics::serve(address, m.clone())
+                .with_context(|| format!("[agent] metrics: listening on {address}"))?;
+            tracing::info!(address = %server.local_addr(), "serving Prometheus metrics at /metrics");
+            Some(server)
+        }
+        _ => None,
+    };
     let chain = Arc::new(chain);
     // Sigma rule sets and their actions' indices.
     let rule_sets = Arc::new(RuleSets {
@@ -112,6 +127,9 @@ pub fn run_until(
             .last_record_ms
             .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
         clocks.insert(source.name.clone(), counters.clone());
+        if let Some(m) = &metrics {
+            m.add_source(&source.name, &counters);
+        }
         let worker = SourceWorker {
             rt,
             chain: chain.clone(),
@@ -123,6 +141,7 @@ pub fn run_until(
             when_full: config.agent.when_queue_full,
             stop: stop.clone(),
             stopped_at: Mutex::new(None),
+            metrics: metrics.clone(),
         };
         let builder = thread::Builder::new().name(format!("source-{}", source.name));
         if let Some(address) = &source.listen {
@@ -177,33 +196,51 @@ pub fn run_until(
         let workers: Vec<SourceWorker> = config
             .checks
             .iter()
-            .map(|c| SourceWorker {
-                rt: SourceRuntime::new(
-                    &c.name,
-                    watchpost_sources::Format::JsonLines,
-                    &local_host,
-                    None,
-                    &chain,
-                ),
-                chain: chain.clone(),
-                dispatcher: dispatcher.clone(),
-                analysis: analysis.clone(),
-                rules: rule_sets.clone(),
-                counters: Arc::new(SourceCounters::default()),
-                log_fired: config.agent.log_fired,
-                when_full: config.agent.when_queue_full,
-                stop: stop.clone(),
-                stopped_at: Mutex::new(None),
+            .map(|c| {
+                let counters = Arc::new(SourceCounters::default());
+                if let Some(m) = &metrics {
+                    m.add_source(&c.name, &counters);
+                }
+                SourceWorker {
+                    rt: SourceRuntime::new(
+                        &c.name,
+                        watchpost_sources::Format::JsonLines,
+                        &local_host,
+                        None,
+                        &chain,
+                    ),
+                    chain: chain.clone(),
+                    dispatcher: dispatcher.clone(),
+                    analysis: analysis.clone(),
+                    rules: rule_sets.clone(),
+                    counters,
+                    log_fired: config.agent.log_fired,
+                    when_full: config.agent.when_queue_full,
+                    stop: stop.clone(),
+                    stopped_at: Mutex::new(None),
+                    metrics: metrics.clone(),
+                }
             })
             .collect();
         let checks = config.checks.clone();
         let state = config.state_dir.join("checks.json");
         let stop = stop.clone();
         let host = local_host.clone();
+        let m = metrics.clone();
         checks_thread = Some(
             thread::Builder::new()
                 .name("checks".into())
-                .spawn(move || run_checks(&checks, &workers, &clock, &state, &host, &stop))?,
+                .spawn(move || {
+                    run_checks(
+                        &checks,
+                        &workers,
+                        &clock,
+                        &state,
+                        &host,
+                        &stop,
+                        m.as_deref(),
+                    )
+                })?,
         );
     }
     tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
@@ -217,6 +254,9 @@ pub fn run_until(
         analysis.checkpoint();
     }
     stop.store(true, Ordering::SeqCst);
+    if let Some(server) = metrics_server {
+        server.shutdown();
+    }
     for w in wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         w.wake();
     }
@@ -388,6 +428,7 @@ fn run_checks(
     state: &std::path::Path,
     host: &str,
     stop: &AtomicBool,
+    metrics: Option<&Metrics>,
 ) {
     use watchpost_checks::{Tracker, event, observe};
     let mut tracker = match std::fs::read_to_string(state) {
@@ -414,6 +455,9 @@ fn run_checks(
                 continue;
             }
             let obs = observe(check, clock);
+            if let Some(m) = metrics {
+                m.check_status(&check.name, &obs.status);
+            }
             let now_ms = jiff::Timestamp::now().as_millisecond();
             due[i] = now + check.interval;
             if let Some(previous) = tracker.observe(&check.name, &obs.status, now_ms, check.grace) {
@@ -421,7 +465,7 @@ fn run_checks(
                 tracing::info!(check = %check.name, status = %obs.status, previous = %previous, detail = %obs.detail, "check changed");
                 let e = event(check, &obs, &previous, host);
                 workers[i].counters.records.fetch_add(1, Ordering::Relaxed);
-                workers[i].handle_event(e, &mut verdict);
+                workers[i].handle_event(e, &mut verdict, Instant::now());
             } else if let Some(until) = tracker.pending_until(&check.name, check.grace) {
                 // Look again when the grace ends, not a whole interval later.
                 let wait = Duration::from_millis((until - now_ms).max(0) as u64);
@@ -517,6 +561,8 @@ struct SourceWorker {
     stop: Arc<AtomicBool>,
     /// When the stop request was first seen while waiting on a full queue.
     stopped_at: Mutex<Option<Instant>>,
+    /// With `[agent] metrics`: where reaction times go.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// How long a source keeps waiting on a full action queue after a stop request.
@@ -555,11 +601,12 @@ impl SourceWorker {
             place: record.path.to_string_lossy().as_ref().into(),
             offset: record.offset,
         };
-        self.handle_bytes(record.bytes, origin, verdict);
+        self.handle_bytes(record.bytes, origin, verdict, Instant::now());
     }
 
     /// Parses one record (a line, a binary-log record, a received message) and acts on it.
-    fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict) {
+    /// `read_at`: when it was read or received (the start of its reaction time).
+    fn handle_bytes(&self, bytes: &[u8], origin: Origin, verdict: &mut Verdict, read_at: Instant) {
         self.counters.records.fetch_add(1, Ordering::Relaxed);
         self.counters
             .last_record_ms
@@ -569,7 +616,7 @@ impl SourceWorker {
         match self.rt.parser.parse(&self.rt.ctx, bytes) {
             Ok(mut event) => {
                 event.origin = Some(origin);
-                self.handle_event(event, verdict);
+                self.handle_event(event, verdict, read_at);
             }
             Err(e) => {
                 let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -582,7 +629,7 @@ impl SourceWorker {
 
     /// Runs the chain over a parsed event (anomaly filters and thresholds asking the
     /// analysis), stores what matched, and hands fired actions on.
-    fn handle_event(&self, mut event: Event, verdict: &mut Verdict) {
+    fn handle_event(&self, mut event: Event, verdict: &mut Verdict, read_at: Instant) {
         let mut judge = self.analysis.judge();
         self.chain
             .evaluate_with(&self.rt.plan, &mut event, verdict, &mut judge);
@@ -593,13 +640,13 @@ impl SourceWorker {
             self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
         }
         if verdict.excluded_by.is_none() {
-            self.sigma(&event, &verdict.withheld);
+            self.sigma(&event, &verdict.withheld, read_at);
         }
-        self.dispatch(event, verdict, stored);
+        self.dispatch(event, verdict, stored, read_at);
         // Matches a threshold filter held back, released by this one.
         for (fi, held) in judge.released.drain(..) {
             let stored = self.analysis.store_released(&self.chain, fi, &held);
-            self.fire(fi, &Arc::new(held), &[], stored);
+            self.fire(fi, &Arc::new(held), &[], stored, read_at);
         }
     }
 
@@ -623,7 +670,7 @@ impl SourceWorker {
                         place: place.clone(),
                         offset: n,
                     };
-                    self.handle_bytes(&entry.json, origin, &mut verdict);
+                    self.handle_bytes(&entry.json, origin, &mut verdict, Instant::now());
                     journal.commit(&entry.cursor);
                     n += 1;
                 }
@@ -657,7 +704,7 @@ impl SourceWorker {
                         place: r.path.to_string_lossy().as_ref().into(),
                         offset: r.record_id,
                     };
-                    self.handle_bytes(r.xml.as_bytes(), origin, &mut verdict);
+                    self.handle_bytes(r.xml.as_bytes(), origin, &mut verdict, Instant::now());
                     follower.commit(&r.path, r.record_id);
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -686,7 +733,7 @@ impl SourceWorker {
             self.counters
                 .last_record_ms
                 .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
-            self.handle_event(event, &mut verdict);
+            self.handle_event(event, &mut verdict, Instant::now());
         });
         let st = log.stats();
         for c in [&self.counters.records, &self.counters.parse_errors] {
@@ -703,11 +750,11 @@ impl SourceWorker {
                 place: format!("{proto}://{}", msg.peer).into(),
                 offset: n as u64,
             };
-            self.handle_bytes(&msg.bytes, origin, &mut verdict);
+            self.handle_bytes(&msg.bytes, origin, &mut verdict, msg.at);
         }
     }
 
-    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>) {
+    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>, read_at: Instant) {
         if verdict.excluded_by.is_some() {
             self.counters.excluded.fetch_add(1, Ordering::Relaxed);
             return;
@@ -717,13 +764,13 @@ impl SourceWorker {
         }
         let event = Arc::new(event);
         for &fi in &verdict.fired {
-            self.fire(fi, &event, &verdict.withheld, stored);
+            self.fire(fi, &event, &verdict.withheld, stored, read_at);
         }
     }
 
     /// Offers the event to every Sigma rule set; each detection is stored and fires its
     /// set's actions (but those `withheld`).
-    fn sigma(&self, event: &Event, withheld: &[usize]) {
+    fn sigma(&self, event: &Event, withheld: &[usize], read_at: Instant) {
         if self.rules.sets.is_empty() {
             return;
         }
@@ -732,46 +779,50 @@ impl SourceWorker {
             for d in set.detect(event, &mut scratch) {
                 let stored = self.analysis.store_named(&set.name, &d.event);
                 self.counters.fired.fetch_add(1, Ordering::Relaxed);
+                let named = Named {
+                    name: d.title.clone(),
+                    action_names: self.rules.action_names[si].clone(),
+                };
                 self.hand_on(
                     &self.rules.actions[si],
-                    &d.title,
-                    &self.rules.action_names[si],
+                    &named,
                     &Arc::new(d.event),
                     withheld,
                     stored,
+                    read_at,
                 );
             }
         }
     }
 
     /// Hands `event` to the actions of filter `fi` (but those `withheld`).
-    fn fire(&self, fi: usize, event: &Arc<Event>, withheld: &[usize], stored: Option<u64>) {
+    fn fire(
+        &self,
+        fi: usize,
+        event: &Arc<Event>,
+        withheld: &[usize],
+        stored: Option<u64>,
+        read_at: Instant,
+    ) {
         let filter = self.chain.filter(fi);
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
-        self.hand_on(
-            &filter.actions,
-            &filter.name,
-            &filter.action_names,
-            event,
-            withheld,
-            stored,
-        );
+        let named = Named {
+            name: filter.name.clone(),
+            action_names: filter.action_names.clone(),
+        };
+        self.hand_on(&filter.actions, &named, event, withheld, stored, read_at);
     }
 
     /// Queues `event` for `actions` (but those `withheld`) as fired by `filter`.
     fn hand_on(
         &self,
         actions: &[usize],
-        filter_name: &Arc<str>,
-        action_names: &Arc<str>,
+        filter: &Named,
         event: &Arc<Event>,
         withheld: &[usize],
         stored: Option<u64>,
+        read_at: Instant,
     ) {
-        let filter = Named {
-            name: filter_name.clone(),
-            action_names: action_names.clone(),
-        };
         for &ai in actions {
             if withheld.contains(&ai) {
                 continue;
@@ -788,6 +839,8 @@ impl SourceWorker {
             };
             if !queued {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(m) = &self.metrics {
+                m.reaction.observe(read_at.elapsed());
             }
         }
         if self.log_fired {

@@ -1,0 +1,501 @@
+//! `[agent] metrics`: the daemon's counters in the Prometheus text format (0.0.4) at
+//! `GET /metrics`.
+//!
+//! [`Metrics`] reads the counters the daemon keeps anyway (per source: [`SourceCounters`];
+//! per action: [`Dispatcher::stats`]; the event store's writer; the baselines) when it is
+//! scraped, and owns one thing of its own: the reaction-time histogram, the time from a
+//! record being read (or received by a listener) to its action job being queued, in
+//! lock-free atomic buckets. [`serve`] answers on a small std `TcpListener` thread, one
+//! connection at a time: no async runtime, requests up to 8 KiB, 1 s to send one.
+//!
+//! The endpoint is off unless configured. A bare port (`"9464"`, `":9464"`) or
+//! `localhost` binds loopback (127.0.0.1); any other address must be written out
+//! (`"0.0.0.0:9464"`, `"[::1]:9464"`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use watchpost_actions::Dispatcher;
+
+use crate::analysis::Analysis;
+use crate::run::SourceCounters;
+
+/// The port the documentation's examples use.
+pub const DEFAULT_PORT: u16 = 9464;
+
+/// Parses `[agent] metrics`: `PORT`, `:PORT`, `localhost:PORT` (all loopback),
+/// `IPv4:PORT` or `[IPv6]:PORT`.
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let bad = |why: &str| {
+        format!(
+            "`{t}` is not a listen address ({why}); write e.g. \"127.0.0.1:{DEFAULT_PORT}\", \"[::1]:{DEFAULT_PORT}\" or a port"
+        )
+    };
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = port_only.parse().map_err(|_| bad("port above 65535"))?;
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    if let Some(port) = t.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    t.parse::<SocketAddr>()
+        .map_err(|_| bad("an IP address and a port; IPv6 in brackets"))
+}
+
+/// Upper bounds of the reaction-time buckets, in nanoseconds: 10 µs … 1 s.
+const BOUNDS_NS: [u64; 16] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
+/// A histogram of durations with fixed buckets; observing is three relaxed atomic adds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last is +Inf.
+    buckets: [AtomicU64; BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Counts one duration.
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BOUNDS_NS.partition_point(|&b| b < ns);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        family(out, name, "histogram", help);
+        let mut cumulative = 0u64;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            match BOUNDS_NS.get(i) {
+                Some(&ns) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", seconds(ns));
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_sum {}", sum as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Nanoseconds as a decimal number of seconds without exponent (`0.00001`, `1`).
+fn seconds(ns: u64) -> String {
+    let whole = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// What a scrape reads.
+#[derive(Debug)]
+pub struct Metrics {
+    sources: Mutex<Vec<(String, Arc<SourceCounters>)>>,
+    /// Weak: the daemon takes the dispatcher and the analysis back at shutdown.
+    dispatcher: Weak<Dispatcher>,
+    analysis: Weak<Analysis>,
+    /// Check name → the status it last observed.
+    checks: Mutex<BTreeMap<String, String>>,
+    /// Record read → action job queued.
+    pub reaction: Histogram,
+}
+
+impl Metrics {
+    /// Metrics over the daemon's dispatcher and analysis (baselines, store).
+    pub fn new(dispatcher: &Arc<Dispatcher>, analysis: &Arc<Analysis>) -> Metrics {
+        Metrics {
+            sources: Mutex::default(),
+            dispatcher: Arc::downgrade(dispatcher),
+            analysis: Arc::downgrade(analysis),
+            checks: Mutex::default(),
+            reaction: Histogram::default(),
+        }
+    }
+
+    /// Adds a source's (or a check's) counters, labelled `source`.
+    pub fn add_source(&self, name: &str, counters: &Arc<SourceCounters>) {
+        lock(&self.sources).push((name.to_owned(), counters.clone()));
+    }
+
+    /// Records the status a check observed.
+    pub fn check_status(&self, check: &str, status: &str) {
+        let mut checks = lock(&self.checks);
+        match checks.get_mut(check) {
+            Some(s) if s == status => {}
+            Some(s) => status.clone_into(s),
+            None => {
+                checks.insert(check.to_owned(), status.to_owned());
+            }
+        }
+    }
+
+    /// Everything in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let sources = lock(&self.sources).clone();
+        type Pick = fn(&SourceCounters) -> &AtomicU64;
+        let per_source: [(&str, &str, Pick); 5] = [
+            (
+                "watchpost_source_records_total",
+                "Records read or received.",
+                |c| &c.records,
+            ),
+            (
+                "watchpost_source_parse_errors_total",
+                "Records that did not parse.",
+                |c| &c.parse_errors,
+            ),
+            (
+                "watchpost_filter_fired_total",
+                "Filter firings, by the source of the event.",
+                |c| &c.fired,
+            ),
+            (
+                "watchpost_events_excluded_total",
+                "Events dropped by an exclude filter.",
+                |c| &c.excluded,
+            ),
+            (
+                "watchpost_anomalies_total",
+                "Events an anomaly filter flagged.",
+                |c| &c.anomalies,
+            ),
+        ];
+        for (name, help, pick) in per_source {
+            family(&mut out, name, "counter", help);
+            for (source, c) in &sources {
+                let v = pick(c).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(source));
+            }
+        }
+        if let Some(d) = self.dispatcher.upgrade() {
+            let stats = d.stats();
+            drop(d);
+            let name = "watchpost_action_jobs_total";
+            family(
+                &mut out,
+                name,
+                "counter",
+                "Action jobs by outcome (failed excludes timed_out; dropped: never attempted).",
+            );
+            for s in &stats {
+                let a = escape(&s.name);
+                let outcomes = [
+                    ("ok", s.ok),
+                    ("failed", s.failed.saturating_sub(s.timed_out)),
+                    ("timed_out", s.timed_out),
+                    ("dropped", s.dropped),
+                ];
+                for (outcome, v) in outcomes {
+                    let _ = writeln!(out, "{name}{{action=\"{a}\",outcome=\"{outcome}\"}} {v}");
+                }
+            }
+            let name = "watchpost_action_queue_depth";
+            family(
+                &mut out,
+                name,
+                "gauge",
+                "Jobs waiting in the action's queue.",
+            );
+            for s in &stats {
+                let _ = writeln!(out, "{name}{{action=\"{}\"}} {}", escape(&s.name), s.queued);
+            }
+        }
+        if let Some(a) = self.analysis.upgrade() {
+            let (store, pairs) = (a.store_stats(), a.baseline_pairs());
+            drop(a);
+            if let Some(st) = store {
+                let name = "watchpost_store_events_total";
+                family(
+                    &mut out,
+                    name,
+                    "counter",
+                    "Events handed to the event store.",
+                );
+                for (outcome, v) in [
+                    ("stored", st.stored),
+                    ("dropped", st.dropped),
+                    ("failed", st.failed),
+                ] {
+                    let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {v}");
+                }
+            }
+            if let Some(pairs) = pairs {
+                let name = "watchpost_baseline_pairs";
+                family(&mut out, name, "gauge", "Pairs the anomaly baselines hold.");
+                let _ = writeln!(out, "{name} {pairs}");
+            }
+        }
+        let checks = lock(&self.checks).clone();
+        if !checks.is_empty() {
+            let name = "watchpost_check_status";
+            family(
+                &mut out,
+                name,
+                "gauge",
+                "1 for the status each check observed last (before its grace).",
+            );
+            for (check, status) in &checks {
+                let _ = writeln!(
+                    out,
+                    "{name}{{check=\"{}\",status=\"{}\"}} 1",
+                    escape(check),
+                    escape(status)
+                );
+            }
+        }
+        self.reaction.render(
+            &mut out,
+            "watchpost_reaction_seconds",
+            "Time from a record being read or received to its action job being queued.",
+        );
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value: `\`, `"` and line feeds escaped.
+fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// The largest request read (request line and headers).
+const MAX_REQUEST: usize = 8192;
+/// Time a client has to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The running endpoint.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Binds `addr` and answers scrapes on a thread of its own until [`Server::shutdown`].
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Server> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                match conn {
+                    Ok(stream) => answer(stream, &metrics),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "metrics: accept failed");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })?;
+    Ok(Server { addr, stop, thread })
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the thread: sets the flag and wakes `accept` with a connection of its own.
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
+            let _ = self.thread.join();
+        }
+        // Otherwise the thread ends with the process.
+    }
+}
+
+/// Reads one request and answers it; the connection is closed afterwards.
+fn answer(mut stream: TcpStream, metrics: &Metrics) {
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut n = 0;
+    let head_end = loop {
+        if let Some(end) = header_end(&buf[..n]) {
+            break end;
+        }
+        if n == buf.len() {
+            respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "",
+                "too large\n",
+            );
+            return;
+        }
+        match stream.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => return,
+            Ok(r) => n += r,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut words = head.lines().next().unwrap_or("").split_ascii_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    if path != "/metrics" {
+        respond(&mut stream, "404 Not Found", "", "only /metrics is here\n");
+    } else if method != "GET" {
+        respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "Allow: GET\r\n",
+            "only GET\n",
+        );
+    } else {
+        let body = metrics.render();
+        respond(&mut stream, "200 OK", "", &body);
+    }
+}
+
+/// Where the request's headers end (after the blank line), if they do within `b`.
+fn header_end(b: &[u8]) -> Option<usize> {
+    let crlf = b.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = b.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body.as_bytes());
+    let _ = stream.flush();
+    // Closing with unread input would reset the connection and could destroy the answer
+    // before the client reads it: end our side, then read what is left (for a second).
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let until = std::time::Instant::now() + READ_TIMEOUT;
+    let mut sink = [0u8; 4096];
+    let mut left = 64 << 10;
+    while left > 0 && std::time::Instant::now() < until {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left -= n.min(left),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let local = |p| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p);
+        assert_eq!(parse_address("9464").unwrap(), local(9464));
+        assert_eq!(parse_address(":9100").unwrap(), local(9100));
+        assert_eq!(parse_address("localhost:9100").unwrap(), local(9100));
+        assert_eq!(parse_address("127.0.0.1:9464").unwrap(), local(9464));
+        assert_eq!(
+            parse_address("0.0.0.0:9464").unwrap(),
+            "0.0.0.0:9464".parse().unwrap()
+        );
+        assert_eq!(
+            parse_address("[::1]:9464").unwrap(),
+            "[::1]:9464".parse().unwrap()
+        );
+        for bad in ["", "70000", "::1:9464", "example.com:9464", "1.2.3.4"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(5));
+        h.observe(Duration::from_micros(10));
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_secs(2));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00001\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.00025\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.0005\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"1\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count 4\n"), "{out}");
+        assert!(out.contains("x_sum 2.000315\n"), "{out}");
+        assert!(out.starts_with("# HELP x help\n# TYPE x histogram\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn requests_end_at_the_blank_line() {
+        assert_eq!(header_end(b"GET / HTTP/1.1\r\n\r\nxx"), Some(18));
+        assert_eq!(header_end(b"GET / HTTP/1.0\n\n"), Some(16));
+        assert_eq!(header_end(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+    }
+}
