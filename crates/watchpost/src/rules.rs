@@ -2,7 +2,7 @@
 //!
 //! A rule set is loaded once (`watchpost-sigma`); every event that no exclude filter
 //! dropped is offered to every set after the filter chain ran. A detection at or above the
-//! set's `min_level` fires the set's actions (minus those an exclude filter withheld) with
+//! set's `min_level` (and, with `tags`, of a rule carrying one of them) fires the set's actions (minus those an exclude filter withheld) with
 //! the event plus the fields `rule_title`, `rule_id`, `rule_level`, `rule_tags`,
 //! `rule_fields` (the fields that matched), and `{{ filter }}` = the rule's title.
 //! Correlation rules in the set (event_count, value_count, temporal) run on the stream of
@@ -29,6 +29,9 @@ pub struct RulesToml {
     min_level: Option<Spanned<String>>,
     #[serde(default)]
     actions: Vec<Spanned<String>>,
+    /// Only rules with at least one of these tags (e.g. `attack.credential_access`).
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -65,6 +68,8 @@ pub struct RuleSet {
     pub min_level: Level,
     /// Action names with their places.
     pub actions: Vec<(String, Range<usize>)>,
+    /// Only rules with one of these tags (lower-case; empty: all).
+    pub tags: Vec<String>,
     /// Correlation state (live stream).
     correlator: Option<Mutex<Correlator>>,
 }
@@ -147,6 +152,7 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
             .iter()
             .map(|a| (a.get_ref().clone(), a.span()))
             .collect(),
+        tags: raw.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
         correlator,
     })
 }
@@ -175,7 +181,13 @@ impl RuleSet {
                     .unwrap_or_else(|e| e.into_inner())
                     .feed(m, event, t, &mut correlated);
             }
-            if m.level < self.min_level {
+            if m.level < self.min_level
+                || (!self.tags.is_empty()
+                    && !m
+                        .tags
+                        .iter()
+                        .any(|t| self.tags.iter().any(|w| t.eq_ignore_ascii_case(w))))
+            {
                 continue;
             }
             let tags: Vec<&str> = m.tags.iter().map(|t| &**t).collect();

@@ -94,6 +94,41 @@ fn a_sigma_detection_fires_the_rule_sets_actions_live() {
 }
 
 #[test]
+fn a_rule_set_can_be_narrowed_to_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = fixture("sigma/rules/windows/builtin/security")
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    let cfg = config(dir.path(), &rules);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let file = fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
+    let count = |cfg_text: &str| {
+        std::fs::write(&cfg, cfg_text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+            .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"rules\":\"sigmahq\""))
+            .count()
+    };
+    // "Security Eventlog Cleared" is tagged attack.defense-impairment.
+    let with = text.replace(
+        "actions = [\"flag\"]",
+        "actions = [\"flag\"]\ntags = [\"attack.defense-impairment\"]",
+    );
+    let without = text.replace(
+        "actions = [\"flag\"]",
+        "actions = [\"flag\"]\ntags = [\"attack.discovery\"]",
+    );
+    assert!(count(&with) >= 1);
+    assert_eq!(count(&without), 0);
+}
+
+#[test]
 fn rule_sets_that_cannot_load_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
