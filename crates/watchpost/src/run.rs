@@ -120,17 +120,16 @@ pub fn run_until(
         std::collections::HashMap::new();
     let mut checks_thread: Option<thread::JoinHandle<()>> = None;
     let mut event_log_stops: Vec<watchpost_sources::winevtlog::StopHandle> = Vec::new();
-    for source in &config.sources {
-        let rt = SourceRuntime::from_config(source, &local_host, &chain);
+    // A worker for one source (or check): its parser and plan, the shared rest.
+    let new_worker = |rt: SourceRuntime| {
         let counters = Arc::new(SourceCounters::default());
         counters
             .last_record_ms
             .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
-        clocks.insert(source.name.clone(), counters.clone());
         if let Some(m) = &metrics {
-            m.add_source(&source.name, &counters);
+            m.add_source(&rt.name, &counters);
         }
-        let worker = SourceWorker {
+        SourceWorker {
             rt,
             chain: chain.clone(),
             dispatcher: dispatcher.clone(),
@@ -142,7 +141,11 @@ pub fn run_until(
             stop: stop.clone(),
             stopped_at: Mutex::new(None),
             metrics: metrics.clone(),
-        };
+        }
+    };
+    for source in &config.sources {
+        let worker = new_worker(SourceRuntime::from_config(source, &local_host, &chain));
+        clocks.insert(source.name.clone(), worker.counters.clone());
         let builder = thread::Builder::new().name(format!("source-{}", source.name));
         if let Some(address) = &source.listen {
             let (listener, rx) = Listener::start(ListenOptions::new(address))
@@ -197,29 +200,13 @@ pub fn run_until(
             .checks
             .iter()
             .map(|c| {
-                let counters = Arc::new(SourceCounters::default());
-                if let Some(m) = &metrics {
-                    m.add_source(&c.name, &counters);
-                }
-                SourceWorker {
-                    rt: SourceRuntime::new(
-                        &c.name,
-                        watchpost_sources::Format::JsonLines,
-                        &local_host,
-                        None,
-                        &chain,
-                    ),
-                    chain: chain.clone(),
-                    dispatcher: dispatcher.clone(),
-                    analysis: analysis.clone(),
-                    rules: rule_sets.clone(),
-                    counters,
-                    log_fired: config.agent.log_fired,
-                    when_full: config.agent.when_queue_full,
-                    stop: stop.clone(),
-                    stopped_at: Mutex::new(None),
-                    metrics: metrics.clone(),
-                }
+                new_worker(SourceRuntime::new(
+                    &c.name,
+                    watchpost_sources::Format::JsonLines,
+                    &local_host,
+                    None,
+                    &chain,
+                ))
             })
             .collect();
         let checks = config.checks.clone();
