@@ -25,6 +25,7 @@ pub const KINDS: &[&str] = &[
     "registry",
     "dialog",
     "open_url",
+    "scan",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -107,6 +108,15 @@ impl ActionSpec {
         }
     }
 
+    /// A `run` action's program and argument templates as written (tests).
+    #[cfg(test)]
+    pub(crate) fn preview_argv(&self) -> Option<Vec<String>> {
+        match &self.kind {
+            Kind::Run(r) => Some(r.argv_text()),
+            _ => None,
+        }
+    }
+
     /// The file a `jsonl_file` action appends to, with the place of its `path` value.
     pub fn appends_to(&self) -> Option<(&std::path::Path, Range<usize>)> {
         match &self.kind {
@@ -151,6 +161,8 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
         "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
+        // A preset of `run`: it runs (and reports) as one.
+        "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(

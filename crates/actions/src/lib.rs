@@ -149,6 +149,7 @@ mod jsonl_file;
 mod open_url;
 mod registry;
 mod run;
+mod scan;
 mod syslog;
 
 pub use config::{ActionSpec, KINDS, parse_action};

@@ -59,6 +59,39 @@ pub(crate) struct RunSpec {
     pub(crate) queue_capacity: usize,
 }
 
+impl RunSpec {
+    /// A `run` made by a preset (`scan`): defaults for everything not given.
+    pub(crate) fn preset(
+        program: Spanned<String>,
+        args: Vec<Tpl>,
+        timeout: Duration,
+        max_concurrent: usize,
+        queue_capacity: usize,
+    ) -> RunSpec {
+        RunSpec {
+            program,
+            args,
+            env: Vec::new(),
+            cwd: None,
+            timeout,
+            max_concurrent,
+            max_output: 4096,
+            pass_event_env: true,
+            max_event_json: 32_768,
+            clear_env: false,
+            queue_capacity,
+        }
+    }
+
+    /// The program and the argument templates as written (tests).
+    #[cfg(test)]
+    pub(crate) fn argv_text(&self) -> Vec<String> {
+        std::iter::once(self.program.get_ref().clone())
+            .chain(self.args.iter().map(|a| a.template.source().to_owned()))
+            .collect()
+    }
+}
+
 /// Why a run failed.
 #[derive(Debug, Error)]
 pub(crate) enum RunError {

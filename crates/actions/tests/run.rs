@@ -159,3 +159,29 @@ fn a_non_zero_exit_is_a_failure() {
         "{stats:?}"
     );
 }
+
+/// `scan` (a preset of `run`): a stand-in `clamdscan` receives the preset's arguments and
+/// the detected file as one argv element.
+#[test]
+fn the_scan_preset_runs_the_scanner_on_the_detected_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("argv.txt");
+    let scanner = dir.path().join("clamdscan");
+    std::fs::write(
+        &scanner,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", out.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&scanner, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        "[[action]]\nname = \"scan-file\"\ntype = \"scan\"\nscanner = \"clamav\"\nprogram = \"{}\"\n",
+        scanner.display()
+    );
+    let dispatcher = Dispatcher::start(specs(&config)).unwrap();
+    assert!(dispatcher.submit(0, job(event("pc1"), "virus-found")));
+    let stats = dispatcher.shutdown(Duration::from_secs(20));
+    assert_eq!((stats[0].ok, stats[0].failed), (1, 0), "{stats:?}");
+    let argv = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(argv, "--fdpass\n--no-summary\nC:\\Users\\a\\eicar.com\n");
+}
