@@ -409,9 +409,13 @@ fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filte
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WATCHPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,evtx=warn"));
+    // Colours only on a terminal: the journal, log files and the Windows service get
+    // plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
 }
