@@ -253,17 +253,12 @@ impl Analysis {
         ))
     }
 
-    /// Stores an event a named matcher (a Sigma rule set) fired on.
-    pub fn store_named(&self, name: &str, event: &Event) -> Option<u64> {
+    /// Stores an event one named matcher fired on outside the chain's verdict: a Sigma
+    /// rule set, or a threshold filter releasing a held match (`needs_ack` as it says).
+    pub fn store_named(&self, name: &str, event: &Event, needs_ack: bool) -> Option<u64> {
         let writer = self.store.as_ref()?;
-        writer.submit(NewEvent::from_event(event, vec![name.to_owned()]))
-    }
-
-    /// Stores a match a threshold filter held back and has now released.
-    pub fn store_released(&self, chain: &Chain, filter: usize, event: &Event) -> Option<u64> {
-        let writer = self.store.as_ref()?;
-        let mut e = NewEvent::from_event(event, vec![chain.filter(filter).name.to_string()]);
-        e.needs_ack = chain.filter(filter).require_ack;
+        let mut e = NewEvent::from_event(event, vec![name.to_owned()]);
+        e.needs_ack = needs_ack;
         writer.submit(e)
     }
 

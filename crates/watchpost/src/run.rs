@@ -632,7 +632,8 @@ impl SourceWorker {
         self.dispatch(event, verdict, stored, read_at);
         // Matches a threshold filter held back, released by this one.
         for (fi, held) in judge.released.drain(..) {
-            let stored = self.analysis.store_released(&self.chain, fi, &held);
+            let f = self.chain.filter(fi);
+            let stored = self.analysis.store_named(&f.name, &held, f.require_ack);
             self.fire(fi, &Arc::new(held), &[], stored, read_at);
         }
     }
@@ -764,7 +765,7 @@ impl SourceWorker {
         let mut scratch = Vec::new();
         for (si, set) in self.rules.sets.iter().enumerate() {
             for d in set.detect(event, &mut scratch) {
-                let stored = self.analysis.store_named(&set.name, &d.event);
+                let stored = self.analysis.store_named(&set.name, &d.event, false);
                 self.counters.fired.fetch_add(1, Ordering::Relaxed);
                 let named = Named {
                     name: d.title.clone(),
