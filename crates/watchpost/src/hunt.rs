@@ -134,11 +134,7 @@ fn anomalies(
                     id: String::new(),
                     tags: String::new(),
                     fields,
-                    place: event
-                        .origin
-                        .as_ref()
-                        .map(|o| format!("{}:{}", o.place, o.offset))
-                        .unwrap_or_default(),
+                    place: place_of(&event),
                 });
             }
         });
@@ -291,12 +287,17 @@ fn detection(event: &Event, m: Match) -> Detection {
                 )
             })
             .collect(),
-        place: event
-            .origin
-            .as_ref()
-            .map(|o| format!("{}:{}", o.place, o.offset))
-            .unwrap_or_default(),
+        place: place_of(event),
     }
+}
+
+/// `file:record id` of an event read from an EVTX file.
+fn place_of(event: &Event) -> String {
+    event
+        .origin
+        .as_ref()
+        .map(|o| format!("{}:{}", o.place, o.offset))
+        .unwrap_or_default()
 }
 
 fn csv(s: &str) -> String {
