@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use watchpost_event::{Event, Origin};
-use watchpost_filters::{Chain, Verdict};
+use watchpost_filters::{Chain, Plan, Verdict};
 use watchpost_sources::{Format, ParseCtx, evtx};
 
 use crate::analysis::Analysis;
@@ -85,85 +85,128 @@ pub fn replay(
             None => None,
         };
         let evtx_name = evtx_source.map_or("evtx", |s| s.name.as_str());
-        let (name, plan, events, errors, what) =
-            if evtx_source.is_some() || (source.is_none() && evtx::is_evtx(&bytes)) {
-                let ctx = ParseCtx::new(evtx_name, local_host.as_str());
-                let (events, errors) = evtx::read_evtx(&ctx, bytes, &place);
-                (
-                    ctx.source,
-                    chain.plan(evtx_name),
-                    events,
-                    errors,
-                    ("record id", "EVTX"),
-                )
-            } else {
-                let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
-                let place: std::sync::Arc<str> = place.as_ref().into();
-                let (events, errors) =
-                    watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place, &bytes);
-                (
-                    rt.name,
-                    rt.plan,
-                    events,
-                    errors,
-                    ("offset", rt.format.name()),
-                )
-            };
-        totals.records += (events.len() + errors.len()) as u64;
-        for (offset, e) in &errors {
-            totals.errors += 1;
-            eprintln!(
-                "{place}: {} {offset}: unparsable {} record: {e}",
-                what.0, what.1
-            );
-        }
-        let place: std::sync::Arc<str> = place.as_ref().into();
+        let place_arc: std::sync::Arc<str> = place.as_ref().into();
         let mut verdict = Verdict::default();
         let mut sigma_scratch = Vec::new();
-        for mut event in events {
-            if event.origin.is_none() {
-                event.origin = Some(Origin {
-                    place: place.clone(),
-                    offset: 0,
-                });
-            }
-            event.source = name.clone();
-            let mut judge = analysis.judge();
-            chain.evaluate_with(&plan, &mut event, &mut verdict, &mut judge);
-            if verdict.excluded_by.is_some() {
-                totals.excluded += 1;
-                continue;
-            }
-            totals.judged += u64::from(!verdict.judged.is_empty());
-            totals.anomalies += u64::from(!verdict.flagged.is_empty());
-            totals.fired += (verdict.fired.len() + judge.released.len()) as u64;
-            // Sigma rule sets (once per event: correlations keep state).
-            let mut detections = Vec::new();
-            for set in &config.rules {
-                for d in set.detect(&event, &mut sigma_scratch) {
-                    detections.push((set, d));
+        // The first write error ends the replay (the output is gone).
+        let mut failed: Option<anyhow::Error> = None;
+        let mut one =
+            |mut event: Event, name: &std::sync::Arc<str>, plan: &Plan, totals: &mut Totals| {
+                if failed.is_some() {
+                    return;
                 }
-            }
-            totals.fired += detections.len() as u64;
-            let Output::Findings(format) = output else {
-                continue;
+                if event.origin.is_none() {
+                    event.origin = Some(Origin {
+                        place: place_arc.clone(),
+                        offset: 0,
+                    });
+                }
+                event.source = name.clone();
+                if let Err(e) = judge_and_print(
+                    config,
+                    chain,
+                    analysis,
+                    plan,
+                    event,
+                    output,
+                    &mut verdict,
+                    &mut sigma_scratch,
+                    totals,
+                    out,
+                ) {
+                    failed = Some(e);
+                }
             };
-            for (fi, v) in &judge.verdicts {
-                print_judged(out, format, chain, *fi, v, &event)?;
+        if evtx_source.is_some() || (source.is_none() && evtx::is_evtx(&bytes)) {
+            // Streamed: one record in memory at a time, however large the file.
+            let ctx = ParseCtx::new(evtx_name, local_host.as_str());
+            let plan = chain.plan(evtx_name);
+            let name = ctx.source.clone();
+            let errors = evtx::for_each_evtx(&ctx, bytes, &place, &mut |event| {
+                totals.records += 1;
+                one(event, &name, &plan, &mut totals);
+            });
+            report_errors(&place, ("record id", "EVTX"), &errors, &mut totals);
+        } else {
+            let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
+            let (events, errors) =
+                watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place_arc, &bytes);
+            totals.records += events.len() as u64;
+            report_errors(&place, ("offset", rt.format.name()), &errors, &mut totals);
+            for event in events {
+                one(event, &rt.name, &rt.plan, &mut totals);
             }
-            for &fi in &verdict.fired {
-                print_fired(out, format, chain, fi, &event)?;
-            }
-            // Matches a threshold filter held back and released with this one.
-            for (fi, held) in &judge.released {
-                print_fired(out, format, chain, *fi, held)?;
-            }
-            for (set, d) in &detections {
-                print_detection(out, format, set, d)?;
-            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(totals)
+}
+
+/// Counts and prints the records of one input that could not be parsed.
+fn report_errors<E: std::fmt::Display>(
+    place: &str,
+    (unit, format): (&str, &str),
+    errors: &[(u64, E)],
+    totals: &mut Totals,
+) {
+    totals.records += errors.len() as u64;
+    for (offset, e) in errors {
+        totals.errors += 1;
+        eprintln!("{place}: {unit} {offset}: unparsable {format} record: {e}");
+    }
+}
+
+/// Runs one event through the chain, its judges and the Sigma rule sets, and prints
+/// what fired.
+#[allow(clippy::too_many_arguments)]
+fn judge_and_print(
+    config: &Config,
+    chain: &Chain,
+    analysis: &Analysis,
+    plan: &Plan,
+    mut event: Event,
+    output: Output,
+    verdict: &mut Verdict,
+    sigma_scratch: &mut Vec<watchpost_sigma::Match>,
+    totals: &mut Totals,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut judge = analysis.judge();
+    chain.evaluate_with(plan, &mut event, verdict, &mut judge);
+    if verdict.excluded_by.is_some() {
+        totals.excluded += 1;
+        return Ok(());
+    }
+    totals.judged += u64::from(!verdict.judged.is_empty());
+    totals.anomalies += u64::from(!verdict.flagged.is_empty());
+    totals.fired += (verdict.fired.len() + judge.released.len()) as u64;
+    // Sigma rule sets (once per event: correlations keep state).
+    let mut detections = Vec::new();
+    for set in &config.rules {
+        for d in set.detect(&event, sigma_scratch) {
+            detections.push((set, d));
+        }
+    }
+    totals.fired += detections.len() as u64;
+    let Output::Findings(format) = output else {
+        return Ok(());
+    };
+    for (fi, v) in &judge.verdicts {
+        print_judged(out, format, chain, *fi, v, &event)?;
+    }
+    for &fi in &verdict.fired {
+        print_fired(out, format, chain, fi, &event)?;
+    }
+    // Matches a threshold filter held back and released with this one.
+    for (fi, held) in &judge.released {
+        print_fired(out, format, chain, *fi, held)?;
+    }
+    for (set, d) in &detections {
+        print_detection(out, format, set, d)?;
+    }
+    Ok(())
 }
 
 fn runtime_for(
