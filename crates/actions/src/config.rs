@@ -15,6 +15,7 @@ use crate::open_url::OpenUrlSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
+use crate::webhook::WebhookSpec;
 
 /// The action types this crate knows, as written in `type = "…"`.
 pub const KINDS: &[&str] = &[
@@ -26,6 +27,7 @@ pub const KINDS: &[&str] = &[
     "dialog",
     "open_url",
     "scan",
+    "webhook",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -46,6 +48,7 @@ pub(crate) enum Kind {
     Registry(Box<RegistrySpec>),
     Dialog(Box<DialogSpec>),
     OpenUrl(Box<OpenUrlSpec>),
+    Webhook(Box<WebhookSpec>),
 }
 
 impl ActionSpec {
@@ -60,7 +63,7 @@ impl ActionSpec {
     }
 
     /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"jsonl_file"`, `"registry"`,
-    /// `"dialog"` or `"open_url"`.
+    /// `"dialog"`, `"open_url"`, `"webhook"` or `"email"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Syslog(_) => "syslog",
@@ -70,6 +73,7 @@ impl ActionSpec {
             Kind::Registry(_) => "registry",
             Kind::Dialog(_) => "dialog",
             Kind::OpenUrl(_) => "open_url",
+            Kind::Webhook(_) => "webhook",
         }
     }
 
@@ -87,6 +91,7 @@ impl ActionSpec {
             Kind::Registry(r) => r.templates().for_each(&mut add),
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
+            Kind::Webhook(w) => w.templates().for_each(&mut add),
         }
         out
     }
@@ -105,6 +110,7 @@ impl ActionSpec {
             Kind::Registry(r) => r.check(),
             Kind::Dialog(d) => d.check(),
             Kind::OpenUrl(o) => o.check(),
+            Kind::Webhook(w) => w.check(),
         }
     }
 
@@ -135,6 +141,7 @@ impl ActionSpec {
             Kind::Registry(r) => r.queue_capacity,
             Kind::Dialog(d) => d.queue_capacity,
             Kind::OpenUrl(o) => o.queue_capacity,
+            Kind::Webhook(w) => w.queue_capacity,
         }
     }
 }
@@ -163,6 +170,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
         // A preset of `run`: it runs (and reports) as one.
         "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
+        "webhook" => WebhookSpec::parse(table).map(|w| Kind::Webhook(Box::new(w))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(

@@ -142,20 +142,24 @@ mod config;
 mod control;
 #[cfg(unix)]
 mod dbus;
-// Used by the delivering actions (webhook, email, syslog over TLS) as they land.
+// `Failure::is_transient` is for the retry queue that is being built.
 #[allow(dead_code)]
 mod delivery;
 mod dialog;
 mod dispatcher;
 mod flag_file;
 mod jsonl_file;
+mod net;
 mod open_url;
 mod registry;
 mod run;
 mod scan;
+mod secret;
 mod syslog;
-#[allow(dead_code)]
+#[cfg(test)]
+mod testpeer;
 mod tls;
+mod webhook;
 
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
