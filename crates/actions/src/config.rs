@@ -9,6 +9,7 @@ use toml::de::DeValue;
 use watchpost_event::{ConfigError, Sym, Template};
 
 use crate::dialog::DialogSpec;
+use crate::email::EmailSpec;
 use crate::flag_file::FlagFileSpec;
 use crate::jsonl_file::JsonlFileSpec;
 use crate::open_url::OpenUrlSpec;
@@ -28,6 +29,7 @@ pub const KINDS: &[&str] = &[
     "open_url",
     "scan",
     "webhook",
+    "email",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -49,6 +51,7 @@ pub(crate) enum Kind {
     Dialog(Box<DialogSpec>),
     OpenUrl(Box<OpenUrlSpec>),
     Webhook(Box<WebhookSpec>),
+    Email(Box<EmailSpec>),
 }
 
 impl ActionSpec {
@@ -74,6 +77,7 @@ impl ActionSpec {
             Kind::Dialog(_) => "dialog",
             Kind::OpenUrl(_) => "open_url",
             Kind::Webhook(_) => "webhook",
+            Kind::Email(_) => "email",
         }
     }
 
@@ -92,6 +96,7 @@ impl ActionSpec {
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
             Kind::Webhook(w) => w.templates().for_each(&mut add),
+            Kind::Email(e) => e.templates().for_each(&mut add),
         }
         out
     }
@@ -111,6 +116,7 @@ impl ActionSpec {
             Kind::Dialog(d) => d.check(),
             Kind::OpenUrl(o) => o.check(),
             Kind::Webhook(w) => w.check(),
+            Kind::Email(e) => e.check(),
         }
     }
 
@@ -142,6 +148,7 @@ impl ActionSpec {
             Kind::Dialog(d) => d.queue_capacity,
             Kind::OpenUrl(o) => o.queue_capacity,
             Kind::Webhook(w) => w.queue_capacity,
+            Kind::Email(e) => e.queue_capacity,
         }
     }
 }
@@ -171,6 +178,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         // A preset of `run`: it runs (and reports) as one.
         "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
         "webhook" => WebhookSpec::parse(table).map(|w| Kind::Webhook(Box::new(w))),
+        "email" => EmailSpec::parse(table).map(|e| Kind::Email(Box::new(e))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(

@@ -129,7 +129,8 @@ impl Dispatcher {
                 | Kind::Registry(_)
                 | Kind::Dialog(_)
                 | Kind::OpenUrl(_)
-                | Kind::Webhook(_) => 1,
+                | Kind::Webhook(_)
+                | Kind::Email(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -287,6 +288,7 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
             Kind::Webhook(w) => w.work(spec.name(), rx, counters, ctl),
+            Kind::Email(e) => e.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

@@ -147,6 +147,7 @@ mod dbus;
 mod delivery;
 mod dialog;
 mod dispatcher;
+mod email;
 mod flag_file;
 mod jsonl_file;
 mod net;
