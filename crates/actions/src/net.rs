@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use serde::Deserialize;
+use toml::Spanned;
+use watchpost_event::ConfigError;
 
 use crate::control::Control;
 
@@ -222,10 +225,8 @@ impl Conn {
 
     /// Reads more into the buffer; 0 at the end of the stream.
     fn fill(&mut self, ctl: &Control) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         arm(self.stream.tcp(), self.until, ctl, "waiting for an answer")?;
         let start = self.buf.len();
         self.buf.resize(start + READ_CHUNK, 0);
@@ -293,6 +294,41 @@ fn arm(tcp: &TcpStream, until: Instant, ctl: &Control, what: &str) -> io::Result
     tcp.set_read_timeout(Some(left))?;
     tcp.set_write_timeout(Some(left))?;
     Ok(())
+}
+
+/// Seconds or a duration string (`"10s"`, `"1500ms"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Timeout {
+    Secs(u64),
+    Text(String),
+}
+
+/// Parses a `timeout` value (100 ms to 1 h).
+pub(crate) fn timeout(
+    v: Option<&Spanned<Timeout>>,
+    default: Duration,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    let Some(v) = v else { return default };
+    let d = match v.get_ref() {
+        Timeout::Secs(s) => Ok(Duration::from_secs(*s)),
+        Timeout::Text(t) => watchpost_event::parse_duration(t),
+    };
+    match d {
+        Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
+        Ok(_) => {
+            errors.push(ConfigError::new(
+                v.span(),
+                "`timeout` must be between 100ms and 1h",
+            ));
+            default
+        }
+        Err(e) => {
+            errors.push(ConfigError::new(v.span(), e));
+            default
+        }
+    }
 }
 
 /// Standard base64 (RFC 4648, with padding): HTTP basic auth, SMTP AUTH, MIME.

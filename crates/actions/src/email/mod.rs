@@ -29,10 +29,9 @@ use crate::Job;
 use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
 use crate::delivery::{Deliver, Failure};
-use crate::net;
+use crate::net::{self, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::tls::{RawTls, TlsSpec};
-use crate::webhook::{Timeout, timeout};
 use smtp::{Security, Session};
 
 /// Default of `timeout`.

@@ -37,7 +37,7 @@ use crate::Job;
 use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
 use crate::delivery::{Deliver, Failure};
-use crate::net::{self, Conn};
+use crate::net::{self, Conn, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::syslog::event_json;
 use crate::tls::{RawTls, TlsSpec};
@@ -61,41 +61,6 @@ const RESERVED: &[&str] = &[
     "upgrade",
     "trailer",
 ];
-
-/// Seconds or a duration string (`"10s"`, `"1500ms"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Timeout {
-    Secs(u64),
-    Text(String),
-}
-
-/// Parses a `timeout` value: 1 s to 1 h unless `range` says otherwise.
-pub(crate) fn timeout(
-    v: Option<&Spanned<Timeout>>,
-    default: Duration,
-    errors: &mut Vec<ConfigError>,
-) -> Duration {
-    let Some(v) = v else { return default };
-    let d = match v.get_ref() {
-        Timeout::Secs(s) => Ok(Duration::from_secs(*s)),
-        Timeout::Text(t) => watchpost_event::parse_duration(t),
-    };
-    match d {
-        Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
-        Ok(_) => {
-            errors.push(ConfigError::new(
-                v.span(),
-                "`timeout` must be between 100ms and 1h",
-            ));
-            default
-        }
-        Err(e) => {
-            errors.push(ConfigError::new(v.span(), e));
-            default
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

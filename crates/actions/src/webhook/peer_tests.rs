@@ -154,6 +154,19 @@ fn http_post_put_headers_auth_and_answers() {
         "{took:?}"
     );
 
+    // Shutdown's deadline cuts an attempt short, whatever the action's timeout.
+    let s = spec(&format!("url = \"{base}/silent\"\ntimeout = \"30s\""));
+    let ctl = Control::default();
+    ctl.set_deadline(Instant::now() + Duration::from_millis(300));
+    let start = Instant::now();
+    let e = s.deliverer().deliver(&job(), &ctl).unwrap_err();
+    assert!(e.is_transient() && e.message().contains("timed out"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
     // Nobody listening: transient.
     drop(peer);
     let e = send(&spec(&format!("url = \"{base}/\"\ntimeout = \"2s\""))).unwrap_err();
