@@ -194,7 +194,7 @@ mod run;
 mod scan;
 mod secret;
 mod syslog;
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod testpeer;
 mod tls;
 mod webhook;

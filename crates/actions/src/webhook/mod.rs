@@ -798,5 +798,6 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+// The peers are Python scripts and the CA is made by openssl: Unix tools (not under Wine).
+#[cfg(all(test, unix))]
 mod peer_tests;
