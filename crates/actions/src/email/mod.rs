@@ -5,7 +5,7 @@
 //! on ring would add 50 crates (`cargo generate-lockfile`: 37 → 87 packages) and takes
 //! trust as its own settings rather than our rustls `ClientConfig`; what an alert mail
 //! needs (one plain-text UTF-8 message, STARTTLS or implicit TLS, AUTH PLAIN/LOGIN) is
-//! about 400 lines here, composed in `message.rs`.
+//! about 450 lines here (`smtp.rs`; the message is composed in `message.rs`).
 //!
 //! One session per message (connect, `EHLO`, TLS, `AUTH`, `MAIL`, `RCPT` for every
 //! recipient, `DATA`, `QUIT`), all within `timeout`. A 4xx reply or any connection
