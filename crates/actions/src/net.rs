@@ -7,7 +7,9 @@
 //! timeout, so no single call can wait past the deadline (a TLS record written as
 //! several system calls may overrun it by at most one such wait). Reads go through a
 //! buffer owned here, so lines (`read_line`) and bodies (`read_some`) are bounded by the
-//! caller's limits, never by what the peer sends.
+//! caller's limits, never by what the peer sends. Name resolution is the system's
+//! (`getaddrinfo`), which has no timeout of its own: a hanging resolver can hold an attempt
+//! past its deadline (the connect itself then gets no time and fails).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -268,6 +270,7 @@ impl Conn {
             Stream::Tls(mut t) => {
                 t.conn.send_close_notify();
                 let _ = t.sock.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ = t.sock.set_read_timeout(Some(Duration::from_millis(100)));
                 let _ = t.conn.complete_io(&mut t.sock);
                 let _ = t.sock.shutdown(Shutdown::Both);
             }
