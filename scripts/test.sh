@@ -7,13 +7,18 @@ cd "$(dirname "$0")/.."
 # Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
 # tests), util-linux's logger (a syslog sender for the listener tests), journalctl and
 # systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
-# session bus for the dialog action's notification tests).
+# session bus for the dialog action's notification tests), Python's http.server and
+# aiosmtpd with openssl's test CA (HTTP(S) and SMTP receivers for the webhook and email
+# actions).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

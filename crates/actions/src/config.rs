@@ -9,12 +9,14 @@ use toml::de::DeValue;
 use watchpost_event::{ConfigError, Sym, Template};
 
 use crate::dialog::DialogSpec;
+use crate::email::EmailSpec;
 use crate::flag_file::FlagFileSpec;
 use crate::jsonl_file::JsonlFileSpec;
 use crate::open_url::OpenUrlSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
+use crate::webhook::WebhookSpec;
 
 /// The action types this crate knows, as written in `type = "…"`.
 pub const KINDS: &[&str] = &[
@@ -26,6 +28,8 @@ pub const KINDS: &[&str] = &[
     "dialog",
     "open_url",
     "scan",
+    "webhook",
+    "email",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -46,6 +50,8 @@ pub(crate) enum Kind {
     Registry(Box<RegistrySpec>),
     Dialog(Box<DialogSpec>),
     OpenUrl(Box<OpenUrlSpec>),
+    Webhook(Box<WebhookSpec>),
+    Email(Box<EmailSpec>),
 }
 
 impl ActionSpec {
@@ -60,7 +66,7 @@ impl ActionSpec {
     }
 
     /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"jsonl_file"`, `"registry"`,
-    /// `"dialog"` or `"open_url"`.
+    /// `"dialog"`, `"open_url"`, `"webhook"` or `"email"`.
     pub fn kind(&self) -> &'static str {
         match self.kind {
             Kind::Syslog(_) => "syslog",
@@ -70,6 +76,8 @@ impl ActionSpec {
             Kind::Registry(_) => "registry",
             Kind::Dialog(_) => "dialog",
             Kind::OpenUrl(_) => "open_url",
+            Kind::Webhook(_) => "webhook",
+            Kind::Email(_) => "email",
         }
     }
 
@@ -87,6 +95,8 @@ impl ActionSpec {
             Kind::Registry(r) => r.templates().for_each(&mut add),
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
+            Kind::Webhook(w) => w.templates().for_each(&mut add),
+            Kind::Email(e) => e.templates().for_each(&mut add),
         }
         out
     }
@@ -105,6 +115,8 @@ impl ActionSpec {
             Kind::Registry(r) => r.check(),
             Kind::Dialog(d) => d.check(),
             Kind::OpenUrl(o) => o.check(),
+            Kind::Webhook(w) => w.check(),
+            Kind::Email(e) => e.check(),
         }
     }
 
@@ -135,6 +147,8 @@ impl ActionSpec {
             Kind::Registry(r) => r.queue_capacity,
             Kind::Dialog(d) => d.queue_capacity,
             Kind::OpenUrl(o) => o.queue_capacity,
+            Kind::Webhook(w) => w.queue_capacity,
+            Kind::Email(e) => e.queue_capacity,
         }
     }
 }
@@ -163,6 +177,8 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
         // A preset of `run`: it runs (and reports) as one.
         "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
+        "webhook" => WebhookSpec::parse(table).map(|w| Kind::Webhook(Box::new(w))),
+        "email" => EmailSpec::parse(table).map(|e| Kind::Email(Box::new(e))),
         other => Err(vec![ConfigError::new(
             kind.span(),
             format!(

@@ -128,7 +128,9 @@ impl Dispatcher {
                 | Kind::JsonlFile(_)
                 | Kind::Registry(_)
                 | Kind::Dialog(_)
-                | Kind::OpenUrl(_) => 1,
+                | Kind::OpenUrl(_)
+                | Kind::Webhook(_)
+                | Kind::Email(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -285,6 +287,8 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
+            Kind::Webhook(w) => w.work(spec.name(), rx, counters, ctl),
+            Kind::Email(e) => e.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

@@ -22,7 +22,7 @@
 //! | key | meaning |
 //! |---|---|
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
-//! | `type` | required; `syslog`, `run`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog` or `open_url` |
+//! | `type` | required; `syslog`, `run`, `scan`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog`, `open_url`, `webhook` or `email` |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog and jsonl_file 10000, others 1000) |
 //!
 //! # `type = "syslog"`
@@ -137,25 +137,67 @@
 //! job fails. Windows: from the service (session 0) the browser is started as the console
 //! user in their session (`WTSQueryUserToken` + `CreateProcessAsUserW`, `rundll32.exe
 //! url.dll,FileProtocolHandler URL` unless `browser` is set); otherwise `ShellExecuteW`.
+//!
+//! # `type = "webhook"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `url` | required | template, `https://` or `http://`; scheme, host and port written out before the first `{{`, every inserted value ending in `\| url` |
+//! | `method` | `POST` | `POST` or `PUT` |
+//! | `body` | the event as JSON | template (the default is the syslog `json` / `jsonl_file` object) |
+//! | `content_type` | `application/json` | the `Content-Type` header |
+//! | `headers` | none | table name → template; a value rendering with CR/LF or another control character fails the job |
+//! | `bearer_token_env` / `bearer_token_file` | none | `Authorization: Bearer …`, read at each delivery |
+//! | `username` + `password_env` / `password_file` | none | basic authentication instead |
+//! | `timeout` | `10s` | seconds or a duration: connect, TLS and the whole exchange |
+//! | `tls` | system trust | `{ ca_file, cert_file, key_file, verify, server_name }` (`tls.rs`) |
+//!
+//! 2xx is success; 408, 429, 5xx, connection failures and timeouts are transient; other
+//! statuses permanent, with the status and the first 200 bytes of the body. Our own small
+//! HTTP/1.1 client (`webhook/`, over `net.rs`); why not `ureq` is said there.
+//!
+//! # `type = "email"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `server` | required | `host:port`; port 587 (`starttls`), 465 (`tls`) or 25 (`none`) if left out |
+//! | `tls` | `starttls` | `starttls` (required when asked for), `tls` (implicit) or `none` (a `check-config` warning unless the server is loopback) |
+//! | `tls_options` | system trust | as the webhook's `tls` |
+//! | `username` + `password_env` / `password_file` | none | AUTH PLAIN or LOGIN; over TLS only unless `allow_plaintext_auth = true` |
+//! | `from` | required | sender address |
+//! | `to` | required | recipient addresses (1-100) |
+//! | `subject` | `watchpost: {{ filter }} on {{ host }}` | template; RFC 2047 encoded when not ASCII |
+//! | `body` | a summary | template; the default lists filter, host, source, time, actions, every field and `raw` |
+//! | `helo` | this computer's name | the EHLO name |
+//! | `timeout` | `30s` | the whole SMTP session |
+//!
+//! A UTF-8 `text/plain` quoted-printable message with `Date` and `Message-ID`, one SMTP
+//! session per message (`email/`). 4xx replies and connection problems are transient, 5xx
+//! permanent (a wrong password: 535).
 
 mod config;
 mod control;
 #[cfg(unix)]
 mod dbus;
-// Used by the delivering actions (webhook, email, syslog over TLS) as they land.
+// `Failure::is_transient` is for the retry queue that is being built.
 #[allow(dead_code)]
 mod delivery;
 mod dialog;
 mod dispatcher;
+mod email;
 mod flag_file;
 mod jsonl_file;
+mod net;
 mod open_url;
 mod registry;
 mod run;
 mod scan;
+mod secret;
 mod syslog;
-#[allow(dead_code)]
+#[cfg(all(test, unix))]
+mod testpeer;
 mod tls;
+mod webhook;
 
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
