@@ -12,6 +12,7 @@ use crate::dialog::DialogSpec;
 use crate::flag_file::FlagFileSpec;
 use crate::jsonl_file::JsonlFileSpec;
 use crate::open_url::OpenUrlSpec;
+use crate::quarantine::QuarantineSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
@@ -26,6 +27,7 @@ pub const KINDS: &[&str] = &[
     "dialog",
     "open_url",
     "scan",
+    "quarantine",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -46,6 +48,7 @@ pub(crate) enum Kind {
     Registry(Box<RegistrySpec>),
     Dialog(Box<DialogSpec>),
     OpenUrl(Box<OpenUrlSpec>),
+    Quarantine(Box<QuarantineSpec>),
 }
 
 impl ActionSpec {
@@ -70,6 +73,7 @@ impl ActionSpec {
             Kind::Registry(_) => "registry",
             Kind::Dialog(_) => "dialog",
             Kind::OpenUrl(_) => "open_url",
+            Kind::Quarantine(_) => "quarantine",
         }
     }
 
@@ -87,6 +91,7 @@ impl ActionSpec {
             Kind::Registry(r) => r.templates().for_each(&mut add),
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
+            Kind::Quarantine(q) => q.templates().for_each(&mut add),
         }
         out
     }
@@ -105,6 +110,26 @@ impl ActionSpec {
             Kind::Registry(r) => r.check(),
             Kind::Dialog(d) => d.check(),
             Kind::OpenUrl(o) => o.check(),
+            Kind::Quarantine(q) => q.check(),
+        }
+    }
+
+    /// Tells the action where watchpost keeps its state (the quarantine action records
+    /// itself in `<state_dir>/quarantine.json`); other actions ignore it.
+    pub fn set_state_dir(&mut self, dir: &std::path::Path) {
+        if let Kind::Quarantine(q) = &mut self.kind {
+            q.set_state_dir(dir);
+        }
+    }
+
+    /// A `quarantine` action, for the `watchpost quarantine` commands.
+    pub fn as_quarantine(&self) -> Option<crate::quarantine::Quarantine<'_>> {
+        match &self.kind {
+            Kind::Quarantine(q) => Some(crate::quarantine::Quarantine {
+                name: &self.name,
+                spec: q,
+            }),
+            _ => None,
         }
     }
 
@@ -135,6 +160,7 @@ impl ActionSpec {
             Kind::Registry(r) => r.queue_capacity,
             Kind::Dialog(d) => d.queue_capacity,
             Kind::OpenUrl(o) => o.queue_capacity,
+            Kind::Quarantine(q) => q.queue_capacity,
         }
     }
 }
@@ -161,6 +187,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
         "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
+        "quarantine" => QuarantineSpec::parse(table).map(|q| Kind::Quarantine(Box::new(q))),
         // A preset of `run`: it runs (and reports) as one.
         "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
         other => Err(vec![ConfigError::new(

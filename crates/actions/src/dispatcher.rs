@@ -128,7 +128,8 @@ impl Dispatcher {
                 | Kind::JsonlFile(_)
                 | Kind::Registry(_)
                 | Kind::Dialog(_)
-                | Kind::OpenUrl(_) => 1,
+                | Kind::OpenUrl(_)
+                | Kind::Quarantine(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -285,6 +286,7 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
+            Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

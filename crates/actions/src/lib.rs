@@ -150,6 +150,7 @@ mod dispatcher;
 mod flag_file;
 mod jsonl_file;
 mod open_url;
+pub mod quarantine;
 mod registry;
 mod run;
 mod scan;
