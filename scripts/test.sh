@@ -7,13 +7,16 @@ cd "$(dirname "$0")/.."
 # Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
 # tests), util-linux's logger (a syslog sender for the listener tests), journalctl and
 # systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
-# session bus for the dialog action's notification tests).
+# session bus for the dialog action's notification tests), nft and ip (the quarantine
+# test isolates a network namespace with nftables).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+[ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
