@@ -1,6 +1,7 @@
 //! The quarantine's configuration, state transitions, hook and `nft` invocation, with a
 //! stand-in `nft` (no root needed; the real one runs in `crates/watchpost/tests/quarantine.rs`).
 
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -175,6 +176,7 @@ fn check_finds_nft_and_warns_about_an_empty_allow_list() {
     assert!(errs[1].message.contains("not found on PATH"), "{errs:?}");
 }
 
+#[cfg(unix)]
 fn job(filter: &str) -> crate::Job {
     let mut e = Event::new(
         Arc::from("sep-ips"),
