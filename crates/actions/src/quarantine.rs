@@ -455,8 +455,11 @@ impl QuarantineSpec {
                     }),
                 };
                 let (new, state) = self.apply_in(name, dir, trigger, &job.scope(), ctl)?;
+                let until = state.until.as_deref().unwrap_or("released");
                 if new {
-                    tracing::warn!(action = name, filter = %job.filter, until = state.until.as_deref().unwrap_or("released"), "quarantine applied");
+                    tracing::warn!(action = name, filter = %job.filter, until, "quarantine applied");
+                } else {
+                    tracing::info!(action = name, filter = %job.filter, since = %state.since, until, "quarantine already in force: renewed");
                 }
                 Ok(())
             }

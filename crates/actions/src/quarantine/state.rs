@@ -196,11 +196,18 @@ impl Locked {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        crate::flag_file::write_atomic(&path, &bytes, None).map_err(|source| StateError::Io {
+        let err = |source| StateError::Io {
             what: "writing",
-            path,
+            path: path.clone(),
             source,
-        })
+        };
+        crate::flag_file::write_atomic(&path, &bytes, None).map_err(err)?;
+        // The rename itself survives a power loss only once the directory is synced.
+        #[cfg(unix)]
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
     }
 }
 
