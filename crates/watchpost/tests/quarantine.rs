@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const PORT: u16 = 7077;
+const OTHER_PORT: u16 = 7078;
 
 fn text(o: &Output) -> String {
     format!(
@@ -131,20 +132,26 @@ impl Netns {
             sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         }
-        // The peers' listener, on every address of P.
-        let listener = in_netns(p, || TcpListener::bind(("::", PORT)))
-            .map_err(|e| format!("listening in {p}: {e}"))?;
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                drop(conn);
-            }
-        });
+        // The peers' listeners, on every address of P.
+        for port in [PORT, OTHER_PORT] {
+            let listener = in_netns(p, || TcpListener::bind(("::", port)))
+                .map_err(|e| format!("listening in {p}: {e}"))?;
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    drop(conn);
+                }
+            });
+        }
         Ok(())
     }
 
     /// Whether a TCP connection from H to `addr` succeeds within 600 ms.
     fn reaches(&self, addr: &str) -> bool {
-        let target = SocketAddr::new(addr.parse().unwrap(), PORT);
+        self.reaches_port(addr, PORT)
+    }
+
+    fn reaches_port(&self, addr: &str, port: u16) -> bool {
+        let target = SocketAddr::new(addr.parse().unwrap(), port);
         in_netns(&self.host, || {
             TcpStream::connect_timeout(&target, Duration::from_millis(600)).is_ok()
         })
@@ -390,6 +397,43 @@ fn cli_apply_status_release_restores_the_ruleset() {
     // The hook ran once each way, with its argv: the CLI's host and no filter.
     let hook = std::fs::read_to_string(d.join("hook.out")).unwrap();
     assert_eq!(hook, "apply|pc-test|\nrelease|pc-test|\n");
+}
+
+#[test]
+fn a_port_entry_lets_only_that_port_through() {
+    let Some(net) = Netns::setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = config(d, "");
+    // This action's own allow-list: port 7077 of .3 and fd77::3 only.
+    let toml = std::fs::read_to_string(&cfg).unwrap().replace(
+        r#"allow = ["10.77.0.2", "fd77::2"]"#,
+        &format!(r#"allow = ["10.77.0.3:{PORT}", "[fd77::3]:{PORT}"]"#),
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let before = net.ruleset();
+    let out = net.watchpost(&["quarantine", "apply", "-c", cfg]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (addr, port, open) in [
+        ("10.77.0.3", PORT, true),
+        ("fd77::3", PORT, true),
+        ("10.77.0.3", OTHER_PORT, false),
+        ("fd77::3", OTHER_PORT, false),
+        ("10.77.0.2", PORT, false),
+        ("fd77::2", PORT, false),
+    ] {
+        assert_eq!(
+            net.reaches_port(addr, port),
+            open,
+            "{addr} port {port}:\n{}",
+            net.ruleset()
+        );
+    }
+    let out = net.watchpost(&["quarantine", "release", "-c", cfg]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(net.ruleset(), before);
+    assert!(net.reaches_port("10.77.0.3", OTHER_PORT));
 }
 
 #[test]

@@ -408,3 +408,51 @@ fn syslog_targets_outside_the_allow_list_are_warned_about() {
     );
     assert_eq!(at(text, &warnings[0].span), "\"quarantine\"");
 }
+
+/// Appliers and releasers in parallel (the daemon's worker, its timer and the CLI are
+/// separate threads or processes): every transition happens under the lock on a freshly
+/// read state, so the hook log alternates apply/release and the file always parses.
+#[test]
+#[cfg(unix)]
+fn concurrent_apply_and_release_stay_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let nft = recorder(dir.path(), "nft", &log, None);
+    let hook = recorder(dir.path(), "hook", &log, None);
+    let state_dir = dir.path().join("state");
+    let text = format!(
+        "{HEAD}allow = [\"10.0.0.5\"]\nnft = '{}'\nhook = ['{}']\n",
+        nft.display(),
+        hook.display()
+    );
+    let (a, _) = spec(&text);
+    let q = a.0.as_quarantine().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (q, state_dir) = (q, &state_dir);
+            s.spawn(move || {
+                for i in 0..6 {
+                    if (t + i) % 2 == 0 {
+                        q.apply(state_dir, "pc1", "race", "test").unwrap();
+                    } else {
+                        release(state_dir, "test", "race").unwrap();
+                    }
+                    status(state_dir).unwrap();
+                }
+            });
+        }
+    });
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let hooks: Vec<&str> = calls.lines().filter(|l| l.starts_with("hook|")).collect();
+    assert!(!hooks.is_empty());
+    for (i, h) in hooks.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            "hook|apply|"
+        } else {
+            "hook|release|"
+        };
+        assert!(h.starts_with(want), "transition {i}: {h}\n{calls}");
+    }
+    let active = status(&state_dir).unwrap().unwrap().active;
+    assert_eq!(active, hooks.len() % 2 == 1, "{calls}");
+}
