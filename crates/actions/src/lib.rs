@@ -146,7 +146,7 @@
 //! | `mode` | `apply` | `apply` or `release` (a release action has no other keys: it undoes what the state file records) |
 //! | `allow` | `[]` | peers still reachable: `10.0.0.5`, `10.0.0.0/24`, `fd00::5`, `2001:db8::/48`, or one port of them, TCP and UDP: `10.0.0.5:514`, `[fd00::5]:443`, `[2001:db8::/48]:443`; addresses only, no host names |
 //! | `allow_dns` | `false` | DNS (TCP/UDP 53) to the resolvers |
-//! | `dns_servers` | `/etc/resolv.conf`'s | resolver addresses (needs `allow_dns`); loopback ones are always reachable |
+//! | `dns_servers` | `/etc/resolv.conf`'s (else systemd-resolved's upstream list) | resolver addresses (needs `allow_dns`); loopback ones are always reachable |
 //! | `allow_dhcp` | `false` | DHCPv4 (68 → 67) and DHCPv6 (546 → 547) |
 //! | `timeout` | none | duration (`4h`, `30m`): the daemon lifts it then, also across restarts; none: until released |
 //! | `firewall` | `true` | Linux: the nftables table; `false` for registry- or hook-only quarantines |

@@ -393,13 +393,22 @@ impl QuarantineSpec {
         let dns = match (&self.dns_servers, self.allow_dns) {
             (_, false) => Vec::new(),
             (Some(list), true) => list.clone(),
-            (None, true) => match std::fs::read_to_string("/etc/resolv.conf") {
-                Ok(text) => nft::resolv_conf_servers(&text),
-                Err(e) => {
-                    tracing::warn!(error = %e, "quarantine: cannot read /etc/resolv.conf; no DNS server is allowed");
-                    Vec::new()
+            (None, true) => {
+                // systemd-resolved's stub (127.0.0.53) is loopback; its upstream servers
+                // are in its own file.
+                let servers = ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"]
+                    .iter()
+                    .filter_map(|p| std::fs::read_to_string(p).ok())
+                    .map(|text| nft::resolv_conf_servers(&text))
+                    .find(|s| !s.is_empty())
+                    .unwrap_or_default();
+                if servers.is_empty() {
+                    tracing::warn!(
+                        "quarantine: no DNS server in /etc/resolv.conf or /run/systemd/resolve/resolv.conf; DNS stays cut (set dns_servers)"
+                    );
                 }
-            },
+                servers
+            }
         };
         nft::Policy {
             allow: self.allow.clone(),
@@ -485,7 +494,8 @@ impl QuarantineSpec {
             now.checked_add(d).ok()
         });
         let script = self.firewall_here().then(|| self.script());
-        if let Some(mut s) = lock.read()?.filter(|s| s.active) {
+        let previous = lock.read()?;
+        if let Some(mut s) = previous.clone().filter(|s| s.active) {
             if let (Some(script), Some(n)) = (&script, &s.undo.nft) {
                 let script = match n.table == self.table {
                     true => script.clone(),
@@ -505,29 +515,48 @@ impl QuarantineSpec {
         state.until = until.map(|u| u.to_string());
         state.filter = trigger.filter;
         state.event = trigger.event;
-        if let Some(script) = &script {
-            nft::run(self.nft.get_ref(), script)
-                .map_err(|e| QuarantineError::Firewall(e.to_string()))?;
+        if script.is_some() {
             state.undo.nft = Some(NftUndo {
                 program: self.nft.get_ref().clone(),
                 table: self.table.clone(),
             });
         }
         let mut failure = None;
-        if let Some(r) = self.registry_here() {
-            match set_registry(r) {
-                Ok(undo) => state.undo.registry = Some(undo),
-                Err(e) => failure = Some(QuarantineError::Registry(e)),
+        // The registry value's earlier data is read before anything changes.
+        let registry = match self.registry_here().map(|r| (r, read_registry(r))) {
+            Some((r, Ok(undo))) => {
+                state.undo.registry = Some(undo);
+                Some(r)
             }
-        }
+            Some((_, Err(e))) => {
+                failure = Some(QuarantineError::Registry(e));
+                None
+            }
+            None => None,
+        };
         if !self.hook.is_empty() {
             state.undo.hook = Some(HookUndo {
                 argv: self.hook.iter().map(|t| t.template.render(scope)).collect(),
                 timeout_secs: self.hook_timeout.as_secs(),
             });
         }
-        // Recorded before the hook runs: whatever happens next, a release undoes this.
+        // Recorded before anything is applied: the computer is never isolated without a
+        // record that undoes it (undoing what did not happen is harmless).
         lock.write(&state)?;
+        if let Some(script) = &script
+            && let Err(e) = nft::run(self.nft.get_ref(), script)
+        {
+            // One transaction: nothing was applied, so the record goes back as it was.
+            if let Err(e) = lock.put_back(previous.as_ref()) {
+                tracing::error!(error = %e, "quarantine: restoring the state file after a failed apply");
+            }
+            return Err(QuarantineError::Firewall(e.to_string()));
+        }
+        if let Some(r) = registry
+            && let Err(e) = registry::set_value(r.hive, &r.path, &r.value, &r.data)
+        {
+            failure.get_or_insert(QuarantineError::Registry(e.to_string()));
+        }
         if let Some(h) = &state.undo.hook
             && let Err(e) = run_hook(name, h, "apply", ctl)
         {
@@ -577,11 +606,10 @@ fn parse_registry(
     })
 }
 
-/// Sets the location-awareness value, returning how to undo it.
-fn set_registry(r: &RegistryPart) -> Result<RegistryUndo, String> {
+/// How to undo setting the location-awareness value: what it holds now.
+fn read_registry(r: &RegistryPart) -> Result<RegistryUndo, String> {
     let (key_existed, previous) =
         registry::read_value(r.hive, &r.path, &r.value).map_err(|e| e.to_string())?;
-    registry::set_value(r.hive, &r.path, &r.value, &r.data).map_err(|e| e.to_string())?;
     Ok(RegistryUndo {
         hive: r.hive.short().to_owned(),
         path: r.path.clone(),

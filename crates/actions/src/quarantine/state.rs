@@ -211,6 +211,27 @@ impl Locked {
     }
 }
 
+impl Locked {
+    /// Puts back an earlier state (`None`: there was no file).
+    pub(crate) fn put_back(&self, state: Option<&QuarantineState>) -> Result<(), StateError> {
+        match state {
+            Some(s) => self.write(s),
+            None => {
+                let path = self.dir.join(STATE_FILE);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(StateError::Io {
+                        what: "removing",
+                        path,
+                        source,
+                    }),
+                }
+            }
+        }
+    }
+}
+
 /// The state file's content (`None` when there is none), read without the lock: the file
 /// is only ever replaced whole, so a reader sees one version or the other.
 pub fn read(dir: &Path) -> Result<Option<QuarantineState>, StateError> {
