@@ -769,7 +769,9 @@ fn release_locked(
 }
 
 /// Releases the quarantine when its expiry has passed (the daemon calls this every
-/// second). The file is read without the lock first (cheap), then again under it.
+/// second). The file is read without the lock first (cheap), then again under it. While
+/// another process holds the lock (the CLI running a hook) this round is skipped, so the
+/// daemon's timer never waits on it (nor holds up the daemon's shutdown).
 pub fn release_if_due(state_dir: &Path) -> Result<Option<QuarantineState>, QuarantineError> {
     let due = |s: &QuarantineState| {
         s.active && s.until_time().is_some_and(|u| u <= jiff::Timestamp::now())
@@ -777,7 +779,9 @@ pub fn release_if_due(state_dir: &Path) -> Result<Option<QuarantineState>, Quara
     if !state::read(state_dir)?.is_some_and(|s| due(&s)) {
         return Ok(None);
     }
-    let lock = Locked::acquire(state_dir)?;
+    let Some(lock) = Locked::try_acquire(state_dir)? else {
+        return Ok(None);
+    };
     match lock.read()?.filter(due) {
         Some(s) => {
             let reason = format!("expired (until {})", s.until.as_deref().unwrap_or("?"));

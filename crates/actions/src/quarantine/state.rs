@@ -162,6 +162,19 @@ pub(crate) struct Locked {
 impl Locked {
     /// Waits for the lock (creating the state directory and the lock file if needed).
     pub(crate) fn acquire(dir: &Path) -> Result<Locked, StateError> {
+        Self::take(dir, true)?.ok_or_else(|| StateError::Io {
+            what: "locking",
+            path: dir.join(LOCK_FILE),
+            source: io::Error::other("the lock was not taken"),
+        })
+    }
+
+    /// The lock if nobody holds it now (`None`: someone is applying or releasing).
+    pub(crate) fn try_acquire(dir: &Path) -> Result<Option<Locked>, StateError> {
+        Self::take(dir, false)
+    }
+
+    fn take(dir: &Path, wait: bool) -> Result<Option<Locked>, StateError> {
         let path = dir.join(LOCK_FILE);
         let err = |what, source| StateError::Io {
             what,
@@ -175,11 +188,19 @@ impl Locked {
             .write(true)
             .open(&path)
             .map_err(|e| err("opening", e))?;
-        file.lock().map_err(|e| err("locking", e))?;
-        Ok(Locked {
+        if wait {
+            file.lock().map_err(|e| err("locking", e))?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(err("locking", e)),
+            }
+        }
+        Ok(Some(Locked {
             _file: file,
             dir: dir.to_owned(),
-        })
+        }))
     }
 
     /// The state as written now.

@@ -326,6 +326,16 @@ fn the_expiry_is_read_from_the_file() {
         std::fs::read_to_string(&log).unwrap(),
         "hook|apply| \nhook|release| \n"
     );
+    // While someone else holds the lock, the timer skips the round instead of waiting.
+    q.apply(&state_dir, "pc1", "manual", "cli").unwrap();
+    let mut s = status(&state_dir).unwrap().unwrap();
+    s.until = Some(jiff::Timestamp::now().to_string());
+    std::fs::write(state_dir.join(STATE_FILE), serde_json::to_vec(&s).unwrap()).unwrap();
+    let held = Locked::acquire(&state_dir).unwrap();
+    assert!(release_if_due(&state_dir).unwrap().is_none());
+    assert!(status(&state_dir).unwrap().unwrap().active);
+    drop(held);
+    assert!(release_if_due(&state_dir).unwrap().is_some());
     // A damaged file is an error, never a panic.
     std::fs::write(state_dir.join(STATE_FILE), "{").unwrap();
     assert!(matches!(
