@@ -9,6 +9,13 @@ use crate::config::test_util::*;
 
 const HEAD: &str = "[[action]]\nname = \"isolate\"\ntype = \"quarantine\"\n";
 
+/// An absolute program path on this system.
+const HOOK: &str = if cfg!(windows) {
+    r"C:\Program Files\hv\nic-off.exe"
+} else {
+    "/usr/local/bin/nic-off"
+};
+
 fn spec(text: &str) -> (ActionSpecBox, QuarantineSpec) {
     let a = parse_ok(text);
     let crate::config::Kind::Quarantine(q) = &a.kind else {
@@ -44,7 +51,7 @@ fn recorder(dir: &Path, tag: &str, log: &Path, fail_if: Option<&Path>) -> PathBu
 #[test]
 fn a_full_action_parses() {
     let text = format!(
-        "{HEAD}allow = [\"10.0.0.5\", \"192.0.2.0/24:514\", \"[fd00::5]:443\"]\nallow_dns = true\ndns_servers = [\"10.0.0.53\"]\nallow_dhcp = true\ntimeout = \"4h\"\ntable = \"wp_q\"\nnft = \"/usr/sbin/nft\"\nregistry = {{ key = 'HKLM\\SOFTWARE\\Watchpost\\Quarantine', value = \"Active\", kind = \"dword\", data = \"1\" }}\nhook = [\"/usr/local/bin/nic-off\", \"{{{{ host }}}}\", \"--vm\"]\nhook_timeout_secs = 30\n"
+        "{HEAD}allow = [\"10.0.0.5\", \"192.0.2.0/24:514\", \"[fd00::5]:443\"]\nallow_dns = true\ndns_servers = [\"10.0.0.53\"]\nallow_dhcp = true\ntimeout = \"4h\"\ntable = \"wp_q\"\nnft = \"/usr/sbin/nft\"\nregistry = {{ key = 'HKLM\\SOFTWARE\\Watchpost\\Quarantine', value = \"Active\", kind = \"dword\", data = \"1\" }}\nhook = ['{HOOK}', \"{{{{ host }}}}\", \"--vm\"]\nhook_timeout_secs = 30\n"
     );
     let (a, q) = spec(&text);
     assert_eq!(a.0.kind(), "quarantine");
@@ -103,7 +110,7 @@ fn config_errors_have_places() {
         ),
         ("hook = [\"bin/x\"]", "\"bin/x\"", "absolute path"),
         (
-            "hook = [\"/x\", \"{{ host | nope }}\"]",
+            "hook = [\"nic-off\", \"{{ host | nope }}\"]",
             "",
             "unknown filter",
         ),
