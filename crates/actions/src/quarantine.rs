@@ -14,7 +14,8 @@
 //! `<state_dir>/quarantine.json` (`state.rs`), together with how to undo it, so the
 //! daemon's timer, a `mode = "release"` action and `watchpost quarantine release` all
 //! release the same way, also after a restart or a configuration change. Every change
-//! holds the state lock and re-reads the file first.
+//! holds the state lock and re-reads the file first; the record is written before anything
+//! is applied (undoing what did not happen is harmless), and put back when `nft` fails.
 //!
 //! Applying while a quarantine is in force re-applies the firewall (one table: idempotent),
 //! keeps `since`, and moves the expiry out when the new one is later (no `timeout` = never);
