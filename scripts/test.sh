@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
 # session bus for the dialog action's notification tests), Python's http.server and
 # aiosmtpd with openssl's test CA (HTTP(S) and SMTP receivers for the webhook and email
-# actions).
+# actions), nft and ip (the quarantine test isolates a network namespace with nftables).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
@@ -19,6 +19,8 @@ command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
+[ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

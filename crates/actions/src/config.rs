@@ -13,6 +13,7 @@ use crate::email::EmailSpec;
 use crate::flag_file::FlagFileSpec;
 use crate::jsonl_file::JsonlFileSpec;
 use crate::open_url::OpenUrlSpec;
+use crate::quarantine::QuarantineSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
 use crate::syslog::SyslogSpec;
@@ -30,6 +31,7 @@ pub const KINDS: &[&str] = &[
     "scan",
     "webhook",
     "email",
+    "quarantine",
 ];
 
 /// A parsed, validated `[[action]]` table, ready for [`crate::Dispatcher::start`].
@@ -52,6 +54,7 @@ pub(crate) enum Kind {
     OpenUrl(Box<OpenUrlSpec>),
     Webhook(Box<WebhookSpec>),
     Email(Box<EmailSpec>),
+    Quarantine(Box<QuarantineSpec>),
 }
 
 impl ActionSpec {
@@ -78,6 +81,7 @@ impl ActionSpec {
             Kind::OpenUrl(_) => "open_url",
             Kind::Webhook(_) => "webhook",
             Kind::Email(_) => "email",
+            Kind::Quarantine(_) => "quarantine",
         }
     }
 
@@ -97,6 +101,7 @@ impl ActionSpec {
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
             Kind::Webhook(w) => w.templates().for_each(&mut add),
             Kind::Email(e) => e.templates().for_each(&mut add),
+            Kind::Quarantine(q) => q.templates().for_each(&mut add),
         }
         out
     }
@@ -117,6 +122,26 @@ impl ActionSpec {
             Kind::OpenUrl(o) => o.check(),
             Kind::Webhook(w) => w.check(),
             Kind::Email(e) => e.check(),
+            Kind::Quarantine(q) => q.check(),
+        }
+    }
+
+    /// Tells the action where watchpost keeps its state (the quarantine action records
+    /// itself in `<state_dir>/quarantine.json`); other actions ignore it.
+    pub fn set_state_dir(&mut self, dir: &std::path::Path) {
+        if let Kind::Quarantine(q) = &mut self.kind {
+            q.set_state_dir(dir);
+        }
+    }
+
+    /// A `quarantine` action, for the `watchpost quarantine` commands.
+    pub fn as_quarantine(&self) -> Option<crate::quarantine::Quarantine<'_>> {
+        match &self.kind {
+            Kind::Quarantine(q) => Some(crate::quarantine::Quarantine {
+                name: &self.name,
+                spec: q,
+            }),
+            _ => None,
         }
     }
 
@@ -149,6 +174,7 @@ impl ActionSpec {
             Kind::OpenUrl(o) => o.queue_capacity,
             Kind::Webhook(w) => w.queue_capacity,
             Kind::Email(e) => e.queue_capacity,
+            Kind::Quarantine(q) => q.queue_capacity,
         }
     }
 }
@@ -175,6 +201,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
         "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
         "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
         "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
+        "quarantine" => QuarantineSpec::parse(table).map(|q| Kind::Quarantine(Box::new(q))),
         // A preset of `run`: it runs (and reports) as one.
         "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
         "webhook" => WebhookSpec::parse(table).map(|w| Kind::Webhook(Box::new(w))),

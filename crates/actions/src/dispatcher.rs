@@ -130,7 +130,8 @@ impl Dispatcher {
                 | Kind::Dialog(_)
                 | Kind::OpenUrl(_)
                 | Kind::Webhook(_)
-                | Kind::Email(_) => 1,
+                | Kind::Email(_)
+                | Kind::Quarantine(_) => 1,
             };
             let spec = Arc::new(spec);
             let mut workers = Vec::with_capacity(threads);
@@ -289,6 +290,7 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
             Kind::Webhook(w) => w.work(spec.name(), rx, counters, ctl),
             Kind::Email(e) => e.work(spec.name(), rx, counters, ctl),
+            Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
         }));
         match result {
             Ok(()) => return,

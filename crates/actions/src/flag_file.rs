@@ -242,7 +242,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `content` to a temporary file next to `path`, then renames it over `path`,
 /// creating missing parent directories first.
-fn write_atomic(path: &Path, content: &[u8], file_mode: Option<u32>) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8], file_mode: Option<u32>) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

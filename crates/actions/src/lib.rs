@@ -22,7 +22,7 @@
 //! | key | meaning |
 //! |---|---|
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
-//! | `type` | required; `syslog`, `run`, `scan`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog`, `open_url`, `webhook` or `email` |
+//! | `type` | required; `syslog`, `run`, `scan`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog`, `open_url`, `webhook`, `email` or `quarantine` |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog and jsonl_file 10000, others 1000) |
 //!
 //! # `type = "syslog"`
@@ -175,6 +175,33 @@
 //! session per message (`email/`). 4xx replies and connection problems are transient, 5xx
 //! permanent (a wrong password: 535).
 
+//!
+//! # `type = "quarantine"`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `mode` | `apply` | `apply` or `release` (a release action has no other keys: it undoes what the state file records) |
+//! | `allow` | `[]` | peers still reachable: `10.0.0.5`, `10.0.0.0/24`, `fd00::5`, `2001:db8::/48`, or one port of them, TCP and UDP: `10.0.0.5:514`, `[fd00::5]:443`, `[2001:db8::/48]:443`; addresses only, no host names |
+//! | `allow_dns` | `false` | DNS (TCP/UDP 53) to the resolvers |
+//! | `dns_servers` | `/etc/resolv.conf`'s (else systemd-resolved's upstream list) | resolver addresses (needs `allow_dns`); loopback ones are always reachable |
+//! | `allow_dhcp` | `false` | DHCPv4 (68 → 67) and DHCPv6 (546 → 547) |
+//! | `timeout` | none | duration (`4h`, `30m`): the daemon lifts it then, also across restarts; none: until released |
+//! | `firewall` | `true` | Linux: the nftables table; `false` for registry- or hook-only quarantines |
+//! | `nft` | `nft` | the `nft` program (path or name on PATH) |
+//! | `table` | `watchpost_quarantine` | our table, family `inet` |
+//! | `registry` | none | Windows: `{ key = 'HKLM\…', value = "Active", kind = "dword", data = "1" }` (defaults shown; `kind` `sz`, `expand_sz`, `dword`, `qword`; not templated): set on apply; on release the earlier data is restored, a value that did not exist deleted, a key that did not exist deleted |
+//! | `hook` | none | `[program, args…]`, args templates; run on apply and on release (the argv rendered at apply) with `WATCHPOST_QUARANTINE=apply\|release` |
+//! | `hook_timeout_secs` | 60 | the hook (its process group) is killed after this |
+//! | `queue_capacity` | 100 | |
+//!
+//! Linux ruleset: input/output/forward base chains at priority -10 with `policy drop`,
+//! accepting loopback, ICMPv6 neighbour discovery, the allow-list (a whole peer both ways;
+//! a peer's port outward plus its established replies), DNS and DHCP; forwarding is
+//! dropped. Applied with `nft -f -` (one transaction, the table replaced whole), released by
+//! deleting only our table. State, with what to undo, in `<state_dir>/quarantine.json`;
+//! `watchpost quarantine status|apply|release` work beside the daemon (see
+//! `quarantine.rs`).
+
 mod config;
 mod control;
 #[cfg(unix)]
@@ -189,6 +216,7 @@ mod flag_file;
 mod jsonl_file;
 mod net;
 mod open_url;
+pub mod quarantine;
 mod registry;
 mod run;
 mod scan;

@@ -48,7 +48,7 @@ pub(crate) enum Mode {
 }
 
 /// The registry type of a value written by `mode = "set"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ValueKind {
     /// `REG_SZ`.
@@ -62,7 +62,7 @@ pub(crate) enum ValueKind {
 }
 
 impl ValueKind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ValueKind::Sz => "sz",
             ValueKind::ExpandSz => "expand_sz",
@@ -91,10 +91,19 @@ pub(crate) enum Hive {
 }
 
 impl Hive {
-    fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             Hive::LocalMachine => "HKLM",
             Hive::CurrentUser => "HKCU",
+        }
+    }
+
+    /// The hive of a [`Hive::short`] name.
+    pub(crate) fn from_short(name: &str) -> Option<Hive> {
+        match name {
+            "HKLM" => Some(Hive::LocalMachine),
+            "HKCU" => Some(Hive::CurrentUser),
+            _ => None,
         }
     }
 }
@@ -327,6 +336,75 @@ impl RegistrySpec {
     }
 }
 
+/// A constant `HIVE\path` (not a template), checked like a rendered key: the quarantine
+/// action's location-awareness key. Problems are pushed to `errors` at the key's place.
+pub(crate) fn parse_fixed_key(
+    key: &Spanned<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Hive, String)> {
+    let (hive, len) = parse_hive(key, errors)?;
+    match checked_key(key.get_ref(), len) {
+        Ok(path) => Some((hive, path.to_owned())),
+        Err(e) => {
+            errors.push(ConfigError::new(key.span(), e.to_string()));
+            None
+        }
+    }
+}
+
+/// Sets `value` under `HIVE\path` to `data`, creating the key (the quarantine action).
+pub(crate) fn set_value(hive: Hive, path: &str, value: &str, data: &Data) -> Result<(), RegError> {
+    os::apply(hive, path, Some(value), Some(data), Mode::Set).map_err(|source| RegError::Os {
+        what: "set",
+        target: format!("{}\\{path} value {value:?}", hive.short()),
+        source,
+    })
+}
+
+/// Deletes `value` under `HIVE\path`; a missing key or value is fine.
+pub(crate) fn delete_value(hive: Hive, path: &str, value: &str) -> Result<(), RegError> {
+    os::apply(hive, path, Some(value), None, Mode::DeleteValue).map_err(|source| RegError::Os {
+        what: "delete",
+        target: format!("{}\\{path} value {value:?}", hive.short()),
+        source,
+    })
+}
+
+/// Deletes the key `HIVE\path` with everything under it; a missing key is fine.
+pub(crate) fn delete_key(hive: Hive, path: &str) -> Result<(), RegError> {
+    os::apply(hive, path, None, None, Mode::DeleteKey).map_err(|source| RegError::Os {
+        what: "delete key",
+        target: format!("{}\\{path}", hive.short()),
+        source,
+    })
+}
+
+/// Whether the key `HIVE\path` exists and the current data of its `value` (`None`: the
+/// value is missing), so that both can be restored later.
+pub(crate) fn read_value(
+    hive: Hive,
+    path: &str,
+    value: &str,
+) -> Result<(bool, Option<Data>), RegError> {
+    os::read(hive, path, value).map_err(|source| RegError::Os {
+        what: "read",
+        target: format!("{}\\{path} value {value:?}", hive.short()),
+        source,
+    })
+}
+
+impl Data {
+    /// The value's kind and its data as text (what [`to_data`] reads back).
+    pub(crate) fn to_text(&self) -> (ValueKind, String) {
+        match self {
+            Data::Sz(s) => (ValueKind::Sz, s.clone()),
+            Data::ExpandSz(s) => (ValueKind::ExpandSz, s.clone()),
+            Data::Dword(n) => (ValueKind::Dword, n.to_string()),
+            Data::Qword(n) => (ValueKind::Qword, n.to_string()),
+        }
+    }
+}
+
 /// Reads the hive from the start of `key`; returns it with the length of `HIVE\`.
 fn parse_hive(key: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<(Hive, usize)> {
     let text = key.get_ref();
@@ -483,6 +561,36 @@ mod os {
         }
     }
 
+    /// Whether the key exists, and the data of the value (`None` when it is missing).
+    pub(super) fn read(hive: Hive, path: &str, value: &str) -> io::Result<(bool, Option<Data>)> {
+        use winreg::enums::{REG_DWORD, REG_QWORD, REG_SZ};
+        use winreg::types::FromRegValue;
+        let key = match root(hive).open_subkey_with_flags(path, KEY_READ | KEY_WOW64_64KEY) {
+            Ok(key) => key,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((false, None)),
+            Err(e) => return Err(e),
+        };
+        let raw = match key.get_raw_value(value) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((true, None)),
+            Err(e) => return Err(e),
+        };
+        Ok((
+            true,
+            Some(match raw.vtype {
+                REG_SZ => Data::Sz(String::from_reg_value(&raw)?),
+                REG_EXPAND_SZ => Data::ExpandSz(String::from_reg_value(&raw)?),
+                REG_DWORD => Data::Dword(u32::from_reg_value(&raw)?),
+                REG_QWORD => Data::Qword(u64::from_reg_value(&raw)?),
+                other => {
+                    return Err(io::Error::other(format!(
+                        "the value has type {other:?}, which cannot be restored later"
+                    )));
+                }
+            }),
+        ))
+    }
+
     pub(super) fn apply(
         hive: Hive,
         path: &str,
@@ -550,6 +658,10 @@ mod os {
     use std::io;
 
     use super::{Data, Hive, Mode};
+
+    pub(super) fn read(_: Hive, _: &str, _: &str) -> io::Result<(bool, Option<Data>)> {
+        Err(io::Error::other("the registry runs on Windows only"))
+    }
 
     pub(super) fn apply(
         _: Hive,

@@ -258,55 +258,65 @@ impl RunSpec {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd.get_ref());
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd
     }
 
     fn execute(&self, name: &str, job: &Job, ctl: &Control) -> Result<(), RunError> {
         let program = self.program.get_ref().clone();
-        let mut child = self
-            .command(name, job)
-            .spawn()
-            .map_err(|source| RunError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        let stdout = capture(child.stdout.take(), self.max_output);
-        let stderr = capture(child.stderr.take(), self.max_output);
-        let ended = wait(&mut child, self.timeout, ctl);
-        let status = match &ended {
-            Ok(Ended::Exited(s)) => s.to_string(),
-            Ok(Ended::TimedOut) => "killed (timeout)".to_owned(),
-            Ok(Ended::Shutdown) => "killed (shutdown)".to_owned(),
-            Err(e) => format!("unknown ({e})"),
-        };
-        let until = Instant::now() + OUTPUT_GRACE;
-        if let Some(out) = stdout
-            .and_then(|rx| rx.recv_deadline(until).ok())
-            .filter(|o| !o.is_empty())
-        {
-            tracing::info!(action = name, program = %program, status = %status, stdout = %out, "program output");
-        }
-        if let Some(err) = stderr
-            .and_then(|rx| rx.recv_deadline(until).ok())
-            .filter(|o| !o.is_empty())
-        {
-            tracing::warn!(action = name, program = %program, status = %status, stderr = %err, "program error output");
-        }
-        match ended {
-            Ok(Ended::Exited(s)) if s.success() => Ok(()),
-            Ok(Ended::Exited(status)) => Err(RunError::Exit { program, status }),
-            Ok(Ended::TimedOut) => Err(RunError::Timeout {
-                program,
-                timeout: self.timeout,
-            }),
-            Ok(Ended::Shutdown) => Err(RunError::Shutdown { program }),
-            Err(source) => Err(RunError::Wait { program, source }),
-        }
+        let cmd = self.command(name, job);
+        run_command(name, program, cmd, self.timeout, self.max_output, ctl)
+    }
+}
+
+/// Runs a prepared command the way every `run` job runs: stdin `/dev/null`, stdout and
+/// stderr captured (the first `max_output` bytes logged), the program (its process group
+/// on Unix) killed after `timeout` or at shutdown's deadline; a non-zero exit is an error.
+/// The quarantine action's hook runs through here too.
+pub(crate) fn run_command(
+    name: &str,
+    program: String,
+    mut cmd: Command,
+    timeout: Duration,
+    max_output: usize,
+    ctl: &Control,
+) -> Result<(), RunError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let stdout = capture(child.stdout.take(), max_output);
+    let stderr = capture(child.stderr.take(), max_output);
+    let ended = wait(&mut child, timeout, ctl);
+    let status = match &ended {
+        Ok(Ended::Exited(s)) => s.to_string(),
+        Ok(Ended::TimedOut) => "killed (timeout)".to_owned(),
+        Ok(Ended::Shutdown) => "killed (shutdown)".to_owned(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let until = Instant::now() + OUTPUT_GRACE;
+    if let Some(out) = stdout
+        .and_then(|rx| rx.recv_deadline(until).ok())
+        .filter(|o| !o.is_empty())
+    {
+        tracing::info!(action = name, program = %program, status = %status, stdout = %out, "program output");
+    }
+    if let Some(err) = stderr
+        .and_then(|rx| rx.recv_deadline(until).ok())
+        .filter(|o| !o.is_empty())
+    {
+        tracing::warn!(action = name, program = %program, status = %status, stderr = %err, "program error output");
+    }
+    match ended {
+        Ok(Ended::Exited(s)) if s.success() => Ok(()),
+        Ok(Ended::Exited(status)) => Err(RunError::Exit { program, status }),
+        Ok(Ended::TimedOut) => Err(RunError::Timeout { program, timeout }),
+        Ok(Ended::Shutdown) => Err(RunError::Shutdown { program }),
+        Err(source) => Err(RunError::Wait { program, source }),
     }
 }
 

@@ -58,6 +58,9 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
     for action in &config.actions {
         diags.extend(action.check());
     }
+    diags.extend(watchpost_actions::quarantine::check_allow_lists(
+        &config.actions,
+    ));
     if io {
         check_paths(config, diags);
         check_state_dir(config, diags);

@@ -335,3 +335,195 @@ pub fn baseline(
     b.close()?;
     Ok(())
 }
+
+/// `watchpost quarantine …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QuarantineCmd {
+    /// Whether this computer is quarantined: since when, why (filter, event), until when.
+    Status {
+        /// The state file as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quarantine now, as the configured `quarantine` action does (its allow-list,
+    /// registry value, hook and timeout).
+    Apply {
+        /// Why (recorded and shown by `status`).
+        #[arg(long, short = 'm', default_value = "applied by hand")]
+        reason: String,
+        /// The `quarantine` action to apply (needed when several are configured).
+        #[arg(long)]
+        action: Option<String>,
+        /// Print the nft script instead of applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Lift the quarantine in force (firewall table deleted, registry value restored,
+    /// hook run with WATCHPOST_QUARANTINE=release).
+    Release {
+        /// Why (recorded).
+        #[arg(long, short = 'm', default_value = "released by hand")]
+        reason: String,
+    },
+}
+
+/// Runs a quarantine command; returns the exit code (0, or 1 when nothing was applied).
+pub fn quarantine(config: &Config, cmd: &QuarantineCmd, out: &mut dyn Write) -> Result<u8> {
+    use watchpost_actions::quarantine::{release, status};
+    let dir = &config.state_dir;
+    let by = format!("cli ({})", current_user());
+    match cmd {
+        QuarantineCmd::Status { json } => {
+            let state = status(dir)?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&state)?)?;
+            } else {
+                print_quarantine(out, state.as_ref())?;
+            }
+            Ok(0)
+        }
+        QuarantineCmd::Apply {
+            reason,
+            action,
+            dry_run,
+        } => {
+            let candidates: Vec<_> = config
+                .actions
+                .iter()
+                .filter_map(|a| a.as_quarantine())
+                .filter(|q| !q.releases())
+                .collect();
+            let names: Vec<&str> = candidates.iter().map(|q| q.name()).collect();
+            let q = match (action, candidates.as_slice()) {
+                (Some(name), _) => {
+                    candidates
+                        .iter()
+                        .find(|q| q.name() == name)
+                        .with_context(|| {
+                            format!("no quarantine action `{name}` (configured: {names:?})")
+                        })?
+                }
+                (None, [one]) => one,
+                (None, []) => bail!(
+                    "the configuration has no [[action]] of type = \"quarantine\" (mode = \"apply\")"
+                ),
+                (None, _) => bail!(
+                    "several quarantine actions are configured ({names:?}): pick one with --action"
+                ),
+            };
+            if *dry_run {
+                match q.script() {
+                    Some(s) => write!(out, "{s}")?,
+                    None => writeln!(out, "(no nftables firewall on this system)")?,
+                }
+                return Ok(0);
+            }
+            let host = config
+                .agent
+                .host
+                .clone()
+                .unwrap_or_else(crate::pipeline::local_host_name);
+            let (new, state) = q.apply(dir, &host, reason, &by)?;
+            let until = state.until.as_deref().unwrap_or("released");
+            if new {
+                writeln!(out, "quarantined (action {}) until {until}", q.name())?;
+            } else {
+                writeln!(
+                    out,
+                    "already quarantined since {}; now until {until}",
+                    state.since
+                )?;
+            }
+            Ok(0)
+        }
+        QuarantineCmd::Release { reason } => match release(dir, &by, reason)? {
+            Some(s) => {
+                writeln!(out, "released (quarantined since {})", s.since)?;
+                Ok(0)
+            }
+            None => {
+                writeln!(out, "not quarantined: nothing to release")?;
+                Ok(0)
+            }
+        },
+    }
+}
+
+fn print_quarantine(
+    out: &mut dyn Write,
+    state: Option<&watchpost_actions::quarantine::QuarantineState>,
+) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    let ago = |t: &str| match t.parse::<jiff::Timestamp>() {
+        Ok(t) if t <= now => format!("{t} ({} ago)", secs(now.duration_since(t).as_secs())),
+        Ok(t) => format!("{t} (in {})", secs(t.duration_since(now).as_secs())),
+        Err(_) => t.to_owned(),
+    };
+    let Some(s) = state else {
+        writeln!(out, "not quarantined")?;
+        return Ok(());
+    };
+    if !s.active {
+        writeln!(out, "not quarantined")?;
+        if let Some(r) = &s.released {
+            writeln!(
+                out,
+                "  last quarantine: {} to {} by {}: {}",
+                s.since,
+                ago(&r.at),
+                r.by,
+                r.reason
+            )?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "QUARANTINED since {} by {}", ago(&s.since), s.by)?;
+    writeln!(out, "  action: {}", s.action)?;
+    writeln!(out, "  why: {}", s.reason)?;
+    if let Some(e) = &s.event {
+        writeln!(
+            out,
+            "  event: {} on {}{}{}",
+            e.source,
+            e.host,
+            e.time
+                .as_deref()
+                .map(|t| format!(" at {t}"))
+                .unwrap_or_default(),
+            e.origin
+                .as_deref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default()
+        )?;
+        writeln!(out, "    {}", e.raw)?;
+    }
+    match &s.until {
+        Some(u) => writeln!(out, "  expires: {}", ago(u))?,
+        None => writeln!(out, "  expires: never (until released)")?,
+    }
+    if let Some(n) = &s.undo.nft {
+        writeln!(out, "  firewall: nftables table inet {}", n.table)?;
+    }
+    if let Some(r) = &s.undo.registry {
+        writeln!(
+            out,
+            "  registry: {}\\{} value {:?}",
+            r.hive, r.path, r.value
+        )?;
+    }
+    if let Some(h) = &s.undo.hook {
+        writeln!(out, "  hook: {:?}", h.argv)?;
+    }
+    Ok(())
+}
+
+/// Seconds as `1h2m3s`.
+fn secs(total: i64) -> String {
+    let total = total.unsigned_abs();
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}

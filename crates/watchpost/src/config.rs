@@ -442,6 +442,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         }
     }
     let state_dir = PathBuf::from(expand_env(agent.state_dir.get_ref()));
+    for a in &mut actions {
+        a.set_state_dir(&state_dir);
+    }
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
     let metrics = agent.metrics.as_ref().and_then(|m| {
         crate::metrics::parse_address(m.get_ref())

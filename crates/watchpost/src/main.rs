@@ -140,6 +140,15 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::BaselineCmd,
     },
+    /// Isolate this computer from the network or lift the isolation (the `quarantine`
+    /// action), and show whether it is isolated. Works while the daemon runs.
+    Quarantine {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: commands::QuarantineCmd,
+    },
     /// Install or control watchpost as a system service (a systemd unit on Linux, a service
     /// of the Service Control Manager on Windows).
     Service {
@@ -334,6 +343,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             commands::baseline(&config, &chain, &cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { config, cmd } => {
+            let Some((config, _)) = load(config.as_deref(), false)? else {
+                return Ok(ExitCode::from(1));
+            };
+            let code = commands::quarantine(&config, &cmd, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::from(code))
         }
         Command::Hunt {
             rules,

@@ -230,6 +230,7 @@ pub fn run_until(
                 })?,
         );
     }
+    let quarantine_timer = start_quarantine_timer(&config, &stop)?;
     tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
@@ -254,6 +255,11 @@ pub fn run_until(
         && t.join().is_err()
     {
         tracing::error!("the checks thread panicked");
+    }
+    if let Some(t) = quarantine_timer
+        && t.join().is_err()
+    {
+        tracing::error!("the quarantine timer panicked");
     }
     for s in &event_log_stops {
         s.stop();
@@ -280,6 +286,51 @@ pub fn run_until(
     }
     tracing::info!("watchpost stopped");
     Ok(())
+}
+
+/// Lifts an expired quarantine: every second the state file is read again (the CLI may
+/// have applied, renewed or released meanwhile; nothing is kept in memory), so an expiry
+/// that passed while the daemon was stopped is honoured right at the start. Runs when a
+/// `quarantine` action is configured or a state file exists.
+fn start_quarantine_timer(
+    config: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<Option<thread::JoinHandle<()>>> {
+    use watchpost_actions::quarantine::{STATE_FILE, release_if_due};
+    let dir = config.state_dir.clone();
+    let configured = config.actions.iter().any(|a| a.as_quarantine().is_some());
+    if !configured && !dir.join(STATE_FILE).exists() {
+        return Ok(None);
+    }
+    let stop = stop.clone();
+    let thread = thread::Builder::new()
+        .name("quarantine".into())
+        .spawn(move || {
+            let mut last_error: Option<String> = None;
+            while !stop.load(Ordering::SeqCst) {
+                match release_if_due(&dir) {
+                    Ok(Some(s)) => {
+                        tracing::warn!(action = %s.action, since = %s.since, until = s.until.as_deref().unwrap_or(""), "quarantine expired: released");
+                        last_error = None;
+                    }
+                    Ok(None) => last_error = None,
+                    Err(e) => {
+                        let m = e.to_string();
+                        if last_error.as_ref() != Some(&m) {
+                            tracing::error!(error = %m, "quarantine timer: releasing the expired quarantine");
+                            last_error = Some(m);
+                        }
+                    }
+                }
+                for _ in 0..10 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })?;
+    Ok(Some(thread))
 }
 
 /// Starts a journald source's reader (journalctl) and its handling thread.

@@ -164,6 +164,12 @@ pub(crate) struct SyslogSpec {
 }
 
 impl SyslogSpec {
+    /// The target's host (name or address) and port, e.g. for the quarantine's allow-list
+    /// check.
+    pub(crate) fn target_host_port(&self) -> (&str, u16) {
+        (&self.settings.target.host, self.settings.target.port)
+    }
+
     pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<SyslogSpec, Vec<ConfigError>> {
         let span = table.span();
         let raw: RawSyslog = deserialize(table)?;
