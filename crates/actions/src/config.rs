@@ -8,9 +8,12 @@ use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::{ConfigError, Sym, Template};
 
+use crate::delivery::Deliver;
 use crate::dialog::DialogSpec;
+use crate::durable::Retry;
 use crate::flag_file::FlagFileSpec;
 use crate::jsonl_file::JsonlFileSpec;
+use crate::limits::LimitSpec;
 use crate::open_url::OpenUrlSpec;
 use crate::registry::RegistrySpec;
 use crate::run::RunSpec;
@@ -34,6 +37,147 @@ pub struct ActionSpec {
     name: String,
     name_span: Range<usize>,
     pub(crate) kind: Kind,
+    pub(crate) common: Common,
+}
+
+/// The keys every action type shares: `retry`, `durable`, `throttle`, `dedupe`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Common {
+    pub(crate) retry: Retry,
+    /// Whether a `retry` table was written (a `run` action retries only then).
+    pub(crate) retry_configured: bool,
+    /// `durable = …` as written; the default is on for kinds with a deliverer.
+    pub(crate) durable: Option<bool>,
+    pub(crate) limits: LimitSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<Spanned<u64>>,
+    max_age: Option<Spanned<String>>,
+    initial_backoff: Option<Spanned<String>>,
+    max_backoff: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    key: Option<Spanned<String>>,
+    count: Option<Spanned<u64>>,
+    per: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDedupe {
+    key: Option<Spanned<String>>,
+    within: Spanned<String>,
+}
+
+fn duration(
+    v: Option<&Spanned<String>>,
+    default: std::time::Duration,
+    errors: &mut Vec<ConfigError>,
+) -> std::time::Duration {
+    match v {
+        None => default,
+        Some(s) => watchpost_event::parse_duration(s.get_ref()).unwrap_or_else(|m| {
+            errors.push(ConfigError::new(s.span(), m));
+            default
+        }),
+    }
+}
+
+fn positive(v: std::time::Duration, s: Option<&Spanned<String>>, errors: &mut Vec<ConfigError>) {
+    if let Some(s) = s
+        && v.is_zero()
+    {
+        errors.push(ConfigError::new(s.span(), "must be longer than 0"));
+    }
+}
+
+/// Takes the common keys out of an action table and validates them.
+fn parse_common(table: &mut Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>) -> Common {
+    let mut common = Common::default();
+    let DeValue::Table(entries) = table.get_mut() else {
+        return common;
+    };
+    let mut take = |key: &str| entries.remove(key);
+    let (retry, durable, throttle, dedupe) = (
+        take("retry"),
+        take("durable"),
+        take("throttle"),
+        take("dedupe"),
+    );
+    if let Some(v) = retry {
+        common.retry_configured = true;
+        match deserialize::<RawRetry>(v) {
+            Ok(r) => {
+                let d = Retry::default();
+                let max_attempts = bounded(
+                    r.max_attempts.as_ref(),
+                    0,
+                    0..=1_000_000,
+                    "max_attempts",
+                    errors,
+                ) as u32;
+                let max_age = duration(r.max_age.as_ref(), d.max_age, errors);
+                let initial = duration(r.initial_backoff.as_ref(), d.initial_backoff, errors);
+                positive(initial, r.initial_backoff.as_ref(), errors);
+                let max_backoff = duration(r.max_backoff.as_ref(), d.max_backoff, errors);
+                positive(max_backoff, r.max_backoff.as_ref(), errors);
+                if let Some(s) = &r.max_backoff
+                    && max_backoff < initial
+                {
+                    errors.push(ConfigError::new(
+                        s.span(),
+                        "`max_backoff` is shorter than `initial_backoff`",
+                    ));
+                }
+                common.retry = Retry {
+                    max_attempts,
+                    max_age,
+                    initial_backoff: initial,
+                    max_backoff: max_backoff.max(initial),
+                };
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if let Some(v) = durable {
+        match v.get_ref() {
+            DeValue::Boolean(b) => common.durable = Some(*b),
+            _ => errors.push(ConfigError::new(
+                v.span(),
+                "`durable` must be true or false",
+            )),
+        }
+    }
+    if let Some(v) = throttle {
+        match deserialize::<RawThrottle>(v) {
+            Ok(t) => {
+                let key = Tpl::or_default(t.key.as_ref(), "{{ filter }}", errors);
+                let count = bounded(t.count.as_ref(), 1, 1..=1_000_000, "count", errors) as u32;
+                let per = duration(Some(&t.per), std::time::Duration::ZERO, errors);
+                positive(per, Some(&t.per), errors);
+                common.limits.throttle = key.map(|k| (k, count, per));
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if let Some(v) = dedupe {
+        match deserialize::<RawDedupe>(v) {
+            Ok(d) => {
+                let key = Tpl::or_default(d.key.as_ref(), "{{ filter }}|{{ raw }}", errors);
+                let within = duration(Some(&d.within), std::time::Duration::ZERO, errors);
+                positive(within, Some(&d.within), errors);
+                common.limits.dedupe = key.map(|k| (k, within));
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    common
 }
 
 /// The type-specific part of an action.
@@ -48,7 +192,34 @@ pub(crate) enum Kind {
     OpenUrl(Box<OpenUrlSpec>),
 }
 
+impl Kind {
+    /// The deliverer of a kind whose delivery can fail for a while (syslog over TCP or
+    /// TLS; `run` when told to retry): such actions go through the durable retry loop
+    /// (`durable.rs`). Adding a delivering kind is one arm here.
+    pub(crate) fn deliverer(&self, name: &str, common: &Common) -> Option<Box<dyn Deliver>> {
+        match self {
+            Kind::Syslog(s) => s.deliverer(),
+            Kind::Run(r) => r.deliverer(name, common.retry_configured),
+            Kind::FlagFile(_)
+            | Kind::JsonlFile(_)
+            | Kind::Registry(_)
+            | Kind::Dialog(_)
+            | Kind::OpenUrl(_) => None,
+        }
+    }
+}
+
 impl ActionSpec {
+    /// Whether the action's jobs go through the retry loop (its kind has a deliverer).
+    pub fn retries(&self) -> bool {
+        self.kind.deliverer(&self.name, &self.common).is_some()
+    }
+
+    /// Whether the retry queue of this action is kept on disk under the state directory.
+    pub fn durable(&self) -> bool {
+        self.retries() && self.common.durable.unwrap_or(true)
+    }
+
     /// The action's configured name (what filters list in `actions = [...]`).
     pub fn name(&self) -> &str {
         &self.name
@@ -88,6 +259,7 @@ impl ActionSpec {
             Kind::Dialog(d) => d.templates().for_each(&mut add),
             Kind::OpenUrl(o) => o.templates().for_each(&mut add),
         }
+        self.common.limits.templates().for_each(&mut add);
         out
     }
 
@@ -141,7 +313,7 @@ impl ActionSpec {
 
 /// Parses one `[[action]]` table. Reads `name` and `type` first, then the table as the
 /// type's own configuration; every problem comes back with its place in the text.
-pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<ConfigError>> {
+pub fn parse_action(mut table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<ConfigError>> {
     let span = table.span();
     let DeValue::Table(entries) = table.get_ref() else {
         return Err(vec![ConfigError::new(
@@ -153,6 +325,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
     let kind = string_entry(entries, "type", &span)?;
     let mut errors = Vec::new();
     check_name(&name, &mut errors);
+    let common = parse_common(&mut table, &mut errors);
     let parsed = match kind.get_ref().as_str() {
         "syslog" => SyslogSpec::parse(table).map(|s| Kind::Syslog(Box::new(s))),
         "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
@@ -176,6 +349,7 @@ pub fn parse_action(table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<Confi
             name: name.get_ref().clone(),
             name_span: name.span(),
             kind,
+            common,
         }),
         Ok(_) => Err(errors),
         Err(more) => {

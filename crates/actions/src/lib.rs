@@ -142,21 +142,21 @@ mod config;
 mod control;
 #[cfg(unix)]
 mod dbus;
-// Used by the delivering actions (webhook, email, syslog over TLS) as they land.
-#[allow(dead_code)]
 mod delivery;
 mod dialog;
 mod dispatcher;
+mod durable;
 mod flag_file;
 mod jsonl_file;
+mod limits;
 mod open_url;
+mod queue;
 mod registry;
 mod run;
 mod scan;
 mod syslog;
-#[allow(dead_code)]
 mod tls;
 
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
-pub use dispatcher::{ActionError, Dispatcher, Job};
+pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job};

@@ -19,7 +19,10 @@ use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
 pub(crate) use format::event_json;
 use format::{Body, Cef, Formatter, Header, Scratch};
-use transport::{Framing, Proto, Settings, Target, Transport};
+use transport::{Framing, Proto, Settings, Stream, Target, Transport};
+
+use crate::delivery::{Deliver, Failure};
+use crate::tls::{RawTls, TlsSpec};
 
 /// Largest UDP payload over IPv4.
 const UDP_MAX: u64 = 65_507;
@@ -153,6 +156,7 @@ struct RawSyslog {
     write_timeout_secs: Option<Spanned<u64>>,
     send_retries: Option<Spanned<u64>>,
     max_backoff_secs: Option<Spanned<u64>>,
+    tls: Option<Spanned<RawTls>>,
 }
 
 /// A validated `syslog` action.
@@ -245,13 +249,29 @@ impl SyslogSpec {
         all.into_iter()
     }
 
-    /// Everything about a syslog action is checked while parsing (host names are
-    /// resolved when the action starts, and again on every reconnect).
+    /// Syntax was checked while parsing (host names are resolved when the action
+    /// starts, and again on every reconnect); a `tls` table's files are read here.
     pub(crate) fn check(&self) -> Vec<ConfigError> {
-        Vec::new()
+        self.settings
+            .tls
+            .as_ref()
+            .map(TlsSpec::check)
+            .unwrap_or_default()
     }
 
-    /// The worker: waits on the queue, renders into reused buffers, sends.
+    /// TCP and TLS targets deliver through the durable retry loop; UDP does not.
+    pub(crate) fn deliverer(&self) -> Option<Box<dyn Deliver>> {
+        (self.settings.target.proto != Proto::Udp).then(|| {
+            Box::new(SyslogDeliver {
+                formatter: self.formatter.clone(),
+                stream: Stream::new(self.settings.clone()),
+                out: String::with_capacity(4096),
+                scratch: Scratch::default(),
+            }) as Box<dyn Deliver>
+        })
+    }
+
+    /// The UDP worker: waits on the queue, renders into reused buffers, sends.
     pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
         let mut transport = Transport::new(self.settings.clone());
         let mut out = String::with_capacity(4096);
@@ -386,27 +406,65 @@ fn cef_body(raw: &RawSyslog, errors: &mut Vec<ConfigError>) -> Option<Cef> {
     })
 }
 
-/// The transport settings (framing, timeouts, retries).
+/// One attempt of a TCP/TLS syslog job: render, then [`Stream::send`].
+struct SyslogDeliver {
+    formatter: Formatter,
+    stream: Stream,
+    out: String,
+    scratch: Scratch,
+}
+
+impl Deliver for SyslogDeliver {
+    fn deliver(&mut self, job: &Job, ctl: &Control) -> Result<(), Failure> {
+        let scope = job.scope();
+        self.formatter.render(
+            &scope,
+            jiff::Timestamp::now(),
+            &mut self.out,
+            &mut self.scratch,
+        );
+        // Every stream failure may pass: the receiver restarts, the network heals, a
+        // certificate is renewed.
+        self.stream
+            .send(&self.out, ctl)
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+}
+
+/// The transport settings (framing, timeouts, TLS).
 fn settings(target: Target, raw: &RawSyslog, errors: &mut Vec<ConfigError>) -> Option<Settings> {
     let before = errors.len();
     let framing = framing_for(Some(&target), raw, errors);
     let connect_timeout = secs(&raw.connect_timeout_secs, 5, "connect_timeout_secs", errors);
     let write_timeout = secs(&raw.write_timeout_secs, 10, "write_timeout_secs", errors);
     let max_backoff = secs(&raw.max_backoff_secs, 30, "max_backoff_secs", errors);
-    let retries = bounded(
+    // Accepted for old configurations; retries are the `retry` table's business now.
+    let _ = bounded(
         raw.send_retries.as_ref(),
         3,
         0..=100,
         "send_retries",
         errors,
-    ) as u32;
+    );
+    let tls = match (&raw.tls, target.proto) {
+        (Some(t), Proto::Tls) => Some(TlsSpec::parse(t.get_ref(), errors)),
+        (None, Proto::Tls) => Some(TlsSpec::system()),
+        (Some(t), _) => {
+            errors.push(ConfigError::new(
+                t.span(),
+                "`tls` only applies to tls:// targets",
+            ));
+            None
+        }
+        (None, _) => None,
+    };
     let settings = Settings {
         target,
         framing,
         connect_timeout,
         write_timeout,
-        retries,
         max_backoff,
+        tls,
     };
     (errors.len() == before).then_some(settings)
 }
@@ -417,7 +475,7 @@ fn max_message_bytes(
     raw: &RawSyslog,
     errors: &mut Vec<ConfigError>,
 ) -> u64 {
-    let tcp = target.is_some_and(|t| t.proto == Proto::Tcp);
+    let tcp = target.is_some_and(|t| t.proto != Proto::Udp);
     let (default, max) = if tcp {
         (65_536, 16 << 20)
     } else {
@@ -440,6 +498,13 @@ fn framing_for(target: Option<&Target>, raw: &RawSyslog, errors: &mut Vec<Config
                 "`framing` only applies to tcp:// targets",
             ));
             *f.get_ref()
+        }
+        (Some(f), Some(Proto::Tls)) if *f.get_ref() != Framing::OctetCounting => {
+            errors.push(ConfigError::new(
+                f.span(),
+                "tls:// targets use octet-counting framing (RFC 5425)",
+            ));
+            Framing::OctetCounting
         }
         (Some(f), _) => *f.get_ref(),
         (None, _) => Framing::OctetCounting,
@@ -566,7 +631,7 @@ mod tests {
         let errs = parse_one(&text).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
         assert_eq!(at(&text, &errs[0].span), "\"udp//x\"");
-        assert!(errs[0].message.contains("udp:// or tcp://"));
+        assert!(errs[0].message.contains("tcp:// or tls://"));
         assert_eq!(
             errs[1].span.start,
             text.find("{{").unwrap(),
