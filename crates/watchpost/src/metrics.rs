@@ -71,6 +71,14 @@ const BOUNDS_NS: [u64; 16] = [
     1_000_000_000,
 ];
 
+/// A per-action metric: name, type, help, and how to read it from the stats.
+type PerAction = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&watchpost_actions::ActionStats) -> u64,
+);
+
 /// A histogram of durations with fixed buckets; observing is three relaxed atomic adds.
 #[derive(Debug, Default)]
 pub struct Histogram {
@@ -233,7 +241,7 @@ impl Metrics {
             for s in &stats {
                 let _ = writeln!(out, "{name}{{action=\"{}\"}} {}", escape(&s.name), s.queued);
             }
-            let per_action: [(&str, &str, &str, fn(&watchpost_actions::ActionStats) -> u64); 4] = [
+            let per_action: [PerAction; 4] = [
                 (
                     "watchpost_action_attempts_total",
                     "counter",
