@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 # Real peers the tests talk to: rsyslog (syslog receiver for the action and end-to-end
 # tests), util-linux's logger (a syslog sender for the listener tests), journalctl and
 # systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
-# session bus for the dialog action's notification tests).
+# session bus for the dialog action's notification tests), rsyslog-gnutls and openssl
+# (syslog over TLS in e2e_delivery: a test CA and server certificate, rsyslog's gtls driver).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)

@@ -49,6 +49,9 @@ pub(crate) struct Common {
     /// `durable = …` as written; the default is on for kinds with a deliverer.
     pub(crate) durable: Option<bool>,
     pub(crate) limits: LimitSpec,
+    /// Where `retry` and `durable` were written (they need a kind that delivers).
+    retry_span: Option<Range<usize>>,
+    durable_span: Option<Range<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +115,7 @@ fn parse_common(table: &mut Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>)
     );
     if let Some(v) = retry {
         common.retry_configured = true;
+        common.retry_span = Some(v.span());
         match deserialize::<RawRetry>(v) {
             Ok(r) => {
                 let d = Retry::default();
@@ -146,6 +150,7 @@ fn parse_common(table: &mut Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>)
         }
     }
     if let Some(v) = durable {
+        common.durable_span = Some(v.span());
         match v.get_ref() {
             DeValue::Boolean(b) => common.durable = Some(*b),
             _ => errors.push(ConfigError::new(
@@ -344,6 +349,24 @@ pub fn parse_action(mut table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<C
             ),
         )]),
     };
+    if let Ok(kind) = &parsed
+        && kind.deliverer(name.get_ref(), &common).is_none()
+    {
+        for (key, span) in [
+            ("retry", &common.retry_span),
+            ("durable", &common.durable_span),
+        ] {
+            if let Some(span) = span {
+                errors.push(ConfigError::new(
+                    span.clone(),
+                    format!(
+                        "`{key}` applies only to actions that deliver to a peer: syslog over \
+                         tcp:// or tls://, or `run` with `retry` or `retry_exit_codes`"
+                    ),
+                ));
+            }
+        }
+    }
     match parsed {
         Ok(kind) if errors.is_empty() => Ok(ActionSpec {
             name: name.get_ref().clone(),
@@ -553,6 +576,68 @@ mod tests {
         let text = "[[action]]\nname = \"a b\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\n";
         let errs = parse_one(text).unwrap_err();
         assert_eq!(at(text, &errs[0].span), "\"a b\"");
+    }
+
+    #[test]
+    fn common_keys_are_read_for_every_kind() {
+        let text = "[[action]]\nname = \"s\"\ntype = \"syslog\"\ntarget = \"tls://siem.example\"\n\
+                    retry = { max_attempts = 5, max_age = \"2h\", initial_backoff = \"500ms\", max_backoff = \"1m\" }\n\
+                    durable = false\nthrottle = { key = \"{{ host }}\", count = 3, per = \"1h\" }\n\
+                    dedupe = { within = \"10m\" }\n";
+        let spec = parse_ok(text);
+        let r = &spec.common.retry;
+        assert_eq!(
+            (
+                r.max_attempts,
+                r.max_age.as_secs(),
+                r.initial_backoff.as_millis(),
+                r.max_backoff.as_secs()
+            ),
+            (5, 7200, 500, 60)
+        );
+        assert!(spec.retries() && !spec.durable());
+        assert_eq!(spec.common.limits.throttle.as_ref().unwrap().1, 3);
+        assert!(spec.common.limits.dedupe.is_some());
+        let vars: Vec<String> = spec
+            .variables()
+            .iter()
+            .map(|(s, _)| s.as_str().to_owned())
+            .collect();
+        assert!(vars.contains(&"host".to_owned()), "{vars:?}");
+        // A flag_file takes throttle/dedupe, and TCP syslog is durable by default.
+        let spec = parse_ok(
+            "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\ndedupe = { within = \"1m\" }\n",
+        );
+        assert!(!spec.retries());
+        assert!(
+            parse_ok("[[action]]\nname = \"t\"\ntype = \"syslog\"\ntarget = \"tcp://h\"\n")
+                .durable()
+        );
+        assert!(
+            !parse_ok("[[action]]\nname = \"u\"\ntype = \"syslog\"\ntarget = \"udp://h\"\n")
+                .retries()
+        );
+    }
+
+    #[test]
+    fn common_key_mistakes_are_reported_at_their_place() {
+        let text = "[[action]]\nname = \"s\"\ntype = \"syslog\"\ntarget = \"tcp://h\"\n\
+                    retry = { max_age = \"2 days\", initial_backoff = \"0\", tries = 3 }\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(at(text, &errs[0].span), "tries", "{errs:?}");
+        let text = "[[action]]\nname = \"s\"\ntype = \"syslog\"\ntarget = \"tcp://h\"\n\
+                    retry = { max_age = \"2 days\", initial_backoff = \"0\" }\ndurable = \"yes\"\n";
+        let errs = parse_one(text).unwrap_err();
+        let places: Vec<&str> = errs.iter().map(|e| at(text, &e.span)).collect();
+        assert_eq!(places, ["\"2 days\"", "\"0\"", "\"yes\""], "{errs:?}");
+        let text = "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\nretry = {}\ndurable = true\n";
+        let errs = parse_one(text).unwrap_err();
+        let places: Vec<&str> = errs.iter().map(|e| at(text, &e.span)).collect();
+        assert_eq!(places, ["{}", "true"], "{errs:?}");
+        assert!(errs[0].message.contains("deliver to a peer"));
+        let text = "[[action]]\nname = \"f\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\nthrottle = { count = 0 }\n";
+        let errs = parse_one(text).unwrap_err();
+        assert!(errs[0].message.contains("per"), "{errs:?}");
     }
 
     #[test]
