@@ -9,8 +9,9 @@
 //! from its upper half) while still taking in new jobs. The head leaves the queue after a
 //! success, a permanent failure, or once `max_attempts` or `max_age` is used up (counted
 //! as failed and logged with the reason). Every attempt is reported to the outcome sink
-//! with its number. At shutdown's deadline the loop ends and what is queued stays on disk
-//! for the next start.
+//! with its number. At shutdown the loop delivers what it can until the deadline; once an
+//! attempt fails transiently (the peer is down) or the deadline passes, it ends and what
+//! is queued stays on disk for the next start.
 
 use std::time::{Duration, Instant};
 
@@ -309,7 +310,12 @@ impl Durable<'_> {
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => open = false,
                     }
-                } else if !ctl.sleep_until(at) {
+                } else if (self.queue.in_memory() == 0 && ctl.deadline().is_some())
+                    || !ctl.sleep_until(at)
+                {
+                    // Shutting down and the peer is failing: what is queued waits on disk
+                    // for the next start rather than holding up the shutdown (jobs kept
+                    // in memory get until the deadline).
                     self.leave(rx);
                     return;
                 }

@@ -349,18 +349,23 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
         log.contains("TLS handshake failed") && log.contains("UnknownIssuer"),
         "{log}"
     );
+    // The store shows each attempt: the refused action's second one too.
+    let text = wait_for(
+        "a second attempt in the store",
+        Duration::from_secs(10),
+        || {
+            let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.contains("action wrong-ca (attempt 2): FAILED")
+                .then_some(text)
+        },
+    );
+    assert!(text.contains("action siem (attempt 1): ok"), "{text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
     assert!(wp.terminate());
     // What the wrong-CA action could not deliver waits on disk.
     let q = d.join("state/queue/wrong-ca");
     assert!(q.is_dir(), "queue directory of wrong-ca");
-    // The store shows each attempt of the refused action.
-    let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("action siem (attempt 1): ok"), "{text}");
-    assert!(
-        text.contains("action wrong-ca (attempt 2): FAILED"),
-        "{text}"
-    );
 }
 
 /// The only long test (~40 s): the receiver is down for 30 s while events keep coming.
