@@ -21,6 +21,21 @@ fn watchpost(args: &[&str]) -> Output {
         .expect("run watchpost")
 }
 
+/// `GET /metrics` over a plain TCP stream: the body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -509,6 +524,13 @@ fn an_unusable_queue_directory_falls_back_to_memory_and_is_reported() {
     std::fs::write(d.join("state/queue"), b"").unwrap();
     let tables = syslog_action("siem", &format!("tcp://127.0.0.1:{port}"), "");
     let cfg = config(d, &["siem"], &tables);
+    let metrics = free_tcp_port();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[agent]\n",
+        &format!("[agent]\nmetrics = \"{metrics}\"\n"),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
     let check = watchpost(&["check-config", "-c", cfg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&check.stderr).to_string()
         + &String::from_utf8_lossy(&check.stdout);
@@ -526,6 +548,16 @@ fn an_unusable_queue_directory_falls_back_to_memory_and_is_reported() {
         1,
         "logged once: {log}"
     );
+    let body = scrape(metrics);
+    for line in [
+        "watchpost_action_queue_error{action=\"siem\"} 1",
+        "watchpost_action_attempts_total{action=\"siem\"} 3",
+        "watchpost_action_retries_total{action=\"siem\"} 0",
+        "watchpost_action_durable_queue_depth{action=\"siem\"} 0",
+        "watchpost_action_jobs_total{action=\"siem\",outcome=\"ok\"} 3",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in {body}");
+    }
     assert!(wp.terminate());
 }
 

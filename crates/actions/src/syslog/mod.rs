@@ -165,6 +165,8 @@ pub(crate) struct SyslogSpec {
     formatter: Formatter,
     settings: Settings,
     pub(crate) queue_capacity: usize,
+    /// Where `send_retries` was written (no effect any more: a warning).
+    send_retries: Option<std::ops::Range<usize>>,
 }
 
 impl SyslogSpec {
@@ -225,6 +227,7 @@ impl SyslogSpec {
             formatter,
             settings,
             queue_capacity: queue as usize,
+            send_retries: raw.send_retries.as_ref().map(|s| s.span()),
         })
     }
 
@@ -252,11 +255,20 @@ impl SyslogSpec {
     /// Syntax was checked while parsing (host names are resolved when the action
     /// starts, and again on every reconnect); a `tls` table's files are read here.
     pub(crate) fn check(&self) -> Vec<ConfigError> {
-        self.settings
+        let mut out = self
+            .settings
             .tls
             .as_ref()
             .map(TlsSpec::check)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(span) = &self.send_retries {
+            out.push(ConfigError::warning(
+                span.clone(),
+                "`send_retries` has no effect any more: TCP and TLS delivery retries through \
+                 the retry queue (see `retry`); UDP never retries",
+            ));
+        }
+        out
     }
 
     /// TCP and TLS targets deliver through the durable retry loop; UDP does not.
@@ -659,6 +671,33 @@ mod tests {
         assert_eq!(at(&text, &errs[0].span), "\"xml\"");
         let text = format!("{HEAD}target = \"udp://h:514\"\nmax_message_bytes = 70000\n");
         assert_eq!(at(&text, &parse_one(&text).unwrap_err()[0].span), "70000");
+    }
+
+    #[test]
+    fn tls_targets_and_their_table() {
+        let text = format!(
+            "{HEAD}target = \"tls://siem.example\"\ntls = {{ ca_file = \"/nonexistent/ca.pem\", server_name = \"siem.example\" }}\nsend_retries = 2\n"
+        );
+        let spec = parse_ok(&text);
+        assert!(spec.durable());
+        let found = spec.check();
+        assert!(
+            found
+                .iter()
+                .any(|e| !e.warning && e.message.contains("/nonexistent/ca.pem")),
+            "{found:?}"
+        );
+        let w = found.iter().find(|e| e.warning).unwrap();
+        assert_eq!(at(&text, &w.span), "2");
+        let text = format!("{HEAD}target = \"udp://h\"\ntls = {{ verify = false }}\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert_eq!(at(&text, &errs[0].span), "{ verify = false }");
+        let text = format!("{HEAD}target = \"tls://h\"\nframing = \"lf\"\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert!(errs[0].message.contains("RFC 5425"), "{errs:?}");
+        let text = format!("{HEAD}target = \"tls://h\"\ntls = {{ ca = \"x\" }}\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert_eq!(at(&text, &errs[0].span), "ca");
     }
 
     #[test]

@@ -550,6 +550,9 @@ mod tests {
         );
         assert_eq!(t.to_string(), "tcp://[::1]:6514");
         assert_eq!(Target::parse("udp://siem.example.org").unwrap().port, 514);
+        let t = Target::parse("tls://siem.example.org").unwrap();
+        assert_eq!((t.proto, t.port), (Proto::Tls, 6514));
+        assert_eq!(t.to_string(), "tls://siem.example.org:6514");
         for bad in [
             "http://x:1",
             "udp://",
