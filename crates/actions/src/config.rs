@@ -413,6 +413,12 @@ fn check_name(name: &Spanned<String>, errors: &mut Vec<ConfigError>) {
             name.span(),
             "an action name must be non-empty and use only letters, digits, `-`, `_` and `.`",
         ));
+    } else if n.chars().all(|c| c == '.') {
+        // The name is a directory name under the state directory (the retry queue).
+        errors.push(ConfigError::new(
+            name.span(),
+            "an action name needs a letter, digit, `-` or `_`",
+        ));
     }
 }
 
@@ -576,6 +582,9 @@ mod tests {
         let text = "[[action]]\nname = \"a b\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\n";
         let errs = parse_one(text).unwrap_err();
         assert_eq!(at(text, &errs[0].span), "\"a b\"");
+        let text = "[[action]]\nname = \"..\"\ntype = \"flag_file\"\npath = \"/tmp/x\"\n";
+        let errs = parse_one(text).unwrap_err();
+        assert_eq!(at(text, &errs[0].span), "\"..\"");
     }
 
     #[test]

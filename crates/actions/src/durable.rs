@@ -510,6 +510,56 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_is_reported_counted_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path());
+        let sizes: Vec<usize> = (0..3)
+            .map(|i| {
+                let rec = encode(&job(i), 0);
+                q.push(&rec).unwrap();
+                rec.len()
+            })
+            .collect();
+        drop(q);
+        let seg = dir.path().join(format!("{:020}.seg", 0));
+        let mut data = std::fs::read(&seg).unwrap();
+        data[8 + sizes[0] + 8 + 20] ^= 0x55; // inside the second job's payload
+        std::fs::write(&seg, &data).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        drop(tx);
+        let counters = Counters::default();
+        let ctl = Control::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let retry = fast();
+        let mut d = Durable {
+            name: "a",
+            counters: &counters,
+            ctl: &ctl,
+            queue: Queue::open(dir.path()),
+            retry: &retry,
+            limits: None,
+            memory_cap: 10,
+        };
+        d.serve(
+            &rx,
+            &mut FailFirst {
+                n: 0,
+                tries: 0,
+                got: got.clone(),
+            },
+        );
+        assert_eq!(*got.lock().unwrap(), ["line 0", "line 2"]);
+        let st = counters.snapshot("a", "t", 0);
+        assert_eq!((st.ok, st.failed), (2, 1));
+        let e = st.last_error.unwrap();
+        assert!(
+            e.contains("00000000000000000000.seg")
+                && e.contains(&format!("offset {}", 8 + sizes[0])),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn max_attempts_fail_the_job_and_shutdown_leaves_the_rest_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
