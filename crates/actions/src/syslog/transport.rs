@@ -621,6 +621,25 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_never_reads_is_a_write_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ctl = Control::default();
+        let mut t = Stream::new(settings(port));
+        // More than the socket buffers hold: the write blocks until its timeout.
+        let big = "x".repeat(16 << 20);
+        let start = Instant::now();
+        let err = t.send(&big, &ctl).unwrap_err();
+        assert!(matches!(err, SendError::Io { .. }), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(listener);
+    }
+
+    #[test]
     fn a_tls_peer_that_never_answers_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
