@@ -94,6 +94,9 @@ struct Pki {
     other_ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    /// A client certificate signed by `ca` (for a receiver that wants one).
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -176,7 +179,49 @@ fn pki(dir: &Path) -> Pki {
             "server.pem",
         ],
     );
+    openssl(
+        &p,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=watchpost-agent",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+        ],
+    );
+    std::fs::write(
+        p.join("client.cnf"),
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "client.cnf",
+            "-out",
+            "client.pem",
+        ],
+    );
     Pki {
+        client_cert: p.join("client.pem"),
+        client_key: p.join("client.key"),
         ca: p.join("ca.pem"),
         other_ca: p.join("other-ca.pem"),
         cert: p.join("server.pem"),
@@ -195,6 +240,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(dir: &Path, port: u16, tls: Option<&Pki>) -> Receiver {
+        Self::start_auth(dir, port, tls, "anon")
+    }
+
+    /// `auth`: rsyslog's `streamDriver.authMode` (`anon`, or `x509/certvalid` to demand a
+    /// client certificate signed by the CA).
+    fn start_auth(dir: &Path, port: u16, tls: Option<&Pki>, auth: &str) -> Receiver {
         let rsyslogd = Path::new("/usr/sbin/rsyslogd");
         assert!(
             rsyslogd.exists(),
@@ -213,7 +264,9 @@ impl Receiver {
                     p.cert.display(),
                     p.key.display()
                 ),
-                "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")".to_owned(),
+                format!(
+                    "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"{auth}\")"
+                ),
             ),
             None => (
                 format!("global(workDirectory=\"{}\")", work.display()),
@@ -331,8 +384,10 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
     let pki = pki(d);
     let port = free_tcp_port();
     let rsyslog = Receiver::start(d, port, Some(&pki));
+    let mtls_port = free_tcp_port();
+    let mtls = Receiver::start_auth(d, mtls_port, Some(&pki), "x509/certvalid");
     let tables = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         syslog_action(
             "siem",
             &format!("tls://127.0.0.1:{port}"),
@@ -343,8 +398,18 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
             &format!("tls://127.0.0.1:{port}"),
             &format!("tls = {{ ca_file = '{}' }}", pki.other_ca.display())
         ),
+        syslog_action(
+            "mutual",
+            &format!("tls://localhost:{mtls_port}"),
+            &format!(
+                "tls = {{ ca_file = '{}', cert_file = '{}', key_file = '{}' }}",
+                pki.ca.display(),
+                pki.client_cert.display(),
+                pki.client_key.display()
+            )
+        ),
     );
-    let cfg = config(d, &["siem", "wrong-ca"], &tables);
+    let cfg = config(d, &["siem", "wrong-ca", "mutual"], &tables);
     let check = watchpost(&["check-config", "-c", cfg.to_str().unwrap()]);
     assert!(check.status.success(), "{check:?}");
     let wp = Watchpost::start(&cfg, &d.join("watchpost.log"));
@@ -352,6 +417,11 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
     let lines = rsyslog.wait_lines(5, Duration::from_secs(20));
     assert_eq!(seqs(&lines), [1, 2, 3, 4, 5]);
     assert!(lines[0].starts_with("failed-logon|"), "{lines:?}");
+    // With a client certificate, to a receiver that demands one (and a host name).
+    assert_eq!(
+        seqs(&mtls.wait_lines(5, Duration::from_secs(20))),
+        [1, 2, 3, 4, 5]
+    );
     let log = wait_for(
         "the wrong CA's failure in the log",
         Duration::from_secs(10),
