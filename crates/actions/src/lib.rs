@@ -69,7 +69,7 @@
 //! | `json_header` | `rfc5424` | `format = "json"`: header before the JSON object: `rfc5424`, `rfc3164` or `none` |
 //! | `max_message_bytes` | 8192 UDP / 65536 TCP | longer messages are cut at a character boundary (JSON then is no longer valid JSON) |
 //! | `connect_timeout_secs` | 5 | TCP/TLS connect timeout |
-//! | `write_timeout_secs` | 10 | TCP/TLS write timeout and TLS handshake timeout |
+//! | `write_timeout_secs` | 10 | TCP/TLS: time for writing one whole frame; TLS handshake timeout |
 //! | `send_retries` | 3 | no effect (older configurations): TCP/TLS retry through the `retry` table |
 //! | `max_backoff_secs` | 30 | UDP: longest wait between attempts to open the socket (starts at 0.1 s, doubles) |
 //!

@@ -327,14 +327,51 @@ enum Conn {
 }
 
 impl Conn {
-    fn write_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+    fn socket(&self) -> &TcpStream {
         match self {
-            Conn::Tcp(s) => s.write_all(frame),
-            Conn::Tls(s) => {
-                s.write_all(frame)?;
-                s.flush()
+            Conn::Tcp(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Writes the whole frame within `timeout` (for the frame, not per `write` call: a
+    /// peer that reads slowly cannot stretch an attempt).
+    fn write_frame(&mut self, mut frame: &[u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "write timed out");
+        let arm = |sock: &TcpStream| -> io::Result<()> {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            sock.set_write_timeout(Some(left))
+        };
+        while !frame.is_empty() {
+            arm(self.socket())?;
+            let written = match self {
+                Conn::Tcp(s) => s.write(frame),
+                Conn::Tls(s) => s.write(frame),
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => frame = &frame[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                Err(e) => return Err(e),
             }
         }
+        if let Conn::Tls(s) = self {
+            while s.conn.wants_write() {
+                arm(&s.sock)?;
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the peer has closed the connection (a syslog receiver never sends
@@ -417,7 +454,7 @@ impl Stream {
             None => self.connect()?,
         };
         frame(&mut self.frame, msg, self.settings.framing);
-        match conn.write_frame(&self.frame) {
+        match conn.write_frame(&self.frame, self.settings.write_timeout) {
             Ok(()) => {
                 self.conn = Some(conn);
                 Ok(())
@@ -482,7 +519,7 @@ impl Stream {
                 return Err(tls_err(message));
             }
         }
-        let _ = sock.set_read_timeout(None);
+        // Kept: rustls may read while it completes I/O; it must not wait forever either.
         Ok(Conn::Tls(Box::new(StreamOwned::new(conn, sock))))
     }
 }
@@ -630,9 +667,10 @@ mod tests {
         let big = "x".repeat(16 << 20);
         let start = Instant::now();
         let err = t.send(&big, &ctl).unwrap_err();
-        assert!(matches!(err, SendError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        // The timeout bounds the whole frame, not each write call.
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(3),
             "{:?}",
             start.elapsed()
         );
