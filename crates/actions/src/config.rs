@@ -61,6 +61,15 @@ struct RawRetry {
     max_age: Option<Spanned<String>>,
     initial_backoff: Option<Spanned<String>>,
     max_backoff: Option<Spanned<String>>,
+    max_queue: Option<Spanned<SizeValue>>,
+}
+
+/// A size: a number of bytes or a string such as `"512MiB"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,11 +148,35 @@ fn parse_common(table: &mut Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>)
                         "`max_backoff` is shorter than `initial_backoff`",
                     ));
                 }
+                let max_queue_bytes = match &r.max_queue {
+                    None => d.max_queue_bytes,
+                    Some(v) => {
+                        let n = match v.get_ref() {
+                            SizeValue::Bytes(n) => Ok(*n),
+                            SizeValue::Text(t) => watchpost_event::parse_size(t),
+                        };
+                        match n {
+                            Ok(n) if n >= 1 << 20 => n,
+                            Ok(_) => {
+                                errors.push(ConfigError::new(
+                                    v.span(),
+                                    "`max_queue` must be at least 1MiB",
+                                ));
+                                d.max_queue_bytes
+                            }
+                            Err(m) => {
+                                errors.push(ConfigError::new(v.span(), m));
+                                d.max_queue_bytes
+                            }
+                        }
+                    }
+                };
                 common.retry = Retry {
                     max_attempts,
                     max_age,
                     initial_backoff: initial,
                     max_backoff: max_backoff.max(initial),
+                    max_queue_bytes,
                 };
             }
             Err(e) => errors.extend(e),
@@ -590,7 +623,7 @@ mod tests {
     #[test]
     fn common_keys_are_read_for_every_kind() {
         let text = "[[action]]\nname = \"s\"\ntype = \"syslog\"\ntarget = \"tls://siem.example\"\n\
-                    retry = { max_attempts = 5, max_age = \"2h\", initial_backoff = \"500ms\", max_backoff = \"1m\" }\n\
+                    retry = { max_attempts = 5, max_age = \"2h\", initial_backoff = \"500ms\", max_backoff = \"1m\", max_queue = \"64MiB\" }\n\
                     durable = false\nthrottle = { key = \"{{ host }}\", count = 3, per = \"1h\" }\n\
                     dedupe = { within = \"10m\" }\n";
         let spec = parse_ok(text);
@@ -604,6 +637,7 @@ mod tests {
             ),
             (5, 7200, 500, 60)
         );
+        assert_eq!(r.max_queue_bytes, 64 << 20);
         assert!(spec.retries() && !spec.durable());
         assert_eq!(spec.common.limits.throttle.as_ref().unwrap().1, 3);
         assert!(spec.common.limits.dedupe.is_some());

@@ -34,6 +34,8 @@ pub(crate) struct Retry {
     pub(crate) max_age: Duration,
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    /// Bytes the queue may hold; new jobs beyond are dropped and counted.
+    pub(crate) max_queue_bytes: u64,
 }
 
 impl Default for Retry {
@@ -43,6 +45,7 @@ impl Default for Retry {
             max_age: Duration::from_secs(24 * 3600),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            max_queue_bytes: 1 << 30,
         }
     }
 }
@@ -200,6 +203,18 @@ impl Durable<'_> {
         {
             self.counters.suppressed();
             self.ctl.report(self.name, &job, 0, Err(why));
+            return;
+        }
+        if self.queue.bytes() >= self.retry.max_queue_bytes {
+            let total = self.counters.dropped(1);
+            if self.counters.drop_warning_due() {
+                tracing::warn!(
+                    action = self.name,
+                    dropped_total = total,
+                    max_queue = self.retry.max_queue_bytes,
+                    "retry queue full (retry.max_queue); job dropped"
+                );
+            }
             return;
         }
         if self.queue.in_memory() >= self.memory_cap {
@@ -465,6 +480,7 @@ mod tests {
             max_age: Duration::ZERO,
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_millis(10),
+            max_queue_bytes: 1 << 30,
         }
     }
 
@@ -507,6 +523,42 @@ mod tests {
         assert_eq!(&seen[..3], &[(0, 1, false), (0, 2, false), (0, 3, true)]);
         let st = counters.snapshot("a", "t", 0);
         assert_eq!((st.ok, st.failed, st.retries, st.attempts), (5, 0, 10, 15));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_new_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for i in 0..3 {
+            tx.send(job(i)).unwrap();
+        }
+        let counters = Counters::default();
+        let ctl = Control::default();
+        ctl.set_deadline(Instant::now() + Duration::from_millis(50));
+        let retry = Retry {
+            max_queue_bytes: 1,
+            ..fast()
+        };
+        let mut d = Durable {
+            name: "a",
+            counters: &counters,
+            ctl: &ctl,
+            queue: Queue::open(dir.path()),
+            retry: &retry,
+            limits: None,
+            memory_cap: 10,
+        };
+        d.serve(
+            &rx,
+            &mut FailFirst {
+                n: u32::MAX,
+                tries: 0,
+                got: Arc::new(Mutex::new(Vec::new())),
+            },
+        );
+        let st = counters.snapshot("a", "t", 0);
+        assert_eq!((st.dropped, st.durable_queued), (2, 1), "{st:?}");
+        drop(tx);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
 //! | `type` | required; `syslog`, `run`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog` or `open_url` |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog and jsonl_file 10000, others 1000) |
-//! | `retry` | actions with a retry queue only: `{ max_attempts = 0 (unlimited), max_age = "24h" ("0": unlimited), initial_backoff = "1s", max_backoff = "5m" }` |
+//! | `retry` | actions with a retry queue only: `{ max_attempts = 0 (unlimited), max_age = "24h" ("0": unlimited), initial_backoff = "1s", max_backoff = "5m", max_queue = "1GiB" (bytes the queue may hold; new jobs beyond are dropped and counted) }` |
 //! | `durable` | `true` (actions with a retry queue only): keep the queue under `<state_dir>/queue/<name>/`; `false`: in memory |
 //! | `throttle` | `{ key = "{{ filter }}", count = 1, per = "1h" }`: at most `count` jobs per rendered key per window |
 //! | `dedupe` | `{ key = "{{ filter }}\|{{ raw }}", within = "10m" }`: one job per rendered key within the window |

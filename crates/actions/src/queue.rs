@@ -60,6 +60,8 @@ pub(crate) struct Queue {
     error: Option<String>,
     /// Records on disk from the cursor on (valid ones counted when opened).
     disk_len: u64,
+    /// Bytes queued (disk from the cursor on, plus memory), for the size limit.
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -79,11 +81,12 @@ impl Queue {
     /// with [`Queue::error`] set.
     pub(crate) fn open(dir: &Path) -> Queue {
         match Disk::open(dir) {
-            Ok((disk, len)) => Queue {
+            Ok((disk, len, bytes)) => Queue {
                 disk: Some(disk),
                 memory: VecDeque::new(),
                 error: None,
                 disk_len: len,
+                bytes,
             },
             Err(e) => Queue::memory(format!("queue directory {}: {e}", dir.display())),
         }
@@ -97,6 +100,7 @@ impl Queue {
             memory: VecDeque::new(),
             error: None,
             disk_len: 0,
+            bytes: 0,
         }
     }
 
@@ -107,6 +111,7 @@ impl Queue {
             memory: VecDeque::new(),
             error: Some(why),
             disk_len: 0,
+            bytes: 0,
         }
     }
 
@@ -124,6 +129,11 @@ impl Queue {
     /// Jobs queued.
     pub(crate) fn len(&self) -> u64 {
         self.disk_len + self.memory.len() as u64
+    }
+
+    /// Bytes queued (records with their headers).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -149,6 +159,7 @@ impl Queue {
             match disk.append(payload) {
                 Ok(()) => {
                     self.disk_len += 1;
+                    self.bytes += HEADER + payload.len() as u64;
                     return Ok(());
                 }
                 Err(e) => {
@@ -159,6 +170,7 @@ impl Queue {
             }
         }
         self.memory.push_back((payload.to_vec(), 0));
+        self.bytes += payload.len() as u64;
         Ok(())
     }
 
@@ -173,7 +185,10 @@ impl Queue {
                     self.disk_len = self.disk_len.max(1);
                     return Some(found);
                 }
-                Ok(None) => self.disk_len = 0,
+                Ok(None) => {
+                    self.disk_len = 0;
+                    self.bytes = self.memory.iter().map(|(p, _)| p.len() as u64).sum();
+                }
                 Err(e) => {
                     tracing::error!(dir = %disk.dir.display(), error = %e, "durable queue: reading failed; the disk's jobs stay for the next start");
                     self.error
@@ -206,7 +221,10 @@ impl Queue {
             && let Some(disk) = &mut self.disk
         {
             match disk.pop() {
-                Ok(()) => self.disk_len -= 1,
+                Ok(n) => {
+                    self.disk_len -= 1;
+                    self.bytes = self.bytes.saturating_sub(n);
+                }
                 Err(e) => {
                     tracing::error!(dir = %disk.dir.display(), error = %e, "durable queue: saving the cursor failed; going on in memory");
                     self.error
@@ -214,8 +232,8 @@ impl Queue {
                     self.disk_len -= 1;
                 }
             }
-        } else {
-            self.memory.pop_front();
+        } else if let Some((p, _)) = self.memory.pop_front() {
+            self.bytes = self.bytes.saturating_sub(p.len() as u64);
         }
     }
 }
@@ -231,7 +249,7 @@ fn read_header(buf: &[u8]) -> (u32, u32) {
 }
 
 impl Disk {
-    fn open(dir: &Path) -> io::Result<(Disk, u64)> {
+    fn open(dir: &Path) -> io::Result<(Disk, u64, u64)> {
         std::fs::create_dir_all(dir)?;
         let mut segments = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -281,6 +299,7 @@ impl Disk {
         let tail_seq = segments.last().copied().unwrap_or(head.0);
         // Count what is queued; cut a torn record off the newest segment.
         let mut count = 0u64;
+        let mut bytes = 0u64;
         // Damaged records are reported when the reader reaches them.
         let mut corrupt = Vec::new();
         for &s in &segments {
@@ -289,6 +308,7 @@ impl Disk {
             let from = if s == head.0 { head.1 } else { 0 };
             let (n, valid_end) = count_records(&data, from as usize, &path, &mut corrupt);
             count += n;
+            bytes += valid_end.saturating_sub(from as usize) as u64;
             if s == tail_seq && (valid_end as u64) < data.len() as u64 {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(valid_end as u64)?;
@@ -315,7 +335,7 @@ impl Disk {
             tail: (tail_seq, tail_len, tail_file),
         };
         disk.save_cursor()?;
-        Ok((disk, count))
+        Ok((disk, count, bytes))
     }
 
     fn append(&mut self, payload: &[u8]) -> io::Result<()> {
@@ -428,14 +448,16 @@ impl Disk {
         std::fs::remove_file(segment_path(&self.dir, old))
     }
 
-    fn pop(&mut self) -> io::Result<()> {
+    /// Moves past the head record; returns its size with the header.
+    fn pop(&mut self) -> io::Result<u64> {
         let (seq, off, _) = self.head;
         let file = self.reader()?;
         file.seek(SeekFrom::Start(off))?;
         let mut header = [0u8; HEADER as usize];
         file.read_exact(&mut header)?;
         let (len, _) = read_header(&header);
-        self.head = (seq, off + HEADER + u64::from(len.min(MAX_RECORD)), 0);
+        let size = HEADER + u64::from(len.min(MAX_RECORD));
+        self.head = (seq, off + size, 0);
         if seq == self.tail.0 && self.head.1 >= self.tail.1 && self.tail.1 >= SEGMENT_BYTES {
             // The full newest segment is done: start a fresh one.
             let next = seq + 1;
@@ -447,9 +469,11 @@ impl Disk {
             self.head = (next, 0, 0);
             self.save_cursor()?;
             self.reader = None;
-            return std::fs::remove_file(segment_path(&self.dir, seq));
+            std::fs::remove_file(segment_path(&self.dir, seq))?;
+            return Ok(size);
         }
-        self.save_cursor()
+        self.save_cursor()?;
+        Ok(size)
     }
 
     fn save_cursor(&mut self) -> io::Result<()> {
@@ -558,6 +582,7 @@ mod tests {
         drop(q);
         let mut q = Queue::open(dir.path());
         assert_eq!(q.len(), 9);
+        assert_eq!(q.bytes(), 9 * (HEADER + 5));
         assert_eq!(q.peek(&mut c).unwrap(), (b"job 1".to_vec(), 2));
         let all = drain(&mut q);
         assert_eq!(all.len(), 9);
@@ -586,8 +611,10 @@ mod tests {
                 .count()
         };
         assert!(segs() >= 3, "{}", segs());
+        assert_eq!(q.bytes(), 9 * (HEADER + (1 << 20)));
         assert_eq!(drain(&mut q).len(), 9);
         assert!(segs() <= 1);
+        assert_eq!(q.bytes(), 0);
         q.push(b"after").unwrap();
         drop(q);
         let mut q = Queue::open(dir.path());
