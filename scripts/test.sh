@@ -9,14 +9,16 @@ cd "$(dirname "$0")/.."
 # systemd-journal-remote (journal files for the journald tests), dbus-daemon (a private
 # session bus for the dialog action's notification tests), Python's http.server and
 # aiosmtpd with openssl's test CA (HTTP(S) and SMTP receivers for the webhook and email
-# actions), nft and ip (the quarantine test isolates a network namespace with nftables).
+# actions), rsyslog-gnutls (syslog over TLS in e2e_delivery), nft and ip (the quarantine
+# test isolates a network namespace with nftables).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/logger ] || missing+=(bsdutils)
 command -v journalctl >/dev/null || missing+=(systemd)
 [ -x /lib/systemd/systemd-journal-remote ] || [ -x /usr/lib/systemd/systemd-journal-remote ] || missing+=(systemd-journal-remote)
 command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
-command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 [ -x /usr/sbin/nft ] || missing+=(nftables)

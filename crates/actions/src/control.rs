@@ -21,8 +21,19 @@ pub struct ActionStats {
     pub failed: u64,
     /// Of `failed`: programs killed because they ran past their timeout.
     pub timed_out: u64,
-    /// Jobs never attempted: the queue was full, or shutdown's deadline passed first.
+    /// Jobs never attempted: the queue was full, or shutdown's deadline passed first
+    /// (durable queues: jobs of the in-memory fallback queue left at shutdown).
     pub dropped: u64,
+    /// Delivery attempts of actions with a retry queue (each try of each job).
+    pub attempts: u64,
+    /// Of `attempts`: transient failures that were (or will be) tried again.
+    pub retries: u64,
+    /// Jobs held back by `throttle` or `dedupe`.
+    pub suppressed: u64,
+    /// Jobs in the action's retry queue (on disk, plus any in the memory fallback).
+    pub durable_queued: u64,
+    /// Why the retry queue is not (wholly) on disk, e.g. an unwritable state directory.
+    pub queue_error: Option<String>,
     /// The most recent failure, if any.
     pub last_error: Option<String>,
 }
@@ -34,6 +45,11 @@ pub(crate) struct Counters {
     failed: AtomicU64,
     timed_out: AtomicU64,
     dropped: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    suppressed: AtomicU64,
+    durable_queued: AtomicU64,
+    queue_error: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
     epoch: Instant,
     drop_warning: RateLimit,
@@ -68,6 +84,11 @@ impl Default for Counters {
             failed: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            durable_queued: AtomicU64::new(0),
+            queue_error: Mutex::new(None),
             last_error: Mutex::new(None),
             epoch: Instant::now(),
             drop_warning: RateLimit::default(),
@@ -84,6 +105,33 @@ impl Counters {
     pub(crate) fn failed(&self, error: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub(crate) fn attempt(&self) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn suppressed(&self) {
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a transient failure that will be tried again; logs it at most once per
+    /// 10 s per action.
+    pub(crate) fn retried(&self, action: &str, note: String) {
+        let total = self.retries.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.failure_warning.due(self.epoch) {
+            tracing::warn!(action, retries_total = total, error = %note, "action delivery failed; will retry");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(note);
+    }
+
+    /// Publishes the retry queue's length and its error (for stats and metrics).
+    pub(crate) fn set_queue(&self, len: u64, error: Option<String>) {
+        self.durable_queued.store(len, Ordering::Relaxed);
+        let mut e = self.queue_error.lock().unwrap_or_else(|e| e.into_inner());
+        if *e != error {
+            *e = error;
+        }
     }
 
     pub(crate) fn timed_out(&self) {
@@ -121,11 +169,11 @@ impl Counters {
         match outcome {
             Ok(()) => {
                 self.ok();
-                ctl.report(name, job, Ok(()));
+                ctl.report(name, job, 1, Ok(()));
             }
             Err(e) => {
                 let e = e.to_string();
-                ctl.report(name, job, Err(&e));
+                ctl.report(name, job, 1, Err(&e));
                 self.failed_and_warn(name, e);
             }
         }
@@ -140,6 +188,15 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            attempts: self.attempts.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            suppressed: self.suppressed.load(Ordering::Relaxed),
+            durable_queued: self.durable_queued.load(Ordering::Relaxed),
+            queue_error: self
+                .queue_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             last_error: self
                 .last_error
                 .lock()
@@ -150,8 +207,11 @@ impl Counters {
 }
 
 /// Where each job's outcome goes when the job came from a stored event (the event store
-/// records it): `(stored event id, action name, succeeded, error or note)`.
-pub type OutcomeSink = std::sync::Arc<dyn Fn(u64, &str, bool, &str) + Send + Sync>;
+/// records it): `(stored event id, action name, attempt, succeeded, error or note)`.
+/// Actions with a retry queue report every attempt (1, 2, …; a failed one that will be
+/// tried again says so in the note); attempt 0 is a job never attempted because
+/// `throttle` or `dedupe` held it back (note `throttled` / `duplicate`).
+pub type OutcomeSink = std::sync::Arc<dyn Fn(u64, &str, u32, bool, &str) + Send + Sync>;
 
 /// The shutdown deadline, set once by [`crate::Dispatcher::shutdown`]; the outcome sink.
 #[derive(Default)]
@@ -177,12 +237,18 @@ impl Control {
         }
     }
 
-    /// Reports a job's outcome to the sink (jobs of stored events only).
-    pub(crate) fn report(&self, action: &str, job: &crate::Job, result: Result<(), &str>) {
+    /// Reports the outcome of a job's attempt to the sink (jobs of stored events only).
+    pub(crate) fn report(
+        &self,
+        action: &str,
+        job: &crate::Job,
+        attempt: u32,
+        result: Result<(), &str>,
+    ) {
         if let (Some(sink), Some(id)) = (&self.outcomes, job.stored) {
             match result {
-                Ok(()) => sink(id, action, true, ""),
-                Err(e) => sink(id, action, false, e),
+                Ok(()) => sink(id, action, attempt, true, ""),
+                Err(e) => sink(id, action, attempt, false, e),
             }
         }
     }

@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::Job;
-use crate::control::{Control, Counters};
+use crate::control::Control;
 
 /// Why one delivery attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,7 @@ impl Failure {
     }
 
     /// Whether another attempt may succeed.
+    #[allow(dead_code)] // for deliverers that wrap another's failure
     pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Failure::Transient(_))
     }
@@ -54,78 +55,15 @@ pub(crate) trait Deliver: Send {
     }
 }
 
-/// The plain loop: one attempt per job, its outcome counted and reported. The durable
-/// retry queue replaces this loop for actions configured to retry.
-pub(crate) fn serve_once(
-    name: &str,
-    rx: &crossbeam_channel::Receiver<Job>,
-    counters: &Counters,
-    ctl: &Control,
-    d: &mut dyn Deliver,
-) {
-    loop {
-        let job = match rx.try_recv() {
-            Ok(job) => job,
-            Err(crossbeam_channel::TryRecvError::Empty) => {
-                if let Err(e) = d.idle(ctl) {
-                    counters.failed_and_warn(name, e.to_string());
-                }
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
-                }
-            }
-            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
-        };
-        if ctl.past_deadline() {
-            counters.dropped(1);
-            return;
-        }
-        let outcome = d.deliver(&job, ctl);
-        counters.finish(ctl, name, &job, outcome);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use watchpost_event::Event;
-
-    struct Flaky(u32);
-
-    impl Deliver for Flaky {
-        fn deliver(&mut self, _job: &Job, _ctl: &Control) -> Result<(), Failure> {
-            self.0 += 1;
-            if self.0.is_multiple_of(2) {
-                Err(Failure::Transient("peer down".into()))
-            } else {
-                Ok(())
-            }
-        }
-    }
 
     #[test]
-    fn serve_once_counts_each_job_once() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        for _ in 0..4 {
-            tx.send(Job {
-                event: Arc::new(Event::new(Arc::from("s"), Arc::from("h"), "raw".into())),
-                filter: Arc::from("f"),
-                actions: Arc::from("a"),
-                stored: None,
-            })
-            .unwrap();
-        }
-        drop(tx);
-        let counters = Counters::default();
-        let ctl = Control::default();
-        serve_once("a", &rx, &counters, &ctl, &mut Flaky(0));
-        let s = counters.snapshot("a", "test", 0);
-        assert_eq!((s.ok, s.failed), (2, 2));
-        assert_eq!(s.last_error.as_deref(), Some("peer down"));
-        assert!(Failure::Transient("x".into()).is_transient());
-        assert!(!Failure::Permanent("x".into()).is_transient());
+    fn failures_say_whether_to_try_again() {
+        let t = Failure::Transient("peer down".into());
+        assert!(t.is_transient());
+        assert_eq!(t.to_string(), "peer down");
+        assert!(!Failure::Permanent("refused".into()).is_transient());
     }
 }

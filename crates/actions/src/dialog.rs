@@ -202,6 +202,7 @@ impl DialogSpec {
             ctl.report(
                 name,
                 &job,
+                1,
                 outcome.as_ref().map(|_| ()).map_err(String::as_str),
             );
         }

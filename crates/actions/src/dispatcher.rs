@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +13,28 @@ use watchpost_event::{ActionScope, Event};
 
 use crate::config::{ActionSpec, Kind};
 use crate::control::{ActionStats, Control, Counters, OutcomeSink};
+use crate::durable::Durable;
+use crate::limits::Limits;
+use crate::queue::Queue;
+
+/// What the dispatcher needs besides the actions.
+#[derive(Clone, Default)]
+pub struct DispatchOptions {
+    /// The daemon's state directory: retry queues live in `queue/<action>/`, throttle and
+    /// dedupe state in `actions/<action>.limits.json`. `None`: both in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Where the outcome of every attempt of a stored event's job goes.
+    pub outcomes: Option<OutcomeSink>,
+}
+
+impl std::fmt::Debug for DispatchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchOptions")
+            .field("state_dir", &self.state_dir)
+            .field("outcomes", &self.outcomes.is_some())
+            .finish()
+    }
+}
 
 /// One firing of one action: the event and the filter that chose the action.
 #[derive(Debug, Clone)]
@@ -107,6 +130,26 @@ impl Dispatcher {
         specs: Vec<ActionSpec>,
         outcomes: Option<OutcomeSink>,
     ) -> Result<Dispatcher, ActionError> {
+        Self::start_opts(
+            specs,
+            DispatchOptions {
+                state_dir: None,
+                outcomes,
+            },
+        )
+    }
+
+    /// Starts the actions with a state directory (durable retry queues, throttle and
+    /// dedupe state across restarts) and an outcome sink.
+    pub fn start_opts(
+        specs: Vec<ActionSpec>,
+        options: DispatchOptions,
+    ) -> Result<Dispatcher, ActionError> {
+        let DispatchOptions {
+            state_dir,
+            outcomes,
+        } = options;
+        let state_dir: Option<Arc<Path>> = state_dir.map(Arc::from);
         let mut by_name = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             if by_name.insert(spec.name().to_owned(), i).is_some() {
@@ -121,7 +164,10 @@ impl Dispatcher {
             let counters = Arc::new(Counters::default());
             let name: Arc<str> = Arc::from(spec.name());
             let kind = spec.kind();
+            // Actions that retry deliver one job at a time, in order.
+            let retrying = spec.retries();
             let threads = match &spec.kind {
+                _ if retrying => 1,
                 Kind::Run(r) => r.max_concurrent,
                 Kind::Syslog(_)
                 | Kind::FlagFile(_)
@@ -133,23 +179,74 @@ impl Dispatcher {
                 | Kind::Email(_)
                 | Kind::Quarantine(_) => 1,
             };
+            let gated = !retrying && !spec.common.limits.is_empty();
             let spec = Arc::new(spec);
-            let mut workers = Vec::with_capacity(threads);
-            for w in 0..threads {
-                let (spec, rx, counters, ctl) =
-                    (spec.clone(), rx.clone(), counters.clone(), ctl.clone());
+            let mut workers = Vec::with_capacity(threads + 1);
+            let spawn = |w: usize, body: Box<dyn FnOnce() + Send>| {
                 let guard = DoneGuard(done_tx.clone(), (index, w));
-                let handle = std::thread::Builder::new()
-                    .name(format!("act-{}", spec.name()))
+                std::thread::Builder::new()
+                    .name(format!("act-{}", name))
                     .spawn(move || {
                         let _guard = guard;
-                        worker(&spec, &rx, &counters, &ctl);
+                        body();
                     })
                     .map_err(|source| ActionError::Thread {
                         action: name.to_string(),
                         source,
-                    })?;
-                workers.push(handle);
+                    })
+            };
+            // throttle/dedupe of an action without a retry loop: a gate thread in front.
+            let work_rx = if gated {
+                let (gate_tx, gate_rx) = crossbeam_channel::bounded(spec.queue_capacity());
+                let (spec, rx, counters, ctl, dir) = (
+                    spec.clone(),
+                    rx.clone(),
+                    counters.clone(),
+                    ctl.clone(),
+                    state_dir.clone(),
+                );
+                workers.push(spawn(
+                    threads,
+                    Box::new(move || {
+                        let mut limits = Limits::load(
+                            spec.common.limits.clone(),
+                            dir.map(|d| limits_path(&d, spec.name())),
+                        );
+                        crate::limits::gate(
+                            spec.name(),
+                            &rx,
+                            gate_tx,
+                            &mut limits,
+                            &counters,
+                            &ctl,
+                        );
+                    }),
+                )?);
+                gate_rx
+            } else {
+                rx.clone()
+            };
+            for w in 0..threads {
+                let (spec, rx, counters, ctl, dir) = (
+                    spec.clone(),
+                    work_rx.clone(),
+                    counters.clone(),
+                    ctl.clone(),
+                    state_dir.clone(),
+                );
+                workers.insert(
+                    w,
+                    spawn(
+                        w,
+                        Box::new(move || {
+                            if retrying {
+                                durable_worker(&spec, &rx, &counters, &ctl, dir.as_deref());
+                            } else {
+                                worker(&spec, &rx, &counters, &ctl);
+                            }
+                        }),
+                    )?,
+                );
             }
             slots.push(Slot {
                 name,
@@ -277,6 +374,61 @@ impl Dispatcher {
     }
 }
 
+fn limits_path(state_dir: &Path, action: &str) -> PathBuf {
+    state_dir
+        .join("actions")
+        .join(format!("{action}.limits.json"))
+}
+
+/// The worker of an action that retries: the durable loop over its queue (on disk under
+/// `<state_dir>/queue/<action>/` unless `durable = false` or there is no state directory);
+/// a panic (a bug) is counted and the loop restarted on the same queue.
+fn durable_worker(
+    spec: &ActionSpec,
+    rx: &Receiver<Job>,
+    counters: &Counters,
+    ctl: &Control,
+    state_dir: Option<&Path>,
+) {
+    loop {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let queue = match state_dir {
+                Some(dir) if spec.durable() => Queue::open(&dir.join("queue").join(spec.name())),
+                _ => Queue::volatile(),
+            };
+            let limits = (!spec.common.limits.is_empty()).then(|| {
+                Limits::load(
+                    spec.common.limits.clone(),
+                    state_dir.map(|d| limits_path(d, spec.name())),
+                )
+            });
+            let Some(mut deliverer) = spec.kind.deliverer(spec.name(), &spec.common) else {
+                return;
+            };
+            let mut durable = Durable {
+                name: spec.name(),
+                counters,
+                ctl,
+                queue,
+                retry: &spec.common.retry,
+                limits,
+                memory_cap: spec.queue_capacity().max(1000),
+            };
+            durable.serve(rx, &mut *deliverer);
+        }));
+        match result {
+            Ok(()) => return,
+            Err(_) => {
+                tracing::error!(
+                    action = spec.name(),
+                    "action worker panicked; restarting it"
+                );
+                counters.failed("worker panicked".to_owned());
+            }
+        }
+    }
+}
+
 /// A worker: runs the action's loop; a panic (a bug) is counted and the loop restarted.
 fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
     loop {
@@ -288,8 +440,8 @@ fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Cont
             Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
             Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
             Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
-            Kind::Webhook(w) => w.work(spec.name(), rx, counters, ctl),
-            Kind::Email(e) => e.work(spec.name(), rx, counters, ctl),
+            // Always served by `durable_worker`: they have a deliverer.
+            Kind::Webhook(_) | Kind::Email(_) => {}
             Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
         }));
         match result {

@@ -198,7 +198,7 @@ impl JsonlFileSpec {
             }
             out.notice_moved_away();
             let fail = |job: &Job, e: &str| {
-                ctl.report(name, job, Err(e));
+                ctl.report(name, job, 1, Err(e));
                 counters.failed_and_warn(name, e.to_owned());
             };
             for job in batch.drain(..) {
@@ -222,7 +222,7 @@ impl JsonlFileSpec {
                 Ok(()) => {
                     for job in buffered.drain(..) {
                         counters.ok();
-                        ctl.report(name, &job, Ok(()));
+                        ctl.report(name, &job, 1, Ok(()));
                     }
                 }
                 Err(e) => {

@@ -24,12 +24,36 @@
 //! | `name` | required; letters, digits, `-`, `_`, `.`; what filters list in `actions` |
 //! | `type` | required; `syslog`, `run`, `scan`, `flag_file`, `jsonl_file`, `registry` (Windows), `dialog`, `open_url`, `webhook`, `email` or `quarantine` |
 //! | `queue_capacity` | jobs that may wait before new ones are dropped (syslog and jsonl_file 10000, others 1000) |
+//! | `retry` | actions with a retry queue only: `{ max_attempts = 0 (unlimited), max_age = "24h" ("0": unlimited), initial_backoff = "1s", max_backoff = "5m", max_queue = "1GiB" (bytes the queue may hold; new jobs beyond are dropped and counted) }` |
+//! | `durable` | `true` (actions with a retry queue only): keep the queue under `<state_dir>/queue/<name>/`; `false`: in memory |
+//! | `throttle` | `{ key = "{{ filter }}", count = 1, per = "1h" }`: at most `count` jobs per rendered key per window |
+//! | `dedupe` | `{ key = "{{ filter }}\|{{ raw }}", within = "10m" }`: one job per rendered key within the window |
+//!
+//! The common keys are taken out of the table (`config.rs`) before the type's own parser
+//! (with `deny_unknown_fields`) sees it.
+//!
+//! # Delivery that survives failures
+//!
+//! A kind whose delivery can fail for a while has a deliverer (`Kind::deliverer` in
+//! `config.rs`, one match arm per kind; the contract is `delivery.rs`): syslog over TCP and
+//! TLS, `webhook`, `email`, `run` with `retry`/`retry_exit_codes`. Its single worker runs the durable loop
+//! (`durable.rs`): jobs are taken off the channel (so [`Dispatcher::submit`] stays a
+//! `try_send`), checked against throttle/dedupe (`limits.rs`), appended to the action's
+//! on-disk FIFO (`queue.rs`: CRC'd length-prefixed records in segment files plus a cursor)
+//! and delivered head first; a transient failure waits an exponential back-off with jitter
+//! and tries the same job again (order kept), a permanent one or an expired `max_attempts`
+//! / `max_age` removes it as failed. Every attempt is reported to the [`OutcomeSink`] with
+//! its number; at the shutdown deadline what is queued stays on disk. An unusable queue
+//! directory leaves the action working from memory ([`ActionStats::queue_error`]). Other
+//! kinds keep their own `work()` loops; throttle/dedupe run in a gate thread in front of
+//! them.
 //!
 //! # `type = "syslog"`
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `target` | required | `udp://host:port` or `tcp://host:port` (port 514 if left out); IPv4, `[IPv6]` or a host name, resolved when the action starts and again on every TCP reconnect |
+//! | `target` | required | `udp://host:port`, `tcp://host:port` (port 514 if left out) or `tls://host:port` (RFC 5425, port 6514); IPv4, `[IPv6]` or a host name, resolved when the action starts and again on every TCP reconnect |
+//! | `tls` | system trust, verify | `tls://` only: `{ ca_file, cert_file, key_file, verify, server_name }` (`tls.rs`) |
 //! | `format` | `rfc5424` | `rfc5424`, `rfc3164`, `cef` or `json` |
 //! | `message` | see below | template of the message text; `rfc5424`/`rfc3164`: `{{ filter }}: {{ raw }}`; `json`: the `message` key, `{{ filter }} on {{ host }}`; `cef`: adds a `msg=` extension |
 //! | `facility` | `user` | name (`kern` … `local7`) or 0-23 |
@@ -39,21 +63,22 @@
 //! | `msg_id` | none (`-`) | template of the RFC 5424 MSGID (32 chars) |
 //! | `structured_data` | `true` | RFC 5424 `[watchpost@32473 filter="…" source="…"]`; `false` writes `-` |
 //! | `time_zone` | `local` | zone of RFC 3164 timestamps: `local`, `UTC` or an IANA name (RFC 5424 uses UTC) |
-//! | `framing` | `octet-counting` | TCP only: `octet-counting` (RFC 6587 `LEN SP MSG`) or `lf` (line breaks in a message become spaces) |
+//! | `framing` | `octet-counting` | TCP only (TLS always octet-counting): `octet-counting` (RFC 6587 `LEN SP MSG`) or `lf` (line breaks in a message become spaces) |
 //! | `cef` | see below | table: `vendor` (`watchpost`), `product` (`watchpost`), `version` (crate version), `signature_id` (`{{ filter }}`), `name` (`{{ filter }}`), `severity` (`5`), `extensions` (table key → template; default `dvchost`, `cs1Label`/`cs1` = filter, `cs2Label`/`cs2` = source). All templates; values are escaped for CEF, pairs that render empty are left out |
 //! | `cef_header` | `rfc3164` | `format = "cef"`: header before the CEF line: `rfc3164`, `rfc5424` or `none` |
 //! | `json_header` | `rfc5424` | `format = "json"`: header before the JSON object: `rfc5424`, `rfc3164` or `none` |
 //! | `max_message_bytes` | 8192 UDP / 65536 TCP | longer messages are cut at a character boundary (JSON then is no longer valid JSON) |
-//! | `connect_timeout_secs` | 5 | TCP connect timeout |
-//! | `write_timeout_secs` | 10 | TCP write timeout |
-//! | `send_retries` | 3 | TCP: further attempts for a message after a failed one, each on a new connection |
-//! | `max_backoff_secs` | 30 | longest wait between reconnects (starts at 0.1 s, doubles) |
+//! | `connect_timeout_secs` | 5 | TCP/TLS connect timeout |
+//! | `write_timeout_secs` | 10 | TCP/TLS: time for writing one whole frame; TLS handshake timeout |
+//! | `send_retries` | 3 | no effect (older configurations): TCP/TLS retry through the `retry` table |
+//! | `max_backoff_secs` | 30 | UDP: longest wait between attempts to open the socket (starts at 0.1 s, doubles) |
 //!
 //! The JSON body is the event (`time`, `source`, `host`, `anomaly` when set, every field,
 //! `raw`) plus `filter`, `actions` and `message`; an event field of one of those three
 //! names is left out. The RFC 5424 timestamp is the event's `time`, else the time of
-//! sending, in UTC with milliseconds. Delivery is in memory only: a message that still
-//! fails after its retries is counted as failed and logged.
+//! sending, in UTC with milliseconds. UDP is fire and forget (no queue, no retry); TCP and
+//! TLS go through the durable retry queue (one attempt: detect a closed peer, connect and
+//! handshake if needed, write one frame; every failure is transient).
 //!
 //! # `type = "run"`
 //!
@@ -69,8 +94,10 @@
 //! | `pass_event_env` | `true` | set `WATCHPOST_ACTION`, `WATCHPOST_FILTER`, `WATCHPOST_SOURCE`, `WATCHPOST_HOST`, `WATCHPOST_EVENT_JSON` |
 //! | `max_event_json_bytes` | 32768 | `WATCHPOST_EVENT_JSON` is left out when the JSON is longer |
 //! | `clear_env` | `false` | start from an empty environment instead of watchpost's |
+//! | `retry_exit_codes` | `[]` | exit codes retried through the retry queue (others fail for good); with `retry` and no list, every non-zero exit is retried |
 //!
-//! A non-zero exit status counts as a failure. stdin is `/dev/null`.
+//! A non-zero exit status counts as a failure. stdin is `/dev/null`. A `run` action that
+//! retries runs one program at a time, in order (`max_concurrent` does not apply).
 //!
 //! # `type = "flag_file"`
 //!
@@ -206,17 +233,18 @@ mod config;
 mod control;
 #[cfg(unix)]
 mod dbus;
-// `Failure::is_transient` is for the retry queue that is being built.
-#[allow(dead_code)]
 mod delivery;
 mod dialog;
 mod dispatcher;
+mod durable;
 mod email;
 mod flag_file;
 mod jsonl_file;
+mod limits;
 mod net;
 mod open_url;
 pub mod quarantine;
+mod queue;
 mod registry;
 mod run;
 mod scan;
@@ -229,4 +257,4 @@ mod webhook;
 
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
-pub use dispatcher::{ActionError, Dispatcher, Job};
+pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job};

@@ -41,6 +41,7 @@ struct RawRun {
     max_event_json_bytes: Option<Spanned<u64>>,
     clear_env: Option<bool>,
     queue_capacity: Option<Spanned<u64>>,
+    retry_exit_codes: Option<Vec<Spanned<i64>>>,
 }
 
 /// A validated `run` action.
@@ -57,6 +58,9 @@ pub(crate) struct RunSpec {
     max_event_json: usize,
     clear_env: bool,
     pub(crate) queue_capacity: usize,
+    /// Exit codes that mean "try again later" (with the common `retry` table: any
+    /// non-zero exit when this is empty).
+    retry_exit_codes: Vec<i32>,
 }
 
 impl RunSpec {
@@ -80,6 +84,7 @@ impl RunSpec {
             max_event_json: 32_768,
             clear_env: false,
             queue_capacity,
+            retry_exit_codes: Vec::new(),
         }
     }
 
@@ -165,10 +170,21 @@ impl RunSpec {
             "queue_capacity",
             e,
         );
+        let mut retry_exit_codes = Vec::new();
+        for c in raw.retry_exit_codes.iter().flatten() {
+            match i32::try_from(*c.get_ref()) {
+                Ok(v) if v != 0 => retry_exit_codes.push(v),
+                _ => errors.push(ConfigError::new(
+                    c.span(),
+                    "an exit code here is a non-zero 32-bit number",
+                )),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(RunSpec {
+            retry_exit_codes,
             program: raw.program,
             args,
             env,
@@ -213,6 +229,21 @@ impl RunSpec {
             errors.push(ConfigError::new(cwd.span(), message));
         }
         errors
+    }
+
+    /// The deliverer when the action retries (`retry_exit_codes`, or a `retry` table):
+    /// one program at a time, in order.
+    pub(crate) fn deliverer(
+        &self,
+        name: &str,
+        retry_configured: bool,
+    ) -> Option<Box<dyn crate::delivery::Deliver>> {
+        (retry_configured || !self.retry_exit_codes.is_empty()).then(|| {
+            Box::new(RunDeliver {
+                spec: self.clone(),
+                name: name.to_owned(),
+            }) as Box<dyn crate::delivery::Deliver>
+        })
     }
 
     /// One worker of the pool: runs one program at a time.
@@ -317,6 +348,34 @@ pub(crate) fn run_command(
         Ok(Ended::TimedOut) => Err(RunError::Timeout { program, timeout }),
         Ok(Ended::Shutdown) => Err(RunError::Shutdown { program }),
         Err(source) => Err(RunError::Wait { program, source }),
+    }
+}
+
+/// A `run` action that retries: an exit code listed in `retry_exit_codes` (any non-zero
+/// one when the list is empty), a timeout or a failure to start is transient; another
+/// exit code, or being killed at shutdown... the latter is transient too (tried again
+/// after the restart).
+struct RunDeliver {
+    spec: RunSpec,
+    name: String,
+}
+
+impl crate::delivery::Deliver for RunDeliver {
+    fn deliver(&mut self, job: &Job, ctl: &Control) -> Result<(), crate::delivery::Failure> {
+        use crate::delivery::Failure;
+        match self.spec.execute(&self.name, job, ctl) {
+            Ok(()) => Ok(()),
+            Err(e @ RunError::Exit { status, .. }) => {
+                let code = status.code();
+                let codes = &self.spec.retry_exit_codes;
+                if codes.is_empty() || code.is_some_and(|c| codes.contains(&c)) {
+                    Err(Failure::Transient(e.to_string()))
+                } else {
+                    Err(Failure::Permanent(e.to_string()))
+                }
+            }
+            Err(e) => Err(Failure::Transient(e.to_string())),
+        }
     }
 }
 

@@ -240,12 +240,12 @@ impl Analysis {
     pub fn outcome_sink(&self) -> Option<watchpost_actions::OutcomeSink> {
         let writer = self.store.clone()?;
         Some(std::sync::Arc::new(
-            move |event, action: &str, ok, detail: &str| {
+            move |event, action: &str, attempt, ok, detail: &str| {
                 writer.outcome(watchpost_store::Outcome {
                     event,
                     action: action.to_owned(),
                     at_ms: jiff::Timestamp::now().as_millisecond(),
-                    attempt: 1,
+                    attempt,
                     ok,
                     detail: detail.to_owned(),
                 });

@@ -64,6 +64,7 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
     if io {
         check_paths(config, diags);
         check_state_dir(config, diags);
+        check_queue_dirs(config, diags);
     }
     if diags.has_errors() { None } else { chain }
 }
@@ -240,6 +241,43 @@ fn check_state_dir(config: &Config, diags: &mut Diagnostics) {
                 probe.display()
             ),
         ),
+    }
+}
+
+/// Actions with a durable retry queue need `<state_dir>/queue/<name>/`; when it cannot be
+/// made or written the action still runs, from memory (lost at a restart): a warning.
+fn check_queue_dirs(config: &Config, diags: &mut Diagnostics) {
+    for action in config.actions.iter().filter(|a| a.durable()) {
+        let dir = config.state_dir.join("queue").join(action.name());
+        let mut probe = dir.as_path();
+        while !probe.exists() {
+            match probe.parent() {
+                Some(p) if !p.as_os_str().is_empty() => probe = p,
+                _ => break,
+            }
+        }
+        let problem = if !probe.is_dir() {
+            Some(format!("{} is not a directory", probe.display()))
+        } else {
+            let test = probe.join(format!(".watchpost-write-test-{}", std::process::id()));
+            match std::fs::write(&test, b"") {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&test);
+                    None
+                }
+                Err(e) => Some(format!("{} is not writable: {e}", probe.display())),
+            }
+        };
+        if let Some(why) = problem {
+            diags.warning(
+                action.name_span(),
+                format!(
+                    "the retry queue of `{}` cannot be kept in {} ({why}); its jobs will be kept in memory only and lost at a restart",
+                    action.name(),
+                    dir.display()
+                ),
+            );
+        }
     }
 }
 

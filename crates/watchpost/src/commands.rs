@@ -114,6 +114,11 @@ fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
         writeln!(out, "   {k}: {v}")?;
     }
     for o in &e.outcomes {
+        if o.attempt == 0 {
+            // Held back by throttle or dedupe: never attempted.
+            writeln!(out, "   action {}: not sent ({})", o.action, o.detail)?;
+            continue;
+        }
         let ok = if o.ok { "ok" } else { "FAILED" };
         writeln!(
             out,

@@ -71,6 +71,14 @@ const BOUNDS_NS: [u64; 16] = [
     1_000_000_000,
 ];
 
+/// A per-action metric: name, type, help, and how to read it from the stats.
+type PerAction = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&watchpost_actions::ActionStats) -> u64,
+);
+
 /// A histogram of durations with fixed buckets; observing is three relaxed atomic adds.
 #[derive(Debug, Default)]
 pub struct Histogram {
@@ -208,7 +216,7 @@ impl Metrics {
                 &mut out,
                 name,
                 "counter",
-                "Action jobs by outcome (failed excludes timed_out; dropped: never attempted).",
+                "Action jobs by outcome (failed excludes timed_out; dropped: never attempted; suppressed: held back by throttle or dedupe).",
             );
             for s in &stats {
                 let a = escape(&s.name);
@@ -217,6 +225,7 @@ impl Metrics {
                     ("failed", s.failed.saturating_sub(s.timed_out)),
                     ("timed_out", s.timed_out),
                     ("dropped", s.dropped),
+                    ("suppressed", s.suppressed),
                 ];
                 for (outcome, v) in outcomes {
                     let _ = writeln!(out, "{name}{{action=\"{a}\",outcome=\"{outcome}\"}} {v}");
@@ -231,6 +240,38 @@ impl Metrics {
             );
             for s in &stats {
                 let _ = writeln!(out, "{name}{{action=\"{}\"}} {}", escape(&s.name), s.queued);
+            }
+            let per_action: [PerAction; 4] = [
+                (
+                    "watchpost_action_attempts_total",
+                    "counter",
+                    "Delivery attempts of actions with a retry queue.",
+                    |s| s.attempts,
+                ),
+                (
+                    "watchpost_action_retries_total",
+                    "counter",
+                    "Attempts that failed transiently and are tried again.",
+                    |s| s.retries,
+                ),
+                (
+                    "watchpost_action_durable_queue_depth",
+                    "gauge",
+                    "Jobs in the action's retry queue (on disk, or in memory when the state directory is unusable).",
+                    |s| s.durable_queued,
+                ),
+                (
+                    "watchpost_action_queue_error",
+                    "gauge",
+                    "1 when the action's retry queue cannot use the disk (jobs kept in memory only).",
+                    |s| u64::from(s.queue_error.is_some()),
+                ),
+            ];
+            for (name, kind, help, pick) in per_action {
+                family(&mut out, name, kind, help);
+                for s in &stats {
+                    let _ = writeln!(out, "{name}{{action=\"{}\"}} {}", escape(&s.name), pick(s));
+                }
             }
         }
         if let Some(a) = self.analysis.upgrade() {

@@ -73,8 +73,14 @@ pub fn run_until(
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
     let analysis = Arc::new(Analysis::open(&config, &chain, BaselineHome::State, true)?);
     let dispatcher = Arc::new(
-        Dispatcher::start_with(config.actions.clone(), analysis.outcome_sink())
-            .context("starting actions")?,
+        Dispatcher::start_opts(
+            config.actions.clone(),
+            watchpost_actions::DispatchOptions {
+                state_dir: Some(config.state_dir.clone()),
+                outcomes: analysis.outcome_sink(),
+            },
+        )
+        .context("starting actions")?,
     );
     let metrics = config
         .metrics

@@ -18,7 +18,6 @@ mod smtp;
 
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
@@ -27,7 +26,7 @@ use watchpost_event::{ConfigError, format_time};
 
 use crate::Job;
 use crate::config::{Tpl, bounded, deserialize};
-use crate::control::{Control, Counters};
+use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
 use crate::net::{self, Timeout, timeout};
 use crate::secret::SecretRef;
@@ -238,10 +237,6 @@ impl EmailSpec {
             spec: self,
             tls: None,
         }
-    }
-
-    pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-        crate::delivery::serve_once(name, rx, counters, ctl, &mut self.deliverer());
     }
 
     fn render(&self, job: &Job) -> (String, String) {

@@ -19,7 +19,10 @@ use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
 pub(crate) use format::event_json;
 use format::{Body, Cef, Formatter, Header, Scratch};
-use transport::{Framing, Proto, Settings, Target, Transport};
+use transport::{Framing, Proto, Settings, Stream, Target, Transport};
+
+use crate::delivery::{Deliver, Failure};
+use crate::tls::{RawTls, TlsSpec};
 
 /// Largest UDP payload over IPv4.
 const UDP_MAX: u64 = 65_507;
@@ -153,6 +156,7 @@ struct RawSyslog {
     write_timeout_secs: Option<Spanned<u64>>,
     send_retries: Option<Spanned<u64>>,
     max_backoff_secs: Option<Spanned<u64>>,
+    tls: Option<Spanned<RawTls>>,
 }
 
 /// A validated `syslog` action.
@@ -161,6 +165,8 @@ pub(crate) struct SyslogSpec {
     formatter: Formatter,
     settings: Settings,
     pub(crate) queue_capacity: usize,
+    /// Where `send_retries` was written (no effect any more: a warning).
+    send_retries: Option<std::ops::Range<usize>>,
 }
 
 impl SyslogSpec {
@@ -227,6 +233,7 @@ impl SyslogSpec {
             formatter,
             settings,
             queue_capacity: queue as usize,
+            send_retries: raw.send_retries.as_ref().map(|s| s.span()),
         })
     }
 
@@ -251,13 +258,38 @@ impl SyslogSpec {
         all.into_iter()
     }
 
-    /// Everything about a syslog action is checked while parsing (host names are
-    /// resolved when the action starts, and again on every reconnect).
+    /// Syntax was checked while parsing (host names are resolved when the action
+    /// starts, and again on every reconnect); a `tls` table's files are read here.
     pub(crate) fn check(&self) -> Vec<ConfigError> {
-        Vec::new()
+        let mut out = self
+            .settings
+            .tls
+            .as_ref()
+            .map(TlsSpec::check)
+            .unwrap_or_default();
+        if let Some(span) = &self.send_retries {
+            out.push(ConfigError::warning(
+                span.clone(),
+                "`send_retries` has no effect any more: TCP and TLS delivery retries through \
+                 the retry queue (see `retry`); UDP never retries",
+            ));
+        }
+        out
     }
 
-    /// The worker: waits on the queue, renders into reused buffers, sends.
+    /// TCP and TLS targets deliver through the durable retry loop; UDP does not.
+    pub(crate) fn deliverer(&self) -> Option<Box<dyn Deliver>> {
+        (self.settings.target.proto != Proto::Udp).then(|| {
+            Box::new(SyslogDeliver {
+                formatter: self.formatter.clone(),
+                stream: Stream::new(self.settings.clone()),
+                out: String::with_capacity(4096),
+                scratch: Scratch::default(),
+            }) as Box<dyn Deliver>
+        })
+    }
+
+    /// The UDP worker: waits on the queue, renders into reused buffers, sends.
     pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
         let mut transport = Transport::new(self.settings.clone());
         let mut out = String::with_capacity(4096);
@@ -392,27 +424,65 @@ fn cef_body(raw: &RawSyslog, errors: &mut Vec<ConfigError>) -> Option<Cef> {
     })
 }
 
-/// The transport settings (framing, timeouts, retries).
+/// One attempt of a TCP/TLS syslog job: render, then [`Stream::send`].
+struct SyslogDeliver {
+    formatter: Formatter,
+    stream: Stream,
+    out: String,
+    scratch: Scratch,
+}
+
+impl Deliver for SyslogDeliver {
+    fn deliver(&mut self, job: &Job, ctl: &Control) -> Result<(), Failure> {
+        let scope = job.scope();
+        self.formatter.render(
+            &scope,
+            jiff::Timestamp::now(),
+            &mut self.out,
+            &mut self.scratch,
+        );
+        // Every stream failure may pass: the receiver restarts, the network heals, a
+        // certificate is renewed.
+        self.stream
+            .send(&self.out, ctl)
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+}
+
+/// The transport settings (framing, timeouts, TLS).
 fn settings(target: Target, raw: &RawSyslog, errors: &mut Vec<ConfigError>) -> Option<Settings> {
     let before = errors.len();
     let framing = framing_for(Some(&target), raw, errors);
     let connect_timeout = secs(&raw.connect_timeout_secs, 5, "connect_timeout_secs", errors);
     let write_timeout = secs(&raw.write_timeout_secs, 10, "write_timeout_secs", errors);
     let max_backoff = secs(&raw.max_backoff_secs, 30, "max_backoff_secs", errors);
-    let retries = bounded(
+    // Accepted for old configurations; retries are the `retry` table's business now.
+    let _ = bounded(
         raw.send_retries.as_ref(),
         3,
         0..=100,
         "send_retries",
         errors,
-    ) as u32;
+    );
+    let tls = match (&raw.tls, target.proto) {
+        (Some(t), Proto::Tls) => Some(TlsSpec::parse(t.get_ref(), errors)),
+        (None, Proto::Tls) => Some(TlsSpec::system()),
+        (Some(t), _) => {
+            errors.push(ConfigError::new(
+                t.span(),
+                "`tls` only applies to tls:// targets",
+            ));
+            None
+        }
+        (None, _) => None,
+    };
     let settings = Settings {
         target,
         framing,
         connect_timeout,
         write_timeout,
-        retries,
         max_backoff,
+        tls,
     };
     (errors.len() == before).then_some(settings)
 }
@@ -423,7 +493,7 @@ fn max_message_bytes(
     raw: &RawSyslog,
     errors: &mut Vec<ConfigError>,
 ) -> u64 {
-    let tcp = target.is_some_and(|t| t.proto == Proto::Tcp);
+    let tcp = target.is_some_and(|t| t.proto != Proto::Udp);
     let (default, max) = if tcp {
         (65_536, 16 << 20)
     } else {
@@ -446,6 +516,13 @@ fn framing_for(target: Option<&Target>, raw: &RawSyslog, errors: &mut Vec<Config
                 "`framing` only applies to tcp:// targets",
             ));
             *f.get_ref()
+        }
+        (Some(f), Some(Proto::Tls)) if *f.get_ref() != Framing::OctetCounting => {
+            errors.push(ConfigError::new(
+                f.span(),
+                "tls:// targets use octet-counting framing (RFC 5425)",
+            ));
+            Framing::OctetCounting
         }
         (Some(f), _) => *f.get_ref(),
         (None, _) => Framing::OctetCounting,
@@ -572,7 +649,7 @@ mod tests {
         let errs = parse_one(&text).unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
         assert_eq!(at(&text, &errs[0].span), "\"udp//x\"");
-        assert!(errs[0].message.contains("udp:// or tcp://"));
+        assert!(errs[0].message.contains("tcp:// or tls://"));
         assert_eq!(
             errs[1].span.start,
             text.find("{{").unwrap(),
@@ -600,6 +677,33 @@ mod tests {
         assert_eq!(at(&text, &errs[0].span), "\"xml\"");
         let text = format!("{HEAD}target = \"udp://h:514\"\nmax_message_bytes = 70000\n");
         assert_eq!(at(&text, &parse_one(&text).unwrap_err()[0].span), "70000");
+    }
+
+    #[test]
+    fn tls_targets_and_their_table() {
+        let text = format!(
+            "{HEAD}target = \"tls://siem.example\"\ntls = {{ ca_file = \"/nonexistent/ca.pem\", server_name = \"siem.example\" }}\nsend_retries = 2\n"
+        );
+        let spec = parse_ok(&text);
+        assert!(spec.durable());
+        let found = spec.check();
+        assert!(
+            found
+                .iter()
+                .any(|e| !e.warning && e.message.contains("/nonexistent/ca.pem")),
+            "{found:?}"
+        );
+        let w = found.iter().find(|e| e.warning).unwrap();
+        assert_eq!(at(&text, &w.span), "2");
+        let text = format!("{HEAD}target = \"udp://h\"\ntls = {{ verify = false }}\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert_eq!(at(&text, &errs[0].span), "{ verify = false }");
+        let text = format!("{HEAD}target = \"tls://h\"\nframing = \"lf\"\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert!(errs[0].message.contains("RFC 5425"), "{errs:?}");
+        let text = format!("{HEAD}target = \"tls://h\"\ntls = {{ ca = \"x\" }}\n");
+        let errs = parse_one(&text).unwrap_err();
+        assert_eq!(at(&text, &errs[0].span), "ca");
     }
 
     #[test]

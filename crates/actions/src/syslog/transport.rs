@@ -7,16 +7,23 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::control::Control;
+use std::sync::Arc;
 
-/// `udp` or `tcp`.
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::control::Control;
+use crate::tls::TlsSpec;
+
+/// `udp`, `tcp` or `tls`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Proto {
     Udp,
     Tcp,
+    /// RFC 5425: TLS over TCP, octet-counting framing.
+    Tls,
 }
 
-/// Where messages go: `udp://host:port` or `tcp://host:port`.
+/// Where messages go: `udp://host:port`, `tcp://host:port` or `tls://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
     pub(crate) proto: Proto,
@@ -27,10 +34,10 @@ pub(crate) struct Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.proto == Proto::Udp {
-            "udp"
-        } else {
-            "tcp"
+        let scheme = match self.proto {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         };
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)
@@ -41,19 +48,23 @@ impl fmt::Display for Target {
 }
 
 impl Target {
-    /// Parses `udp://host[:port]` / `tcp://host[:port]` (port 514 when left out).
+    /// Parses `udp://host[:port]` / `tcp://host[:port]` (port 514 when left out) /
+    /// `tls://host[:port]` (port 6514).
     pub(crate) fn parse(s: &str) -> Result<Target, String> {
         let (proto, rest) = if let Some(r) = s.strip_prefix("udp://") {
             (Proto::Udp, r)
         } else if let Some(r) = s.strip_prefix("tcp://") {
             (Proto::Tcp, r)
+        } else if let Some(r) = s.strip_prefix("tls://") {
+            (Proto::Tls, r)
         } else {
             return Err(format!(
-                "`{s}` must start with udp:// or tcp:// (e.g. \"udp://192.0.2.10:514\")"
+                "`{s}` must start with udp://, tcp:// or tls:// (e.g. \"udp://192.0.2.10:514\")"
             ));
         };
         let (host, port) = split_host_port(rest)?;
         let port = match port {
+            None if proto == Proto::Tls => 6514,
             None => 514,
             Some(p) => p
                 .parse::<u16>()
@@ -167,6 +178,9 @@ pub(crate) enum SendError {
         retry_in: Duration,
         last: String,
     },
+    /// TLS setup or handshake failed (certificate not trusted, name mismatch, timeout).
+    #[error("TLS with {target}: {message}")]
+    Tls { target: String, message: String },
     /// Shutdown's deadline passed while waiting to reconnect.
     #[error("shutdown deadline passed while reconnecting to {target}")]
     Shutdown { target: String },
@@ -179,14 +193,15 @@ pub(crate) struct Settings {
     pub(crate) framing: Framing,
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Duration,
-    /// Extra attempts for a message after a failed one (TCP).
-    pub(crate) retries: u32,
+    /// Longest wait between two attempts to open the UDP socket.
     pub(crate) max_backoff: Duration,
+    /// `tls://` targets.
+    pub(crate) tls: Option<TlsSpec>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Exponential back-off between connection attempts.
+/// Exponential back-off between attempts to resolve a UDP target.
 #[derive(Debug)]
 struct Backoff {
     failures: u32,
@@ -209,53 +224,38 @@ impl Backoff {
     }
 }
 
-/// A sender: one connected UDP socket, or a TCP stream that reconnects.
+/// The UDP sender: one connected socket, fire and forget (no queue, no retry).
 #[derive(Debug)]
 pub(crate) struct Transport {
     settings: Settings,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
     backoff: Backoff,
     last_error: String,
-    frame: Vec<u8>,
 }
 
 impl Transport {
-    /// A transport; a UDP target is resolved and its socket connected now.
+    /// A transport; the target is resolved and its socket connected now.
     pub(crate) fn new(settings: Settings) -> Transport {
         let max = settings.max_backoff;
         let mut t = Transport {
             settings,
             udp: None,
-            tcp: None,
             backoff: Backoff {
                 failures: 0,
                 next: None,
                 max,
             },
             last_error: String::new(),
-            frame: Vec::with_capacity(4096),
         };
-        if t.settings.target.proto == Proto::Udp
-            && let Err(e) = t.open_udp()
-        {
+        if let Err(e) = t.open_udp() {
             tracing::warn!(target = %t.settings.target, error = %e, "syslog target not ready yet");
         }
         t
     }
 
-    /// Sends one message (without framing; TCP framing is added here).
-    pub(crate) fn send(&mut self, msg: &str, ctl: &Control) -> Result<(), SendError> {
-        match self.settings.target.proto {
-            Proto::Udp => self.send_udp(msg.as_bytes()),
-            Proto::Tcp => {
-                frame(&mut self.frame, msg, self.settings.framing);
-                let frame = std::mem::take(&mut self.frame);
-                let result = self.send_tcp(&frame, ctl);
-                self.frame = frame;
-                result
-            }
-        }
+    /// Sends one message as one datagram.
+    pub(crate) fn send(&mut self, msg: &str, _ctl: &Control) -> Result<(), SendError> {
+        self.send_udp(msg.as_bytes())
     }
 
     fn open_udp(&mut self) -> Result<(), SendError> {
@@ -318,70 +318,209 @@ impl Transport {
             last: self.last_error.clone(),
         }
     }
+}
 
-    fn send_tcp(&mut self, frame: &[u8], ctl: &Control) -> Result<(), SendError> {
-        let mut last = None;
-        for _attempt in 0..=self.settings.retries {
-            if self.tcp.as_ref().is_some_and(peer_closed) {
-                self.tcp = None;
+/// An open stream: plain TCP or TLS over it.
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Writes the whole frame within `timeout` (for the frame, not per `write` call: a
+    /// peer that reads slowly cannot stretch an attempt).
+    fn write_frame(&mut self, mut frame: &[u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "write timed out");
+        let arm = |sock: &TcpStream| -> io::Result<()> {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
             }
-            if self.tcp.is_none() {
-                if let Some(next) = self.backoff.next
-                    && !ctl.sleep_until(next)
-                {
-                    let target = self.settings.target.to_string();
-                    return Err(SendError::Shutdown { target });
-                }
-                match self.connect() {
-                    Ok(s) => self.tcp = Some(s),
-                    Err(e) => {
-                        self.backoff.failed();
-                        tracing::debug!(target = %self.settings.target, error = %e, "syslog connect failed");
-                        last = Some(e);
-                        continue;
-                    }
-                }
-            }
-            let Some(stream) = self.tcp.as_mut() else {
-                continue;
+            sock.set_write_timeout(Some(left))
+        };
+        while !frame.is_empty() {
+            arm(self.socket())?;
+            let written = match self {
+                Conn::Tcp(s) => s.write(frame),
+                Conn::Tls(s) => s.write(frame),
             };
-            match stream.write_all(frame) {
-                Ok(()) => return Ok(()),
-                Err(source) => {
-                    self.tcp = None;
-                    tracing::debug!(target = %self.settings.target, error = %source, "syslog write failed");
-                    last = Some(SendError::Io {
-                        target: self.settings.target.to_string(),
-                        source,
-                    });
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => frame = &frame[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Conn::Tls(s) = self {
+            while s.conn.wants_write() {
+                arm(&s.sock)?;
+                match s.conn.write_tls(&mut s.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                    Err(e) => return Err(e),
                 }
             }
         }
-        Err(last.unwrap_or_else(|| SendError::Shutdown {
-            target: self.settings.target.to_string(),
-        }))
+        Ok(())
     }
 
-    fn connect(&mut self) -> Result<TcpStream, SendError> {
+    /// Whether the peer has closed the connection (a syslog receiver never sends
+    /// application data, so readable plain TCP means end-of-stream or an error; over TLS
+    /// records are read and processed: session tickets are fine, a close_notify or EOF
+    /// is the end).
+    fn peer_closed(&mut self) -> bool {
+        match self {
+            Conn::Tcp(s) => peer_closed(s),
+            Conn::Tls(s) => {
+                let (conn, sock) = (&mut s.conn, &mut s.sock);
+                if sock.set_nonblocking(true).is_err() {
+                    return true;
+                }
+                let mut closed = false;
+                loop {
+                    match conn.read_tls(sock) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(_) => {
+                            if conn.process_new_packets().is_err() {
+                                closed = true;
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                let mut buf = [0u8; 256];
+                match conn.reader().read(&mut buf) {
+                    Ok(0) => closed = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => closed = true,
+                }
+                sock.set_nonblocking(false).is_err() || closed
+            }
+        }
+    }
+}
+
+/// The TCP / TLS sender of the durable loop: one attempt = connect (and handshake) if
+/// needed, then write one frame. Every failure is transient (the peer may come back,
+/// its certificate may be fixed); waiting between attempts is the loop's business.
+pub(crate) struct Stream {
+    settings: Settings,
+    conn: Option<Conn>,
+    tls: Option<Arc<ClientConfig>>,
+    frame: Vec<u8>,
+}
+
+impl Stream {
+    pub(crate) fn new(settings: Settings) -> Stream {
+        Stream {
+            settings,
+            conn: None,
+            tls: None,
+            frame: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends one message (framing added here).
+    pub(crate) fn send(&mut self, msg: &str, ctl: &Control) -> Result<(), SendError> {
+        if ctl.past_deadline() {
+            let target = self.settings.target.to_string();
+            return Err(SendError::Shutdown { target });
+        }
+        if self.conn.as_mut().is_some_and(Conn::peer_closed) {
+            tracing::debug!(target = %self.settings.target, "syslog peer closed the connection");
+            self.conn = None;
+        }
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        frame(&mut self.frame, msg, self.settings.framing);
+        match conn.write_frame(&self.frame, self.settings.write_timeout) {
+            Ok(()) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Err(source) => Err(SendError::Io {
+                target: self.settings.target.to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn connect(&mut self) -> Result<Conn, SendError> {
         let target = self.settings.target.to_string();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+        let mut stream = None;
         for addr in self.settings.target.resolve()? {
             match TcpStream::connect_timeout(&addr, self.settings.connect_timeout) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     let _ = s.set_write_timeout(Some(self.settings.write_timeout));
-                    self.backoff.succeeded();
                     tracing::debug!(%target, %addr, "syslog connected");
-                    return Ok(s);
+                    stream = Some(s);
+                    break;
                 }
                 Err(e) => last = e,
             }
         }
-        self.last_error = last.to_string();
-        Err(SendError::Connect {
-            target,
-            source: last,
-        })
+        let Some(sock) = stream else {
+            return Err(SendError::Connect {
+                target,
+                source: last,
+            });
+        };
+        let Some(tls) = &self.settings.tls else {
+            return Ok(Conn::Tcp(sock));
+        };
+        let tls_err = |message: String| SendError::Tls {
+            target: target.clone(),
+            message,
+        };
+        if self.tls.is_none() {
+            self.tls = Some(tls.client_config().map_err(tls_err)?);
+        }
+        let config = self.tls.clone().expect("just set");
+        let name = tls
+            .server_name(&self.settings.target.host)
+            .map_err(tls_err)?;
+        let mut conn = ClientConnection::new(config, name).map_err(|e| tls_err(e.to_string()))?;
+        // The handshake must not hang on a peer that accepts and never answers.
+        let _ = sock.set_read_timeout(Some(self.settings.write_timeout));
+        let mut sock = sock;
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut sock) {
+                // Keep the certificate files' errors readable; reload them next time.
+                self.tls = None;
+                let message = match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        "TLS handshake timed out".to_owned()
+                    }
+                    _ => format!("TLS handshake failed: {e}"),
+                };
+                return Err(tls_err(message));
+            }
+        }
+        // Kept: rustls may read while it completes I/O; it must not wait forever either.
+        Ok(Conn::Tls(Box::new(StreamOwned::new(conn, sock))))
     }
 }
 
@@ -448,6 +587,9 @@ mod tests {
         );
         assert_eq!(t.to_string(), "tcp://[::1]:6514");
         assert_eq!(Target::parse("udp://siem.example.org").unwrap().port, 514);
+        let t = Target::parse("tls://siem.example.org").unwrap();
+        assert_eq!((t.proto, t.port), (Proto::Tls, 6514));
+        assert_eq!(t.to_string(), "tls://siem.example.org:6514");
         for bad in [
             "http://x:1",
             "udp://",
@@ -461,7 +603,7 @@ mod tests {
         }
     }
 
-    fn settings(port: u16, retries: u32) -> Settings {
+    fn settings(port: u16) -> Settings {
         Settings {
             target: Target {
                 proto: Proto::Tcp,
@@ -471,8 +613,8 @@ mod tests {
             framing: Framing::Lf,
             connect_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
-            retries,
             max_backoff: Duration::from_millis(200),
+            tls: None,
         }
     }
 
@@ -481,7 +623,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let ctl = Control::default();
-        let mut t = Transport::new(settings(port, 3));
+        let mut t = Stream::new(settings(port));
         t.send("one", &ctl).unwrap();
         let (first, _) = listener.accept().unwrap();
         let mut line = String::new();
@@ -501,17 +643,54 @@ mod tests {
     }
 
     #[test]
-    fn tcp_gives_up_after_its_retries() {
+    fn a_refused_connection_fails_at_once() {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let ctl = Control::default();
-        let mut t = Transport::new(settings(port, 1));
+        let mut t = Stream::new(settings(port));
         let start = Instant::now();
         let err = t.send("x", &ctl).unwrap_err();
         assert!(matches!(err, SendError::Connect { .. }), "{err}");
         assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_is_a_write_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ctl = Control::default();
+        let mut t = Stream::new(settings(port));
+        // More than the socket buffers hold: the write blocks until its timeout.
+        let big = "x".repeat(16 << 20);
+        let start = Instant::now();
+        let err = t.send(&big, &ctl).unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        // The timeout bounds the whole frame, not each write call.
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn a_tls_peer_that_never_answers_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut s = settings(port);
+        s.target.proto = Proto::Tls;
+        let raw: crate::tls::RawTls = toml::from_str("verify = false").unwrap();
+        s.tls = Some(TlsSpec::parse(&raw, &mut Vec::new()));
+        let ctl = Control::default();
+        let mut t = Stream::new(s);
+        let start = Instant::now();
+        let err = t.send("x", &ctl).unwrap_err();
+        assert!(err.to_string().contains("handshake timed out"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        drop(listener);
     }
 }

@@ -26,7 +26,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
 use rustls::ClientConfig;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -36,7 +35,7 @@ use watchpost_event::ConfigError;
 
 use crate::Job;
 use crate::config::{Tpl, bounded, deserialize};
-use crate::control::{Control, Counters};
+use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
 use crate::net::{self, Conn, Timeout, timeout};
 use crate::secret::SecretRef;
@@ -308,10 +307,6 @@ impl WebhookSpec {
             spec: self,
             tls: None,
         }
-    }
-
-    pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-        crate::delivery::serve_once(name, rx, counters, ctl, &mut self.deliverer());
     }
 
     /// `scheme://host:port`, for messages (the path may hold a token).
