@@ -54,10 +54,12 @@ mod condition;
 pub mod correlate;
 pub mod logsource;
 mod pattern;
+mod placeholders;
 mod ruleset;
 
 pub use compile::Scratch;
-pub use correlate::{CorrelationMatch, CorrelationRule, Correlator};
-pub use ruleset::{Level, LoadError, Match, PrefilterKey, Rule, Ruleset};
+pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use placeholders::Placeholders;
+pub use ruleset::{Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

@@ -144,3 +144,178 @@ fn rule_sets_that_cannot_load_are_reported() {
     assert!(err.contains("broken.yml"), "{err}");
     assert!(err.contains("no Sigma rule loaded"), "{err}");
 }
+
+#[test]
+fn placeholders_and_correlations_in_a_rule_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |p: &std::path::Path| p.display().to_string().replace('\\', "/");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("hand.yml"),
+        r"title: Kerberos pre-auth failure of an admin
+id: krb-admin
+level: high
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID: 4771
+        TargetUserName|expand: '%Admins%'
+    condition: sel
+---
+title: Service account logon
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        TargetUserName|expand: '%ServiceAccounts%'
+    condition: sel
+---
+title: Any Security event
+name: sec_any
+level: informational
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID|gt: 0
+    condition: sel
+---
+title: Burst of Security events
+level: high
+correlation:
+    type: event_count
+    rules: sec_any
+    group-by: Computer
+    timespan: 1h
+    condition:
+        gte: 10
+---
+title: Quiet host
+level: medium
+correlation:
+    type: event_count
+    rules: sec_any
+    group-by: Computer
+    timespan: 1d
+    condition:
+        lt: 100
+",
+    )
+    .unwrap();
+    // The file's value is replaced by the inline one.
+    std::fs::write(
+        dir.path().join("vars.yml"),
+        "vars:\n    Admins: nobody\ntransformations: []\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("watchpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "collected"
+type = "evtx"
+path = '{logs}/*.evtx'
+
+[[rules]]
+name = "hand"
+sigma = '{rules}'
+placeholders_file = '{vars}'
+placeholders = {{ Admins = ["Administrator", "root*"] }}
+"#,
+            state = p(&dir.path().join("state")),
+            logs = p(&dir.path().join("logs")),
+            rules = p(&rules),
+            vars = p(&dir.path().join("vars.yml")),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["check-config", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{err}");
+    assert!(
+        err.contains("Service account logon")
+            && err.contains("placeholder `%ServiceAccounts%` has no values"),
+        "{err}"
+    );
+
+    let file = fixture("evtx/attack-samples/credential-access/kerberos_pwd_spray_4771.evtx");
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["rules"] == "hand")
+        .collect();
+    let titles: Vec<&str> = found
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .filter(|t| *t != "Any Security event")
+        .collect();
+    // 12 records: one 4771 for Administrator; the 10th event makes the burst; the quiet
+    // host's window (12 < 100) is decided when the records end.
+    assert_eq!(
+        titles,
+        [
+            "Kerberos pre-auth failure of an admin",
+            "Burst of Security events",
+            "Quiet host"
+        ],
+        "{text}"
+    );
+    let quiet = found.last().unwrap();
+    assert_eq!(quiet["event"]["correlation_count"], "12", "{quiet}");
+    assert_eq!(quiet["event"]["correlation_value"], "12");
+    assert_eq!(
+        quiet["event"]["correlation_group"],
+        "01566s-win16-ir.threebeesco.com"
+    );
+
+    // `watchpost hunt` with the same rules and the placeholders from a file.
+    std::fs::write(
+        dir.path().join("vars.yml"),
+        "Admins: [Administrator]\nServiceAccounts: svc_*\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["hunt", "--format", "jsonl", "-r"])
+        .arg(&rules)
+        .arg("--placeholders")
+        .arg(dir.path().join("vars.yml"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 rules loaded, 0 not loaded"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hunted: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["rule"].as_str().unwrap().to_owned())
+        .filter(|t| t != "Any Security event")
+        .collect();
+    assert!(hunted.contains(&"Kerberos pre-auth failure of an admin".to_owned()));
+    assert_eq!(
+        hunted
+            .iter()
+            .filter(|t| *t == "Burst of Security events")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        hunted.iter().filter(|t| *t == "Quiet host").count(),
+        1,
+        "{text}"
+    );
+}
