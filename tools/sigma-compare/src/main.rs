@@ -60,6 +60,94 @@ impl SEvent for W<'_> {
     }
 }
 
+/// An EVTX record as the `evtx` crate renders it in JSON, flattened the way Hayabusa and
+/// Chainsaw read it: `System` names (`EventID` without qualifiers, `Provider_Name`,
+/// attribute values such as `ProcessID`) and the leaves of `EventData`/`UserData` under
+/// their own names.
+fn flatten(rec: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    fn leaves(v: &Value, m: &mut serde_json::Map<String, Value>) {
+        if let Value::Object(o) = v {
+            for (k, x) in o {
+                match x {
+                    Value::Object(_) if k == "#attributes" => leaves(x, m),
+                    Value::Object(_) => leaves(x, m),
+                    _ => {
+                        m.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut m = serde_json::Map::new();
+    let Some(ev) = rec.get("Event") else {
+        return m;
+    };
+    if let Some(Value::Object(sys)) = ev.get("System") {
+        for (k, v) in sys {
+            match (k.as_str(), v) {
+                ("Provider", _) => {
+                    if let Some(n) = v.pointer("/#attributes/Name") {
+                        m.insert("Provider_Name".into(), n.clone());
+                    }
+                }
+                ("EventID", Value::Object(o)) => {
+                    if let Some(t) = o.get("#text") {
+                        m.insert("EventID".into(), t.clone());
+                    }
+                }
+                ("TimeCreated", _) => {
+                    if let Some(t) = v.pointer("/#attributes/SystemTime") {
+                        m.insert("TimeCreated".into(), t.clone());
+                    }
+                }
+                (_, Value::Object(_)) => leaves(v, &mut m),
+                _ => {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    for sect in ["EventData", "UserData"] {
+        if let Some(d) = ev.get(sect) {
+            leaves(d, &mut m);
+        }
+    }
+    m
+}
+
+/// rsigma's view of a flattened JSON record, with a target's renames.
+struct J<'a> {
+    m: &'a serde_json::Map<String, serde_json::Value>,
+    renames: &'a [(&'static str, &'static str)],
+}
+
+impl SEvent for J<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        let name = self
+            .renames
+            .iter()
+            .find(|(f, _)| *f == path)
+            .map_or(path, |(_, t)| *t);
+        self.m.get(name).map(EventValue::from)
+    }
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.all_string_values().iter().any(|s| pred(s))
+    }
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.m
+            .values()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
+                other => Cow::Owned(other.to_string()),
+            })
+            .collect()
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.m.clone())
+    }
+}
+
 fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
@@ -95,6 +183,11 @@ fn main() {
     // Also evaluate every rule on every record (no channel/event-id routing), to list
     // what our logsource table keeps a rule away from.
     let unrouted = args.iter().any(|a| a == "--unrouted");
+    // `--json`: the rsigma side reads each record as the `evtx` crate's JSON (as
+    // Hayabusa and Chainsaw do) and routes it by its own Channel/EventID, so our XML
+    // parsing is not shared with it.
+    let json = args.iter().any(|a| a == "--json");
+    let (mut only_our_records, mut only_json_records) = (0usize, 0usize);
     // `--pin FILE`: write the (rule, file, record ids) both sides agree on, for
     // `crates/sigma/tests/fixtures.rs`.
     let pin = args
@@ -186,6 +279,21 @@ fn main() {
         let bytes = std::fs::read(f).expect("evtx");
         let (events, _) = watchpost_sources::evtx::read_evtx(&ctx, bytes, &f.to_string_lossy());
         records += events.len();
+        let mut flat: HashMap<u64, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+        if json {
+            let bytes = std::fs::read(f).expect("evtx");
+            if let Ok(mut p) = evtx::EvtxParser::from_buffer(bytes) {
+                for r in p.records_json_value().flatten() {
+                    flat.insert(r.event_record_id, flatten(&r.data));
+                }
+            }
+            let ours_ids: std::collections::HashSet<u64> = events
+                .iter()
+                .map(|e| e.origin.as_ref().map_or(0, |o| o.offset))
+                .collect();
+            only_our_records += ours_ids.iter().filter(|i| !flat.contains_key(i)).count();
+            only_json_records += flat.keys().filter(|i| !ours_ids.contains(i)).count();
+        }
         for ev in &events {
             let rid = ev.origin.as_ref().map_or(0, |o| o.offset);
             out.clear();
@@ -198,6 +306,32 @@ fn main() {
                 FieldRef::Int(i) => Some(i),
                 other => other.text().trim().parse().ok(),
             });
+            if json {
+                let Some(m) = flat.get(&rid) else { continue };
+                let jch = m.get("Channel").and_then(|v| v.as_str());
+                let jid = m.get("EventID").and_then(|v| {
+                    v.as_i64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                });
+                for (ri, r) in ours.rules().iter().enumerate() {
+                    let Some(cr) = &theirs[ri] else { continue };
+                    let hit = r.targets.iter().any(|t| {
+                        applies(t, jch, jid)
+                            && rsigma_eval::evaluate_rule(
+                                cr,
+                                &J {
+                                    m,
+                                    renames: t.renames,
+                                },
+                            )
+                            .is_some()
+                    });
+                    if hit {
+                        pairs.entry((ri, fi)).or_default().1.push(rid);
+                    }
+                }
+                continue;
+            }
             for (ri, r) in ours.rules().iter().enumerate() {
                 let Some(cr) = &theirs[ri] else { continue };
                 let hit = r.targets.iter().any(|t| {
@@ -300,6 +434,11 @@ fn main() {
         fired.1.len()
     );
 
+    if json {
+        println!(
+            "# records read by ours only: {only_our_records}; by the evtx crate's JSON only: {only_json_records}"
+        );
+    }
     if let Some(p) = pin {
         std::fs::write(&p, pinned).expect("write --pin file");
     }
