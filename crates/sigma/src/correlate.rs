@@ -470,6 +470,22 @@ impl Correlator {
         self.by_rule.contains_key(&rule)
     }
 
+    /// The event fields the correlations referencing `rule` read (group-by fields and
+    /// the counted or summed field): a caller that keeps matches for later (a hunt) can
+    /// keep only these.
+    pub fn fields(&self, rule: usize) -> Vec<Sym> {
+        let mut out: Vec<Sym> = Vec::new();
+        for &ci in self.by_rule.get(&rule).map_or(&[][..], Vec::as_slice) {
+            let c = &self.compiled[ci];
+            for s in c.group_by.iter().chain(c.field.iter()) {
+                if !out.contains(s) {
+                    out.push(*s);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether some correlation has a fixed window (an upper-bound condition), so the
     /// time of every event matters ([`Correlator::advance`]).
     pub fn has_timed(&self) -> bool {

@@ -200,8 +200,15 @@ pub fn hunt(
         eprintln!("{} correlation rules", ruleset.correlations().len());
         Some(c)
     };
-    let wanted: Vec<bool> = (0..ruleset.len())
-        .map(|i| correlator.as_ref().is_some_and(|c| c.wants(i)))
+    // Per rule: whether correlations reference it, and the fields they read (a kept
+    // match holds only those, so a correlation on a frequent rule stays small).
+    let wanted: Vec<Option<Vec<watchpost_event::Sym>>> = (0..ruleset.len())
+        .map(|i| {
+            correlator
+                .as_ref()
+                .filter(|c| c.wants(i))
+                .map(|c| c.fields(i))
+        })
         .collect();
     let fed: Mutex<Vec<Fed>> = Mutex::new(Vec::new());
     let mut files = evtx_files(paths);
@@ -240,13 +247,16 @@ pub fn hunt(
                                 if ruleset.matches(&event, &mut matches) == 0 {
                                     return;
                                 }
-                                for m in matches.iter().filter(|m| wanted[m.rule]) {
+                                for m in &matches {
+                                    let Some(keep) = &wanted[m.rule] else {
+                                        continue;
+                                    };
                                     to_feed.push(Fed {
                                         time: event.time.unwrap_or(jiff::Timestamp::UNIX_EPOCH),
                                         place: place.clone(),
                                         record: event.origin.as_ref().map_or(0, |o| o.offset),
                                         m: m.clone(),
-                                        event: event.clone(),
+                                        event: slim(&event, keep),
                                     });
                                 }
                                 for m in matches.drain(..).filter(|m| m.level >= min_level) {
@@ -335,6 +345,29 @@ pub fn hunt(
         threads.max(1)
     );
     Ok(totals)
+}
+
+/// `event` with only the fields `keep` (and its host, time and origin).
+fn slim(event: &Event, keep: &[watchpost_event::Sym]) -> Event {
+    use watchpost_event::{FieldRef, Value};
+    let mut e = Event::new(event.source.clone(), event.host.clone(), String::new());
+    e.time = event.time;
+    e.origin = event.origin.clone();
+    for s in keep {
+        if let Some(v) = event.get(*s) {
+            e.push(
+                *s,
+                match v {
+                    FieldRef::Str(t) => Value::Str(t.into()),
+                    FieldRef::Int(i) => Value::Int(i),
+                    FieldRef::Bool(b) => Value::Bool(b),
+                    FieldRef::Time(t) => Value::Time(t),
+                },
+            );
+        }
+    }
+    e.finish();
+    e
 }
 
 /// A correlation that fired, on `event` (the match that made it hold) or the last event
