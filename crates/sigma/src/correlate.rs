@@ -341,6 +341,8 @@ pub struct Correlator {
     windows: HashMap<(usize, Vec<String>), Window>,
     /// The earliest end of an open fixed window.
     next_close: Option<Timestamp>,
+    /// When idle sliding windows were last dropped (event time).
+    last_expire: Option<Timestamp>,
 }
 
 fn span(secs: i64) -> SignedDuration {
@@ -460,6 +462,7 @@ impl Correlator {
                 by_rule,
                 windows: HashMap::new(),
                 next_close: None,
+                last_expire: None,
             },
             missing,
         )
@@ -564,6 +567,14 @@ impl Correlator {
     pub fn advance(&mut self, now: Timestamp, out: &mut Vec<CorrelationMatch>) {
         if self.next_close.is_some_and(|n| n < now) {
             self.close(|end| end < now, out);
+        }
+        // Idle sliding windows: dropped once per minute of event time.
+        if self
+            .last_expire
+            .is_none_or(|t| now.duration_since(t) >= span(60) || now < t)
+        {
+            self.last_expire = Some(now);
+            self.expire(now);
         }
     }
 
