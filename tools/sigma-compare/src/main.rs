@@ -497,6 +497,42 @@ fn main() {
             }),
         );
         let nomap: [&[(&str, &str)]; 2] = [&[], WINDOWS_COMMON];
+        // What the unrouted engine finds that we do not, and the reverse (rule title,
+        // channel, event id).
+        let (mut extra, mut missing) = (BTreeMap::new(), BTreeMap::new());
+        for ev in &all_events {
+            let key = |t: &str| {
+                format!(
+                    "{t} | {} {}",
+                    ev.get(sym_ch)
+                        .map(|v| v.text().into_owned())
+                        .unwrap_or_default(),
+                    ev.get(sym_id)
+                        .map(|v| v.text().into_owned())
+                        .unwrap_or_default()
+                )
+            };
+            let theirs: Vec<String> = engine
+                .evaluate(&W { ev, renames: nomap })
+                .iter()
+                .map(|r| r.header.rule_title.clone())
+                .collect();
+            o.clear();
+            ours.matches(ev, &mut o);
+            let mine: Vec<String> = o.iter().map(|m| m.title.to_string()).collect();
+            for t in theirs.iter().filter(|t| !mine.contains(t)) {
+                *extra.entry(key(t)).or_insert(0) += 1;
+            }
+            for t in mine.iter().filter(|t| !theirs.contains(t)) {
+                *missing.entry(key(t)).or_insert(0) += 1;
+            }
+        }
+        for (k, n) in &extra {
+            println!("# engine only: {n} x {k}");
+        }
+        for (k, n) in &missing {
+            println!("# ours only (engine): {n} x {k}");
+        }
         line(
             "rsigma-eval Engine::evaluate (all rules, no routing)",
             best(&mut || {
