@@ -245,6 +245,23 @@ placeholders = {{ Admins = ["Administrator", "root*"] }}
         "{err}"
     );
 
+    // A placeholder file that cannot be read is an error at its place.
+    let broken = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("vars.yml", "missing.yml");
+    let broken_cfg = dir.path().join("broken.toml");
+    std::fs::write(&broken_cfg, broken).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["check-config", "-c", broken_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("broken.toml:") && err.contains("missing.yml: cannot read"),
+        "{err}"
+    );
+
     let file = fixture("evtx/attack-samples/credential-access/kerberos_pwd_spray_4771.evtx");
     let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
         .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
