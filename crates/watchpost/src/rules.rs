@@ -227,6 +227,8 @@ impl RuleSet {
             return Vec::new();
         }
         let mut out = Vec::new();
+        // Windows that closed before this event come first.
+        self.correlation_detections(event, std::mem::take(&mut correlated), &mut out);
         for m in scratch.iter() {
             if let Some(c) = &self.correlator {
                 c.lock()

@@ -298,6 +298,55 @@ placeholders = {{ Admins = ["Administrator", "root*"] }}
         "01566s-win16-ir.threebeesco.com"
     );
 
+    // A later event closes the window as it is read (as on the live stream): the same
+    // host two months later, in a second file.
+    let later = fixture("evtx/attack-samples/defense-evasion/DE_Fake_ComputerAccount_4720.evtx");
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
+        .arg(&file)
+        .arg(&later)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["rules"] == "hand")
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap().to_owned(),
+                v["event"]["correlation_count"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v["origin"]["file"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let quiet: Vec<usize> = (0..seen.len())
+        .filter(|&i| seen[i].0 == "Quiet host")
+        .collect();
+    assert_eq!(quiet.len(), 2, "{seen:#?}");
+    // The first: the spray file's 12 events, decided by the first record of the later
+    // file (before that record's own detections), carrying the last event of its window.
+    assert_eq!(seen[quiet[0]].1, "12");
+    assert!(seen[quiet[0]].2.contains("kerberos_pwd_spray"), "{seen:#?}");
+    assert!(
+        seen[quiet[0] - 1].2.contains("kerberos_pwd_spray"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen[quiet[0] + 1].2.contains("DE_Fake_ComputerAccount"),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        quiet[1] - quiet[0],
+        3,
+        "the later file's two records between"
+    );
+    // The second: the later file's 2 events, decided when the records end.
+    assert_eq!((seen[quiet[1]].1.as_str(), quiet[1]), ("2", seen.len() - 1));
+
     // `watchpost hunt` with the same rules and the placeholders from a file.
     std::fs::write(
         dir.path().join("vars.yml"),
