@@ -671,7 +671,16 @@ fn compile_field(
     };
     if field.is_empty() {
         // `|contains: x` without a field name: keyword search.
-        let items: Vec<Json> = values.into_iter().cloned().collect();
+        let mut items: Vec<Json> = Vec::new();
+        for v in values {
+            if mods.expand {
+                for alt in names.vars.expand(&scalar_text(v)?)? {
+                    items.push(Json::String(alt));
+                }
+            } else {
+                items.push(v.clone());
+            }
+        }
         return keywords(&items);
     }
     let sym = names.sym(field);

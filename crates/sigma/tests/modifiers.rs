@@ -638,6 +638,13 @@ detection:
     assert!(errors.is_empty(), "{errors:?}");
     assert!(hit(&rs, &cl("x2 why")), "x2 why");
     assert!(!hit(&rs, &cl("x1 x2")), "x1 x2");
+    // Keywords (no field name) expand too.
+    let (rs, errors) = with_placeholders(
+        "title: t\nlogsource: { product: windows, category: process_creation }\ndetection:\n    kw:\n        '|expand': '%A%'\n    condition: kw\n",
+        "A: [x1, x2]\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hit(&rs, &cl("run X2 now")) && !hit(&rs, &cl("x3")));
     // No placeholders given at all: not loaded, with the reason.
     let (rs, errors) = Ruleset::from_yaml(Path::new("p.yml"), yaml);
     assert_eq!((rs.len(), errors.len()), (0, 3));
