@@ -96,7 +96,20 @@ fn report(
     rate
 }
 
+/// The 1-minute load average (Linux), to print beside the figures: the machine is shared.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
+    println!(
+        "load average at start: {} ({} cores)",
+        load(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let rounds: usize = std::env::var("HUNT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -175,4 +188,5 @@ fn main() {
             Some(floor),
         );
     }
+    println!("load average at end: {}", load());
 }

@@ -437,6 +437,8 @@ impl FieldTest {
 /// How Sigma field names become event fields.
 pub(crate) struct Names<'a> {
     pub(crate) renames: &'a [&'a [(&'a str, &'a str)]],
+    /// Values of `%name%` placeholders (the `expand` modifier).
+    pub(crate) vars: &'a crate::Placeholders,
 }
 
 impl Names<'_> {
@@ -609,6 +611,7 @@ struct Mods {
     fieldref: bool,
     cmp: Option<Cmp>,
     neq: bool,
+    expand: bool,
     time_part: Option<TimePart>,
     /// Value transformations in the order written.
     transforms: Vec<&'static str>,
@@ -645,7 +648,7 @@ fn parse_mods(list: &[&str]) -> Result<Mods, String> {
             "utf16be" => m.transforms.push("utf16be"),
             "utf16" => m.transforms.push("utf16"),
             "windash" => m.transforms.push("windash"),
-            "expand" => return Err("modifier `expand` (placeholders) is not supported".into()),
+            "expand" => m.expand = true,
             other => return Err(format!("unknown modifier `{other}`")),
         }
     }
@@ -668,7 +671,16 @@ fn compile_field(
     };
     if field.is_empty() {
         // `|contains: x` without a field name: keyword search.
-        let items: Vec<Json> = values.into_iter().cloned().collect();
+        let mut items: Vec<Json> = Vec::new();
+        for v in values {
+            if mods.expand {
+                for alt in names.vars.expand(&scalar_text(v)?)? {
+                    items.push(Json::String(alt));
+                }
+            } else {
+                items.push(v.clone());
+            }
+        }
         return keywords(&items);
     }
     let sym = names.sym(field);
@@ -720,6 +732,19 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         };
     }
     let s = scalar_text(v)?;
+    if m.expand {
+        let inner = Mods {
+            expand: false,
+            transforms: m.transforms.clone(),
+            re_flags: m.re_flags.clone(),
+            ..*m
+        };
+        let mut tests = Vec::new();
+        for alt in names.vars.expand(&s)? {
+            tests.extend(compile_value(&Json::String(alt), &inner, names)?);
+        }
+        return Ok(tests);
+    }
     if let Some(part) = m.time_part {
         let n = watchpost_event::parse_number(&s).ok_or("time part modifiers need a number")?;
         return Ok(vec![Test::TimePart {

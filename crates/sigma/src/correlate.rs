@@ -1,17 +1,36 @@
-//! Sigma correlation rules (`event_count`, `value_count`, `temporal`,
-//! `temporal_ordered`) over the live stream of base-rule matches.
+//! Sigma correlation rules over the stream of base-rule matches: `event_count`,
+//! `value_count`, `temporal`, `temporal_ordered` (Sigma correlation specification 2.x)
+//! and the numeric aggregations `value_sum`, `value_avg`, `value_percentile` (as
+//! pySigma's and rsigma's correlation types).
 //!
-//! A [`Correlator`] is fed each [`Match`] with its event and the event's time. State is
-//! one window per (correlation, group-by values): the matches of the last `timespan`.
-//! When the condition holds the correlation fires once and its window is cleared, so
-//! a burst fires once per `threshold` matches rather than on every later match.
-//! Conditions `lt`/`lte` (too few events in a window) need a timer and are rejected at
-//! load time.
+//! A [`Correlator`] is fed each [`Match`] with its event and the event's time, and
+//! told the time of every other event ([`Correlator::advance`]) so windows can close.
+//! State is one window per (correlation, group-by values). There are two kinds of
+//! window, chosen by the condition:
+//!
+//! * **Lower bounds only** (`gt`, `gte`): a *sliding* window of the matches of the last
+//!   `timespan`, evaluated at every match. When the condition holds the correlation
+//!   fires at once (at that match) and the window is cleared, so a burst fires once per
+//!   threshold rather than on every later match.
+//! * **Any upper bound** (`lt`, `lte`, `eq`, or a range such as `gt: 100` + `lte: 200`):
+//!   "too few" or "exactly" can only be known when no more events can join, so the
+//!   window is *fixed*: it opens at the group's first match at time `t0`, takes the
+//!   matches up to `t0 + timespan` (inclusive), and is evaluated once when it closes:
+//!   when an event (any event, matched or not) later than `t0 + timespan` is seen, or
+//!   at [`Correlator::finish`] (the end of a hunt). It fires at most once, with the
+//!   time `t0 + timespan`; the next match opens a new window. A group that had no match
+//!   at all has no window, so `lt` reports groups that were seen too rarely, never
+//!   groups that were never seen (the count is at least 1).
+//!
+//! Values for `value_sum`/`value_avg`/`value_percentile` are the `condition.field`
+//! values that parse as numbers (others are skipped); `value_percentile` compares the
+//! `condition.percentile`-th percentile (0–100, default 50) of the window's values,
+//! by linear interpolation between closest ranks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::Value as Json;
 use watchpost_event::{Event, Sym};
 
@@ -20,7 +39,7 @@ use crate::ruleset::{Level, Match, Ruleset};
 /// The kind of a correlation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// At least / exactly N matching events.
+    /// N matching events.
     EventCount,
     /// N distinct values of `field`.
     ValueCount {
@@ -31,26 +50,71 @@ pub enum Kind {
     Temporal,
     /// Every referenced rule matched in the window, in the order listed.
     TemporalOrdered,
+    /// The sum of the numeric values of `field`.
+    ValueSum {
+        /// The field summed.
+        field: String,
+    },
+    /// The mean of the numeric values of `field`.
+    ValueAvg {
+        /// The field averaged.
+        field: String,
+    },
+    /// The `percentile`-th percentile of the numeric values of `field`.
+    ValuePercentile {
+        /// The field.
+        field: String,
+        /// 0–100 (default 50).
+        percentile: f64,
+    },
 }
 
-/// A comparison in a correlation `condition`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Threshold {
-    /// `gt: n`
-    Gt(u64),
-    /// `gte: n`
-    Gte(u64),
-    /// `eq: n`
-    Eq(u64),
-}
-
-impl Threshold {
-    fn holds(self, n: u64) -> bool {
+impl Kind {
+    fn field(&self) -> Option<&str> {
         match self {
-            Threshold::Gt(t) => n > t,
-            Threshold::Gte(t) => n >= t,
-            Threshold::Eq(t) => n == t,
+            Kind::ValueCount { field }
+            | Kind::ValueSum { field }
+            | Kind::ValueAvg { field }
+            | Kind::ValuePercentile { field, .. } => Some(field),
+            _ => None,
         }
+    }
+}
+
+/// A correlation `condition`: every bound given must hold (`gt: 100` + `lte: 200` is the
+/// range 101–200).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Condition {
+    /// `gt`
+    pub gt: Option<f64>,
+    /// `gte`
+    pub gte: Option<f64>,
+    /// `lt`
+    pub lt: Option<f64>,
+    /// `lte`
+    pub lte: Option<f64>,
+    /// `eq`
+    pub eq: Option<f64>,
+}
+
+impl Condition {
+    /// Whether `v` satisfies every bound.
+    pub fn holds(&self, v: f64) -> bool {
+        self.gt.is_none_or(|t| v > t)
+            && self.gte.is_none_or(|t| v >= t)
+            && self.lt.is_none_or(|t| v < t)
+            && self.lte.is_none_or(|t| v <= t)
+            && self.eq.is_none_or(|t| v == t)
+    }
+
+    /// Whether the condition has an upper bound (`lt`, `lte`, `eq`): it is then decided
+    /// when the window closes, not at the match that reaches it.
+    pub fn at_close(&self) -> bool {
+        self.lt.is_some() || self.lte.is_some() || self.eq.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Condition::default()
     }
 }
 
@@ -73,8 +137,8 @@ pub struct CorrelationRule {
     pub group_by: Vec<String>,
     /// `timespan` in seconds.
     pub timespan_secs: i64,
-    /// The threshold (temporal kinds: all referenced rules).
-    pub threshold: Threshold,
+    /// The condition (temporal kinds without one: all referenced rules).
+    pub condition: Condition,
 }
 
 /// Parses `5m`, `30s`, `1h`, `2d`, `1w` into seconds.
@@ -92,7 +156,11 @@ pub fn parse_timespan(s: &str) -> Result<i64, String> {
         "y" => 365 * 86400,
         _ => return Err(format!("bad timespan unit in `{s}`")),
     };
-    Ok(n * mult)
+    if n <= 0 {
+        return Err(format!("timespan `{s}` must be positive"));
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("timespan `{s}` is too long"))
 }
 
 pub(crate) fn parse(
@@ -127,45 +195,78 @@ pub(crate) fn parse(
         .get("type")
         .and_then(Json::as_str)
         .ok_or("correlation has no type")?;
-    let cond = c.get("condition").and_then(Json::as_object);
     let mut field = None;
-    let mut threshold = None;
-    if let Some(cond) = cond {
-        for (k, v) in cond {
-            let n = || {
-                v.as_u64()
-                    .ok_or_else(|| format!("condition `{k}` needs a count"))
-            };
-            match k.as_str() {
-                "gt" => threshold = Some(Threshold::Gt(n()?)),
-                "gte" => threshold = Some(Threshold::Gte(n()?)),
-                "eq" => threshold = Some(Threshold::Eq(n()?)),
-                "lt" | "lte" => {
-                    return Err(format!(
-                        "correlation condition `{k}` (too few events) is not supported"
-                    ));
+    let mut percentile = None;
+    let mut cond = Condition::default();
+    match c.get("condition") {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(m)) => {
+            for (k, v) in m {
+                let n = || {
+                    v.as_f64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| format!("condition `{k}` needs a number"))
+                };
+                match k.as_str() {
+                    "gt" => cond.gt = Some(n()?),
+                    "gte" => cond.gte = Some(n()?),
+                    "lt" => cond.lt = Some(n()?),
+                    "lte" => cond.lte = Some(n()?),
+                    "eq" => cond.eq = Some(n()?),
+                    "percentile" => {
+                        let p = n()?;
+                        if !(0.0..=100.0).contains(&p) {
+                            return Err("condition `percentile` must be 0 to 100".into());
+                        }
+                        percentile = Some(p);
+                    }
+                    "field" => match v {
+                        Json::String(s) => field = Some(s.clone()),
+                        Json::Array(a) if a.len() == 1 => {
+                            field = a[0].as_str().map(String::from);
+                        }
+                        _ => return Err("condition `field` must name one field".into()),
+                    },
+                    other => return Err(format!("unknown correlation condition `{other}`")),
                 }
-                "field" => field = v.as_str().map(String::from),
-                other => return Err(format!("unknown correlation condition `{other}`")),
             }
         }
+        Some(_) => return Err("correlation condition must be a mapping".into()),
     }
+    let need_field = |t: &str| {
+        field
+            .clone()
+            .ok_or_else(|| format!("{t} needs condition.field"))
+    };
     let kind = match ty {
         "event_count" => Kind::EventCount,
         "value_count" => Kind::ValueCount {
-            field: field.ok_or("value_count needs condition.field")?,
+            field: need_field(ty)?,
+        },
+        "value_sum" => Kind::ValueSum {
+            field: need_field(ty)?,
+        },
+        "value_avg" => Kind::ValueAvg {
+            field: need_field(ty)?,
+        },
+        "value_percentile" => Kind::ValuePercentile {
+            field: need_field(ty)?,
+            percentile: percentile.unwrap_or(50.0),
         },
         "temporal" => Kind::Temporal,
         "temporal_ordered" => Kind::TemporalOrdered,
         other => return Err(format!("correlation type `{other}` is not supported")),
     };
-    let threshold = match (&kind, threshold) {
-        (Kind::Temporal | Kind::TemporalOrdered, t) => {
-            t.unwrap_or(Threshold::Gte(rules.len() as u64))
+    if percentile.is_some() && !matches!(kind, Kind::ValuePercentile { .. }) {
+        return Err("condition `percentile` is only for value_percentile".into());
+    }
+    if cond.is_empty() {
+        match kind {
+            Kind::Temporal | Kind::TemporalOrdered => cond.gte = Some(rules.len() as f64),
+            _ => return Err("correlation has no condition (gt, gte, lt, lte or eq)".into()),
         }
-        (_, Some(t)) => t,
-        (_, None) => return Err("correlation has no condition".into()),
-    };
+    }
     Ok(CorrelationRule {
         title,
         id,
@@ -175,12 +276,12 @@ pub(crate) fn parse(
         rules,
         group_by,
         timespan_secs,
-        threshold,
+        condition: cond,
     })
 }
 
 /// A correlation that fired.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CorrelationMatch {
     /// Index into [`Ruleset::correlations`].
     pub correlation: usize,
@@ -190,9 +291,26 @@ pub struct CorrelationMatch {
     pub level: Level,
     /// The group-by values (in `group-by` order).
     pub group: Vec<String>,
-    /// How many events (event_count), distinct values (value_count) or rules
-    /// (temporal) were seen in the window.
+    /// Matches in the window.
     pub count: u64,
+    /// The value the condition was tested on: the event count (event_count), distinct
+    /// values (value_count), referenced rules seen (temporal, in order for
+    /// temporal_ordered), or the sum, mean or percentile.
+    pub value: f64,
+    /// When it fired: the time of the match that made the condition hold, or the end of
+    /// a fixed window (`t0 + timespan`).
+    pub time: Timestamp,
+    /// For a fixed window (upper-bound condition), the last event that joined it (the
+    /// caller has no current event then); `None` when it fired on the event being fed.
+    pub event: Option<Event>,
+}
+
+impl PartialEq for CorrelationMatch {
+    fn eq(&self, o: &Self) -> bool {
+        (self.correlation, &self.group, self.count, self.time)
+            == (o.correlation, &o.group, o.count, o.time)
+            && self.value.to_bits() == o.value.to_bits()
+    }
 }
 
 struct Compiled {
@@ -202,8 +320,17 @@ struct Compiled {
     field: Option<Sym>,
 }
 
-/// One group's recent matches: time, position of the rule in `rules`, counted value.
-type Window = VecDeque<(Timestamp, usize, String)>;
+/// One entry of a window: time, position of the rule in `rules`, the field's value.
+type Entry = (Timestamp, usize, String);
+
+#[derive(Default)]
+struct Window {
+    entries: VecDeque<Entry>,
+    /// Fixed windows: when the window closes (`t0 + timespan`).
+    end: Option<Timestamp>,
+    /// Fixed windows: the last event that joined.
+    last: Option<Event>,
+}
 
 /// Stateful evaluation of correlation rules.
 pub struct Correlator {
@@ -212,6 +339,83 @@ pub struct Correlator {
     /// detection rule index → correlations that reference it.
     by_rule: HashMap<usize, Vec<usize>>,
     windows: HashMap<(usize, Vec<String>), Window>,
+    /// The earliest end of an open fixed window.
+    next_close: Option<Timestamp>,
+    /// When idle sliding windows were last dropped (event time).
+    last_expire: Option<Timestamp>,
+}
+
+fn span(secs: i64) -> SignedDuration {
+    SignedDuration::from_secs(secs)
+}
+
+fn number(s: &str) -> Option<f64> {
+    watchpost_event::parse_number(s).filter(|x| x.is_finite())
+}
+
+/// The `p`-th percentile (0–100) of sorted `v` by linear interpolation between closest
+/// ranks (rank = p/100 × (n − 1)).
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = (p.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = (rank.ceil() as usize).min(n - 1);
+    Some(v[lo] + (rank - lo as f64) * (v[hi] - v[lo]))
+}
+
+/// The value the condition is tested on; `None` when there is none (no numeric value).
+fn value(kind: &Kind, entries: &VecDeque<Entry>) -> Option<f64> {
+    let nums = || -> Vec<f64> { entries.iter().filter_map(|(_, _, v)| number(v)).collect() };
+    Some(match kind {
+        Kind::EventCount => entries.len() as f64,
+        Kind::ValueCount { .. } => {
+            let mut vals: Vec<&str> = entries
+                .iter()
+                .map(|(_, _, v)| v.as_str())
+                .filter(|v| !v.is_empty())
+                .collect();
+            vals.sort_unstable();
+            vals.dedup();
+            vals.len() as f64
+        }
+        Kind::Temporal => {
+            let mut seen: Vec<usize> = entries.iter().map(|(_, p, _)| *p).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len() as f64
+        }
+        Kind::TemporalOrdered => {
+            let mut next = 0;
+            for (_, p, _) in entries {
+                if *p == next {
+                    next += 1;
+                }
+            }
+            next as f64
+        }
+        Kind::ValueSum { .. } => {
+            let v = nums();
+            if v.is_empty() {
+                return None;
+            }
+            v.iter().sum()
+        }
+        Kind::ValueAvg { .. } => {
+            let v = nums();
+            if v.is_empty() {
+                return None;
+            }
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+        Kind::ValuePercentile { percentile: p, .. } => {
+            let mut v = nums();
+            v.sort_by(f64::total_cmp);
+            percentile(&v, *p)?
+        }
+    })
 }
 
 impl Correlator {
@@ -248,10 +452,7 @@ impl Correlator {
             compiled.push(Compiled {
                 refs,
                 group_by: c.group_by.iter().map(|f| sym(f)).collect(),
-                field: match &c.kind {
-                    Kind::ValueCount { field } => Some(sym(field)),
-                    _ => None,
-                },
+                field: c.kind.field().map(sym),
             });
         }
         (
@@ -260,13 +461,42 @@ impl Correlator {
                 compiled,
                 by_rule,
                 windows: HashMap::new(),
+                next_close: None,
+                last_expire: None,
             },
             missing,
         )
     }
 
+    /// Whether a correlation references detection rule `rule` (its matches need feeding).
+    pub fn wants(&self, rule: usize) -> bool {
+        self.by_rule.contains_key(&rule)
+    }
+
+    /// The event fields the correlations referencing `rule` read (group-by fields and
+    /// the counted or summed field): a caller that keeps matches for later (a hunt) can
+    /// keep only these.
+    pub fn fields(&self, rule: usize) -> Vec<Sym> {
+        let mut out: Vec<Sym> = Vec::new();
+        for &ci in self.by_rule.get(&rule).map_or(&[][..], Vec::as_slice) {
+            let c = &self.compiled[ci];
+            for s in c.group_by.iter().chain(c.field.iter()) {
+                if !out.contains(s) {
+                    out.push(*s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether some correlation has a fixed window (an upper-bound condition), so the
+    /// time of every event matters ([`Correlator::advance`]).
+    pub fn has_timed(&self) -> bool {
+        self.rules.iter().any(|r| r.condition.at_close())
+    }
+
     /// Feeds one base-rule match of `ev` at `time`; correlations that fire are appended
-    /// to `out`.
+    /// to `out` (first those whose fixed windows closed before `time`).
     pub fn feed(
         &mut self,
         m: &Match,
@@ -274,6 +504,7 @@ impl Correlator {
         time: Timestamp,
         out: &mut Vec<CorrelationMatch>,
     ) {
+        self.advance(time, out);
         let Some(cs) = self.by_rule.get(&m.rule) else {
             return;
         };
@@ -285,65 +516,124 @@ impl Correlator {
                 .iter()
                 .map(|s| ev.get_str(*s).map(|v| v.into_owned()).unwrap_or_default())
                 .collect();
-            let value = comp
+            let value_text = comp
                 .field
                 .map(|s| ev.get_str(s).map(|v| v.into_owned()).unwrap_or_default())
                 .unwrap_or_default();
             let pos = comp.refs.get(&m.rule).copied().unwrap_or(0);
-            let w = self.windows.entry((ci, group.clone())).or_default();
-            let start = time
-                .checked_sub(jiff::SignedDuration::from_secs(c.timespan_secs))
-                .unwrap_or(Timestamp::MIN);
-            while w.front().is_some_and(|(t, _, _)| *t < start) {
-                w.pop_front();
+            let key = (ci, group.clone());
+            if c.condition.at_close() {
+                let w = self.windows.entry(key).or_default();
+                if w.end.is_none() {
+                    let end = time
+                        .checked_add(span(c.timespan_secs))
+                        .unwrap_or(Timestamp::MAX);
+                    w.end = Some(end);
+                    self.next_close = Some(self.next_close.map_or(end, |n| n.min(end)));
+                }
+                w.entries.push_back((time, pos, value_text));
+                w.last = Some(ev.clone());
+                continue;
             }
-            w.push_back((time, pos, value));
-            let count = match &c.kind {
-                Kind::EventCount => w.len() as u64,
-                Kind::ValueCount { .. } => {
-                    let mut vals: Vec<&str> = w.iter().map(|(_, _, v)| v.as_str()).collect();
-                    vals.sort_unstable();
-                    vals.dedup();
-                    vals.len() as u64
-                }
-                Kind::Temporal => {
-                    let mut seen: Vec<usize> = w.iter().map(|(_, p, _)| *p).collect();
-                    seen.sort_unstable();
-                    seen.dedup();
-                    seen.len() as u64
-                }
-                Kind::TemporalOrdered => {
-                    let mut next = 0;
-                    for (_, p, _) in w.iter() {
-                        if *p == next {
-                            next += 1;
-                        }
-                    }
-                    next as u64
-                }
-            };
-            if c.threshold.holds(count) {
+            let w = self.windows.entry(key).or_default();
+            let start = time
+                .checked_sub(span(c.timespan_secs))
+                .unwrap_or(Timestamp::MIN);
+            while w.entries.front().is_some_and(|(t, _, _)| *t < start) {
+                w.entries.pop_front();
+            }
+            w.entries.push_back((time, pos, value_text));
+            if let Some(v) = value(&c.kind, &w.entries)
+                && c.condition.holds(v)
+            {
                 out.push(CorrelationMatch {
                     correlation: ci,
                     title: c.title.clone(),
                     level: c.level,
                     group,
-                    count,
+                    count: w.entries.len() as u64,
+                    value: v,
+                    time,
+                    event: None,
                 });
-                w.clear();
+                w.entries.clear();
             }
         }
     }
 
-    /// Drops windows with nothing newer than `now - timespan` (call now and then on a
-    /// long-running stream to bound memory).
+    /// The stream has reached `now` (the time of any event, matched or not): fixed
+    /// windows that ended before `now` are evaluated (appending what fires to `out`) and
+    /// dropped, and sliding windows with nothing newer than `now - timespan` are dropped.
+    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<CorrelationMatch>) {
+        if self.next_close.is_some_and(|n| n < now) {
+            self.close(|end| end < now, out);
+        }
+        // Idle sliding windows: dropped once per minute of event time.
+        if self
+            .last_expire
+            .is_none_or(|t| now.duration_since(t) >= span(60) || now < t)
+        {
+            self.last_expire = Some(now);
+            self.expire(now);
+        }
+    }
+
+    /// The end of the stream (a hunt is done): every fixed window is evaluated now, as if
+    /// its timespan had passed.
+    pub fn finish(&mut self, out: &mut Vec<CorrelationMatch>) {
+        self.close(|_| true, out);
+        self.windows.clear();
+    }
+
+    fn close(&mut self, due: impl Fn(Timestamp) -> bool, out: &mut Vec<CorrelationMatch>) {
+        let mut closed: Vec<(usize, Vec<String>)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.end.is_some_and(&due))
+            .map(|(k, _)| k.clone())
+            .collect();
+        // Deterministic order: by end time, then correlation and group.
+        closed.sort_by(|a, b| {
+            let ea = self.windows[a].end;
+            let eb = self.windows[b].end;
+            (ea, a).cmp(&(eb, b))
+        });
+        for key in closed {
+            let Some(w) = self.windows.remove(&key) else {
+                continue;
+            };
+            let c = &self.rules[key.0];
+            if let Some(v) = value(&c.kind, &w.entries)
+                && c.condition.holds(v)
+            {
+                out.push(CorrelationMatch {
+                    correlation: key.0,
+                    title: c.title.clone(),
+                    level: c.level,
+                    group: key.1,
+                    count: w.entries.len() as u64,
+                    value: v,
+                    time: w.end.unwrap_or(Timestamp::MAX),
+                    event: w.last,
+                });
+            }
+        }
+        self.next_close = self.windows.values().filter_map(|w| w.end).min();
+    }
+
+    /// Drops sliding windows with nothing newer than `now - timespan` (call now and then
+    /// on a long-running stream to bound memory); fixed windows are left to
+    /// [`Correlator::advance`].
     pub fn expire(&mut self, now: Timestamp) {
         let rules = &self.rules;
         self.windows.retain(|(ci, _), w| {
+            if w.end.is_some() {
+                return true;
+            }
             let start = now
-                .checked_sub(jiff::SignedDuration::from_secs(rules[*ci].timespan_secs))
+                .checked_sub(span(rules[*ci].timespan_secs))
                 .unwrap_or(Timestamp::MIN);
-            w.back().is_some_and(|(t, _, _)| *t >= start)
+            w.entries.back().is_some_and(|(t, _, _)| *t >= start)
         });
     }
 }

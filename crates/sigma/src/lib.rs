@@ -9,8 +9,11 @@
 //! skips candidates none of whose required literals occur in the event (one
 //! Aho-Corasick automaton per field, run at most once per event), and evaluates the
 //! rest. Rules that cannot be loaded come back as [`LoadError`]s with the reason; the
-//! others load. [`Correlator`] evaluates correlation rules (`event_count`,
-//! `value_count`, `temporal`, `temporal_ordered`) over the stream of matches.
+//! others load. `expand` placeholders take their values from [`LoadOptions`]
+//! ([`Placeholders`]). [`Correlator`] evaluates correlation rules (`event_count`,
+//! `value_count`, `value_sum`, `value_avg`, `value_percentile`, `temporal`,
+//! `temporal_ordered`; lower bounds at the match, upper bounds when the window closes)
+//! over the stream of matches.
 //!
 //! ## Why our own compiler
 //!
@@ -54,10 +57,12 @@ mod condition;
 pub mod correlate;
 pub mod logsource;
 mod pattern;
+mod placeholders;
 mod ruleset;
 
 pub use compile::Scratch;
-pub use correlate::{CorrelationMatch, CorrelationRule, Correlator};
-pub use ruleset::{Level, LoadError, Match, PrefilterKey, Rule, Ruleset};
+pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use placeholders::Placeholders;
+pub use ruleset::{Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

@@ -13,6 +13,14 @@ use watchpost_event::{Event, FieldRef, Sym};
 use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
 use crate::correlate::CorrelationRule;
 use crate::logsource::{self, Target, WINDOWS_COMMON};
+use crate::placeholders::Placeholders;
+
+/// How rules are loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Values of `%name%` placeholders for the `expand` modifier.
+    pub placeholders: Placeholders,
+}
 
 /// A rule's severity; ordered `Informational < Low < Medium < High < Critical` (for a
 /// `--min-level`).
@@ -206,7 +214,15 @@ impl Ruleset {
     /// or glob patterns. Rules that cannot be loaded come back with the reason; the
     /// others load.
     pub fn load<P: AsRef<Path>>(paths: &[P]) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder::default();
+        Ruleset::load_with(paths, &LoadOptions::default())
+    }
+
+    /// [`Ruleset::load`] with options (placeholder values).
+    pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
+        let mut b = Builder {
+            placeholders: opts.placeholders.clone(),
+            ..Builder::default()
+        };
         for p in paths {
             let p = p.as_ref();
             let s = p.to_string_lossy();
@@ -229,7 +245,19 @@ impl Ruleset {
     /// Compiles rules from YAML text (one or more documents); `path` names them in
     /// errors.
     pub fn from_yaml(path: &Path, text: &str) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder::default();
+        Ruleset::from_yaml_with(path, text, &LoadOptions::default())
+    }
+
+    /// [`Ruleset::from_yaml`] with options (placeholder values).
+    pub fn from_yaml_with(
+        path: &Path,
+        text: &str,
+        opts: &LoadOptions,
+    ) -> (Ruleset, Vec<LoadError>) {
+        let mut b = Builder {
+            placeholders: opts.placeholders.clone(),
+            ..Builder::default()
+        };
         b.add_yaml(path, text);
         b.finish()
     }
@@ -409,6 +437,7 @@ struct Builder {
     needles: Needles,
     filters: Vec<FilterDoc>,
     errors: Vec<LoadError>,
+    placeholders: Placeholders,
 }
 
 /// A Sigma filter document: its condition is and-ed to the rules it names.
@@ -511,7 +540,14 @@ impl Builder {
             let mut det = f.clone();
             det.remove("rules");
             // Check it compiles now, so a broken filter is reported as such.
-            compile::compile_detection(&det, &Names { renames: &[] }, &mut Slots::default())?;
+            compile::compile_detection(
+                &det,
+                &Names {
+                    renames: &[],
+                    vars: &self.placeholders,
+                },
+                &mut Slots::default(),
+            )?;
             self.filters.push(FilterDoc {
                 path: path.to_path_buf(),
                 title: title.to_string(),
@@ -548,7 +584,10 @@ impl Builder {
             } else {
                 vec![]
             };
-            let names = Names { renames: &tables };
+            let names = Names {
+                renames: &tables,
+                vars: &self.placeholders,
+            };
             let cond = compile::compile_detection(detection, &names, &mut self.slots)?;
             let ids = match &t.event_ids {
                 Some(ids) => Some(ids.clone()),
@@ -636,7 +675,10 @@ impl Builder {
                     } else {
                         vec![]
                     };
-                    let names = Names { renames: &tables };
+                    let names = Names {
+                        renames: &tables,
+                        vars: &self.placeholders,
+                    };
                     match compile::compile_detection(&f.detection, &names, &mut self.slots) {
                         Ok(fc) => {
                             let old = std::mem::replace(&mut v.cond, Cond::Const(false));

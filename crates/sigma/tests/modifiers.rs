@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use watchpost_event::{Event, Sym, Value};
-use watchpost_sigma::{Correlator, Level, Match, Ruleset};
+use watchpost_sigma::{
+    CorrelationMatch, Correlator, Level, LoadOptions, Match, Placeholders, Ruleset,
+};
 
 /// A Sysmon-like process creation event (channel and event id set) with extra fields.
 fn ev(fields: &[(&str, &str)]) -> Event {
@@ -206,7 +208,7 @@ fn cidr_exists_fieldref_numbers_null() {
 fn unsupported_and_broken_rules_are_reported() {
     assert!(
         rejects("    sel:\n        CommandLine|expand: '%x%'\n    condition: sel")
-            .contains("expand")
+            .contains("`expand`: placeholder `%x%` has no values")
     );
     assert!(
         rejects("    sel:\n        CommandLine|bogus: 'x'\n    condition: sel")
@@ -451,7 +453,7 @@ correlation:
         }
         fired.extend(
             out.iter()
-                .map(|o| format!("{} {:?} {}", o.title, o.group, o.count)),
+                .map(|o| format!("{} {:?} {}", o.title, o.group, o.value)),
         );
     };
     feed("4625", "bob", "1.1.1.1", 0, &mut fired);
@@ -562,4 +564,278 @@ filter:
         ("computer", "JUMP02"),
     ]);
     assert!(!hit(&rs, &sec));
+}
+
+fn with_placeholders(yaml: &str, vars: &str) -> (Ruleset, Vec<watchpost_sigma::LoadError>) {
+    let opts = LoadOptions {
+        placeholders: Placeholders::from_yaml(vars).expect("placeholders"),
+    };
+    Ruleset::from_yaml_with(Path::new("p.yml"), yaml, &opts)
+}
+
+#[test]
+fn expand_placeholders() {
+    // In the style of SigmaHQ's rules-placeholder/: a logon of an admin account on a
+    // domain controller, values from a pySigma pipeline's `vars`.
+    let vars = "name: site\nvars:\n    Administrators: [Administrator, 'Admin*']\n    DomainControllers: DC01\n    Tools: [psexec, 'paexec']\ntransformations: []\n";
+    let yaml = r"title: Admin logon on a DC
+level: high
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID: 4624
+        TargetUserName|expand: '%Administrators%'
+        Computer|expand: '%DomainControllers%'
+    condition: sel
+---
+title: Remote tool
+logsource: { product: windows, category: process_creation }
+detection:
+    sel:
+        CommandLine|expand|contains: '\%Tools%.exe'
+    condition: sel
+---
+title: Unknown placeholder
+logsource: { product: windows, category: process_creation }
+detection:
+    sel:
+        User|expand: '%ServiceAccounts%'
+    condition: sel
+";
+    let (rs, errors) = with_placeholders(yaml, vars);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].title.as_deref(), Some("Unknown placeholder"));
+    assert!(
+        errors[0].reason.contains("%ServiceAccounts%"),
+        "{}",
+        errors[0]
+    );
+    let logon = |user: &str, computer: &str| {
+        ev(&[
+            ("channel", "Security"),
+            ("event_id", "4624"),
+            ("TargetUserName", user),
+            ("computer", computer),
+        ])
+    };
+    assert!(hit(&rs, &logon("administrator", "DC01")));
+    assert!(
+        hit(&rs, &logon("Admin-backup", "dc01")),
+        "wildcards in values count"
+    );
+    assert!(!hit(&rs, &logon("bob", "DC01")));
+    assert!(!hit(&rs, &logon("Administrator", "WS7")));
+    assert!(hit(&rs, &cl(r"C:\t\PsExec.exe \\host cmd")));
+    assert!(hit(&rs, &cl(r"x\paexec.exe")));
+    assert!(!hit(&rs, &cl("psexec")));
+
+    // `all` over expanded values: each listed value needs one of its expansions.
+    let (rs, errors) = with_placeholders(
+        "title: t\nlogsource: { product: windows, category: process_creation }\ndetection:\n    sel:\n        CommandLine|expand|contains|all: ['%A%', '%B%']\n    condition: sel\n",
+        "A: [x1, x2]\nB: why\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hit(&rs, &cl("x2 why")), "x2 why");
+    assert!(!hit(&rs, &cl("x1 x2")), "x1 x2");
+    // Keywords (no field name) expand too.
+    let (rs, errors) = with_placeholders(
+        "title: t\nlogsource: { product: windows, category: process_creation }\ndetection:\n    kw:\n        '|expand': '%A%'\n    condition: kw\n",
+        "A: [x1, x2]\n",
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hit(&rs, &cl("run X2 now")) && !hit(&rs, &cl("x3")));
+    // No placeholders given at all: not loaded, with the reason.
+    let (rs, errors) = Ruleset::from_yaml(Path::new("p.yml"), yaml);
+    assert_eq!((rs.len(), errors.len()), (0, 3));
+}
+
+fn feed_one(
+    rs: &Ruleset,
+    c: &mut Correlator,
+    fields: &[(&str, &str)],
+    t: i64,
+) -> Vec<CorrelationMatch> {
+    let e = ev(fields);
+    let mut ms = Vec::new();
+    rs.matches(&e, &mut ms);
+    let mut out = Vec::new();
+    c.advance(at(t), &mut out);
+    for m in &ms {
+        c.feed(m, &e, at(t), &mut out);
+    }
+    out
+}
+
+const SHARE: &str = r"title: Share read
+id: share
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID: 5145
+    condition: sel
+";
+
+fn share(user: &str, bytes: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("channel", "Security".into()),
+        ("event_id", "5145".into()),
+        ("SubjectUserName", user.into()),
+        ("Bytes", bytes.into()),
+    ]
+}
+
+fn correlated(extra: &str) -> (Ruleset, Correlator) {
+    let (rs, errors) = Ruleset::from_yaml(Path::new("c.yml"), &format!("{SHARE}---\n{extra}"));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (c, missing) = Correlator::new(&rs);
+    assert!(missing.is_empty(), "{missing:?}");
+    (rs, c)
+}
+
+fn fire(rs: &Ruleset, c: &mut Correlator, user: &str, bytes: &str, t: i64) -> Vec<String> {
+    let f = share(user, bytes);
+    let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    feed_one(rs, c, &f, t)
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {:?} n={} v={} t={}",
+                o.title,
+                o.group,
+                o.count,
+                (o.value * 1000.0).round() / 1000.0,
+                o.time.as_second() - 1_700_000_000
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn value_sum_avg_percentile() {
+    let (rs, mut c) = correlated(
+        "title: Exfil\ncorrelation:\n    type: value_sum\n    rules: share\n    group-by: SubjectUserName\n    timespan: 1m\n    condition:\n        field: Bytes\n        gt: 1000\n",
+    );
+    assert!(fire(&rs, &mut c, "bob", "400", 0).is_empty());
+    assert!(
+        fire(&rs, &mut c, "bob", "x", 5).is_empty(),
+        "not a number: skipped"
+    );
+    assert!(
+        fire(&rs, &mut c, "eve", "900", 6).is_empty(),
+        "another group"
+    );
+    assert!(fire(&rs, &mut c, "bob", "500", 10).is_empty());
+    assert_eq!(
+        fire(&rs, &mut c, "bob", "200", 20),
+        ["Exfil [\"bob\"] n=4 v=1100 t=20"]
+    );
+    // Sliding: 400 left the window by t=70; 500+200+350 > 1000 does not hold after the
+    // reset (the window was cleared when it fired).
+    assert!(fire(&rs, &mut c, "bob", "350", 70).is_empty());
+
+    let (rs, mut c) = correlated(
+        "title: Big reads\ncorrelation:\n    type: value_avg\n    rules: share\n    group-by: SubjectUserName\n    timespan: 1m\n    condition:\n        field: Bytes\n        gte: 100\n",
+    );
+    assert!(fire(&rs, &mut c, "bob", "10", 0).is_empty());
+    assert!(fire(&rs, &mut c, "bob", "150", 1).is_empty());
+    assert_eq!(
+        fire(&rs, &mut c, "bob", "200", 2),
+        ["Big reads [\"bob\"] n=3 v=120 t=2"]
+    );
+
+    let (rs, mut c) = correlated(
+        "title: P90\ncorrelation:\n    type: value_percentile\n    rules: share\n    group-by: SubjectUserName\n    timespan: 1h\n    condition:\n        field: Bytes\n        percentile: 90\n        gt: 500\n",
+    );
+    for (i, b) in ["10", "20", "30", "40"].iter().enumerate() {
+        assert!(fire(&rs, &mut c, "bob", b, i as i64).is_empty());
+    }
+    // 10,20,30,40,5000: rank 0.9*4 = 3.6 → 40 + 0.6*(4960) = 3016
+    assert_eq!(
+        fire(&rs, &mut c, "bob", "5000", 9),
+        ["P90 [\"bob\"] n=5 v=3016 t=9"]
+    );
+
+    let (_, errors) = Ruleset::from_yaml(
+        Path::new("c.yml"),
+        &format!(
+            "{SHARE}---\ntitle: x\ncorrelation:\n    type: value_sum\n    rules: share\n    timespan: 1m\n    condition:\n        gt: 1\n"
+        ),
+    );
+    assert!(
+        errors[0].reason.contains("value_sum needs condition.field"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn too_few_exactly_and_ranges_fire_when_the_window_closes() {
+    let (rs, mut c) = correlated(
+        "title: Quiet\nlevel: low\ncorrelation:\n    type: event_count\n    rules: share\n    group-by: SubjectUserName\n    timespan: 1m\n    condition:\n        lt: 3\n",
+    );
+    assert!(c.has_timed());
+    assert!(fire(&rs, &mut c, "bob", "1", 0).is_empty());
+    assert!(
+        fire(&rs, &mut c, "bob", "1", 10).is_empty(),
+        "not before the window closes"
+    );
+    for t in [5, 6, 7] {
+        assert!(fire(&rs, &mut c, "eve", "1", t).is_empty());
+    }
+    // At exactly t0 + timespan the window is still open (inclusive end).
+    let mut out = Vec::new();
+    c.advance(at(60), &mut out);
+    assert!(out.is_empty());
+    // Any later event closes bob's window (opened at 0, 2 events) and eve's (opened at
+    // 5, 3 events: not fewer than 3).
+    c.advance(at(66), &mut out);
+    let got: Vec<String> = out
+        .iter()
+        .map(|o| {
+            format!(
+                "{:?} n={} t={} last={}",
+                o.group,
+                o.count,
+                o.time.as_second() - 1_700_000_000,
+                o.event.is_some()
+            )
+        })
+        .collect();
+    assert_eq!(got, ["[\"bob\"] n=2 t=60 last=true"]);
+    // A window still open at the end of a hunt is decided by finish().
+    assert!(fire(&rs, &mut c, "bob", "1", 100).is_empty());
+    let mut out = Vec::new();
+    c.finish(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].count, out[0].time), (1, at(160)));
+
+    let (rs, mut c) = correlated(
+        "title: Pair\ncorrelation:\n    type: event_count\n    rules: share\n    group-by: SubjectUserName\n    timespan: 1m\n    condition:\n        eq: 2\n",
+    );
+    assert!(fire(&rs, &mut c, "bob", "1", 0).is_empty());
+    assert!(
+        fire(&rs, &mut c, "bob", "1", 1).is_empty(),
+        "eq waits for the close"
+    );
+    assert!(fire(&rs, &mut c, "eve", "1", 2).is_empty());
+    assert!(fire(&rs, &mut c, "eve", "1", 3).is_empty());
+    assert!(fire(&rs, &mut c, "eve", "1", 4).is_empty());
+    assert_eq!(
+        fire(&rs, &mut c, "zed", "1", 90),
+        ["Pair [\"bob\"] n=2 v=2 t=60"]
+    );
+
+    let (rs, mut c) = correlated(
+        "title: Range\ncorrelation:\n    type: value_count\n    rules: share\n    timespan: 1m\n    condition:\n        field: SubjectUserName\n        gt: 1\n        lte: 2\n",
+    );
+    assert!(fire(&rs, &mut c, "a", "1", 0).is_empty());
+    assert!(fire(&rs, &mut c, "b", "1", 1).is_empty());
+    assert!(fire(&rs, &mut c, "a", "1", 2).is_empty());
+    assert_eq!(fire(&rs, &mut c, "c", "1", 61), ["Range [] n=3 v=2 t=60"]);
+    // The event at 61 opened the next window: a, b, c → 3 values, outside the range.
+    assert!(fire(&rs, &mut c, "a", "1", 62).is_empty());
+    assert!(fire(&rs, &mut c, "b", "1", 63).is_empty());
+    let mut out = Vec::new();
+    c.finish(&mut out);
+    assert!(out.is_empty(), "{out:?}");
 }

@@ -6,6 +6,13 @@
 //! hunt is done, sorted by time, as a table, JSON lines or CSV. A progress line on stderr
 //! (when it is a terminal) counts files, records and detections. A corrupt file or chunk is
 //! reported with its place and skipped; the rest is read.
+//!
+//! Correlation rules in the rule set run after the files are read: the matches of the
+//! rules they reference (whatever their level) are put in time order (ties by file and
+//! record) and fed to one `Correlator`; windows still open at the end of the records are
+//! decided then (`Correlator::finish`: "too few" conditions can fire there). A
+//! correlation's detection has the time it was decided (the match that made it hold, or
+//! the end of its fixed window) and names the last record that counted.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -16,7 +23,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use serde_json::json;
 use watchpost_event::Event;
-use watchpost_sigma::{Level, Match, Ruleset};
+use watchpost_sigma::{CorrelationMatch, Correlator, Level, LoadOptions, Match, Ruleset};
 use watchpost_sources::ParseCtx;
 use watchpost_sources::evtx::for_each_evtx;
 
@@ -143,10 +150,27 @@ fn anomalies(
     Ok(n)
 }
 
+/// Which rules a hunt loads.
+pub struct HuntRules<'a> {
+    /// Sigma rule files, folders or globs.
+    pub paths: &'a [PathBuf],
+    /// Placeholder values and other load options.
+    pub load: LoadOptions,
+}
+
+/// A match of a rule some correlation references, kept for the correlation pass.
+struct Fed {
+    time: jiff::Timestamp,
+    place: String,
+    record: u64,
+    m: Match,
+    event: Event,
+}
+
 /// Loads the rules (listing the ones that cannot be loaded) and hunts through `paths`;
 /// with a configuration, its anomaly filters run over the same records.
 pub fn hunt(
-    rules: &[PathBuf],
+    rules: &HuntRules<'_>,
     min_level: Level,
     paths: &[PathBuf],
     format: HuntFormat,
@@ -154,18 +178,39 @@ pub fn hunt(
     config: Option<&(crate::config::Config, watchpost_filters::Chain)>,
     out: &mut dyn Write,
 ) -> Result<HuntTotals> {
-    let (ruleset, rejected) = Ruleset::load(rules);
+    let (ruleset, rejected) = Ruleset::load_with(rules.paths, &rules.load);
     for r in &rejected {
         eprintln!("rule not loaded: {r}");
     }
     if ruleset.is_empty() {
-        bail!("no Sigma rule loaded from {rules:?}");
+        bail!("no Sigma rule loaded from {:?}", rules.paths);
     }
     eprintln!(
         "{} rules loaded, {} not loaded",
         ruleset.len(),
         rejected.len()
     );
+    let mut correlator = if ruleset.correlations().is_empty() {
+        None
+    } else {
+        let (c, missing) = Correlator::new(&ruleset);
+        for m in &missing {
+            eprintln!("correlation: {m}");
+        }
+        eprintln!("{} correlation rules", ruleset.correlations().len());
+        Some(c)
+    };
+    // Per rule: whether correlations reference it, and the fields they read (a kept
+    // match holds only those, so a correlation on a frequent rule stays small).
+    let wanted: Vec<Option<Vec<watchpost_event::Sym>>> = (0..ruleset.len())
+        .map(|i| {
+            correlator
+                .as_ref()
+                .filter(|c| c.wants(i))
+                .map(|c| c.fields(i))
+        })
+        .collect();
+    let fed: Mutex<Vec<Fed>> = Mutex::new(Vec::new());
     let mut files = evtx_files(paths);
     if files.is_empty() {
         bail!("no .evtx file in {paths:?}");
@@ -185,6 +230,7 @@ pub fn hunt(
                 let ctx = ParseCtx::new("evtx", "hunt");
                 let mut matches: Vec<Match> = Vec::new();
                 let mut mine: Vec<Detection> = Vec::new();
+                let mut to_feed: Vec<Fed> = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(file) = files.get(i) else { break };
@@ -200,6 +246,18 @@ pub fn hunt(
                                 matches.clear();
                                 if ruleset.matches(&event, &mut matches) == 0 {
                                     return;
+                                }
+                                for m in &matches {
+                                    let Some(keep) = &wanted[m.rule] else {
+                                        continue;
+                                    };
+                                    to_feed.push(Fed {
+                                        time: event.time.unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                                        place: place.clone(),
+                                        record: event.origin.as_ref().map_or(0, |o| o.offset),
+                                        m: m.clone(),
+                                        event: slim(&event, keep),
+                                    });
                                 }
                                 for m in matches.drain(..).filter(|m| m.level >= min_level) {
                                     hits.fetch_add(1, Ordering::Relaxed);
@@ -227,6 +285,9 @@ pub fn hunt(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .append(&mut mine);
+                fed.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&mut to_feed);
             });
         }
     });
@@ -234,6 +295,29 @@ pub fn hunt(
         eprintln!();
     }
     let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut correlated = 0;
+    if let Some(c) = &mut correlator {
+        let mut fed = fed.into_inner().unwrap_or_else(|e| e.into_inner());
+        fed.sort_by(|a, b| (a.time, &a.place, a.record).cmp(&(b.time, &b.place, b.record)));
+        let mut out = Vec::new();
+        for f in &fed {
+            out.clear();
+            c.feed(&f.m, &f.event, f.time, &mut out);
+            for cm in out.drain(..).filter(|cm| cm.level >= min_level) {
+                correlated += 1;
+                found.push(correlation_detection(&ruleset, cm, &f.event));
+            }
+        }
+        c.finish(&mut out);
+        for cm in out.drain(..).filter(|cm| cm.level >= min_level) {
+            correlated += 1;
+            let last = cm
+                .event
+                .clone()
+                .unwrap_or_else(|| Event::new("".into(), "".into(), String::new()));
+            found.push(correlation_detection(&ruleset, cm, &last));
+        }
+    }
     let mut flagged = 0;
     if let Some((config, chain)) = config
         && chain.has_baselines()
@@ -246,7 +330,7 @@ pub fn hunt(
     let totals = HuntTotals {
         files: files.len(),
         records: records.into_inner(),
-        detections: hits.into_inner() + flagged,
+        detections: hits.into_inner() + correlated + flagged,
         errors: errors.into_inner(),
     };
     let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -261,6 +345,56 @@ pub fn hunt(
         threads.max(1)
     );
     Ok(totals)
+}
+
+/// `event` with only the fields `keep` (and its host, time and origin).
+fn slim(event: &Event, keep: &[watchpost_event::Sym]) -> Event {
+    use watchpost_event::{FieldRef, Value};
+    let mut e = Event::new(event.source.clone(), event.host.clone(), String::new());
+    e.time = event.time;
+    e.origin = event.origin.clone();
+    for s in keep {
+        if let Some(v) = event.get(*s) {
+            e.push(
+                *s,
+                match v {
+                    FieldRef::Str(t) => Value::Str(t.into()),
+                    FieldRef::Int(i) => Value::Int(i),
+                    FieldRef::Bool(b) => Value::Bool(b),
+                    FieldRef::Time(t) => Value::Time(t),
+                },
+            );
+        }
+    }
+    e.finish();
+    e
+}
+
+/// A correlation that fired, on `event` (the match that made it hold) or the last event
+/// of its window.
+fn correlation_detection(rs: &Ruleset, cm: CorrelationMatch, event: &Event) -> Detection {
+    let base = cm.event.as_ref().unwrap_or(event);
+    let rule = &rs.correlations()[cm.correlation];
+    let mut fields = vec![
+        ("correlation_count".to_owned(), cm.count.to_string()),
+        (
+            "correlation_value".to_owned(),
+            crate::rules::number(cm.value),
+        ),
+    ];
+    for (k, v) in rule.group_by.iter().zip(&cm.group) {
+        fields.push((k.clone(), v.clone()));
+    }
+    Detection {
+        time: watchpost_event::format_time(cm.time),
+        host: base.host.to_string(),
+        title: cm.title.to_string(),
+        level: cm.level,
+        id: rule.id.as_deref().unwrap_or_default().to_owned(),
+        tags: String::new(),
+        fields,
+        place: place_of(base),
+    }
 }
 
 fn detection(event: &Event, m: Match) -> Detection {

@@ -76,6 +76,11 @@ enum Command {
         /// Worker threads (default: every core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Values of `%name%` placeholders for rules with the `expand` modifier: a
+        /// pySigma pipeline file (`vars:`) or a YAML mapping of names to values
+        /// (repeatable; later files win).
+        #[arg(long)]
+        placeholders: Vec<PathBuf>,
         /// A configuration whose anomaly filters run over the same records too (first
         /// seen over the history; reported as `anomaly: FILTER`, level medium).
         #[arg(short, long)]
@@ -356,9 +361,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             min_level,
             format,
             threads,
+            placeholders,
             config,
             paths,
         } => {
+            let mut vars = watchpost_sigma::Placeholders::new();
+            for p in &placeholders {
+                vars.extend(
+                    watchpost_sigma::Placeholders::from_file(p)
+                        .map_err(|e| anyhow::anyhow!("--placeholders: {e}"))?,
+                );
+            }
             let loaded = match &config {
                 Some(path) => match load(Some(path), false)? {
                     Some(c) => Some(c),
@@ -371,7 +384,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .map_err(|e: String| anyhow::anyhow!("--min-level: {e}"))?;
             let threads = threads.unwrap_or_else(hunt::default_threads);
             hunt::hunt(
-                &rules,
+                &hunt::HuntRules {
+                    paths: &rules,
+                    load: watchpost_sigma::LoadOptions { placeholders: vars },
+                },
                 level,
                 &paths,
                 format,

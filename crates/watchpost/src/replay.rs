@@ -141,6 +141,15 @@ pub fn replay(
             return Err(e);
         }
     }
+    // The records are done: correlation windows still open are decided now.
+    for set in &config.rules {
+        for d in set.finish() {
+            totals.fired += 1;
+            if let Output::Findings(format) = output {
+                print_detection(out, format, set, &d)?;
+            }
+        }
+    }
     Ok(totals)
 }
 

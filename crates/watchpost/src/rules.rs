@@ -5,17 +5,29 @@
 //! set's `min_level` (and, with `tags`, of a rule carrying one of them) fires the set's actions (minus those an exclude filter withheld) with
 //! the event plus the fields `rule_title`, `rule_id`, `rule_level`, `rule_tags`,
 //! `rule_fields` (the fields that matched), and `{{ filter }}` = the rule's title.
-//! Correlation rules in the set (event_count, value_count, temporal) run on the stream of
-//! its detections, in event time; a correlation that holds fires like a detection, with
-//! `rule_title` = the correlation's title and `correlation_count`, `correlation_group`.
+//! Correlation rules in the set (event_count, value_count, value_sum, value_avg,
+//! value_percentile, temporal, temporal_ordered) run on the stream of its detections, in
+//! event time; a correlation that holds fires like a detection, with `rule_title` = the
+//! correlation's title and `correlation_count` (matches in the window),
+//! `correlation_value` (what the condition tested), `correlation_group`. Conditions with
+//! an upper bound (`lt`, `lte`, `eq`, ranges) are decided when their window closes: the
+//! time of every event the set sees moves the clock, and the detection carries the last
+//! event that joined the window (see `watchpost_sigma::correlate`).
+//!
+//! `placeholders` (inline) and `placeholders_file` (pySigma pipeline `vars:` or a bare
+//! mapping) give the values of `%name%` placeholders for rules with the `expand`
+//! modifier; inline values win over the file's.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use toml::Spanned;
 use watchpost_event::{Event, Sym, Value};
-use watchpost_sigma::{CorrelationMatch, Correlator, Level, Match, Ruleset};
+use watchpost_sigma::{
+    CorrelationMatch, Correlator, Level, LoadOptions, Match, Placeholders, Ruleset,
+};
 
 use crate::diag::Diagnostics;
 
@@ -32,6 +44,12 @@ pub struct RulesToml {
     /// Only rules with at least one of these tags (e.g. `attack.credential_access`).
     #[serde(default)]
     tags: Vec<String>,
+    /// Values of `%name%` placeholders (`expand` modifier).
+    #[serde(default)]
+    placeholders: Option<Spanned<BTreeMap<String, OneOrMany>>>,
+    /// A placeholder file (pySigma pipeline with `vars:`, or a bare mapping).
+    #[serde(default)]
+    placeholders_file: Option<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -55,6 +73,7 @@ pub const FIELDS: &[&str] = &[
     "rule_tags",
     "rule_fields",
     "correlation_count",
+    "correlation_value",
     "correlation_group",
 ];
 
@@ -72,6 +91,8 @@ pub struct RuleSet {
     pub tags: Vec<String>,
     /// Correlation state (live stream).
     correlator: Option<Mutex<Correlator>>,
+    /// Whether a correlation waits for its window to close (every event's time counts).
+    timed: bool,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -114,7 +135,26 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
         OneOrMany::One(p) => vec![p.clone()],
         OneOrMany::Many(p) => p.clone(),
     };
-    let (ruleset, rejected) = Ruleset::load(&paths);
+    let mut placeholders = Placeholders::new();
+    if let Some(f) = &raw.placeholders_file {
+        match Placeholders::from_file(std::path::Path::new(f.get_ref())) {
+            Ok(p) => placeholders.extend(p),
+            Err(e) => {
+                diags.error(f.span(), format!("rules `{}`: {e}", raw.name.get_ref()));
+                return None;
+            }
+        }
+    }
+    if let Some(p) = &raw.placeholders {
+        for (k, v) in p.get_ref() {
+            let values = match v {
+                OneOrMany::One(x) => vec![x.clone()],
+                OneOrMany::Many(x) => x.clone(),
+            };
+            placeholders.insert(k.clone(), values);
+        }
+    }
+    let (ruleset, rejected) = Ruleset::load_with(&paths, &LoadOptions { placeholders });
     for r in &rejected {
         diags.warning(
             raw.sigma.span(),
@@ -143,6 +183,9 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
         }
         Some(Mutex::new(c))
     };
+    let timed = correlator
+        .as_ref()
+        .is_some_and(|c| c.lock().unwrap_or_else(|e| e.into_inner()).has_timed());
     Some(RuleSet {
         name: raw.name.get_ref().clone(),
         ruleset: Arc::new(ruleset),
@@ -154,6 +197,7 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
             .collect(),
         tags: raw.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
         correlator,
+        timed,
     })
 }
 
@@ -166,17 +210,27 @@ pub struct Detection {
 }
 
 impl RuleSet {
-    /// The set's detections on `event` (at or above `min_level`), correlations included.
+    /// The set's detections on `event` (at or above `min_level`), correlations included
+    /// (also those whose window the event's time closed).
     pub fn detect(&self, event: &Event, scratch: &mut Vec<Match>) -> Vec<Detection> {
+        let mut correlated: Vec<CorrelationMatch> = Vec::new();
+        let t = event.time.unwrap_or_else(jiff::Timestamp::now);
+        if self.timed
+            && let Some(c) = &self.correlator
+        {
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .advance(t, &mut correlated);
+        }
         scratch.clear();
-        if self.ruleset.matches(event, scratch) == 0 {
+        if self.ruleset.matches(event, scratch) == 0 && correlated.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let mut correlated: Vec<CorrelationMatch> = Vec::new();
+        // Windows that closed before this event come first.
+        self.correlation_detections(event, std::mem::take(&mut correlated), &mut out);
         for m in scratch.iter() {
             if let Some(c) = &self.correlator {
-                let t = event.time.unwrap_or_else(jiff::Timestamp::now);
                 c.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .feed(m, event, t, &mut correlated);
@@ -206,21 +260,56 @@ impl RuleSet {
                 title: m.title.clone(),
             });
         }
+        self.correlation_detections(event, correlated, &mut out);
+        out
+    }
+
+    /// The end of the records (a replay is done): correlations whose window is still open
+    /// are decided now.
+    pub fn finish(&self) -> Vec<Detection> {
+        let mut correlated = Vec::new();
+        if let Some(c) = &self.correlator {
+            c.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish(&mut correlated);
+        }
+        let mut out = Vec::new();
+        let empty = Event::new("sigma".into(), "".into(), String::new());
+        self.correlation_detections(&empty, correlated, &mut out);
+        out
+    }
+
+    fn correlation_detections(
+        &self,
+        event: &Event,
+        correlated: Vec<CorrelationMatch>,
+        out: &mut Vec<Detection>,
+    ) {
         for c in correlated.into_iter().filter(|c| c.level >= self.min_level) {
+            let base = c.event.as_ref().unwrap_or(event);
             out.push(Detection {
                 event: enriched(
-                    event,
+                    base,
                     &[
                         ("rule_title", c.title.to_string()),
                         ("rule_level", c.level.to_string()),
                         ("correlation_count", c.count.to_string()),
+                        ("correlation_value", number(c.value)),
                         ("correlation_group", c.group.join(",")),
                     ],
                 ),
                 title: c.title.clone(),
             });
         }
-        out
+    }
+}
+
+/// A correlation value as text: integers without a fraction.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
     }
 }
 

@@ -144,3 +144,244 @@ fn rule_sets_that_cannot_load_are_reported() {
     assert!(err.contains("broken.yml"), "{err}");
     assert!(err.contains("no Sigma rule loaded"), "{err}");
 }
+
+#[test]
+fn placeholders_and_correlations_in_a_rule_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |p: &std::path::Path| p.display().to_string().replace('\\', "/");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("hand.yml"),
+        r"title: Kerberos pre-auth failure of an admin
+id: krb-admin
+level: high
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID: 4771
+        TargetUserName|expand: '%Admins%'
+    condition: sel
+---
+title: Service account logon
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        TargetUserName|expand: '%ServiceAccounts%'
+    condition: sel
+---
+title: Any Security event
+name: sec_any
+level: informational
+logsource: { product: windows, service: security }
+detection:
+    sel:
+        EventID|gt: 0
+    condition: sel
+---
+title: Burst of Security events
+level: high
+correlation:
+    type: event_count
+    rules: sec_any
+    group-by: Computer
+    timespan: 1h
+    condition:
+        gte: 10
+---
+title: Quiet host
+level: medium
+correlation:
+    type: event_count
+    rules: sec_any
+    group-by: Computer
+    timespan: 1d
+    condition:
+        lt: 100
+",
+    )
+    .unwrap();
+    // The file's value is replaced by the inline one.
+    std::fs::write(
+        dir.path().join("vars.yml"),
+        "vars:\n    Admins: nobody\ntransformations: []\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("watchpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "collected"
+type = "evtx"
+path = '{logs}/*.evtx'
+
+[[rules]]
+name = "hand"
+sigma = '{rules}'
+placeholders_file = '{vars}'
+placeholders = {{ Admins = ["Administrator", "root*"] }}
+"#,
+            state = p(&dir.path().join("state")),
+            logs = p(&dir.path().join("logs")),
+            rules = p(&rules),
+            vars = p(&dir.path().join("vars.yml")),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["check-config", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{err}");
+    assert!(
+        err.contains("Service account logon")
+            && err.contains("placeholder `%ServiceAccounts%` has no values"),
+        "{err}"
+    );
+
+    // A placeholder file that cannot be read is an error at its place.
+    let broken = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("vars.yml", "missing.yml");
+    let broken_cfg = dir.path().join("broken.toml");
+    std::fs::write(&broken_cfg, broken).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["check-config", "-c", broken_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("broken.toml:") && err.contains("missing.yml: cannot read"),
+        "{err}"
+    );
+
+    let file = fixture("evtx/attack-samples/credential-access/kerberos_pwd_spray_4771.evtx");
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["rules"] == "hand")
+        .collect();
+    let titles: Vec<&str> = found
+        .iter()
+        .map(|v| v["rule"].as_str().unwrap())
+        .filter(|t| *t != "Any Security event")
+        .collect();
+    // 12 records: one 4771 for Administrator; the 10th event makes the burst; the quiet
+    // host's window (12 < 100) is decided when the records end.
+    assert_eq!(
+        titles,
+        [
+            "Kerberos pre-auth failure of an admin",
+            "Burst of Security events",
+            "Quiet host"
+        ],
+        "{text}"
+    );
+    let quiet = found.last().unwrap();
+    assert_eq!(quiet["event"]["correlation_count"], "12", "{quiet}");
+    assert_eq!(quiet["event"]["correlation_value"], "12");
+    assert_eq!(
+        quiet["event"]["correlation_group"],
+        "01566s-win16-ir.threebeesco.com"
+    );
+
+    // A later event closes the window as it is read (as on the live stream): the same
+    // host two months later, in a second file.
+    let later = fixture("evtx/attack-samples/defense-evasion/DE_Fake_ComputerAccount_4720.evtx");
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["test", "-c", cfg.to_str().unwrap(), "--format", "jsonl"])
+        .arg(&file)
+        .arg(&later)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["rules"] == "hand")
+        .map(|v| {
+            (
+                v["rule"].as_str().unwrap().to_owned(),
+                v["event"]["correlation_count"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v["origin"]["file"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let quiet: Vec<usize> = (0..seen.len())
+        .filter(|&i| seen[i].0 == "Quiet host")
+        .collect();
+    assert_eq!(quiet.len(), 2, "{seen:#?}");
+    // The first: the spray file's 12 events, decided by the first record of the later
+    // file (before that record's own detections), carrying the last event of its window.
+    assert_eq!(seen[quiet[0]].1, "12");
+    assert!(seen[quiet[0]].2.contains("kerberos_pwd_spray"), "{seen:#?}");
+    assert!(
+        seen[quiet[0] - 1].2.contains("kerberos_pwd_spray"),
+        "{seen:#?}"
+    );
+    assert!(
+        seen[quiet[0] + 1].2.contains("DE_Fake_ComputerAccount"),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        quiet[1] - quiet[0],
+        3,
+        "the later file's two records between"
+    );
+    // The second: the later file's 2 events, decided when the records end.
+    assert_eq!((seen[quiet[1]].1.as_str(), quiet[1]), ("2", seen.len() - 1));
+
+    // `watchpost hunt` with the same rules and the placeholders from a file.
+    std::fs::write(
+        dir.path().join("vars.yml"),
+        "Admins: [Administrator]\nServiceAccounts: svc_*\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        .args(["hunt", "--format", "jsonl", "-r"])
+        .arg(&rules)
+        .arg("--placeholders")
+        .arg(dir.path().join("vars.yml"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 rules loaded, 0 not loaded"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hunted: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["rule"].as_str().unwrap().to_owned())
+        .filter(|t| t != "Any Security event")
+        .collect();
+    assert!(hunted.contains(&"Kerberos pre-auth failure of an admin".to_owned()));
+    assert_eq!(
+        hunted
+            .iter()
+            .filter(|t| *t == "Burst of Security events")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        hunted.iter().filter(|t| *t == "Quiet host").count(),
+        1,
+        "{text}"
+    );
+}

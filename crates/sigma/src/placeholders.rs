@@ -1,0 +1,184 @@
+//! Values for the `expand` modifier: `%name%` placeholders in rule values.
+//!
+//! A rule writes `User|expand: '%Administrators%'`; the rule set supplies the values of
+//! `Administrators` (`["Administrator", "Admin*"]`), each a Sigma value of its own
+//! (wildcards count). A value may hold several placeholders and text around them
+//! (`'%Domain%\%Users%'`): every combination becomes an alternative. As in pySigma's
+//! `value_placeholders` transformation, a placeholder without values is an error: the
+//! rule is not loaded, with the reason.
+//!
+//! Files use the pySigma / sigma-cli processing-pipeline format (the `vars:` mapping;
+//! the pipeline's other keys are ignored) or a bare mapping of names to a value or a
+//! list of values:
+//!
+//! ```yaml
+//! vars:
+//!     Administrators:
+//!         - Administrator
+//!         - Admin*
+//!     DomainControllers: DC01
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+/// Placeholder name → values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placeholders {
+    vars: HashMap<String, Vec<String>>,
+}
+
+fn scalar(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Placeholders {
+    /// No placeholders.
+    pub fn new() -> Placeholders {
+        Placeholders::default()
+    }
+
+    /// Sets (replaces) the values of `name`.
+    pub fn insert(&mut self, name: impl Into<String>, values: Vec<String>) {
+        self.vars.insert(name.into(), values);
+    }
+
+    /// Adds every placeholder of `other`, replacing those of the same name.
+    pub fn extend(&mut self, other: Placeholders) {
+        self.vars.extend(other.vars);
+    }
+
+    /// The values of `name`.
+    pub fn get(&self, name: &str) -> Option<&[String]> {
+        self.vars.get(name).map(Vec::as_slice)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// Parses a placeholder file's text (a pipeline with `vars:`, or a bare mapping).
+    pub fn from_yaml(text: &str) -> Result<Placeholders, String> {
+        let docs: Vec<Json> = serde_saphyr::from_multiple(text).map_err(|e| {
+            let msg = e.to_string();
+            format!("YAML: {}", msg.lines().next().unwrap_or(""))
+        })?;
+        let doc = docs.into_iter().next().unwrap_or(Json::Null);
+        let map = match &doc {
+            Json::Object(m) => match m.get("vars") {
+                Some(Json::Object(v)) => v,
+                Some(Json::Null) => return Ok(Placeholders::new()),
+                Some(_) => return Err("`vars` must be a mapping of names to values".into()),
+                None if m.contains_key("transformations") => return Ok(Placeholders::new()),
+                None => m,
+            },
+            Json::Null => return Ok(Placeholders::new()),
+            _ => return Err("placeholders must be a mapping of names to values".into()),
+        };
+        let mut out = Placeholders::new();
+        for (k, v) in map {
+            let values = match v {
+                Json::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        scalar(x).ok_or_else(|| format!("placeholder `{k}`: values must be plain"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                other => vec![
+                    scalar(other)
+                        .ok_or_else(|| format!("placeholder `{k}`: values must be plain"))?,
+                ],
+            };
+            out.insert(k.clone(), values);
+        }
+        Ok(out)
+    }
+
+    /// Reads a placeholder file.
+    pub fn from_file(path: &Path) -> Result<Placeholders, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        Placeholders::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Every expansion of the `%name%` placeholders in `value` (names are letters,
+    /// digits and `_`; a `%` that does not open one is kept). Errors name a placeholder
+    /// without values.
+    pub(crate) fn expand(&self, value: &str) -> Result<Vec<String>, String> {
+        let mut alts = vec![String::new()];
+        let mut rest = value;
+        while let Some(open) = rest.find('%') {
+            let after = &rest[open + 1..];
+            let close = after.find('%');
+            let name = close.map(|c| &after[..c]);
+            match name {
+                Some(n) if !n.is_empty() && n.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                    let vals = self.get(n).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        format!(
+                            "`expand`: placeholder `%{n}%` has no values (give them with `placeholders`/`placeholders_file` or --placeholders)"
+                        )
+                    })?;
+                    let lit = &rest[..open];
+                    let mut next = Vec::with_capacity(alts.len() * vals.len());
+                    for a in &alts {
+                        for v in vals {
+                            next.push(format!("{a}{lit}{v}"));
+                        }
+                    }
+                    if next.len() > 4096 {
+                        return Err("placeholders expand to more than 4096 values".into());
+                    }
+                    alts = next;
+                    rest = &after[n.len() + 1..];
+                }
+                _ => {
+                    let lit = &rest[..open + 1];
+                    alts.iter_mut().for_each(|a| a.push_str(lit));
+                    rest = after;
+                }
+            }
+        }
+        alts.iter_mut().for_each(|a| a.push_str(rest));
+        Ok(alts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_every_combination() {
+        let mut p = Placeholders::new();
+        p.insert("A", vec!["x".into(), "y*".into()]);
+        p.insert("B", vec!["1".into()]);
+        assert_eq!(p.expand("%A%").unwrap(), ["x", "y*"]);
+        assert_eq!(
+            p.expand(r"pre\%A%-%B%!").unwrap(),
+            [r"pre\x-1!", r"pre\y*-1!"]
+        );
+        assert_eq!(p.expand("50% off").unwrap(), ["50% off"]);
+        assert_eq!(p.expand("%%A%").unwrap(), ["%x", "%y*"]);
+        assert!(p.expand("%C%").unwrap_err().contains("%C%"));
+    }
+
+    #[test]
+    fn files() {
+        let pipe = "name: p\nvars:\n  Admins: [Administrator, 'Admin*']\n  DC: DC01\ntransformations: []\n";
+        let p = Placeholders::from_yaml(pipe).unwrap();
+        assert_eq!(p.get("Admins").unwrap(), ["Administrator", "Admin*"]);
+        assert_eq!(p.get("DC").unwrap(), ["DC01"]);
+        let bare = Placeholders::from_yaml("Admins:\n  - root\nPorts: [22, 3389]\n").unwrap();
+        assert_eq!(bare.get("Ports").unwrap(), ["22", "3389"]);
+        assert!(Placeholders::from_yaml("- a\n").is_err());
+        assert!(Placeholders::from_yaml("A: {b: 1}\n").is_err());
+    }
+}
