@@ -64,7 +64,7 @@ cargo build -p watchpost --bin watchpost --target $TARGET $ZBS --locked
 exe="$CARGO_TARGET_DIR/$TARGET/debug/watchpost.exe"
 dlls=$(x86_64-w64-mingw32-objdump -p "$exe" | awk '/DLL Name:/ { print $3 }' | sort -fu)
 echo "imports: $(echo $dlls)"
-bad=$(echo "$dlls" | grep -viE '^(kernel32|kernelbase|ntdll|advapi32|bcrypt|bcryptprimitives|ws2_32|userenv|msvcrt|ucrtbase|wevtapi|user32|shell32|wtsapi32|ole32|oleaut32|secur32|crypt32|iphlpapi|dbghelp|synchronization|api-ms-win-[a-z0-9-]+)\.dll$' || true)
+bad=$(echo "$dlls" | grep -viE '^(kernel32|kernelbase|ntdll|advapi32|bcrypt|bcryptprimitives|ws2_32|userenv|msvcrt|ucrtbase|wevtapi|user32|shell32|wtsapi32|ole32|oleaut32|secur32|crypt32|ncrypt|iphlpapi|dbghelp|synchronization|api-ms-win-[a-z0-9-]+)\.dll$' || true)
 if [ -n "$bad" ]; then
   echo "error: watchpost.exe imports non-system DLLs: $(echo $bad)" >&2
   exit 1

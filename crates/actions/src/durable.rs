@@ -1,5 +1,4 @@
-//! The durable delivery loop: what replaces [`crate::delivery::serve_once`] for actions
-//! with a [`Deliver`]er.
+//! The durable delivery loop: how every action with a [`Deliver`]er is served.
 //!
 //! The worker takes jobs off the action's channel (so [`crate::Dispatcher::submit`] stays
 //! a non-blocking `try_send`), appends each to the action's [`Queue`] and delivers the

@@ -356,7 +356,7 @@ fn detections_agree_with_rsigma_on_every_shared_file() {
             .strip_prefix(&base)
             .unwrap()
             .to_string_lossy()
-            .into_owned();
+            .replace('\\', "/");
         let bytes = std::fs::read(f).unwrap();
         let (events, _) =
             watchpost_sources::evtx::read_evtx(&ParseCtx::new("evtx", "localhost"), bytes, &rel);
@@ -367,7 +367,8 @@ fn detections_agree_with_rsigma_on_every_shared_file() {
                 let r = &rs.rules()[m.rule];
                 let rule = r.path.strip_prefix(rules_dir()).unwrap();
                 let id = e.origin.as_ref().map_or(0, |o| o.offset);
-                got.entry((rule.to_string_lossy().into_owned(), rel.clone()))
+                // The table's paths use `/` (Windows joins with `\`).
+                got.entry((rule.to_string_lossy().replace('\\', "/"), rel.clone()))
                     .or_default()
                     .push(id.to_string());
             }

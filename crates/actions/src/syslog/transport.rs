@@ -356,7 +356,8 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => frame = &frame[n..],
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                // Unix reports a send timeout as `WouldBlock`, Windows as `TimedOut`.
+                Err(e) if crate::net::is_timeout(&e) => return Err(timed_out()),
                 Err(e) => return Err(e),
             }
         }
@@ -366,7 +367,7 @@ impl Conn {
                 match s.conn.write_tls(&mut s.sock) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
+                    Err(e) if crate::net::is_timeout(&e) => return Err(timed_out()),
                     Err(e) => return Err(e),
                 }
             }
