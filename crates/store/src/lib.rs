@@ -87,7 +87,7 @@ impl Default for StoreOptions {
             max_bytes: Some(1 << 30),
             batch: 1000,
             flush_every: Duration::from_millis(200),
-            queue: 100_000,
+            queue: 20_000,
             retention_every: Duration::from_secs(60),
         }
     }

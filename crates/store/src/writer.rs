@@ -26,6 +26,7 @@ struct Counters {
     stored: AtomicU64,
     outcomes: AtomicU64,
     dropped: AtomicU64,
+    outcomes_dropped: AtomicU64,
     failed: AtomicU64,
     expired: AtomicU64,
 }
@@ -39,6 +40,8 @@ pub struct WriterStats {
     pub outcomes: u64,
     /// Events not stored because the queue was full.
     pub dropped: u64,
+    /// Action outcomes not stored because the queue was full.
+    pub outcomes_dropped: u64,
     /// Events and outcomes lost to a failed transaction (disk full, …).
     pub failed: u64,
     /// Events deleted by retention.
@@ -109,11 +112,16 @@ impl Writer {
         }
     }
 
-    /// Enqueues an action's outcome for a stored event (waits if the queue is full: outcomes
-    /// come from action workers, not from the event path).
+    /// Enqueues an action's outcome for a stored event; when the queue is full it is
+    /// dropped and counted. Never waits: an action must not deliver at the store's pace
+    /// (a burst once held the syslog worker to the store's ~8,000 inserts/s).
     pub fn outcome(&self, outcome: Outcome) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Outcome(outcome));
+        if let Some(tx) = &self.tx
+            && tx.try_send(Msg::Outcome(outcome)).is_err()
+        {
+            self.counters
+                .outcomes_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -136,6 +144,7 @@ impl Writer {
             stored: c.stored.load(Ordering::Relaxed),
             outcomes: c.outcomes.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            outcomes_dropped: c.outcomes_dropped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
         }

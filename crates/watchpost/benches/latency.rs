@@ -45,8 +45,14 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\nlog_fired = false\n\n[[source]]\nname = \"sep-av\"\ntype = \"sep_av_log\"\npath = \"{}/*.Log\"\n\n{}\n[[action]]\nname = \"out\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\nformat = \"rfc5424\"\nmessage = \"{{{{ filter }}}} {{{{ file_path }}}}\"\n",
+            "[agent]\nstate_dir = \"{}\"\nlog_fired = false\n\n{}[[source]]\nname = \"sep-av\"\ntype = \"sep_av_log\"\npath = \"{}/*.Log\"\n\n{}\n[[action]]\nname = \"out\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\nformat = \"rfc5424\"\nmessage = \"{{{{ filter }}}} {{{{ file_path }}}}\"\n",
             dir.path().join("state").display(),
+            // LATENCY_NO_STORE=1: without the event store, to see what storing costs.
+            if std::env::var_os("LATENCY_NO_STORE").is_some() {
+                "[store]\nenabled = false\n\n"
+            } else {
+                ""
+            },
             logs.display(),
             common::hundred_filters()
         ),

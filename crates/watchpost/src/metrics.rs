@@ -292,6 +292,14 @@ impl Metrics {
                 ] {
                     let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {v}");
                 }
+                let name = "watchpost_store_outcomes_dropped_total";
+                family(
+                    &mut out,
+                    name,
+                    "counter",
+                    "Action outcomes not stored because the store's queue was full.",
+                );
+                let _ = writeln!(out, "{name} {}", st.outcomes_dropped);
             }
             if let Some(pairs) = pairs {
                 let name = "watchpost_baseline_pairs";
