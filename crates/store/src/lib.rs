@@ -119,6 +119,30 @@ pub struct NewEvent {
     pub origin: Option<String>,
 }
 
+/// An event as the daemon hands it to the store: the shared event itself (the same `Arc`
+/// the action jobs hold) and what the chain said of it. The writer thread turns it into
+/// a [`NewEvent`], so the event path copies no field.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// The event.
+    pub event: std::sync::Arc<watchpost_event::Event>,
+    /// Names of the filters that matched, in chain order.
+    pub filters: Vec<String>,
+    /// Why an anomaly filter flagged it.
+    pub anomaly_why: Option<String>,
+    /// Whether it waits for an acknowledgement.
+    pub needs_ack: bool,
+}
+
+impl From<Matched> for NewEvent {
+    fn from(m: Matched) -> NewEvent {
+        let mut e = NewEvent::from_event(&m.event, m.filters);
+        e.anomaly_why = m.anomaly_why;
+        e.needs_ack = m.needs_ack;
+        e
+    }
+}
+
 impl NewEvent {
     /// The storable form of `event` as matched by `filters`.
     pub fn from_event(event: &watchpost_event::Event, filters: Vec<String>) -> NewEvent {

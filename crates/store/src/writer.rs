@@ -12,12 +12,37 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use crate::{NewEvent, Outcome, StoreError, StoreOptions, ms, schema, sql_err};
+use crate::{Matched, NewEvent, Outcome, StoreError, StoreOptions, ms, schema, sql_err};
 
 enum Msg {
     Event(u64, Box<NewEvent>),
+    /// Turned into an `Event` by the writer thread.
+    Matched(u64, Box<Matched>),
     Outcome(Outcome),
     Flush(Sender<()>),
+}
+
+/// Lowers the calling (writer) thread's priority to nice 10 on Linux: on a small machine
+/// SQLite's commits then wait for the reading, filtering and sending threads instead of
+/// taking their core (measured: `BENCHMARKS.md`, reaction latency with the store).
+fn yield_to_the_event_path() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(me), 10) {
+            tracing::debug!(error = %e, "event store writer keeps its priority");
+        }
+    }
+}
+
+impl Msg {
+    /// A matched event in its stored form (built here, on the writer thread).
+    fn materialize(self) -> Msg {
+        match self {
+            Msg::Matched(id, m) => Msg::Event(id, Box::new(NewEvent::from(*m))),
+            m => m,
+        }
+    }
 }
 
 /// Counters of the writer.
@@ -77,6 +102,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
+                yield_to_the_event_path();
                 let mut w = Worker {
                     conn,
                     path: thread_path,
@@ -101,9 +127,20 @@ impl Writer {
     /// Enqueues an event; returns its id, or `None` (counted) when the queue is full.
     /// Never waits.
     pub fn submit(&self, event: NewEvent) -> Option<u64> {
+        self.enqueue(|id| Msg::Event(id, Box::new(event)))
+    }
+
+    /// Enqueues a matched event whose stored form the writer thread builds (the caller
+    /// only clones an `Arc`); returns its id, or `None` (counted) when the queue is full.
+    /// Never waits.
+    pub fn submit_matched(&self, matched: Matched) -> Option<u64> {
+        self.enqueue(|id| Msg::Matched(id, Box::new(matched)))
+    }
+
+    fn enqueue(&self, msg: impl FnOnce(u64) -> Msg) -> Option<u64> {
         let tx = self.tx.as_ref()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(Msg::Event(id, Box::new(event))) {
+        match tx.try_send(msg(id)) {
             Ok(()) => Some(id),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +230,7 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            batch.push(first);
+            batch.push(first.materialize());
             let deadline = Instant::now() + self.options.flush_every;
             let mut disconnected = false;
             while batch.len() < self.options.batch {
@@ -202,7 +239,7 @@ impl Worker {
                         batch.push(m);
                         break;
                     }
-                    Ok(m) => batch.push(m),
+                    Ok(m) => batch.push(m.materialize()),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
                         disconnected = true;
@@ -225,7 +262,7 @@ impl Worker {
 
     fn commit(&mut self, batch: &mut Vec<Msg>) {
         let (events, outcomes) = batch.iter().fold((0, 0), |(e, o), m| match m {
-            Msg::Event(..) => (e + 1, o),
+            Msg::Event(..) | Msg::Matched(..) => (e + 1, o),
             Msg::Outcome(_) => (e, o + 1),
             Msg::Flush(_) => (e, o),
         });
@@ -328,7 +365,8 @@ impl Worker {
                             ])
                             .map_err(&err)?;
                     }
-                    Msg::Flush(_) => {}
+                    // Materialized when received.
+                    Msg::Matched(..) | Msg::Flush(_) => {}
                 }
             }
         }

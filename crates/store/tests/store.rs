@@ -303,3 +303,41 @@ fn a_bad_file_is_a_clear_error() {
     assert!(e.contains("events.db"), "{e}");
     assert!(e.contains("not a database"), "{e}");
 }
+
+/// The daemon's path: the shared event goes in as it is, the writer thread builds the row
+/// (fields as text, origin, the chain's verdict).
+#[test]
+fn a_matched_event_is_stored_from_the_shared_event() {
+    use std::sync::Arc;
+    use watchpost_event::{Event, Origin, Sym};
+    let dir = tempfile::tempdir().unwrap();
+    let w = Writer::start(&dir.path().join("events.db"), options()).unwrap();
+    let raw = "user=alice ip=10.0.0.9".to_owned();
+    let mut e = Event::new(Arc::from("security"), Arc::from("PC1"), raw);
+    e.push_span(Sym::new("TargetUserName"), 5, 10);
+    e.push_span(Sym::new("IpAddress"), 14, 22);
+    e.finish();
+    e.origin = Some(Origin {
+        place: Arc::from("Security"),
+        offset: 42,
+    });
+    let id = w
+        .submit_matched(watchpost_store::Matched {
+            event: Arc::new(e),
+            filters: vec!["rdp-logon".into()],
+            anomaly_why: Some("rdp-logon: new value".into()),
+            needs_ack: true,
+        })
+        .unwrap();
+    assert!(w.flush(Duration::from_secs(5)));
+    let store = Store::open_read_only(&dir.path().join("events.db")).unwrap();
+    let got = store.get(id).unwrap().unwrap();
+    assert_eq!(got.fields["TargetUserName"], "alice");
+    assert_eq!(got.fields["IpAddress"], "10.0.0.9");
+    assert_eq!(got.filters, ["rdp-logon"]);
+    assert_eq!(got.anomaly_why.as_deref(), Some("rdp-logon: new value"));
+    assert!(got.needs_ack);
+    assert_eq!(got.origin.as_deref(), Some("Security:42"));
+    assert_eq!(got.raw, "user=alice ip=10.0.0.9");
+    assert_eq!(w.shutdown().stored, 1);
+}

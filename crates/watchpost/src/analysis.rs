@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,7 +19,7 @@ use watchpost_anomaly::{AnomalySpec, Baselines, FilterId, Options, Verdict as Ju
 use watchpost_event::Event;
 use watchpost_filters::threshold::Thresholds;
 use watchpost_filters::{BaselineSpec, Chain, Judge, ThresholdSpec, Verdict};
-use watchpost_store::{NewEvent, StoreOptions, Writer};
+use watchpost_store::{Matched, StoreOptions, Writer};
 
 use crate::config::Config;
 
@@ -183,7 +184,7 @@ impl Analysis {
     pub fn store(
         &self,
         chain: &Chain,
-        event: &Event,
+        event: &Arc<Event>,
         verdict: &Verdict,
         why: &[(usize, Judgement)],
     ) -> Option<u64> {
@@ -198,17 +199,18 @@ impl Analysis {
             .chain(&verdict.fired)
             .map(|&i| chain.filter(i).name.to_string())
             .collect();
-        let mut e = NewEvent::from_event(event, names);
         let reasons: Vec<String> = why
             .iter()
             .filter(|(_, v)| v.is_anomaly())
             .map(|(i, v)| format!("{}: {v}", chain.filter(*i).name))
             .collect();
-        if !reasons.is_empty() {
-            e.anomaly_why = Some(reasons.join("; "));
-        }
-        e.needs_ack = verdict.fired.iter().any(|&i| chain.filter(i).require_ack);
-        writer.submit(e)
+        // The writer thread builds the stored form: here only the `Arc` is cloned.
+        writer.submit_matched(Matched {
+            event: event.clone(),
+            filters: names,
+            anomaly_why: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            needs_ack: verdict.fired.iter().any(|&i| chain.filter(i).require_ack),
+        })
     }
 
     /// The event store writer's counters (`None` without a store).
@@ -255,11 +257,13 @@ impl Analysis {
 
     /// Stores an event one named matcher fired on outside the chain's verdict: a Sigma
     /// rule set, or a threshold filter releasing a held match (`needs_ack` as it says).
-    pub fn store_named(&self, name: &str, event: &Event, needs_ack: bool) -> Option<u64> {
-        let writer = self.store.as_ref()?;
-        let mut e = NewEvent::from_event(event, vec![name.to_owned()]);
-        e.needs_ack = needs_ack;
-        writer.submit(e)
+    pub fn store_named(&self, name: &str, event: &Arc<Event>, needs_ack: bool) -> Option<u64> {
+        self.store.as_ref()?.submit_matched(Matched {
+            event: event.clone(),
+            filters: vec![name.to_owned()],
+            anomaly_why: None,
+            needs_ack,
+        })
     }
 
     /// Commits pending baseline pairs and stored events, stops the store's writer.

@@ -677,21 +677,31 @@ impl SourceWorker {
         let mut judge = self.analysis.judge();
         self.chain
             .evaluate_with(&self.rt.plan, &mut event, verdict, &mut judge);
-        let stored = self
-            .analysis
-            .store(&self.chain, &event, verdict, &judge.verdicts);
         if !verdict.flagged.is_empty() {
             self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
         }
-        if verdict.excluded_by.is_none() {
+        if verdict.excluded_by.is_some() {
+            self.counters.excluded.fetch_add(1, Ordering::Relaxed);
+        } else if verdict.fired.is_empty() && verdict.judged.is_empty() {
+            // Most events: nothing to store or send; only Sigma rule sets may want it.
             self.sigma(&event, &verdict.withheld, read_at);
+        } else {
+            // Shared by the store and every action job (no copy of the event).
+            let event = Arc::new(event);
+            let stored = self
+                .analysis
+                .store(&self.chain, &event, verdict, &judge.verdicts);
+            self.sigma(&event, &verdict.withheld, read_at);
+            for &fi in &verdict.fired {
+                self.fire(fi, &event, &verdict.withheld, stored, read_at);
+            }
         }
-        self.dispatch(event, verdict, stored, read_at);
         // Matches a threshold filter held back, released by this one.
         for (fi, held) in judge.released.drain(..) {
             let f = self.chain.filter(fi);
+            let held = Arc::new(held);
             let stored = self.analysis.store_named(&f.name, &held, f.require_ack);
-            self.fire(fi, &Arc::new(held), &[], stored, read_at);
+            self.fire(fi, &held, &[], stored, read_at);
         }
     }
 
@@ -799,20 +809,6 @@ impl SourceWorker {
         }
     }
 
-    fn dispatch(&self, event: Event, verdict: &Verdict, stored: Option<u64>, read_at: Instant) {
-        if verdict.excluded_by.is_some() {
-            self.counters.excluded.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if verdict.fired.is_empty() {
-            return;
-        }
-        let event = Arc::new(event);
-        for &fi in &verdict.fired {
-            self.fire(fi, &event, &verdict.withheld, stored, read_at);
-        }
-    }
-
     /// Offers the event to every Sigma rule set; each detection is stored and fires its
     /// set's actions (but those `withheld`).
     fn sigma(&self, event: &Event, withheld: &[usize], read_at: Instant) {
@@ -822,7 +818,8 @@ impl SourceWorker {
         let mut scratch = Vec::new();
         for (si, set) in self.rules.sets.iter().enumerate() {
             for d in set.detect(event, &mut scratch) {
-                let stored = self.analysis.store_named(&set.name, &d.event, false);
+                let detected = Arc::new(d.event);
+                let stored = self.analysis.store_named(&set.name, &detected, false);
                 self.counters.fired.fetch_add(1, Ordering::Relaxed);
                 let named = Named {
                     name: d.title.clone(),
@@ -831,7 +828,7 @@ impl SourceWorker {
                 self.hand_on(
                     &self.rules.actions[si],
                     &named,
-                    &Arc::new(d.event),
+                    &detected,
                     withheld,
                     stored,
                     read_at,
