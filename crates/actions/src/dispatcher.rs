@@ -390,69 +390,54 @@ fn durable_worker(
     ctl: &Control,
     state_dir: Option<&Path>,
 ) {
-    loop {
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let queue = match state_dir {
-                Some(dir) if spec.durable() => Queue::open(&dir.join("queue").join(spec.name())),
-                _ => Queue::volatile(),
-            };
-            let limits = (!spec.common.limits.is_empty()).then(|| {
-                Limits::load(
-                    spec.common.limits.clone(),
-                    state_dir.map(|d| limits_path(d, spec.name())),
-                )
-            });
-            let Some(mut deliverer) = spec.kind.deliverer(spec.name(), &spec.common) else {
-                return;
-            };
-            let mut durable = Durable {
-                name: spec.name(),
-                counters,
-                ctl,
-                queue,
-                retry: &spec.common.retry,
-                limits,
-                memory_cap: spec.queue_capacity().max(1000),
-            };
-            durable.serve(rx, &mut *deliverer);
-        }));
-        match result {
-            Ok(()) => return,
-            Err(_) => {
-                tracing::error!(
-                    action = spec.name(),
-                    "action worker panicked; restarting it"
-                );
-                counters.failed("worker panicked".to_owned());
-            }
-        }
-    }
+    restarting_on_panic(spec.name(), counters, || {
+        let queue = match state_dir {
+            Some(dir) if spec.durable() => Queue::open(&dir.join("queue").join(spec.name())),
+            _ => Queue::volatile(),
+        };
+        let limits = (!spec.common.limits.is_empty()).then(|| {
+            Limits::load(
+                spec.common.limits.clone(),
+                state_dir.map(|d| limits_path(d, spec.name())),
+            )
+        });
+        let Some(mut deliverer) = spec.kind.deliverer(spec.name(), &spec.common) else {
+            return;
+        };
+        let mut durable = Durable {
+            name: spec.name(),
+            counters,
+            ctl,
+            queue,
+            retry: &spec.common.retry,
+            limits,
+            memory_cap: spec.queue_capacity().max(1000),
+        };
+        durable.serve(rx, &mut *deliverer);
+    });
 }
 
 /// A worker: runs the action's loop; a panic (a bug) is counted and the loop restarted.
 fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-    loop {
-        let result = catch_unwind(AssertUnwindSafe(|| match &spec.kind {
-            Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
-            Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
-            Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
-            Kind::JsonlFile(j) => j.work(spec.name(), rx, counters, ctl),
-            Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
-            Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
-            Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
-            // Always served by `durable_worker`: they have a deliverer.
-            Kind::Webhook(_) | Kind::Email(_) => {}
-            Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
-        }));
-        match result {
-            Ok(()) => return,
-            Err(_) => {
-                tracing::error!(
-                    action = spec.name(),
-                    "action worker panicked; restarting it"
-                );
-                counters.failed("worker panicked".to_owned());
-            }
-        }
+    restarting_on_panic(spec.name(), counters, || match &spec.kind {
+        Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
+        Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
+        Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
+        Kind::JsonlFile(j) => j.work(spec.name(), rx, counters, ctl),
+        Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
+        Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
+        Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
+        // Always served by `durable_worker`: they have a deliverer.
+        Kind::Webhook(_) | Kind::Email(_) => {}
+        Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
+    });
+}
+
+/// Runs a worker's loop until it returns; a panic (a bug) is logged, counted as a failure,
+/// and the loop started again.
+fn restarting_on_panic(action: &str, counters: &Counters, mut work: impl FnMut()) {
+    while catch_unwind(AssertUnwindSafe(&mut work)).is_err() {
+        tracing::error!(action, "action worker panicked; restarting it");
+        counters.failed("worker panicked".to_owned());
     }
 }
