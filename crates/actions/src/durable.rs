@@ -533,7 +533,7 @@ mod tests {
         }
         let counters = Counters::default();
         let ctl = Control::default();
-        ctl.set_deadline(Instant::now() + Duration::from_millis(50));
+        ctl.set_deadline(Instant::now() + Duration::from_millis(500));
         let retry = Retry {
             max_queue_bytes: 1,
             ..fast()
@@ -633,7 +633,9 @@ mod tests {
             limits: None,
             memory_cap: 10,
         };
-        ctl.set_deadline(Instant::now() + Duration::from_millis(100));
+        // Long enough for six quick attempts on a loaded machine (the loop waits for the
+        // deadline anyway: the channel stays open).
+        ctl.set_deadline(Instant::now() + Duration::from_secs(2));
         let mut always = FailFirst {
             n: u32::MAX,
             tries: 0,
