@@ -22,15 +22,31 @@ enum Msg {
     Flush(Sender<()>),
 }
 
-/// Lowers the calling (writer) thread's priority to nice 10 on Linux: on a small machine
-/// SQLite's commits then wait for the reading, filtering and sending threads instead of
-/// taking their core (measured: `BENCHMARKS.md`, reaction latency with the store).
+/// Lowers the calling (writer) thread's priority (nice 10 on Linux, below normal on
+/// Windows): on a small machine SQLite's commits then wait for the reading, filtering and
+/// sending threads instead of taking their core (measured: `BENCHMARKS.md`, reaction
+/// latency with the store).
 fn yield_to_the_event_path() {
     #[cfg(target_os = "linux")]
     {
         let me = rustix::thread::gettid();
         if let Err(e) = rustix::process::setpriority_process(Some(me), 10) {
             tracing::debug!(error = %e, "event store writer keeps its priority");
+        }
+    }
+    #[cfg(windows)]
+    #[allow(unsafe_code)] // two Win32 calls on this thread's own pseudo-handle
+    {
+        use windows_sys::Win32::System::Threading::{
+            GetCurrentThread, SetThreadPriority, THREAD_PRIORITY_BELOW_NORMAL,
+        };
+        // SAFETY: GetCurrentThread returns a pseudo-handle valid for this thread, which
+        // SetThreadPriority only reads.
+        if unsafe { SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_BELOW_NORMAL) } == 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "event store writer keeps its priority"
+            );
         }
     }
 }

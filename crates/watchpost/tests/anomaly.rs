@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+#[cfg(unix)] // only the tests that stop the daemon with `kill` wait
 use std::time::Duration;
 
 #[cfg(unix)]
