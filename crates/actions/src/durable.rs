@@ -473,6 +473,24 @@ mod tests {
         }
     }
 
+    /// The loop of action "a" over the queue in `dir`, without throttle or dedupe.
+    fn durable<'a>(
+        counters: &'a Counters,
+        ctl: &'a Control,
+        dir: &std::path::Path,
+        retry: &'a Retry,
+    ) -> Durable<'a> {
+        Durable {
+            name: "a",
+            counters,
+            ctl,
+            queue: Queue::open(dir),
+            retry,
+            limits: None,
+            memory_cap: 10,
+        }
+    }
+
     fn fast() -> Retry {
         Retry {
             max_attempts: 0,
@@ -500,15 +518,7 @@ mod tests {
         let counters = Counters::default();
         let got = Arc::new(Mutex::new(Vec::new()));
         let retry = fast();
-        let mut d = Durable {
-            name: "a",
-            counters: &counters,
-            ctl: &ctl,
-            queue: Queue::open(dir.path()),
-            retry: &retry,
-            limits: None,
-            memory_cap: 10,
-        };
+        let mut d = durable(&counters, &ctl, dir.path(), &retry);
         let mut deliverer = FailFirst {
             n: 2,
             tries: 0,
@@ -538,15 +548,7 @@ mod tests {
             max_queue_bytes: 1,
             ..fast()
         };
-        let mut d = Durable {
-            name: "a",
-            counters: &counters,
-            ctl: &ctl,
-            queue: Queue::open(dir.path()),
-            retry: &retry,
-            limits: None,
-            memory_cap: 10,
-        };
+        let mut d = durable(&counters, &ctl, dir.path(), &retry);
         d.serve(
             &rx,
             &mut FailFirst {
@@ -582,15 +584,7 @@ mod tests {
         let ctl = Control::default();
         let got = Arc::new(Mutex::new(Vec::new()));
         let retry = fast();
-        let mut d = Durable {
-            name: "a",
-            counters: &counters,
-            ctl: &ctl,
-            queue: Queue::open(dir.path()),
-            retry: &retry,
-            limits: None,
-            memory_cap: 10,
-        };
+        let mut d = durable(&counters, &ctl, dir.path(), &retry);
         d.serve(
             &rx,
             &mut FailFirst {
@@ -624,15 +618,7 @@ mod tests {
             ..fast()
         };
         let got = Arc::new(Mutex::new(Vec::new()));
-        let mut d = Durable {
-            name: "a",
-            counters: &counters,
-            ctl: &ctl,
-            queue: Queue::open(dir.path()),
-            retry: &retry,
-            limits: None,
-            memory_cap: 10,
-        };
+        let mut d = durable(&counters, &ctl, dir.path(), &retry);
         // Long enough for six quick attempts on a loaded machine (the loop waits for the
         // deadline anyway: the channel stays open).
         ctl.set_deadline(Instant::now() + Duration::from_secs(2));

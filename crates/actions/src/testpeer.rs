@@ -143,6 +143,19 @@ pub(crate) fn make_certs(dir: &Path) -> Certs {
     }
 }
 
+/// Waits (up to 10 s) until the peer's JSON-lines `log` holds at least `n` records; returns
+/// them all.
+pub(crate) fn received(log: &Path, n: usize) -> Vec<serde_json::Value> {
+    wait_for(|| {
+        let text = std::fs::read_to_string(log).ok()?;
+        let v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (v.len() >= n).then_some(v)
+    })
+}
+
 /// Waits up to 10 s for `f` to return `Some`.
 pub(crate) fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
     let until = Instant::now() + Duration::from_secs(10);

@@ -11,7 +11,7 @@ use watchpost_event::{Event, Sym, Value};
 
 use super::tests::spec;
 use super::*;
-use crate::testpeer::{self, Certs, Peer};
+use crate::testpeer::{self, Certs, Peer, received};
 
 fn job() -> Job {
     let raw = "Virus found\n.hidden line after a dot\n..two dots";
@@ -40,17 +40,6 @@ fn receiver(dir: &Path, name: &str, certs: &Certs, extra: &[&str]) -> (Peer, Pat
     let script_dir = dir.join(name);
     std::fs::create_dir_all(&script_dir).unwrap();
     (testpeer::start("smtp_receiver.py", &script_dir, &args), log)
-}
-
-fn received(log: &Path, n: usize) -> Vec<serde_json::Value> {
-    testpeer::wait_for(|| {
-        let text = std::fs::read_to_string(log).ok()?;
-        let v: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (v.len() >= n).then_some(v)
-    })
 }
 
 fn send(s: &EmailSpec) -> Result<(), Failure> {

@@ -10,7 +10,7 @@ use watchpost_event::{Event, Sym, Value};
 
 use super::*;
 use crate::config::test_util::parse_ok;
-use crate::testpeer::{self, Peer};
+use crate::testpeer::{self, Peer, received};
 
 fn job() -> Job {
     let mut e = Event::new(Arc::from("sep-av"), Arc::from("pc1"), "a raw line".into());
@@ -53,17 +53,6 @@ fn receiver(dir: &Path, tls: Option<&testpeer::Certs>) -> (Peer, std::path::Path
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (testpeer::start("http_receiver.py", dir, &args), log)
-}
-
-fn received(log: &Path, n: usize) -> Vec<serde_json::Value> {
-    testpeer::wait_for(|| {
-        let text = std::fs::read_to_string(log).ok()?;
-        let v: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (v.len() >= n).then_some(v)
-    })
 }
 
 fn send(spec: &WebhookSpec) -> Result<(), Failure> {
