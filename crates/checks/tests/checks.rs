@@ -89,7 +89,7 @@ fn definitions_from_a_sep_av_log() {
     let dir = tempfile::tempdir().unwrap();
     let src = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/sep/client-av/05292019.Log"
+        "/../../tests/data/sep/client-av/05292019.Log"
     );
     std::fs::copy(src, dir.path().join("05292019.Log")).unwrap();
     let s = spec(&format!(

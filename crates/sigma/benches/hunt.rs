@@ -13,7 +13,7 @@ use watchpost_sigma::{Match, Ruleset, Scratch};
 use watchpost_sources::parse::ParseCtx;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
 fn evtx_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,7 +9,7 @@ use watchpost_sigma::{Match, Ruleset};
 use watchpost_sources::parse::ParseCtx;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
 }
 
 fn rules_dir() -> PathBuf {

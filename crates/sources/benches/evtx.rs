@@ -101,7 +101,7 @@ fn main() {
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures/evtx"
+                "/../../tests/data/evtx"
             ))
         });
     let rounds: usize = std::env::var("WATCHPOST_BENCH_ROUNDS")

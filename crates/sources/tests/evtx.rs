@@ -10,7 +10,7 @@ use watchpost_sources::evtx::{is_evtx, read_evtx};
 
 const DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/evtx/attack-samples"
+    "/../../tests/data/evtx/attack-samples"
 );
 
 fn load(rel: &str) -> Vec<watchpost_event::Event> {

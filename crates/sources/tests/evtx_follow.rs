@@ -15,7 +15,7 @@ use watchpost_sources::winevent::parse_event_xml;
 
 const DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/evtx/attack-samples"
+    "/../../tests/data/evtx/attack-samples"
 );
 /// 101 records, one chunk.
 const TUNNEL: &str = "command-and-control/DE_RDP_Tunnel_5156.evtx";

@@ -12,7 +12,7 @@ use watchpost_sources::{Format, ParseCtx, Schema, format};
 fn fixtures(sub: &str) -> PathBuf {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
+        "/../../tests/data"
     ))
     .join(sub)
 }

@@ -11,7 +11,7 @@ use watchpost_sources::{Format, ParseCtx, ParseError, format};
 fn fixtures(sub: &str) -> PathBuf {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures"
+        "/../../tests/data"
     ))
     .join(sub)
 }

@@ -18,7 +18,7 @@ use watchpost_sources::{Format, ParseCtx, format};
 fn dir() -> PathBuf {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/sep/syslog/elastic"
+        "/../../tests/data/sep/syslog/elastic"
     ))
     .to_path_buf()
 }

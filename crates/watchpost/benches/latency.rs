@@ -80,7 +80,7 @@ fn main() {
     let template = {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/sep/client-av/05292019.Log"
+            "/../../tests/data/sep/client-av/05292019.Log"
         ))
         .expect("fixture");
         let line = text

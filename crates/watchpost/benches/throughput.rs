@@ -14,7 +14,7 @@ use watchpost_sources::{Format, ParseCtx};
 fn main() {
     let fixtures = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/sep/client-av"
+        "/../../tests/data/sep/client-av"
     );
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for entry in std::fs::read_dir(fixtures).expect("fixtures") {

@@ -201,7 +201,7 @@ fn main() {
         .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--pin"))
         .map(|(_, a)| a)
         .collect();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
     let rules_dir = pos
         .first()
         .map_or(shared.join("sigma/rules"), PathBuf::from);
