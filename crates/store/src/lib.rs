@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
-pub use query::{Query, QueryError, Term, parse_since, parse_terms};
+pub use watchpost_query::{Query, QueryError, Term, parse_since, parse_terms};
 pub use writer::{Writer, WriterStats};
 
 /// Why the store could not do something.
@@ -291,7 +291,7 @@ impl Store {
 
     /// Events matching `query`, newest first, at most `limit`.
     pub fn query(&self, query: &Query, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let (sql, args) = query.to_sql(limit)?;
+        let (sql, args) = query::to_sql(query, limit)?;
         let mut stmt = self.conn.prepare(&sql).map_err(sql_err(&self.path))?;
         let ids: Vec<u64> = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), |r| {
