@@ -1,0 +1,854 @@
+//! The HTTPS API (`/api/v1/…`, see `docs/fleet-api.md`): TLS, connections, limits,
+//! routing, authentication, and the handlers.
+//!
+//! * **Connections**: at most `max_connections` served at once (more wait in the kernel's
+//!   backlog); the TLS handshake and a request's headers must arrive within
+//!   `header_timeout` (slow clients cannot hold a slot); an idle keep-alive connection is
+//!   closed after `idle_timeout`. HTTP/1.1 only.
+//! * **Bodies**: refused with 413 above `max_body` before they are read whole (by
+//!   `Content-Length`, and again while reading); decompressed up to `max_decompressed`
+//!   (`watchpost-fleet-protocol`); enrollment and heartbeat bodies have smaller limits.
+//! * **Who may do what**: `enroll` needs a group's enrollment secret (and is rate-limited
+//!   per client address); `batches` and `heartbeat` need an agent's credential, which
+//!   names the agent whose data is written (an agent can only write its own); the
+//!   `admin` routes need a user's API token. A revoked agent gets 403 `revoked`
+//!   everywhere. Per-agent token buckets answer 429 with `Retry-After`.
+//! * **Errors**: every 4xx/5xx has a JSON body ([`ApiError`]) saying what was wrong; a
+//!   malformed, oversized, replayed or out-of-order batch is counted and refused, and
+//!   nothing else is affected.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use watchpost_fleet_protocol::{
+    self as proto, ApiError, Encoding, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck,
+    Limits, Record,
+};
+
+use crate::admin::{self, AdminError};
+use crate::config::{Config, TlsFiles};
+use crate::db::Window;
+use crate::ingest::{self, IngestError};
+use crate::metrics::{Metrics, route_label};
+
+/// Largest enrollment request.
+const MAX_ENROLL_BODY: usize = 16 << 10;
+/// Largest heartbeat (decompressed).
+const MAX_HEARTBEAT: usize = 4 << 20;
+
+/// What every request handler shares.
+pub struct State {
+    /// The configuration.
+    pub config: Config,
+    /// PostgreSQL.
+    pub pool: deadpool_postgres::Pool,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The partition window (moved by the maintenance task).
+    pub window: RwLock<Window>,
+    agent_buckets: Mutex<HashMap<i64, Bucket>>,
+    enroll_buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl State {
+    /// Shared state for a server.
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, window: Window) -> State {
+        State {
+            config,
+            pool,
+            metrics: Metrics::default(),
+            window: RwLock::new(window),
+            agent_buckets: Mutex::new(HashMap::new()),
+            enroll_buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets rate-limit buckets idle for a minute (called by the maintenance task).
+    pub fn prune_buckets(&self) {
+        let old = Instant::now() - Duration::from_secs(60);
+        self.agent_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, b| b.at > old);
+        self.enroll_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, b| b.at > old);
+    }
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Takes a token from `key`'s bucket; `Err(seconds to wait)` when empty.
+fn take<K: std::hash::Hash + Eq>(
+    buckets: &Mutex<HashMap<K, Bucket>>,
+    key: K,
+    rate: f64,
+    burst: f64,
+) -> Result<(), u64> {
+    let now = Instant::now();
+    let mut m = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    let b = m.entry(key).or_insert(Bucket {
+        tokens: burst,
+        at: now,
+    });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+    }
+}
+
+/// The rustls server configuration from PEM files (HTTP/1.1 by ALPN).
+pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("cannot read {}: {e}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: bad PEM: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in it",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: no usable PEM private key: {e}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+type Body = Full<Bytes>;
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(proto::encode_json(value, false))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        &ApiError {
+            error: message.into(),
+            code: code.into(),
+            expected_seq: None,
+        },
+    )
+}
+
+/// Serves the API until `stop` turns true.
+pub async fn serve(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let tls = match &state.config.tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(
+            tls_config(files).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+            let header_timeout = state.config.header_timeout;
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            connection(state.clone(), TokioIo::new(stream), peer).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => connection(state.clone(), TokioIo::new(tcp), peer).await,
+            }
+            state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn connection<I>(state: Arc<State>, io: TokioIo<I>, peer: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let idle = state.config.idle_timeout;
+    let svc_state = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let state = svc_state.clone();
+        async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_timeout)
+        .max_buf_size(64 << 10)
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    // The idle limit bounds the whole connection's quiet time between requests; hyper's
+    // header timeout only runs once a request has begun.
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        match tokio::time::timeout(idle, conn.as_mut()).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                return;
+            }
+            Err(_) => {
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let route = route_label(req.uri().path());
+    let response = route_request(&state, req, peer).await;
+    state.metrics.request(route, response.status().as_u16());
+    response
+}
+
+async fn route_request(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let known = proto::ROUTES
+        .iter()
+        .filter(|(_, p)| *p == path)
+        .collect::<Vec<_>>();
+    if known.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}"),
+        );
+    }
+    if !known.iter().any(|(m, _)| *m == req.method().as_str()) {
+        let allowed = known.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ");
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} takes {allowed}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&allowed) {
+            r.headers_mut().insert(hyper::header::ALLOW, v);
+        }
+        return r;
+    }
+    match (req.method(), path.as_str()) {
+        (&Method::POST, proto::ENROLL) => enroll(state, req, peer).await,
+        (&Method::POST, proto::BATCHES) => batch(state, req).await,
+        (&Method::POST, proto::HEARTBEAT) => heartbeat(state, req).await,
+        (&Method::GET, proto::ADMIN_EVENTS) => admin_events(state, req).await,
+        (&Method::GET, proto::ADMIN_AGENTS) => admin_agents(state, req).await,
+        (&Method::GET, proto::HEALTH) => health(state).await,
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}"),
+        ),
+    }
+}
+
+/// The request's body, at most `max` bytes as sent.
+async fn read_body(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<(Bytes, Option<String>), Response<Body>> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    if let Some(len) = req.headers().get(CONTENT_LENGTH)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > max as u64)
+    {
+        return Err(too_large());
+    }
+    let encoding = req
+        .headers()
+        .get(CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => Ok((b.to_bytes(), encoding)),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+}
+
+async fn client(state: &State) -> Result<deadpool_postgres::Object, Response<Body>> {
+    state.pool.get().await.map_err(|e| {
+        tracing::warn!(error = %e, "no database connection");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is not reachable; try again",
+        );
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("2"));
+        r
+    })
+}
+
+fn db_failed(e: impl std::fmt::Display) -> Response<Body> {
+    tracing::warn!(error = %e, "database error");
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_error",
+        "the database failed; try again",
+    );
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("2"));
+    r
+}
+
+/// The agent a credential belongs to; 401 or 403 (revoked) otherwise.
+async fn agent(state: &State, req: &Request<Incoming>) -> Result<i64, Response<Body>> {
+    let Some(token) = bearer(req) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the agent's credential as `Authorization: Bearer wpa_…` (enroll first)",
+        ));
+    };
+    let db = client(state).await?;
+    let row = db
+        .query_opt(
+            "SELECT id, revoked_at, coalesce(revoke_reason, '') FROM agents WHERE credential_hash = $1",
+            &[&admin::hash(&token)],
+        )
+        .await
+        .map_err(db_failed)?;
+    match row {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown agent credential (enroll again)",
+        )),
+        Some(r) => match r.get::<_, Option<Timestamp>>(1) {
+            Some(at) => {
+                let reason: String = r.get(2);
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    "revoked",
+                    format!(
+                        "this agent was revoked at {at}{}",
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {reason}")
+                        }
+                    ),
+                ))
+            }
+            None => {
+                let id: i64 = r.get(0);
+                if let Err(wait) = take(
+                    &state.agent_buckets,
+                    id,
+                    state.config.agent_rate,
+                    state.config.agent_burst,
+                ) {
+                    state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    let mut resp = error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("too many requests from this agent; wait {wait} s"),
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+                    }
+                    return Err(resp);
+                }
+                Ok(id)
+            }
+        },
+    }
+}
+
+async fn enroll(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if take(
+        &state.enroll_buckets,
+        peer.ip(),
+        state.config.enroll_per_minute as f64 / 60.0,
+        state.config.enroll_per_minute as f64,
+    )
+    .is_err()
+    {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many enrollment attempts from this address",
+        );
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let (body, encoding) = match read_body(req, MAX_ENROLL_BODY).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let limits = Limits {
+        max_body: MAX_ENROLL_BODY,
+        max_decompressed: MAX_ENROLL_BODY * 4,
+        max_records: 0,
+    };
+    let request: EnrollRequest = match Encoding::from_header(encoding.as_deref())
+        .and_then(|e| proto::decode_json(&body, e, &limits))
+    {
+        Ok(r) => r,
+        Err(e) => return decode_error(&e),
+    };
+    let mut db = match client(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match admin::enroll(&mut db, &request, &peer.ip().to_string()).await {
+        Ok(done) => {
+            tracing::info!(agent = done.agent_id, group = %done.group, hostname = %request.hostname, %peer, "agent enrolled");
+            json(
+                StatusCode::OK,
+                &EnrollResponse {
+                    agent_id: done.agent_id,
+                    group: done.group,
+                    credential: done.credential,
+                    heartbeat_secs: state.config.heartbeat.as_secs().max(1) as u32,
+                    max_batch_records: state.config.limits.max_records as u32,
+                    max_body_bytes: state.config.limits.max_body as u64,
+                },
+            )
+        }
+        Err(AdminError::Refused(m)) => {
+            tracing::warn!(%peer, hostname = %request.hostname, reason = %m, "enrollment refused");
+            error(StatusCode::FORBIDDEN, "enroll_refused", m)
+        }
+        Err(AdminError::Invalid(m)) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        Err(e) => db_failed(e),
+    }
+}
+
+fn decode_error(e: &proto::DecodeError) -> Response<Body> {
+    error(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        e.code(),
+        e.to_string(),
+    )
+}
+
+async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let m = &state.metrics;
+    let agent_id = match agent(state, &req).await {
+        Ok(id) => id,
+        Err(r) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            return r;
+        }
+    };
+    let limits = state.config.limits;
+    let (body, encoding) = match read_body(req, limits.max_body).await {
+        Ok(b) => b,
+        Err(r) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            return r;
+        }
+    };
+    // Decompressing and parsing a few MB is CPU work: off the I/O threads.
+    let decoded = tokio::task::spawn_blocking(move || {
+        Encoding::from_header(encoding.as_deref())
+            .and_then(|e| proto::decode_batch(&body, e, &limits))
+    })
+    .await;
+    let batch = match decoded {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = agent_id, error = %e, "batch refused");
+            return decode_error(&e);
+        }
+        Err(e) => return db_failed(e),
+    };
+    let mut db = match client(state).await {
+        Ok(c) => c,
+        Err(r) => {
+            m.batches_failed.fetch_add(1, Ordering::Relaxed);
+            return r;
+        }
+    };
+    let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
+    match ingest::store(&mut db, ingest::AgentRef { id: agent_id }, &batch, window).await {
+        Ok(ack) => {
+            let now = Timestamp::now().as_millisecond();
+            let (mut events, mut outcomes, mut acks) = (0u64, 0u64, 0u64);
+            for r in batch.records.iter().skip(ack.duplicates as usize) {
+                match r {
+                    Record::Event(e) => {
+                        events += 1;
+                        m.lag(now - e.stored_ms);
+                    }
+                    Record::Outcome(_) => outcomes += 1,
+                    Record::Ack(_) => acks += 1,
+                }
+            }
+            m.events.fetch_add(events, Ordering::Relaxed);
+            m.outcomes.fetch_add(outcomes, Ordering::Relaxed);
+            m.acks
+                .fetch_add(acks.saturating_sub(ack.orphans), Ordering::Relaxed);
+            m.duplicates.fetch_add(ack.duplicates, Ordering::Relaxed);
+            if ack.duplicates > 0 && ack.duplicates as usize == batch.records.len() {
+                m.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+            } else {
+                m.batches_stored.fetch_add(1, Ordering::Relaxed);
+            }
+            json(StatusCode::OK, &ack)
+        }
+        Err(IngestError::OutOfOrder { first, expected }) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = agent_id, first, expected, "batch out of order");
+            json(
+                StatusCode::CONFLICT,
+                &ApiError {
+                    error: format!(
+                        "batch starts at sequence number {first}, but {expected} is expected next"
+                    ),
+                    code: "out_of_order".into(),
+                    expected_seq: Some(expected),
+                },
+            )
+        }
+        Err(e @ IngestError::NewStreamNotAtStart { .. }) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            json(
+                StatusCode::CONFLICT,
+                &ApiError {
+                    error: e.to_string(),
+                    code: "out_of_order".into(),
+                    expected_seq: Some(1),
+                },
+            )
+        }
+        Err(IngestError::Db(e)) => {
+            m.batches_failed.fetch_add(1, Ordering::Relaxed);
+            db_failed(e)
+        }
+    }
+}
+
+async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let agent_id = match agent(state, &req).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let (body, encoding) = match read_body(req, MAX_HEARTBEAT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let limits = Limits {
+        max_body: MAX_HEARTBEAT,
+        max_decompressed: MAX_HEARTBEAT,
+        max_records: 0,
+    };
+    let hb: Heartbeat = match Encoding::from_header(encoding.as_deref())
+        .and_then(|e| proto::decode_json(&body, e, &limits))
+    {
+        Ok(h) => h,
+        Err(e) => return decode_error(&e),
+    };
+    let mut db = match client(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match crate::heartbeat::record(&mut db, agent_id, &hb).await {
+        Ok(()) => json(
+            StatusCode::OK,
+            &HeartbeatAck {
+                heartbeat_secs: state.config.heartbeat.as_secs().max(1) as u32,
+                server_time_ms: Timestamp::now().as_millisecond(),
+            },
+        ),
+        Err(e) => db_failed(e),
+    }
+}
+
+/// The user a request's token names: (name, role); 401 otherwise.
+async fn user(state: &State, req: &Request<Incoming>) -> Result<(String, String), Response<Body>> {
+    let unauthorized = || {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a user's API token as `Authorization: Bearer wpu_…` (`watchpost-server user token`)",
+        )
+    };
+    let Some(token) = bearer(req) else {
+        return Err(unauthorized());
+    };
+    if !token.starts_with(proto::USER_TOKEN_PREFIX) {
+        return Err(unauthorized());
+    }
+    let db = client(state).await?;
+    admin::user_for_token(&db, &token)
+        .await
+        .map_err(db_failed)?
+        .ok_or_else(unauthorized)
+}
+
+fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space); bad escapes stay as
+/// they are.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn admin_events(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (name, _role) = match user(state, &req).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let params = query_params(&req);
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 10_000);
+    let query = match crate::events::parse_query(
+        params.get("q").map(String::as_str).unwrap_or(""),
+        params.get("since").map(String::as_str),
+    ) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_query", e.to_string()),
+    };
+    let db = match client(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match crate::events::find(&db, &query, limit).await {
+        Ok(found) => {
+            tracing::debug!(user = %name, n = found.len(), "admin events query");
+            json(StatusCode::OK, &found)
+        }
+        Err(e) => db_failed(e),
+    }
+}
+
+async fn admin_agents(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if let Err(r) = user(state, &req).await {
+        return r;
+    }
+    let params = query_params(&req);
+    let db = match client(state).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match admin::agent_list(
+        &db,
+        params.get("group").map(String::as_str),
+        state.config.offline_after.as_secs_f64(),
+    )
+    .await
+    {
+        Ok(list) => json(StatusCode::OK, &list),
+        Err(e) => db_failed(e),
+    }
+}
+
+async fn health(state: &Arc<State>) -> Response<Body> {
+    let ok = match state.pool.get().await {
+        Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+        Err(_) => false,
+    };
+    if ok {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ok", "database": "ok" }),
+        )
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "degraded", "database": "unreachable" }),
+        )
+    }
+}
+
+/// Serves `GET /metrics` (plain HTTP) until `stop`.
+pub async fn serve_metrics(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move {
+                    let r = if req.uri().path() != "/metrics" {
+                        error(StatusCode::NOT_FOUND, "not_found", "only /metrics here")
+                    } else if req.method() != Method::GET {
+                        error(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "method_not_allowed",
+                            "GET only",
+                        )
+                    } else {
+                        let text = state.metrics.render(&state.pool.status());
+                        let mut r = Response::new(Full::new(Bytes::from(text)));
+                        r.headers_mut().insert(
+                            CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; version=0.0.4"),
+                        );
+                        r
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(2))
+                    .serve_connection(TokioIo::new(tcp), svc),
+            )
+            .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refill_at_their_rate() {
+        let b = Mutex::new(HashMap::new());
+        assert!(take(&b, 1, 1.0, 2.0).is_ok());
+        assert!(take(&b, 1, 1.0, 2.0).is_ok());
+        assert_eq!(take(&b, 1, 1.0, 2.0), Err(1));
+        assert!(take(&b, 2, 1.0, 2.0).is_ok());
+        assert_eq!(percent_decode("a%20b+c%zz%"), "a b c%zz%");
+        assert_eq!(
+            percent_decode("isanomaly%3Atrue%20host%3AA"),
+            "isanomaly:true host:A"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The watchpost fleet server: agents enroll with a group's secret and ship what their
+//! event stores hold; the server keeps it in PostgreSQL, each record exactly once, and
+//! keeps no state of its own (several servers can share one database behind a load
+//! balancer).
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | `config.rs` | the TOML file and its `check-config` diagnostics |
+//! | `db.rs` | the connection pool, versioned migrations (`migrations/*.sql`), day partitions and retention |
+//! | `http.rs` | HTTPS (rustls), connection and body limits, routing, authentication, rate limits, the handlers |
+//! | `ingest.rs` | one batch into PostgreSQL in one transaction, exactly once |
+//! | `heartbeat.rs` | a heartbeat into the agent's row, check and quarantine states |
+//! | `admin.rs` | groups, enrollment secrets, enrollment, agents, users, the audit log |
+//! | `query.rs`, `events.rs` | the `watchpost events` query language compiled to PostgreSQL; listing |
+//! | `metrics.rs` | Prometheus counters |
+//!
+//! The wire format is `watchpost-fleet-protocol`; the API is described in
+//! `docs/fleet-api.md`, deployment in `docs/fleet.md`.
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod heartbeat;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Reads at most `max` bytes of a file as text.
+pub fn read_limited(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Opens the pool, applies migrations and makes the partitions: what `run` does before
+/// it listens.
+pub async fn prepare(
+    config: &config::Config,
+) -> anyhow::Result<(deadpool_postgres::Pool, db::Window)> {
+    let pool = db::pool(&config.database)?;
+    let mut client = pool.get().await.map_err(db::DbError::from)?;
+    let applied = db::migrate(&mut client).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "database schema migrated");
+    }
+    let (window, _) =
+        db::maintain_partitions(&mut client, jiff::Timestamp::now(), config.retention_days).await?;
+    Ok((pool, window))
+}
+
+/// Every 15 s: agents online/offline for the metrics, idle rate-limit buckets pruned;
+/// every hour (and after a database outage): partitions made and dropped.
+async fn maintenance(state: Arc<http::State>, mut stop: watch::Receiver<bool>) {
+    let mut last_partitions = tokio::time::Instant::now();
+    let mut partitions_due = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+            _ = stop.changed() => return,
+        }
+        state.prune_buckets();
+        let Ok(mut client) = state.pool.get().await else {
+            partitions_due = true;
+            continue;
+        };
+        let offline = state.config.offline_after.as_secs_f64();
+        if let Ok(row) = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE revoked_at IS NULL AND last_seen_at > now() - make_interval(secs => $1)),
+                        count(*) FILTER (WHERE revoked_at IS NULL AND (last_seen_at IS NULL OR last_seen_at <= now() - make_interval(secs => $1))),
+                        count(*) FILTER (WHERE revoked_at IS NOT NULL)
+                 FROM agents",
+                &[&offline],
+            )
+            .await
+        {
+            for i in 0..3 {
+                state.metrics.agents[i].store(row.get::<_, i64>(i), Ordering::Relaxed);
+            }
+        }
+        if partitions_due || last_partitions.elapsed() >= Duration::from_secs(3600) {
+            match db::maintain_partitions(
+                &mut client,
+                jiff::Timestamp::now(),
+                state.config.retention_days,
+            )
+            .await
+            {
+                Ok((w, _)) => {
+                    *state.window.write().unwrap_or_else(|e| e.into_inner()) = w;
+                    last_partitions = tokio::time::Instant::now();
+                    partitions_due = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "partition maintenance failed; trying again");
+                    partitions_due = true;
+                }
+            }
+        }
+    }
+}
+
+/// A running server (in this process): its address and how to stop it.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: std::net::SocketAddr,
+    /// Where the metrics listen.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting and waits for the tasks.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Prepares the database and starts serving; returns once listening.
+pub async fn start(config: config::Config) -> anyhow::Result<Running> {
+    let (pool, window) = prepare(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics {
+        Some(m) => Some(
+            TcpListener::bind(m)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {m} (metrics): {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let state = Arc::new(http::State::new(config, pool, window));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let s = state.clone();
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = http::serve(s, listener, rx).await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    }));
+    if let Some(l) = metrics_listener {
+        tasks.push(tokio::spawn(http::serve_metrics(
+            state.clone(),
+            l,
+            stop_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(maintenance(state, stop_rx)));
+    Ok(Running {
+        addr,
+        metrics_addr,
+        stop,
+        tasks,
+    })
+}
