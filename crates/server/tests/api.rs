@@ -1,0 +1,306 @@
+//! The server against a real PostgreSQL (a private cluster): enrollment, batches stored
+//! exactly once (again, overlapping, out of order, concurrently), bad input refused with a
+//! clear 4xx, heartbeats, revocation, rate limits, metrics, retention.
+
+mod common;
+
+use common::*;
+use watchpost_fleet_protocol::{AckRecord, Batch, Heartbeat, OutcomeRecord, Record};
+
+fn count(env: &Env, sql: &str) -> i64 {
+    env.pg.psql(sql).parse().unwrap()
+}
+
+#[test]
+fn agents_enroll_and_ship_exactly_once_and_bad_input_is_refused() {
+    let Some(env) = Env::start(|_| {}) else {
+        return;
+    };
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        watchpost_server::admin::group_add(&db, "test", "lab", "the lab")
+            .await
+            .unwrap();
+        watchpost_server::admin::secret_create(&db, "test", "lab", "s1", None)
+            .await
+            .unwrap()
+    });
+    let addr = env.addr;
+
+    // Enrollment: a wrong secret is refused, the right one gives a credential; the same
+    // host enrolling again keeps its agent row.
+    let a = enroll(addr, "wpe_wrong", "host-a", "A");
+    assert_eq!(
+        (a.status, a.json()["code"].as_str()),
+        (403, Some("enroll_refused"))
+    );
+    let cred = credential(&enroll(addr, &secret, "host-a", "A"));
+    assert!(cred.starts_with("wpa_"));
+    let stored_hash = env
+        .pg
+        .psql("SELECT encode(credential_hash, 'hex') FROM agents");
+    assert!(!stored_hash.contains(&cred[4..]), "only a hash is stored");
+    assert_eq!(count(&env, "SELECT count(*) FROM agents"), 1);
+
+    // A batch, then the same batch again: stored once.
+    let b = events("st1", 1, 10, "A");
+    let r = send_batch(addr, &cred, &b);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["committed_seq"], 10);
+    assert_eq!(r.json()["stored"], 10);
+    let r = send_batch(addr, &cred, &b);
+    assert_eq!(
+        (
+            r.status,
+            r.json()["stored"].as_u64(),
+            r.json()["duplicates"].as_u64()
+        ),
+        (200, Some(0), Some(10))
+    );
+    // After a gap: refused with the number expected.
+    let r = send_batch(addr, &cred, &events("st1", 15, 3, "A"));
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["code"], "out_of_order");
+    assert_eq!(r.json()["expected_seq"], 11);
+    // Overlapping: only the new part is stored.
+    let r = send_batch(addr, &cred, &events("st1", 8, 7, "A"));
+    assert_eq!(
+        (r.json()["stored"].as_u64(), r.json()["duplicates"].as_u64()),
+        (Some(4), Some(3))
+    );
+    // The same batch from four connections at once: stored once.
+    let b = events("st1", 15, 50, "A");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(send_batch(addr, &cred, &b).status, 200));
+        }
+    });
+    assert_eq!(count(&env, "SELECT count(*) FROM events"), 64);
+    assert_eq!(count(&env, "SELECT count(DISTINCT seq) FROM events"), 64);
+    // Gaps inside a batch (records dropped on the agent) are fine.
+    let mut b = events("st1", 65, 10, "A");
+    b.records.retain(|r| r.seq() % 2 == 0);
+    assert_eq!(send_batch(addr, &cred, &b).json()["committed_seq"], 74);
+    // Outcomes and acknowledgements of stored events.
+    let b = Batch {
+        stream: "st1".into(),
+        first_seq: 75,
+        last_seq: 77,
+        records: vec![
+            Record::Outcome(OutcomeRecord {
+                seq: 75,
+                event: 3,
+                action: "siem".into(),
+                at_ms: 1_700_000_000_000,
+                attempt: 1,
+                ok: false,
+                detail: "timed out".into(),
+            }),
+            Record::Outcome(OutcomeRecord {
+                seq: 76,
+                event: 3,
+                action: "siem".into(),
+                at_ms: 1_700_000_001_000,
+                attempt: 2,
+                ok: true,
+                detail: String::new(),
+            }),
+            Record::Ack(AckRecord {
+                seq: 77,
+                event: 3,
+                at_ms: 1_700_000_002_000,
+                by: "bob".into(),
+                comment: "test file".into(),
+            }),
+        ],
+    };
+    let r = send_batch(addr, &cred, &b);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["orphans"], 0);
+    assert_eq!(env.pg.psql("SELECT acked_by || '|' || ack_comment || '|' || ack_origin FROM events WHERE local_id = 3"), "bob|test file|agent");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM outcomes WHERE event_local = 3"),
+        2
+    );
+
+    // Bad input: each a clear 4xx with a JSON reason; nothing stored.
+    let auth = format!("Bearer {cred}");
+    let h = [("Authorization", auth.as_str())];
+    let r = request(addr, "POST", "/api/v1/batches", &h, b"{not json");
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("line 1"),
+        "{:?}",
+        r.json()
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/batches",
+        &[("Authorization", &auth), ("Content-Encoding", "br")],
+        b"{}",
+    );
+    assert_eq!(r.status, 415);
+    let r = raw(addr, format!("POST /api/v1/batches HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n").as_bytes());
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    let bomb = {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..100 {
+            enc.write_all(&spaces).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/batches",
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    let r = request(addr, "POST", "/api/v1/batches", &[], b"{}");
+    assert_eq!(r.status, 401);
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/batches",
+        &[("Authorization", "Bearer wpa_0000")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401);
+    let r = request(addr, "GET", "/api/v1/nothing", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = request(addr, "GET", "/api/v1/batches", &[], b"");
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    let r = raw(addr, b"GARBAGE\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert_eq!(count(&env, "SELECT count(*) FROM events"), 69);
+
+    // A heartbeat: the agent's row, check states and their history, the quarantine.
+    let mut hb = Heartbeat {
+        version: "0.1.0".into(),
+        hostname: "A".into(),
+        config_generation: Some("abc".into()),
+        checks: vec![watchpost_fleet_protocol::CheckStatus {
+            name: "defs".into(),
+            status: "ok".into(),
+            detail: String::new(),
+        }],
+        ..Heartbeat::default()
+    };
+    hb.shipping.dropped = 7;
+    let send_hb = |hb: &Heartbeat| {
+        request(
+            addr,
+            "POST",
+            "/api/v1/heartbeat",
+            &h,
+            &serde_json::to_vec(hb).unwrap(),
+        )
+    };
+    assert_eq!(send_hb(&hb).status, 200);
+    hb.checks[0].status = "stale".into();
+    hb.quarantine = Some(watchpost_fleet_protocol::QuarantineStatus {
+        since_ms: 1_700_000_000_000,
+        reason: "ips".into(),
+        until_ms: None,
+    });
+    assert_eq!(send_hb(&hb).status, 200);
+    assert_eq!(send_hb(&hb).status, 200);
+    assert_eq!(env.pg.psql("SELECT status FROM check_states"), "stale");
+    assert_eq!(count(&env, "SELECT count(*) FROM check_changes"), 2);
+    assert_eq!(count(&env, "SELECT count(*) FROM quarantine_changes"), 1);
+    assert_eq!(count(&env, "SELECT shipping_dropped FROM agents"), 7);
+
+    // The query language against PostgreSQL.
+    let found = |q: &str| -> Vec<i64> {
+        let query = watchpost_server::events::parse_query(q, None).unwrap();
+        env.rt
+            .block_on(watchpost_server::events::find(&db, &query, 1000))
+            .unwrap()
+            .iter()
+            .map(|e| e.local_id)
+            .collect()
+    };
+    assert_eq!(found("isanomaly:true needsack:true host:a").len(), 22);
+    assert_eq!(found("\"test string 42\""), [42]);
+    assert_eq!(found("risk_name:\"EICAR Test String 1*\"").len(), 11);
+    assert_eq!(found("acked:true"), [3]);
+    assert!(found("-host:A").is_empty());
+    assert_eq!(found("filter:AV-Detection").len(), 69);
+    assert_eq!(found("filter:av-*").len(), 69);
+    assert_eq!(found("-isanomaly:true").len(), 46);
+    assert_eq!(found("\"eicar tes*\"").len(), 69);
+    assert_eq!(found("user:ALICE 42"), [42]);
+    assert!(found("user:bob").is_empty());
+
+    // Revocation: refused everywhere, with the reason.
+    env.rt
+        .block_on(watchpost_server::admin::agent_revoke(
+            &db,
+            "test",
+            "A",
+            "stolen laptop",
+        ))
+        .unwrap();
+    let r = send_batch(addr, &cred, &events("st1", 78, 1, "A"));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (403, Some("revoked"))
+    );
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("stolen laptop")
+    );
+    assert_eq!(send_hb(&hb).status, 403);
+    let r = enroll(addr, &secret, "host-a", "A");
+    assert_eq!(r.status, 403, "a revoked host cannot enroll itself back");
+    // Secrets: revoked and expired ones are refused.
+    env.rt
+        .block_on(watchpost_server::admin::secret_revoke(
+            &db, "test", "lab", "s1",
+        ))
+        .unwrap();
+    assert!(
+        enroll(addr, &secret, "host-b", "B").json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    let s2 = env
+        .rt
+        .block_on(watchpost_server::admin::secret_create(
+            &db,
+            "test",
+            "lab",
+            "s2",
+            Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)),
+        ))
+        .unwrap();
+    assert!(
+        enroll(addr, &s2, "host-b", "B").json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    assert!(
+        count(
+            &env,
+            "SELECT count(*) FROM audit_log WHERE action IN ('agent.enroll', 'agent.revoke', 'secret.revoke')"
+        ) >= 3
+    );
+    env.stop();
+}
