@@ -20,6 +20,7 @@
 //! while in use (`.backup`), ad-hoc queries, and no server. Times are stored as Unix
 //! milliseconds (UTC).
 
+mod outbox;
 mod query;
 mod schema;
 mod writer;
@@ -31,6 +32,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
+pub use outbox::{Outbox, OutboxState, Queued, QueuedEvent};
 pub use watchpost_query::{Query, QueryError, Term, parse_since, parse_terms};
 pub use writer::{Writer, WriterStats};
 
@@ -78,6 +80,9 @@ pub struct StoreOptions {
     pub queue: usize,
     /// How often retention runs.
     pub retention_every: Duration,
+    /// Queue what is stored for the fleet server (`outbox.rs`), at most this many records
+    /// waiting; `None`: no queueing.
+    pub ship: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -89,6 +94,7 @@ impl Default for StoreOptions {
             flush_every: Duration::from_millis(200),
             queue: 20_000,
             retention_every: Duration::from_secs(60),
+            ship: None,
         }
     }
 }
@@ -398,6 +404,7 @@ impl Store {
                 }
             }
         }
+        outbox::queue_acks(&tx, &done).map_err(&err)?;
         tx.commit().map_err(&err)?;
         Ok(done)
     }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::{StoreError, sql_err};
 
 /// The schema this build writes (`PRAGMA user_version`).
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -48,6 +48,23 @@ CREATE TABLE IF NOT EXISTS outcomes (
     detail  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event);
+-- Version 2: the shipping queue to the fleet server (outbox.rs). Each stored event,
+-- outcome and acknowledgement gets the next sequence number in the transaction that
+-- stores it; the shipper sends them in that order and forgets them once the server has
+-- committed them.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,
+    ref  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    stream      TEXT NOT NULL,
+    committed   INTEGER NOT NULL DEFAULT 0,
+    dropped     INTEGER NOT NULL DEFAULT 0,
+    enabled     INTEGER NOT NULL DEFAULT 0,
+    max_pending INTEGER NOT NULL DEFAULT 0
+);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
 );

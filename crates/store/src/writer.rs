@@ -108,6 +108,7 @@ impl Writer {
     /// Opens (creating) the store at `path` and starts its writer thread.
     pub fn start(path: &Path, options: StoreOptions) -> Result<Writer, StoreError> {
         let conn = schema::open(path)?;
+        crate::outbox::configure(&conn, options.ship, path)?;
         let max: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err(path))?;
@@ -329,6 +330,7 @@ impl Worker {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(&err)?;
+            let mut gate = crate::outbox::Gate::open(&tx).map_err(&err)?;
             let mut fields = serde_json::Map::new();
             let mut text = String::new();
             for m in batch {
@@ -368,6 +370,10 @@ impl Worker {
                             ins_filter.execute(params![*id as i64, f]).map_err(&err)?;
                         }
                         ins_fts.execute(params![*id as i64, text]).map_err(&err)?;
+                        if let Some(g) = &mut gate {
+                            g.queue(&tx, crate::outbox::KIND_EVENT, *id as i64)
+                                .map_err(&err)?;
+                        }
                     }
                     Msg::Outcome(o) => {
                         ins_outcome
@@ -380,10 +386,17 @@ impl Worker {
                                 o.detail
                             ])
                             .map_err(&err)?;
+                        if let Some(g) = &mut gate {
+                            g.queue(&tx, crate::outbox::KIND_OUTCOME, tx.last_insert_rowid())
+                                .map_err(&err)?;
+                        }
                     }
                     // Materialized when received.
                     Msg::Matched(..) | Msg::Flush(_) => {}
                 }
+            }
+            if let Some(g) = gate {
+                g.finish(&tx).map_err(&err)?;
             }
         }
         tx.commit().map_err(&err)
