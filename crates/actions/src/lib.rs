@@ -239,6 +239,7 @@ mod dispatcher;
 mod durable;
 mod email;
 mod flag_file;
+pub mod http;
 mod jsonl_file;
 mod limits;
 mod net;

@@ -165,6 +165,16 @@ impl TlsSpec {
     }
 }
 
+/// A client configuration trusting the CAs in `ca_file` (PEM), else the system's store,
+/// verifying the server (the fleet client's settings).
+pub(crate) fn client_config_for(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    TlsSpec {
+        ca_file: ca_file.map(|p| (p.to_path_buf(), 0..0)),
+        ..TlsSpec::system()
+    }
+    .client_config()
+}
+
 /// The operating system's trust anchors; certificates it cannot parse are skipped.
 fn system_roots() -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
