@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # session bus for the dialog action's notification tests), Python's http.server and
 # aiosmtpd with openssl's test CA (HTTP(S) and SMTP receivers for the webhook and email
 # actions), rsyslog-gnutls (syslog over TLS in e2e_delivery), nft and ip (the quarantine
-# test isolates a network namespace with nftables).
+# test isolates a network namespace with nftables), PostgreSQL (the fleet server's tests
+# start private clusters with its initdb and pg_ctl).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
@@ -23,6 +24,7 @@ command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
