@@ -6,7 +6,11 @@ use watchpost_fleet_protocol::ROUTES;
 
 #[test]
 fn the_api_document_lists_every_route_and_no_other() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/fleet-api.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/fleet-api.md"
+    ))
+    .unwrap();
     let documented: Vec<(String, String)> = doc
         .lines()
         .filter_map(|l| l.strip_prefix("### `"))

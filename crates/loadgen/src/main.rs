@@ -1,0 +1,706 @@
+//! `watchpost-loadgen`: plays N watchpost agents against `watchpost-server` over the real
+//! protocol and TLS. Each agent enrolls (with a host id of its own), sends a heartbeat
+//! every `--heartbeat` seconds and a batch of events every `--batch-interval` seconds so
+//! that all together send `--rate` events per second; a batch that fails (the server
+//! killed, PostgreSQL restarting) is sent again with the same sequence numbers until it is
+//! acknowledged, as the agent does. After `--duration` it drains what is unacknowledged,
+//! then reports enrolled and online agents, the sustained ingest rate, the time from a
+//! batch's first send to its acknowledgement (p50/p99/max), the CPU and memory of the
+//! processes named with `--watch` (with their children), and, with `--db`, checks every
+//! agent's sequence numbers in PostgreSQL: each stored once, none missing.
+//!
+//! The figures are printed as text and, with `--json FILE`, written as JSON.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Mutex;
+use watchpost_fleet_protocol::{
+    self as proto, Batch, BatchAck, EnrollRequest, EnrollResponse, EventRecord, Fields, Heartbeat,
+    Record,
+};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "watchpost-loadgen",
+    about = "Plays many watchpost agents against watchpost-server"
+)]
+struct Args {
+    /// The server (`https://127.0.0.1:8443`).
+    #[arg(long)]
+    server: String,
+    /// CA certificate (PEM) to trust.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The enrollment secret.
+    #[arg(long, env = "WATCHPOST_LOADGEN_SECRET")]
+    secret: String,
+    /// Agents to play.
+    #[arg(long, default_value_t = 100)]
+    agents: usize,
+    /// Events per second, all agents together.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Seconds of load (after every agent started).
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seconds between an agent's heartbeats.
+    #[arg(long, default_value_t = 30)]
+    heartbeat: u64,
+    /// Seconds between an agent's batches.
+    #[arg(long, default_value_t = 10.0)]
+    batch_interval: f64,
+    /// Seconds over which the agents start (enroll) one after another.
+    #[arg(long, default_value_t = 20.0)]
+    ramp: f64,
+    /// Host-id prefix (several runs against one database use different ones).
+    #[arg(long, default_value = "loadgen")]
+    prefix: String,
+    /// PostgreSQL connection string: check every sequence number at the end.
+    #[arg(long)]
+    db: Option<String>,
+    /// Processes to measure: NAME=PID (their children counted with them).
+    #[arg(long)]
+    watch: Vec<String>,
+    /// Longest wait for the last acknowledgements after the load.
+    #[arg(long, default_value_t = 300)]
+    drain: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Connections per agent request (no keep-alive), as the watchpost agent does.
+    #[arg(long)]
+    no_keep_alive: bool,
+}
+
+struct Stats {
+    enrolled: AtomicU64,
+    events_acked: AtomicU64,
+    batches_acked: AtomicU64,
+    heartbeats: AtomicU64,
+    failures: AtomicU64,
+    duplicates: AtomicU64,
+    latencies_ms: std::sync::Mutex<Vec<u32>>,
+    last_heartbeat: std::sync::Mutex<HashMap<usize, Instant>>,
+    /// Per agent: (agent id on the server, last sequence number acknowledged).
+    acked: std::sync::Mutex<HashMap<usize, (i64, u64)>>,
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    authority: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    keep_alive: bool,
+}
+
+impl Client {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .context("connect timed out")??;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .context("TLS handshake timed out")??;
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+                tokio::spawn(conn);
+                Ok(send)
+            }
+            None => {
+                let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(conn);
+                Ok(send)
+            }
+        }
+    }
+
+    /// One request on the agent's connection (made when there is none); the answer's
+    /// status and body.
+    async fn post(
+        &self,
+        conn: &mut Option<SendRequest<Full<Bytes>>>,
+        path: &str,
+        credential: Option<&str>,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> Result<(u16, Bytes)> {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) || !self.keep_alive {
+            *conn = Some(self.connect().await?);
+        }
+        let Some(send) = conn.as_mut() else {
+            bail!("no connection")
+        };
+        send.ready().await?;
+        let mut req = hyper::Request::post(path)
+            .header("host", &self.authority)
+            .header("content-type", "application/json");
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        if let Some(c) = credential {
+            req = req.header("authorization", format!("Bearer {c}"));
+        }
+        if !self.keep_alive {
+            req = req.header("connection", "close");
+        }
+        let result = tokio::time::timeout(Duration::from_secs(60), async {
+            let resp = send
+                .send_request(req.body(Full::new(Bytes::from(body)))?)
+                .await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                *conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                *conn = None;
+                bail!("request timed out")
+            }
+        }
+    }
+}
+
+fn event(seq: u64, agent: usize, host: &str) -> Record {
+    let now = jiff::Timestamp::now().as_millisecond();
+    Record::Event(EventRecord {
+        seq,
+        id: seq,
+        time_ms: Some(now - 200),
+        stored_ms: now,
+        source: "sep-av".into(),
+        host: host.into(),
+        filters: vec!["av-detection".into()],
+        anomaly: seq % 50 == 0,
+        anomaly_why: (seq % 50 == 0).then(|| "new-file: new value for key \"SYSTEM\"".into()),
+        needs_ack: seq % 50 == 0,
+        fields: Fields(vec![
+            ("risk_name".into(), format!("Trojan.Gen.{}", seq % 97)),
+            (
+                "path".into(),
+                format!(
+                    "C:\\Users\\user{}\\AppData\\Local\\Temp\\file{seq}.exe",
+                    agent % 100
+                ),
+            ),
+            ("action_taken".into(), "Quarantined".into()),
+            ("user".into(), format!("user{}", agent % 100)),
+            ("detection".into(), "auto_protect".into()),
+        ]),
+        raw: format!(
+            "Virus found,IP Address: 10.{}.{}.{},Computer name: {host},Source: Auto-Protect scan,Risk name: Trojan.Gen.{},Occurrences: 1,File path: C:\\Users\\user{}\\AppData\\Local\\Temp\\file{seq}.exe,Actual action: Quarantined,Requested action: Cleaned,Secondary action: Quarantined",
+            agent / 65536 % 256,
+            agent / 256 % 256,
+            agent % 256,
+            seq % 97,
+            agent % 100
+        ),
+        origin: Some(format!(
+            "C:\\ProgramData\\Symantec\\Logs\\AV\\daily.Log:{}",
+            seq * 300
+        )),
+    })
+}
+
+async fn agent(
+    i: usize,
+    args: Arc<Args>,
+    client: Arc<Client>,
+    stats: Arc<Stats>,
+    start_at: Instant,
+    end_at: Instant,
+) {
+    tokio::time::sleep_until(start_at.into()).await;
+    let host = format!("{}-{i:05}", args.prefix);
+    let mut conn = None;
+    // Enroll (retrying).
+    let req = EnrollRequest {
+        secret: args.secret.clone(),
+        host_id: format!("{}-host-{i}", args.prefix),
+        hostname: host.clone(),
+        os: "windows".into(),
+        version: "loadgen".into(),
+    };
+    let body = proto::encode_json(&req, false);
+    let mut wait = Duration::from_millis(500);
+    let enrolled: EnrollResponse = loop {
+        match client
+            .post(&mut conn, proto::ENROLL, None, body.clone(), false)
+            .await
+        {
+            Ok((200, b)) => match serde_json::from_slice(&b) {
+                Ok(r) => break r,
+                Err(_) => stats.failures.fetch_add(1, Ordering::Relaxed),
+            },
+            _ => stats.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        if Instant::now() > end_at + Duration::from_secs(args.drain) {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    };
+    stats.enrolled.fetch_add(1, Ordering::Relaxed);
+    let cred = enrolled.credential;
+    let stream = format!("{}-{i}", args.prefix);
+    let per_batch = args.rate / args.agents as f64 * args.batch_interval;
+    let mut carry = 0.0;
+    let mut next_seq = 1u64;
+    let mut pending: Vec<Record> = Vec::new();
+    let mut first_sent: Option<Instant> = None;
+    // Spread the agents' batches over the interval.
+    let phase = Duration::from_secs_f64(args.batch_interval * (i as f64 * 0.618_034).fract());
+    let mut next_batch = Instant::now() + phase;
+    let mut next_hb = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let now = Instant::now();
+        let running = now < end_at;
+        if !running && pending.is_empty() {
+            break;
+        }
+        if now > end_at + Duration::from_secs(args.drain) {
+            break;
+        }
+        if running && now >= next_hb {
+            let hb = Heartbeat {
+                version: "loadgen".into(),
+                hostname: host.clone(),
+                ..Heartbeat::default()
+            };
+            match client
+                .post(
+                    &mut conn,
+                    proto::HEARTBEAT,
+                    Some(&cred),
+                    proto::encode_json(&hb, true),
+                    true,
+                )
+                .await
+            {
+                Ok((200, _)) => {
+                    stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .last_heartbeat
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(i, Instant::now());
+                }
+                _ => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            next_hb = Instant::now() + Duration::from_secs(args.heartbeat);
+        }
+        if running && now >= next_batch && pending.is_empty() {
+            carry += per_batch;
+            let n = carry.floor() as u64;
+            carry -= n as f64;
+            for _ in 0..n {
+                pending.push(event(next_seq, i, &host));
+                next_seq += 1;
+            }
+            next_batch += Duration::from_secs_f64(args.batch_interval);
+        }
+        if !pending.is_empty() {
+            let batch = Batch {
+                stream: stream.clone(),
+                first_seq: pending[0].seq(),
+                last_seq: pending[pending.len() - 1].seq(),
+                records: pending.clone(),
+            };
+            let started = *first_sent.get_or_insert_with(Instant::now);
+            match client
+                .post(
+                    &mut conn,
+                    proto::BATCHES,
+                    Some(&cred),
+                    proto::encode_batch(&batch),
+                    true,
+                )
+                .await
+            {
+                Ok((200, b)) => {
+                    let ack: Option<BatchAck> = serde_json::from_slice(&b).ok();
+                    if let Some(ack) = ack {
+                        let ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+                        stats
+                            .latencies_ms
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(ms);
+                        stats
+                            .events_acked
+                            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                        stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .duplicates
+                            .fetch_add(ack.duplicates, Ordering::Relaxed);
+                        stats
+                            .acked
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(i, (enrolled.agent_id, ack.committed_seq));
+                        pending.clear();
+                        first_sent = None;
+                        backoff = Duration::from_millis(500);
+                        continue;
+                    }
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        }
+        let wake = if running {
+            next_batch.min(next_hb)
+        } else {
+            Instant::now()
+        };
+        tokio::time::sleep_until(wake.into()).await;
+    }
+}
+
+/// CPU seconds and resident memory (bytes) of a process and its descendants.
+fn usage(root: u32) -> (f64, u64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let page = 4096u64;
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut info: HashMap<u32, (f64, u64)> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the name: state(0) ppid(1) … utime(11) stime(12) … rss(21)
+            let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            let rss = f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page;
+            children.entry(ppid).or_default().push(pid);
+            info.insert(pid, (cpu / tick, rss));
+        }
+    }
+    let mut total = (0.0, 0);
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        if let Some((c, r)) = info.get(&p) {
+            total.0 += c;
+            total.1 += r;
+        }
+        if let Some(ch) = children.get(&p) {
+            stack.extend(ch);
+        }
+    }
+    total
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Arc::new(Args::parse());
+    let (https, rest) = if let Some(r) = args.server.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = args.server.strip_prefix("http://") {
+        (false, r)
+    } else {
+        bail!("--server must start with https:// or http://");
+    };
+    let authority = rest.trim_end_matches('/').to_owned();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .map(|(h, p)| (h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>()))
+        .context("--server needs host:port")?;
+    let port = port.context("bad port")?;
+    let tls = if https {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = args
+            .ca_file
+            .as_ref()
+            .context("--ca-file is needed for https")?;
+        for c in CertificateDer::pem_file_iter(ca)? {
+            roots.add(c?)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+        Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    } else {
+        None
+    };
+    let client = Arc::new(Client {
+        host,
+        port,
+        authority,
+        tls,
+        keep_alive: !args.no_keep_alive,
+    });
+    let stats = Arc::new(Stats {
+        enrolled: AtomicU64::new(0),
+        events_acked: AtomicU64::new(0),
+        batches_acked: AtomicU64::new(0),
+        heartbeats: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        latencies_ms: std::sync::Mutex::new(Vec::new()),
+        last_heartbeat: std::sync::Mutex::new(HashMap::new()),
+        acked: std::sync::Mutex::new(HashMap::new()),
+    });
+    let watched: Vec<(String, u32)> = args
+        .watch
+        .iter()
+        .filter_map(|w| {
+            let (n, p) = w.split_once('=')?;
+            Some((n.to_owned(), p.parse().ok()?))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let ramp = Duration::from_secs_f64(args.ramp);
+    let load_start = t0 + ramp;
+    let end_at = load_start + Duration::from_secs(args.duration);
+    let mut tasks = Vec::with_capacity(args.agents);
+    for i in 0..args.agents {
+        let start_at = t0 + ramp.mul_f64(i as f64 / args.agents.max(1) as f64);
+        tasks.push(tokio::spawn(agent(
+            i,
+            args.clone(),
+            client.clone(),
+            stats.clone(),
+            start_at,
+            end_at,
+        )));
+    }
+    // Sample the watched processes' CPU and memory every second.
+    let sampler_stop = Arc::new(Mutex::new(false));
+    let sampler = {
+        let watched = watched.clone();
+        let stop = sampler_stop.clone();
+        tokio::spawn(async move {
+            let mut first: HashMap<String, (Instant, f64)> = HashMap::new();
+            let mut peak: HashMap<String, u64> = HashMap::new();
+            let mut at_load: HashMap<String, (Instant, f64)> = HashMap::new();
+            let mut at_end: HashMap<String, (Instant, f64)> = HashMap::new();
+            loop {
+                let now = Instant::now();
+                for (name, pid) in &watched {
+                    let (cpu, rss) = usage(*pid);
+                    first.entry(name.clone()).or_insert((now, cpu));
+                    if now >= load_start && now <= end_at {
+                        at_load.entry(name.clone()).or_insert((now, cpu));
+                        at_end.insert(name.clone(), (now, cpu));
+                    }
+                    let p = peak.entry(name.clone()).or_default();
+                    *p = (*p).max(rss);
+                }
+                if *stop.lock().await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            watched
+                .iter()
+                .map(|(n, _)| {
+                    let cpu = match (at_load.get(n), at_end.get(n)) {
+                        (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
+                            (c1 - c0) / t1.duration_since(*t0).as_secs_f64()
+                        }
+                        _ => 0.0,
+                    };
+                    (n.clone(), cpu, peak.get(n).copied().unwrap_or(0))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    // Progress once every 10 s.
+    let progress = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let now = stats.events_acked.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>5.0} s] enrolled {}  events acked {} ({:.0}/s)  batches {}  heartbeats {}  failures {}",
+                    t0.elapsed().as_secs_f64(),
+                    stats.enrolled.load(Ordering::Relaxed),
+                    now,
+                    (now - last) as f64 / 10.0,
+                    stats.batches_acked.load(Ordering::Relaxed),
+                    stats.heartbeats.load(Ordering::Relaxed),
+                    stats.failures.load(Ordering::Relaxed),
+                );
+                last = now;
+            }
+        })
+    };
+    let mut acked_at_load_start = None;
+    let mut acked_at_end = None;
+    {
+        let s = stats.clone();
+        tokio::time::sleep_until(load_start.into()).await;
+        acked_at_load_start = acked_at_load_start.or(Some((
+            Instant::now(),
+            s.events_acked.load(Ordering::Relaxed),
+        )));
+        tokio::time::sleep_until(end_at.into()).await;
+        let online = {
+            let hb = s.last_heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+            hb.values()
+                .filter(|t| t.elapsed() < Duration::from_secs(args.heartbeat * 2 + 5))
+                .count()
+        };
+        acked_at_end = acked_at_end.or(Some((
+            Instant::now(),
+            s.events_acked.load(Ordering::Relaxed),
+            online,
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    progress.abort();
+    *sampler_stop.lock().await = true;
+    let usage = sampler.await.unwrap_or_default();
+    let (t_a, e_a) = acked_at_load_start.unwrap_or((load_start, 0));
+    let (t_b, e_b, online) = acked_at_end.unwrap_or((end_at, 0, 0));
+    let sustained = (e_b - e_a) as f64 / t_b.duration_since(t_a).as_secs_f64().max(0.001);
+    let mut lat = stats
+        .latencies_ms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    lat.sort_unstable();
+    let total_events = stats.events_acked.load(Ordering::Relaxed);
+    let mut report = serde_json::json!({
+        "agents": args.agents,
+        "enrolled": stats.enrolled.load(Ordering::Relaxed),
+        "online_at_end_of_load": online,
+        "target_rate": args.rate,
+        "sustained_events_per_second": sustained.round(),
+        "events_acknowledged": total_events,
+        "batches_acknowledged": stats.batches_acked.load(Ordering::Relaxed),
+        "heartbeats": stats.heartbeats.load(Ordering::Relaxed),
+        "failed_attempts": stats.failures.load(Ordering::Relaxed),
+        "duplicates_reported_by_server": stats.duplicates.load(Ordering::Relaxed),
+        "ack_latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0) },
+        "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_rss_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
+    });
+    println!(
+        "agents {} enrolled {} online {}",
+        args.agents, report["enrolled"], online
+    );
+    println!(
+        "sustained ingest {:.0} events/s (target {}), {} events acknowledged",
+        sustained, args.rate, total_events
+    );
+    println!(
+        "batch send → acknowledgement: p50 {} ms, p99 {} ms, max {} ms",
+        report["ack_latency_ms"]["p50"],
+        report["ack_latency_ms"]["p99"],
+        report["ack_latency_ms"]["max"]
+    );
+    println!(
+        "failed attempts (retried) {}, duplicates the server skipped {}",
+        report["failed_attempts"], report["duplicates_reported_by_server"]
+    );
+    for (n, cpu, rss) in &usage {
+        println!(
+            "{n}: {cpu:.2} cores during the load, peak {} MiB resident",
+            rss / (1 << 20)
+        );
+    }
+    let mut ok = true;
+    if let Some(db) = &args.db {
+        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let acked = stats
+            .acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let ids: Vec<i64> = acked.values().map(|(id, _)| *id).collect();
+        let rows = client
+            .query(
+                "SELECT agent_id, count(*), count(DISTINCT seq), coalesce(min(seq), 0), coalesce(max(seq), 0)
+                 FROM events WHERE agent_id = ANY($1) GROUP BY agent_id",
+                &[&ids],
+            )
+            .await?;
+        let found: HashMap<i64, (i64, i64, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
+            .collect();
+        let (mut missing, mut doubled, mut checked) = (0i64, 0i64, 0u64);
+        for (id, last) in acked.values() {
+            let (n, distinct, min, max) = found.get(id).copied().unwrap_or((0, 0, 0, 0));
+            checked += *last;
+            doubled += n - distinct;
+            if distinct != *last as i64 || min != 1 || max != *last as i64 {
+                missing += (*last as i64 - distinct).max(0);
+                ok = false;
+            }
+        }
+        ok &= doubled == 0 && total_events == checked;
+        println!(
+            "database check: {checked} sequence numbers of {} agents: {missing} missing, {doubled} stored twice{}",
+            acked.len(),
+            if ok { " — ok" } else { " — FAILED" }
+        );
+        report["database_check"] = serde_json::json!({ "sequence_numbers": checked, "agents": acked.len(), "missing": missing, "doubled": doubled, "ok": ok });
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    if !ok {
+        bail!("the database does not hold every acknowledged event exactly once");
+    }
+    Ok(())
+}
