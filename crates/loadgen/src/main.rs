@@ -68,7 +68,9 @@ struct Args {
     /// PostgreSQL connection string: check every sequence number at the end.
     #[arg(long)]
     db: Option<String>,
-    /// Processes to measure: NAME=PID (their children counted with them).
+    /// Processes to measure: NAME=PID, or NAME=@FILE (the PID on the file's first line,
+    /// read at each sample: a process started again is followed). Children count with
+    /// their parent.
     #[arg(long)]
     watch: Vec<String>,
     /// Longest wait for the last acknowledgements after the load.
@@ -391,6 +393,28 @@ async fn agent(
     }
 }
 
+/// A process to measure.
+#[derive(Clone)]
+enum Watched {
+    Pid(u32),
+    File(PathBuf),
+}
+
+impl Watched {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Watched::Pid(p) => Some(*p),
+            Watched::File(f) => std::fs::read_to_string(f)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok(),
+        }
+    }
+}
+
 /// CPU seconds and resident memory (bytes) of a process and its descendants.
 fn usage(root: u32) -> (f64, u64) {
     let tick = 100.0; // USER_HZ on Linux
@@ -494,12 +518,16 @@ async fn main() -> Result<()> {
         last_heartbeat: std::sync::Mutex::new(HashMap::new()),
         acked: std::sync::Mutex::new(HashMap::new()),
     });
-    let watched: Vec<(String, u32)> = args
+    let watched: Vec<(String, Watched)> = args
         .watch
         .iter()
         .filter_map(|w| {
             let (n, p) = w.split_once('=')?;
-            Some((n.to_owned(), p.parse().ok()?))
+            let target = match p.strip_prefix('@') {
+                Some(file) => Watched::File(PathBuf::from(file)),
+                None => Watched::Pid(p.parse().ok()?),
+            };
+            Some((n.to_owned(), target))
         })
         .collect();
     let t0 = Instant::now();
@@ -524,18 +552,26 @@ async fn main() -> Result<()> {
         let watched = watched.clone();
         let stop = sampler_stop.clone();
         tokio::spawn(async move {
-            let mut first: HashMap<String, (Instant, f64)> = HashMap::new();
+            // CPU: the sum of positive differences between samples during the load (a
+            // process killed and started again does not count backwards).
+            let mut last: HashMap<String, f64> = HashMap::new();
+            let mut busy: HashMap<String, f64> = HashMap::new();
             let mut peak: HashMap<String, u64> = HashMap::new();
-            let mut at_load: HashMap<String, (Instant, f64)> = HashMap::new();
-            let mut at_end: HashMap<String, (Instant, f64)> = HashMap::new();
+            let mut window: Option<(Instant, Instant)> = None;
             loop {
                 let now = Instant::now();
-                for (name, pid) in &watched {
-                    let (cpu, rss) = usage(*pid);
-                    first.entry(name.clone()).or_insert((now, cpu));
-                    if now >= load_start && now <= end_at {
-                        at_load.entry(name.clone()).or_insert((now, cpu));
-                        at_end.insert(name.clone(), (now, cpu));
+                let in_load = now >= load_start && now <= end_at;
+                if in_load {
+                    window = Some((window.map_or(now, |w| w.0), now));
+                }
+                for (name, target) in &watched {
+                    let Some(pid) = target.pid() else { continue };
+                    let (cpu, rss) = usage(pid);
+                    if let Some(prev) = last.insert(name.clone(), cpu)
+                        && in_load
+                        && cpu > prev
+                    {
+                        *busy.entry(name.clone()).or_default() += cpu - prev;
                     }
                     let p = peak.entry(name.clone()).or_default();
                     *p = (*p).max(rss);
@@ -545,14 +581,14 @@ async fn main() -> Result<()> {
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            let secs = window.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
             watched
                 .iter()
                 .map(|(n, _)| {
-                    let cpu = match (at_load.get(n), at_end.get(n)) {
-                        (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => {
-                            (c1 - c0) / t1.duration_since(*t0).as_secs_f64()
-                        }
-                        _ => 0.0,
+                    let cpu = if secs > 0.0 {
+                        busy.get(n).copied().unwrap_or(0.0) / secs
+                    } else {
+                        0.0
                     };
                     (n.clone(), cpu, peak.get(n).copied().unwrap_or(0))
                 })

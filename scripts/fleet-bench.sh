@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The fleet load benchmark: a private PostgreSQL cluster, watchpost-server over TLS on
+# 127.0.0.1, and watchpost-loadgen playing AGENTS agents at RATE events/s for DURATION
+# seconds. With CHAOS=1 the server is killed with SIGKILL (and started again) at a third
+# of the load and PostgreSQL restarted (pg_ctl restart -m immediate: a crash) at two
+# thirds; the run fails unless every acknowledged event is in the database exactly once.
+#
+#   scripts/fleet-bench.sh                                   # 10,000 agents, 20,000 events/s, 300 s, chaos
+#   AGENTS=500 RATE=2000 DURATION=40 scripts/fleet-bench.sh  # smaller
+#
+# Needs PostgreSQL (Debian's postgresql package) and openssl. Runs PostgreSQL as nobody
+# when started as root. Everything lives in a temporary directory, removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AGENTS=${AGENTS:-10000}
+RATE=${RATE:-20000}
+DURATION=${DURATION:-300}
+CHAOS=${CHAOS:-1}
+HEARTBEAT=${HEARTBEAT:-30}
+BATCH_INTERVAL=${BATCH_INTERVAL:-10}
+RAMP=${RAMP:-60}
+PROFILE=${PROFILE:-release}
+OUT=${OUT:-}
+
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked -p watchpost-server -p watchpost-loadgen
+  bin=target/release
+else
+  cargo build --locked -p watchpost-server -p watchpost-loadgen
+  bin=target/debug
+fi
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+[ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)"; exit 1; }
+
+work=$(mktemp -d /tmp/wp-bench-XXXXXX)
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  as_pg "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if [ "$(id -u)" = 0 ]; then
+  chown 65534:65534 "$work"
+  as_pg() { setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"; }
+else
+  as_pg() { "$@"; }
+fi
+
+echo "== PostgreSQL $($pgbin/postgres --version | awk '{print $3}') in $work"
+as_pg "$pgbin/initdb" -D "$work/pg" -A trust -U postgres -E UTF8 --no-instructions >/dev/null
+cat >>"$work/pg/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$work'
+max_connections = 200
+shared_buffers = 1GB
+wal_buffers = 64MB
+max_wal_size = 8GB
+checkpoint_timeout = 15min
+EOF
+as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+as_pg "$pgbin/createdb" -h "$work" -U postgres watchpost
+db="host=$work port=5432 user=postgres dbname=watchpost"
+
+echo "== TLS: a test CA and a certificate for 127.0.0.1"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >"$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+  -days 2 -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
+
+port=$((20000 + RANDOM % 20000))
+cat >"$work/server.toml" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+tls_cert = "$work/server.pem"
+tls_key = "$work/server.key"
+heartbeat = "${HEARTBEAT}s"
+[database]
+url = "$db"
+pool_size = 12
+[limits]
+agent_requests_per_second = 50
+enroll_per_minute = 1000000
+EOF
+server="$bin/watchpost-server -c $work/server.toml"
+$server check-config
+$server init-db
+$server group add bench >/dev/null
+secret=$($server secret create bench s1 2>/dev/null)
+
+start_server() {
+  WATCHPOST_LOG=warn $server run 2>>"$work/server.log" &
+  server_pid=$!
+  echo $server_pid >"$work/server.pid"
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server did not start"; cat "$work/server.log"; exit 1
+}
+start_server
+
+if [ "$CHAOS" = 1 ]; then
+  (
+    sleep $((RAMP + DURATION / 3))
+    echo "== chaos: kill -9 the server"
+    kill -9 "$server_pid"
+    sleep 3
+    WATCHPOST_LOG=warn $server run 2>>"$work/server.log" &
+    echo $! >"$work/server.pid"
+    sleep $((DURATION / 3 - 3))
+    echo "== chaos: PostgreSQL restart (immediate: a crash)"
+    as_pg "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w restart -l "$work/pg.log" >/dev/null
+  ) &
+  chaos_pid=$!
+fi
+
+echo "== load: $AGENTS agents, $RATE events/s, ${DURATION}s (ramp ${RAMP}s), chaos=$CHAOS"
+set +e
+WATCHPOST_LOADGEN_SECRET=$secret "$bin/watchpost-loadgen" --server "https://127.0.0.1:$port" \
+  --ca-file "$work/ca.pem" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION" \
+  --heartbeat "$HEARTBEAT" --batch-interval "$BATCH_INTERVAL" --ramp "$RAMP" --db "$db" \
+  --watch "watchpost-server=@$work/server.pid" --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"}
+status=$?
+set -e
+[ -n "${chaos_pid:-}" ] && wait "$chaos_pid" 2>/dev/null || true
+server_pid=$(cat "$work/server.pid")
+echo "== database: $(as_pg "$pgbin/psql" -h "$work" -U postgres -d watchpost -XAt -c "SELECT count(*) || ' events, ' || pg_size_pretty(pg_database_size('watchpost')) FROM events")"
+exit $status
