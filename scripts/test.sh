@@ -42,6 +42,15 @@ winlog=$(mktemp)
 trap 'rm -f "$log" "$winlog"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
+# The fleet under load and failures, bounded (the full-scale run is a benchmark:
+# BENCHMARKS.md): 500 simulated agents over TLS, the server killed with SIGKILL and
+# PostgreSQL crash-restarted mid-load; fails unless every acknowledged event is stored
+# exactly once.
+echo "== fleet load with a server kill and a PostgreSQL restart (scripts/fleet-bench.sh)"
+AGENTS=500 RATE=2000 DURATION=45 RAMP=5 HEARTBEAT=10 BATCH_INTERVAL=2 PROFILE=debug \
+  scripts/fleet-bench.sh 2>&1 | tee -a "$log" | grep -v '^\['
+grep -q 'database check: .* — ok' "$log"
+
 # The Windows build: cross-compiled for x86_64-pc-windows-gnu, its tests run under Wine
 # (installs Debian's rustc-web, MinGW-w64 and Wine when missing; see the script's header).
 echo "== Windows tests under Wine (scripts/windows-test.sh)"
