@@ -259,3 +259,4 @@ mod webhook;
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
 pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job};
+pub use run::foreign_platform_path;

@@ -11,7 +11,19 @@ use watchpost_store::{Query, Store, StoredEvent, parse_since, parse_terms};
 
 use crate::analysis::{Analysis, BaselineHome, anomaly_spec, baseline_dir, open_baselines};
 use crate::config::Config;
-use crate::replay::{self, OutputFormat};
+use crate::replay;
+
+/// Output format of `watchpost events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsFormat {
+    /// For people.
+    Text,
+    /// One stored event per line: `id`, `time`, `stored`, `source`, `host`, `filters`,
+    /// `anomaly`, `anomaly_why`, `needs_ack`, `ack` (`at`, `by`, `comment`), `fields`,
+    /// `raw`, `origin`, `outcomes` (`event`, `action`, `filter`, `at_ms`, `attempt`,
+    /// `ok`, `detail`).
+    Jsonl,
+}
 
 /// `watchpost events`' options.
 pub struct EventsArgs {
@@ -26,7 +38,7 @@ pub struct EventsArgs {
     /// Only since.
     pub since: Option<String>,
     /// Output format.
-    pub format: OutputFormat,
+    pub format: EventsFormat,
     /// Most events shown.
     pub limit: usize,
     /// Query terms.
@@ -67,8 +79,8 @@ pub fn events(config: &Config, args: &EventsArgs, out: &mut dyn Write) -> Result
     let found = store.query(&query, args.limit)?;
     for e in &found {
         match args.format {
-            OutputFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
-            OutputFormat::Text => print_event(out, e)?,
+            EventsFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
+            EventsFormat::Text => print_event(out, e)?,
         }
     }
     Ok(found.len())

@@ -153,6 +153,8 @@ const MAX_CELLS: usize = 256;
 
 struct Syms {
     labels: HashMap<&'static str, Sym>,
+    /// The fields of [`LABELS`]: what a label the manager writes becomes.
+    label_syms: Vec<Sym>,
     names: HashMap<&'static str, Sym>,
     bare: Vec<Sym>,
     known: Vec<&'static str>,
@@ -173,10 +175,14 @@ static SYMS: LazyLock<Syms> = LazyLock::new(|| {
         }
     }
     let names: HashMap<_, _> = known.iter().map(|n| (*n, Sym::new(n))).collect();
-    let labels = LABELS.iter().map(|(l, n)| (*l, names[n])).collect();
+    let labels: HashMap<&'static str, Sym> = LABELS.iter().map(|(l, n)| (*l, names[n])).collect();
+    let mut label_syms: Vec<Sym> = labels.values().copied().collect();
+    label_syms.sort_unstable();
+    label_syms.dedup();
     let bare = (0..64).map(|i| Sym::new(&format!("bare_{i}"))).collect();
     Syms {
         labels,
+        label_syms,
         names,
         bare,
         known,
@@ -455,24 +461,7 @@ fn parse_decoded(ctx: &ParseCtx, line: &[u8], now: Timestamp) -> Result<Event, P
             "no SEPM payload after the header",
         ));
     }
-    let mut cells = vec![Cell::default(); MAX_CELLS];
-    let n = split_csv(&raw.as_bytes()[h.payload..], &mut cells)
-        .map_err(|e| ParseError::new(h.payload + e.column, e.message))?;
-    let mut toks: Vec<Tok> = cells[..n]
-        .iter()
-        .map(|c| {
-            let off = h.payload as u32;
-            tokenize(
-                &raw,
-                Cell {
-                    start: c.start + off,
-                    end: c.end + off,
-                    escaped: c.escaped,
-                },
-            )
-        })
-        .collect();
-    join_split_values(&raw, &mut toks);
+    let toks = tokens(&raw, h.payload)?;
     let family = classify(&raw, &toks);
     if family == Family::Unknown && toks.iter().all(|t| t.label.is_none()) {
         return Err(ParseError::new(
@@ -482,6 +471,51 @@ fn parse_decoded(ctx: &ParseCtx, line: &[u8], now: Timestamp) -> Result<Event, P
     }
     let fields = name_fields(&raw, &toks, family);
     Ok(build_event(ctx, raw, &h, family, fields))
+}
+
+/// The payload's cells (from byte `payload` of `raw`), classified.
+fn tokens(raw: &str, payload: usize) -> Result<Vec<Tok>, ParseError> {
+    let mut cells = vec![Cell::default(); MAX_CELLS];
+    let n = split_csv(&raw.as_bytes()[payload..], &mut cells)
+        .map_err(|e| ParseError::new(payload + e.column, e.message))?;
+    let mut toks: Vec<Tok> = cells[..n]
+        .iter()
+        .map(|c| {
+            let off = payload as u32;
+            tokenize(
+                raw,
+                Cell {
+                    start: c.start + off,
+                    end: c.end + off,
+                    escaped: c.escaped,
+                },
+            )
+        })
+        .collect();
+    join_split_values(raw, &mut toks);
+    Ok(toks)
+}
+
+/// Whether `line` is recognisably a line of the SEPM export (for telling a file's format):
+/// its syslog header names `SymantecServer`, or its payload falls into a family and
+/// carries at least one label the manager writes. Any comma-separated text would fit
+/// some family by the shape of its cells alone; the label is what makes it the manager's.
+pub fn recognises(line: &[u8]) -> bool {
+    if memchr::memmem::find(line, b" SymantecServer:").is_some() {
+        return true;
+    }
+    if check_len(line).is_err() {
+        return false;
+    }
+    let raw = text::decode(line).into_owned();
+    let h = header::strip(&raw, &jiff::tz::TimeZone::UTC, Timestamp::now());
+    let Ok(toks) = tokens(&raw, h.payload) else {
+        return false;
+    };
+    classify(&raw, &toks) != Family::Unknown
+        && toks
+            .iter()
+            .any(|t| t.label.is_some_and(|l| SYMS.label_syms.contains(&l)))
 }
 
 /// Names every token: labels by their label, bare values by position within the family.
