@@ -33,6 +33,8 @@ fi
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 [ -x "$pgbin/initdb" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)"; exit 1; }
 
+# Every simulated agent holds a connection: raise the open-file limit where allowed.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 work=$(mktemp -d /tmp/wp-bench-XXXXXX)
 server_pid=
 cleanup() {

@@ -70,12 +70,15 @@ if [ -n "$bad" ]; then
   exit 1
 fi
 
-# 5. Tests under Wine.
+# 5. Tests under Wine. The fleet server, its load simulator and the PostgreSQL test
+#    harness run on Linux (next to PostgreSQL) and are not built for Windows; the agent's
+#    side of the fleet (watchpost-fleet, the protocol, the store's queue) is.
 echo "== cargo test --workspace --target $TARGET (under wine)"
 log=$(mktemp)
 trap 'rm -f "$log"; wineserver -k >/dev/null 2>&1 || true' EXIT
 set +e
-cargo test --workspace --target $TARGET $ZBS --locked --no-fail-fast 2>&1 | tee "$log"
+cargo test --workspace --exclude watchpost-server --exclude watchpost-loadgen --exclude watchpost-pgtest \
+  --target $TARGET $ZBS --locked --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 awk -v rc="$rc" '/^test result:/ { p += $4; f += $6 } END {
