@@ -743,6 +743,9 @@ async fn admin_events(state: &Arc<State>, req: Request<Incoming>) -> Response<Bo
             tracing::debug!(user = %name, n = found.len(), "admin events query");
             json(StatusCode::OK, &found)
         }
+        Err(crate::events::FindError::Query(e)) => {
+            error(StatusCode::BAD_REQUEST, "bad_query", e.to_string())
+        }
         Err(e) => db_failed(e),
     }
 }

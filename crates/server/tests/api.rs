@@ -304,3 +304,149 @@ fn agents_enroll_and_ship_exactly_once_and_bad_input_is_refused() {
     );
     env.stop();
 }
+
+#[test]
+fn rate_limits_metrics_admin_routes_and_retention() {
+    let Some(env) = Env::start(|c| {
+        c.agent_rate = 0.5;
+        c.agent_burst = 2.0;
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    }) else {
+        return;
+    };
+    let db = env.db();
+    let (secret, token) = env.rt.block_on(async {
+        watchpost_server::admin::group_add(&db, "test", "g", "")
+            .await
+            .unwrap();
+        watchpost_server::admin::user_add(&db, "test", "ann", "viewer", None)
+            .await
+            .unwrap();
+        (
+            watchpost_server::admin::secret_create(&db, "test", "g", "s", None)
+                .await
+                .unwrap(),
+            watchpost_server::admin::user_token(&db, "test", "ann", "t")
+                .await
+                .unwrap(),
+        )
+    });
+    let addr = env.addr;
+    let cred = credential(&enroll(addr, &secret, "h1", "H1"));
+    let auth = format!("Bearer {cred}");
+    // Two requests in the bucket, the third waits.
+    assert_eq!(
+        send_batch(addr, &cred, &events("s", 1, 5, "H1")).status,
+        200
+    );
+    assert_eq!(
+        send_batch(addr, &cred, &events("s", 6, 5, "H1")).status,
+        200
+    );
+    let r = request(
+        addr,
+        "POST",
+        "/api/v1/heartbeat",
+        &[("Authorization", &auth)],
+        b"{}",
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert!(r.header("retry-after").is_some());
+
+    // Admin routes need a user token.
+    assert_eq!(
+        request(addr, "GET", "/api/v1/admin/events?q=host%3AH1", &[], b"").status,
+        401
+    );
+    assert_eq!(
+        request(
+            addr,
+            "GET",
+            "/api/v1/admin/events",
+            &[("Authorization", &auth)],
+            b""
+        )
+        .status,
+        401,
+        "an agent credential is not a user token"
+    );
+    let user = format!("Bearer {token}");
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/admin/events?q=isanomaly%3Atrue+host%3AH1&limit=2",
+        &[("Authorization", &user)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/admin/events?q=isanomaly%3Amaybe",
+        &[("Authorization", &user)],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("bad_query"))
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/admin/agents",
+        &[("Authorization", &user)],
+        b"",
+    );
+    assert_eq!(r.json()[0]["hostname"], "H1");
+    assert_eq!(r.json()[0]["state"], "online");
+    assert_eq!(
+        request(addr, "GET", "/api/v1/health", &[], b"").json()["database"],
+        "ok"
+    );
+
+    // Metrics.
+    let m = env.server.as_ref().unwrap().metrics_addr.unwrap();
+    let text = String::from_utf8(request(m, "GET", "/metrics", &[], b"").body).unwrap();
+    for line in [
+        "watchpost_server_requests_total{route=\"/api/v1/heartbeat\",status=\"429\"} 1",
+        "watchpost_server_requests_total{route=\"/api/v1/batches\",status=\"200\"} 2",
+        "watchpost_server_batches_total{result=\"stored\"} 2",
+        "watchpost_server_records_total{kind=\"event\"} 10",
+        "watchpost_server_rate_limited_total 1",
+        "watchpost_server_ingest_lag_seconds_count 10",
+        "watchpost_server_db_pool_connections{state=\"max\"} 8",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert_eq!(request(m, "GET", "/other", &[], b"").status, 404);
+
+    // Retention: forty days on, today's partition is past a 30-day window and dropped
+    // whole; the new days are made.
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(40 * 24);
+    let dropped = env.rt.block_on(async {
+        let (mut c, conn) = tokio_postgres::connect(&env.pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        watchpost_server::db::maintain_partitions(&mut c, later, 30)
+            .await
+            .unwrap()
+            .1
+    });
+    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
+    assert!(dropped.contains(&format!("events_p{today}")), "{dropped:?}");
+    assert_eq!(count(&env, "SELECT count(*) FROM events"), 0);
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events'"
+        ),
+        32,
+        "30 days kept (today included) and two ahead"
+    );
+    env.stop();
+}
