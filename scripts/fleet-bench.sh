@@ -7,6 +7,7 @@
 #
 #   scripts/fleet-bench.sh                                   # 10,000 agents, 20,000 events/s, 300 s, chaos
 #   AGENTS=500 RATE=2000 DURATION=40 scripts/fleet-bench.sh  # smaller
+#   BUILD=0 … uses the binaries already built; OUT=report.json writes the figures
 #
 # Needs PostgreSQL (Debian's postgresql package) and openssl. Runs PostgreSQL as nobody
 # when started as root. Everything lives in a temporary directory, removed at the end.
@@ -23,11 +24,12 @@ RAMP=${RAMP:-60}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-}
 
+BUILD=${BUILD:-1}
 if [ "$PROFILE" = release ]; then
-  cargo build --release --locked -p watchpost-server -p watchpost-loadgen
+  [ "$BUILD" = 0 ] || cargo build --release --locked -p watchpost-server -p watchpost-loadgen
   bin=target/release
 else
-  cargo build --locked -p watchpost-server -p watchpost-loadgen
+  [ "$BUILD" = 0 ] || cargo build --locked -p watchpost-server -p watchpost-loadgen
   bin=target/debug
 fi
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
