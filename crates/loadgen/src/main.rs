@@ -415,7 +415,8 @@ impl Watched {
     }
 }
 
-/// CPU seconds and resident memory (bytes) of a process and its descendants.
+/// CPU seconds and memory (bytes: proportional set size) of a process and its
+/// descendants.
 fn usage(root: u32) -> (f64, u64) {
     let tick = 100.0; // USER_HZ on Linux
     let page = 4096u64;
@@ -437,7 +438,19 @@ fn usage(root: u32) -> (f64, u64) {
             let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
             let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
                 + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            let rss = f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page;
+            // Proportional set size where the kernel gives it (shared memory such as
+            // PostgreSQL's shared_buffers counted once across its processes), else RSS.
+            let rss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("Pss:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+                .map(|kb| kb * 1024)
+                .unwrap_or_else(|| {
+                    f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page
+                });
             children.entry(ppid).or_default().push(pid);
             info.insert(pid, (cpu / tick, rss));
         }
@@ -667,7 +680,7 @@ async fn main() -> Result<()> {
         "failed_attempts": stats.failures.load(Ordering::Relaxed),
         "duplicates_reported_by_server": stats.duplicates.load(Ordering::Relaxed),
         "ack_latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0) },
-        "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_rss_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
+        "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_memory_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
     });
     println!(
         "agents {} enrolled {} online {}",
@@ -689,7 +702,7 @@ async fn main() -> Result<()> {
     );
     for (n, cpu, rss) in &usage {
         println!(
-            "{n}: {cpu:.2} cores during the load, peak {} MiB resident",
+            "{n}: {cpu:.2} cores during the load, peak {} MiB (proportional set size)",
             rss / (1 << 20)
         );
     }

@@ -42,15 +42,18 @@ pub async fn record(
     )
     .await?;
     // Checks: a change (or a new check) is a history row.
-    let known: Vec<(String, String)> = tx
-        .query(
+    let known: Vec<(String, String)> = if hb.checks.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
             "SELECT name, status FROM check_states WHERE agent_id = $1",
             &[&agent],
         )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        .collect()
+    };
     for c in hb.checks.iter().take(1000) {
         let name = clip(&c.name, 256);
         let status = clip(&c.status, 64);

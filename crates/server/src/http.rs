@@ -389,8 +389,13 @@ fn db_failed(e: impl std::fmt::Display) -> Response<Body> {
     r
 }
 
-/// The agent a credential belongs to; 401 or 403 (revoked) otherwise.
-async fn agent(state: &State, req: &Request<Incoming>) -> Result<i64, Response<Body>> {
+/// The agent a credential belongs to, with the database connection that looked it up
+/// (the request's work uses it too: one pool checkout per request); 401 or 403
+/// (revoked) otherwise.
+async fn agent(
+    state: &State,
+    req: &Request<Incoming>,
+) -> Result<(i64, deadpool_postgres::Object), Response<Body>> {
     let Some(token) = bearer(req) else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
@@ -447,7 +452,7 @@ async fn agent(state: &State, req: &Request<Incoming>) -> Result<i64, Response<B
                     }
                     return Err(resp);
                 }
-                Ok(id)
+                Ok((id, db))
             }
         },
     }
@@ -525,8 +530,8 @@ fn decode_error(e: &proto::DecodeError) -> Response<Body> {
 
 async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let m = &state.metrics;
-    let agent_id = match agent(state, &req).await {
-        Ok(id) => id,
+    let (agent_id, mut db) = match agent(state, &req).await {
+        Ok(a) => a,
         Err(r) => {
             m.batches_refused.fetch_add(1, Ordering::Relaxed);
             return r;
@@ -554,13 +559,6 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return decode_error(&e);
         }
         Err(e) => return db_failed(e),
-    };
-    let mut db = match client(state).await {
-        Ok(c) => c,
-        Err(r) => {
-            m.batches_failed.fetch_add(1, Ordering::Relaxed);
-            return r;
-        }
     };
     let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
     match ingest::store(&mut db, ingest::AgentRef { id: agent_id }, &batch, window).await {
@@ -622,8 +620,8 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let agent_id = match agent(state, &req).await {
-        Ok(id) => id,
+    let (agent_id, mut db) = match agent(state, &req).await {
+        Ok(a) => a,
         Err(r) => return r,
     };
     let (body, encoding) = match read_body(req, MAX_HEARTBEAT).await {
@@ -640,10 +638,6 @@ async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body>
     {
         Ok(h) => h,
         Err(e) => return decode_error(&e),
-    };
-    let mut db = match client(state).await {
-        Ok(c) => c,
-        Err(r) => return r,
     };
     match crate::heartbeat::record(&mut db, agent_id, &hb).await {
         Ok(()) => json(
