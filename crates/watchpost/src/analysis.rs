@@ -115,9 +115,8 @@ impl Analysis {
                     let reg = b
                         .filter(&f.name, &anomaly_spec(spec))
                         .with_context(|| format!("anomaly filter `{}`", f.name))?;
-                    if let Some(change) = &reg.definition_changed {
-                        tracing::warn!(filter = %f.name, change = ?change, "the anomaly filter's key/value definition changed: its baseline starts afresh");
-                    }
+                    // A changed definition (its baseline starts afresh) is logged by
+                    // `Baselines::filter` itself.
                     ids[i] = Some(reg.id);
                 }
             }
@@ -273,12 +272,16 @@ impl Analysis {
             match std::sync::Arc::try_unwrap(w) {
                 Ok(w) => {
                     let stats = w.shutdown();
-                    tracing::info!(stats = ?stats, "event store totals");
+                    tracing::info!("event store totals: {}", watchpost_event::logfmt(&stats));
                 }
                 Err(w) => {
                     // An action worker that outlived shutdown still holds the sink.
                     let flushed = w.flush(Duration::from_secs(5));
-                    tracing::info!(stats = ?w.stats(), flushed, "event store totals");
+                    tracing::info!(
+                        flushed,
+                        "event store totals: {}",
+                        watchpost_event::logfmt(&w.stats())
+                    );
                 }
             }
         }
@@ -287,7 +290,10 @@ impl Analysis {
             if let Err(e) = b.close() {
                 tracing::error!(error = %e, "closing the anomaly baselines");
             } else {
-                tracing::info!(stats = ?stats, "anomaly baseline totals");
+                tracing::info!(
+                    "anomaly baseline totals: {}",
+                    watchpost_event::logfmt(&stats)
+                );
             }
         }
     }
