@@ -241,14 +241,15 @@ impl Analysis {
     pub fn outcome_sink(&self) -> Option<watchpost_actions::OutcomeSink> {
         let writer = self.store.clone()?;
         Some(std::sync::Arc::new(
-            move |event, action: &str, attempt, ok, detail: &str| {
+            move |a: &watchpost_actions::Attempt<'_>| {
                 writer.outcome(watchpost_store::Outcome {
-                    event,
-                    action: action.to_owned(),
+                    event: a.event,
+                    action: a.action.to_owned(),
+                    filter: a.filter.to_owned(),
                     at_ms: jiff::Timestamp::now().as_millisecond(),
-                    attempt,
-                    ok,
-                    detail: detail.to_owned(),
+                    attempt: a.attempt,
+                    ok: a.ok,
+                    detail: a.detail.to_owned(),
                 });
             },
         ))
