@@ -445,7 +445,10 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
                 .then_some(text)
         },
     );
-    assert!(text.contains("action siem for filter failed-logon (attempt 1): ok"), "{text}");
+    assert!(
+        text.contains("action siem for filter failed-logon (attempt 1): ok"),
+        "{text}"
+    );
     assert!(text.contains("UnknownIssuer"), "{text}");
     assert!(wp.terminate());
     // What the wrong-CA action could not deliver waits on disk.
@@ -675,7 +678,10 @@ throttle = {{ key = "{{{{ host }}}}", count = 2, per = "1h" }}
     assert!(wp.terminate());
     let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("action two for filter failed-logon: not sent (throttled)"), "{text}");
+    assert!(
+        text.contains("action two for filter failed-logon: not sent (throttled)"),
+        "{text}"
+    );
 }
 
 #[test]
