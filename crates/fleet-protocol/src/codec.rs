@@ -257,6 +257,7 @@ impl Batch {
                         return Err(invalid(format!("record {i}: event id out of range")));
                     }
                     clean(&mut o.action);
+                    clean(&mut o.filter);
                     clean(&mut o.detail);
                 }
                 Record::Ack(a) => {

@@ -207,6 +207,9 @@ pub struct OutcomeRecord {
     pub event: u64,
     /// The action's name.
     pub action: String,
+    /// The filter (or rule set) whose firing the action handled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
     /// When (Unix ms).
     pub at_ms: i64,
     /// Attempt number (0: held back by throttle/dedupe).

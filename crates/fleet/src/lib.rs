@@ -600,6 +600,7 @@ fn record(seq: u64, item: &Option<Queued>) -> Option<Record> {
             seq,
             event: o.event,
             action: o.action.clone(),
+            filter: o.filter.clone(),
             at_ms: o.at_ms,
             attempt: o.attempt,
             ok: o.ok,

@@ -122,6 +122,8 @@ CREATE TABLE outcomes (
     seq         bigint NOT NULL,
     received_at timestamptz NOT NULL,
     action      text NOT NULL,
+    -- The filter (or rule set) whose firing the action handled.
+    filter      text NOT NULL DEFAULT '',
     at          timestamptz NOT NULL,
     attempt     integer NOT NULL,
     ok          boolean NOT NULL,

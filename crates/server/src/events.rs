@@ -15,6 +15,8 @@ use crate::query::to_sql;
 pub struct OutcomeRow {
     /// Action name.
     pub action: String,
+    /// The filter (or rule set) whose firing it handled.
+    pub filter: String,
     /// When (RFC 3339).
     pub at: String,
     /// Attempt number (0: held back by throttle/dedupe).
@@ -152,7 +154,7 @@ pub async fn find(
     let locals: Vec<i64> = out.iter().map(|e| e.local_id).collect();
     let rows = client
         .query(
-            "SELECT o.agent_id, o.event_local, o.action, o.at, o.attempt, o.ok, o.detail
+            "SELECT o.agent_id, o.event_local, o.action, o.at, o.attempt, o.ok, o.detail, o.filter
              FROM outcomes o
              JOIN unnest($1::int8[], $2::int8[]) AS k(a, l) ON o.agent_id = k.a AND o.event_local = k.l
              ORDER BY o.at, o.seq",
@@ -168,6 +170,7 @@ pub async fn find(
                 attempt: r.get(4),
                 ok: r.get(5),
                 detail: r.get(6),
+                filter: r.get(7),
             });
         }
     }
@@ -220,15 +223,28 @@ pub fn print(out: &mut dyn Write, e: &EventRow) -> std::io::Result<()> {
         writeln!(out, "   {k}: {v}")?;
     }
     for o in &e.outcomes {
+        let filter = if o.filter.is_empty() {
+            String::new()
+        } else {
+            format!(" for filter {}", o.filter)
+        };
         if o.attempt == 0 {
-            writeln!(out, "   action {}: not sent ({})", o.action, o.detail)?;
+            writeln!(
+                out,
+                "   action {}{filter}: not sent ({})",
+                o.action, o.detail
+            )?;
             continue;
         }
-        let ok = if o.ok { "ok" } else { "FAILED" };
+        let result = match (o.ok, o.detail.is_empty()) {
+            (true, true) => "ok".to_owned(),
+            (true, false) => format!("ok ({})", o.detail),
+            (false, _) => format!("FAILED: {}", o.detail),
+        };
         writeln!(
             out,
-            "   action {} (attempt {}): {ok} {}",
-            o.action, o.attempt, o.detail
+            "   action {}{filter} (attempt {}): {result}",
+            o.action, o.attempt
         )?;
     }
     if let Some(origin) = &e.origin {

@@ -182,6 +182,7 @@ pub async fn store(
     let mut o_local = Vec::new();
     let mut o_seq = Vec::new();
     let mut o_action = Vec::new();
+    let mut o_filter = Vec::new();
     let mut o_at = Vec::new();
     let mut o_attempt = Vec::new();
     let mut o_ok = Vec::new();
@@ -215,6 +216,7 @@ pub async fn store(
                 o_local.push(o.event as i64);
                 o_seq.push(o.seq as i64);
                 o_action.push(o.action.as_str());
+                o_filter.push(o.filter.as_str());
                 o_at.push(ts_ms(o.at_ms));
                 o_attempt.push(o.attempt.min(i32::MAX as u32) as i32);
                 o_ok.push(o.ok);
@@ -257,13 +259,13 @@ pub async fn store(
     if !o_seq.is_empty() {
         stored += tx
             .execute(
-                "INSERT INTO outcomes (agent_id, received_at, event_local, seq, action, at, attempt, ok, detail)
-                 SELECT $1, $2, l, s, a, t, n, o, d
-                 FROM unnest($3::int8[], $4::int8[], $5::text[], $6::timestamptz[], $7::int4[],
-                             $8::bool[], $9::text[]) AS u(l, s, a, t, n, o, d)",
+                "INSERT INTO outcomes (agent_id, received_at, event_local, seq, action, filter, at, attempt, ok, detail)
+                 SELECT $1, $2, l, s, a, f, t, n, o, d
+                 FROM unnest($3::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[],
+                             $8::int4[], $9::bool[], $10::text[]) AS u(l, s, a, f, t, n, o, d)",
                 &[
-                    &agent.id, &now, &o_local, &o_seq, &o_action, &o_at, &o_attempt, &o_ok,
-                    &o_detail,
+                    &agent.id, &now, &o_local, &o_seq, &o_action, &o_filter, &o_at, &o_attempt,
+                    &o_ok, &o_detail,
                 ],
             )
             .await?;

@@ -90,6 +90,7 @@ fn a_store_ships_once_in_order_across_outages_and_drops_are_reported() {
     writer.outcome(Outcome {
         event: ids[0],
         action: "siem".into(),
+        filter: "av".into(),
         at_ms: 1,
         attempt: 1,
         ok: true,

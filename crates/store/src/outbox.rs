@@ -282,7 +282,7 @@ impl Outbox {
                         e.id, e.time, e.stored, e.source, e.host, e.filters, e.anomaly,
                         e.anomaly_why, e.needs_ack, e.fields, e.raw, e.origin,
                         e.acked_at, e.acked_by, e.ack_comment,
-                        x.event, x.action, x.at, x.attempt, x.ok, x.detail
+                        x.event, x.action, x.at, x.attempt, x.ok, x.detail, x.filter
                  FROM outbox o
                  LEFT JOIN events e ON e.id = (CASE WHEN o.kind IN (1, 3) THEN o.ref END)
                  LEFT JOIN outcomes x ON x.rowid = (CASE WHEN o.kind = 2 THEN o.ref END)
@@ -364,6 +364,7 @@ impl Outbox {
                             attempt: r.get(21).map_err(&err)?,
                             ok: r.get(22).map_err(&err)?,
                             detail,
+                            filter: r.get(24).map_err(&err)?,
                         }))
                     }
                 },

@@ -38,6 +38,7 @@ fn stored_records_are_queued_in_order_and_forgotten_once_committed() {
     w.outcome(Outcome {
         event: a,
         action: "siem".into(),
+        filter: "av".into(),
         at_ms: 5,
         attempt: 1,
         ok: true,

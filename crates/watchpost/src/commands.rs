@@ -126,16 +126,30 @@ fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
         writeln!(out, "   {k}: {v}")?;
     }
     for o in &e.outcomes {
+        // Stores written before outcomes named their filter have none.
+        let filter = if o.filter.is_empty() {
+            String::new()
+        } else {
+            format!(" for filter {}", o.filter)
+        };
         if o.attempt == 0 {
             // Held back by throttle or dedupe: never attempted.
-            writeln!(out, "   action {}: not sent ({})", o.action, o.detail)?;
+            writeln!(
+                out,
+                "   action {}{filter}: not sent ({})",
+                o.action, o.detail
+            )?;
             continue;
         }
-        let ok = if o.ok { "ok" } else { "FAILED" };
+        let result = match (o.ok, o.detail.is_empty()) {
+            (true, true) => "ok".to_owned(),
+            (true, false) => format!("ok ({})", o.detail),
+            (false, _) => format!("FAILED: {}", o.detail),
+        };
         writeln!(
             out,
-            "   action {} (attempt {}): {ok} {}",
-            o.action, o.attempt, o.detail
+            "   action {}{filter} (attempt {}): {result}",
+            o.action, o.attempt
         )?;
     }
     if let Some(origin) = &e.origin {
@@ -145,12 +159,28 @@ fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
     Ok(())
 }
 
-/// The user acknowledging (`--by`, else the login name).
+/// Who runs this command, for `ack` without `--by` and the quarantine's record: the user
+/// who invoked `sudo` (`$SUDO_USER`), else the login name (`$USER`, `$LOGNAME`,
+/// `%USERNAME%`), else the account the process runs as (from the system's user database,
+/// as `id -un` or `whoami` would say), else its numeric id.
 pub fn current_user() -> String {
-    ["USER", "USERNAME", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+    let env = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    env("SUDO_USER")
+        .or_else(|| env("USER"))
+        .or_else(|| env("LOGNAME"))
+        .or_else(|| env("USERNAME"))
+        .or_else(|| whoami::username().ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(account_id)
+}
+
+#[cfg(unix)]
+fn account_id() -> String {
+    format!("uid {}", rustix::process::geteuid().as_raw())
+}
+
+#[cfg(not(unix))]
+fn account_id() -> String {
+    "unknown".into()
 }
 
 /// Acknowledges events; returns (acknowledged now, not found or already acknowledged).

@@ -137,7 +137,8 @@ enum Command {
         /// Why: recorded with the acknowledgement.
         #[arg(long, short = 'm')]
         comment: String,
-        /// Who (default: the login name).
+        /// Who (default: the user who ran sudo, else the login name, else the account's
+        /// name).
         #[arg(long)]
         by: Option<String>,
         /// Event ids (as `watchpost events` shows them).

@@ -11,6 +11,7 @@ pub fn sample(first: u64, n: u64) -> Batch {
                 seq,
                 event: seq - 1,
                 action: "siem".into(),
+                filter: "av".into(),
                 at_ms: 1_700_000_000_000,
                 attempt: 1,
                 ok: true,
