@@ -273,40 +273,25 @@ impl Drop for Shipper {
 }
 
 /// Starts shipping `store` (the event store's file, with shipping on in its writer) to the
-/// server. Enrolls first when no credential is stored and a secret is configured.
+/// server on a thread of its own. Enrolls first when no credential is stored and a secret
+/// is configured.
 pub fn start(
     spec: FleetSpec,
     store: PathBuf,
     host: HostInfo,
     status: StatusFn,
 ) -> Result<Shipper, FleetError> {
-    let endpoint = spec.endpoint().map_err(FleetError::Local)?;
-    let outbox = Outbox::open(&store).map_err(|e| FleetError::Local(e.to_string()))?;
+    let mut client = Client::new(spec, &store, host, status)?;
     let stop = Arc::new(Stop {
         flag: AtomicBool::new(false),
         lock: Mutex::new(()),
         cv: Condvar::new(),
     });
-    let counters = Arc::new(Counters::default());
-    let mut worker = Worker {
-        spec,
-        endpoint,
-        outbox,
-        host,
-        status,
-        stop: stop.clone(),
-        counters: counters.clone(),
-        credential: None,
-        heartbeat_every: Duration::from_secs(30),
-        next_heartbeat: Instant::now(),
-        batch: 0,
-        floor: None,
-        started: Instant::now(),
-    };
-    worker.batch = worker.spec.batch;
+    let counters = client.counters.clone();
+    let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("fleet".into())
-        .spawn(move || worker.run())
+        .spawn(move || client.run(&|d| thread_stop.sleep(d)))
         .map_err(|e| FleetError::Local(format!("cannot start the fleet thread: {e}")))?;
     Ok(Shipper {
         stop,
@@ -315,13 +300,14 @@ pub fn start(
     })
 }
 
-struct Worker {
+/// The shipper's state, for a caller that runs it on a thread (or task) of its own:
+/// [`Client::run`] loops until its `sleep` says stop.
+pub struct Client {
     spec: FleetSpec,
     endpoint: Endpoint,
     outbox: Outbox,
     host: HostInfo,
     status: StatusFn,
-    stop: Arc<Stop>,
     counters: Arc<Counters>,
     credential: Option<String>,
     heartbeat_every: Duration,
@@ -343,14 +329,38 @@ enum Step {
     Wait(Duration),
 }
 
-impl Worker {
-    fn run(&mut self) {
+impl Client {
+    /// A client for `store` (opens its queue; no request yet).
+    pub fn new(
+        spec: FleetSpec,
+        store: &Path,
+        host: HostInfo,
+        status: StatusFn,
+    ) -> Result<Client, FleetError> {
+        let endpoint = spec.endpoint().map_err(FleetError::Local)?;
+        let outbox = Outbox::open(store).map_err(|e| FleetError::Local(e.to_string()))?;
+        let batch = spec.batch;
+        Ok(Client {
+            spec,
+            endpoint,
+            outbox,
+            host,
+            status,
+            counters: Arc::new(Counters::default()),
+            credential: None,
+            heartbeat_every: Duration::from_secs(30),
+            next_heartbeat: Instant::now(),
+            batch,
+            floor: None,
+            started: Instant::now(),
+        })
+    }
+
+    /// Ships and heart-beats until `sleep(d)` (which waits up to `d`) returns `false`.
+    pub fn run(&mut self, sleep: &dyn Fn(Duration) -> bool) {
         let mut backoff = Duration::from_secs(1);
         let mut last_error: Option<String> = None;
         loop {
-            if self.stop.flag.load(Ordering::Relaxed) {
-                return;
-            }
             let step = match self.step() {
                 Ok(s) => {
                     if last_error.take().is_some() {
@@ -387,11 +397,12 @@ impl Worker {
                 }
             };
             let pause = match step {
-                Step::Busy => continue,
+                // Catching up: only look whether to stop.
+                Step::Busy => Duration::ZERO,
                 Step::Idle => Duration::from_secs(1),
                 Step::Wait(d) => d,
             };
-            if !self.stop.sleep(pause) {
+            if !sleep(pause) {
                 return;
             }
         }

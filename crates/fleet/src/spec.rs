@@ -19,6 +19,7 @@ pub struct RawFleet {
     max_queue: Option<Spanned<u64>>,
     batch: Option<Spanned<u64>>,
     timeout: Option<Spanned<String>>,
+    host_id: Option<Spanned<String>>,
     enabled: Option<bool>,
 }
 
@@ -83,6 +84,9 @@ pub struct FleetSpec {
     pub timeout: Duration,
     /// Where the credential is kept (the agent's state directory).
     pub state_dir: PathBuf,
+    /// The host id to enroll with, instead of the machine's (cloned machines, several
+    /// agents on one host).
+    pub host_id: Option<String>,
 }
 
 impl FleetSpec {
@@ -163,7 +167,16 @@ impl FleetSpec {
                 }
             },
         };
+        let host_id = match &raw.host_id {
+            Some(h) if h.get_ref().trim().is_empty() || h.get_ref().len() > 256 => {
+                errors.push(ConfigError::new(h.span(), "`host_id` must be 1-256 characters"));
+                None
+            }
+            Some(h) => Some(h.get_ref().trim().to_owned()),
+            None => None,
+        };
         (errors.len() == before).then(|| FleetSpec {
+            host_id,
             server: server.get_ref().clone(),
             ca_file,
             secret,

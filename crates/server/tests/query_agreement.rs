@@ -148,6 +148,7 @@ fn the_agent_and_the_server_answer_every_query_alike() {
             batch: 100,
             timeout: Duration::from_secs(10),
             state_dir: dir.path().to_path_buf(),
+            host_id: None,
         },
         path.clone(),
         HostInfo {

@@ -37,6 +37,7 @@ fn spec(addr: std::net::SocketAddr, secret: &str, state: &Path, max_queue: u64) 
         batch: 50,
         timeout: Duration::from_secs(10),
         state_dir: state.to_path_buf(),
+        host_id: None,
     }
 }
 

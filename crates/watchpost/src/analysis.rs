@@ -125,6 +125,8 @@ impl Analysis {
             let options = StoreOptions {
                 max_age: config.store.max_age,
                 max_bytes: config.store.max_bytes,
+                // `[fleet]`: what is stored is also queued for the server.
+                ship: config.fleet.as_ref().map(|(_, f)| f.max_queue),
                 ..StoreOptions::default()
             };
             Some(std::sync::Arc::new(

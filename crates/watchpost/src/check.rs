@@ -58,6 +58,10 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> O
     }
     check_variables(config, diags);
     check_checks(config, diags);
+    if let Some((raw, spec)) = &config.fleet {
+        // The CA file loads, the secret can be read (its value is never shown).
+        diags.extend(spec.check(raw));
+    }
     for set in &config.rules {
         for (name, span) in &set.actions {
             if !known.contains(&name.as_str()) {

@@ -322,6 +322,12 @@ pub struct Config {
     pub rules: Vec<crate::rules::RuleSet>,
     /// `[agent] metrics`, parsed: where the Prometheus endpoint listens.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[fleet]`, checked (with the section as written, for the places of later checks).
+    pub fleet: Option<(watchpost_fleet::RawFleet, watchpost_fleet::FleetSpec)>,
+    /// Which configuration this is: a digest of its text (reported to the fleet server).
+    pub generation: String,
+    /// Its `check-config` warnings, as text (reported to the fleet server).
+    pub warnings: Vec<String>,
     /// Entries that could not be read (their errors are reported): the checks across
     /// sections leave them alone instead of reporting each reference to them.
     pub failed: Failed,
@@ -358,6 +364,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     expand_tree(&mut doc);
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
+    let mut fleet_raw: Option<(watchpost_fleet::RawFleet, std::ops::Range<usize>)> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut failed = Failed::default();
     let mut checks = Vec::new();
@@ -371,6 +378,10 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
             },
             "store" => match StoreToml::deserialize(value.clone().into_deserializer()) {
                 Ok(t) => store_toml = Some(t),
+                Err(e) => diags.toml_error(&e, value.span()),
+            },
+            "fleet" => match watchpost_fleet::RawFleet::deserialize(value.clone().into_deserializer()) {
+                Ok(t) => fleet_raw = Some((t, key.span())),
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "source" => for_each_entry(value, "source", diags, |v, d| {
@@ -425,7 +436,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
             other => diags.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (known: [agent], [store], [[source]], [[filter]], [[action]], [[check]], [[rules]])"
+                    "unknown section `{other}` (known: [agent], [store], [fleet], [[source]], [[filter]], [[action]], [[check]], [[rules]])"
                 ),
             ),
         }
@@ -474,6 +485,30 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         a.set_state_dir(&state_dir);
     }
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
+    let fleet = fleet_raw.and_then(|(raw, at)| {
+        let mut errs = Vec::new();
+        let spec = watchpost_fleet::FleetSpec::parse(&raw, state_dir.clone(), &mut errs);
+        for e in &mut errs {
+            if e.span == (0..0) {
+                e.span = at.clone();
+            }
+        }
+        diags.extend(errs);
+        if spec.is_some() && !store.enabled {
+            diags.error(
+                at,
+                "[fleet] ships what the event store keeps: turn [store] back on (enabled = true)",
+            );
+        }
+        spec.map(|s| (raw, s))
+    });
+    // FNV-1a over the text: which configuration runs, for the fleet server.
+    let generation = format!(
+        "{:016x}",
+        text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    );
     let metrics = agent.metrics.as_ref().and_then(|m| {
         crate::metrics::parse_address(m.get_ref())
             .map_err(|e| diags.error(m.span(), e))
@@ -490,6 +525,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         checks,
         rules,
         metrics,
+        fleet,
+        generation,
+        warnings: Vec::new(),
         failed,
     })
 }

@@ -5,6 +5,7 @@ mod check;
 mod commands;
 mod config;
 mod diag;
+mod fleet;
 mod hunt;
 mod metrics;
 mod pipeline;
@@ -38,6 +39,16 @@ enum Command {
         /// Configuration file (default: the built-in configuration).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Enroll with the fleet server of `[fleet]` (the daemon does this at its first start
+    /// when `enroll_secret` is set); the credential goes to the state directory (0600).
+    Enroll {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Read the enrollment secret from this file instead of `[fleet]`.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
     },
     /// Check a configuration; every problem is printed as file:line:column.
     CheckConfig {
@@ -416,6 +427,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Enroll {
+            config,
+            secret_file,
+        } => {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Check)? else {
+                return Ok(ExitCode::from(1));
+            };
+            fleet::enroll(&config, secret_file.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DefaultConfig => {
             print!("{}", config::DEFAULT_CONFIG);
             Ok(ExitCode::SUCCESS)
@@ -441,12 +462,21 @@ fn load(
         ),
     };
     let mut diags = Diagnostics::default();
-    let config = config::parse(&text, &mut diags);
+    let mut config = config::parse(&text, &mut diags);
     let chain = config
         .as_ref()
         .and_then(|c| check::validate(c, &mut diags, purpose));
     if !diags.items.is_empty() {
         eprint!("{}", diags.render(&path, &text));
+    }
+    if let Some(c) = &mut config {
+        // Reported to the fleet server with the heartbeat.
+        c.warnings = diags
+            .items
+            .iter()
+            .filter(|d| d.severity == diag::Severity::Warning)
+            .map(|d| d.message.clone())
+            .collect();
     }
     if diags.has_errors() {
         eprintln!(

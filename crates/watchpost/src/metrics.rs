@@ -169,6 +169,58 @@ impl Metrics {
         }
     }
 
+    /// The counters a fleet heartbeat carries (sources, actions, checks, baselines, the
+    /// store); the fleet client adds version, host and shipping.
+    pub fn heartbeat(&self) -> watchpost_fleet_protocol::Heartbeat {
+        use watchpost_fleet_protocol::{ActionStatus, CheckStatus, SourceStatus, StoreStatus};
+        let mut hb = watchpost_fleet_protocol::Heartbeat {
+            sources: lock(&self.sources)
+                .iter()
+                .map(|(name, c)| SourceStatus {
+                    name: name.clone(),
+                    records: c.records.load(Ordering::Relaxed),
+                    errors: c.parse_errors.load(Ordering::Relaxed),
+                    last_record_ms: Some(c.last_record_ms.load(Ordering::Relaxed)),
+                })
+                .collect(),
+            checks: lock(&self.checks)
+                .iter()
+                .map(|(name, status)| CheckStatus {
+                    name: name.clone(),
+                    status: status.clone(),
+                    detail: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        if let Some(d) = self.dispatcher.upgrade() {
+            hb.actions = d
+                .stats()
+                .into_iter()
+                .map(|s| ActionStatus {
+                    name: s.name,
+                    kind: s.kind.to_owned(),
+                    ok: s.ok,
+                    failed: s.failed,
+                    dropped: s.dropped,
+                    queued: s.queued as u64,
+                    durable_queued: s.durable_queued,
+                })
+                .collect();
+        }
+        if let Some(a) = self.analysis.upgrade() {
+            hb.baseline_pairs = a.baseline_pairs();
+            if let Some(s) = a.store_stats() {
+                hb.store = StoreStatus {
+                    stored: s.stored,
+                    dropped: s.dropped,
+                    failed: s.failed,
+                };
+            }
+        }
+        hb
+    }
+
     /// Everything in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

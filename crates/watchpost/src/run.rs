@@ -82,9 +82,9 @@ pub fn run_until(
         )
         .context("starting actions")?,
     );
-    let metrics = config
-        .metrics
-        .map(|_| Arc::new(Metrics::new(&dispatcher, &analysis)));
+    // The counters also feed the fleet heartbeat.
+    let metrics = (config.metrics.is_some() || config.fleet.is_some())
+        .then(|| Arc::new(Metrics::new(&dispatcher, &analysis)));
     // Bound before any source starts: a taken port fails the start cleanly. Sources
     // register their counters as they start.
     let metrics_server = match (config.metrics, &metrics) {
@@ -237,6 +237,10 @@ pub fn run_until(
         );
     }
     let quarantine_timer = start_quarantine_timer(&config, &stop)?;
+    let shipper = match &metrics {
+        Some(m) => crate::fleet::start(&config, m)?,
+        None => None,
+    };
     tracing::info!(sources = config.sources.len(), checks = config.checks.len(), filters = chain.len(), actions = config.actions.len(), state_dir = %config.state_dir.display(), "watchpost running");
     if threads.is_empty() {
         tracing::warn!("no [[source]] configured: nothing to follow until stopped");
@@ -268,6 +272,10 @@ pub fn run_until(
         tracing::error!("the quarantine timer panicked");
     }
     for s in &event_log_stops {
+        s.stop();
+    }
+    if let Some(s) = shipper {
+        // What is still queued ships at the next start.
         s.stop();
     }
     for t in threads {
