@@ -169,7 +169,10 @@ impl FleetSpec {
         };
         let host_id = match &raw.host_id {
             Some(h) if h.get_ref().trim().is_empty() || h.get_ref().len() > 256 => {
-                errors.push(ConfigError::new(h.span(), "`host_id` must be 1-256 characters"));
+                errors.push(ConfigError::new(
+                    h.span(),
+                    "`host_id` must be 1-256 characters",
+                ));
                 None
             }
             Some(h) => Some(h.get_ref().trim().to_owned()),

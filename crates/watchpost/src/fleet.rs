@@ -28,7 +28,10 @@ pub fn host(config: &Config) -> Result<HostInfo> {
                     let id = format!("watchpost-{nanos:x}-{:x}", std::process::id());
                     std::fs::create_dir_all(&config.state_dir).ok();
                     std::fs::write(&path, &id).with_context(|| {
-                        format!("no machine id here, and cannot keep one in {}", path.display())
+                        format!(
+                            "no machine id here, and cannot keep one in {}",
+                            path.display()
+                        )
                     })?;
                     id
                 }
@@ -62,8 +65,13 @@ pub fn start(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Shipper>>
         hb.quarantine = quarantine(&state_dir);
         hb
     });
-    let shipper = watchpost_fleet::start(spec.clone(), config.store.path.clone(), host(config)?, status)
-        .map_err(|e| anyhow::anyhow!("[fleet]: {e}"))?;
+    let shipper = watchpost_fleet::start(
+        spec.clone(),
+        config.store.path.clone(),
+        host(config)?,
+        status,
+    )
+    .map_err(|e| anyhow::anyhow!("[fleet]: {e}"))?;
     tracing::info!(server = %spec.server, "shipping the event store to the fleet server");
     Ok(Some(shipper))
 }
@@ -74,7 +82,11 @@ fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::QuarantineSt
     if !s.active {
         return None;
     }
-    let ms = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond());
+    let ms = |t: &str| {
+        t.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    };
     Some(watchpost_fleet_protocol::QuarantineStatus {
         since_ms: ms(&s.since).unwrap_or(0),
         reason: s.reason,
@@ -86,7 +98,9 @@ fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::QuarantineSt
 /// credential.
 pub fn enroll(config: &Config, secret_file: Option<&Path>) -> Result<()> {
     let Some((_, spec)) = &config.fleet else {
-        bail!("the configuration has no [fleet] section: add `server`, `ca_file` and `enroll_secret`");
+        bail!(
+            "the configuration has no [fleet] section: add `server`, `ca_file` and `enroll_secret`"
+        );
     };
     let mut spec: FleetSpec = spec.clone();
     if let Some(f) = secret_file {
