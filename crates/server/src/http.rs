@@ -61,19 +61,102 @@ pub struct State {
     pub window: RwLock<Window>,
     agent_buckets: Mutex<HashMap<i64, Bucket>>,
     enroll_buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    ingest: tokio::sync::mpsc::Sender<IngestJob>,
+}
+
+/// A batch waiting for an ingest worker, and where its answer goes.
+pub struct IngestJob {
+    agent: i64,
+    batch: proto::Batch,
+    reply: tokio::sync::oneshot::Sender<Result<proto::BatchAck, IngestError>>,
+}
+
+/// Most records one group transaction takes.
+const GROUP_RECORDS: usize = 20_000;
+
+/// An ingest worker: takes a batch and whatever else is waiting at that moment (never
+/// waiting for more), stores them in one transaction ([`ingest::store_group`]) and answers
+/// each. Under load many small batches share one commit; alone, a batch goes at once.
+pub async fn ingest_worker(
+    state: Arc<State>,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<IngestJob>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = tokio::select! {
+                r = rx.lock() => r,
+                _ = stop.changed() => return,
+            };
+            let first = tokio::select! {
+                j = rx.recv() => match j { Some(j) => j, None => return },
+                _ = stop.changed() => return,
+            };
+            let mut records = first.batch.records.len();
+            jobs.push(first);
+            while records < GROUP_RECORDS && jobs.len() < 1000 {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        records += j.batch.records.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
+        let result = match state.pool.get().await {
+            Ok(mut db) => {
+                let group: Vec<(ingest::AgentRef, &proto::Batch)> = jobs
+                    .iter()
+                    .map(|j| (ingest::AgentRef { id: j.agent }, &j.batch))
+                    .collect();
+                ingest::store_group(&mut db, &group, window).await
+            }
+            Err(e) => Err(IngestError::Db(crate::db::DbError::Pool(e))),
+        };
+        match result {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(IngestError::Db(crate::db::DbError::Build(
+                            text.clone(),
+                        ))));
+                }
+            }
+        }
+    }
 }
 
 impl State {
-    /// Shared state for a server.
-    pub fn new(config: Config, pool: deadpool_postgres::Pool, window: Window) -> State {
-        State {
-            config,
-            pool,
-            metrics: Metrics::default(),
-            window: RwLock::new(window),
-            agent_buckets: Mutex::new(HashMap::new()),
-            enroll_buckets: Mutex::new(HashMap::new()),
-        }
+    /// Shared state for a server, and the receiving end of its ingest queue (for
+    /// [`ingest_worker`]s).
+    pub fn new(
+        config: Config,
+        pool: deadpool_postgres::Pool,
+        window: Window,
+    ) -> (State, tokio::sync::mpsc::Receiver<IngestJob>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        (
+            State {
+                config,
+                pool,
+                metrics: Metrics::default(),
+                window: RwLock::new(window),
+                agent_buckets: Mutex::new(HashMap::new()),
+                enroll_buckets: Mutex::new(HashMap::new()),
+                ingest: tx,
+            },
+            rx,
+        )
     }
 
     /// Forgets rate-limit buckets idle for a minute (called by the maintenance task).
@@ -530,13 +613,15 @@ fn decode_error(e: &proto::DecodeError) -> Response<Body> {
 
 async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let m = &state.metrics;
-    let (agent_id, mut db) = match agent(state, &req).await {
+    let (agent_id, db) = match agent(state, &req).await {
         Ok(a) => a,
         Err(r) => {
             m.batches_refused.fetch_add(1, Ordering::Relaxed);
             return r;
         }
     };
+    // The ingest worker takes its own connection.
+    drop(db);
     let limits = state.config.limits;
     let (body, encoding) = match read_body(req, limits.max_body).await {
         Ok(b) => b,
@@ -560,19 +645,43 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return db_failed(e),
     };
-    let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
-    match ingest::store(&mut db, ingest::AgentRef { id: agent_id }, &batch, window).await {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    // For the counters: each record's kind and, for events, when the agent stored it.
+    let records: Vec<(u8, i64)> = batch
+        .records
+        .iter()
+        .map(|r| match r {
+            Record::Event(e) => (0, e.stored_ms),
+            Record::Outcome(_) => (1, 0),
+            Record::Ack(_) => (2, 0),
+        })
+        .collect();
+    let job = IngestJob {
+        agent: agent_id,
+        batch,
+        reply,
+    };
+    if state.ingest.send(job).await.is_err() {
+        return db_failed("the ingest workers stopped");
+    }
+    let result = match answer.await {
+        Ok(r) => r,
+        Err(_) => Err(IngestError::Db(crate::db::DbError::Build(
+            "no answer from the ingest worker".into(),
+        ))),
+    };
+    match result {
         Ok(ack) => {
             let now = Timestamp::now().as_millisecond();
             let (mut events, mut outcomes, mut acks) = (0u64, 0u64, 0u64);
-            for r in batch.records.iter().skip(ack.duplicates as usize) {
-                match r {
-                    Record::Event(e) => {
+            for (kind, stored_ms) in records.iter().skip(ack.duplicates as usize) {
+                match kind {
+                    0 => {
                         events += 1;
-                        m.lag(now - e.stored_ms);
+                        m.lag(now - stored_ms);
                     }
-                    Record::Outcome(_) => outcomes += 1,
-                    Record::Ack(_) => acks += 1,
+                    1 => outcomes += 1,
+                    _ => acks += 1,
                 }
             }
             m.events.fetch_add(events, Ordering::Relaxed);
@@ -580,7 +689,7 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             m.acks
                 .fetch_add(acks.saturating_sub(ack.orphans), Ordering::Relaxed);
             m.duplicates.fetch_add(ack.duplicates, Ordering::Relaxed);
-            if ack.duplicates > 0 && ack.duplicates as usize == batch.records.len() {
+            if ack.duplicates > 0 && ack.duplicates as usize == records.len() {
                 m.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             } else {
                 m.batches_stored.fetch_add(1, Ordering::Relaxed);

@@ -155,9 +155,19 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let state = Arc::new(http::State::new(config, pool, window));
+    let workers = (config.database.pool_size / 2).max(1);
+    let (state, ingest_rx) = http::State::new(config, pool, window);
+    let state = Arc::new(state);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let ingest_rx = Arc::new(tokio::sync::Mutex::new(ingest_rx));
+    for _ in 0..workers {
+        tasks.push(tokio::spawn(http::ingest_worker(
+            state.clone(),
+            ingest_rx.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let s = state.clone();
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -452,3 +452,79 @@ fn rate_limits_metrics_admin_routes_and_retention() {
     );
     env.stop();
 }
+
+#[test]
+fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
+    let Some(env) = Env::start(|_| {}) else {
+        return;
+    };
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        watchpost_server::admin::group_add(&db, "test", "g", "")
+            .await
+            .unwrap();
+        watchpost_server::admin::secret_create(&db, "test", "g", "s", None)
+            .await
+            .unwrap()
+    });
+    credential(&enroll(env.addr, &secret, "h1", "H1"));
+    credential(&enroll(env.addr, &secret, "h2", "H2"));
+    let id = |h: &str| -> i64 {
+        env.pg
+            .psql(&format!("SELECT id FROM agents WHERE hostname = '{h}'"))
+            .parse()
+            .unwrap()
+    };
+    let (a1, a2) = (
+        watchpost_server::ingest::AgentRef { id: id("H1") },
+        watchpost_server::ingest::AgentRef { id: id("H2") },
+    );
+    let (b1, b2, b3, b4) = (
+        events("s", 1, 5, "H1"),
+        events("s", 6, 3, "H1"),
+        events("s", 3, 2, "H2"),
+        events("s", 1, 8, "H1"),
+    );
+    let window = watchpost_server::db::Window {
+        from: jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),
+        until: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48),
+    };
+    let results = env.rt.block_on(async {
+        let (mut c, conn) = tokio_postgres::connect(&env.pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        watchpost_server::ingest::store_group(
+            &mut c,
+            &[(a1, &b1), (a1, &b2), (a2, &b3), (a1, &b4)],
+            window,
+        )
+        .await
+        .unwrap()
+    });
+    let summary: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Ok(a) => format!(
+                "ok {} stored {} dup {}",
+                a.committed_seq, a.stored, a.duplicates
+            ),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "ok 5 stored 5 dup 0",
+            "ok 8 stored 3 dup 0",
+            "a new stream must start at sequence number 1, not 3",
+            "ok 8 stored 0 dup 8",
+        ]
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM events"), 8);
+    assert_eq!(
+        count(&env, "SELECT last_seq FROM agents WHERE hostname = 'H2'"),
+        0
+    );
+    env.stop();
+}
