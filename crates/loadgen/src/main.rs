@@ -199,9 +199,9 @@ fn event(seq: u64, agent: usize, host: &str) -> Record {
         source: "sep-av".into(),
         host: host.into(),
         filters: vec!["av-detection".into()],
-        anomaly: seq % 50 == 0,
-        anomaly_why: (seq % 50 == 0).then(|| "new-file: new value for key \"SYSTEM\"".into()),
-        needs_ack: seq % 50 == 0,
+        anomaly: seq.is_multiple_of(50),
+        anomaly_why: (seq.is_multiple_of(50)).then(|| "new-file: new value for key \"SYSTEM\"".into()),
+        needs_ack: seq.is_multiple_of(50),
         fields: Fields(vec![
             ("risk_name".into(), format!("Trojan.Gen.{}", seq % 97)),
             (

@@ -221,9 +221,9 @@ fn the_agent_and_the_server_answer_every_query_alike() {
                 .collect();
             local.sort_unstable();
             let server_query = watchpost_server::events::parse_query(q, since).unwrap();
-            let mut remote: Vec<u64> = if q.starts_with("id:") {
+            let mut remote: Vec<u64> = if let Some(id) = q.strip_prefix("id:") {
                 // `id:` names each store's own ids; compare through the local id.
-                let n: i64 = q[3..].parse().unwrap();
+                let n: i64 = id.parse().unwrap();
                 env.rt
                     .block_on(watchpost_server::events::find(
                         &db,

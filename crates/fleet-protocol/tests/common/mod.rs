@@ -25,7 +25,7 @@ pub fn sample(first: u64, n: u64) -> Batch {
                 source: "sep-av".into(),
                 host: "pc1".into(),
                 filters: vec!["av-detection".into()],
-                anomaly: seq % 2 == 0,
+                anomaly: seq.is_multiple_of(2),
                 anomaly_why: Some("new value \"x\" for key \"y\"".into()),
                 needs_ack: true,
                 fields: Fields(vec![

@@ -195,9 +195,9 @@ pub fn events(stream: &str, first: u64, n: u64, host: &str) -> Batch {
                     source: "sep-av".into(),
                     host: host.into(),
                     filters: vec!["av-detection".into()],
-                    anomaly: seq % 3 == 0,
-                    anomaly_why: (seq % 3 == 0).then(|| "new-file: new value \"x\"".into()),
-                    needs_ack: seq % 3 == 0,
+                    anomaly: seq.is_multiple_of(3),
+                    anomaly_why: (seq.is_multiple_of(3)).then(|| "new-file: new value \"x\"".into()),
+                    needs_ack: seq.is_multiple_of(3),
                     fields: Fields(vec![
                         ("risk_name".into(), format!("EICAR Test String {seq}")),
                         ("user".into(), "alice".into()),
