@@ -200,7 +200,8 @@ fn event(seq: u64, agent: usize, host: &str) -> Record {
         host: host.into(),
         filters: vec!["av-detection".into()],
         anomaly: seq.is_multiple_of(50),
-        anomaly_why: (seq.is_multiple_of(50)).then(|| "new-file: new value for key \"SYSTEM\"".into()),
+        anomaly_why: (seq.is_multiple_of(50))
+            .then(|| "new-file: new value for key \"SYSTEM\"".into()),
         needs_ack: seq.is_multiple_of(50),
         fields: Fields(vec![
             ("risk_name".into(), format!("Trojan.Gen.{}", seq % 97)),

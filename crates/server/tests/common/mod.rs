@@ -196,7 +196,8 @@ pub fn events(stream: &str, first: u64, n: u64, host: &str) -> Batch {
                     host: host.into(),
                     filters: vec!["av-detection".into()],
                     anomaly: seq.is_multiple_of(3),
-                    anomaly_why: (seq.is_multiple_of(3)).then(|| "new-file: new value \"x\"".into()),
+                    anomaly_why: (seq.is_multiple_of(3))
+                        .then(|| "new-file: new value \"x\"".into()),
                     needs_ack: seq.is_multiple_of(3),
                     fields: Fields(vec![
                         ("risk_name".into(), format!("EICAR Test String {seq}")),
