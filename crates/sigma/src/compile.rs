@@ -13,13 +13,14 @@ use crate::pattern::{self, Cidr, Pat, Tok};
 /// folded (lowercased) values.
 #[derive(Default, Debug)]
 pub(crate) struct Slots {
-    map: HashMap<Sym, u32>,
+    /// (field, System field read when the event lacks it) → slot.
+    map: HashMap<(Sym, Option<Sym>), u32>,
 }
 
 impl Slots {
-    pub(crate) fn slot(&mut self, sym: Sym) -> u32 {
+    pub(crate) fn slot(&mut self, sym: Sym, alt: Option<Sym>) -> u32 {
         let n = self.map.len() as u32;
-        *self.map.entry(sym).or_insert(n)
+        *self.map.entry((sym, alt)).or_insert(n)
     }
     pub(crate) fn len(&self) -> usize {
         self.map.len()
@@ -33,6 +34,9 @@ pub struct Scratch {
     folded: Vec<(u32, String)>,
     tmp: String,
     pub(crate) cands: Vec<u32>,
+    /// The current event's lowercased channel and provider (index keys).
+    pub(crate) key: String,
+    pub(crate) provider: String,
     /// Epoch per slot: whether the needle prefilter scanned that field.
     scanned: Vec<u32>,
     /// Epoch per needle: whether it occurs in the current event.
@@ -104,8 +108,10 @@ impl Needles {
             by_slot[*slot as usize].push((lit, *id));
         }
         let mut sym_of = vec![None; slots.len()];
-        for (sym, slot) in &slots.map {
-            sym_of[*slot as usize] = Some(*sym);
+        for ((sym, alt), slot) in &slots.map {
+            if alt.is_none() {
+                sym_of[*slot as usize] = Some(*sym);
+            }
         }
         self.per_slot = Vec::with_capacity(slots.len());
         for (slot, mut lits) in by_slot.into_iter().enumerate() {
@@ -221,6 +227,9 @@ fn cmp(op: Cmp, v: f64, n: f64) -> bool {
 #[derive(Debug)]
 pub(crate) struct FieldTest {
     pub(crate) sym: Sym,
+    /// The System field read when the event has no `sym` (a Sigma System name such as
+    /// `Level` that EventData may also carry).
+    pub(crate) alt: Option<Sym>,
     pub(crate) slot: u32,
     pub(crate) tests: Vec<Test>,
 }
@@ -329,10 +338,14 @@ impl Cond {
     pub(crate) fn matched_fields(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Sym>) {
         match self {
             Cond::And(v) | Cond::Or(v) => v.iter().for_each(|c| c.matched_fields(ev, sc, out)),
-            Cond::Field(f)
-                if ev.get(f.sym).is_some() && f.eval(ev, sc) && !out.contains(&f.sym) =>
-            {
-                out.push(f.sym);
+            Cond::Field(f) => {
+                let sym = match f.alt {
+                    Some(a) if ev.get(f.sym).is_none() => a,
+                    _ => f.sym,
+                };
+                if ev.get(sym).is_some() && f.eval(ev, sc) && !out.contains(&sym) {
+                    out.push(sym);
+                }
             }
             _ => {}
         }
@@ -342,7 +355,7 @@ impl Cond {
     /// the condition matches, when there is such a set.
     pub(crate) fn required(&self) -> Option<Vec<(u32, &str)>> {
         match self {
-            Cond::Field(f) => {
+            Cond::Field(f) if f.alt.is_none() => {
                 let mut out = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -380,7 +393,7 @@ impl Cond {
     /// in every match, when the condition pins them.
     pub(crate) fn pinned(&self, sym: Sym) -> Option<Vec<String>> {
         match self {
-            Cond::Field(f) if f.sym == sym => {
+            Cond::Field(f) if f.sym == sym && f.alt.is_none() => {
                 let mut vals = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -409,7 +422,10 @@ impl Cond {
 
 impl FieldTest {
     fn eval(&self, ev: &Event, sc: &mut Scratch) -> bool {
-        let v = match ev.get(self.sym) {
+        let v = match ev
+            .get(self.sym)
+            .or_else(|| self.alt.and_then(|a| ev.get(a)))
+        {
             None => {
                 return self
                     .tests
@@ -437,11 +453,25 @@ impl FieldTest {
 /// How Sigma field names become event fields.
 pub(crate) struct Names<'a> {
     pub(crate) renames: &'a [&'a [(&'a str, &'a str)]],
+    /// Sigma names read from the event's field of that name, else from a System field.
+    pub(crate) fallbacks: &'a [(&'a str, &'a str)],
     /// Values of `%name%` placeholders (the `expand` modifier).
     pub(crate) vars: &'a crate::Placeholders,
 }
 
 impl Names<'_> {
+    /// The event field for a Sigma field name, and the System field to read when the
+    /// event lacks it.
+    fn field(&self, name: &str) -> (Sym, Option<Sym>) {
+        let sym = self.sym(name);
+        let alt = self
+            .fallbacks
+            .iter()
+            .find(|(from, _)| *from == name)
+            .map(|(_, to)| Sym::new(to));
+        (sym, alt)
+    }
+
     fn sym(&self, name: &str) -> Sym {
         for table in self.renames {
             if let Some((_, to)) = table.iter().find(|(from, _)| *from == name) {
@@ -683,8 +713,8 @@ fn compile_field(
         }
         return keywords(&items);
     }
-    let sym = names.sym(field);
-    let slot = slots.slot(sym);
+    let (sym, alt) = names.field(field);
+    let slot = slots.slot(sym, alt);
     let mut per_value = Vec::new();
     for val in &values {
         per_value.push(compile_value(val, &mods, names)?);
@@ -696,12 +726,20 @@ fn compile_field(
         Ok(Cond::And(
             per_value
                 .into_iter()
-                .map(|tests| Cond::Field(FieldTest { sym, slot, tests }))
+                .map(|tests| {
+                    Cond::Field(FieldTest {
+                        sym,
+                        alt,
+                        slot,
+                        tests,
+                    })
+                })
                 .collect(),
         ))
     } else {
         Ok(Cond::Field(FieldTest {
             sym,
+            alt,
             slot,
             tests: per_value.into_iter().flatten().collect(),
         }))

@@ -52,6 +52,7 @@
 //! assert!(out[0].level >= Level::Medium);
 //! ```
 
+mod aggregation;
 mod compile;
 mod condition;
 pub mod correlate;
@@ -63,6 +64,8 @@ mod ruleset;
 pub use compile::Scratch;
 pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
 pub use placeholders::Placeholders;
-pub use ruleset::{Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset};
+pub use ruleset::{
+    Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset, parse_exclude_list,
+};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
+use crate::aggregation;
 use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
 use crate::correlate::CorrelationRule;
-use crate::logsource::{self, Target, WINDOWS_COMMON};
+use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
 
 /// How rules are loaded.
@@ -20,6 +21,23 @@ use crate::placeholders::Placeholders;
 pub struct LoadOptions {
     /// Values of `%name%` placeholders for the `expand` modifier.
     pub placeholders: Placeholders,
+    /// Rule `status` values that are not loaded (a hunt skips `deprecated` and
+    /// `unsupported` rules as Hayabusa does); compared case-insensitively.
+    pub skip_status: Vec<String>,
+    /// Rule ids that are not loaded, each with the list that named it (see
+    /// [`parse_exclude_list`]).
+    pub exclude: HashMap<String, String>,
+}
+
+/// The rule ids of an exclusion list in Hayabusa's `exclude_rules.txt` /
+/// `noisy_rules.txt` format: one id per line (the first word), `#` starts a comment,
+/// blank lines are ignored.
+pub fn parse_exclude_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A rule's severity; ordered `Informational < Low < Medium < High < Critical` (for a
@@ -91,20 +109,28 @@ pub struct Rule {
     pub path: PathBuf,
     /// Where the rule applies (channels and implied event ids).
     pub targets: Vec<Target>,
-    /// The prefilter key of each compiled form (one per target).
+    /// The prefilter key of each compiled form (one per target the detection does not
+    /// exclude).
     pub keys: Vec<PrefilterKey>,
+    /// The rule only feeds a correlation: the selection of a deprecated aggregation
+    /// (`condition: sel | count() by X > 5`), which is loaded as this rule plus a
+    /// correlation rule with the original title, id and level.
+    pub correlation_only: bool,
 }
 
-/// What an event must have for a compiled rule form to be evaluated at all.
+/// What an event must have for a compiled rule form to be evaluated at all: what the
+/// logsource implies and what every branch of the detection requires
+/// (`Channel`, `EventID`, `Provider_Name` tests), wherever it is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefilterKey {
-    /// The channel (`None`: any Windows channel, or for a non-Windows rule, events
-    /// without a channel).
-    pub channel: Option<&'static str>,
+    /// The channels (as the logsource mapping names them, else lowercased as the
+    /// detection pins them; `None`: any Windows channel, or for a non-Windows rule,
+    /// events without a channel).
+    pub channels: Option<Vec<String>>,
     /// Event ids (from the logsource, else pinned by the detection); `None`: any.
     pub event_ids: Option<Vec<i64>>,
-    /// Providers the detection pins (`Provider_Name`, lowercased); `None`: any. Tested by
-    /// the condition, not indexed.
+    /// Providers the detection pins (`Provider_Name`, lowercased); `None`: any. Rules
+    /// with no channel are indexed by them; others test them before the condition.
     pub providers: Option<Vec<String>>,
 }
 
@@ -117,6 +143,41 @@ pub struct LoadError {
     pub title: Option<String>,
     /// Why.
     pub reason: String,
+}
+
+impl LoadError {
+    /// The reason in a few words, for a summary by reason: `status deprecated`,
+    /// `status unsupported`, `excluded`, `no title`, `logsource not mapped`,
+    /// `placeholder without values`, `YAML error`, `unreadable`, or `unsupported or
+    /// invalid` (anything else; the full reason says what).
+    pub fn kind(&self) -> &'static str {
+        let r = self.reason.as_str();
+        if let Some(st) = r.strip_prefix("status `") {
+            return match st.split('`').next() {
+                Some(x) if x.eq_ignore_ascii_case("deprecated") => "status deprecated",
+                Some(x) if x.eq_ignore_ascii_case("unsupported") => "status unsupported",
+                _ => "status skipped",
+            };
+        }
+        if r.starts_with("excluded by ") {
+            "excluded"
+        } else if r == "rule has no title" {
+            "no title"
+        } else if r.contains("is not mapped to a channel")
+            || r.contains("name different channels")
+            || r.contains("names no product")
+        {
+            "logsource not mapped"
+        } else if r.starts_with("placeholder ") {
+            "placeholder without values"
+        } else if r.starts_with("YAML: ") {
+            "YAML error"
+        } else if r.starts_with("cannot read") {
+            "unreadable"
+        } else {
+            "unsupported or invalid"
+        }
+    }
 }
 
 impl fmt::Display for LoadError {
@@ -144,6 +205,9 @@ pub struct Match {
     /// Event fields whose tests held (names as in the event, e.g. `NewProcessName` for
     /// a `process_creation` rule's `Image` on a 4688).
     pub fields: Vec<Sym>,
+    /// The rule only feeds a correlation (the selection of a deprecated `| count()`
+    /// aggregation): not a detection by itself.
+    pub correlation_only: bool,
 }
 
 struct Variant {
@@ -151,12 +215,14 @@ struct Variant {
     cond: Cond,
     /// Needle ids of which one must occur (see [`Needles`]); empty: no prefilter.
     needles: Box<[u32]>,
-    /// The target's channel and whether it is a Windows target (for
-    /// [`Ruleset::matches_unindexed`]).
-    channel: Option<&'static str>,
+    /// The channels it applies to, lowercased (`None`: any) and whether it is a Windows
+    /// target (for [`Ruleset::matches_unindexed`]).
+    channels: Option<Box<[Box<str>]>>,
     windows: bool,
     /// Event ids the logsource implies (part of the rule's meaning, not a prefilter).
     target_ids: Option<Vec<i64>>,
+    /// Providers the detection pins, lowercased: tested before the condition.
+    providers: Option<Box<[Box<str>]>>,
 }
 
 #[derive(Default)]
@@ -198,11 +264,17 @@ pub struct Ruleset {
     variants: Vec<Variant>,
     slots: usize,
     needles: Needles,
+    /// Lowercased channel → rule forms for it.
     channels: HashMap<Box<str>, ChanIdx>,
+    /// Channel names as the rules write them (for [`Ruleset::channels`]).
+    channel_names: Vec<Box<str>>,
+    /// Lowercased provider → Windows rule forms for any channel that pin it.
+    providers: HashMap<Box<str>, ChanIdx>,
     any_windows: ChanIdx,
     other: Vec<u32>,
     sym_channel: Sym,
     sym_event_id: Sym,
+    sym_provider: Sym,
 }
 
 thread_local! {
@@ -219,10 +291,7 @@ impl Ruleset {
 
     /// [`Ruleset::load`] with options (placeholder values).
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder {
-            placeholders: opts.placeholders.clone(),
-            ..Builder::default()
-        };
+        let mut b = Builder::new(opts);
         for p in paths {
             let p = p.as_ref();
             let s = p.to_string_lossy();
@@ -254,10 +323,7 @@ impl Ruleset {
         text: &str,
         opts: &LoadOptions,
     ) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder {
-            placeholders: opts.placeholders.clone(),
-            ..Builder::default()
-        };
+        let mut b = Builder::new(opts);
         b.add_yaml(path, text);
         b.finish()
     }
@@ -301,7 +367,12 @@ impl Ruleset {
     pub fn matches_with(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Match>) -> usize {
         sc.next_event(self.slots, self.needles.len());
         let mut cands = std::mem::take(&mut sc.cands);
+        let mut provider = std::mem::take(&mut sc.provider);
         cands.clear();
+        provider.clear();
+        if let Some(p) = ev.get(self.sym_provider) {
+            lower_into(&p.text(), &mut provider);
+        }
         match ev.get(self.sym_channel) {
             Some(ch) => {
                 let id = ev.get(self.sym_event_id).and_then(|v| match v {
@@ -309,15 +380,16 @@ impl Ruleset {
                     FieldRef::Str(s) => s.trim().parse().ok(),
                     _ => None,
                 });
-                let ch = ch.text();
-                let idx = self.channels.get(&*ch).or_else(|| {
-                    let low = ch.to_ascii_lowercase();
-                    self.channels.get(low.as_str())
-                });
-                if let Some(idx) = idx {
+                let mut low = std::mem::take(&mut sc.key);
+                lower_into(&ch.text(), &mut low);
+                if let Some(idx) = self.channels.get(low.as_str()) {
                     idx.candidates(id, &mut cands);
                 }
+                sc.key = low;
                 self.any_windows.candidates(id, &mut cands);
+                if let Some(idx) = self.providers.get(provider.as_str()) {
+                    idx.candidates(id, &mut cands);
+                }
                 cands.sort_unstable();
                 cands.dedup();
             }
@@ -327,6 +399,11 @@ impl Ruleset {
         for &v in &cands {
             let var = &self.variants[v as usize];
             if out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize) {
+                continue;
+            }
+            if let Some(ps) = &var.providers
+                && !ps.iter().any(|p| **p == *provider)
+            {
                 continue;
             }
             if !var.needles.is_empty()
@@ -345,10 +422,12 @@ impl Ruleset {
                     level: r.level,
                     tags: r.tags.clone(),
                     fields,
+                    correlation_only: r.correlation_only,
                 });
             }
         }
         sc.cands = cands;
+        sc.provider = provider;
         out.len() - before
     }
 
@@ -359,7 +438,9 @@ impl Ruleset {
     pub fn matches_unindexed(&self, ev: &Event, out: &mut Vec<Match>) -> usize {
         let mut sc = Scratch::new();
         sc.next_event(self.slots, self.needles.len());
-        let channel = ev.get(self.sym_channel).map(|c| c.text().into_owned());
+        let channel = ev
+            .get(self.sym_channel)
+            .map(|c| c.text().to_ascii_lowercase());
         let id: Option<i64> = ev
             .get_str(self.sym_event_id)
             .and_then(|s| s.trim().parse().ok());
@@ -370,10 +451,10 @@ impl Ruleset {
             {
                 continue;
             }
-            let applies = match (&channel, var.windows, var.channel) {
+            let applies = match (&channel, var.windows, &var.channels) {
                 (None, false, _) => true,
                 (Some(_), true, None) => true,
-                (Some(ch), true, Some(vc)) => ch.eq_ignore_ascii_case(vc),
+                (Some(ch), true, Some(vc)) => vc.iter().any(|c| **c == **ch),
                 _ => false,
             };
             if !applies
@@ -392,6 +473,7 @@ impl Ruleset {
                     level: r.level,
                     tags: r.tags.clone(),
                     fields,
+                    correlation_only: r.correlation_only,
                 });
             }
         }
@@ -404,24 +486,23 @@ impl Ruleset {
         self.candidates(channel, event_id) > 0
     }
 
-    /// The channels some rule is filed under (`None` in [`PrefilterKey::channel`] means
-    /// any channel: see [`Ruleset::wants`]).
+    /// The channels some rule is filed under, as the rules name them (`None` in
+    /// [`PrefilterKey::channels`] means any channel: see [`Ruleset::wants`]).
     pub fn channels(&self) -> impl Iterator<Item = &str> {
-        self.channels.keys().map(|k| &**k)
+        self.channel_names.iter().map(|k| &**k)
     }
 
-    /// How many compiled rule forms an event of `channel` and `event_id` is tested
-    /// against (for diagnostics and the benchmark).
+    /// How many compiled rule forms an event of `channel` and `event_id` (of any
+    /// provider) is tested against (for diagnostics and the benchmark).
     pub fn candidates(&self, channel: &str, event_id: Option<i64>) -> usize {
         let mut c = Vec::new();
-        let idx = self
-            .channels
-            .get(channel)
-            .or_else(|| self.channels.get(channel.to_ascii_lowercase().as_str()));
-        if let Some(idx) = idx {
+        if let Some(idx) = self.channels.get(channel.to_ascii_lowercase().as_str()) {
             idx.candidates(event_id, &mut c);
         }
         self.any_windows.candidates(event_id, &mut c);
+        for idx in self.providers.values() {
+            idx.candidates(event_id, &mut c);
+        }
         c.sort_unstable();
         c.dedup();
         c.len()
@@ -432,12 +513,27 @@ impl Ruleset {
 struct Builder {
     rules: Vec<Rule>,
     correlations: Vec<CorrelationRule>,
-    variants: Vec<(Variant, Target, Option<Vec<i64>>)>,
+    variants: Vec<Pending>,
     slots: Slots,
     needles: Needles,
     filters: Vec<FilterDoc>,
     errors: Vec<LoadError>,
     placeholders: Placeholders,
+    skip_status: Vec<String>,
+    exclude: HashMap<String, String>,
+    /// Deprecated aggregations translated so far (names their selection rules).
+    aggregations: usize,
+}
+
+/// A compiled rule form before indexing.
+struct Pending {
+    var: Variant,
+    /// Its target (for the renames a filter document's detection gets).
+    target: Target,
+    /// The channels it is filed under, as written (empty: any).
+    shown: Vec<String>,
+    /// The event ids it is filed under (`None`: any).
+    ids: Option<Vec<i64>>,
 }
 
 /// A Sigma filter document: its condition is and-ed to the rules it names.
@@ -457,6 +553,15 @@ fn text_of(v: Option<&Json>) -> Option<String> {
 }
 
 impl Builder {
+    fn new(opts: &LoadOptions) -> Builder {
+        Builder {
+            placeholders: opts.placeholders.clone(),
+            skip_status: opts.skip_status.clone(),
+            exclude: opts.exclude.clone(),
+            ..Builder::default()
+        }
+    }
+
     fn err(&mut self, path: &Path, title: Option<String>, reason: String) {
         self.errors.push(LoadError {
             path: path.to_path_buf(),
@@ -514,6 +619,14 @@ impl Builder {
         }
         let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
         let id = text_of(obj.get("id")).map(Arc::from);
+        if let Some(st) = text_of(obj.get("status"))
+            && self.skip_status.iter().any(|x| x.eq_ignore_ascii_case(&st))
+        {
+            return Err(format!("status `{st}` (not loaded by default)"));
+        }
+        if let Some(list) = id.as_deref().and_then(|i| self.exclude.get(i)) {
+            return Err(format!("excluded by {list}"));
+        }
         let level = match obj.get("level") {
             None | Some(Json::Null) => Level::Medium,
             Some(Json::String(s)) => s.parse()?,
@@ -544,6 +657,7 @@ impl Builder {
                 &det,
                 &Names {
                     renames: &[],
+                    fallbacks: &[],
                     vars: &self.placeholders,
                 },
                 &mut Slots::default(),
@@ -560,6 +674,8 @@ impl Builder {
             .get("detection")
             .and_then(Json::as_object)
             .ok_or("rule has no detection mapping")?;
+        let aggregation = aggregation::split(detection, obj.get("timeframe"))?;
+        let detection = aggregation.as_ref().map_or(detection, |a| &a.detection);
         let ls = obj.get("logsource").and_then(Json::as_object);
         let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
         let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
@@ -574,60 +690,28 @@ impl Builder {
             _ => Arc::from(Vec::new()),
         };
         let rule_idx = self.rules.len() as u32;
-        let sym_event_id = Sym::new("event_id");
-        let mut compiled = Vec::new();
-        let mut keys = Vec::new();
-        let sym_provider = Sym::new("provider");
-        for t in &targets {
-            let tables: Vec<&[(&str, &str)]> = if t.windows {
-                vec![t.renames, WINDOWS_COMMON]
-            } else {
-                vec![]
-            };
-            let names = Names {
-                renames: &tables,
-                vars: &self.placeholders,
-            };
-            let cond = compile::compile_detection(detection, &names, &mut self.slots)?;
-            let ids = match &t.event_ids {
-                Some(ids) => Some(ids.clone()),
-                None if t.windows => cond.pinned_ids(sym_event_id),
-                None => None,
-            };
-            keys.push(PrefilterKey {
-                channel: t.channel,
-                event_ids: ids.clone(),
-                providers: if t.windows {
-                    cond.pinned(sym_provider)
-                } else {
-                    None
-                },
-            });
-            let needles = match cond.required() {
-                Some(req) => req
-                    .iter()
-                    .map(|(slot, lit)| self.needles.intern(*slot, lit))
-                    .collect(),
-                None => Box::default(),
-            };
-            compiled.push((
-                Variant {
-                    rule: rule_idx,
-                    cond,
-                    needles,
-                    channel: t.channel,
-                    windows: t.windows,
-                    target_ids: t.event_ids.clone(),
-                },
-                t.clone(),
-                ids,
+        let keys = self.compile_targets(rule_idx, detection, &targets)?;
+        let mut name = text_of(obj.get("name")).map(Arc::from);
+        let mut correlation_only = false;
+        if let Some(a) = aggregation {
+            // The selection becomes a rule of its own that only feeds the correlation;
+            // the correlation keeps the rule's title, id and level.
+            self.aggregations += 1;
+            let base: Arc<str> =
+                format!("{title} (selection of aggregation {})", self.aggregations).into();
+            self.correlations.push(a.correlation(
+                title.clone(),
+                id.clone(),
+                level,
+                base.to_string(),
             ));
+            name = Some(base);
+            correlation_only = true;
         }
-        self.variants.extend(compiled);
         self.rules.push(Rule {
             title,
             id,
-            name: text_of(obj.get("name")).map(Arc::from),
+            name,
             level,
             status: text_of(obj.get("status")).map(Arc::from),
             tags,
@@ -638,8 +722,118 @@ impl Builder {
             path: path.to_path_buf(),
             targets,
             keys,
+            correlation_only,
         });
         Ok(())
+    }
+
+    /// Compiles a rule's detection once per target and files each form under what it
+    /// needs: the target's channel and event ids, narrowed by the `Channel`, `EventID`
+    /// and `Provider_Name` values every branch of the condition requires. A form whose
+    /// target the detection excludes (a `process_creation` rule that tests
+    /// `Channel: Security`, on its Sysmon target) is dropped when another form covers
+    /// the rule; when none does, the detection's own channels are taken (what the rule
+    /// says it reads wins over its logsource).
+    fn compile_targets(
+        &mut self,
+        rule_idx: u32,
+        detection: &serde_json::Map<String, Json>,
+        targets: &[Target],
+    ) -> Result<Vec<PrefilterKey>, String> {
+        let sym_event_id = Sym::new("event_id");
+        let sym_provider = Sym::new("provider");
+        let sym_channel = Sym::new("channel");
+        let mut forms = Vec::new();
+        for t in targets {
+            let tables: Vec<&[(&str, &str)]> = if t.windows {
+                vec![t.renames, WINDOWS_COMMON]
+            } else {
+                vec![]
+            };
+            let names = Names {
+                renames: &tables,
+                fallbacks: if t.windows {
+                    WINDOWS_SYSTEM_FALLBACK
+                } else {
+                    &[]
+                },
+                vars: &self.placeholders,
+            };
+            let cond = compile::compile_detection(detection, &names, &mut self.slots)?;
+            let (pinned_ch, pinned_ids, providers) = if t.windows {
+                (
+                    cond.pinned(sym_channel)
+                        .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+                    cond.pinned_ids(sym_event_id),
+                    cond.pinned(sym_provider)
+                        .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+                )
+            } else {
+                (None, None, None)
+            };
+            let chan_ok = match (t.channel, &pinned_ch) {
+                (Some(c), Some(p)) => p.iter().any(|x| x.eq_ignore_ascii_case(c)),
+                _ => true,
+            };
+            let ids = match (&t.event_ids, &pinned_ids) {
+                (Some(t), Some(p)) => Some(t.iter().copied().filter(|i| p.contains(i)).collect()),
+                (Some(t), None) => Some(t.clone()),
+                (None, p) if t.windows => p.clone(),
+                (None, _) => None,
+            };
+            let fits = chan_ok && ids.as_ref().is_none_or(|v: &Vec<i64>| !v.is_empty());
+            forms.push((t, cond, pinned_ch, pinned_ids, providers, ids, fits));
+        }
+        let any_fits = forms.iter().any(|f| f.6);
+        let mut keys = Vec::new();
+        for (t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
+            if !fits && any_fits {
+                continue;
+            }
+            // (channels to index under as written, lowercased; event ids; logsource ids)
+            let (shown, ids, target_ids) = if fits {
+                let shown = match (t.channel, &pinned_ch) {
+                    (Some(c), _) => Some(vec![c.to_string()]),
+                    (None, Some(p)) => Some(p.clone()),
+                    (None, None) => None,
+                };
+                (shown, ids, t.event_ids.clone())
+            } else {
+                (pinned_ch.clone(), pinned_ids, None)
+            };
+            let channels: Option<Box<[Box<str>]>> = shown.as_ref().map(|v| {
+                v.iter()
+                    .map(|c| Box::from(c.to_ascii_lowercase()))
+                    .collect()
+            });
+            keys.push(PrefilterKey {
+                channels: shown.clone(),
+                event_ids: ids.clone(),
+                providers: providers.clone(),
+            });
+            let needles = match cond.required() {
+                Some(req) => req
+                    .iter()
+                    .map(|(slot, lit)| self.needles.intern(*slot, lit))
+                    .collect(),
+                None => Box::default(),
+            };
+            self.variants.push(Pending {
+                var: Variant {
+                    rule: rule_idx,
+                    cond,
+                    needles,
+                    channels,
+                    windows: t.windows,
+                    target_ids,
+                    providers: providers.map(|v| v.into_iter().map(Box::from).collect()),
+                },
+                target: t.clone(),
+                shown: shown.unwrap_or_default(),
+                ids,
+            });
+        }
+        Ok(keys)
     }
 
     fn apply_filters(&mut self) -> Vec<String> {
@@ -666,7 +860,10 @@ impl Builder {
                     );
                     continue;
                 }
-                for (v, t, _) in &mut self.variants {
+                for Pending {
+                    var: v, target: t, ..
+                } in &mut self.variants
+                {
                     if !targets.contains(&(v.rule as usize)) {
                         continue;
                     }
@@ -677,6 +874,11 @@ impl Builder {
                     };
                     let names = Names {
                         renames: &tables,
+                        fallbacks: if t.windows {
+                            WINDOWS_SYSTEM_FALLBACK
+                        } else {
+                            &[]
+                        },
                         vars: &self.placeholders,
                     };
                     match compile::compile_detection(&f.detection, &names, &mut self.slots) {
@@ -711,7 +913,7 @@ impl Builder {
             });
             self.needles = Needles::default();
             for v in &mut self.variants {
-                v.0.needles = Box::default();
+                v.var.needles = Box::default();
             }
         }
         let mut rs = Ruleset {
@@ -722,32 +924,43 @@ impl Builder {
             slots: self.slots.len(),
             needles: self.needles,
             channels: HashMap::new(),
+            channel_names: Vec::new(),
+            providers: HashMap::new(),
             any_windows: ChanIdx::default(),
             other: Vec::new(),
             sym_channel: Sym::new("channel"),
             sym_event_id: Sym::new("event_id"),
+            sym_provider: Sym::new("provider"),
         };
-        for (i, (v, t, ids)) in self.variants.into_iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.variants.into_iter().enumerate() {
             let i = i as u32;
-            match (t.windows, t.channel) {
-                (false, _) => rs.other.push(i),
-                (true, None) => rs.any_windows.add(ids.as_deref(), i),
-                (true, Some(ch)) => {
-                    rs.channels
-                        .entry(ch.into())
-                        .or_default()
-                        .add(ids.as_deref(), i);
-                    let low = ch.to_ascii_lowercase();
-                    if low != ch {
-                        rs.channels
-                            .entry(low.into())
-                            .or_default()
-                            .add(ids.as_deref(), i);
+            let ids = p.ids.as_deref();
+            if !p.var.windows {
+                rs.other.push(i);
+            } else if let Some(chans) = &p.var.channels {
+                for (low, shown) in chans.iter().zip(&p.shown) {
+                    rs.channels.entry(low.clone()).or_default().add(ids, i);
+                    if seen.insert(shown.clone()) {
+                        rs.channel_names.push(shown.as_str().into());
                     }
                 }
+            } else if let Some(provs) = &p.var.providers {
+                for pr in provs.iter() {
+                    rs.providers.entry(pr.clone()).or_default().add(ids, i);
+                }
+            } else {
+                rs.any_windows.add(ids, i);
             }
-            rs.variants.push(v);
+            rs.variants.push(p.var);
         }
         (rs, self.errors)
     }
+}
+
+/// `s` ASCII-lowercased into `out` (channel and provider names are ASCII).
+fn lower_into(s: &str, out: &mut String) {
+    out.clear();
+    out.push_str(s);
+    out.make_ascii_lowercase();
 }

@@ -10,11 +10,7 @@ use watchpost_sources::sep::binary::{LogKind, parse_log};
 use watchpost_sources::{Format, ParseCtx, Schema, format};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data"
-    ))
-    .join(sub)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data")).join(sub)
 }
 
 fn ctx() -> ParseCtx {

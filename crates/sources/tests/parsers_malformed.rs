@@ -9,11 +9,7 @@ use watchpost_sources::sep::{Frame, frame};
 use watchpost_sources::{Format, ParseCtx, ParseError, format};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data"
-    ))
-    .join(sub)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data")).join(sub)
 }
 
 fn ctx() -> ParseCtx {

@@ -386,7 +386,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             hunt::hunt(
                 &hunt::HuntRules {
                     paths: &rules,
-                    load: watchpost_sigma::LoadOptions { placeholders: vars },
+                    load: watchpost_sigma::LoadOptions {
+                        placeholders: vars,
+                        ..Default::default()
+                    },
                 },
                 level,
                 &paths,

@@ -154,7 +154,13 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
             placeholders.insert(k.clone(), values);
         }
     }
-    let (ruleset, rejected) = Ruleset::load_with(&paths, &LoadOptions { placeholders });
+    let (ruleset, rejected) = Ruleset::load_with(
+        &paths,
+        &LoadOptions {
+            placeholders,
+            ..LoadOptions::default()
+        },
+    );
     for r in &rejected {
         diags.warning(
             raw.sigma.span(),
