@@ -2,12 +2,11 @@
 
 use std::collections::HashMap;
 
-use regex::Regex;
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::condition::{self, Expr};
-use crate::pattern::{self, Cidr, Pat, Tok};
+use crate::pattern::{self, Cidr, LazyRegex, Pat, Tok};
 
 /// Dense numbering of the event fields a rule set reads, for the per-event cache of
 /// folded (lowercased) values.
@@ -79,13 +78,28 @@ impl Scratch {
 /// The needle prefilter: per field, one Aho-Corasick automaton over the (folded)
 /// literals that rules require in that field. A rule form whose required needles are
 /// all absent from the event is skipped without evaluating its condition.
+///
+/// Each field's automaton is built the first time an event's field is scanned (a
+/// contiguous NFA: building DFAs for every field of thousands of rules took a fifth of
+/// loading them and most of the memory, and most fields never occur in a given hunt).
 #[derive(Default)]
 pub(crate) struct Needles {
     ids: HashMap<(u32, String), u32>,
     /// needle id → slot.
     slot_of: Vec<u32>,
-    /// per slot: the field, the automaton, automaton pattern → needle id.
-    per_slot: Vec<Option<(Sym, aho_corasick::AhoCorasick, Vec<u32>)>>,
+    /// per slot: its needles.
+    per_slot: Vec<Option<SlotNeedles>>,
+}
+
+struct SlotNeedles {
+    sym: Sym,
+    /// The literals, in automaton pattern order.
+    lits: Vec<String>,
+    /// automaton pattern → needle id.
+    ids: Vec<u32>,
+    /// Built at first use; `None` if it could not be built (every needle then counts as
+    /// present: no prefilter for that field).
+    ac: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 impl Needles {
@@ -103,9 +117,9 @@ impl Needles {
     }
 
     pub(crate) fn build(&mut self, slots: &Slots) -> Result<(), String> {
-        let mut by_slot: Vec<Vec<(&str, u32)>> = vec![Vec::new(); slots.len()];
-        for ((slot, lit), id) in &self.ids {
-            by_slot[*slot as usize].push((lit, *id));
+        let mut by_slot: Vec<Vec<(String, u32)>> = vec![Vec::new(); slots.len()];
+        for ((slot, lit), id) in self.ids.drain() {
+            by_slot[slot as usize].push((lit, id));
         }
         let mut sym_of = vec![None; slots.len()];
         for ((sym, alt), slot) in &slots.map {
@@ -120,14 +134,14 @@ impl Needles {
                 continue;
             }
             lits.sort_by_key(|(_, id)| *id);
-            let ac = aho_corasick::AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(lits.iter().map(|(l, _)| l.as_bytes()))
-                .or_else(|_| aho_corasick::AhoCorasick::new(lits.iter().map(|(l, _)| l.as_bytes())))
-                .map_err(|e| format!("needle automaton: {e}"))?;
             let sym = sym_of[slot].ok_or("slot without field")?;
-            self.per_slot
-                .push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
+            let (lits, ids) = lits.into_iter().unzip();
+            self.per_slot.push(Some(SlotNeedles {
+                sym,
+                lits,
+                ids,
+                ac: std::sync::OnceLock::new(),
+            }));
         }
         Ok(())
     }
@@ -137,8 +151,8 @@ impl Needles {
         let slot = self.slot_of[id as usize];
         if sc.scanned[slot as usize] != sc.epoch {
             sc.scanned[slot as usize] = sc.epoch;
-            if let Some((sym, ac, ids)) = &self.per_slot[slot as usize]
-                && let Some(v) = ev.get(*sym)
+            if let Some(n) = &self.per_slot[slot as usize]
+                && let Some(v) = ev.get(n.sym)
             {
                 let raw = text(&v);
                 let epoch = sc.epoch;
@@ -147,8 +161,23 @@ impl Needles {
                     pattern::fold_into(&raw, &mut e.1);
                     e.0 = epoch;
                 }
-                for m in ac.find_overlapping_iter(e.1.as_str()) {
-                    sc.marks[ids[m.pattern().as_usize()] as usize] = epoch;
+                let ac = n.ac.get_or_init(|| {
+                    aho_corasick::AhoCorasick::builder()
+                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                        .build(&n.lits)
+                        .ok()
+                });
+                match ac {
+                    Some(ac) => {
+                        for m in ac.find_overlapping_iter(e.1.as_str()) {
+                            sc.marks[n.ids[m.pattern().as_usize()] as usize] = epoch;
+                        }
+                    }
+                    None => {
+                        for &i in &n.ids {
+                            sc.marks[i as usize] = epoch;
+                        }
+                    }
                 }
             }
         }
@@ -181,7 +210,7 @@ pub(crate) enum Test {
         pat: Pat,
         cased: bool,
     },
-    Re(Regex),
+    Re(LazyRegex),
     Num(Cmp, f64),
     Cidr(Cidr),
     /// `null`: absent or empty.
@@ -805,8 +834,7 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         } else {
             format!("(?{flags}){s}")
         };
-        let r = Regex::new(&src)
-            .map_err(|e| format!("regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        let r = LazyRegex::new(src).map_err(|e| format!("regex: {e}"))?;
         return Ok(vec![Test::Re(r)]);
     }
     if m.cidr {

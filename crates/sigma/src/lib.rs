@@ -56,6 +56,7 @@ mod aggregation;
 mod compile;
 mod condition;
 pub mod correlate;
+mod load;
 pub mod logsource;
 mod pattern;
 mod placeholders;
@@ -63,6 +64,7 @@ mod ruleset;
 
 pub use compile::Scratch;
 pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use load::{LoadStats, cache_file_for};
 pub use placeholders::Placeholders;
 pub use ruleset::{
     Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset, parse_exclude_list,

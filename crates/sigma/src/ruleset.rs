@@ -13,6 +13,7 @@ use watchpost_event::{Event, FieldRef, Sym};
 use crate::aggregation;
 use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
 use crate::correlate::CorrelationRule;
+use crate::load::{self, LoadStats};
 use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
 
@@ -27,6 +28,11 @@ pub struct LoadOptions {
     /// Rule ids that are not loaded, each with the list that named it (see
     /// [`parse_exclude_list`]).
     pub exclude: HashMap<String, String>,
+    /// The parsed-rule cache file ([`Ruleset::load_with`]): parsed documents keyed by
+    /// the SHA-256 of each rule file's bytes. `None`: every file is parsed.
+    pub cache: Option<PathBuf>,
+    /// Threads that read and parse rule files (0: every core).
+    pub threads: usize,
 }
 
 /// The rule ids of an exclusion list in Hayabusa's `exclude_rules.txt` /
@@ -275,6 +281,7 @@ pub struct Ruleset {
     sym_channel: Sym,
     sym_event_id: Sym,
     sym_provider: Sym,
+    stats: LoadStats,
 }
 
 thread_local! {
@@ -289,9 +296,13 @@ impl Ruleset {
         Ruleset::load_with(paths, &LoadOptions::default())
     }
 
-    /// [`Ruleset::load`] with options (placeholder values).
+    /// [`Ruleset::load`] with options (placeholders, skipped statuses and ids, the
+    /// parsed-rule cache). Files are read and parsed on every core (or
+    /// [`LoadOptions::threads`]); rules are compiled in file order.
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
         let mut b = Builder::new(opts);
+        let mut files = Vec::new();
+        let mut unreadable = Vec::new();
         for p in paths {
             let p = p.as_ref();
             let s = p.to_string_lossy();
@@ -299,16 +310,39 @@ impl Ruleset {
                 match glob::glob(&s) {
                     Ok(it) => {
                         for e in it.flatten() {
-                            b.add_path(&e);
+                            load::collect(&e, &mut files, &mut unreadable);
                         }
                     }
                     Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
                 }
             } else {
-                b.add_path(p);
+                load::collect(p, &mut files, &mut unreadable);
             }
         }
-        b.finish()
+        for (p, e) in unreadable {
+            b.err(&p, None, e);
+        }
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (parsed, mut stats) = load::parse_all(&files, threads, opts.cache.as_deref());
+        let started = std::time::Instant::now();
+        for (f, docs) in files.iter().zip(parsed) {
+            match docs {
+                Ok(docs) => b.add_docs(f, docs),
+                Err(e) => b.err(f, None, e),
+            }
+        }
+        let (mut rs, errors) = b.finish();
+        stats.compile_secs = started.elapsed().as_secs_f64();
+        rs.stats = stats;
+        (rs, errors)
+    }
+
+    /// What loading cost (files, cache hits, seconds).
+    pub fn stats(&self) -> LoadStats {
+        self.stats
     }
 
     /// Compiles rules from YAML text (one or more documents); `path` names them in
@@ -570,38 +604,14 @@ impl Builder {
         });
     }
 
-    fn add_path(&mut self, p: &Path) {
-        if p.is_dir() {
-            let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
-                Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-                Err(e) => return self.err(p, None, format!("cannot read directory: {e}")),
-            };
-            entries.sort();
-            for e in entries {
-                let is_yaml = e.extension().is_some_and(|x| {
-                    x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml")
-                });
-                if e.is_dir() || is_yaml {
-                    self.add_path(&e);
-                }
-            }
-            return;
-        }
-        match std::fs::read_to_string(p) {
-            Ok(t) => self.add_yaml(p, &t),
-            Err(e) => self.err(p, None, format!("cannot read: {e}")),
+    fn add_yaml(&mut self, path: &Path, text: &str) {
+        match load::parse_yaml(text) {
+            Ok(docs) => self.add_docs(path, docs),
+            Err(e) => self.err(path, None, e),
         }
     }
 
-    fn add_yaml(&mut self, path: &Path, text: &str) {
-        let docs: Vec<Json> = match serde_saphyr::from_multiple(text) {
-            Ok(d) => d,
-            Err(e) => {
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("").to_string();
-                return self.err(path, None, format!("YAML: {first}"));
-            }
-        };
+    fn add_docs(&mut self, path: &Path, docs: Vec<Json>) {
         for doc in docs {
             let title = text_of(doc.get("title"));
             if let Err(reason) = self.add_doc(path, &doc) {
@@ -931,6 +941,7 @@ impl Builder {
             sym_channel: Sym::new("channel"),
             sym_event_id: Sym::new("event_id"),
             sym_provider: Sym::new("provider"),
+            stats: LoadStats::default(),
         };
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.variants.into_iter().enumerate() {
