@@ -263,6 +263,32 @@ pub(crate) struct FieldTest {
     pub(crate) tests: Vec<Test>,
 }
 
+/// Keyword search: any field value matches any of `tests`. When every keyword is a
+/// plain ASCII literal (the usual case: `- 'sekurlsa::'`), one ASCII-case-insensitive
+/// Aho-Corasick automaton over them scans each ASCII value once instead of folding it and
+/// running each keyword's search in turn (a keyword rule meets every event of a hunt).
+#[derive(Debug)]
+pub(crate) struct Keywords {
+    tests: Vec<Test>,
+    /// The literals, when every test is one.
+    lits: Option<Vec<String>>,
+    ac: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
+}
+
+impl Keywords {
+    fn automaton(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.ac
+            .get_or_init(|| {
+                let lits = self.lits.as_ref()?;
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(lits)
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
 /// A compiled condition.
 #[derive(Debug)]
 pub(crate) enum Cond {
@@ -271,7 +297,7 @@ pub(crate) enum Cond {
     Not(Box<Cond>),
     Field(FieldTest),
     /// Keyword search: any field value matches any pattern.
-    Keywords(Vec<Test>),
+    Keywords(Keywords),
     Const(bool),
 }
 
@@ -339,10 +365,17 @@ impl Cond {
             Cond::Not(c) => !c.eval(ev, sc),
             Cond::Const(b) => *b,
             Cond::Field(f) => f.eval(ev, sc),
-            Cond::Keywords(tests) => {
+            Cond::Keywords(kw) => {
+                let tests = &kw.tests;
+                let ac = kw.automaton();
                 let mut tmp = std::mem::take(&mut sc.tmp);
                 let hit = ev.fields().any(|(_, v)| {
                     let raw = text(&v);
+                    if let Some(ac) = ac
+                        && raw.is_ascii()
+                    {
+                        return ac.is_match(raw.as_bytes());
+                    }
                     let mut done = false;
                     tests.iter().any(|t| match t {
                         Test::Str { pat, cased: false } => {
@@ -381,10 +414,12 @@ impl Cond {
     }
 
     /// Needles (field slot, folded literal) of which at least one occurs in every event
-    /// the condition matches, when there is such a set.
-    pub(crate) fn required(&self) -> Option<Vec<(u32, &str)>> {
+    /// the condition matches, when there is such a set. Tests of the fields in `skip`
+    /// (those the index already decides: channel, event id, provider) give none: every
+    /// candidate has them, so they would filter nothing.
+    pub(crate) fn required(&self, skip: &[Sym]) -> Option<Vec<(u32, &str)>> {
         match self {
-            Cond::Field(f) if f.alt.is_none() => {
+            Cond::Field(f) if f.alt.is_none() && !skip.contains(&f.sym) => {
                 let mut out = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -394,7 +429,7 @@ impl Cond {
                 }
                 (!out.is_empty()).then_some(out)
             }
-            Cond::And(v) => v.iter().filter_map(Cond::required).min_by_key(|r| {
+            Cond::And(v) => v.iter().filter_map(|c| c.required(skip)).min_by_key(|r| {
                 r.iter()
                     .map(|(_, l)| 64usize.saturating_sub(l.len()))
                     .sum::<usize>()
@@ -402,7 +437,7 @@ impl Cond {
             Cond::Or(v) => {
                 let mut out = Vec::new();
                 for c in v {
-                    out.extend(c.required()?);
+                    out.extend(c.required(skip)?);
                 }
                 (!out.is_empty()).then_some(out)
             }
@@ -637,7 +672,24 @@ fn keywords(items: &[Json]) -> Result<Cond, String> {
             cased: false,
         });
     }
-    Ok(Cond::Keywords(tests))
+    let lits = tests
+        .iter()
+        .map(|t| match t {
+            Test::Str {
+                pat: Pat::Contains(f),
+                cased: false,
+            } => std::str::from_utf8(f.needle())
+                .ok()
+                .filter(|l| l.is_ascii() && !l.is_empty())
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>();
+    Ok(Cond::Keywords(Keywords {
+        tests,
+        lits,
+        ac: std::sync::OnceLock::new(),
+    }))
 }
 
 fn compile_map(

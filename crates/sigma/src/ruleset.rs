@@ -821,7 +821,7 @@ impl Builder {
                 event_ids: ids.clone(),
                 providers: providers.clone(),
             });
-            let needles = match cond.required() {
+            let needles = match cond.required(&[sym_channel, sym_event_id, sym_provider]) {
                 Some(req) => req
                     .iter()
                     .map(|(slot, lit)| self.needles.intern(*slot, lit))
