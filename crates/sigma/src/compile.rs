@@ -24,6 +24,15 @@ impl Slots {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// (field, System fallback) of each slot, in slot order.
+    pub(crate) fn syms(&self) -> Vec<(Sym, Option<Sym>)> {
+        let mut v = vec![(Sym::SOURCE, None); self.map.len()];
+        for (k, slot) in &self.map {
+            v[*slot as usize] = *k;
+        }
+        v
+    }
 }
 
 /// Per-thread scratch for evaluation: folded field values of the current event.
@@ -393,6 +402,17 @@ impl Cond {
                 sc.tmp = tmp;
                 hit
             }
+        }
+    }
+
+    /// Renumbers field slots (a rule compiled on a worker thread with its own slots
+    /// joining the set's): slot `i` becomes `map[i]`.
+    pub(crate) fn remap_slots(&mut self, map: &[u32]) {
+        match self {
+            Cond::And(v) | Cond::Or(v) => v.iter_mut().for_each(|c| c.remap_slots(map)),
+            Cond::Not(c) => c.remap_slots(map),
+            Cond::Field(f) => f.slot = map[f.slot as usize],
+            Cond::Keywords(_) | Cond::Const(_) => {}
         }
     }
 

@@ -328,10 +328,48 @@ impl Ruleset {
         };
         let (parsed, mut stats) = load::parse_all(&files, threads, opts.cache.as_deref());
         let started = std::time::Instant::now();
-        for (f, docs) in files.iter().zip(parsed) {
-            match docs {
-                Ok(docs) => b.add_docs(f, docs),
-                Err(e) => b.err(f, None, e),
+        // Compile on every core (each document on its own, slots numbered per rule),
+        // then join the results in file order.
+        type Done = (
+            usize,
+            Result<Vec<(Option<String>, Result<Prepared, String>)>, String>,
+        );
+        let ctx = b.ctx();
+        let slots: Vec<std::sync::Mutex<Option<load::Parsed>>> = parsed
+            .into_iter()
+            .map(|p| std::sync::Mutex::new(Some(p)))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads.clamp(1, files.len().max(1)) {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else { break };
+                        let Some(p) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                            continue;
+                        };
+                        let r = p.map(|docs| {
+                            docs.iter()
+                                .map(|d| prepare(&files[i], d, &ctx))
+                                .collect::<Vec<_>>()
+                        });
+                        mine.push((i, r));
+                    }
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .append(&mut mine);
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        done.sort_unstable_by_key(|d| d.0);
+        for (i, r) in done {
+            match r {
+                Ok(prepared) => b.commit(&files[i], prepared),
+                Err(e) => b.err(&files[i], None, e),
             }
         }
         let (mut rs, errors) = b.finish();
@@ -612,238 +650,72 @@ impl Builder {
     }
 
     fn add_docs(&mut self, path: &Path, docs: Vec<Json>) {
-        for doc in docs {
-            let title = text_of(doc.get("title"));
-            if let Err(reason) = self.add_doc(path, &doc) {
-                self.err(path, title, reason);
+        let ctx = self.ctx();
+        let prepared: Vec<_> = docs.iter().map(|d| prepare(path, d, &ctx)).collect();
+        self.commit(path, prepared);
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            placeholders: self.placeholders.clone(),
+            skip_status: self.skip_status.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+
+    /// Adds the prepared documents of one file, in order: their slots and needles join
+    /// the set's, their rules get their indices.
+    fn commit(&mut self, path: &Path, prepared: Vec<(Option<String>, Result<Prepared, String>)>) {
+        for (title, p) in prepared {
+            match p {
+                Err(reason) => self.err(path, title, reason),
+                Ok(Prepared::Correlation(c)) => self.correlations.push(c),
+                Ok(Prepared::Filter(f)) => self.filters.push(f),
+                Ok(Prepared::Rule(r)) => self.commit_rule(*r),
             }
         }
     }
 
-    fn add_doc(&mut self, path: &Path, doc: &Json) -> Result<(), String> {
-        let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
-        if obj.contains_key("action") {
-            return Err(
-                "multi-document `action: global` rule collections are not supported".into(),
-            );
-        }
-        let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
-        let id = text_of(obj.get("id")).map(Arc::from);
-        if let Some(st) = text_of(obj.get("status"))
-            && self.skip_status.iter().any(|x| x.eq_ignore_ascii_case(&st))
-        {
-            return Err(format!("status `{st}` (not loaded by default)"));
-        }
-        if let Some(list) = id.as_deref().and_then(|i| self.exclude.get(i)) {
-            return Err(format!("excluded by {list}"));
-        }
-        let level = match obj.get("level") {
-            None | Some(Json::Null) => Level::Medium,
-            Some(Json::String(s)) => s.parse()?,
-            Some(_) => return Err("level must be a string".into()),
-        };
-        if let Some(c) = obj.get("correlation") {
-            let name = text_of(obj.get("name"));
-            let rule = crate::correlate::parse(c, title, id, name, level)?;
-            self.correlations.push(rule);
-            return Ok(());
-        }
-        if let Some(f) = obj.get("filter")
-            && !obj.contains_key("detection")
-        {
-            let f = f.as_object().ok_or("filter must be a mapping")?;
-            let rules: Vec<String> = match f.get("rules") {
-                Some(Json::String(s)) => vec![s.clone()],
-                Some(Json::Array(a)) => a.iter().filter_map(|x| text_of(Some(x))).collect(),
-                _ => vec![],
-            };
-            if rules.is_empty() {
-                return Err("filter names no rules".into());
-            }
-            let mut det = f.clone();
-            det.remove("rules");
-            // Check it compiles now, so a broken filter is reported as such.
-            compile::compile_detection(
-                &det,
-                &Names {
-                    renames: &[],
-                    fallbacks: &[],
-                    vars: &self.placeholders,
-                },
-                &mut Slots::default(),
-            )?;
-            self.filters.push(FilterDoc {
-                path: path.to_path_buf(),
-                title: title.to_string(),
-                rules,
-                detection: det,
-            });
-            return Ok(());
-        }
-        let detection = obj
-            .get("detection")
-            .and_then(Json::as_object)
-            .ok_or("rule has no detection mapping")?;
-        let aggregation = aggregation::split(detection, obj.get("timeframe"))?;
-        let detection = aggregation.as_ref().map_or(detection, |a| &a.detection);
-        let ls = obj.get("logsource").and_then(Json::as_object);
-        let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
-        let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
-        let targets =
-            logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
-        let tags: Arc<[Arc<str>]> = match obj.get("tags") {
-            Some(Json::Array(a)) => a
-                .iter()
-                .filter_map(|t| text_of(Some(t)))
-                .map(Arc::from)
-                .collect(),
-            _ => Arc::from(Vec::new()),
-        };
+    fn commit_rule(&mut self, p: PreparedRule) {
+        let PreparedRule {
+            mut rule,
+            forms,
+            slots,
+            aggregation,
+        } = p;
         let rule_idx = self.rules.len() as u32;
-        let keys = self.compile_targets(rule_idx, detection, &targets)?;
-        let mut name = text_of(obj.get("name")).map(Arc::from);
-        let mut correlation_only = false;
+        let map: Vec<u32> = slots
+            .iter()
+            .map(|(sym, alt)| self.slots.slot(*sym, *alt))
+            .collect();
+        for (mut pending, lits) in forms {
+            pending.var.rule = rule_idx;
+            pending.var.cond.remap_slots(&map);
+            pending.var.needles = lits
+                .iter()
+                .map(|(slot, lit)| self.needles.intern(map[*slot as usize], lit))
+                .collect();
+            self.variants.push(pending);
+        }
         if let Some(a) = aggregation {
             // The selection becomes a rule of its own that only feeds the correlation;
             // the correlation keeps the rule's title, id and level.
             self.aggregations += 1;
-            let base: Arc<str> =
-                format!("{title} (selection of aggregation {})", self.aggregations).into();
+            let base: Arc<str> = format!(
+                "{} (selection of aggregation {})",
+                rule.title, self.aggregations
+            )
+            .into();
             self.correlations.push(a.correlation(
-                title.clone(),
-                id.clone(),
-                level,
+                rule.title.clone(),
+                rule.id.clone(),
+                rule.level,
                 base.to_string(),
             ));
-            name = Some(base);
-            correlation_only = true;
+            rule.name = Some(base);
+            rule.correlation_only = true;
         }
-        self.rules.push(Rule {
-            title,
-            id,
-            name,
-            level,
-            status: text_of(obj.get("status")).map(Arc::from),
-            tags,
-            product,
-            category,
-            service,
-            description: text_of(obj.get("description")),
-            path: path.to_path_buf(),
-            targets,
-            keys,
-            correlation_only,
-        });
-        Ok(())
-    }
-
-    /// Compiles a rule's detection once per target and files each form under what it
-    /// needs: the target's channel and event ids, narrowed by the `Channel`, `EventID`
-    /// and `Provider_Name` values every branch of the condition requires. A form whose
-    /// target the detection excludes (a `process_creation` rule that tests
-    /// `Channel: Security`, on its Sysmon target) is dropped when another form covers
-    /// the rule; when none does, the detection's own channels are taken (what the rule
-    /// says it reads wins over its logsource).
-    fn compile_targets(
-        &mut self,
-        rule_idx: u32,
-        detection: &serde_json::Map<String, Json>,
-        targets: &[Target],
-    ) -> Result<Vec<PrefilterKey>, String> {
-        let sym_event_id = Sym::new("event_id");
-        let sym_provider = Sym::new("provider");
-        let sym_channel = Sym::new("channel");
-        let mut forms = Vec::new();
-        for t in targets {
-            let tables: Vec<&[(&str, &str)]> = if t.windows {
-                vec![t.renames, WINDOWS_COMMON]
-            } else {
-                vec![]
-            };
-            let names = Names {
-                renames: &tables,
-                fallbacks: if t.windows {
-                    WINDOWS_SYSTEM_FALLBACK
-                } else {
-                    &[]
-                },
-                vars: &self.placeholders,
-            };
-            let cond = compile::compile_detection(detection, &names, &mut self.slots)?;
-            let (pinned_ch, pinned_ids, providers) = if t.windows {
-                (
-                    cond.pinned(sym_channel)
-                        .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
-                    cond.pinned_ids(sym_event_id),
-                    cond.pinned(sym_provider)
-                        .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
-                )
-            } else {
-                (None, None, None)
-            };
-            let chan_ok = match (t.channel, &pinned_ch) {
-                (Some(c), Some(p)) => p.iter().any(|x| x.eq_ignore_ascii_case(c)),
-                _ => true,
-            };
-            let ids = match (&t.event_ids, &pinned_ids) {
-                (Some(t), Some(p)) => Some(t.iter().copied().filter(|i| p.contains(i)).collect()),
-                (Some(t), None) => Some(t.clone()),
-                (None, p) if t.windows => p.clone(),
-                (None, _) => None,
-            };
-            let fits = chan_ok && ids.as_ref().is_none_or(|v: &Vec<i64>| !v.is_empty());
-            forms.push((t, cond, pinned_ch, pinned_ids, providers, ids, fits));
-        }
-        let any_fits = forms.iter().any(|f| f.6);
-        let mut keys = Vec::new();
-        for (t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
-            if !fits && any_fits {
-                continue;
-            }
-            // (channels to index under as written, lowercased; event ids; logsource ids)
-            let (shown, ids, target_ids) = if fits {
-                let shown = match (t.channel, &pinned_ch) {
-                    (Some(c), _) => Some(vec![c.to_string()]),
-                    (None, Some(p)) => Some(p.clone()),
-                    (None, None) => None,
-                };
-                (shown, ids, t.event_ids.clone())
-            } else {
-                (pinned_ch.clone(), pinned_ids, None)
-            };
-            let channels: Option<Box<[Box<str>]>> = shown.as_ref().map(|v| {
-                v.iter()
-                    .map(|c| Box::from(c.to_ascii_lowercase()))
-                    .collect()
-            });
-            keys.push(PrefilterKey {
-                channels: shown.clone(),
-                event_ids: ids.clone(),
-                providers: providers.clone(),
-            });
-            let needles = match cond.required(&[sym_channel, sym_event_id, sym_provider]) {
-                Some(req) => req
-                    .iter()
-                    .map(|(slot, lit)| self.needles.intern(*slot, lit))
-                    .collect(),
-                None => Box::default(),
-            };
-            self.variants.push(Pending {
-                var: Variant {
-                    rule: rule_idx,
-                    cond,
-                    needles,
-                    channels,
-                    windows: t.windows,
-                    target_ids,
-                    providers: providers.map(|v| v.into_iter().map(Box::from).collect()),
-                },
-                target: t.clone(),
-                shown: shown.unwrap_or_default(),
-                ids,
-            });
-        }
-        Ok(keys)
+        self.rules.push(rule);
     }
 
     fn apply_filters(&mut self) -> Vec<String> {
@@ -967,6 +839,248 @@ impl Builder {
         }
         (rs, self.errors)
     }
+}
+
+/// Settings a worker needs to prepare documents.
+struct Ctx {
+    placeholders: Placeholders,
+    skip_status: Vec<String>,
+    exclude: HashMap<String, String>,
+}
+
+/// A document compiled on a worker thread, before it joins the set.
+enum Prepared {
+    Rule(Box<PreparedRule>),
+    Correlation(CorrelationRule),
+    Filter(FilterDoc),
+}
+
+/// A detection rule compiled with slots numbered for it alone.
+struct PreparedRule {
+    rule: Rule,
+    /// Its forms, each with its needles (local slot, literal).
+    forms: Vec<(Pending, Vec<(u32, String)>)>,
+    /// Local slot → (field, System fallback).
+    slots: Vec<(Sym, Option<Sym>)>,
+    aggregation: Option<aggregation::Aggregation>,
+}
+
+/// Compiles one document (any thread): the rule's title for errors, and the result.
+fn prepare(path: &Path, doc: &Json, ctx: &Ctx) -> (Option<String>, Result<Prepared, String>) {
+    (text_of(doc.get("title")), prepare_doc(path, doc, ctx))
+}
+
+fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
+    let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
+    if obj.contains_key("action") {
+        return Err("multi-document `action: global` rule collections are not supported".into());
+    }
+    let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
+    let id = text_of(obj.get("id")).map(Arc::from);
+    if let Some(st) = text_of(obj.get("status"))
+        && ctx.skip_status.iter().any(|x| x.eq_ignore_ascii_case(&st))
+    {
+        return Err(format!("status `{st}` (not loaded by default)"));
+    }
+    if let Some(list) = id.as_deref().and_then(|i| ctx.exclude.get(i)) {
+        return Err(format!("excluded by {list}"));
+    }
+    let level = match obj.get("level") {
+        None | Some(Json::Null) => Level::Medium,
+        Some(Json::String(s)) => s.parse()?,
+        Some(_) => return Err("level must be a string".into()),
+    };
+    if let Some(c) = obj.get("correlation") {
+        let name = text_of(obj.get("name"));
+        let rule = crate::correlate::parse(c, title, id, name, level)?;
+        return Ok(Prepared::Correlation(rule));
+    }
+    if let Some(f) = obj.get("filter")
+        && !obj.contains_key("detection")
+    {
+        let f = f.as_object().ok_or("filter must be a mapping")?;
+        let rules: Vec<String> = match f.get("rules") {
+            Some(Json::String(s)) => vec![s.clone()],
+            Some(Json::Array(a)) => a.iter().filter_map(|x| text_of(Some(x))).collect(),
+            _ => vec![],
+        };
+        if rules.is_empty() {
+            return Err("filter names no rules".into());
+        }
+        let mut det = f.clone();
+        det.remove("rules");
+        // Check it compiles now, so a broken filter is reported as such.
+        compile::compile_detection(
+            &det,
+            &Names {
+                renames: &[],
+                fallbacks: &[],
+                vars: &ctx.placeholders,
+            },
+            &mut Slots::default(),
+        )?;
+        return Ok(Prepared::Filter(FilterDoc {
+            path: path.to_path_buf(),
+            title: title.to_string(),
+            rules,
+            detection: det,
+        }));
+    }
+    let detection = obj
+        .get("detection")
+        .and_then(Json::as_object)
+        .ok_or("rule has no detection mapping")?;
+    let aggregation = aggregation::split(detection, obj.get("timeframe"))?;
+    let detection = aggregation.as_ref().map_or(detection, |a| &a.detection);
+    let ls = obj.get("logsource").and_then(Json::as_object);
+    let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
+    let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
+    let targets = logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
+    let tags: Arc<[Arc<str>]> = match obj.get("tags") {
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|t| text_of(Some(t)))
+            .map(Arc::from)
+            .collect(),
+        _ => Arc::from(Vec::new()),
+    };
+    let mut slots = Slots::default();
+    let (keys, forms) = compile_targets(detection, &targets, ctx, &mut slots)?;
+    let rule = Rule {
+        title,
+        id,
+        name: text_of(obj.get("name")).map(Arc::from),
+        level,
+        status: text_of(obj.get("status")).map(Arc::from),
+        tags,
+        product,
+        category,
+        service,
+        description: text_of(obj.get("description")),
+        path: path.to_path_buf(),
+        targets,
+        keys,
+        correlation_only: false,
+    };
+    Ok(Prepared::Rule(Box::new(PreparedRule {
+        rule,
+        forms,
+        slots: slots.syms(),
+        aggregation,
+    })))
+}
+
+/// Compiles a rule's detection once per target and files each form under what it
+/// needs: the target's channel and event ids, narrowed by the `Channel`, `EventID`
+/// and `Provider_Name` values every branch of the condition requires. A form whose
+/// target the detection excludes (a `process_creation` rule that tests
+/// `Channel: Security`, on its Sysmon target) is dropped when another form covers
+/// the rule; when none does, the detection's own channels are taken (what the rule
+/// says it reads wins over its logsource).
+#[allow(clippy::type_complexity)]
+fn compile_targets(
+    detection: &serde_json::Map<String, Json>,
+    targets: &[Target],
+    ctx: &Ctx,
+    slots: &mut Slots,
+) -> Result<(Vec<PrefilterKey>, Vec<(Pending, Vec<(u32, String)>)>), String> {
+    let sym_event_id = Sym::new("event_id");
+    let sym_provider = Sym::new("provider");
+    let sym_channel = Sym::new("channel");
+    let mut forms = Vec::new();
+    for t in targets {
+        let tables: Vec<&[(&str, &str)]> = if t.windows {
+            vec![t.renames, WINDOWS_COMMON]
+        } else {
+            vec![]
+        };
+        let names = Names {
+            renames: &tables,
+            fallbacks: if t.windows {
+                WINDOWS_SYSTEM_FALLBACK
+            } else {
+                &[]
+            },
+            vars: &ctx.placeholders,
+        };
+        let cond = compile::compile_detection(detection, &names, slots)?;
+        let (pinned_ch, pinned_ids, providers) = if t.windows {
+            (
+                cond.pinned(sym_channel)
+                    .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+                cond.pinned_ids(sym_event_id),
+                cond.pinned(sym_provider)
+                    .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+            )
+        } else {
+            (None, None, None)
+        };
+        let chan_ok = match (t.channel, &pinned_ch) {
+            (Some(c), Some(p)) => p.iter().any(|x| x.eq_ignore_ascii_case(c)),
+            _ => true,
+        };
+        let ids = match (&t.event_ids, &pinned_ids) {
+            (Some(t), Some(p)) => Some(t.iter().copied().filter(|i| p.contains(i)).collect()),
+            (Some(t), None) => Some(t.clone()),
+            (None, p) if t.windows => p.clone(),
+            (None, _) => None,
+        };
+        let fits = chan_ok && ids.as_ref().is_none_or(|v: &Vec<i64>| !v.is_empty());
+        forms.push((t, cond, pinned_ch, pinned_ids, providers, ids, fits));
+    }
+    let any_fits = forms.iter().any(|f| f.6);
+    let mut keys = Vec::new();
+    let mut forms_out = Vec::new();
+    for (t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
+        if !fits && any_fits {
+            continue;
+        }
+        // (channels to index under as written, lowercased; event ids; logsource ids)
+        let (shown, ids, target_ids) = if fits {
+            let shown = match (t.channel, &pinned_ch) {
+                (Some(c), _) => Some(vec![c.to_string()]),
+                (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
+            };
+            (shown, ids, t.event_ids.clone())
+        } else {
+            (pinned_ch.clone(), pinned_ids, None)
+        };
+        let channels: Option<Box<[Box<str>]>> = shown.as_ref().map(|v| {
+            v.iter()
+                .map(|c| Box::from(c.to_ascii_lowercase()))
+                .collect()
+        });
+        keys.push(PrefilterKey {
+            channels: shown.clone(),
+            event_ids: ids.clone(),
+            providers: providers.clone(),
+        });
+        let lits: Vec<(u32, String)> = cond
+            .required(&[sym_channel, sym_event_id, sym_provider])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(slot, lit)| (slot, lit.to_string()))
+            .collect();
+        forms_out.push((
+            Pending {
+                var: Variant {
+                    rule: 0,
+                    cond,
+                    needles: Box::default(),
+                    channels,
+                    windows: t.windows,
+                    target_ids,
+                    providers: providers.map(|v| v.into_iter().map(Box::from).collect()),
+                },
+                target: t.clone(),
+                shown: shown.unwrap_or_default(),
+                ids,
+            },
+            lits,
+        ));
+    }
+    Ok((keys, forms_out))
 }
 
 /// `s` ASCII-lowercased into `out` (channel and provider names are ASCII).

@@ -73,7 +73,10 @@ fn hunting_the_shared_samples_finds_the_known_detections() {
         .unwrap();
     assert_eq!(cleared["channel"], "Security");
     assert_eq!(cleared["event_id"], 1102);
-    assert!(cleared["record_id"].as_u64().is_some_and(|r| r > 0), "{cleared}");
+    assert!(
+        cleared["record_id"].as_u64().is_some_and(|r| r > 0),
+        "{cleared}"
+    );
     // The results summary goes to stderr with JSON lines on stdout.
     assert!(err.contains("Results summary"), "{err}");
     assert!(err.contains("most frequent rules:"), "{err}");
@@ -182,21 +185,32 @@ fn the_table_is_one_line_per_detection_with_a_summary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains('\r') && !text.contains('\t'), "raw CR or tab in the table");
+    assert!(
+        !text.contains('\r') && !text.contains('\t'),
+        "raw CR or tab in the table"
+    );
     let (table, summary) = text.split_once("\nResults summary\n").expect("summary");
     let mut lines = table.lines();
     let head = lines.next().unwrap();
-    for col in ["time", "host", "level", "rule", "channel", "event", "record", "file"] {
+    for col in [
+        "time", "host", "level", "rule", "channel", "event", "record", "file",
+    ] {
         assert!(head.contains(col), "{head}");
     }
     let rows: Vec<&str> = lines.collect();
     // As many lines as detections (the JSON lines run of the same set finds 177).
     assert_eq!(rows.len(), 177, "{table}");
     assert!(rows.iter().all(|r| r.starts_with("20")), "{table}");
-    assert!(rows.iter().any(|r| r.contains("\\r\\n")), "escaped CR LF shown");
+    assert!(
+        rows.iter().any(|r| r.contains("\\r\\n")),
+        "escaped CR LF shown"
+    );
     assert!(summary.contains("detections: 177"), "{summary}");
     assert!(summary.contains("records from 20"), "{summary}");
-    assert!(summary.contains("read: 1,635 records in 60 files"), "{summary}");
+    assert!(
+        summary.contains("read: 1,635 records in 60 files"),
+        "{summary}"
+    );
     assert!(summary.contains("hosts with the most high and critical detections:"));
 }
 
@@ -208,17 +222,26 @@ fn rules_not_loaded_are_summed_up_by_reason() {
     let det = "detection:\n    sel:\n        EventID: 1102\n    condition: sel\n";
     rule(
         "ok.yml",
-        &format!("title: Cleared\nid: ok-1\nlogsource: {{ product: windows, service: security }}\n{det}"),
+        &format!(
+            "title: Cleared\nid: ok-1\nlogsource: {{ product: windows, service: security }}\n{det}"
+        ),
     );
     rule(
         "old.yml",
-        &format!("title: Old\nid: old-1\nstatus: deprecated\nlogsource: {{ product: windows, service: security }}\n{det}"),
+        &format!(
+            "title: Old\nid: old-1\nstatus: deprecated\nlogsource: {{ product: windows, service: security }}\n{det}"
+        ),
     );
     rule(
         "noisy.yml",
-        &format!("title: Noisy\nid: noisy-1\nlogsource: {{ product: windows, service: security }}\n{det}"),
+        &format!(
+            "title: Noisy\nid: noisy-1\nlogsource: {{ product: windows, service: security }}\n{det}"
+        ),
     );
-    rule("untitled.yml", &format!("id: u-1\nlogsource: {{ product: windows }}\n{det}"));
+    rule(
+        "untitled.yml",
+        &format!("id: u-1\nlogsource: {{ product: windows }}\n{det}"),
+    );
     rule(
         "unmapped.yml",
         &format!("title: X\nlogsource: {{ product: windows, service: nonesuch }}\n{det}"),
@@ -288,9 +311,13 @@ fn a_hunt_with_nothing_readable_fails_and_says_which() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no input could be read"), "{err}");
-    assert!(err.contains("broken.evtx (") && err.contains("missing.evtx ("), "{err}");
+    assert!(
+        err.contains("broken.evtx (") && err.contains("missing.evtx ("),
+        "{err}"
+    );
     // One good file beside them: a normal hunt (exit 0), the others named as skipped.
-    let good = common::fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
+    let good =
+        common::fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
     let out = hunt(&[
         "-r",
         rule.to_str().unwrap(),
@@ -300,7 +327,10 @@ fn a_hunt_with_nothing_readable_fails_and_says_which() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("skipped ") && text.contains("broken.evtx"), "{text}");
+    assert!(
+        text.contains("skipped ") && text.contains("broken.evtx"),
+        "{text}"
+    );
 }
 
 /// The second hunt over the same rules takes their parsed form from the cache; a changed
@@ -315,7 +345,8 @@ fn the_rule_cache_is_used_and_follows_changes() {
     std::fs::copy(&src, rules.join("a.yml")).unwrap();
     std::fs::copy(&src, rules.join("b.yml")).unwrap();
     let cache = dir.path().join("rules.cache");
-    let evtx = common::fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
+    let evtx =
+        common::fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
     let run = || {
         let out = hunt(&[
             "-r",
@@ -332,6 +363,10 @@ fn the_rule_cache_is_used_and_follows_changes() {
     assert!(run().contains("(0 from the cache)"));
     assert!(run().contains("(2 from the cache)"));
     let text = std::fs::read_to_string(rules.join("b.yml")).unwrap();
-    std::fs::write(rules.join("b.yml"), text.replace("level: high", "level: low")).unwrap();
+    std::fs::write(
+        rules.join("b.yml"),
+        text.replace("level: high", "level: low"),
+    )
+    .unwrap();
     assert!(run().contains("(1 from the cache)"));
 }
