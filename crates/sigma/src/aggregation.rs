@@ -45,6 +45,7 @@ impl Aggregation {
             group_by: self.group_by,
             timespan_secs: self.timespan_secs,
             condition: self.condition,
+            generate: false,
         }
     }
 }

@@ -47,9 +47,14 @@ pub const WINDOWS_COMMON: &[(&str, &str)] = &[
     ("Execution_ThreadID", "thread_id"),
 ];
 
-/// Sigma System names that EventData also uses (Sysmon 4 has a `Version`, some
-/// providers a `Level`): a test reads the event's field of that name when it has one,
-/// else the System field.
+/// Names a test reads from the event's field of that name when it has one, else from
+/// another field:
+///
+/// * Sigma System names that EventData also uses (Sysmon 4 has a `Version`, some
+///   providers a `Level`) → the System field;
+/// * Hayabusa's field aliases (its `eventkey_alias.txt`) for UserData leaves and
+///   EventData names with spaces: `LogFileClearedChannel` is the `Channel` of System
+///   104's `<UserData><LogFileCleared>`, `ThreatName` Defender's `Threat Name`, ….
 pub const WINDOWS_SYSTEM_FALLBACK: &[(&str, &str)] = &[
     ("Level", "level"),
     ("Task", "task"),
@@ -59,6 +64,57 @@ pub const WINDOWS_SYSTEM_FALLBACK: &[(&str, &str)] = &[
     ("UserID", "user_sid"),
     ("ActivityID", "activity_id"),
     ("Qualifiers", "qualifiers"),
+    ("LogFileClearedChannel", "Channel"),
+    ("LogFileClearedSubjectUserName", "SubjectUserName"),
+    ("DvrFmwk2003InstanceId", "InstanceId"),
+    ("DvrFmwkInstanceId", "InstanceId"),
+    ("InstanceID", "InstanceId"),
+    ("OperationEssStartedNamespaceName", "NamespaceName"),
+    ("OperationEssStartedPossibleCause", "PossibleCause"),
+    ("OperationEssStartedProcessid", "Processid"),
+    ("OperationEssStartedProvider", "Provider"),
+    ("OperationEssStartedQuery", "Query"),
+    ("OperationEssStartedUser", "User"),
+    ("RdsGtwErrorCode", "ErrorCode"),
+    ("RdsGtwUsername", "Username"),
+    ("RdsGtwIpAddress", "IpAddress"),
+    ("RdsGtwAuthType", "AuthType"),
+    ("RdsGtwResource", "Resource"),
+    ("RdsGtwConnectionProtocol", "ConnectionProtocol"),
+    ("RdsGtwBytesReceived", "BytesReceived"),
+    ("RdsGtwBytesTransfered", "BytesTransfered"),
+    ("RdsGtwSessionDuration", "SessionDuration"),
+    ("UserDataAddress", "Address"),
+    ("UserDataCode", "Code"),
+    ("UserDataConsumer", "CONSUMER"),
+    ("UserDataESS", "ESS"),
+    ("UserDataHostProcess", "HostProcess"),
+    ("UserDataNamespace", "Namespace"),
+    ("UserDataNamespaceName", "NamespaceName"),
+    ("UserDataParam1", "Param1"),
+    ("UserDataParam2", "Param2"),
+    ("UserDataParam3", "Param3"),
+    ("UserDataPossibleCause", "PossibleCause"),
+    ("UserDataProcessID", "ProcessID"),
+    ("UserDataProcessid", "Processid"),
+    ("UserDataProviderName", "ProviderName"),
+    ("UserDataProviderPath", "ProviderPath"),
+    ("UserDataQuery", "Query"),
+    ("UserDataSessionID", "SessionID"),
+    ("UserDataUser", "User"),
+    ("WMI-UserDataUser", "User"),
+    ("CategoryName", "Category Name"),
+    ("DetectionUser", "Detection User"),
+    ("New_Value", "New Value"),
+    ("OriginalFilename", "OriginalFileName"),
+    ("SAMAccountName", "SamAccountName"),
+    ("SeverityID", "Severity ID"),
+    ("SeverityName", "Severity Name"),
+    ("Source_Name", "Source Name"),
+    ("ThreatName", "Threat Name"),
+    ("WindowsDefenderProcessName", "Process Name"),
+    ("DomainName", "SubjectDomainName"),
+    ("TaskDate", "TaskContent"),
 ];
 
 /// `process_creation` on Security 4688 (pySigma `windows_audit_pipeline`).

@@ -162,7 +162,14 @@ impl Pat {
     /// Whether `s` (already lowercased when the pattern is) matches.
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
-            Pat::Exact(p) => s == &**p,
+            // Windows leaves trailing blanks in some values (4624's `LogonProcessName`
+            // is `NtLmSsp `): an exact value matches them too, as in Hayabusa.
+            Pat::Exact(p) => {
+                s == &**p
+                    || (s.len() > p.len()
+                        && s.ends_with(|c: char| c.is_ascii_whitespace())
+                        && s.trim_end_matches(|c: char| c.is_ascii_whitespace()) == &**p)
+            }
             Pat::Prefix(p) => s.starts_with(&**p),
             Pat::Suffix(p) => s.ends_with(&**p),
             Pat::Contains(f) => f.find(s.as_bytes()).is_some(),

@@ -118,9 +118,10 @@ pub struct Rule {
     /// The prefilter key of each compiled form (one per target the detection does not
     /// exclude).
     pub keys: Vec<PrefilterKey>,
-    /// The rule only feeds a correlation: the selection of a deprecated aggregation
-    /// (`condition: sel | count() by X > 5`), which is loaded as this rule plus a
-    /// correlation rule with the original title, id and level.
+    /// The rule only feeds correlations: a correlation references it without
+    /// `generate: true`, or it is the selection of a deprecated aggregation
+    /// (`condition: sel | count() by X > 5`, loaded as this rule plus a correlation rule
+    /// with the original title, id and level).
     pub correlation_only: bool,
 }
 
@@ -211,8 +212,8 @@ pub struct Match {
     /// Event fields whose tests held (names as in the event, e.g. `NewProcessName` for
     /// a `process_creation` rule's `Image` on a 4688).
     pub fields: Vec<Sym>,
-    /// The rule only feeds a correlation (the selection of a deprecated `| count()`
-    /// aggregation): not a detection by itself.
+    /// The rule only feeds correlations (see [`Rule::correlation_only`]): not a
+    /// detection by itself.
     pub correlation_only: bool,
 }
 
@@ -786,6 +787,18 @@ impl Builder {
 
     fn finish(mut self) -> (Ruleset, Vec<LoadError>) {
         let filters = self.apply_filters();
+        // Rules a correlation references only feed it, unless it says `generate: true`.
+        for c in self.correlations.iter().filter(|c| !c.generate) {
+            for r in &c.rules {
+                if let Some(x) = self.rules.iter_mut().find(|x| {
+                    x.id.as_deref() == Some(r.as_str())
+                        || x.name.as_deref() == Some(r.as_str())
+                        || &*x.title == r.as_str()
+                }) {
+                    x.correlation_only = true;
+                }
+            }
+        }
         if let Err(e) = self.needles.build(&self.slots) {
             // Cannot happen with valid literals; fall back to evaluating everything.
             self.errors.push(LoadError {
@@ -892,7 +905,7 @@ fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
     };
     if let Some(c) = obj.get("correlation") {
         let name = text_of(obj.get("name"));
-        let rule = crate::correlate::parse(c, title, id, name, level)?;
+        let rule = crate::correlate::parse(c, obj.get("generate"), title, id, name, level)?;
         return Ok(Prepared::Correlation(rule));
     }
     if let Some(f) = obj.get("filter")

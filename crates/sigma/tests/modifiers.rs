@@ -1076,3 +1076,43 @@ fn builtin_services_map_to_their_channels() {
         );
     }
 }
+
+#[test]
+fn exact_values_match_windows_trailing_blanks_and_hayabusa_aliases() {
+    let yaml = "title: Pth\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 4624\n        LogonProcessName: NtLmSsp\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("p.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let e = |v: &str| {
+        ev(&[
+            ("channel", "Security"),
+            ("event_id", "4624"),
+            ("LogonProcessName", v),
+        ])
+    };
+    assert!(hit(&rs, &e("NtLmSsp ")) && hit(&rs, &e("NtLmSsp")));
+    assert!(!hit(&rs, &e("NtLmSspX")) && !hit(&rs, &e(" NtLmSsp")));
+    // Hayabusa's alias for System 104's UserData `Channel`.
+    let yaml = "title: Cleared\nlogsource: { product: windows, service: system }\ndetection:\n    sel:\n        EventID: 104\n        LogFileClearedChannel: Security\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("c.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hit(
+        &rs,
+        &ev(&[
+            ("channel", "System"),
+            ("event_id", "104"),
+            ("Channel", "Security")
+        ])
+    ));
+}
+
+#[test]
+fn rules_a_correlation_references_only_feed_it_unless_it_generates() {
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    timespan: 1h\n    condition:\n        gte: 2\n",
+    );
+    assert!(rs.rules()[0].correlation_only);
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    generate: true\n    timespan: 1h\n    condition:\n        gte: 2\n",
+    );
+    assert!(!rs.rules()[0].correlation_only);
+}

@@ -90,7 +90,12 @@ impl Detection {
             event_id: event
                 .get_str(sym("event_id"))
                 .and_then(|v| v.trim().parse().ok()),
-            record_id: event.origin.as_ref().map(|o| o.offset),
+            // The record's own EventRecordID (what Hayabusa and Chainsaw show); the EVTX
+            // record header's number differs in exported and carved logs.
+            record_id: event
+                .get_str(sym("record_id"))
+                .and_then(|v| v.trim().parse().ok())
+                .or_else(|| event.origin.as_ref().map(|o| o.offset)),
             file: event
                 .origin
                 .as_ref()
@@ -711,7 +716,7 @@ impl Summary<'_> {
 /// A value for one table cell: CR, LF, tab and other control characters escaped
 /// (`\r`, `\n`, `\t`, `\u{1b}`), cut to `max` characters with `…`.
 fn cell(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max + 8));
+    let mut out = String::with_capacity(s.len().min(max.saturating_add(8)));
     let mut n = 0;
     for c in s.chars() {
         if n >= max {

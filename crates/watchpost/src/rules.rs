@@ -241,7 +241,8 @@ impl RuleSet {
                     .unwrap_or_else(|e| e.into_inner())
                     .feed(m, event, t, &mut correlated);
             }
-            if m.level < self.min_level
+            if m.correlation_only
+                || m.level < self.min_level
                 || (!self.tags.is_empty()
                     && !m
                         .tags

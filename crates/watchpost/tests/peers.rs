@@ -5,7 +5,7 @@
 //!
 //! Every detection a peer makes with a rule watchpost loads must be watchpost's too, and
 //! every detection only watchpost makes must come from a rule the peer did not run, or
-//! be listed with its reason in `tests/data/peer_agreement.tsv` (per peer, direction and
+//! be listed with its reason in `crates/watchpost/tests/data/peer_agreement.tsv` (per peer, direction and
 //! rule, with the count). A listed difference that no longer occurs fails the test as
 //! well, so the table stays true.
 //!
@@ -89,7 +89,11 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
 }
 
 /// watchpost's detections (and the ids of the rules it loaded) with `args` after `hunt`.
-fn watchpost(args: &[&str], rules: &Path) -> (BTreeSet<Key>, HashSet<String>) {
+fn watchpost(
+    args: &[&str],
+    rules: &Path,
+    titles: &mut BTreeMap<String, String>,
+) -> (BTreeSet<Key>, HashSet<String>) {
     let cache = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
         .env("XDG_CACHE_HOME", cache.path())
@@ -106,6 +110,9 @@ fn watchpost(args: &[&str], rules: &Path) -> (BTreeSet<Key>, HashSet<String>) {
     let mut keys = BTreeSet::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let d: Value = serde_json::from_str(line).unwrap();
+        titles
+            .entry(d["id"].as_str().unwrap_or_default().to_string())
+            .or_insert_with(|| d["rule"].as_str().unwrap_or_default().to_string());
         keys.insert((
             d["id"].as_str().unwrap_or_default().to_string(),
             rel(d["file"].as_str().unwrap_or_default()),
@@ -148,7 +155,10 @@ fn walk(p: &Path) -> Vec<PathBuf> {
 
 /// The listed differences of `peer`: (direction, rule id) → count.
 fn listed(peer: &str) -> BTreeMap<(String, String), usize> {
-    let text = std::fs::read_to_string(common::fixture("peer_agreement.tsv")).unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/peer_agreement.tsv"),
+    )
+    .unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split('\t').collect::<Vec<_>>())
@@ -259,6 +269,7 @@ fn hayabusa_on_its_own_rules() {
             &excl("noisy_rules.txt"),
         ],
         &rules,
+        &mut titles,
     );
     // Hayabusa runs the rules watchpost loads with the same lists, except those it
     // cannot read: those are listed as "extra" with the reason.
@@ -312,7 +323,7 @@ fn chainsaw_on_sigmahq_rules() {
         );
         ran.insert(id);
     }
-    let (ours, loaded) = watchpost(&[], &rules);
+    let (ours, loaded) = watchpost(&[], &rules, &mut titles);
     // Chainsaw's mapping names the logsources it reads: a rule of another logsource
     // (Security 4688 process creation, Provider_Name rules) is one it cannot read; those
     // extra detections are listed with that reason like any other.
