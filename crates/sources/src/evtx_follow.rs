@@ -167,7 +167,7 @@ pub struct EvtxRecord {
 }
 
 /// Counters since start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EvtxFollowStats {
     /// Files followed now.
     pub files: u64,
@@ -409,7 +409,7 @@ impl EvtxFollower {
             }
             Loaded::Missing => true,
             Loaded::Unreadable(problems) => {
-                tracing::warn!(path = %opts.checkpoint_path.display(), ?problems,
+                tracing::warn!(path = %opts.checkpoint_path.display(), problems = %problems.join("; "),
                     "evtx: checkpoint unreadable; starting as on a first start");
                 bump(&shared.counters.errors);
                 true
@@ -536,7 +536,7 @@ impl EvtxFollower {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "evtx: final checkpoint failed");
         }
-        tracing::info!(stats = ?self.stats(), "evtx: stopped");
+        tracing::info!("evtx: stopped: {}", watchpost_event::logfmt(&self.stats()));
     }
 }
 

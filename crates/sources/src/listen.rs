@@ -205,7 +205,7 @@ pub struct Received {
 }
 
 /// Counters since start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ListenStats {
     /// Messages handed to the channel.
     pub messages: u64,
@@ -386,8 +386,8 @@ impl Listener {
                 join_within(h, "connection");
             }
         }
-        tracing::info!(proto = %self.proto, local = %self.local, stats = ?self.stats(),
-            "listen: stopped");
+        tracing::info!(proto = %self.proto, local = %self.local,
+            "listen: stopped: {}", watchpost_event::logfmt(&self.stats()));
     }
 
     /// Unblocks the thread waiting in `recv_from` / `accept`.

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use crate::check::Purpose;
 use crate::config::Config;
 use crate::diag::Diagnostics;
 
@@ -45,6 +46,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Replay log files through the filter chain without running actions.
+    ///
+    /// Each input is read as the source `--source` names, else as the configured source
+    /// whose `path` matches it, else by recognising its format. Folders are read
+    /// recursively. Exit status 1 when an input could not be read or its format could
+    /// not be told, or when none of an input's records parsed; an empty file is a log
+    /// with no records.
     Test {
         /// Configuration file (default: the built-in configuration).
         #[arg(short, long)]
@@ -55,7 +62,7 @@ enum Command {
         /// Parse every input as this configured source.
         #[arg(long)]
         source: Option<String>,
-        /// Log files to replay.
+        /// Log files and folders to replay.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -135,7 +142,7 @@ enum Command {
         since: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
-        format: replay::OutputFormat,
+        format: commands::EventsFormat,
         /// Most events shown.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -150,7 +157,8 @@ enum Command {
         /// Why: recorded with the acknowledgement.
         #[arg(long, short = 'm')]
         comment: String,
-        /// Who (default: the login name).
+        /// Who (default: the user who ran sudo, else the login name, else the account's
+        /// name).
         #[arg(long)]
         by: Option<String>,
         /// Event ids (as `watchpost events` shows them).
@@ -224,14 +232,14 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
-            let Some((config, chain)) = load(config.as_deref(), true)? else {
+            let Some((config, chain)) = load(config.as_deref(), Purpose::Run)? else {
                 return Ok(ExitCode::from(1));
             };
             run::run(config, chain)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
-            let ok = load(config.as_deref(), true)?.is_some();
+            let ok = load(config.as_deref(), Purpose::Check)?.is_some();
             if ok {
                 println!("configuration is valid");
             }
@@ -247,7 +255,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             source,
             inputs,
         } => {
-            let Some((config, chain)) = load(config.as_deref(), false)? else {
+            let Some((config, chain)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             // A fresh baseline: the replay shows what the daemon would have flagged had it
@@ -277,11 +285,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 String::new()
             };
+            let skipped = if t.skipped_files > 0 {
+                format!(", {} file(s) not read", t.skipped_files)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{} records, {} unparsable, {} excluded, {} filter firings{anomalies}",
-                t.records, t.errors, t.excluded, t.fired
+                "{} file(s), {} records, {} unparsable, {} excluded, {} filter firings{anomalies}{skipped}",
+                t.files, t.records, t.errors, t.excluded, t.fired
             );
-            Ok(ExitCode::SUCCESS)
+            // An input that could not be read, or of which no record parsed, was not
+            // tested: say so in the exit status too.
+            Ok(if t.skipped_files + t.unparsable_files > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Service {
             verb,
@@ -291,7 +310,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             dry_run,
             no_systemctl,
         } => {
-            if verb == service::Verb::Install && load(config.as_deref(), true)?.is_none() {
+            if verb == service::Verb::Install && load(config.as_deref(), Purpose::Run)?.is_none() {
                 return Ok(ExitCode::from(1));
             }
             let args = service::ServiceArgs {
@@ -325,7 +344,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             limit,
             query,
         } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let args = commands::EventsArgs {
@@ -348,7 +367,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             by,
             ids,
         } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let by = by.unwrap_or_else(commands::current_user);
@@ -363,14 +382,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Baseline { config, cmd } => {
-            let Some((config, chain)) = load(config.as_deref(), false)? else {
+            let Some((config, chain)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             commands::baseline(&config, &chain, &cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine { config, cmd } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let code = commands::quarantine(&config, &cmd, &mut std::io::stdout().lock())?;
@@ -399,7 +418,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let loaded = match &config {
-                Some(path) => match load(Some(path), false)? {
+                Some(path) => match load(Some(path), Purpose::Offline)? {
                     Some(c) => Some(c),
                     None => return Ok(ExitCode::from(1)),
                 },
@@ -468,7 +487,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// Loads and validates a configuration, printing every diagnostic to stderr.
 /// `None` when there were errors.
-fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filters::Chain)>> {
+fn load(
+    path: Option<&Path>,
+    purpose: Purpose,
+) -> Result<Option<(Config, watchpost_filters::Chain)>> {
     let (path, text) = match path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -484,7 +506,7 @@ fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filte
     let config = config::parse(&text, &mut diags);
     let chain = config
         .as_ref()
-        .and_then(|c| check::validate(c, &mut diags, io));
+        .and_then(|c| check::validate(c, &mut diags, purpose));
     if !diags.items.is_empty() {
         eprint!("{}", diags.render(&path, &text));
     }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 use watchpost_event::{Event, Origin};
 use watchpost_filters::{Chain, Plan, Verdict};
@@ -24,13 +24,22 @@ use crate::pipeline::{SourceRuntime, local_host_name};
 pub enum OutputFormat {
     /// For people.
     Text,
-    /// One JSON object per fired filter: `filter`, `actions`, `event`, `origin`.
+    /// One JSON object per line. A fired filter: `filter`, `actions`, `anomaly` (the
+    /// event was flagged), `event`, `origin` (`file`, `offset`). An anomaly filter's
+    /// judgement: `anomaly_filter`, `anomaly`, `why`, `host`, `time`, `key`, `value`,
+    /// `origin`. A Sigma detection: `rules`, `rule`, `actions`, `event`, `origin`.
     Jsonl,
 }
 
 /// Totals of one replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
+    /// Files read (an empty one too: a log with no records yet).
+    pub files: u64,
+    /// Files not read: unreadable, or of a format that could not be told.
+    pub skipped_files: u64,
+    /// Files with records of which not one parsed.
+    pub unparsable_files: u64,
     /// Records read.
     pub records: u64,
     /// Records that failed to parse.
@@ -67,8 +76,21 @@ pub fn replay(
 ) -> Result<Totals> {
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
     let mut totals = Totals::default();
-    for input in inputs {
-        let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    for input in &files_of(inputs, &mut totals) {
+        let bytes = match std::fs::read(input) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: cannot read it: {e}", input.display());
+                totals.skipped_files += 1;
+                continue;
+            }
+        };
+        // A log with no records yet.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            totals.files += 1;
+            continue;
+        }
+        let (records_before, errors_before) = (totals.records, totals.errors);
         let place = input.to_string_lossy();
         let configured_evtx = |s: &crate::config::SourceConfig| s.format == Format::Evtx;
         let evtx_source = match source {
@@ -128,7 +150,14 @@ pub fn replay(
             });
             report_errors(&place, ("record id", "EVTX"), &errors, &mut totals);
         } else {
-            let rt = runtime_for(config, chain, source, input, &bytes, &local_host)?;
+            let rt = match runtime_for(config, chain, source, input, &bytes, &local_host)? {
+                Ok(rt) => rt,
+                Err(why) => {
+                    eprintln!("{why}");
+                    totals.skipped_files += 1;
+                    continue;
+                }
+            };
             let (events, errors) =
                 watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place_arc, &bytes);
             totals.records += events.len() as u64;
@@ -139,6 +168,18 @@ pub fn replay(
         }
         if let Some(e) = failed {
             return Err(e);
+        }
+        totals.files += 1;
+        let (records, errors) = (
+            totals.records - records_before,
+            totals.errors - errors_before,
+        );
+        if records > 0 && errors == records {
+            eprintln!(
+                "{}: none of its {records} records could be parsed",
+                input.display()
+            );
+            totals.unparsable_files += 1;
         }
     }
     // The records are done: correlation windows still open are decided now.
@@ -218,6 +259,51 @@ fn judge_and_print(
     Ok(())
 }
 
+/// The files to read: each input file, and every file under each input folder (in
+/// name order, recursively, not following links to folders, hidden entries left out).
+/// An input that does not exist is reported and counted as skipped.
+fn files_of(inputs: &[std::path::PathBuf], totals: &mut Totals) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Ok(m) if m.is_dir() => {
+                let mut found = Vec::new();
+                let mut stack = vec![input.clone()];
+                while let Some(dir) = stack.pop() {
+                    let entries = match std::fs::read_dir(&dir) {
+                        Ok(rd) => rd,
+                        Err(e) => {
+                            eprintln!("{}: cannot read the folder: {e}", dir.display());
+                            totals.skipped_files += 1;
+                            continue;
+                        }
+                    };
+                    for entry in entries.flatten() {
+                        if entry.file_name().to_string_lossy().starts_with('.') {
+                            continue;
+                        }
+                        match entry.file_type() {
+                            Ok(t) if t.is_dir() => stack.push(entry.path()),
+                            Ok(_) => found.push(entry.path()),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                found.sort();
+                out.extend(found);
+            }
+            Ok(_) => out.push(input.clone()),
+            Err(e) => {
+                eprintln!("{}: cannot read it: {e}", input.display());
+                totals.skipped_files += 1;
+            }
+        }
+    }
+    out
+}
+
+/// How to read `input`: `Err` ends the replay (a `--source` that does not exist), the
+/// inner `Err` skips this file with the message (its format cannot be told).
 fn runtime_for(
     config: &Config,
     chain: &Chain,
@@ -225,7 +311,7 @@ fn runtime_for(
     input: &Path,
     bytes: &[u8],
     local_host: &str,
-) -> Result<SourceRuntime> {
+) -> Result<std::result::Result<SourceRuntime, String>> {
     if let Some(name) = source {
         let Some(s) = config.sources.iter().find(|s| s.name == name) else {
             let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
@@ -234,33 +320,58 @@ fn runtime_for(
                 names.join(", ")
             );
         };
-        return Ok(SourceRuntime::from_config(s, local_host, chain));
+        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
     }
     if let Some(s) = config
         .sources
         .iter()
         .find(|s| s.paths.iter().any(|p| glob_matches(p, input)))
     {
-        return Ok(SourceRuntime::from_config(s, local_host, chain));
+        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
     }
     let head = &bytes[..bytes.len().min(4096)];
     let Some(format) = Format::detect(input, head) else {
-        bail!(
-            "{}: cannot tell the format (not a SEP client or manager log, JSON lines nor Windows event XML); name a source with --source",
-            input.display()
-        );
+        return Ok(Err(format!(
+            "{}: cannot tell the format (not a SEP client or manager log, JSON lines nor Windows event XML or EVTX); it starts with {}; name a configured source with --source",
+            input.display(),
+            first_bytes(bytes)
+        )));
     };
     // A configured source of that format gives the events its name, so its filters apply.
     if let Some(s) = config.sources.iter().find(|s| s.format == format) {
-        return Ok(SourceRuntime::from_config(s, local_host, chain));
+        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
     }
-    Ok(SourceRuntime::new(
+    Ok(Ok(SourceRuntime::new(
         format.name(),
         format,
         local_host,
         None,
         chain,
-    ))
+    )))
+}
+
+/// The first bytes of a file, printable ASCII as it is and the rest as `\xNN`, quoted.
+fn first_bytes(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(24)];
+    let mut out = String::from("\"");
+    for &b in head {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    if bytes.len() > head.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Whether `path` matches the glob `pattern` (or its file name matches the pattern's).

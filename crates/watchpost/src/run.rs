@@ -187,7 +187,7 @@ pub fn run_until(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(tailer.waker());
-        tracing::info!(source = %source.name, format = source.format.name(), paths = ?source.paths, filters = worker.rt.plan.len(), "following");
+        tracing::info!(source = %source.name, format = source.format.name(), paths = %source.paths.join(", "), filters = worker.rt.plan.len(), "following");
         let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
         let stop = stop.clone();
         threads.push(builder.spawn(move || {
@@ -282,7 +282,7 @@ pub fn run_until(
     let dispatcher = Arc::try_unwrap(dispatcher)
         .map_err(|_| anyhow::anyhow!("dispatcher still shared at shutdown"))?;
     for s in dispatcher.shutdown(Duration::from_secs(5)) {
-        tracing::info!(action = %s.name, stats = ?s, "action totals");
+        tracing::info!("action totals: {}", watchpost_event::logfmt(&s));
     }
     match Arc::try_unwrap(analysis) {
         Ok(a) => a.close(),
@@ -359,7 +359,7 @@ fn follow_journal(
     };
     let (journal, rx) = Journal::start(o)
         .with_context(|| format!("source `{}`: starting journalctl", source.name))?;
-    tracing::info!(source = %source.name, units = ?source.journal.as_ref().map(|j| &j.units), filters = worker.rt.plan.len(), "following the journal");
+    tracing::info!(source = %source.name, units = %source.journal.as_ref().map(|j| j.units.join(", ")).unwrap_or_default(), filters = worker.rt.plan.len(), "following the journal");
     let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
     Ok(builder.spawn(move || {
         worker.journal(journal, &rx, interval);
@@ -414,7 +414,7 @@ fn follow_event_log(
         .with_context(|| format!("source `{}`: following the Windows Event Log", source.name))?;
     let stop = log.stop_handle();
     let channels: Vec<&str> = w.channels.iter().map(|c| c.name.as_str()).collect();
-    tracing::info!(source = %source.name, ?channels, filters = worker.rt.plan.len(), "following the Windows Event Log");
+    tracing::info!(source = %source.name, channels = %channels.join(", "), filters = worker.rt.plan.len(), "following the Windows Event Log");
     let thread = builder.spawn(move || {
         worker.event_log(&mut log);
         worker
@@ -455,7 +455,7 @@ fn follow_evtx(
     };
     let (follower, rx) = EvtxFollower::start(o)
         .with_context(|| format!("source `{}`: following EVTX files", source.name))?;
-    tracing::info!(source = %source.name, paths = ?source.paths, filters = worker.rt.plan.len(), "following EVTX files");
+    tracing::info!(source = %source.name, paths = %source.paths.join(", "), filters = worker.rt.plan.len(), "following EVTX files");
     let interval = Duration::from_millis(config.agent.checkpoint_interval_ms.max(10));
     Ok(builder.spawn(move || {
         worker.evtx(follower, &rx, interval);
@@ -628,7 +628,7 @@ impl SourceWorker {
             tailer.wait(interval);
         }
         self.checkpoint(&mut tailer);
-        tracing::info!(source = %self.rt.name, stats = ?tailer.stats(), "tail totals");
+        tracing::info!(source = %self.rt.name, "tail totals: {}", watchpost_event::logfmt(&tailer.stats()));
     }
 
     fn checkpoint(&self, tailer: &mut Tailer) {

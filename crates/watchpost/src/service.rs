@@ -450,7 +450,7 @@ pub mod windows {
             }
         };
         set(ServiceState::StartPending, ServiceExitCode::NO_ERROR);
-        let exit = match crate::load(config.as_deref(), true) {
+        let exit = match crate::load(config.as_deref(), crate::check::Purpose::Run) {
             Ok(Some((config, chain))) => {
                 let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
                 match crate::run::run_until(config, chain, &stop_rx, started) {

@@ -258,7 +258,7 @@ pub struct ReadStats {
 }
 
 /// Counters since `open`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TailStats {
     /// Files open now.
     pub files_followed: usize,
@@ -384,7 +384,7 @@ impl Tailer {
             }
             Loaded::Missing => (Vec::new(), true),
             Loaded::Unreadable(problems) => {
-                tracing::warn!(path = %checkpoint_path.display(), ?problems, "tail: checkpoint unreadable; starting as on a first start");
+                tracing::warn!(path = %checkpoint_path.display(), problems = %problems.join("; "), "tail: checkpoint unreadable; starting as on a first start");
                 stats.errors += 1;
                 (Vec::new(), true)
             }
