@@ -585,7 +585,15 @@ pub(crate) fn compile_detection(
             Expr::Or(alts)
         }
         Some(_) => return Err("condition must be a string".into()),
-        None => return Err("detection has no condition".into()),
+        // Hayabusa reads a detection with one identifier and no condition as that
+        // identifier (some of its rules are written so).
+        None => {
+            let mut ids = detection.keys().filter(|k| *k != "timeframe");
+            match (ids.next(), ids.next()) {
+                (Some(only), None) => Expr::Id(only.clone()),
+                _ => return Err("detection has no condition".into()),
+            }
+        }
     };
     if detection.contains_key("timeframe") {
         return Err("`timeframe` in a detection (deprecated aggregation) is not supported".into());

@@ -175,7 +175,7 @@ impl LoadError {
             || r.contains("names no product")
         {
             "logsource not mapped"
-        } else if r.starts_with("placeholder ") {
+        } else if r.contains("placeholder `") && r.contains("` has no values") {
             "placeholder without values"
         } else if r.starts_with("YAML: ") {
             "YAML error"

@@ -222,7 +222,12 @@ fn unsupported_and_broken_rules_are_reported() {
         rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | min(Size) > 3")
             .contains("aggregation function `min` is not supported")
     );
-    assert!(rejects("    sel:\n        CommandLine: 'x'").contains("no condition"));
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    other:\n        CommandLine: 'y'")
+            .contains("no condition")
+    );
+    // One identifier and no condition: that identifier (as Hayabusa reads it).
+    assert!(hit(&rule("    sel:\n        CommandLine: 'x'"), &cl("x")));
     let (rs, errors) = Ruleset::from_yaml(Path::new("x.yml"), "title: [unclosed\n");
     assert_eq!((rs.len(), errors.len()), (0, 1));
     assert!(errors[0].reason.starts_with("YAML"));
