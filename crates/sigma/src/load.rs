@@ -73,6 +73,12 @@ pub(crate) fn collect(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBu
 /// The documents of one file, or why it could not be read.
 pub(crate) type Parsed = Result<Vec<Json>, String>;
 
+/// A file's digest and its documents as one JSON line.
+type CacheEntry = (String, String);
+
+/// One file read: its index, documents, cache entry, and whether the cache had it.
+type FileResult = (usize, Parsed, Option<CacheEntry>, bool);
+
 /// Reads and parses `files` on `threads` threads (documents in file order), through the
 /// cache at `cache` when given.
 pub(crate) fn parse_all(
@@ -83,8 +89,7 @@ pub(crate) fn parse_all(
     let started = Instant::now();
     let old = cache.map(read_cache).unwrap_or_default();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Parsed, Option<(String, String)>, bool)>> =
-        Mutex::new(Vec::with_capacity(files.len()));
+    let results: Mutex<Vec<FileResult>> = Mutex::new(Vec::with_capacity(files.len()));
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, files.len().max(1)) {
             s.spawn(|| {

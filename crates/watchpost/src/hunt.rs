@@ -617,7 +617,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -717,8 +717,7 @@ impl Summary<'_> {
 /// (`\r`, `\n`, `\t`, `\u{1b}`), cut to `max` characters with `…`.
 fn cell(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max.saturating_add(8)));
-    let mut n = 0;
-    for c in s.chars() {
+    for (n, c) in s.chars().enumerate() {
         if n >= max {
             out.push('…');
             break;
@@ -730,7 +729,6 @@ fn cell(s: &str, max: usize) -> String {
             c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
-        n += 1;
     }
     out
 }
