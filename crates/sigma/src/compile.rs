@@ -74,13 +74,14 @@ impl Scratch {
         }
     }
 
-    fn folded(&mut self, slot: u32, text: &str) -> &str {
+    /// The folded text of the current event's field in `slot` (folded now if not yet).
+    fn folded_mut(&mut self, slot: u32, text: &str) -> &mut String {
         let e = &mut self.folded[slot as usize];
         if e.0 != self.epoch {
             pattern::fold_into(text, &mut e.1);
             e.0 = self.epoch;
         }
-        &e.1
+        &mut e.1
     }
 }
 
@@ -268,6 +269,9 @@ pub(crate) struct FieldTest {
     /// The System field read when the event has no `sym` (a Sigma System name such as
     /// `Level` that EventData may also carry).
     pub(crate) alt: Option<Sym>,
+    /// `Data` on a Windows event: when the event has no field of that name, any of its
+    /// unnamed `<Data>` values (`str1` … `strN`), as Hayabusa reads `Data`.
+    pub(crate) positional: bool,
     pub(crate) slot: u32,
     pub(crate) tests: Vec<Test>,
 }
@@ -439,7 +443,7 @@ impl Cond {
     /// candidate has them, so they would filter nothing.
     pub(crate) fn required(&self, skip: &[Sym]) -> Option<Vec<(u32, &str)>> {
         match self {
-            Cond::Field(f) if f.alt.is_none() && !skip.contains(&f.sym) => {
+            Cond::Field(f) if f.alt.is_none() && !f.positional && !skip.contains(&f.sym) => {
                 let mut out = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -510,6 +514,23 @@ impl FieldTest {
             .get(self.sym)
             .or_else(|| self.alt.and_then(|a| ev.get(a)))
         {
+            None if self.positional && ev.get(positional(0)).is_some() => {
+                let mut folded = std::mem::take(&mut sc.tmp);
+                let mut hit = false;
+                for i in 0..MAX_POSITIONAL {
+                    let Some(v) = ev.get(positional(i)) else {
+                        break;
+                    };
+                    let raw = text(&v);
+                    pattern::fold_into(&raw, &mut folded);
+                    if self.eval_text(ev, &raw, &folded) {
+                        hit = true;
+                        break;
+                    }
+                }
+                sc.tmp = folded;
+                return hit;
+            }
             None => {
                 return self
                     .tests
@@ -519,19 +540,33 @@ impl FieldTest {
             Some(v) => v,
         };
         let raw = text(&v);
-        let slot = self.slot;
-        for t in &self.tests {
-            let hit = match t {
-                Test::Str { pat, cased: false } => pat.is_match(sc.folded(slot, &raw)),
-                Test::Exists(b) => *b,
-                other => other.eval_raw(ev, &raw),
-            };
-            if hit {
-                return true;
-            }
-        }
-        false
+        let folded = std::mem::take(sc.folded_mut(self.slot, &raw));
+        let hit = self.eval_text(ev, &raw, &folded);
+        *sc.folded_mut(self.slot, &raw) = folded;
+        hit
     }
+
+    /// The tests on one value, as written and folded.
+    fn eval_text(&self, ev: &Event, raw: &str, folded: &str) -> bool {
+        self.tests.iter().any(|t| match t {
+            Test::Str { pat, cased: false } => pat.is_match(folded),
+            Test::Exists(b) => *b,
+            other => other.eval_raw(ev, raw),
+        })
+    }
+}
+
+/// Most unnamed `<Data>` values a `Data` test reads (the EVTX reader keeps 512).
+const MAX_POSITIONAL: usize = 512;
+
+/// The field of the `i`-th (from 0) unnamed `<Data>` value: `str1`, `str2`, ….
+fn positional(i: usize) -> Sym {
+    static SYMS: std::sync::OnceLock<Vec<Sym>> = std::sync::OnceLock::new();
+    SYMS.get_or_init(|| {
+        (1..=MAX_POSITIONAL)
+            .map(|n| Sym::new(&format!("str{n}")))
+            .collect()
+    })[i]
 }
 
 /// How Sigma field names become event fields.
@@ -824,6 +859,8 @@ fn compile_field(
     }
     let (sym, alt) = names.field(field);
     let slot = slots.slot(sym, alt);
+    // Windows targets (the only ones with fallbacks) read `Data` as Hayabusa does.
+    let positional = field == "Data" && !names.fallbacks.is_empty();
     let mut per_value = Vec::new();
     for val in &values {
         per_value.push(compile_value(val, &mods, names)?);
@@ -839,6 +876,7 @@ fn compile_field(
                     Cond::Field(FieldTest {
                         sym,
                         alt,
+                        positional,
                         slot,
                         tests,
                     })
@@ -849,6 +887,7 @@ fn compile_field(
         Ok(Cond::Field(FieldTest {
             sym,
             alt,
+            positional,
             slot,
             tests: per_value.into_iter().flatten().collect(),
         }))

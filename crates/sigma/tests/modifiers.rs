@@ -1121,3 +1121,22 @@ fn rules_a_correlation_references_only_feed_it_unless_it_generates() {
     );
     assert!(!rs.rules()[0].correlation_only);
 }
+
+#[test]
+fn data_reads_unnamed_data_values_as_hayabusa_does() {
+    // MSSQL/ESENT/MsiInstaller events carry unnamed `<Data>` values (str1 … strN).
+    let yaml = "title: Ntds\nlogsource: { product: windows, service: application }\ndetection:\n    sel:\n        EventID: 216\n        Data|contains: ntds.dit\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("d.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let base = [("channel", "Application"), ("event_id", "216")];
+    let mut f = base.to_vec();
+    f.extend([("str1", "ESENT"), ("str2", "C:\\Windows\\NTDS\\NTDS.DIT")]);
+    assert!(hit(&rs, &ev(&f)));
+    let mut f = base.to_vec();
+    f.extend([("str1", "ESENT"), ("str2", "other.edb")]);
+    assert!(!hit(&rs, &ev(&f)));
+    // A named `Data` field is read as it is.
+    let mut f = base.to_vec();
+    f.push(("Data", "x ntds.dit"));
+    assert!(hit(&rs, &ev(&f)));
+}
