@@ -787,17 +787,28 @@ impl Builder {
 
     fn finish(mut self) -> (Ruleset, Vec<LoadError>) {
         let filters = self.apply_filters();
-        // Rules a correlation references only feed it, unless it says `generate: true`.
-        for c in self.correlations.iter().filter(|c| !c.generate) {
-            for r in &c.rules {
-                if let Some(x) = self.rules.iter_mut().find(|x| {
-                    x.id.as_deref() == Some(r.as_str())
-                        || x.name.as_deref() == Some(r.as_str())
-                        || &*x.title == r.as_str()
-                }) {
-                    x.correlation_only = true;
-                }
-            }
+        // Rules correlations reference only feed them, unless one of those correlations
+        // says `generate: true`.
+        let refs = |generate: bool| -> Vec<&String> {
+            self.correlations
+                .iter()
+                .filter(|c| c.generate == generate)
+                .flat_map(|c| c.rules.iter())
+                .collect()
+        };
+        let (quiet, loud) = (refs(false), refs(true));
+        let named = |x: &Rule, r: &str| {
+            x.id.as_deref() == Some(r) || x.name.as_deref() == Some(r) || &*x.title == r
+        };
+        let silence: Vec<usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| quiet.iter().any(|r| named(x, r)) && !loud.iter().any(|r| named(x, r)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in silence {
+            self.rules[i].correlation_only = true;
         }
         if let Err(e) = self.needles.build(&self.slots) {
             // Cannot happen with valid literals; fall back to evaluating everything.

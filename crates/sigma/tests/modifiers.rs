@@ -1120,6 +1120,11 @@ fn rules_a_correlation_references_only_feed_it_unless_it_generates() {
         "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    generate: true\n    timespan: 1h\n    condition:\n        gte: 2\n",
     );
     assert!(!rs.rules()[0].correlation_only);
+    // One correlation that generates is enough.
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    timespan: 1h\n    condition:\n        gte: 2\n---\ntitle: Loud\ncorrelation:\n    type: event_count\n    rules: share\n    generate: true\n    timespan: 1h\n    condition:\n        gte: 3\n",
+    );
+    assert!(!rs.rules()[0].correlation_only);
 }
 
 #[test]
