@@ -34,6 +34,9 @@ fn peers() -> Option<PathBuf> {
 
 /// The peer's binary, or why the comparison is skipped.
 fn peer(bin: &str) -> Result<(PathBuf, PathBuf), String> {
+    if cfg!(windows) {
+        return Err("skipped: the peer binaries are Linux builds".into());
+    }
     let dir = peers().ok_or(
         "skipped: no peer binaries (../shared/peers or $WATCHPOST_PEERS); the comparison needs them",
     )?;
