@@ -2,27 +2,36 @@
 
 use std::collections::HashMap;
 
-use regex::Regex;
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::condition::{self, Expr};
-use crate::pattern::{self, Cidr, Pat, Tok};
+use crate::pattern::{self, Cidr, LazyRegex, Pat, Tok};
 
 /// Dense numbering of the event fields a rule set reads, for the per-event cache of
 /// folded (lowercased) values.
 #[derive(Default, Debug)]
 pub(crate) struct Slots {
-    map: HashMap<Sym, u32>,
+    /// (field, System field read when the event lacks it) → slot.
+    map: HashMap<(Sym, Option<Sym>), u32>,
 }
 
 impl Slots {
-    pub(crate) fn slot(&mut self, sym: Sym) -> u32 {
+    pub(crate) fn slot(&mut self, sym: Sym, alt: Option<Sym>) -> u32 {
         let n = self.map.len() as u32;
-        *self.map.entry(sym).or_insert(n)
+        *self.map.entry((sym, alt)).or_insert(n)
     }
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// (field, System fallback) of each slot, in slot order.
+    pub(crate) fn syms(&self) -> Vec<(Sym, Option<Sym>)> {
+        let mut v = vec![(Sym::SOURCE, None); self.map.len()];
+        for (k, slot) in &self.map {
+            v[*slot as usize] = *k;
+        }
+        v
     }
 }
 
@@ -33,6 +42,9 @@ pub struct Scratch {
     folded: Vec<(u32, String)>,
     tmp: String,
     pub(crate) cands: Vec<u32>,
+    /// The current event's lowercased channel and provider (index keys).
+    pub(crate) key: String,
+    pub(crate) provider: String,
     /// Epoch per slot: whether the needle prefilter scanned that field.
     scanned: Vec<u32>,
     /// Epoch per needle: whether it occurs in the current event.
@@ -62,26 +74,42 @@ impl Scratch {
         }
     }
 
-    fn folded(&mut self, slot: u32, text: &str) -> &str {
+    /// The folded text of the current event's field in `slot` (folded now if not yet).
+    fn folded_mut(&mut self, slot: u32, text: &str) -> &mut String {
         let e = &mut self.folded[slot as usize];
         if e.0 != self.epoch {
             pattern::fold_into(text, &mut e.1);
             e.0 = self.epoch;
         }
-        &e.1
+        &mut e.1
     }
 }
 
 /// The needle prefilter: per field, one Aho-Corasick automaton over the (folded)
 /// literals that rules require in that field. A rule form whose required needles are
 /// all absent from the event is skipped without evaluating its condition.
+///
+/// Each field's automaton is built the first time an event's field is scanned (a
+/// contiguous NFA: building DFAs for every field of thousands of rules took a fifth of
+/// loading them and most of the memory, and most fields never occur in a given hunt).
 #[derive(Default)]
 pub(crate) struct Needles {
     ids: HashMap<(u32, String), u32>,
     /// needle id → slot.
     slot_of: Vec<u32>,
-    /// per slot: the field, the automaton, automaton pattern → needle id.
-    per_slot: Vec<Option<(Sym, aho_corasick::AhoCorasick, Vec<u32>)>>,
+    /// per slot: its needles.
+    per_slot: Vec<Option<SlotNeedles>>,
+}
+
+struct SlotNeedles {
+    sym: Sym,
+    /// The literals, in automaton pattern order.
+    lits: Vec<String>,
+    /// automaton pattern → needle id.
+    ids: Vec<u32>,
+    /// Built at first use; `None` if it could not be built (every needle then counts as
+    /// present: no prefilter for that field).
+    ac: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 impl Needles {
@@ -99,13 +127,15 @@ impl Needles {
     }
 
     pub(crate) fn build(&mut self, slots: &Slots) -> Result<(), String> {
-        let mut by_slot: Vec<Vec<(&str, u32)>> = vec![Vec::new(); slots.len()];
-        for ((slot, lit), id) in &self.ids {
-            by_slot[*slot as usize].push((lit, *id));
+        let mut by_slot: Vec<Vec<(String, u32)>> = vec![Vec::new(); slots.len()];
+        for ((slot, lit), id) in self.ids.drain() {
+            by_slot[slot as usize].push((lit, id));
         }
         let mut sym_of = vec![None; slots.len()];
-        for (sym, slot) in &slots.map {
-            sym_of[*slot as usize] = Some(*sym);
+        for ((sym, alt), slot) in &slots.map {
+            if alt.is_none() {
+                sym_of[*slot as usize] = Some(*sym);
+            }
         }
         self.per_slot = Vec::with_capacity(slots.len());
         for (slot, mut lits) in by_slot.into_iter().enumerate() {
@@ -114,14 +144,14 @@ impl Needles {
                 continue;
             }
             lits.sort_by_key(|(_, id)| *id);
-            let ac = aho_corasick::AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(lits.iter().map(|(l, _)| l.as_bytes()))
-                .or_else(|_| aho_corasick::AhoCorasick::new(lits.iter().map(|(l, _)| l.as_bytes())))
-                .map_err(|e| format!("needle automaton: {e}"))?;
             let sym = sym_of[slot].ok_or("slot without field")?;
-            self.per_slot
-                .push(Some((sym, ac, lits.iter().map(|(_, id)| *id).collect())));
+            let (lits, ids) = lits.into_iter().unzip();
+            self.per_slot.push(Some(SlotNeedles {
+                sym,
+                lits,
+                ids,
+                ac: std::sync::OnceLock::new(),
+            }));
         }
         Ok(())
     }
@@ -131,8 +161,8 @@ impl Needles {
         let slot = self.slot_of[id as usize];
         if sc.scanned[slot as usize] != sc.epoch {
             sc.scanned[slot as usize] = sc.epoch;
-            if let Some((sym, ac, ids)) = &self.per_slot[slot as usize]
-                && let Some(v) = ev.get(*sym)
+            if let Some(n) = &self.per_slot[slot as usize]
+                && let Some(v) = ev.get(n.sym)
             {
                 let raw = text(&v);
                 let epoch = sc.epoch;
@@ -141,8 +171,23 @@ impl Needles {
                     pattern::fold_into(&raw, &mut e.1);
                     e.0 = epoch;
                 }
-                for m in ac.find_overlapping_iter(e.1.as_str()) {
-                    sc.marks[ids[m.pattern().as_usize()] as usize] = epoch;
+                let ac = n.ac.get_or_init(|| {
+                    aho_corasick::AhoCorasick::builder()
+                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                        .build(&n.lits)
+                        .ok()
+                });
+                match ac {
+                    Some(ac) => {
+                        for m in ac.find_overlapping_iter(e.1.as_str()) {
+                            sc.marks[n.ids[m.pattern().as_usize()] as usize] = epoch;
+                        }
+                    }
+                    None => {
+                        for &i in &n.ids {
+                            sc.marks[i as usize] = epoch;
+                        }
+                    }
                 }
             }
         }
@@ -175,7 +220,7 @@ pub(crate) enum Test {
         pat: Pat,
         cased: bool,
     },
-    Re(Regex),
+    Re(LazyRegex),
     Num(Cmp, f64),
     Cidr(Cidr),
     /// `null`: absent or empty.
@@ -221,8 +266,40 @@ fn cmp(op: Cmp, v: f64, n: f64) -> bool {
 #[derive(Debug)]
 pub(crate) struct FieldTest {
     pub(crate) sym: Sym,
+    /// The System field read when the event has no `sym` (a Sigma System name such as
+    /// `Level` that EventData may also carry).
+    pub(crate) alt: Option<Sym>,
+    /// `Data` on a Windows event: when the event has no field of that name, any of its
+    /// unnamed `<Data>` values (`str1` … `strN`), as Hayabusa reads `Data`.
+    pub(crate) positional: bool,
     pub(crate) slot: u32,
     pub(crate) tests: Vec<Test>,
+}
+
+/// Keyword search: any field value matches any of `tests`. When every keyword is a
+/// plain ASCII literal (the usual case: `- 'sekurlsa::'`), one ASCII-case-insensitive
+/// Aho-Corasick automaton over them scans each ASCII value once instead of folding it and
+/// running each keyword's search in turn (a keyword rule meets every event of a hunt).
+#[derive(Debug)]
+pub(crate) struct Keywords {
+    tests: Vec<Test>,
+    /// The literals, when every test is one.
+    lits: Option<Vec<String>>,
+    ac: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
+}
+
+impl Keywords {
+    fn automaton(&self) -> Option<&aho_corasick::AhoCorasick> {
+        self.ac
+            .get_or_init(|| {
+                let lits = self.lits.as_ref()?;
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(lits)
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// A compiled condition.
@@ -233,7 +310,7 @@ pub(crate) enum Cond {
     Not(Box<Cond>),
     Field(FieldTest),
     /// Keyword search: any field value matches any pattern.
-    Keywords(Vec<Test>),
+    Keywords(Keywords),
     Const(bool),
 }
 
@@ -301,10 +378,17 @@ impl Cond {
             Cond::Not(c) => !c.eval(ev, sc),
             Cond::Const(b) => *b,
             Cond::Field(f) => f.eval(ev, sc),
-            Cond::Keywords(tests) => {
+            Cond::Keywords(kw) => {
+                let tests = &kw.tests;
+                let ac = kw.automaton();
                 let mut tmp = std::mem::take(&mut sc.tmp);
                 let hit = ev.fields().any(|(_, v)| {
                     let raw = text(&v);
+                    if let Some(ac) = ac
+                        && raw.is_ascii()
+                    {
+                        return ac.is_match(raw.as_bytes());
+                    }
                     let mut done = false;
                     tests.iter().any(|t| match t {
                         Test::Str { pat, cased: false } => {
@@ -325,24 +409,41 @@ impl Cond {
         }
     }
 
+    /// Renumbers field slots (a rule compiled on a worker thread with its own slots
+    /// joining the set's): slot `i` becomes `map[i]`.
+    pub(crate) fn remap_slots(&mut self, map: &[u32]) {
+        match self {
+            Cond::And(v) | Cond::Or(v) => v.iter_mut().for_each(|c| c.remap_slots(map)),
+            Cond::Not(c) => c.remap_slots(map),
+            Cond::Field(f) => f.slot = map[f.slot as usize],
+            Cond::Keywords(_) | Cond::Const(_) => {}
+        }
+    }
+
     /// Fields whose tests hold on `ev` (for [`crate::Match::fields`]).
     pub(crate) fn matched_fields(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Sym>) {
         match self {
             Cond::And(v) | Cond::Or(v) => v.iter().for_each(|c| c.matched_fields(ev, sc, out)),
-            Cond::Field(f)
-                if ev.get(f.sym).is_some() && f.eval(ev, sc) && !out.contains(&f.sym) =>
-            {
-                out.push(f.sym);
+            Cond::Field(f) => {
+                let sym = match f.alt {
+                    Some(a) if ev.get(f.sym).is_none() => a,
+                    _ => f.sym,
+                };
+                if ev.get(sym).is_some() && f.eval(ev, sc) && !out.contains(&sym) {
+                    out.push(sym);
+                }
             }
             _ => {}
         }
     }
 
     /// Needles (field slot, folded literal) of which at least one occurs in every event
-    /// the condition matches, when there is such a set.
-    pub(crate) fn required(&self) -> Option<Vec<(u32, &str)>> {
+    /// the condition matches, when there is such a set. Tests of the fields in `skip`
+    /// (those the index already decides: channel, event id, provider) give none: every
+    /// candidate has them, so they would filter nothing.
+    pub(crate) fn required(&self, skip: &[Sym]) -> Option<Vec<(u32, &str)>> {
         match self {
-            Cond::Field(f) => {
+            Cond::Field(f) if f.alt.is_none() && !f.positional && !skip.contains(&f.sym) => {
                 let mut out = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -352,7 +453,7 @@ impl Cond {
                 }
                 (!out.is_empty()).then_some(out)
             }
-            Cond::And(v) => v.iter().filter_map(Cond::required).min_by_key(|r| {
+            Cond::And(v) => v.iter().filter_map(|c| c.required(skip)).min_by_key(|r| {
                 r.iter()
                     .map(|(_, l)| 64usize.saturating_sub(l.len()))
                     .sum::<usize>()
@@ -360,7 +461,7 @@ impl Cond {
             Cond::Or(v) => {
                 let mut out = Vec::new();
                 for c in v {
-                    out.extend(c.required()?);
+                    out.extend(c.required(skip)?);
                 }
                 (!out.is_empty()).then_some(out)
             }
@@ -380,7 +481,7 @@ impl Cond {
     /// in every match, when the condition pins them.
     pub(crate) fn pinned(&self, sym: Sym) -> Option<Vec<String>> {
         match self {
-            Cond::Field(f) if f.sym == sym => {
+            Cond::Field(f) if f.sym == sym && f.alt.is_none() => {
                 let mut vals = Vec::new();
                 for t in &f.tests {
                     match t {
@@ -409,7 +510,27 @@ impl Cond {
 
 impl FieldTest {
     fn eval(&self, ev: &Event, sc: &mut Scratch) -> bool {
-        let v = match ev.get(self.sym) {
+        let v = match ev
+            .get(self.sym)
+            .or_else(|| self.alt.and_then(|a| ev.get(a)))
+        {
+            None if self.positional && ev.get(positional(0)).is_some() => {
+                let mut folded = std::mem::take(&mut sc.tmp);
+                let mut hit = false;
+                for i in 0..MAX_POSITIONAL {
+                    let Some(v) = ev.get(positional(i)) else {
+                        break;
+                    };
+                    let raw = text(&v);
+                    pattern::fold_into(&raw, &mut folded);
+                    if self.eval_text(ev, &raw, &folded) {
+                        hit = true;
+                        break;
+                    }
+                }
+                sc.tmp = folded;
+                return hit;
+            }
             None => {
                 return self
                     .tests
@@ -419,29 +540,57 @@ impl FieldTest {
             Some(v) => v,
         };
         let raw = text(&v);
-        let slot = self.slot;
-        for t in &self.tests {
-            let hit = match t {
-                Test::Str { pat, cased: false } => pat.is_match(sc.folded(slot, &raw)),
-                Test::Exists(b) => *b,
-                other => other.eval_raw(ev, &raw),
-            };
-            if hit {
-                return true;
-            }
-        }
-        false
+        let folded = std::mem::take(sc.folded_mut(self.slot, &raw));
+        let hit = self.eval_text(ev, &raw, &folded);
+        *sc.folded_mut(self.slot, &raw) = folded;
+        hit
     }
+
+    /// The tests on one value, as written and folded.
+    fn eval_text(&self, ev: &Event, raw: &str, folded: &str) -> bool {
+        self.tests.iter().any(|t| match t {
+            Test::Str { pat, cased: false } => pat.is_match(folded),
+            Test::Exists(b) => *b,
+            other => other.eval_raw(ev, raw),
+        })
+    }
+}
+
+/// Most unnamed `<Data>` values a `Data` test reads (the EVTX reader keeps 512).
+const MAX_POSITIONAL: usize = 512;
+
+/// The field of the `i`-th (from 0) unnamed `<Data>` value: `str1`, `str2`, ….
+fn positional(i: usize) -> Sym {
+    static SYMS: std::sync::OnceLock<Vec<Sym>> = std::sync::OnceLock::new();
+    SYMS.get_or_init(|| {
+        (1..=MAX_POSITIONAL)
+            .map(|n| Sym::new(&format!("str{n}")))
+            .collect()
+    })[i]
 }
 
 /// How Sigma field names become event fields.
 pub(crate) struct Names<'a> {
     pub(crate) renames: &'a [&'a [(&'a str, &'a str)]],
+    /// Sigma names read from the event's field of that name, else from a System field.
+    pub(crate) fallbacks: &'a [(&'a str, &'a str)],
     /// Values of `%name%` placeholders (the `expand` modifier).
     pub(crate) vars: &'a crate::Placeholders,
 }
 
 impl Names<'_> {
+    /// The event field for a Sigma field name, and the System field to read when the
+    /// event lacks it.
+    fn field(&self, name: &str) -> (Sym, Option<Sym>) {
+        let sym = self.sym(name);
+        let alt = self
+            .fallbacks
+            .iter()
+            .find(|(from, _)| *from == name)
+            .map(|(_, to)| Sym::new(to));
+        (sym, alt)
+    }
+
     fn sym(&self, name: &str) -> Sym {
         for table in self.renames {
             if let Some((_, to)) = table.iter().find(|(from, _)| *from == name) {
@@ -471,7 +620,15 @@ pub(crate) fn compile_detection(
             Expr::Or(alts)
         }
         Some(_) => return Err("condition must be a string".into()),
-        None => return Err("detection has no condition".into()),
+        // Hayabusa reads a detection with one identifier and no condition as that
+        // identifier (some of its rules are written so).
+        None => {
+            let mut ids = detection.keys().filter(|k| *k != "timeframe");
+            match (ids.next(), ids.next()) {
+                (Some(only), None) => Expr::Id(only.clone()),
+                _ => return Err("detection has no condition".into()),
+            }
+        }
     };
     if detection.contains_key("timeframe") {
         return Err("`timeframe` in a detection (deprecated aggregation) is not supported".into());
@@ -578,7 +735,24 @@ fn keywords(items: &[Json]) -> Result<Cond, String> {
             cased: false,
         });
     }
-    Ok(Cond::Keywords(tests))
+    let lits = tests
+        .iter()
+        .map(|t| match t {
+            Test::Str {
+                pat: Pat::Contains(f),
+                cased: false,
+            } => std::str::from_utf8(f.needle())
+                .ok()
+                .filter(|l| l.is_ascii() && !l.is_empty())
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>();
+    Ok(Cond::Keywords(Keywords {
+        tests,
+        lits,
+        ac: std::sync::OnceLock::new(),
+    }))
 }
 
 fn compile_map(
@@ -683,8 +857,10 @@ fn compile_field(
         }
         return keywords(&items);
     }
-    let sym = names.sym(field);
-    let slot = slots.slot(sym);
+    let (sym, alt) = names.field(field);
+    let slot = slots.slot(sym, alt);
+    // Windows targets (the only ones with fallbacks) read `Data` as Hayabusa does.
+    let positional = field == "Data" && !names.fallbacks.is_empty();
     let mut per_value = Vec::new();
     for val in &values {
         per_value.push(compile_value(val, &mods, names)?);
@@ -696,12 +872,22 @@ fn compile_field(
         Ok(Cond::And(
             per_value
                 .into_iter()
-                .map(|tests| Cond::Field(FieldTest { sym, slot, tests }))
+                .map(|tests| {
+                    Cond::Field(FieldTest {
+                        sym,
+                        alt,
+                        positional,
+                        slot,
+                        tests,
+                    })
+                })
                 .collect(),
         ))
     } else {
         Ok(Cond::Field(FieldTest {
             sym,
+            alt,
+            positional,
             slot,
             tests: per_value.into_iter().flatten().collect(),
         }))
@@ -767,8 +953,7 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         } else {
             format!("(?{flags}){s}")
         };
-        let r = Regex::new(&src)
-            .map_err(|e| format!("regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        let r = LazyRegex::new(src).map_err(|e| format!("regex: {e}"))?;
         return Ok(vec![Test::Re(r)]);
     }
     if m.cidr {

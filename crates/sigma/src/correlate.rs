@@ -139,6 +139,10 @@ pub struct CorrelationRule {
     pub timespan_secs: i64,
     /// The condition (temporal kinds without one: all referenced rules).
     pub condition: Condition,
+    /// `generate`: whether the referenced rules' own matches are detections too. By
+    /// default (`false`, as the correlation specification says) they only feed the
+    /// correlation.
+    pub generate: bool,
 }
 
 /// Parses `5m`, `30s`, `1h`, `2d`, `1w` into seconds.
@@ -165,6 +169,7 @@ pub fn parse_timespan(s: &str) -> Result<i64, String> {
 
 pub(crate) fn parse(
     c: &Json,
+    generate: Option<&Json>,
     title: Arc<str>,
     id: Option<Arc<str>>,
     name: Option<String>,
@@ -186,6 +191,11 @@ pub(crate) fn parse(
         return Err("correlation references no rules".into());
     }
     let group_by = strs(c.get("group-by"));
+    let generate = match c.get("generate").or(generate) {
+        None | Some(Json::Null) => false,
+        Some(Json::Bool(b)) => *b,
+        Some(_) => return Err("`generate` must be true or false".into()),
+    };
     let timespan_secs = parse_timespan(
         c.get("timespan")
             .and_then(Json::as_str)
@@ -277,6 +287,7 @@ pub(crate) fn parse(
         group_by,
         timespan_secs,
         condition: cond,
+        generate,
     })
 }
 

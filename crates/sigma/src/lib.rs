@@ -52,9 +52,11 @@
 //! assert!(out[0].level >= Level::Medium);
 //! ```
 
+mod aggregation;
 mod compile;
 mod condition;
 pub mod correlate;
+mod load;
 pub mod logsource;
 mod pattern;
 mod placeholders;
@@ -62,7 +64,10 @@ mod ruleset;
 
 pub use compile::Scratch;
 pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use load::{LoadStats, cache_file_for};
 pub use placeholders::Placeholders;
-pub use ruleset::{Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset};
+pub use ruleset::{
+    Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset, parse_exclude_list,
+};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

@@ -27,13 +27,94 @@ pub struct Target {
     pub renames: &'static [(&'static str, &'static str)],
 }
 
-/// Renames for every Windows event: Sigma's System names → our event fields.
+/// Renames for every Windows event: Sigma's System names (as SigmaHQ's and Hayabusa's
+/// rules write them, `Provider_Name`, `Security_UserID`, `Execution_ProcessID`, and
+/// Hayabusa's aliases `ProviderName`, `SecurityUserID`, `ExecutionProcessID`,
+/// `ComputerName`) → our event fields.
 pub const WINDOWS_COMMON: &[(&str, &str)] = &[
     ("EventID", "event_id"),
     ("Provider_Name", "provider"),
+    ("ProviderName", "provider"),
     ("Channel", "channel"),
     ("Computer", "computer"),
+    ("ComputerName", "computer"),
     ("EventRecordID", "record_id"),
+    ("Security_UserID", "user_sid"),
+    ("SecurityUserID", "user_sid"),
+    ("Correlation_ActivityID", "activity_id"),
+    ("Execution_ProcessID", "process_id"),
+    ("ExecutionProcessID", "process_id"),
+    ("Execution_ThreadID", "thread_id"),
+];
+
+/// Names a test reads from the event's field of that name when it has one, else from
+/// another field:
+///
+/// * Sigma System names that EventData also uses (Sysmon 4 has a `Version`, some
+///   providers a `Level`) → the System field;
+/// * Hayabusa's field aliases (its `eventkey_alias.txt`) for UserData leaves and
+///   EventData names with spaces: `LogFileClearedChannel` is the `Channel` of System
+///   104's `<UserData><LogFileCleared>`, `ThreatName` Defender's `Threat Name`, ….
+pub const WINDOWS_SYSTEM_FALLBACK: &[(&str, &str)] = &[
+    ("Level", "level"),
+    ("Task", "task"),
+    ("Opcode", "opcode"),
+    ("Keywords", "keywords"),
+    ("Version", "version"),
+    ("UserID", "user_sid"),
+    ("ActivityID", "activity_id"),
+    ("Qualifiers", "qualifiers"),
+    ("LogFileClearedChannel", "Channel"),
+    ("LogFileClearedSubjectUserName", "SubjectUserName"),
+    ("DvrFmwk2003InstanceId", "InstanceId"),
+    ("DvrFmwkInstanceId", "InstanceId"),
+    ("InstanceID", "InstanceId"),
+    ("OperationEssStartedNamespaceName", "NamespaceName"),
+    ("OperationEssStartedPossibleCause", "PossibleCause"),
+    ("OperationEssStartedProcessid", "Processid"),
+    ("OperationEssStartedProvider", "Provider"),
+    ("OperationEssStartedQuery", "Query"),
+    ("OperationEssStartedUser", "User"),
+    ("RdsGtwErrorCode", "ErrorCode"),
+    ("RdsGtwUsername", "Username"),
+    ("RdsGtwIpAddress", "IpAddress"),
+    ("RdsGtwAuthType", "AuthType"),
+    ("RdsGtwResource", "Resource"),
+    ("RdsGtwConnectionProtocol", "ConnectionProtocol"),
+    ("RdsGtwBytesReceived", "BytesReceived"),
+    ("RdsGtwBytesTransfered", "BytesTransfered"),
+    ("RdsGtwSessionDuration", "SessionDuration"),
+    ("UserDataAddress", "Address"),
+    ("UserDataCode", "Code"),
+    ("UserDataConsumer", "CONSUMER"),
+    ("UserDataESS", "ESS"),
+    ("UserDataHostProcess", "HostProcess"),
+    ("UserDataNamespace", "Namespace"),
+    ("UserDataNamespaceName", "NamespaceName"),
+    ("UserDataParam1", "Param1"),
+    ("UserDataParam2", "Param2"),
+    ("UserDataParam3", "Param3"),
+    ("UserDataPossibleCause", "PossibleCause"),
+    ("UserDataProcessID", "ProcessID"),
+    ("UserDataProcessid", "Processid"),
+    ("UserDataProviderName", "ProviderName"),
+    ("UserDataProviderPath", "ProviderPath"),
+    ("UserDataQuery", "Query"),
+    ("UserDataSessionID", "SessionID"),
+    ("UserDataUser", "User"),
+    ("WMI-UserDataUser", "User"),
+    ("CategoryName", "Category Name"),
+    ("DetectionUser", "Detection User"),
+    ("New_Value", "New Value"),
+    ("OriginalFilename", "OriginalFileName"),
+    ("SAMAccountName", "SamAccountName"),
+    ("SeverityID", "Severity ID"),
+    ("SeverityName", "Severity Name"),
+    ("Source_Name", "Source Name"),
+    ("ThreatName", "Threat Name"),
+    ("WindowsDefenderProcessName", "Process Name"),
+    ("DomainName", "SubjectDomainName"),
+    ("TaskDate", "TaskContent"),
 ];
 
 /// `process_creation` on Security 4688 (pySigma `windows_audit_pipeline`).
@@ -59,98 +140,168 @@ fn win(channel: &'static str, ids: &[i64]) -> Target {
     }
 }
 
-const SERVICES: &[(&str, &str)] = &[
-    ("security", "Security"),
-    ("system", "System"),
-    ("application", "Application"),
-    ("sysmon", SYSMON),
-    ("powershell", "Microsoft-Windows-PowerShell/Operational"),
-    ("powershell-classic", "Windows PowerShell"),
+/// Sigma `service` → Windows channels. pySigma's `windows_logsource_mapping` (its common
+/// pipeline), plus the services SigmaHQ's `windows/builtin` tree uses that pySigma does
+/// not list yet (`ldap`, `smbserver-connectivity`, `smbclient-connectivity`, `ntfs`,
+/// `hyper-v-worker`, `kernel-shimengine`, `iis-configuration`, …), with the channel
+/// named in the rule's `definition` or in Microsoft's channel list. Where Windows has
+/// written a channel name two ways (`Security-Mitigations/KernelMode` and `Kernel Mode`),
+/// both are listed.
+const SERVICES: &[(&str, &[&str])] = &[
+    ("security", &["Security"]),
+    ("system", &["System"]),
+    ("application", &["Application"]),
+    ("sysmon", &[SYSMON]),
+    ("sysmon-operational", &[SYSMON]),
+    (
+        "powershell",
+        &[
+            "Microsoft-Windows-PowerShell/Operational",
+            "PowerShellCore/Operational",
+        ],
+    ),
+    ("powershell-classic", &["Windows PowerShell"]),
     (
         "taskscheduler",
-        "Microsoft-Windows-TaskScheduler/Operational",
+        &["Microsoft-Windows-TaskScheduler/Operational"],
     ),
-    ("wmi", "Microsoft-Windows-WMI-Activity/Operational"),
+    ("wmi", &["Microsoft-Windows-WMI-Activity/Operational"]),
     (
         "windefend",
-        "Microsoft-Windows-Windows Defender/Operational",
+        &["Microsoft-Windows-Windows Defender/Operational"],
     ),
-    ("dns-server", "DNS Server"),
+    ("dns-server", &["DNS Server"]),
+    ("dns-server-audit", &["Microsoft-Windows-DNS-Server/Audit"]),
     (
         "dns-server-analytic",
-        "Microsoft-Windows-DNS-Server/Analytical",
+        &["Microsoft-Windows-DNS-Server/Analytical"],
+    ),
+    (
+        "dns-client",
+        &["Microsoft-Windows-DNS Client Events/Operational"],
     ),
     (
         "driver-framework",
-        "Microsoft-Windows-DriverFrameworks-UserMode/Operational",
+        &["Microsoft-Windows-DriverFrameworks-UserMode/Operational"],
     ),
-    ("ntlm", "Microsoft-Windows-NTLM/Operational"),
-    ("bits-client", "Microsoft-Windows-Bits-Client/Operational"),
+    ("ntlm", &["Microsoft-Windows-NTLM/Operational"]),
+    (
+        "bits-client",
+        &["Microsoft-Windows-Bits-Client/Operational"],
+    ),
     (
         "codeintegrity-operational",
-        "Microsoft-Windows-CodeIntegrity/Operational",
+        &["Microsoft-Windows-CodeIntegrity/Operational"],
     ),
     (
         "firewall-as",
-        "Microsoft-Windows-Windows Firewall With Advanced Security/Firewall",
+        &["Microsoft-Windows-Windows Firewall With Advanced Security/Firewall"],
     ),
-    ("msexchange-management", "MSExchange Management"),
-    ("printservice-admin", "Microsoft-Windows-PrintService/Admin"),
+    ("msexchange-management", &["MSExchange Management"]),
+    (
+        "applocker",
+        &[
+            "Microsoft-Windows-AppLocker/MSI and Script",
+            "Microsoft-Windows-AppLocker/EXE and DLL",
+            "Microsoft-Windows-AppLocker/Packaged app-Deployment",
+            "Microsoft-Windows-AppLocker/Packaged app-Execution",
+        ],
+    ),
+    (
+        "printservice-admin",
+        &["Microsoft-Windows-PrintService/Admin"],
+    ),
     (
         "printservice-operational",
-        "Microsoft-Windows-PrintService/Operational",
+        &["Microsoft-Windows-PrintService/Operational"],
     ),
-    ("smbclient-security", "Microsoft-Windows-SmbClient/Security"),
+    (
+        "smbclient-security",
+        &["Microsoft-Windows-SmbClient/Security"],
+    ),
     (
         "smbclient-connectivity",
-        "Microsoft-Windows-SmbClient/Connectivity",
+        &["Microsoft-Windows-SmbClient/Connectivity"],
+    ),
+    (
+        "smbserver-connectivity",
+        &["Microsoft-Windows-SmbServer/Connectivity"],
+    ),
+    (
+        "smbserver-security",
+        &["Microsoft-Windows-SmbServer/Security"],
     ),
     (
         "terminalservices-localsessionmanager",
-        "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+        &["Microsoft-Windows-TerminalServices-LocalSessionManager/Operational"],
     ),
     (
         "security-mitigations",
-        "Microsoft-Windows-Security-Mitigations/KernelMode",
+        &[
+            "Microsoft-Windows-Security-Mitigations/KernelMode",
+            "Microsoft-Windows-Security-Mitigations/UserMode",
+            "Microsoft-Windows-Security-Mitigations/Kernel Mode",
+            "Microsoft-Windows-Security-Mitigations/User Mode",
+        ],
     ),
-    ("shell-core", "Microsoft-Windows-Shell-Core/Operational"),
-    ("openssh", "OpenSSH/Operational"),
-    ("ldap_debug", "Microsoft-Windows-LDAP-Client/Debug"),
-    ("lsa-server", "Microsoft-Windows-LSA/Operational"),
+    ("shell-core", &["Microsoft-Windows-Shell-Core/Operational"]),
+    ("openssh", &["OpenSSH/Operational"]),
+    ("ldap", &["Microsoft-Windows-LDAP-Client/Debug"]),
+    ("ldap_debug", &["Microsoft-Windows-LDAP-Client/Debug"]),
+    ("lsa-server", &["Microsoft-Windows-LSA/Operational"]),
     (
         "appxdeployment-server",
-        "Microsoft-Windows-AppXDeploymentServer/Operational",
+        &["Microsoft-Windows-AppXDeploymentServer/Operational"],
     ),
     (
         "appxpackaging-om",
-        "Microsoft-Windows-AppxPackaging/Operational",
+        &["Microsoft-Windows-AppxPackaging/Operational"],
     ),
-    ("capi2", "Microsoft-Windows-CAPI2/Operational"),
+    ("capi2", &["Microsoft-Windows-CAPI2/Operational"]),
     (
         "certificateservicesclient-lifecycle-system",
-        "Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational",
+        &["Microsoft-Windows-CertificateServicesClient-Lifecycle-System/Operational"],
     ),
-    ("dhcp", "Microsoft-Windows-DHCP-Server/Operational"),
+    ("dhcp", &["Microsoft-Windows-DHCP-Server/Operational"]),
     (
         "diagnosis-scripted",
-        "Microsoft-Windows-Diagnosis-Scripted/Operational",
+        &["Microsoft-Windows-Diagnosis-Scripted/Operational"],
     ),
-    ("hyper-v-worker", "Microsoft-Windows-Hyper-V-Worker"),
+    (
+        "hyper-v-worker",
+        &[
+            "Microsoft-Windows-Hyper-V-Worker-Admin",
+            "Microsoft-Windows-Hyper-V-Worker",
+        ],
+    ),
     (
         "kernel-shimengine",
-        "Microsoft-Windows-Kernel-ShimEngine/Operational",
+        &["Microsoft-Windows-Kernel-ShimEngine/Operational"],
     ),
-    ("microsoft-servicebus-client", "Microsoft-ServiceBus-Client"),
-    ("vhdmp", "Microsoft-Windows-VHDMP/Operational"),
+    (
+        "microsoft-servicebus-client",
+        &["Microsoft-ServiceBus-Client"],
+    ),
+    (
+        "vhdmp",
+        &[
+            "Microsoft-Windows-VHDMP-Operational",
+            "Microsoft-Windows-VHDMP/Operational",
+        ],
+    ),
     (
         "appmodel-runtime",
-        "Microsoft-Windows-AppModel-Runtime/Admin",
+        &["Microsoft-Windows-AppModel-Runtime/Admin"],
     ),
     (
         "iis-configuration",
-        "Microsoft-IIS-Configuration/Operational",
+        &["Microsoft-IIS-Configuration/Operational"],
     ),
-    ("sysmon-operational", SYSMON),
+    (
+        "bitlocker",
+        &["Microsoft-Windows-BitLocker/BitLocker Management"],
+    ),
+    ("ntfs", &["Microsoft-Windows-Ntfs/Operational"]),
 ];
 
 const SYSMON_CATEGORIES: &[(&str, &[i64])] = &[
@@ -207,12 +358,12 @@ pub fn targets(
     }
     let mut out = Vec::new();
     if let Some(s) = service.as_deref() {
-        let ch = SERVICES
+        let chans = SERVICES
             .iter()
             .find(|(n, _)| *n == s)
             .map(|(_, c)| *c)
             .ok_or_else(|| format!("logsource service `{s}` is not mapped to a channel"))?;
-        out.push(win(ch, &[]));
+        out.extend(chans.iter().map(|ch| win(ch, &[])));
     }
     if let Some(c) = category.as_deref() {
         let mut cat = Vec::new();
@@ -246,9 +397,12 @@ pub fn targets(
             out = cat;
         } else {
             // Service and category both given: keep the category targets on the
-            // service's channel.
-            let ch = out[0].channel;
-            out = cat.into_iter().filter(|t| t.channel == ch).collect();
+            // service's channels.
+            let chans: Vec<_> = out.iter().map(|t| t.channel).collect();
+            out = cat
+                .into_iter()
+                .filter(|t| chans.contains(&t.channel))
+                .collect();
             if out.is_empty() {
                 return Err("logsource service and category name different channels".into());
             }

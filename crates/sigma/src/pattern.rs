@@ -1,8 +1,43 @@
 //! Value patterns: a Sigma value (with `*`/`?` wildcards and `\` escapes) after its
 //! modifiers, compiled into the cheapest test that decides it.
 
+use std::sync::OnceLock;
+
 use memchr::memmem;
 use regex::Regex;
+
+/// A regular expression checked when the rule loads and compiled at its first use: most
+/// of a large rule set's regexes never meet an event of their rule's channel in a hunt,
+/// and compiling them all took a third of loading thousands of rules. The syntax is
+/// checked at load (`regex-syntax`, the parser `regex` itself uses), so a bad pattern
+/// is still a load error; a pattern that parses but exceeds the compiled-size limit
+/// matches nothing.
+#[derive(Debug)]
+pub(crate) struct LazyRegex {
+    src: Box<str>,
+    re: OnceLock<Option<Regex>>,
+}
+
+impl LazyRegex {
+    /// Checks `src`'s syntax; the message is the parser's last line (what is wrong).
+    pub(crate) fn new(src: String) -> Result<LazyRegex, String> {
+        regex_syntax::Parser::new()
+            .parse(&src)
+            .map_err(|e| e.to_string().lines().last().unwrap_or("").to_string())?;
+        Ok(LazyRegex {
+            src: src.into(),
+            re: OnceLock::new(),
+        })
+    }
+
+    /// Whether `s` matches (compiling the regex the first time).
+    pub(crate) fn is_match(&self, s: &str) -> bool {
+        self.re
+            .get_or_init(|| Regex::new(&self.src).ok())
+            .as_ref()
+            .is_some_and(|r| r.is_match(s))
+    }
+}
 
 /// One piece of a value: literal bytes or a wildcard.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,7 +105,7 @@ pub(crate) enum Pat {
     /// Any value (a lone `*`).
     Any,
     /// Wildcards in the middle, or `?`: an anchored regex.
-    Glob(Regex),
+    Glob(LazyRegex),
 }
 
 impl Pat {
@@ -109,7 +144,7 @@ impl Pat {
                     }
                 }
                 re.push('$');
-                Pat::Glob(Regex::new(&re).map_err(|e| format!("wildcard pattern: {e}"))?)
+                Pat::Glob(LazyRegex::new(re).map_err(|e| format!("wildcard pattern: {e}"))?)
             }
         })
     }
@@ -127,7 +162,14 @@ impl Pat {
     /// Whether `s` (already lowercased when the pattern is) matches.
     pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
-            Pat::Exact(p) => s == &**p,
+            // Windows leaves trailing blanks in some values (4624's `LogonProcessName`
+            // is `NtLmSsp `): an exact value matches them too, as in Hayabusa.
+            Pat::Exact(p) => {
+                s == &**p
+                    || (s.len() > p.len()
+                        && s.ends_with(|c: char| c.is_ascii_whitespace())
+                        && s.trim_end_matches(|c: char| c.is_ascii_whitespace()) == &**p)
+            }
             Pat::Prefix(p) => s.starts_with(&**p),
             Pat::Suffix(p) => s.ends_with(&**p),
             Pat::Contains(f) => f.find(s.as_bytes()).is_some(),

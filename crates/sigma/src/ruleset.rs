@@ -10,9 +10,11 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
+use crate::aggregation;
 use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
 use crate::correlate::CorrelationRule;
-use crate::logsource::{self, Target, WINDOWS_COMMON};
+use crate::load::{self, LoadStats};
+use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
 
 /// How rules are loaded.
@@ -20,6 +22,28 @@ use crate::placeholders::Placeholders;
 pub struct LoadOptions {
     /// Values of `%name%` placeholders for the `expand` modifier.
     pub placeholders: Placeholders,
+    /// Rule `status` values that are not loaded (a hunt skips `deprecated` and
+    /// `unsupported` rules as Hayabusa does); compared case-insensitively.
+    pub skip_status: Vec<String>,
+    /// Rule ids that are not loaded, each with the list that named it (see
+    /// [`parse_exclude_list`]).
+    pub exclude: HashMap<String, String>,
+    /// The parsed-rule cache file ([`Ruleset::load_with`]): parsed documents keyed by
+    /// the SHA-256 of each rule file's bytes. `None`: every file is parsed.
+    pub cache: Option<PathBuf>,
+    /// Threads that read and parse rule files (0: every core).
+    pub threads: usize,
+}
+
+/// The rule ids of an exclusion list in Hayabusa's `exclude_rules.txt` /
+/// `noisy_rules.txt` format: one id per line (the first word), `#` starts a comment,
+/// blank lines are ignored.
+pub fn parse_exclude_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A rule's severity; ordered `Informational < Low < Medium < High < Critical` (for a
@@ -91,20 +115,29 @@ pub struct Rule {
     pub path: PathBuf,
     /// Where the rule applies (channels and implied event ids).
     pub targets: Vec<Target>,
-    /// The prefilter key of each compiled form (one per target).
+    /// The prefilter key of each compiled form (one per target the detection does not
+    /// exclude).
     pub keys: Vec<PrefilterKey>,
+    /// The rule only feeds correlations: a correlation references it without
+    /// `generate: true`, or it is the selection of a deprecated aggregation
+    /// (`condition: sel | count() by X > 5`, loaded as this rule plus a correlation rule
+    /// with the original title, id and level).
+    pub correlation_only: bool,
 }
 
-/// What an event must have for a compiled rule form to be evaluated at all.
+/// What an event must have for a compiled rule form to be evaluated at all: what the
+/// logsource implies and what every branch of the detection requires
+/// (`Channel`, `EventID`, `Provider_Name` tests), wherever it is written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrefilterKey {
-    /// The channel (`None`: any Windows channel, or for a non-Windows rule, events
-    /// without a channel).
-    pub channel: Option<&'static str>,
+    /// The channels (as the logsource mapping names them, else lowercased as the
+    /// detection pins them; `None`: any Windows channel, or for a non-Windows rule,
+    /// events without a channel).
+    pub channels: Option<Vec<String>>,
     /// Event ids (from the logsource, else pinned by the detection); `None`: any.
     pub event_ids: Option<Vec<i64>>,
-    /// Providers the detection pins (`Provider_Name`, lowercased); `None`: any. Tested by
-    /// the condition, not indexed.
+    /// Providers the detection pins (`Provider_Name`, lowercased); `None`: any. Rules
+    /// with no channel are indexed by them; others test them before the condition.
     pub providers: Option<Vec<String>>,
 }
 
@@ -117,6 +150,41 @@ pub struct LoadError {
     pub title: Option<String>,
     /// Why.
     pub reason: String,
+}
+
+impl LoadError {
+    /// The reason in a few words, for a summary by reason: `status deprecated`,
+    /// `status unsupported`, `excluded`, `no title`, `logsource not mapped`,
+    /// `placeholder without values`, `YAML error`, `unreadable`, or `unsupported or
+    /// invalid` (anything else; the full reason says what).
+    pub fn kind(&self) -> &'static str {
+        let r = self.reason.as_str();
+        if let Some(st) = r.strip_prefix("status `") {
+            return match st.split('`').next() {
+                Some(x) if x.eq_ignore_ascii_case("deprecated") => "status deprecated",
+                Some(x) if x.eq_ignore_ascii_case("unsupported") => "status unsupported",
+                _ => "status skipped",
+            };
+        }
+        if r.starts_with("excluded by ") {
+            "excluded"
+        } else if r == "rule has no title" {
+            "no title"
+        } else if r.contains("is not mapped to a channel")
+            || r.contains("name different channels")
+            || r.contains("names no product")
+        {
+            "logsource not mapped"
+        } else if r.contains("placeholder `") && r.contains("` has no values") {
+            "placeholder without values"
+        } else if r.starts_with("YAML: ") {
+            "YAML error"
+        } else if r.starts_with("cannot read") {
+            "unreadable"
+        } else {
+            "unsupported or invalid"
+        }
+    }
 }
 
 impl fmt::Display for LoadError {
@@ -144,6 +212,9 @@ pub struct Match {
     /// Event fields whose tests held (names as in the event, e.g. `NewProcessName` for
     /// a `process_creation` rule's `Image` on a 4688).
     pub fields: Vec<Sym>,
+    /// The rule only feeds correlations (see [`Rule::correlation_only`]): not a
+    /// detection by itself.
+    pub correlation_only: bool,
 }
 
 struct Variant {
@@ -151,12 +222,14 @@ struct Variant {
     cond: Cond,
     /// Needle ids of which one must occur (see [`Needles`]); empty: no prefilter.
     needles: Box<[u32]>,
-    /// The target's channel and whether it is a Windows target (for
-    /// [`Ruleset::matches_unindexed`]).
-    channel: Option<&'static str>,
+    /// The channels it applies to, lowercased (`None`: any) and whether it is a Windows
+    /// target (for [`Ruleset::matches_unindexed`]).
+    channels: Option<Box<[Box<str>]>>,
     windows: bool,
     /// Event ids the logsource implies (part of the rule's meaning, not a prefilter).
     target_ids: Option<Vec<i64>>,
+    /// Providers the detection pins, lowercased: tested before the condition.
+    providers: Option<Box<[Box<str>]>>,
 }
 
 #[derive(Default)]
@@ -198,11 +271,18 @@ pub struct Ruleset {
     variants: Vec<Variant>,
     slots: usize,
     needles: Needles,
+    /// Lowercased channel → rule forms for it.
     channels: HashMap<Box<str>, ChanIdx>,
+    /// Channel names as the rules write them (for [`Ruleset::channels`]).
+    channel_names: Vec<Box<str>>,
+    /// Lowercased provider → Windows rule forms for any channel that pin it.
+    providers: HashMap<Box<str>, ChanIdx>,
     any_windows: ChanIdx,
     other: Vec<u32>,
     sym_channel: Sym,
     sym_event_id: Sym,
+    sym_provider: Sym,
+    stats: LoadStats,
 }
 
 thread_local! {
@@ -217,12 +297,13 @@ impl Ruleset {
         Ruleset::load_with(paths, &LoadOptions::default())
     }
 
-    /// [`Ruleset::load`] with options (placeholder values).
+    /// [`Ruleset::load`] with options (placeholders, skipped statuses and ids, the
+    /// parsed-rule cache). Files are read and parsed on every core (or
+    /// [`LoadOptions::threads`]); rules are compiled in file order.
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder {
-            placeholders: opts.placeholders.clone(),
-            ..Builder::default()
-        };
+        let mut b = Builder::new(opts);
+        let mut files = Vec::new();
+        let mut unreadable = Vec::new();
         for p in paths {
             let p = p.as_ref();
             let s = p.to_string_lossy();
@@ -230,16 +311,77 @@ impl Ruleset {
                 match glob::glob(&s) {
                     Ok(it) => {
                         for e in it.flatten() {
-                            b.add_path(&e);
+                            load::collect(&e, &mut files, &mut unreadable);
                         }
                     }
                     Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
                 }
             } else {
-                b.add_path(p);
+                load::collect(p, &mut files, &mut unreadable);
             }
         }
-        b.finish()
+        for (p, e) in unreadable {
+            b.err(&p, None, e);
+        }
+        let threads = match opts.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (parsed, mut stats) = load::parse_all(&files, threads, opts.cache.as_deref());
+        let started = std::time::Instant::now();
+        // Compile on every core (each document on its own, slots numbered per rule),
+        // then join the results in file order.
+        type Done = (
+            usize,
+            Result<Vec<(Option<String>, Result<Prepared, String>)>, String>,
+        );
+        let ctx = b.ctx();
+        let slots: Vec<std::sync::Mutex<Option<load::Parsed>>> = parsed
+            .into_iter()
+            .map(|p| std::sync::Mutex::new(Some(p)))
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads.clamp(1, files.len().max(1)) {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else { break };
+                        let Some(p) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                            continue;
+                        };
+                        let r = p.map(|docs| {
+                            docs.iter()
+                                .map(|d| prepare(&files[i], d, &ctx))
+                                .collect::<Vec<_>>()
+                        });
+                        mine.push((i, r));
+                    }
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .append(&mut mine);
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+        done.sort_unstable_by_key(|d| d.0);
+        for (i, r) in done {
+            match r {
+                Ok(prepared) => b.commit(&files[i], prepared),
+                Err(e) => b.err(&files[i], None, e),
+            }
+        }
+        let (mut rs, errors) = b.finish();
+        stats.compile_secs = started.elapsed().as_secs_f64();
+        rs.stats = stats;
+        (rs, errors)
+    }
+
+    /// What loading cost (files, cache hits, seconds).
+    pub fn stats(&self) -> LoadStats {
+        self.stats
     }
 
     /// Compiles rules from YAML text (one or more documents); `path` names them in
@@ -254,10 +396,7 @@ impl Ruleset {
         text: &str,
         opts: &LoadOptions,
     ) -> (Ruleset, Vec<LoadError>) {
-        let mut b = Builder {
-            placeholders: opts.placeholders.clone(),
-            ..Builder::default()
-        };
+        let mut b = Builder::new(opts);
         b.add_yaml(path, text);
         b.finish()
     }
@@ -301,7 +440,12 @@ impl Ruleset {
     pub fn matches_with(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Match>) -> usize {
         sc.next_event(self.slots, self.needles.len());
         let mut cands = std::mem::take(&mut sc.cands);
+        let mut provider = std::mem::take(&mut sc.provider);
         cands.clear();
+        provider.clear();
+        if let Some(p) = ev.get(self.sym_provider) {
+            lower_into(&p.text(), &mut provider);
+        }
         match ev.get(self.sym_channel) {
             Some(ch) => {
                 let id = ev.get(self.sym_event_id).and_then(|v| match v {
@@ -309,15 +453,16 @@ impl Ruleset {
                     FieldRef::Str(s) => s.trim().parse().ok(),
                     _ => None,
                 });
-                let ch = ch.text();
-                let idx = self.channels.get(&*ch).or_else(|| {
-                    let low = ch.to_ascii_lowercase();
-                    self.channels.get(low.as_str())
-                });
-                if let Some(idx) = idx {
+                let mut low = std::mem::take(&mut sc.key);
+                lower_into(&ch.text(), &mut low);
+                if let Some(idx) = self.channels.get(low.as_str()) {
                     idx.candidates(id, &mut cands);
                 }
+                sc.key = low;
                 self.any_windows.candidates(id, &mut cands);
+                if let Some(idx) = self.providers.get(provider.as_str()) {
+                    idx.candidates(id, &mut cands);
+                }
                 cands.sort_unstable();
                 cands.dedup();
             }
@@ -327,6 +472,11 @@ impl Ruleset {
         for &v in &cands {
             let var = &self.variants[v as usize];
             if out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize) {
+                continue;
+            }
+            if let Some(ps) = &var.providers
+                && !ps.iter().any(|p| **p == *provider)
+            {
                 continue;
             }
             if !var.needles.is_empty()
@@ -345,10 +495,12 @@ impl Ruleset {
                     level: r.level,
                     tags: r.tags.clone(),
                     fields,
+                    correlation_only: r.correlation_only,
                 });
             }
         }
         sc.cands = cands;
+        sc.provider = provider;
         out.len() - before
     }
 
@@ -359,7 +511,9 @@ impl Ruleset {
     pub fn matches_unindexed(&self, ev: &Event, out: &mut Vec<Match>) -> usize {
         let mut sc = Scratch::new();
         sc.next_event(self.slots, self.needles.len());
-        let channel = ev.get(self.sym_channel).map(|c| c.text().into_owned());
+        let channel = ev
+            .get(self.sym_channel)
+            .map(|c| c.text().to_ascii_lowercase());
         let id: Option<i64> = ev
             .get_str(self.sym_event_id)
             .and_then(|s| s.trim().parse().ok());
@@ -370,10 +524,10 @@ impl Ruleset {
             {
                 continue;
             }
-            let applies = match (&channel, var.windows, var.channel) {
+            let applies = match (&channel, var.windows, &var.channels) {
                 (None, false, _) => true,
                 (Some(_), true, None) => true,
-                (Some(ch), true, Some(vc)) => ch.eq_ignore_ascii_case(vc),
+                (Some(ch), true, Some(vc)) => vc.iter().any(|c| **c == **ch),
                 _ => false,
             };
             if !applies
@@ -392,6 +546,7 @@ impl Ruleset {
                     level: r.level,
                     tags: r.tags.clone(),
                     fields,
+                    correlation_only: r.correlation_only,
                 });
             }
         }
@@ -404,24 +559,23 @@ impl Ruleset {
         self.candidates(channel, event_id) > 0
     }
 
-    /// The channels some rule is filed under (`None` in [`PrefilterKey::channel`] means
-    /// any channel: see [`Ruleset::wants`]).
+    /// The channels some rule is filed under, as the rules name them (`None` in
+    /// [`PrefilterKey::channels`] means any channel: see [`Ruleset::wants`]).
     pub fn channels(&self) -> impl Iterator<Item = &str> {
-        self.channels.keys().map(|k| &**k)
+        self.channel_names.iter().map(|k| &**k)
     }
 
-    /// How many compiled rule forms an event of `channel` and `event_id` is tested
-    /// against (for diagnostics and the benchmark).
+    /// How many compiled rule forms an event of `channel` and `event_id` (of any
+    /// provider) is tested against (for diagnostics and the benchmark).
     pub fn candidates(&self, channel: &str, event_id: Option<i64>) -> usize {
         let mut c = Vec::new();
-        let idx = self
-            .channels
-            .get(channel)
-            .or_else(|| self.channels.get(channel.to_ascii_lowercase().as_str()));
-        if let Some(idx) = idx {
+        if let Some(idx) = self.channels.get(channel.to_ascii_lowercase().as_str()) {
             idx.candidates(event_id, &mut c);
         }
         self.any_windows.candidates(event_id, &mut c);
+        for idx in self.providers.values() {
+            idx.candidates(event_id, &mut c);
+        }
         c.sort_unstable();
         c.dedup();
         c.len()
@@ -432,12 +586,27 @@ impl Ruleset {
 struct Builder {
     rules: Vec<Rule>,
     correlations: Vec<CorrelationRule>,
-    variants: Vec<(Variant, Target, Option<Vec<i64>>)>,
+    variants: Vec<Pending>,
     slots: Slots,
     needles: Needles,
     filters: Vec<FilterDoc>,
     errors: Vec<LoadError>,
     placeholders: Placeholders,
+    skip_status: Vec<String>,
+    exclude: HashMap<String, String>,
+    /// Deprecated aggregations translated so far (names their selection rules).
+    aggregations: usize,
+}
+
+/// A compiled rule form before indexing.
+struct Pending {
+    var: Variant,
+    /// Its target (for the renames a filter document's detection gets).
+    target: Target,
+    /// The channels it is filed under, as written (empty: any).
+    shown: Vec<String>,
+    /// The event ids it is filed under (`None`: any).
+    ids: Option<Vec<i64>>,
 }
 
 /// A Sigma filter document: its condition is and-ed to the rules it names.
@@ -457,6 +626,15 @@ fn text_of(v: Option<&Json>) -> Option<String> {
 }
 
 impl Builder {
+    fn new(opts: &LoadOptions) -> Builder {
+        Builder {
+            placeholders: opts.placeholders.clone(),
+            skip_status: opts.skip_status.clone(),
+            exclude: opts.exclude.clone(),
+            ..Builder::default()
+        }
+    }
+
     fn err(&mut self, path: &Path, title: Option<String>, reason: String) {
         self.errors.push(LoadError {
             path: path.to_path_buf(),
@@ -465,181 +643,80 @@ impl Builder {
         });
     }
 
-    fn add_path(&mut self, p: &Path) {
-        if p.is_dir() {
-            let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
-                Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-                Err(e) => return self.err(p, None, format!("cannot read directory: {e}")),
-            };
-            entries.sort();
-            for e in entries {
-                let is_yaml = e.extension().is_some_and(|x| {
-                    x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml")
-                });
-                if e.is_dir() || is_yaml {
-                    self.add_path(&e);
-                }
-            }
-            return;
-        }
-        match std::fs::read_to_string(p) {
-            Ok(t) => self.add_yaml(p, &t),
-            Err(e) => self.err(p, None, format!("cannot read: {e}")),
-        }
-    }
-
     fn add_yaml(&mut self, path: &Path, text: &str) {
-        let docs: Vec<Json> = match serde_saphyr::from_multiple(text) {
-            Ok(d) => d,
-            Err(e) => {
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("").to_string();
-                return self.err(path, None, format!("YAML: {first}"));
-            }
-        };
-        for doc in docs {
-            let title = text_of(doc.get("title"));
-            if let Err(reason) = self.add_doc(path, &doc) {
-                self.err(path, title, reason);
+        match load::parse_yaml(text) {
+            Ok(docs) => self.add_docs(path, docs),
+            Err(e) => self.err(path, None, e),
+        }
+    }
+
+    fn add_docs(&mut self, path: &Path, docs: Vec<Json>) {
+        let ctx = self.ctx();
+        let prepared: Vec<_> = docs.iter().map(|d| prepare(path, d, &ctx)).collect();
+        self.commit(path, prepared);
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            placeholders: self.placeholders.clone(),
+            skip_status: self.skip_status.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+
+    /// Adds the prepared documents of one file, in order: their slots and needles join
+    /// the set's, their rules get their indices.
+    fn commit(&mut self, path: &Path, prepared: Vec<(Option<String>, Result<Prepared, String>)>) {
+        for (title, p) in prepared {
+            match p {
+                Err(reason) => self.err(path, title, reason),
+                Ok(Prepared::Correlation(c)) => self.correlations.push(c),
+                Ok(Prepared::Filter(f)) => self.filters.push(f),
+                Ok(Prepared::Rule(r)) => self.commit_rule(*r),
             }
         }
     }
 
-    fn add_doc(&mut self, path: &Path, doc: &Json) -> Result<(), String> {
-        let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
-        if obj.contains_key("action") {
-            return Err(
-                "multi-document `action: global` rule collections are not supported".into(),
-            );
-        }
-        let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
-        let id = text_of(obj.get("id")).map(Arc::from);
-        let level = match obj.get("level") {
-            None | Some(Json::Null) => Level::Medium,
-            Some(Json::String(s)) => s.parse()?,
-            Some(_) => return Err("level must be a string".into()),
-        };
-        if let Some(c) = obj.get("correlation") {
-            let name = text_of(obj.get("name"));
-            let rule = crate::correlate::parse(c, title, id, name, level)?;
-            self.correlations.push(rule);
-            return Ok(());
-        }
-        if let Some(f) = obj.get("filter")
-            && !obj.contains_key("detection")
-        {
-            let f = f.as_object().ok_or("filter must be a mapping")?;
-            let rules: Vec<String> = match f.get("rules") {
-                Some(Json::String(s)) => vec![s.clone()],
-                Some(Json::Array(a)) => a.iter().filter_map(|x| text_of(Some(x))).collect(),
-                _ => vec![],
-            };
-            if rules.is_empty() {
-                return Err("filter names no rules".into());
-            }
-            let mut det = f.clone();
-            det.remove("rules");
-            // Check it compiles now, so a broken filter is reported as such.
-            compile::compile_detection(
-                &det,
-                &Names {
-                    renames: &[],
-                    vars: &self.placeholders,
-                },
-                &mut Slots::default(),
-            )?;
-            self.filters.push(FilterDoc {
-                path: path.to_path_buf(),
-                title: title.to_string(),
-                rules,
-                detection: det,
-            });
-            return Ok(());
-        }
-        let detection = obj
-            .get("detection")
-            .and_then(Json::as_object)
-            .ok_or("rule has no detection mapping")?;
-        let ls = obj.get("logsource").and_then(Json::as_object);
-        let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
-        let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
-        let targets =
-            logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
-        let tags: Arc<[Arc<str>]> = match obj.get("tags") {
-            Some(Json::Array(a)) => a
-                .iter()
-                .filter_map(|t| text_of(Some(t)))
-                .map(Arc::from)
-                .collect(),
-            _ => Arc::from(Vec::new()),
-        };
+    fn commit_rule(&mut self, p: PreparedRule) {
+        let PreparedRule {
+            mut rule,
+            forms,
+            slots,
+            aggregation,
+        } = p;
         let rule_idx = self.rules.len() as u32;
-        let sym_event_id = Sym::new("event_id");
-        let mut compiled = Vec::new();
-        let mut keys = Vec::new();
-        let sym_provider = Sym::new("provider");
-        for t in &targets {
-            let tables: Vec<&[(&str, &str)]> = if t.windows {
-                vec![t.renames, WINDOWS_COMMON]
-            } else {
-                vec![]
-            };
-            let names = Names {
-                renames: &tables,
-                vars: &self.placeholders,
-            };
-            let cond = compile::compile_detection(detection, &names, &mut self.slots)?;
-            let ids = match &t.event_ids {
-                Some(ids) => Some(ids.clone()),
-                None if t.windows => cond.pinned_ids(sym_event_id),
-                None => None,
-            };
-            keys.push(PrefilterKey {
-                channel: t.channel,
-                event_ids: ids.clone(),
-                providers: if t.windows {
-                    cond.pinned(sym_provider)
-                } else {
-                    None
-                },
-            });
-            let needles = match cond.required() {
-                Some(req) => req
-                    .iter()
-                    .map(|(slot, lit)| self.needles.intern(*slot, lit))
-                    .collect(),
-                None => Box::default(),
-            };
-            compiled.push((
-                Variant {
-                    rule: rule_idx,
-                    cond,
-                    needles,
-                    channel: t.channel,
-                    windows: t.windows,
-                    target_ids: t.event_ids.clone(),
-                },
-                t.clone(),
-                ids,
-            ));
+        let map: Vec<u32> = slots
+            .iter()
+            .map(|(sym, alt)| self.slots.slot(*sym, *alt))
+            .collect();
+        for (mut pending, lits) in forms {
+            pending.var.rule = rule_idx;
+            pending.var.cond.remap_slots(&map);
+            pending.var.needles = lits
+                .iter()
+                .map(|(slot, lit)| self.needles.intern(map[*slot as usize], lit))
+                .collect();
+            self.variants.push(pending);
         }
-        self.variants.extend(compiled);
-        self.rules.push(Rule {
-            title,
-            id,
-            name: text_of(obj.get("name")).map(Arc::from),
-            level,
-            status: text_of(obj.get("status")).map(Arc::from),
-            tags,
-            product,
-            category,
-            service,
-            description: text_of(obj.get("description")),
-            path: path.to_path_buf(),
-            targets,
-            keys,
-        });
-        Ok(())
+        if let Some(a) = aggregation {
+            // The selection becomes a rule of its own that only feeds the correlation;
+            // the correlation keeps the rule's title, id and level.
+            self.aggregations += 1;
+            let base: Arc<str> = format!(
+                "{} (selection of aggregation {})",
+                rule.title, self.aggregations
+            )
+            .into();
+            self.correlations.push(a.correlation(
+                rule.title.clone(),
+                rule.id.clone(),
+                rule.level,
+                base.to_string(),
+            ));
+            rule.name = Some(base);
+            rule.correlation_only = true;
+        }
+        self.rules.push(rule);
     }
 
     fn apply_filters(&mut self) -> Vec<String> {
@@ -666,7 +743,10 @@ impl Builder {
                     );
                     continue;
                 }
-                for (v, t, _) in &mut self.variants {
+                for Pending {
+                    var: v, target: t, ..
+                } in &mut self.variants
+                {
                     if !targets.contains(&(v.rule as usize)) {
                         continue;
                     }
@@ -677,6 +757,11 @@ impl Builder {
                     };
                     let names = Names {
                         renames: &tables,
+                        fallbacks: if t.windows {
+                            WINDOWS_SYSTEM_FALLBACK
+                        } else {
+                            &[]
+                        },
                         vars: &self.placeholders,
                     };
                     match compile::compile_detection(&f.detection, &names, &mut self.slots) {
@@ -702,6 +787,29 @@ impl Builder {
 
     fn finish(mut self) -> (Ruleset, Vec<LoadError>) {
         let filters = self.apply_filters();
+        // Rules correlations reference only feed them, unless one of those correlations
+        // says `generate: true`.
+        let refs = |generate: bool| -> Vec<&String> {
+            self.correlations
+                .iter()
+                .filter(|c| c.generate == generate)
+                .flat_map(|c| c.rules.iter())
+                .collect()
+        };
+        let (quiet, loud) = (refs(false), refs(true));
+        let named = |x: &Rule, r: &str| {
+            x.id.as_deref() == Some(r) || x.name.as_deref() == Some(r) || &*x.title == r
+        };
+        let silence: Vec<usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| quiet.iter().any(|r| named(x, r)) && !loud.iter().any(|r| named(x, r)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in silence {
+            self.rules[i].correlation_only = true;
+        }
         if let Err(e) = self.needles.build(&self.slots) {
             // Cannot happen with valid literals; fall back to evaluating everything.
             self.errors.push(LoadError {
@@ -711,7 +819,7 @@ impl Builder {
             });
             self.needles = Needles::default();
             for v in &mut self.variants {
-                v.0.needles = Box::default();
+                v.var.needles = Box::default();
             }
         }
         let mut rs = Ruleset {
@@ -722,32 +830,286 @@ impl Builder {
             slots: self.slots.len(),
             needles: self.needles,
             channels: HashMap::new(),
+            channel_names: Vec::new(),
+            providers: HashMap::new(),
             any_windows: ChanIdx::default(),
             other: Vec::new(),
             sym_channel: Sym::new("channel"),
             sym_event_id: Sym::new("event_id"),
+            sym_provider: Sym::new("provider"),
+            stats: LoadStats::default(),
         };
-        for (i, (v, t, ids)) in self.variants.into_iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.variants.into_iter().enumerate() {
             let i = i as u32;
-            match (t.windows, t.channel) {
-                (false, _) => rs.other.push(i),
-                (true, None) => rs.any_windows.add(ids.as_deref(), i),
-                (true, Some(ch)) => {
-                    rs.channels
-                        .entry(ch.into())
-                        .or_default()
-                        .add(ids.as_deref(), i);
-                    let low = ch.to_ascii_lowercase();
-                    if low != ch {
-                        rs.channels
-                            .entry(low.into())
-                            .or_default()
-                            .add(ids.as_deref(), i);
+            let ids = p.ids.as_deref();
+            if !p.var.windows {
+                rs.other.push(i);
+            } else if let Some(chans) = &p.var.channels {
+                for (low, shown) in chans.iter().zip(&p.shown) {
+                    rs.channels.entry(low.clone()).or_default().add(ids, i);
+                    if seen.insert(shown.clone()) {
+                        rs.channel_names.push(shown.as_str().into());
                     }
                 }
+            } else if let Some(provs) = &p.var.providers {
+                for pr in provs.iter() {
+                    rs.providers.entry(pr.clone()).or_default().add(ids, i);
+                }
+            } else {
+                rs.any_windows.add(ids, i);
             }
-            rs.variants.push(v);
+            rs.variants.push(p.var);
         }
         (rs, self.errors)
     }
+}
+
+/// Settings a worker needs to prepare documents.
+struct Ctx {
+    placeholders: Placeholders,
+    skip_status: Vec<String>,
+    exclude: HashMap<String, String>,
+}
+
+/// A document compiled on a worker thread, before it joins the set.
+enum Prepared {
+    Rule(Box<PreparedRule>),
+    Correlation(CorrelationRule),
+    Filter(FilterDoc),
+}
+
+/// A detection rule compiled with slots numbered for it alone.
+struct PreparedRule {
+    rule: Rule,
+    /// Its forms, each with its needles (local slot, literal).
+    forms: Vec<(Pending, Vec<(u32, String)>)>,
+    /// Local slot → (field, System fallback).
+    slots: Vec<(Sym, Option<Sym>)>,
+    aggregation: Option<aggregation::Aggregation>,
+}
+
+/// Compiles one document (any thread): the rule's title for errors, and the result.
+fn prepare(path: &Path, doc: &Json, ctx: &Ctx) -> (Option<String>, Result<Prepared, String>) {
+    (text_of(doc.get("title")), prepare_doc(path, doc, ctx))
+}
+
+fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
+    let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
+    if obj.contains_key("action") {
+        return Err("multi-document `action: global` rule collections are not supported".into());
+    }
+    let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
+    let id = text_of(obj.get("id")).map(Arc::from);
+    if let Some(st) = text_of(obj.get("status"))
+        && ctx.skip_status.iter().any(|x| x.eq_ignore_ascii_case(&st))
+    {
+        return Err(format!("status `{st}` (not loaded by default)"));
+    }
+    if let Some(list) = id.as_deref().and_then(|i| ctx.exclude.get(i)) {
+        return Err(format!("excluded by {list}"));
+    }
+    let level = match obj.get("level") {
+        None | Some(Json::Null) => Level::Medium,
+        Some(Json::String(s)) => s.parse()?,
+        Some(_) => return Err("level must be a string".into()),
+    };
+    if let Some(c) = obj.get("correlation") {
+        let name = text_of(obj.get("name"));
+        let rule = crate::correlate::parse(c, obj.get("generate"), title, id, name, level)?;
+        return Ok(Prepared::Correlation(rule));
+    }
+    if let Some(f) = obj.get("filter")
+        && !obj.contains_key("detection")
+    {
+        let f = f.as_object().ok_or("filter must be a mapping")?;
+        let rules: Vec<String> = match f.get("rules") {
+            Some(Json::String(s)) => vec![s.clone()],
+            Some(Json::Array(a)) => a.iter().filter_map(|x| text_of(Some(x))).collect(),
+            _ => vec![],
+        };
+        if rules.is_empty() {
+            return Err("filter names no rules".into());
+        }
+        let mut det = f.clone();
+        det.remove("rules");
+        // Check it compiles now, so a broken filter is reported as such.
+        compile::compile_detection(
+            &det,
+            &Names {
+                renames: &[],
+                fallbacks: &[],
+                vars: &ctx.placeholders,
+            },
+            &mut Slots::default(),
+        )?;
+        return Ok(Prepared::Filter(FilterDoc {
+            path: path.to_path_buf(),
+            title: title.to_string(),
+            rules,
+            detection: det,
+        }));
+    }
+    let detection = obj
+        .get("detection")
+        .and_then(Json::as_object)
+        .ok_or("rule has no detection mapping")?;
+    let aggregation = aggregation::split(detection, obj.get("timeframe"))?;
+    let detection = aggregation.as_ref().map_or(detection, |a| &a.detection);
+    let ls = obj.get("logsource").and_then(Json::as_object);
+    let lsf = |k: &str| ls.and_then(|m| text_of(m.get(k)));
+    let (product, category, service) = (lsf("product"), lsf("category"), lsf("service"));
+    let targets = logsource::targets(product.as_deref(), category.as_deref(), service.as_deref())?;
+    let tags: Arc<[Arc<str>]> = match obj.get("tags") {
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|t| text_of(Some(t)))
+            .map(Arc::from)
+            .collect(),
+        _ => Arc::from(Vec::new()),
+    };
+    let mut slots = Slots::default();
+    let (keys, forms) = compile_targets(detection, &targets, ctx, &mut slots)?;
+    let rule = Rule {
+        title,
+        id,
+        name: text_of(obj.get("name")).map(Arc::from),
+        level,
+        status: text_of(obj.get("status")).map(Arc::from),
+        tags,
+        product,
+        category,
+        service,
+        description: text_of(obj.get("description")),
+        path: path.to_path_buf(),
+        targets,
+        keys,
+        correlation_only: false,
+    };
+    Ok(Prepared::Rule(Box::new(PreparedRule {
+        rule,
+        forms,
+        slots: slots.syms(),
+        aggregation,
+    })))
+}
+
+/// Compiles a rule's detection once per target and files each form under what it
+/// needs: the target's channel and event ids, narrowed by the `Channel`, `EventID`
+/// and `Provider_Name` values every branch of the condition requires. A form whose
+/// target the detection excludes (a `process_creation` rule that tests
+/// `Channel: Security`, on its Sysmon target) is dropped when another form covers
+/// the rule; when none does, the detection's own channels are taken (what the rule
+/// says it reads wins over its logsource).
+#[allow(clippy::type_complexity)]
+fn compile_targets(
+    detection: &serde_json::Map<String, Json>,
+    targets: &[Target],
+    ctx: &Ctx,
+    slots: &mut Slots,
+) -> Result<(Vec<PrefilterKey>, Vec<(Pending, Vec<(u32, String)>)>), String> {
+    let sym_event_id = Sym::new("event_id");
+    let sym_provider = Sym::new("provider");
+    let sym_channel = Sym::new("channel");
+    let mut forms = Vec::new();
+    for t in targets {
+        let tables: Vec<&[(&str, &str)]> = if t.windows {
+            vec![t.renames, WINDOWS_COMMON]
+        } else {
+            vec![]
+        };
+        let names = Names {
+            renames: &tables,
+            fallbacks: if t.windows {
+                WINDOWS_SYSTEM_FALLBACK
+            } else {
+                &[]
+            },
+            vars: &ctx.placeholders,
+        };
+        let cond = compile::compile_detection(detection, &names, slots)?;
+        let (pinned_ch, pinned_ids, providers) = if t.windows {
+            (
+                cond.pinned(sym_channel)
+                    .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+                cond.pinned_ids(sym_event_id),
+                cond.pinned(sym_provider)
+                    .map(|v| v.iter().map(|c| c.to_ascii_lowercase()).collect::<Vec<_>>()),
+            )
+        } else {
+            (None, None, None)
+        };
+        let chan_ok = match (t.channel, &pinned_ch) {
+            (Some(c), Some(p)) => p.iter().any(|x| x.eq_ignore_ascii_case(c)),
+            _ => true,
+        };
+        let ids = match (&t.event_ids, &pinned_ids) {
+            (Some(t), Some(p)) => Some(t.iter().copied().filter(|i| p.contains(i)).collect()),
+            (Some(t), None) => Some(t.clone()),
+            (None, p) if t.windows => p.clone(),
+            (None, _) => None,
+        };
+        let fits = chan_ok && ids.as_ref().is_none_or(|v: &Vec<i64>| !v.is_empty());
+        forms.push((t, cond, pinned_ch, pinned_ids, providers, ids, fits));
+    }
+    let any_fits = forms.iter().any(|f| f.6);
+    let mut keys = Vec::new();
+    let mut forms_out = Vec::new();
+    for (t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
+        if !fits && any_fits {
+            continue;
+        }
+        // (channels to index under as written, lowercased; event ids; logsource ids)
+        let (shown, ids, target_ids) = if fits {
+            let shown = match (t.channel, &pinned_ch) {
+                (Some(c), _) => Some(vec![c.to_string()]),
+                (None, Some(p)) => Some(p.clone()),
+                (None, None) => None,
+            };
+            (shown, ids, t.event_ids.clone())
+        } else {
+            (pinned_ch.clone(), pinned_ids, None)
+        };
+        let channels: Option<Box<[Box<str>]>> = shown.as_ref().map(|v| {
+            v.iter()
+                .map(|c| Box::from(c.to_ascii_lowercase()))
+                .collect()
+        });
+        keys.push(PrefilterKey {
+            channels: shown.clone(),
+            event_ids: ids.clone(),
+            providers: providers.clone(),
+        });
+        let lits: Vec<(u32, String)> = cond
+            .required(&[sym_channel, sym_event_id, sym_provider])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(slot, lit)| (slot, lit.to_string()))
+            .collect();
+        forms_out.push((
+            Pending {
+                var: Variant {
+                    rule: 0,
+                    cond,
+                    needles: Box::default(),
+                    channels,
+                    windows: t.windows,
+                    target_ids,
+                    providers: providers.map(|v| v.into_iter().map(Box::from).collect()),
+                },
+                target: t.clone(),
+                shown: shown.unwrap_or_default(),
+                ids,
+            },
+            lits,
+        ));
+    }
+    Ok((keys, forms_out))
+}
+
+/// `s` ASCII-lowercased into `out` (channel and provider names are ASCII).
+fn lower_into(s: &str, out: &mut String) {
+    out.clear();
+    out.push_str(s);
+    out.make_ascii_lowercase();
 }

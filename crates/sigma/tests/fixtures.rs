@@ -136,7 +136,7 @@ fn prefilters_lose_nothing() {
     }
     eprintln!("{records} records, {total} detections");
     assert_eq!(records, 1635);
-    assert_eq!(total, 177);
+    assert_eq!(total, 179);
 }
 
 #[test]
@@ -329,11 +329,30 @@ fn evtx_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Detections watchpost makes and `rsigma-eval` does not: (rule, file, record ids, why).
+const DIFFERS_FROM_RSIGMA: &[(&str, &str, &str, &str)] = &[
+    (
+        "windows/builtin/security/account_management/win_security_pass_the_hash_2.yml",
+        "attack-samples/lateral-movement/ImpersonateUser-via local Pass The Hash Sysmon and Security.evtx",
+        "2",
+        "LogonProcessName is `NtLmSsp ` with Windows' trailing blank; watchpost's exact match ignores trailing blanks (as Hayabusa), rsigma compares as written",
+    ),
+    (
+        "windows/builtin/security/account_management/win_security_pass_the_hash_2.yml",
+        "attack-samples/privilege-escalation/privexchange_dirkjan.evtx",
+        "4",
+        "the same trailing blank",
+    ),
+];
+
 /// Every detection over all shared EVTX files with all shared rules, as (rule file,
 /// EVTX file) → record ids, is exactly the table an independent evaluator agreed on:
 /// `rsigma-eval` 0.23 per rule on the same records (`tools/sigma-compare`, which wrote
 /// `tests/data/rsigma_agreement.tsv`; 177 detections in 97 pairs, none differing). A
 /// change in what fires shows here as a new, lost or moved detection.
+///
+/// Where watchpost deliberately differs from `rsigma-eval`, the detection is listed in
+/// [`DIFFERS_FROM_RSIGMA`] with the reason.
 #[test]
 fn detections_agree_with_rsigma_on_every_shared_file() {
     let table = include_str!("data/rsigma_agreement.tsv");
@@ -344,6 +363,12 @@ fn detections_agree_with_rsigma_on_every_shared_file() {
         want.insert((r.to_owned(), f.to_owned()), ids.to_owned());
     }
     assert_eq!(want.len(), 97);
+    for (r, f, ids, _why) in DIFFERS_FROM_RSIGMA {
+        assert!(
+            want.insert((r.to_string(), f.to_string()), ids.to_string())
+                .is_none()
+        );
+    }
     let rs = all_rules();
     let base = shared().join("evtx");
     let mut files = Vec::new();

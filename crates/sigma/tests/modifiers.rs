@@ -43,7 +43,7 @@ fn rejects(detection: &str) -> String {
         "title: t\nlogsource:\n    product: windows\n    category: process_creation\ndetection:\n{detection}\n"
     );
     let (rs, errors) = Ruleset::from_yaml(Path::new("t.yml"), &yaml);
-    assert_eq!(rs.len(), 0);
+    assert_eq!(rs.len(), 0, "{detection}");
     assert_eq!(errors.len(), 1);
     errors[0].reason.clone()
 }
@@ -219,10 +219,15 @@ fn unsupported_and_broken_rules_are_reported() {
             .contains("unknown identifier")
     );
     assert!(
-        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | count() > 3")
-            .contains("aggregation")
+        rejects("    sel:\n        CommandLine: 'x'\n    condition: sel | min(Size) > 3")
+            .contains("aggregation function `min` is not supported")
     );
-    assert!(rejects("    sel:\n        CommandLine: 'x'").contains("no condition"));
+    assert!(
+        rejects("    sel:\n        CommandLine: 'x'\n    other:\n        CommandLine: 'y'")
+            .contains("no condition")
+    );
+    // One identifier and no condition: that identifier (as Hayabusa reads it).
+    assert!(hit(&rule("    sel:\n        CommandLine: 'x'"), &cl("x")));
     let (rs, errors) = Ruleset::from_yaml(Path::new("x.yml"), "title: [unclosed\n");
     assert_eq!((rs.len(), errors.len()), (0, 1));
     assert!(errors[0].reason.starts_with("YAML"));
@@ -349,15 +354,15 @@ fn security_rules_are_indexed_by_pinned_event_id() {
     let k = &rs.rules()[0].keys;
     assert_eq!(k.len(), 1);
     assert_eq!(
-        (k[0].channel, k[0].event_ids.as_deref()),
-        (Some("Security"), Some(&[4624][..]))
+        (k[0].channels.as_deref(), k[0].event_ids.as_deref()),
+        (Some(&["Security".to_string()][..]), Some(&[4624][..]))
     );
 
     let yaml = "title: Svc\nlogsource:\n    product: windows\n    service: system\ndetection:\n    a:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7045\n    b:\n        Provider_Name: 'Service Control Manager'\n        EventID: 7036\n    condition: a or b\n";
     let (rs, errors) = Ruleset::from_yaml(Path::new("s.yml"), yaml);
     assert!(errors.is_empty(), "{errors:?}");
     let k = &rs.rules()[0].keys[0];
-    assert_eq!(k.channel, Some("System"));
+    assert_eq!(k.channels, Some(vec!["System".to_string()]));
     assert_eq!(k.event_ids, Some(vec![7036, 7045]));
     assert_eq!(
         k.providers,
@@ -569,6 +574,7 @@ filter:
 fn with_placeholders(yaml: &str, vars: &str) -> (Ruleset, Vec<watchpost_sigma::LoadError>) {
     let opts = LoadOptions {
         placeholders: Placeholders::from_yaml(vars).expect("placeholders"),
+        ..LoadOptions::default()
     };
     Ruleset::from_yaml_with(Path::new("p.yml"), yaml, &opts)
 }
@@ -838,4 +844,304 @@ fn too_few_exactly_and_ranges_fire_when_the_window_closes() {
     let mut out = Vec::new();
     c.finish(&mut out);
     assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn deprecated_count_aggregations_become_correlations() {
+    // Hayabusa's password-guessing rule: 4625 with a wrong password, five per source
+    // address within five minutes.
+    let yaml = r#"title: PW Guessing
+id: pwg
+level: medium
+logsource: { product: windows, service: security }
+detection:
+    selection:
+        Channel: Security
+        EventID: 4625
+        SubStatus: "0xc000006a"
+    filter:
+        IpAddress: "-"
+    condition: selection and not filter | count() by IpAddress >= 3
+    timeframe: 5m
+"#;
+    let (rs, errors) = Ruleset::from_yaml(Path::new("a.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!((rs.len(), rs.correlations().len()), (1, 1));
+    assert!(rs.rules()[0].correlation_only);
+    let corr = &rs.correlations()[0];
+    assert_eq!(
+        (
+            &*corr.title,
+            corr.id.as_deref(),
+            corr.level,
+            corr.timespan_secs
+        ),
+        ("PW Guessing", Some("pwg"), Level::Medium, 300)
+    );
+    assert_eq!(corr.group_by, vec!["IpAddress".to_string()]);
+    let (mut c, missing) = Correlator::new(&rs);
+    assert!(missing.is_empty(), "{missing:?}");
+    let fail = |ip: &str| {
+        vec![
+            ("channel", "Security"),
+            ("event_id", "4625"),
+            ("SubStatus", "0xC000006A"),
+            ("IpAddress", ip),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect::<Vec<_>>()
+    };
+    let mut fired = Vec::new();
+    for (i, ip) in ["10.0.0.1", "10.0.0.1", "10.0.0.2", "-", "10.0.0.1"]
+        .iter()
+        .enumerate()
+    {
+        let f = fail(ip);
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let e = ev(&f);
+        let mut ms = Vec::new();
+        rs.matches(&e, &mut ms);
+        assert!(ms.iter().all(|m| m.correlation_only));
+        for o in feed_one(&rs, &mut c, &f, i as i64 * 10) {
+            fired.push((o.group.clone(), o.count));
+        }
+    }
+    assert_eq!(fired, vec![(vec!["10.0.0.1".to_string()], 3)]);
+    // count(field) is a value_count; no timeframe is the whole stream.
+    let yaml = "title: Spray\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 4625\n    condition: sel | count(TargetUserName) by IpAddress > 10\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("b.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        rs.correlations()[0].kind,
+        watchpost_sigma::Kind::ValueCount {
+            field: "TargetUserName".into()
+        }
+    );
+    assert!(rs.correlations()[0].timespan_secs > 50 * 365 * 86_400);
+}
+
+#[test]
+fn system_fields_by_their_sigma_names() {
+    // Hayabusa's PowerShell rule tests the System `Level`; Sysmon 4's EventData has its
+    // own `Version`, which wins over the System one.
+    let yaml = "title: Warn\nlogsource: { product: windows, service: powershell }\ndetection:\n    sel:\n        EventID: 4104\n        Level: 3\n        Security_UserID: S-1-5-18\n        Correlation_ActivityID: '{ABC}'\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("l.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut f = vec![
+        ("channel", "Microsoft-Windows-PowerShell/Operational"),
+        ("event_id", "4104"),
+        ("level", "3"),
+        ("user_sid", "S-1-5-18"),
+        ("activity_id", "{abc}"),
+    ];
+    assert!(hit(&rs, &ev(&f)));
+    f[2] = ("level", "5");
+    assert!(!hit(&rs, &ev(&f)));
+    let yaml = "title: Ver\nlogsource: { product: windows, category: sysmon_status }\ndetection:\n    sel:\n        Version|startswith: '15.'\n        Keywords: '0x8000000000000000'\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("v.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let base = [
+        ("channel", "Microsoft-Windows-Sysmon/Operational"),
+        ("event_id", "4"),
+        ("version", "3"),
+        ("keywords", "0x8000000000000000"),
+    ];
+    let mut f = base.to_vec();
+    f.push(("Version", "15.0"));
+    assert!(hit(&rs, &ev(&f)));
+    let mut f = base.to_vec();
+    f.push(("Version", "14.1"));
+    assert!(!hit(&rs, &ev(&f)));
+    // Without an EventData `Version` the System one (3) is read.
+    assert!(!hit(&rs, &ev(&base)));
+}
+
+#[test]
+fn channels_event_ids_and_providers_in_the_detection_are_indexed() {
+    // No service or category: the channel and event id come from the detection only.
+    let yaml = "title: Cleared\nlogsource: { product: windows }\ndetection:\n    sel:\n        Channel: System\n        EventID: 104\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("c.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rs.candidates("System", Some(104)), 1);
+    assert_eq!(rs.candidates("system", Some(104)), 1);
+    assert_eq!(rs.candidates("System", Some(7045)), 0);
+    assert_eq!(rs.candidates("Security", Some(104)), 0);
+    assert!(hit(&rs, &ev(&[("channel", "System"), ("event_id", "104")])));
+    // Hayabusa's process_creation rules name `Channel: Security` + 4688: the Sysmon form
+    // of the category is dropped, not tried on every Sysmon 1.
+    let yaml = "title: P\nlogsource: { product: windows, category: process_creation }\ndetection:\n    process_creation:\n        EventID: 4688\n        Channel: Security\n    sel:\n        NewProcessName|endswith: '\\7z.exe'\n    condition: process_creation and sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("p.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rs.rules()[0].keys.len(), 1);
+    assert_eq!(
+        rs.candidates("Microsoft-Windows-Sysmon/Operational", Some(1)),
+        0
+    );
+    assert_eq!(rs.candidates("Security", Some(4688)), 1);
+    // Only a provider pinned (any channel): filed under the provider.
+    let yaml = "title: Bsod\nlogsource: { product: windows }\ndetection:\n    sel:\n        ProviderName: Microsoft-Windows-WER-SystemErrorReporting\n        EventID: 1001\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("b.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut out = Vec::new();
+    let other = ev(&[
+        ("channel", "System"),
+        ("event_id", "1001"),
+        ("provider", "Other"),
+    ]);
+    assert_eq!(rs.matches(&other, &mut out), 0);
+    let wer = ev(&[
+        ("channel", "System"),
+        ("event_id", "1001"),
+        ("provider", "Microsoft-Windows-WER-SystemErrorReporting"),
+    ]);
+    assert_eq!(rs.matches(&wer, &mut out), 1);
+    // A rule that pins a channel its logsource does not map keeps the detection's.
+    let yaml = "title: X\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        Channel: 'Microsoft-Windows-Ntfs/Operational'\n        EventID: 4\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("x.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        rs.candidates("Microsoft-Windows-Ntfs/Operational", Some(4)),
+        1
+    );
+    assert_eq!(rs.candidates("Security", Some(4)), 0);
+    // Not pinned on every branch: not indexed by it.
+    let yaml = "title: Either\nlogsource: { product: windows }\ndetection:\n    a:\n        Channel: System\n    b:\n        EventID: 1\n    condition: a or b\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("y.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rs.candidates("Application", Some(1)), 1);
+    assert_eq!(rs.candidates("Application", Some(2)), 1);
+}
+
+#[test]
+fn status_exclusion_lists_and_missing_titles() {
+    let yaml = "title: Old\nid: old-1\nstatus: deprecated\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 1\n    condition: sel\n---\ntitle: Noisy\nid: noisy-1\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 2\n    condition: sel\n---\nid: untitled\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 3\n    condition: sel\n";
+    let opts = LoadOptions {
+        skip_status: vec!["deprecated".into(), "unsupported".into()],
+        exclude: watchpost_sigma::parse_exclude_list("# noisy\nnoisy-1 # \"Noisy\"\n\n")
+            .into_iter()
+            .map(|id| (id, "noisy.txt".to_string()))
+            .collect(),
+        ..LoadOptions::default()
+    };
+    let (rs, errors) = Ruleset::from_yaml_with(Path::new("s.yml"), yaml, &opts);
+    assert_eq!(rs.len(), 0);
+    let kinds: Vec<&str> = errors.iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds, vec!["status deprecated", "excluded", "no title"]);
+    assert!(errors[1].reason.contains("noisy.txt"));
+    // By default everything with a title loads.
+    let (rs, errors) = Ruleset::from_yaml(Path::new("s.yml"), yaml);
+    assert_eq!((rs.len(), errors.len()), (2, 1));
+}
+
+#[test]
+fn builtin_services_map_to_their_channels() {
+    for (service, channel, id) in [
+        ("applocker", "Microsoft-Windows-AppLocker/EXE and DLL", 8004),
+        (
+            "applocker",
+            "Microsoft-Windows-AppLocker/MSI and Script",
+            8004,
+        ),
+        (
+            "dns-client",
+            "Microsoft-Windows-DNS Client Events/Operational",
+            3008,
+        ),
+        ("ldap", "Microsoft-Windows-LDAP-Client/Debug", 30),
+        (
+            "smbserver-connectivity",
+            "Microsoft-Windows-SmbServer/Connectivity",
+            4000,
+        ),
+        (
+            "smbclient-connectivity",
+            "Microsoft-Windows-SmbClient/Connectivity",
+            31001,
+        ),
+        ("ntfs", "Microsoft-Windows-Ntfs/Operational", 4),
+        ("powershell", "PowerShellCore/Operational", 4104),
+        (
+            "bitlocker",
+            "Microsoft-Windows-BitLocker/BitLocker Management",
+            775,
+        ),
+    ] {
+        let yaml = format!(
+            "title: t\nlogsource: {{ product: windows, service: {service} }}\ndetection:\n    sel:\n        EventID: {id}\n    condition: sel\n"
+        );
+        let (rs, errors) = Ruleset::from_yaml(Path::new("s.yml"), &yaml);
+        assert!(errors.is_empty(), "{service}: {errors:?}");
+        assert!(
+            hit(
+                &rs,
+                &ev(&[("channel", channel), ("event_id", &id.to_string())])
+            ),
+            "{service} on {channel}"
+        );
+    }
+}
+
+#[test]
+fn exact_values_match_windows_trailing_blanks_and_hayabusa_aliases() {
+    let yaml = "title: Pth\nlogsource: { product: windows, service: security }\ndetection:\n    sel:\n        EventID: 4624\n        LogonProcessName: NtLmSsp\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("p.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let e = |v: &str| {
+        ev(&[
+            ("channel", "Security"),
+            ("event_id", "4624"),
+            ("LogonProcessName", v),
+        ])
+    };
+    assert!(hit(&rs, &e("NtLmSsp ")) && hit(&rs, &e("NtLmSsp")));
+    assert!(!hit(&rs, &e("NtLmSspX")) && !hit(&rs, &e(" NtLmSsp")));
+    // Hayabusa's alias for System 104's UserData `Channel`.
+    let yaml = "title: Cleared\nlogsource: { product: windows, service: system }\ndetection:\n    sel:\n        EventID: 104\n        LogFileClearedChannel: Security\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("c.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hit(
+        &rs,
+        &ev(&[
+            ("channel", "System"),
+            ("event_id", "104"),
+            ("Channel", "Security")
+        ])
+    ));
+}
+
+#[test]
+fn rules_a_correlation_references_only_feed_it_unless_it_generates() {
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    timespan: 1h\n    condition:\n        gte: 2\n",
+    );
+    assert!(rs.rules()[0].correlation_only);
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    generate: true\n    timespan: 1h\n    condition:\n        gte: 2\n",
+    );
+    assert!(!rs.rules()[0].correlation_only);
+    // One correlation that generates is enough.
+    let (rs, _) = correlated(
+        "title: Many reads\ncorrelation:\n    type: event_count\n    rules: share\n    timespan: 1h\n    condition:\n        gte: 2\n---\ntitle: Loud\ncorrelation:\n    type: event_count\n    rules: share\n    generate: true\n    timespan: 1h\n    condition:\n        gte: 3\n",
+    );
+    assert!(!rs.rules()[0].correlation_only);
+}
+
+#[test]
+fn data_reads_unnamed_data_values_as_hayabusa_does() {
+    // MSSQL/ESENT/MsiInstaller events carry unnamed `<Data>` values (str1 … strN).
+    let yaml = "title: Ntds\nlogsource: { product: windows, service: application }\ndetection:\n    sel:\n        EventID: 216\n        Data|contains: ntds.dit\n    condition: sel\n";
+    let (rs, errors) = Ruleset::from_yaml(Path::new("d.yml"), yaml);
+    assert!(errors.is_empty(), "{errors:?}");
+    let base = [("channel", "Application"), ("event_id", "216")];
+    let mut f = base.to_vec();
+    f.extend([("str1", "ESENT"), ("str2", "C:\\Windows\\NTDS\\NTDS.DIT")]);
+    assert!(hit(&rs, &ev(&f)));
+    let mut f = base.to_vec();
+    f.extend([("str1", "ESENT"), ("str2", "other.edb")]);
+    assert!(!hit(&rs, &ev(&f)));
+    // A named `Data` field is read as it is.
+    let mut f = base.to_vec();
+    f.push(("Data", "x ntds.dit"));
+    assert!(hit(&rs, &ev(&f)));
 }

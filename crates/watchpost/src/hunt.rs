@@ -1,11 +1,17 @@
 //! `watchpost hunt`: Sigma rules over collected EVTX files, with every core.
 //!
-//! Files are handed to worker threads (largest first, so the run does not end on one big
-//! straggler); each streams its records (`evtx::for_each_evtx`, one event in memory at a
-//! time) through the rule set's prefilter and matchers. Detections are printed when the
-//! hunt is done, sorted by time, as a table, JSON lines or CSV. A progress line on stderr
-//! (when it is a terminal) counts files, records and detections. A corrupt file or chunk is
-//! reported with its place and skipped; the rest is read.
+//! Rules are loaded on every core through the parsed-rule cache (`watchpost_sigma`'s
+//! `load.rs`; [`default_rule_cache`]), skipping `deprecated`/`unsupported` rules and the
+//! ids of `--exclude-list` files as Hayabusa does; rules that do not load are summed up by
+//! reason in one line (`--verbose` lists them). Files are handed to worker threads
+//! (largest first, so the run does not end on one big straggler); each streams its records
+//! (`evtx::for_each_evtx`, one event in memory at a time) through the rule set's index and
+//! matchers. Detections are printed when the hunt is done, sorted by time, as a table (one
+//! line per detection: control characters escaped, long values cut), JSON lines or CSV,
+//! each with the record's EventRecordID, channel and file; after the table a results
+//! summary ([`Summary`]). A progress line on stderr (when it is a terminal) counts files,
+//! records and detections. A corrupt file or chunk is reported with its place and skipped;
+//! the rest is read.
 //!
 //! Correlation rules in the rule set run after the files are read: the matches of the
 //! rules they reference (whatever their level) are put in time order (ties by file and
@@ -47,13 +53,62 @@ struct Detection {
     id: String,
     tags: String,
     fields: Vec<(String, String)>,
-    place: String,
+    /// The record's channel and event id (empty / `None` when it has none).
+    channel: String,
+    event_id: Option<i64>,
+    /// The record's EventRecordID and the file it was read from.
+    record_id: Option<u64>,
+    file: String,
+}
+
+impl Detection {
+    /// A detection of `event` (its time, host, channel, event id, EventRecordID, file).
+    fn of_event(
+        event: &Event,
+        title: String,
+        level: Level,
+        id: String,
+        tags: String,
+        fields: Vec<(String, String)>,
+    ) -> Detection {
+        let sym = watchpost_event::Sym::new;
+        Detection {
+            time: event
+                .time
+                .map(watchpost_event::format_time)
+                .unwrap_or_default(),
+            host: event.host.to_string(),
+            title,
+            level,
+            id,
+            tags,
+            fields,
+            channel: event
+                .get(sym("channel"))
+                .map(|v| v.text().into_owned())
+                .unwrap_or_default(),
+            event_id: event
+                .get_str(sym("event_id"))
+                .and_then(|v| v.trim().parse().ok()),
+            // The record's own EventRecordID (what Hayabusa and Chainsaw show); the EVTX
+            // record header's number differs in exported and carved logs.
+            record_id: event
+                .get_str(sym("record_id"))
+                .and_then(|v| v.trim().parse().ok())
+                .or_else(|| event.origin.as_ref().map(|o| o.offset)),
+            file: event
+                .origin
+                .as_ref()
+                .map(|o| o.place.to_string())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// What a hunt found and read.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct HuntTotals {
-    /// Files read.
+    /// Files found.
     pub files: usize,
     /// Records read.
     pub records: u64,
@@ -61,15 +116,26 @@ pub struct HuntTotals {
     pub detections: u64,
     /// Files or records that could not be read.
     pub errors: u64,
+    /// Inputs (named paths and found files) of which nothing could be read, with why.
+    pub unreadable: Vec<(String, String)>,
 }
 
-fn evtx_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// The `.evtx` files under `paths` (a named file is taken whatever its name); named paths
+/// and folders that cannot be read are added to `unreadable` with why.
+fn evtx_files(paths: &[PathBuf], unreadable: &mut Vec<(String, String)>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
+    let mut stack: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(_) => stack.push(p.clone()),
+            Err(e) => unreadable.push((p.to_string_lossy().into_owned(), e.to_string())),
+        }
+    }
     while let Some(p) = stack.pop() {
         if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+            match std::fs::read_dir(&p) {
+                Ok(rd) => stack.extend(rd.flatten().map(|e| e.path())),
+                Err(e) => unreadable.push((p.to_string_lossy().into_owned(), e.to_string())),
             }
         } else if p
             .extension()
@@ -130,19 +196,14 @@ fn anomalies(
                         fields.push((s.as_str().to_owned(), text));
                     }
                 }
-                found.push(Detection {
-                    time: event
-                        .time
-                        .map(watchpost_event::format_time)
-                        .unwrap_or_default(),
-                    host: event.host.to_string(),
-                    title: format!("anomaly: {}", f.name),
-                    level: Level::Medium,
-                    id: String::new(),
-                    tags: String::new(),
+                found.push(Detection::of_event(
+                    &event,
+                    format!("anomaly: {}", f.name),
+                    Level::Medium,
+                    String::new(),
+                    String::new(),
                     fields,
-                    place: place_of(&event),
-                });
+                ));
             }
         });
     }
@@ -154,8 +215,31 @@ fn anomalies(
 pub struct HuntRules<'a> {
     /// Sigma rule files, folders or globs.
     pub paths: &'a [PathBuf],
-    /// Placeholder values and other load options.
+    /// Placeholder values, skipped statuses and ids, the cache.
     pub load: LoadOptions,
+    /// List every rule that is not loaded (else one line by reason).
+    pub verbose: bool,
+}
+
+/// Where a hunt keeps the parsed rules of the rule set at `paths`: one file per set
+/// (named by a digest of the paths as given, made absolute) in the user's cache
+/// directory (`$XDG_CACHE_HOME/watchpost` or `~/.cache/watchpost`; on Windows
+/// `%LOCALAPPDATA%\watchpost\cache`). `None` when there is no such directory.
+pub fn default_rule_cache(paths: &[PathBuf]) -> Option<PathBuf> {
+    let dir = if cfg!(windows) {
+        std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("watchpost").join("cache"))
+    } else {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("watchpost"))
+    }?;
+    let abs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    Some(watchpost_sigma::cache_file_for(&dir, &abs))
 }
 
 /// A match of a rule some correlation references, kept for the correlation pass.
@@ -179,16 +263,33 @@ pub fn hunt(
     out: &mut dyn Write,
 ) -> Result<HuntTotals> {
     let (ruleset, rejected) = Ruleset::load_with(rules.paths, &rules.load);
-    for r in &rejected {
-        eprintln!("rule not loaded: {r}");
+    if rules.verbose {
+        for r in &rejected {
+            eprintln!("rule not loaded: {r}");
+        }
     }
     if ruleset.is_empty() {
+        for r in rejected.iter().take(20) {
+            eprintln!("rule not loaded: {r}");
+        }
         bail!("no Sigma rule loaded from {:?}", rules.paths);
     }
+    let st = ruleset.stats();
+    if rules.verbose {
+        eprintln!(
+            "rules: reading and parsing {:.3} s on {} threads, compiling {:.3} s",
+            st.parse_secs,
+            rules.load.threads.max(1),
+            st.compile_secs
+        );
+    }
     eprintln!(
-        "{} rules loaded, {} not loaded",
+        "{} rules loaded, {}; {} files in {:.2} s ({} from the cache)",
         ruleset.len(),
-        rejected.len()
+        not_loaded(&rejected, rules.verbose),
+        st.files,
+        st.parse_secs + st.compile_secs,
+        st.cached
     );
     let mut correlator = if ruleset.correlations().is_empty() {
         None
@@ -211,7 +312,11 @@ pub fn hunt(
         })
         .collect();
     let fed: Mutex<Vec<Fed>> = Mutex::new(Vec::new());
-    let mut files = evtx_files(paths);
+    let mut unreadable = Vec::new();
+    let mut files = evtx_files(paths, &mut unreadable);
+    for (p, e) in &unreadable {
+        eprintln!("{p}: {e}; skipped");
+    }
     if files.is_empty() {
         bail!("no .evtx file in {paths:?}");
     }
@@ -221,6 +326,8 @@ pub fn hunt(
     let records = AtomicU64::new(0);
     let hits = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
+    let skipped: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let span: Mutex<Option<(jiff::Timestamp, jiff::Timestamp)>> = Mutex::new(None);
     let found: Mutex<Vec<Detection>> = Mutex::new(Vec::new());
     let progress = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -231,6 +338,7 @@ pub fn hunt(
                 let mut matches: Vec<Match> = Vec::new();
                 let mut mine: Vec<Detection> = Vec::new();
                 let mut to_feed: Vec<Fed> = Vec::new();
+                let mut first_last: Option<(jiff::Timestamp, jiff::Timestamp)> = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(file) = files.get(i) else { break };
@@ -239,10 +347,22 @@ pub fn hunt(
                         Err(e) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                             eprintln!("{place}: {e}; skipped");
+                            skipped
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((place.clone(), e.to_string()));
                         }
                         Ok(bytes) => {
+                            let mut read = 0u64;
                             let errs = for_each_evtx(&ctx, bytes, &place, &mut |event| {
                                 records.fetch_add(1, Ordering::Relaxed);
+                                read += 1;
+                                if let Some(t) = event.time {
+                                    first_last = Some(match first_last {
+                                        None => (t, t),
+                                        Some((a, b)) => (a.min(t), b.max(t)),
+                                    });
+                                }
                                 matches.clear();
                                 if ruleset.matches(&event, &mut matches) == 0 {
                                     return;
@@ -259,11 +379,22 @@ pub fn hunt(
                                         event: slim(&event, keep),
                                     });
                                 }
-                                for m in matches.drain(..).filter(|m| m.level >= min_level) {
+                                for m in matches
+                                    .drain(..)
+                                    .filter(|m| m.level >= min_level && !m.correlation_only)
+                                {
                                     hits.fetch_add(1, Ordering::Relaxed);
                                     mine.push(detection(&event, m));
                                 }
                             });
+                            if read == 0
+                                && let Some((_, e)) = errs.first()
+                            {
+                                skipped
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push((place.clone(), e.message.clone()));
+                            }
                             for (rid, e) in errs {
                                 errors.fetch_add(1, Ordering::Relaxed);
                                 eprintln!("{place}: record {rid}: {e}");
@@ -288,6 +419,13 @@ pub fn hunt(
                 fed.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .append(&mut to_feed);
+                if let Some((a, b)) = first_last {
+                    let mut s = span.lock().unwrap_or_else(|e| e.into_inner());
+                    *s = Some(match *s {
+                        None => (a, b),
+                        Some((x, y)) => (x.min(a), y.max(b)),
+                    });
+                }
             });
         }
     });
@@ -325,14 +463,28 @@ pub fn hunt(
     {
         flagged = anomalies(config, chain, &files, &mut found)?;
     }
-    found.sort_by(|a, b| (&a.time, &a.place).cmp(&(&b.time, &b.place)));
+    found.sort_by(|a, b| (&a.time, &a.file, a.record_id).cmp(&(&b.time, &b.file, b.record_id)));
     print(&found, format, out)?;
+    unreadable.extend(skipped.into_inner().unwrap_or_else(|e| e.into_inner()));
     let totals = HuntTotals {
         files: files.len(),
         records: records.into_inner(),
         detections: hits.into_inner() + correlated + flagged,
         errors: errors.into_inner(),
+        unreadable,
     };
+    let summary = Summary {
+        found: &found,
+        totals: &totals,
+        span: span.into_inner().unwrap_or_else(|e| e.into_inner()),
+        rules_loaded: ruleset.len(),
+        not_loaded: not_loaded(&rejected, rules.verbose),
+    };
+    if format == HuntFormat::Table {
+        summary.write(out)?;
+    } else {
+        summary.write(&mut std::io::stderr().lock())?;
+    }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "{} files, {} records, {} detections, {} unreadable, {:.2} s ({:.0} records/s, {} threads)",
@@ -387,51 +539,198 @@ fn correlation_detection(rs: &Ruleset, cm: CorrelationMatch, event: &Event) -> D
     }
     Detection {
         time: watchpost_event::format_time(cm.time),
-        host: base.host.to_string(),
-        title: cm.title.to_string(),
-        level: cm.level,
-        id: rule.id.as_deref().unwrap_or_default().to_owned(),
-        tags: String::new(),
-        fields,
-        place: place_of(base),
+        ..Detection::of_event(
+            base,
+            cm.title.to_string(),
+            cm.level,
+            rule.id.as_deref().unwrap_or_default().to_owned(),
+            String::new(),
+            fields,
+        )
     }
 }
 
 fn detection(event: &Event, m: Match) -> Detection {
-    Detection {
-        time: event
-            .time
-            .map(watchpost_event::format_time)
-            .unwrap_or_default(),
-        host: event.host.to_string(),
-        title: m.title.to_string(),
-        level: m.level,
-        id: m.id.as_deref().unwrap_or_default().to_owned(),
-        tags: m.tags.iter().map(|t| &**t).collect::<Vec<_>>().join(","),
-        fields: m
-            .fields
+    let fields = m
+        .fields
+        .iter()
+        .map(|s| {
+            (
+                s.as_str().to_owned(),
+                event
+                    .get(*s)
+                    .map(|v| v.text().into_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    Detection::of_event(
+        event,
+        m.title.to_string(),
+        m.level,
+        m.id.as_deref().unwrap_or_default().to_owned(),
+        m.tags.iter().map(|t| &**t).collect::<Vec<_>>().join(","),
+        fields,
+    )
+}
+
+/// "0 not loaded", or "18 not loaded (12 logsource not mapped, 6 status deprecated;
+/// --verbose lists them)".
+fn not_loaded(rejected: &[watchpost_sigma::LoadError], verbose: bool) -> String {
+    if rejected.is_empty() {
+        return "0 not loaded".into();
+    }
+    let mut by: Vec<(&str, usize)> = Vec::new();
+    for r in rejected {
+        match by.iter_mut().find(|(k, _)| *k == r.kind()) {
+            Some(e) => e.1 += 1,
+            None => by.push((r.kind(), 1)),
+        }
+    }
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = by.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    format!(
+        "{} not loaded ({}{})",
+        rejected.len(),
+        parts.join(", "),
+        if verbose {
+            ""
+        } else {
+            "; --verbose lists them"
+        }
+    )
+}
+
+/// The results summary after the detections (as Hayabusa's): detections by level, the
+/// most frequent rules, the hosts with the most high and critical detections, the time
+/// span of the records, what was read and skipped, and the rules not loaded.
+struct Summary<'a> {
+    found: &'a [Detection],
+    totals: &'a HuntTotals,
+    span: Option<(jiff::Timestamp, jiff::Timestamp)>,
+    rules_loaded: usize,
+    not_loaded: String,
+}
+
+/// `12345` → `12,345`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Summary<'_> {
+    fn write(&self, out: &mut dyn Write) -> Result<()> {
+        use std::collections::HashMap;
+        let levels = [
+            Level::Critical,
+            Level::High,
+            Level::Medium,
+            Level::Low,
+            Level::Informational,
+        ];
+        let mut per_rule: HashMap<(&str, Level), u64> = HashMap::new();
+        let mut per_host: HashMap<&str, u64> = HashMap::new();
+        for d in self.found {
+            *per_rule.entry((&d.title, d.level)).or_default() += 1;
+            if d.level >= Level::High {
+                *per_host.entry(&d.host).or_default() += 1;
+            }
+        }
+        writeln!(out)?;
+        writeln!(out, "Results summary")?;
+        let by_level: Vec<String> = levels
             .iter()
-            .map(|s| {
-                (
-                    s.as_str().to_owned(),
-                    event
-                        .get(*s)
-                        .map(|v| v.text().into_owned())
-                        .unwrap_or_default(),
-                )
+            .map(|l| {
+                let n = self.found.iter().filter(|d| d.level == *l).count() as u64;
+                let rules = per_rule.keys().filter(|(_, x)| x == l).count() as u64;
+                format!("{l} {} ({} rules)", thousands(n), thousands(rules))
             })
-            .collect(),
-        place: place_of(event),
+            .collect();
+        writeln!(
+            out,
+            "  detections: {} · {}",
+            thousands(self.found.len() as u64),
+            by_level.join(" · ")
+        )?;
+        if let Some((a, b)) = self.span {
+            writeln!(
+                out,
+                "  records from {} to {}",
+                watchpost_event::format_time(a),
+                watchpost_event::format_time(b)
+            )?;
+        }
+        let t = self.totals;
+        writeln!(
+            out,
+            "  read: {} records in {} files; {} not readable",
+            thousands(t.records),
+            thousands(t.files as u64),
+            t.unreadable.len()
+        )?;
+        for (p, why) in t.unreadable.iter().take(10) {
+            writeln!(out, "    skipped {}: {}", cell(p, 200), cell(why, 200))?;
+        }
+        if t.unreadable.len() > 10 {
+            writeln!(out, "    … and {} more", t.unreadable.len() - 10)?;
+        }
+        writeln!(
+            out,
+            "  rules: {} loaded, {}",
+            thousands(self.rules_loaded as u64),
+            self.not_loaded
+        )?;
+        let mut top: Vec<(&(&str, Level), &u64)> = per_rule.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(b.0.1.cmp(&a.0.1)).then(a.0.0.cmp(b.0.0)));
+        if !top.is_empty() {
+            writeln!(out, "  most frequent rules:")?;
+            for ((title, level), n) in top.iter().take(10) {
+                writeln!(
+                    out,
+                    "    {:>9}  {:13}  {}",
+                    thousands(**n),
+                    level.to_string(),
+                    cell(title, 100)
+                )?;
+            }
+        }
+        let mut hosts: Vec<(&&str, &u64)> = per_host.iter().collect();
+        hosts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if !hosts.is_empty() {
+            writeln!(out, "  hosts with the most high and critical detections:")?;
+            for (h, n) in hosts.iter().take(5) {
+                writeln!(out, "    {:>9}  {}", thousands(**n), cell(h, 100))?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// `file:record id` of an event read from an EVTX file.
-fn place_of(event: &Event) -> String {
-    event
-        .origin
-        .as_ref()
-        .map(|o| format!("{}:{}", o.place, o.offset))
-        .unwrap_or_default()
+/// A value for one table cell: CR, LF, tab and other control characters escaped
+/// (`\r`, `\n`, `\t`, `\u{1b}`), cut to `max` characters with `…`.
+fn cell(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max.saturating_add(8)));
+    for (n, c) in s.chars().enumerate() {
+        if n >= max {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn csv(s: &str) -> String {
@@ -442,14 +741,19 @@ fn csv(s: &str) -> String {
     }
 }
 
+/// Longest field value shown in the table (JSON lines and CSV keep every value whole).
+const TABLE_VALUE: usize = 160;
+
 fn print(found: &[Detection], format: HuntFormat, out: &mut dyn Write) -> Result<()> {
-    let fields = |d: &Detection| {
+    let fields = |d: &Detection, max: usize| {
         d.fields
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{}={}", cell(k, max), cell(v, max)))
             .collect::<Vec<_>>()
             .join(" ¦ ")
     };
+    let event_id = |d: &Detection| d.event_id.map(|i| i.to_string()).unwrap_or_default();
+    let record_id = |d: &Detection| d.record_id.map(|i| i.to_string()).unwrap_or_default();
     match format {
         HuntFormat::Jsonl => {
             for d in found {
@@ -462,47 +766,61 @@ fn print(found: &[Detection], format: HuntFormat, out: &mut dyn Write) -> Result
                     out,
                     "{}",
                     json!({ "time": d.time, "host": d.host, "rule": d.title, "level": d.level.to_string(),
-                            "id": d.id, "tags": d.tags, "fields": f, "record": d.place })
+                            "id": d.id, "tags": d.tags, "channel": d.channel, "event_id": d.event_id,
+                            "record_id": d.record_id, "file": d.file, "fields": f })
                 )?;
             }
         }
         HuntFormat::Csv => {
-            writeln!(out, "time,host,rule,level,id,fields,record")?;
+            writeln!(
+                out,
+                "time,host,rule,level,id,channel,event_id,record_id,file,fields"
+            )?;
             for d in found {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{}",
                     csv(&d.time),
                     csv(&d.host),
                     csv(&d.title),
                     d.level,
                     csv(&d.id),
-                    csv(&fields(d)),
-                    csv(&d.place)
+                    csv(&d.channel),
+                    event_id(d),
+                    record_id(d),
+                    csv(&d.file),
+                    csv(&fields(d, usize::MAX))
                 )?;
             }
         }
         HuntFormat::Table => {
             let w = |f: &dyn Fn(&Detection) -> usize| found.iter().map(f).max().unwrap_or(0);
-            let (wt, wh, wr) = (
+            let (wt, wh, wr, wc, we, wn) = (
                 w(&|d| d.time.len()).max(4),
-                w(&|d| d.host.chars().count()).max(4),
-                w(&|d| d.title.chars().count()).clamp(4, 70),
+                w(&|d| cell(&d.host, 60).chars().count()).max(4),
+                w(&|d| cell(&d.title, 70).chars().count()).max(4),
+                w(&|d| cell(&d.channel, 60).chars().count()).max(7),
+                w(&|d| event_id(d).len()).max(5),
+                w(&|d| record_id(d).len()).max(6),
             );
             writeln!(
                 out,
-                "{:wt$}  {:wh$}  {:wr$}  {:13}  fields",
-                "time", "host", "rule", "level"
+                "{:wt$}  {:wh$}  {:13}  {:wr$}  {:wc$}  {:>we$}  {:>wn$}  file  fields",
+                "time", "host", "level", "rule", "channel", "event", "record"
             )?;
             for d in found {
                 writeln!(
                     out,
-                    "{:wt$}  {:wh$}  {:wr$}  {:13}  {}",
-                    d.time,
-                    d.host,
-                    d.title,
+                    "{:wt$}  {:wh$}  {:13}  {:wr$}  {:wc$}  {:>we$}  {:>wn$}  {}  {}",
+                    cell(&d.time, 40),
+                    cell(&d.host, 60),
                     d.level.to_string(),
-                    fields(d)
+                    cell(&d.title, 70),
+                    cell(&d.channel, 60),
+                    event_id(d),
+                    record_id(d),
+                    cell(&d.file, 200),
+                    fields(d, TABLE_VALUE)
                 )?;
             }
         }

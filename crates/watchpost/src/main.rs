@@ -103,6 +103,26 @@ enum Command {
         /// seen over the history; reported as `anomaly: FILTER`, level medium).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Rule ids not to load, one per line (`#` comments): Hayabusa's
+        /// `exclude_rules.txt` and `noisy_rules.txt` are in this format (repeatable).
+        #[arg(long, value_name = "FILE")]
+        exclude_list: Vec<PathBuf>,
+        /// Also load rules whose status is `deprecated`.
+        #[arg(long)]
+        include_deprecated: bool,
+        /// Also load rules whose status is `unsupported`.
+        #[arg(long)]
+        include_unsupported: bool,
+        /// The parsed-rule cache file (default: one per rule set in the user's cache
+        /// directory, e.g. ~/.cache/watchpost).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_rule_cache")]
+        rule_cache: Option<PathBuf>,
+        /// Parse every rule file, without the cache.
+        #[arg(long)]
+        no_rule_cache: bool,
+        /// List every rule that is not loaded, with the reason.
+        #[arg(long, short = 'v')]
+        verbose: bool,
         /// `.evtx` files and folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -393,6 +413,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             threads,
             placeholders,
             config,
+            exclude_list,
+            include_deprecated,
+            include_unsupported,
+            rule_cache,
+            no_rule_cache,
+            verbose,
             paths,
         } => {
             let mut vars = watchpost_sigma::Placeholders::new();
@@ -413,10 +439,37 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--min-level: {e}"))?;
             let threads = threads.unwrap_or_else(hunt::default_threads);
-            hunt::hunt(
+            let mut exclude = std::collections::HashMap::new();
+            for list in &exclude_list {
+                let text = std::fs::read_to_string(list)
+                    .with_context(|| format!("--exclude-list {}", list.display()))?;
+                for id in watchpost_sigma::parse_exclude_list(&text) {
+                    exclude.insert(id, list.display().to_string());
+                }
+            }
+            let mut skip_status = Vec::new();
+            if !include_deprecated {
+                skip_status.push("deprecated".to_string());
+            }
+            if !include_unsupported {
+                skip_status.push("unsupported".to_string());
+            }
+            let cache = if no_rule_cache {
+                None
+            } else {
+                rule_cache.or_else(|| hunt::default_rule_cache(&rules))
+            };
+            let totals = hunt::hunt(
                 &hunt::HuntRules {
                     paths: &rules,
-                    load: watchpost_sigma::LoadOptions { placeholders: vars },
+                    load: watchpost_sigma::LoadOptions {
+                        placeholders: vars,
+                        skip_status,
+                        exclude,
+                        cache,
+                        threads,
+                    },
+                    verbose,
                 },
                 level,
                 &paths,
@@ -425,6 +478,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 loaded.as_ref(),
                 &mut std::io::stdout().lock(),
             )?;
+            if totals.records == 0 && !totals.unreadable.is_empty() {
+                let which: Vec<String> = totals
+                    .unreadable
+                    .iter()
+                    .map(|(p, e)| format!("{p} ({e})"))
+                    .collect();
+                eprintln!("error: no input could be read: {}", which.join(", "));
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Enroll {

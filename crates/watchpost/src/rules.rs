@@ -154,7 +154,13 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
             placeholders.insert(k.clone(), values);
         }
     }
-    let (ruleset, rejected) = Ruleset::load_with(&paths, &LoadOptions { placeholders });
+    let (ruleset, rejected) = Ruleset::load_with(
+        &paths,
+        &LoadOptions {
+            placeholders,
+            ..LoadOptions::default()
+        },
+    );
     for r in &rejected {
         diags.warning(
             raw.sigma.span(),
@@ -235,7 +241,8 @@ impl RuleSet {
                     .unwrap_or_else(|e| e.into_inner())
                     .feed(m, event, t, &mut correlated);
             }
-            if m.level < self.min_level
+            if m.correlation_only
+                || m.level < self.min_level
                 || (!self.tags.is_empty()
                     && !m
                         .tags

@@ -184,6 +184,7 @@ level: high
 correlation:
     type: event_count
     rules: sec_any
+    generate: true
     group-by: Computer
     timespan: 1h
     condition:
