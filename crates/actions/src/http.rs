@@ -1,12 +1,13 @@
 //! The small HTTP/1.1 client of the webhook action and of the fleet client (the agent's
 //! connection to `watchpost-server`), over [`crate::net::Conn`] (std `TcpStream`, rustls
-//! through `tls.rs`): one request per connection (`Connection: close`), the body sent
-//! with `Content-Length`, the answer read as status line and headers (each line at most
-//! 8 KiB, at most 100 headers) and a body of at most the caller's limit
-//! (`Content-Length`, chunked, or until close). Why not `ureq`: see `webhook/mod.rs`.
+//! through `tls.rs`): one request per connection (`Connection: close`), or several over
+//! one kept open ([`Session`]); the body sent with `Content-Length`, the answer read as
+//! status line and headers (each line at most 8 KiB, at most 100 headers) and a body of
+//! at most the caller's limit (`Content-Length`, chunked, or until close). Why not
+//! `ureq`: see `webhook/mod.rs`.
 //!
-//! [`Endpoint`] and [`send`] are the public face (blocking, one deadline for the whole
-//! exchange); the fleet client uses them.
+//! [`Endpoint`], [`send`] and [`Session`] are the public face (blocking, one deadline for
+//! the whole exchange); the fleet client uses them.
 
 use std::io;
 use std::path::Path;
@@ -37,10 +38,24 @@ pub(crate) fn exchange(
     ctl: &Control,
     body_limit: impl Fn(u16) -> usize,
 ) -> io::Result<(u16, String, io::Result<Vec<u8>>)> {
+    exchange_keep(conn, request, ctl, body_limit).map(|(s, r, b, _)| (s, r, b))
+}
+
+/// [`exchange`], also saying whether the connection can carry another request: the
+/// answer had a `Content-Length`, all of its body was read, and neither side said
+/// `Connection: close` (an HTTP/1.0 answer never keeps it).
+fn exchange_keep(
+    conn: &mut Conn,
+    request: &[u8],
+    ctl: &Control,
+    body_limit: impl Fn(u16) -> usize,
+) -> io::Result<(u16, String, io::Result<Vec<u8>>, bool)> {
     conn.write_all(request, ctl)?;
     // 1xx answers (103 Early Hints, an unasked 100 Continue) come before the real one.
     for _ in 0..5 {
-        let (status, reason) = status_line(&conn.read_line(MAX_LINE, ctl)?)?;
+        let line = conn.read_line(MAX_LINE, ctl)?;
+        let (status, reason) = status_line(&line)?;
+        let mut keep = line.starts_with(b"HTTP/1.1 ");
         let mut length = None;
         let mut chunked = false;
         for n in 0.. {
@@ -61,6 +76,10 @@ pub(crate) fn exchange(
                     length = v.parse::<u64>().ok();
                 } else if k.eq_ignore_ascii_case("transfer-encoding") {
                     chunked = v.to_ascii_lowercase().contains("chunked");
+                } else if k.eq_ignore_ascii_case("connection")
+                    && v.to_ascii_lowercase().contains("close")
+                {
+                    keep = false;
                 }
             }
         }
@@ -73,7 +92,12 @@ pub(crate) fn exchange(
         } else {
             read_body(conn, length, chunked, limit, ctl)
         };
-        return Ok((status, reason, body));
+        let whole = match (&body, length) {
+            (Ok(b), Some(n)) => !chunked && b.len() as u64 == n,
+            _ => false,
+        };
+        let keep = keep && whole && !request_closes(request);
+        return Ok((status, reason, body, keep));
     }
     Err(bad(format!("{} sent only 1xx answers", conn.peer())))
 }
@@ -236,6 +260,63 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// Whether a request's head says `Connection: close`.
+fn request_closes(request: &[u8]) -> bool {
+    let head_end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(request.len());
+    String::from_utf8_lossy(&request[..head_end])
+        .to_ascii_lowercase()
+        .contains("\r\nconnection: close\r\n")
+}
+
+/// The bytes of a request: its head (with `Connection: close` unless `keep_alive`) and
+/// body.
+fn request_bytes(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<Vec<u8>> {
+    let mut head = format!(
+        "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: watchpost/{}\r\nContent-Length: {}\r\n{}",
+        endpoint.base,
+        endpoint.authority,
+        env!("CARGO_PKG_VERSION"),
+        body.len(),
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        }
+    );
+    for (k, v) in headers {
+        if v.chars().any(|c| c.is_control()) || k.chars().any(|c| c.is_control() || c == ':') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("header `{k}` holds a control character"),
+            ));
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    Ok(request)
+}
+
+/// A connection to the endpoint, TLS done.
+fn open(endpoint: &Endpoint, until: Instant, ctl: &Control) -> io::Result<Conn> {
+    let mut conn = Conn::connect(&endpoint.host, endpoint.port, until, ctl)?;
+    if let Some((config, name)) = &endpoint.tls {
+        conn = conn.start_tls(config.clone(), name.clone(), ctl)?;
+    }
+    Ok(conn)
+}
+
 /// Sends one request (`method`, `path` under the endpoint's prefix, extra header lines,
 /// body) and reads the answer, all within `timeout`; at most `max_body` bytes of the
 /// answer's body are read.
@@ -250,29 +331,8 @@ pub fn send(
 ) -> io::Result<Answer> {
     let ctl = Control::default();
     let until = Instant::now() + timeout;
-    let mut head = format!(
-        "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: watchpost/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        endpoint.base,
-        endpoint.authority,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    for (k, v) in headers {
-        if v.chars().any(|c| c.is_control()) || k.chars().any(|c| c.is_control() || c == ':') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("header `{k}` holds a control character"),
-            ));
-        }
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    let mut conn = Conn::connect(&endpoint.host, endpoint.port, until, &ctl)?;
-    if let Some((config, name)) = &endpoint.tls {
-        conn = conn.start_tls(config.clone(), name.clone(), &ctl)?;
-    }
+    let request = request_bytes(endpoint, method, path, headers, body, false)?;
+    let mut conn = open(endpoint, until, &ctl)?;
     let result = exchange(&mut conn, &request, &ctl, |_| max_body);
     conn.close();
     let (status, reason, body) = result?;
@@ -281,6 +341,121 @@ pub fn send(
         reason,
         body: body?,
     })
+}
+
+/// Longest a kept connection is reused after its last answer (servers close idle ones;
+/// `watchpost-server` after two minutes).
+const REUSE_WITHIN: Duration = Duration::from_secs(50);
+
+/// Requests to one endpoint over one connection kept open between them (HTTP/1.1
+/// keep-alive): a client that talks to the same server again and again (the fleet
+/// shipper) pays the TCP and TLS handshakes once, not per request.
+///
+/// A kept connection the server has closed meanwhile shows as the request failing before
+/// any answer; the request is then sent once more on a new connection. So use a session
+/// only for requests that may arrive twice (the fleet's batches and heartbeats do: the
+/// server recognises a batch it has).
+pub struct Session {
+    endpoint: Endpoint,
+    conn: Option<(Conn, Instant)>,
+}
+
+impl Session {
+    /// A session (no connection until the first request).
+    pub fn new(endpoint: Endpoint) -> Session {
+        Session {
+            endpoint,
+            conn: None,
+        }
+    }
+
+    /// Where it sends.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Whether a connection is being kept.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// [`send`] over the kept connection (made when there is none).
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+        max_body: usize,
+    ) -> io::Result<Answer> {
+        let ctl = Control::default();
+        let until = Instant::now() + timeout;
+        let request = request_bytes(&self.endpoint, method, path, headers, body, true)?;
+        if let Some((mut conn, at)) = self.conn.take() {
+            if at.elapsed() < REUSE_WITHIN {
+                conn.set_deadline(until);
+                match self.attempt(conn, &request, &ctl, max_body) {
+                    Err(e) if dropped(&e) => {}
+                    r => return r,
+                }
+            } else {
+                conn.close();
+            }
+        }
+        let conn = open(&self.endpoint, until, &ctl)?;
+        self.attempt(conn, &request, &ctl, max_body)
+    }
+
+    fn attempt(
+        &mut self,
+        mut conn: Conn,
+        request: &[u8],
+        ctl: &Control,
+        max_body: usize,
+    ) -> io::Result<Answer> {
+        match exchange_keep(&mut conn, request, ctl, |_| max_body) {
+            Ok((status, reason, body, keep)) => {
+                match (&body, keep) {
+                    (Ok(_), true) => self.conn = Some((conn, Instant::now())),
+                    _ => conn.close(),
+                }
+                Ok(Answer {
+                    status,
+                    reason,
+                    body: body?,
+                })
+            }
+            Err(e) => {
+                conn.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the kept connection.
+    pub fn close(&mut self) {
+        if let Some((c, _)) = self.conn.take() {
+            c.close();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Whether an error means the connection was gone before the answer began.
+fn dropped(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 #[cfg(test)]

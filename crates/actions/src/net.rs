@@ -118,6 +118,11 @@ impl Conn {
         Err(last)
     }
 
+    /// A new deadline (a kept connection's next exchange).
+    pub(crate) fn set_deadline(&mut self, until: Instant) {
+        self.until = until;
+    }
+
     /// `host:port` as connected to.
     pub(crate) fn peer(&self) -> &str {
         &self.peer

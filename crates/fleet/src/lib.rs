@@ -1,6 +1,6 @@
 //! The agent's side of the fleet: `[fleet]` in the agent's configuration, enrollment
-//! (`watchpost enroll`, or at start), and the shipper thread that sends the event store's
-//! queue (`watchpost_store::Outbox`) to `watchpost-server` and heartbeats.
+//! (`watchpost enroll`, or at start), the shipper thread that sends the event store's
+//! queue (`watchpost_store::Outbox`) to `watchpost-server`, and the heartbeat thread.
 //!
 //! Blocking, on std threads, over the HTTP/1.1 client and rustls setup of
 //! `watchpost-actions` (`http.rs`, `tls.rs`): the endpoint agent carries no async runtime
@@ -12,25 +12,35 @@
 //! ca_file = "/etc/watchpost/fleet-ca.pem"     # else the system's trust store
 //! enroll_secret = "${WATCHPOST_ENROLL_SECRET}" # or enroll_secret_file = "/etc/watchpost/enroll"
 //! max_queue = 1000000                          # records waiting; beyond: dropped, counted
-//! # batch = 1000  timeout = "30s"
+//! # batch = 1000  interval = "5s"  timeout = "30s"
 //! ```
 //!
-//! The shipper, once a second (at once while it is catching up): reads up to `batch`
-//! records after the server's last commit, sends them as one gzip batch, and on the
-//! server's `committed_seq` forgets them ([`watchpost_store::Outbox::commit`]). A failure
-//! keeps them and waits (exponential back-off up to a minute, or the server's
-//! `Retry-After`); so a laptop offline for a day sends everything, oldest first, when it
-//! is back. `409 out_of_order` with an earlier number means the server lost what it had
-//! acknowledged (a restored database): the shipper starts its next batch there (the gap
-//! is counted as dropped). `401` (the server forgot the agent) enrolls again when a
-//! secret is configured; `403 revoked` is logged as an error and retried every five
-//! minutes (an administrator may delete the agent so it can enroll afresh).
+//! The shipper reads up to `batch` records after the server's last commit, sends them as
+//! one gzip batch over a connection it keeps open (HTTP/1.1 keep-alive: one TLS handshake,
+//! not one per batch), and on the server's `committed_seq` forgets them
+//! ([`watchpost_store::Outbox::commit`]). It goes on at once while full batches wait
+//! (catching up); a batch that is not full waits until `interval` has passed since the
+//! last one — the first record after a quiet time goes at once, a steady stream goes as
+//! one batch per interval, so ten thousand agents make a few thousand requests a second,
+//! not one per event. A failure keeps the records and waits (exponential back-off up to
+//! a minute, or the server's `Retry-After`); so a laptop offline for a day sends
+//! everything, oldest first, when it is back. `409 out_of_order` with an earlier number
+//! means the server lost what it had acknowledged (a restored database): the shipper
+//! starts its next batch there (the gap is counted as dropped). `401` (the server forgot
+//! the agent) enrolls again when a secret is configured; `403 revoked` is logged as an
+//! error and retried every five minutes (an administrator may delete the agent so it can
+//! enroll afresh).
+//!
+//! The heartbeat thread sends the daemon's health every `heartbeat_secs` (the server
+//! says how often), on a connection of its own each time, so a heartbeat never waits
+//! behind a batch: the server sees an agent alive, and how far behind its shipping is,
+//! even while its batches are slow.
 
 mod host;
 mod spec;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,7 +53,7 @@ use watchpost_fleet_protocol::{
 use watchpost_store::{Outbox, Queued};
 
 pub use host::host_id;
-pub use spec::{FleetSpec, RawFleet, SecretSource};
+pub use spec::{DEFAULT_INTERVAL, FleetSpec, RawFleet, SecretSource};
 
 /// Largest answer body read.
 const MAX_ANSWER: usize = 1 << 20;
@@ -191,7 +201,7 @@ pub fn enroll(spec: &FleetSpec, host: &HostInfo) -> Result<EnrollResponse, Fleet
     Ok(r)
 }
 
-/// What the daemon reports in heartbeats (called on the shipper's thread).
+/// What the daemon reports in heartbeats (called on the heartbeat thread).
 pub type StatusFn = Box<dyn Fn() -> Heartbeat + Send>;
 
 /// Counters of the shipper.
@@ -233,11 +243,11 @@ impl Stop {
     }
 }
 
-/// The running shipper thread.
+/// The running shipper and heartbeat threads.
 pub struct Shipper {
     stop: Arc<Stop>,
     counters: Arc<Counters>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Shipper {
@@ -252,7 +262,7 @@ impl Shipper {
         }
     }
 
-    /// Stops the thread (a request under way finishes within its timeout).
+    /// Stops the threads (a request under way finishes within its timeout).
     pub fn stop(mut self) {
         self.halt();
     }
@@ -260,7 +270,7 @@ impl Shipper {
     fn halt(&mut self) {
         self.stop.flag.store(true, Ordering::Relaxed);
         self.stop.cv.notify_all();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -273,148 +283,102 @@ impl Drop for Shipper {
 }
 
 /// Starts shipping `store` (the event store's file, with shipping on in its writer) to the
-/// server on a thread of its own. Enrolls first when no credential is stored and a secret
-/// is configured.
+/// server, and heart-beating, each on a thread of its own: a heartbeat never waits behind
+/// a batch (a slow server, a long catch-up), so the server sees the agent alive — and how
+/// far behind its shipping is — whatever its batches do. Enrolls first when no
+/// credential is stored and a secret is configured.
 pub fn start(
     spec: FleetSpec,
     store: PathBuf,
     host: HostInfo,
     status: StatusFn,
 ) -> Result<Shipper, FleetError> {
-    let mut client = Client::new(spec, &store, host, status)?;
+    let endpoint = spec.endpoint().map_err(FleetError::Local)?;
+    let counters = Arc::new(Counters::default());
+    let shared = Arc::new(Shared {
+        batch_limit: AtomicUsize::new(spec.batch),
+        heartbeat_secs: AtomicU64::new(30),
+        credential: Mutex::new(None),
+        spec,
+        endpoint,
+        host,
+        counters: counters.clone(),
+    });
+    let mut shipping = Shipping::new(shared.clone(), &store)?;
+    let mut beat = Beat {
+        outbox: Outbox::open(&store).ok(),
+        shared,
+        status,
+        started: Instant::now(),
+    };
     let stop = Arc::new(Stop {
         flag: AtomicBool::new(false),
         lock: Mutex::new(()),
         cv: Condvar::new(),
     });
-    let counters = client.counters.clone();
-    let thread_stop = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("fleet".into())
-        .spawn(move || client.run(&|d| thread_stop.sleep(d)))
-        .map_err(|e| FleetError::Local(format!("cannot start the fleet thread: {e}")))?;
-    Ok(Shipper {
-        stop,
-        counters,
-        thread: Some(thread),
-    })
-}
-
-/// The shipper's state, for a caller that runs it on a thread (or task) of its own:
-/// [`Client::run`] loops until its `sleep` says stop.
-pub struct Client {
-    spec: FleetSpec,
-    endpoint: Endpoint,
-    outbox: Outbox,
-    host: HostInfo,
-    status: StatusFn,
-    counters: Arc<Counters>,
-    credential: Option<String>,
-    heartbeat_every: Duration,
-    next_heartbeat: Instant,
-    /// Records per batch now (halved after a 413).
-    batch: usize,
-    /// The server expects this number next (after it lost acknowledged records).
-    floor: Option<u64>,
-    started: Instant,
-}
-
-/// What one step did.
-enum Step {
-    /// Sent something; go on at once.
-    Busy,
-    /// Nothing to send.
-    Idle,
-    /// Wait this long (back-off, Retry-After, revoked).
-    Wait(Duration),
-}
-
-impl Client {
-    /// A client for `store` (opens its queue; no request yet).
-    pub fn new(
-        spec: FleetSpec,
-        store: &Path,
-        host: HostInfo,
-        status: StatusFn,
-    ) -> Result<Client, FleetError> {
-        let endpoint = spec.endpoint().map_err(FleetError::Local)?;
-        let outbox = Outbox::open(store).map_err(|e| FleetError::Local(e.to_string()))?;
-        let batch = spec.batch;
-        Ok(Client {
-            spec,
-            endpoint,
-            outbox,
-            host,
-            status,
-            counters: Arc::new(Counters::default()),
-            credential: None,
-            heartbeat_every: Duration::from_secs(30),
-            next_heartbeat: Instant::now(),
-            batch,
-            floor: None,
-            started: Instant::now(),
-        })
-    }
-
-    /// Ships and heart-beats until `sleep(d)` (which waits up to `d`) returns `false`.
-    pub fn run(&mut self, sleep: &dyn Fn(Duration) -> bool) {
-        let mut backoff = Duration::from_secs(1);
-        let mut last_error: Option<String> = None;
-        loop {
-            let step = match self.step() {
-                Ok(s) => {
-                    if last_error.take().is_some() {
-                        tracing::info!(server = %self.endpoint.origin(), "fleet server reachable again");
-                    }
-                    backoff = Duration::from_secs(1);
-                    s
-                }
-                Err(e) => {
-                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                    let text = e.to_string();
-                    let wait = match &e {
-                        FleetError::Refused { status: 403, .. } => {
-                            tracing::error!(error = %text, "the fleet server refuses this agent; shipping waits (retry in 5 min)");
-                            Duration::from_secs(300)
-                        }
-                        FleetError::Refused { .. } | FleetError::Local(_) => {
-                            if last_error.as_deref() != Some(text.as_str()) {
-                                tracing::error!(error = %text, "fleet shipping failed");
-                            }
-                            Duration::from_secs(60)
-                        }
-                        FleetError::Transient { .. } => {
-                            if last_error.as_deref() != Some(text.as_str()) {
-                                tracing::warn!(error = %text, "fleet server unreachable; records wait in the queue");
-                            }
-                            let w = backoff;
-                            backoff = (backoff * 2).min(Duration::from_secs(60));
-                            w
-                        }
-                    };
-                    last_error = Some(text);
-                    Step::Wait(jitter(wait))
-                }
-            };
-            let pause = match step {
-                // Catching up: only look whether to stop.
-                Step::Busy => Duration::ZERO,
-                Step::Idle => Duration::from_secs(1),
-                Step::Wait(d) => d,
-            };
-            if !sleep(pause) {
-                return;
+    let mut threads = Vec::new();
+    for (name, mut work) in [
+        (
+            "fleet",
+            Box::new(move |sleep: &dyn Fn(Duration) -> bool| shipping.run(sleep))
+                as Box<dyn FnMut(&dyn Fn(Duration) -> bool) + Send>,
+        ),
+        (
+            "fleet-heartbeat",
+            Box::new(move |sleep: &dyn Fn(Duration) -> bool| beat.run(sleep)),
+        ),
+    ] {
+        let thread_stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || work(&|d| thread_stop.sleep(d)));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                let mut started = Shipper {
+                    stop,
+                    counters,
+                    threads,
+                };
+                started.halt();
+                return Err(FleetError::Local(format!(
+                    "cannot start the {name} thread: {e}"
+                )));
             }
         }
     }
+    Ok(Shipper {
+        stop,
+        counters,
+        threads,
+    })
+}
 
-    /// Makes sure there is a credential (enrolling when needed).
-    fn credential(&mut self) -> Result<String, FleetError> {
-        if let Some(c) = &self.credential {
+/// What the shipping and heartbeat threads share: the server, the credential (enrolling
+/// when there is none), the counters.
+struct Shared {
+    spec: FleetSpec,
+    endpoint: Endpoint,
+    host: HostInfo,
+    counters: Arc<Counters>,
+    /// The credential in use (`None`: read it from the state directory, or enroll).
+    /// Enrollment happens under this lock: one thread enrolls, the other waits for it.
+    credential: Mutex<Option<String>>,
+    /// Records per batch the server takes (from enrollment).
+    batch_limit: AtomicUsize,
+    /// How often the server wants a heartbeat.
+    heartbeat_secs: AtomicU64,
+}
+
+impl Shared {
+    /// The credential (enrolling when needed).
+    fn credential(&self) -> Result<String, FleetError> {
+        let mut slot = self.credential.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         if let Some(c) = load_credential(&self.spec.state_dir) {
-            self.credential = Some(c.clone());
+            *slot = Some(c.clone());
             return Ok(c);
         }
         if self.spec.secret.is_none() {
@@ -425,84 +389,208 @@ impl Client {
         }
         let r = enroll(&self.spec, &self.host)?;
         tracing::info!(agent = r.agent_id, group = %r.group, server = %self.endpoint.origin(), "enrolled with the fleet server");
-        self.heartbeat_every = Duration::from_secs(u64::from(r.heartbeat_secs.max(1)));
-        self.batch = self.batch.min(r.max_batch_records.max(1) as usize);
-        self.credential = Some(r.credential.clone());
+        self.heartbeat_secs
+            .store(u64::from(r.heartbeat_secs.max(1)), Ordering::Relaxed);
+        self.batch_limit
+            .store(r.max_batch_records.max(1) as usize, Ordering::Relaxed);
+        *slot = Some(r.credential.clone());
         Ok(r.credential)
     }
 
-    fn post(&mut self, path: &str, body: &[u8]) -> Result<http::Answer, FleetError> {
+    /// A POST with the credential, over `session` (kept open) or a connection of its
+    /// own.
+    fn post(
+        &self,
+        session: Option<&mut http::Session>,
+        path: &str,
+        body: &[u8],
+    ) -> Result<http::Answer, FleetError> {
         let cred = self.credential()?;
         let auth = format!("Bearer {cred}");
-        let a = http::send(
-            &self.endpoint,
-            "POST",
-            path,
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-                ("Content-Encoding", "gzip"),
-            ],
-            body,
-            self.spec.timeout,
-            MAX_ANSWER,
-        )
-        .map_err(|e| FleetError::Transient {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ];
+        let sent = match session {
+            Some(s) => s.send(
+                "POST",
+                path,
+                &headers,
+                body,
+                self.spec.timeout,
+                MAX_ANSWER,
+            ),
+            None => http::send(
+                &self.endpoint,
+                "POST",
+                path,
+                &headers,
+                body,
+                self.spec.timeout,
+                MAX_ANSWER,
+            ),
+        };
+        let a = sent.map_err(|e| FleetError::Transient {
             origin: self.endpoint.origin(),
             message: e.to_string(),
         })?;
         if a.status == 401 {
             // The server does not know the credential (its database was reset, or the
-            // agent was deleted): enroll again next time.
-            tracing::warn!(server = %self.endpoint.origin(), "the fleet server does not know this agent's credential; enrolling again");
-            let _ = std::fs::remove_file(credential_path(&self.spec.state_dir));
-            self.credential = None;
+            // agent was deleted): enroll again next time (unless the other thread already
+            // did).
+            let mut slot = self.credential.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.as_deref() == Some(cred.as_str()) {
+                tracing::warn!(server = %self.endpoint.origin(), "the fleet server does not know this agent's credential; enrolling again");
+                let _ = std::fs::remove_file(credential_path(&self.spec.state_dir));
+                *slot = None;
+            }
         }
         Ok(a)
     }
+}
 
-    fn step(&mut self) -> Result<Step, FleetError> {
-        if Instant::now() >= self.next_heartbeat {
-            self.heartbeat()?;
-            self.next_heartbeat = Instant::now() + self.heartbeat_every;
+/// How long a thread waits after a failure, and what it logs (a message once, until it
+/// changes or the server is reachable again).
+struct Failures {
+    backoff: Duration,
+    last: Option<String>,
+}
+
+impl Failures {
+    fn new() -> Failures {
+        Failures {
+            backoff: Duration::from_secs(1),
+            last: None,
         }
-        self.ship()
     }
 
-    fn heartbeat(&mut self) -> Result<(), FleetError> {
-        let mut hb = (self.status)();
-        hb.version = env!("CARGO_PKG_VERSION").into();
-        hb.hostname = self.host.hostname.clone();
-        hb.os = host::os();
-        hb.uptime_secs = self.started.elapsed().as_secs();
-        if let Ok(st) = self.outbox.state() {
-            hb.shipping = proto::ShippingStatus {
-                pending: st.pending(),
-                dropped: st.dropped,
-                committed_seq: st.committed,
-                oldest_pending_ms: st.oldest_pending_ms,
+    fn ok(&mut self, server: &str, what: &str) {
+        if self.last.take().is_some() {
+            tracing::info!(server, "fleet server reachable again ({what})");
+        }
+        self.backoff = Duration::from_secs(1);
+    }
+
+    /// The wait after `e`; `what` names the work for the messages.
+    fn failed(&mut self, e: &FleetError, counters: &Counters, what: &str) -> Duration {
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        let text = e.to_string();
+        let fresh = self.last.as_deref() != Some(text.as_str());
+        let wait = match e {
+            FleetError::Refused { status: 403, .. } => {
+                if fresh {
+                    tracing::error!(error = %text, "the fleet server refuses this agent; {what} waits (retry in 5 min)");
+                }
+                Duration::from_secs(300)
+            }
+            FleetError::Refused { .. } | FleetError::Local(_) => {
+                if fresh {
+                    tracing::error!(error = %text, "fleet {what} failed");
+                }
+                Duration::from_secs(60)
+            }
+            FleetError::Transient { .. } => {
+                if fresh {
+                    tracing::warn!(error = %text, "fleet server unreachable; {what} waits");
+                }
+                let w = self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+                w
+            }
+        };
+        self.last = Some(text);
+        jitter(wait)
+    }
+}
+
+/// The shipping thread's state: the queue, the kept connection, the batch size.
+struct Shipping {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    session: http::Session,
+    /// Records per batch now (halved after a 413).
+    batch: usize,
+    /// The server expects this number next (after it lost acknowledged records).
+    floor: Option<u64>,
+    /// When the last batch was acknowledged.
+    last_sent: Option<Instant>,
+}
+
+/// What one step did.
+enum Step {
+    /// Sent something; go on at once.
+    Busy,
+    /// Nothing to send.
+    Idle,
+    /// Wait this long (back-off, Retry-After, revoked, gathering).
+    Wait(Duration),
+}
+
+impl Shipping {
+    fn new(shared: Arc<Shared>, store: &Path) -> Result<Shipping, FleetError> {
+        let outbox = Outbox::open(store).map_err(|e| FleetError::Local(e.to_string()))?;
+        Ok(Shipping {
+            session: http::Session::new(shared.endpoint.clone()),
+            batch: shared.spec.batch,
+            shared,
+            outbox,
+            floor: None,
+            last_sent: None,
+        })
+    }
+
+    /// Ships until `sleep(d)` (which waits up to `d`) returns `false`.
+    fn run(&mut self, sleep: &dyn Fn(Duration) -> bool) {
+        let mut failures = Failures::new();
+        let origin = self.shared.endpoint.origin();
+        loop {
+            let pause = match self.ship() {
+                Ok(step) => {
+                    failures.ok(&origin, "shipping");
+                    match step {
+                        // Catching up: only look whether to stop.
+                        Step::Busy => Duration::ZERO,
+                        Step::Idle => Duration::from_secs(1),
+                        Step::Wait(d) => d,
+                    }
+                }
+                Err(e) => {
+                    // A kept connection is suspect after a failure.
+                    self.session.close();
+                    failures.failed(&e, &self.shared.counters, "shipping")
+                }
             };
+            if !sleep(pause) {
+                return;
+            }
         }
-        let a = self.post(proto::HEARTBEAT, &proto::encode_json(&hb, true))?;
-        if a.status != 200 {
-            return Err(refused_or_transient(&self.endpoint.origin(), &a));
-        }
-        if let Ok(ack) = serde_json::from_slice::<HeartbeatAck>(&a.body) {
-            self.heartbeat_every =
-                Duration::from_secs(u64::from(ack.heartbeat_secs.clamp(1, 86_400)));
-        }
-        self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     fn ship(&mut self) -> Result<Step, FleetError> {
         let local = |e: watchpost_store::StoreError| FleetError::Local(e.to_string());
         let state = self.outbox.state().map_err(local)?;
         let after = state.committed;
-        let items = self
-            .outbox
-            .read(after, self.batch, MAX_BATCH_BYTES)
-            .map_err(local)?;
+        let batch = self
+            .batch
+            .min(self.shared.batch_limit.load(Ordering::Relaxed))
+            .max(1);
+        // Records come in as they are stored; a batch that is not full waits until
+        // `interval` has passed since the last one (the first after a quiet time goes at
+        // once), so a busy agent sends one batch per interval rather than one per record.
+        if state.pending() > 0
+            && state.pending() < batch as u64
+            && self.floor.is_none()
+            && let Some(at) = self.last_sent
+        {
+            let since = at.elapsed();
+            if since < self.shared.spec.interval {
+                return Ok(Step::Wait(
+                    (self.shared.spec.interval - since).min(Duration::from_secs(1)),
+                ));
+            }
+        }
+        let items = self.outbox.read(after, batch, MAX_BATCH_BYTES).map_err(local)?;
         let Some(&(last_seq, _)) = items.last() else {
             return Ok(Step::Idle);
         };
@@ -521,8 +609,12 @@ impl Client {
             last_seq,
             records,
         };
-        let a = self.post(proto::BATCHES, &proto::encode_batch(&batch))?;
-        let origin = self.endpoint.origin();
+        let a = self.shared.post(
+            Some(&mut self.session),
+            proto::BATCHES,
+            &proto::encode_batch(&batch),
+        )?;
+        let origin = self.shared.endpoint.origin();
         match a.status {
             200 => {
                 let ack: BatchAck =
@@ -533,10 +625,11 @@ impl Client {
                 let upto = ack.committed_seq.min(last_seq);
                 self.outbox.commit(upto, lost).map_err(local)?;
                 self.floor = None;
-                self.batch = (self.batch * 2).min(self.spec.batch);
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .records
+                self.last_sent = Some(Instant::now());
+                self.batch = (self.batch * 2).min(self.shared.spec.batch);
+                let c = &self.shared.counters;
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.records
                     .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
                 Ok(Step::Busy)
             }
@@ -580,12 +673,83 @@ impl Client {
                 let why = refused_or_transient(&origin, &a);
                 tracing::error!(seq = last_seq, error = %why, "a record the fleet server refuses is dropped");
                 self.outbox.commit(last_seq, 1).map_err(local)?;
-                self.batch = self.spec.batch;
+                self.batch = self.shared.spec.batch;
                 Ok(Step::Busy)
             }
             429 => Ok(Step::Wait(Duration::from_secs(2))),
             _ => Err(refused_or_transient(&origin, &a)),
         }
+    }
+}
+
+/// The heartbeat thread's state.
+struct Beat {
+    shared: Arc<Shared>,
+    /// The queue, for the shipping figures (its own SQLite connection; `None` if it did
+    /// not open: heartbeats go without them).
+    outbox: Option<Outbox>,
+    status: StatusFn,
+    started: Instant,
+}
+
+impl Beat {
+    /// Heart-beats until `sleep(d)` returns `false`: at once, then every `heartbeat_secs`
+    /// (the server's), each on a connection of its own (a few a minute are not worth a
+    /// connection held open).
+    fn run(&mut self, sleep: &dyn Fn(Duration) -> bool) {
+        let mut failures = Failures::new();
+        let origin = self.shared.endpoint.origin();
+        loop {
+            let pause = match self.beat() {
+                Ok(()) => {
+                    failures.ok(&origin, "heartbeats");
+                    Duration::from_secs(self.shared.heartbeat_secs.load(Ordering::Relaxed))
+                }
+                Err(e) => {
+                    let every =
+                        Duration::from_secs(self.shared.heartbeat_secs.load(Ordering::Relaxed));
+                    failures
+                        .failed(&e, &self.shared.counters, "heart-beating")
+                        .min(every.max(Duration::from_secs(1)))
+                }
+            };
+            if !sleep(pause) {
+                return;
+            }
+        }
+    }
+
+    fn beat(&mut self) -> Result<(), FleetError> {
+        let mut hb = (self.status)();
+        hb.version = env!("CARGO_PKG_VERSION").into();
+        hb.hostname = self.shared.host.hostname.clone();
+        hb.os = host::os();
+        hb.uptime_secs = self.started.elapsed().as_secs();
+        if let Some(st) = self.outbox.as_ref().and_then(|o| o.state().ok()) {
+            hb.shipping = proto::ShippingStatus {
+                pending: st.pending(),
+                dropped: st.dropped,
+                committed_seq: st.committed,
+                oldest_pending_ms: st.oldest_pending_ms,
+            };
+        }
+        let a = self
+            .shared
+            .post(None, proto::HEARTBEAT, &proto::encode_json(&hb, true))?;
+        if a.status != 200 {
+            return Err(refused_or_transient(&self.shared.endpoint.origin(), &a));
+        }
+        if let Ok(ack) = serde_json::from_slice::<HeartbeatAck>(&a.body) {
+            self.shared.heartbeat_secs.store(
+                u64::from(ack.heartbeat_secs.clamp(1, 86_400)),
+                Ordering::Relaxed,
+            );
+        }
+        self.shared
+            .counters
+            .heartbeats
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -8,6 +8,9 @@ use toml::Spanned;
 use watchpost_actions::http::Endpoint;
 use watchpost_event::ConfigError;
 
+/// Least time between batches that are not full, unless configured.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// `[fleet]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +21,7 @@ pub struct RawFleet {
     enroll_secret_file: Option<Spanned<String>>,
     max_queue: Option<Spanned<u64>>,
     batch: Option<Spanned<u64>>,
+    interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     host_id: Option<Spanned<String>>,
     enabled: Option<bool>,
@@ -80,6 +84,8 @@ pub struct FleetSpec {
     pub max_queue: u64,
     /// Records per batch.
     pub batch: usize,
+    /// Least time between batches that are not full.
+    pub interval: Duration,
     /// One request's time.
     pub timeout: Duration,
     /// Where the credential is kept (the agent's state directory).
@@ -150,6 +156,23 @@ impl FleetSpec {
             }
             None => 1000,
         };
+        let interval = match &raw.interval {
+            None => DEFAULT_INTERVAL,
+            Some(t) => match watchpost_event::parse_duration(t.get_ref()) {
+                Ok(d) if d <= Duration::from_secs(3600) => d,
+                Ok(_) => {
+                    errors.push(ConfigError::new(
+                        t.span(),
+                        "`interval` must be at most 1h",
+                    ));
+                    DEFAULT_INTERVAL
+                }
+                Err(e) => {
+                    errors.push(ConfigError::new(t.span(), e));
+                    DEFAULT_INTERVAL
+                }
+            },
+        };
         let timeout = match &raw.timeout {
             None => Duration::from_secs(30),
             Some(t) => match watchpost_event::parse_duration(t.get_ref()) {
@@ -185,6 +208,7 @@ impl FleetSpec {
             secret,
             max_queue,
             batch,
+            interval,
             timeout,
             state_dir,
         })
@@ -254,6 +278,7 @@ mod tests {
         assert!(e.is_empty(), "{e:?}");
         let s = s.unwrap();
         assert_eq!((s.max_queue, s.batch), (10, 1000));
+        assert_eq!(s.interval, DEFAULT_INTERVAL);
         assert!(!format!("{s:?}").contains("wpe_abc"));
         for (text, why) in [
             ("server = \"ftp://x\"", "https://"),
@@ -264,6 +289,7 @@ mod tests {
                 "not both",
             ),
             ("server = \"https://x\"\nmax_queue = 0", "at least 1"),
+            ("server = \"https://x\"\ninterval = \"2h\"", "at most 1h"),
             ("enroll_secret = \"a\"", "needs `server"),
         ] {
             let (_, e) = parse(text);

@@ -1,13 +1,16 @@
 //! `watchpost-loadgen`: plays N watchpost agents against `watchpost-server` over the real
-//! protocol and TLS. Each agent enrolls (with a host id of its own), sends a heartbeat
-//! every `--heartbeat` seconds and a batch of events every `--batch-interval` seconds so
-//! that all together send `--rate` events per second; a batch that fails (the server
-//! killed, PostgreSQL restarting) is sent again with the same sequence numbers until it is
-//! acknowledged, as the agent does. After `--duration` it drains what is unacknowledged,
-//! then reports enrolled and online agents, the sustained ingest rate, the time from a
-//! batch's first send to its acknowledgement (p50/p99/max), the CPU and memory of the
-//! processes named with `--watch` (with their children), and, with `--db`, checks every
-//! agent's sequence numbers in PostgreSQL: each stored once, none missing.
+//! protocol and TLS, the way the agent talks to it. Each agent enrolls (with a host id of
+//! its own); sends a batch of events every `--batch-interval` seconds (the agent's
+//! `[fleet] interval`) so that all together send `--rate` events per second, over one
+//! kept-alive connection; and, on its own connection made for each one (as the agent's
+//! heartbeat thread does), a heartbeat every `--heartbeat` seconds. A batch that fails
+//! (the server killed, PostgreSQL restarting) is sent again with the same sequence numbers
+//! until it is acknowledged, as the agent does. After `--duration` it drains what is
+//! unacknowledged, then reports enrolled and online agents, the sustained ingest rate, the
+//! time from a batch's first send to its acknowledgement and a heartbeat's (p50/p99/max),
+//! the CPU and memory of the processes named with `--watch` (with their children) and its
+//! own, and, with `--db`, checks every agent's sequence numbers in PostgreSQL: each stored
+//! once, none missing.
 //!
 //! The figures are printed as text and, with `--json FILE`, written as JSON.
 
@@ -23,7 +26,6 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::sync::Mutex;
 use watchpost_fleet_protocol::{
     self as proto, Batch, BatchAck, EnrollRequest, EnrollResponse, EventRecord, Fields, Heartbeat,
     Record,
@@ -79,10 +81,13 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Connections per agent request (no keep-alive), as the watchpost agent does.
+    /// A connection per batch (no keep-alive).
     #[arg(long)]
     no_keep_alive: bool,
 }
+
+/// Most records in one batch (the agent's `[fleet] batch` default).
+const MAX_BATCH: usize = 1000;
 
 struct Stats {
     enrolled: AtomicU64,
@@ -92,9 +97,37 @@ struct Stats {
     failures: AtomicU64,
     duplicates: AtomicU64,
     latencies_ms: std::sync::Mutex<Vec<u32>>,
+    heartbeat_ms: std::sync::Mutex<Vec<u32>>,
     last_heartbeat: std::sync::Mutex<HashMap<usize, Instant>>,
     /// Per agent: (agent id on the server, last sequence number acknowledged).
     acked: std::sync::Mutex<HashMap<usize, (i64, u64)>>,
+    /// Failed attempts by what failed and why.
+    failure_kinds: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+impl Stats {
+    /// Counts a failed attempt of `what`.
+    fn fail(&self, what: &str, result: &Result<(u16, Bytes)>) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let why = match result {
+            Ok((status, body)) => {
+                let code = serde_json::from_slice::<proto::ApiError>(body)
+                    .map(|e| e.code)
+                    .unwrap_or_default();
+                format!("{what}: HTTP {status} {code}")
+            }
+            Err(e) => {
+                let text = e.to_string();
+                format!("{what}: {}", text.chars().take(60).collect::<String>())
+            }
+        };
+        *self
+            .failure_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(why)
+            .or_default() += 1;
+    }
 }
 
 struct Client {
@@ -147,7 +180,21 @@ impl Client {
         body: Vec<u8>,
         gzip: bool,
     ) -> Result<(u16, Bytes)> {
-        if conn.as_ref().is_none_or(|c| c.is_closed()) || !self.keep_alive {
+        self.post_on(conn, path, credential, body, gzip, self.keep_alive)
+            .await
+    }
+
+    /// A request on `conn` (made when there is none, or always without `keep_alive`).
+    async fn post_on(
+        &self,
+        conn: &mut Option<SendRequest<Full<Bytes>>>,
+        path: &str,
+        credential: Option<&str>,
+        body: Vec<u8>,
+        gzip: bool,
+        keep_alive: bool,
+    ) -> Result<(u16, Bytes)> {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) || !keep_alive {
             *conn = Some(self.connect().await?);
         }
         let Some(send) = conn.as_mut() else {
@@ -163,7 +210,7 @@ impl Client {
         if let Some(c) = credential {
             req = req.header("authorization", format!("Bearer {c}"));
         }
-        if !self.keep_alive {
+        if !keep_alive {
             req = req.header("connection", "close");
         }
         let result = tokio::time::timeout(Duration::from_secs(60), async {
@@ -253,16 +300,15 @@ async fn agent(
     let body = proto::encode_json(&req, false);
     let mut wait = Duration::from_millis(500);
     let enrolled: EnrollResponse = loop {
-        match client
+        let r = client
             .post(&mut conn, proto::ENROLL, None, body.clone(), false)
-            .await
+            .await;
+        if let Ok((200, b)) = &r
+            && let Ok(e) = serde_json::from_slice(b)
         {
-            Ok((200, b)) => match serde_json::from_slice(&b) {
-                Ok(r) => break r,
-                Err(_) => stats.failures.fetch_add(1, Ordering::Relaxed),
-            },
-            _ => stats.failures.fetch_add(1, Ordering::Relaxed),
-        };
+            break e;
+        }
+        stats.fail("enroll", &r);
         if Instant::now() > end_at + Duration::from_secs(args.drain) {
             return;
         }
@@ -280,7 +326,15 @@ async fn agent(
     // Spread the agents' batches over the interval.
     let phase = Duration::from_secs_f64(args.batch_interval * (i as f64 * 0.618_034).fract());
     let mut next_batch = Instant::now() + phase;
-    let mut next_hb = Instant::now();
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        i,
+        host.clone(),
+        cred.clone(),
+        args.clone(),
+        client.clone(),
+        stats.clone(),
+        end_at,
+    ));
     let mut backoff = Duration::from_millis(500);
     loop {
         let now = Instant::now();
@@ -291,45 +345,19 @@ async fn agent(
         if now > end_at + Duration::from_secs(args.drain) {
             break;
         }
-        if running && now >= next_hb {
-            let hb = Heartbeat {
-                version: "loadgen".into(),
-                hostname: host.clone(),
-                ..Heartbeat::default()
-            };
-            match client
-                .post(
-                    &mut conn,
-                    proto::HEARTBEAT,
-                    Some(&cred),
-                    proto::encode_json(&hb, true),
-                    true,
-                )
-                .await
-            {
-                Ok((200, _)) => {
-                    stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .last_heartbeat
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(i, Instant::now());
-                }
-                _ => {
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            next_hb = Instant::now() + Duration::from_secs(args.heartbeat);
-        }
         if running && now >= next_batch && pending.is_empty() {
-            carry += per_batch;
-            let n = carry.floor() as u64;
-            carry -= n as f64;
-            for _ in 0..n {
-                pending.push(event(next_seq, i, &host));
-                next_seq += 1;
+            // What gathered in every interval that has passed goes together (an agent
+            // whose last batch took long sends a bigger one), up to the agent's batch.
+            while next_batch <= now && pending.len() < MAX_BATCH {
+                carry += per_batch;
+                let n = carry.floor() as u64;
+                carry -= n as f64;
+                for _ in 0..n {
+                    pending.push(event(next_seq, i, &host));
+                    next_seq += 1;
+                }
+                next_batch += Duration::from_secs_f64(args.batch_interval);
             }
-            next_batch += Duration::from_secs_f64(args.batch_interval);
         }
         if !pending.is_empty() {
             let batch = Batch {
@@ -339,7 +367,7 @@ async fn agent(
                 records: pending.clone(),
             };
             let started = *first_sent.get_or_insert_with(Instant::now);
-            match client
+            let r = client
                 .post(
                     &mut conn,
                     proto::BATCHES,
@@ -347,10 +375,10 @@ async fn agent(
                     proto::encode_batch(&batch),
                     true,
                 )
-                .await
-            {
+                .await;
+            match &r {
                 Ok((200, b)) => {
-                    let ack: Option<BatchAck> = serde_json::from_slice(&b).ok();
+                    let ack: Option<BatchAck> = serde_json::from_slice(b).ok();
                     if let Some(ack) = ack {
                         let ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
                         stats
@@ -375,22 +403,120 @@ async fn agent(
                         backoff = Duration::from_millis(500);
                         continue;
                     }
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    stats.fail("batch", &r);
                 }
-                _ => {
-                    stats.failures.fetch_add(1, Ordering::Relaxed);
-                }
+                _ => stats.fail("batch", &r),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
             continue;
         }
-        let wake = if running {
-            next_batch.min(next_hb)
-        } else {
-            Instant::now()
-        };
+        let wake = if running { next_batch } else { Instant::now() };
         tokio::time::sleep_until(wake.into()).await;
+    }
+    let _ = heartbeats.await;
+}
+
+/// What a heartbeat of a watchpost agent with two sources, two actions and two checks
+/// holds.
+fn heartbeat(host: &str, i: usize, uptime: u64, committed: u64) -> Heartbeat {
+    let now = jiff::Timestamp::now().as_millisecond();
+    Heartbeat {
+        version: "loadgen".into(),
+        hostname: host.into(),
+        os: "windows (loadgen)".into(),
+        uptime_secs: uptime,
+        config_generation: Some("0123456789abcdef".into()),
+        sources: ["sep-av", "security"]
+            .iter()
+            .enumerate()
+            .map(|(n, s)| proto::SourceStatus {
+                name: (*s).into(),
+                records: uptime * (n as u64 + 1),
+                errors: 0,
+                last_record_ms: Some(now - 1000),
+            })
+            .collect(),
+        actions: ["syslog", "webhook"]
+            .iter()
+            .map(|a| proto::ActionStatus {
+                name: (*a).into(),
+                kind: (*a).into(),
+                ok: committed,
+                ..Default::default()
+            })
+            .collect(),
+        checks: vec![
+            proto::CheckStatus {
+                name: "sep-definitions".into(),
+                status: "ok".into(),
+                detail: "definitions 20 h old (limit 72 h)".into(),
+            },
+            proto::CheckStatus {
+                name: "sep-service".into(),
+                status: if i % 500 == 0 { "stopped" } else { "ok" }.into(),
+                detail: String::new(),
+            },
+        ],
+        definitions_age_hours: Some(20.0),
+        baseline_pairs: Some(1200),
+        shipping: proto::ShippingStatus {
+            committed_seq: committed,
+            ..Default::default()
+        },
+        ..Heartbeat::default()
+    }
+}
+
+/// An agent's heartbeats until the load ends, each on a connection of its own (as the
+/// agent's heartbeat thread sends them): never behind a batch.
+async fn heartbeat_loop(
+    i: usize,
+    host: String,
+    cred: String,
+    args: Arc<Args>,
+    client: Arc<Client>,
+    stats: Arc<Stats>,
+    end_at: Instant,
+) {
+    let started = Instant::now();
+    let every = Duration::from_secs(args.heartbeat.max(1));
+    let mut next = Instant::now();
+    while next < end_at {
+        tokio::time::sleep_until(next.into()).await;
+        let sent = Instant::now();
+        let committed = stats
+            .acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+            .map_or(0, |a| a.1);
+        let body = proto::encode_json(
+            &heartbeat(&host, i, started.elapsed().as_secs(), committed),
+            true,
+        );
+        let mut conn = None;
+        let r = client
+            .post_on(&mut conn, proto::HEARTBEAT, Some(&cred), body, true, false)
+            .await;
+        match &r {
+            Ok((200, _)) => {
+                stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let done = Instant::now();
+                stats
+                    .last_heartbeat
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(i, done);
+                stats
+                    .heartbeat_ms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(done.duration_since(sent).as_millis().min(u32::MAX as u128) as u32);
+            }
+            _ => stats.fail("heartbeat", &r),
+        }
+        next = sent + every;
     }
 }
 
@@ -416,9 +542,11 @@ impl Watched {
     }
 }
 
-/// CPU seconds and memory (bytes: proportional set size) of a process and its
-/// descendants.
-fn usage(root: u32) -> (f64, u64) {
+/// CPU seconds and, with `memory`, memory (bytes: proportional set size) of each root
+/// process and its descendants, from one pass over `/proc`. Memory is read only for the
+/// processes of the trees asked for (`smaps_rollup` walks a process's page tables: read
+/// for every process on the machine, it stalled this program and the ones it measures).
+fn usage(roots: &[Option<u32>], memory: bool) -> Vec<(f64, u64)> {
     let tick = 100.0; // USER_HZ on Linux
     let page = 4096u64;
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -439,35 +567,40 @@ fn usage(root: u32) -> (f64, u64) {
             let ppid: u32 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
             let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
                 + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            // Proportional set size where the kernel gives it (shared memory such as
-            // PostgreSQL's shared_buffers counted once across its processes), else RSS.
-            let rss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("Pss:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                })
-                .map(|kb| kb * 1024)
-                .unwrap_or_else(|| {
-                    f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page
-                });
+            let rss = f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page;
             children.entry(ppid).or_default().push(pid);
             info.insert(pid, (cpu / tick, rss));
         }
     }
-    let mut total = (0.0, 0);
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        if let Some((c, r)) = info.get(&p) {
-            total.0 += c;
-            total.1 += r;
-        }
-        if let Some(ch) = children.get(&p) {
-            stack.extend(ch);
-        }
-    }
-    total
+    roots
+        .iter()
+        .map(|root| {
+            let mut total = (0.0, 0);
+            let mut stack: Vec<u32> = root.iter().copied().collect();
+            while let Some(p) = stack.pop() {
+                if let Some((c, rss)) = info.get(&p) {
+                    total.0 += c;
+                    if memory {
+                        // Proportional set size where the kernel gives it (shared memory
+                        // such as PostgreSQL's shared_buffers counted once across its
+                        // processes), else RSS.
+                        total.1 += std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+                            .ok()
+                            .and_then(|t| {
+                                t.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| {
+                                    v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                                })
+                            })
+                            .map_or(*rss, |kb| kb * 1024);
+                    }
+                }
+                if let Some(ch) = children.get(&p) {
+                    stack.extend(ch);
+                }
+            }
+            total
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -529,10 +662,12 @@ async fn main() -> Result<()> {
         failures: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         latencies_ms: std::sync::Mutex::new(Vec::new()),
+        heartbeat_ms: std::sync::Mutex::new(Vec::new()),
         last_heartbeat: std::sync::Mutex::new(HashMap::new()),
         acked: std::sync::Mutex::new(HashMap::new()),
+        failure_kinds: std::sync::Mutex::new(HashMap::new()),
     });
-    let watched: Vec<(String, Watched)> = args
+    let mut watched: Vec<(String, Watched)> = args
         .watch
         .iter()
         .filter_map(|w| {
@@ -544,6 +679,8 @@ async fn main() -> Result<()> {
             Some((n.to_owned(), target))
         })
         .collect();
+    // Its own share of the machine, too (the agents' TLS, gzip and JSON).
+    watched.push(("watchpost-loadgen".into(), Watched::Pid(std::process::id())));
     let t0 = Instant::now();
     let ramp = Duration::from_secs_f64(args.ramp);
     let load_start = t0 + ramp;
@@ -561,26 +698,33 @@ async fn main() -> Result<()> {
         )));
     }
     // Sample the watched processes' CPU and memory every second.
-    let sampler_stop = Arc::new(Mutex::new(false));
+    let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let watched = watched.clone();
         let stop = sampler_stop.clone();
-        tokio::spawn(async move {
+        // On a thread of its own: reading /proc is blocking work.
+        std::thread::spawn(move || {
             // CPU: the sum of positive differences between samples during the load (a
-            // process killed and started again does not count backwards).
+            // process killed and started again does not count backwards). Memory: the
+            // peak, sampled every tenth second.
             let mut last: HashMap<String, f64> = HashMap::new();
             let mut busy: HashMap<String, f64> = HashMap::new();
             let mut peak: HashMap<String, u64> = HashMap::new();
             let mut window: Option<(Instant, Instant)> = None;
-            loop {
+            for n in 0u64.. {
                 let now = Instant::now();
                 let in_load = now >= load_start && now <= end_at;
                 if in_load {
                     window = Some((window.map_or(now, |w| w.0), now));
                 }
-                for (name, target) in &watched {
-                    let Some(pid) = target.pid() else { continue };
-                    let (cpu, rss) = usage(pid);
+                let pids: Vec<Option<u32>> = watched.iter().map(|(_, t)| t.pid()).collect();
+                let memory = n % 10 == 0;
+                for ((name, _), (pid, (cpu, rss))) in
+                    watched.iter().zip(pids.iter().zip(usage(&pids, memory)))
+                {
+                    if pid.is_none() {
+                        continue;
+                    }
                     if let Some(prev) = last.insert(name.clone(), cpu)
                         && in_load
                         && cpu > prev
@@ -590,10 +734,10 @@ async fn main() -> Result<()> {
                     let p = peak.entry(name.clone()).or_default();
                     *p = (*p).max(rss);
                 }
-                if *stop.lock().await {
+                if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                std::thread::sleep(Duration::from_secs(1));
             }
             let secs = window.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
             watched
@@ -657,8 +801,8 @@ async fn main() -> Result<()> {
         let _ = t.await;
     }
     progress.abort();
-    *sampler_stop.lock().await = true;
-    let usage = sampler.await.unwrap_or_default();
+    sampler_stop.store(true, Ordering::Relaxed);
+    let usage = sampler.join().unwrap_or_default();
     let (t_a, e_a) = acked_at_load_start.unwrap_or((load_start, 0));
     let (t_b, e_b, online) = acked_at_end.unwrap_or((end_at, 0, 0));
     let sustained = (e_b - e_a) as f64 / t_b.duration_since(t_a).as_secs_f64().max(0.001);
@@ -668,6 +812,12 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     lat.sort_unstable();
+    let mut hb_lat = stats
+        .heartbeat_ms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    hb_lat.sort_unstable();
     let total_events = stats.events_acked.load(Ordering::Relaxed);
     let mut report = serde_json::json!({
         "agents": args.agents,
@@ -681,6 +831,7 @@ async fn main() -> Result<()> {
         "failed_attempts": stats.failures.load(Ordering::Relaxed),
         "duplicates_reported_by_server": stats.duplicates.load(Ordering::Relaxed),
         "ack_latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0) },
+        "heartbeat_latency_ms": { "p50": percentile(&hb_lat, 0.5), "p99": percentile(&hb_lat, 0.99), "max": hb_lat.last().copied().unwrap_or(0) },
         "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_memory_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
     });
     println!(
@@ -698,9 +849,30 @@ async fn main() -> Result<()> {
         report["ack_latency_ms"]["max"]
     );
     println!(
+        "heartbeat → answer (a connection each): p50 {} ms, p99 {} ms, max {} ms",
+        report["heartbeat_latency_ms"]["p50"],
+        report["heartbeat_latency_ms"]["p99"],
+        report["heartbeat_latency_ms"]["max"]
+    );
+    println!(
         "failed attempts (retried) {}, duplicates the server skipped {}",
         report["failed_attempts"], report["duplicates_reported_by_server"]
     );
+    let mut kinds: Vec<(String, u64)> = stats
+        .failure_kinds
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .into_iter()
+        .collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (why, n) in kinds.iter().take(8) {
+        println!("  {n} × {why}");
+    }
+    report["failures_by_kind"] = serde_json::json!(kinds
+        .iter()
+        .map(|(why, n)| serde_json::json!({ "what": why, "count": n }))
+        .collect::<Vec<_>>());
     for (n, cpu, rss) in &usage {
         println!(
             "{n}: {cpu:.2} cores during the load, peak {} MiB (proportional set size)",

@@ -237,9 +237,27 @@ fn fold(c: char) -> impl Iterator<Item = char> {
 /// digits, folded ([`fold`]). The fleet server indexes every event with it; the agent's
 /// SQLite index (FTS5 `unicode61`) splits the same way.
 pub fn index_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    raw_words(text).map(|w| {
+        let mut out = String::with_capacity(w.len());
+        fold_word_into(w, &mut out);
+        out
+    })
+}
+
+/// The words of `text` before folding: maximal runs of letters and digits.
+pub fn raw_words(text: &str) -> impl Iterator<Item = &str> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| w.chars().flat_map(fold).collect())
+}
+
+/// Appends `word` folded ([`fold`]) to `out`, as [`index_words`] folds it (ASCII, most
+/// words, only needs lower case).
+pub fn fold_word_into(word: &str, out: &mut String) {
+    if word.is_ascii() {
+        out.extend(word.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        out.extend(word.chars().flat_map(fold));
+    }
 }
 
 fn boolean(name: &str, value: &str, at: usize) -> Result<bool, QueryError> {

@@ -361,7 +361,7 @@ pub async fn enroll(
             "SELECT s.id, s.group_id, g.name, s.revoked_at IS NOT NULL,
                     s.expires_at IS NOT NULL AND s.expires_at <= now()
              FROM enroll_secrets s JOIN groups g ON g.id = s.group_id
-             WHERE s.secret_hash = $1 FOR UPDATE OF s",
+             WHERE s.secret_hash = $1",
             &[&hash(&req.secret)],
         )
         .await?;
@@ -424,11 +424,6 @@ pub async fn enroll(
             .get(0),
     };
     tx.execute(
-        "UPDATE enroll_secrets SET uses = uses + 1, last_used_at = now() WHERE id = $1",
-        &[&secret_id],
-    )
-    .await?;
-    tx.execute(
         "INSERT INTO audit_log (actor, action, target, detail)
          VALUES ($1, 'agent.enroll', $2, $3)",
         &[
@@ -438,6 +433,21 @@ pub async fn enroll(
         ],
     )
     .await?;
+    // The secret's row is locked only from here to the commit (every enrollment with it
+    // counts a use: locked from the start, ten thousand agents enrolling at once would
+    // wait for each other's whole transaction). Revoked or expired meanwhile: refused.
+    let counted = tx
+        .execute(
+            "UPDATE enroll_secrets SET uses = uses + 1, last_used_at = now()
+             WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+            &[&secret_id],
+        )
+        .await?;
+    if counted == 0 {
+        return Err(AdminError::Refused(
+            "the enrollment secret was revoked or has expired".into(),
+        ));
+    }
     tx.commit().await?;
     Ok(Enrolled {
         agent_id,

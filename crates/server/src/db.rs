@@ -14,8 +14,14 @@ use crate::config::Database;
 
 /// Every migration, in order: version, name, SQL. A migration is never changed once
 /// released; changes are new migrations.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "fleet", include_str!("../migrations/0001_fleet.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "fleet", include_str!("../migrations/0001_fleet.sql")),
+    (
+        2,
+        "ingest_indexes",
+        include_str!("../migrations/0002_ingest_indexes.sql"),
+    ),
+];
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]

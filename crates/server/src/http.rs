@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use watchpost_fleet_protocol::{
     self as proto, ApiError, Encoding, EnrollRequest, EnrollResponse, Heartbeat, HeartbeatAck,
-    Limits, Record,
+    Limits,
 };
 
 use crate::admin::{self, AdminError};
@@ -61,13 +61,44 @@ pub struct State {
     pub window: RwLock<Window>,
     agent_buckets: Mutex<HashMap<i64, Bucket>>,
     enroll_buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Agent credentials seen valid (SHA-256 → agent id), so batches and heartbeats need
+    /// no database lookup before their work; the work's own transaction checks the
+    /// credential and the revocation against the agent's row.
+    agent_keys: Mutex<HashMap<Vec<u8>, i64>>,
     ingest: tokio::sync::mpsc::Sender<IngestJob>,
+    heartbeats: tokio::sync::mpsc::Sender<HeartbeatJob>,
 }
+
+/// The receiving ends of the server's work queues, for its workers.
+pub struct Queues {
+    /// Batches, for [`ingest_worker`]s.
+    pub ingest: tokio::sync::mpsc::Receiver<IngestJob>,
+    /// Heartbeats, for the [`heartbeat_worker`].
+    pub heartbeats: tokio::sync::mpsc::Receiver<HeartbeatJob>,
+}
+
+/// A heartbeat waiting for the heartbeat worker, and where its answer goes.
+pub struct HeartbeatJob {
+    agent: ingest::AgentRef,
+    heartbeat: Heartbeat,
+    reply: tokio::sync::oneshot::Sender<Result<(), HeartbeatFailed>>,
+}
+
+/// Why a heartbeat was not recorded.
+#[derive(Debug)]
+enum HeartbeatFailed {
+    Refused(crate::heartbeat::Refused),
+    Db(String),
+}
+
+/// Most agent credentials kept in the cache (it is emptied when full: a lookup each
+/// then fills it again).
+const MAX_CACHED_KEYS: usize = 1_000_000;
 
 /// A batch waiting for an ingest worker, and where its answer goes.
 pub struct IngestJob {
-    agent: i64,
-    batch: proto::Batch,
+    agent: ingest::AgentRef,
+    batch: ingest::Prepared,
     reply: tokio::sync::oneshot::Sender<Result<proto::BatchAck, IngestError>>,
 }
 
@@ -105,14 +136,13 @@ pub async fn ingest_worker(
                 }
             }
         }
-        let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
         let result = match state.pool.get().await {
             Ok(mut db) => {
-                let group: Vec<(ingest::AgentRef, &proto::Batch)> = jobs
+                let group: Vec<(ingest::AgentRef, &ingest::Prepared)> = jobs
                     .iter()
-                    .map(|j| (ingest::AgentRef { id: j.agent }, &j.batch))
+                    .map(|j| (j.agent.clone(), &j.batch))
                     .collect();
-                ingest::store_group(&mut db, &group, window).await
+                ingest::store_group(&mut db, &group).await
             }
             Err(e) => Err(IngestError::Db(crate::db::DbError::Pool(e))),
         };
@@ -136,15 +166,63 @@ pub async fn ingest_worker(
     }
 }
 
+/// Most heartbeats one transaction takes.
+const GROUP_HEARTBEATS: usize = 2000;
+
+/// The heartbeat worker: takes a heartbeat and every other one waiting at that moment,
+/// writes them in one transaction ([`crate::heartbeat::record_group`], not waiting for
+/// the disk) and answers each. Heartbeats never wait behind batches: they have this
+/// queue and worker to themselves.
+pub async fn heartbeat_worker(
+    state: Arc<State>,
+    mut rx: tokio::sync::mpsc::Receiver<HeartbeatJob>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => match j { Some(j) => j, None => return },
+            _ = stop.changed() => return,
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_HEARTBEATS {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = match state.pool.get().await {
+            Ok(mut db) => {
+                let group: Vec<(ingest::AgentRef, &Heartbeat)> = jobs
+                    .iter()
+                    .map(|j| (j.agent.clone(), &j.heartbeat))
+                    .collect();
+                crate::heartbeat::record_group(&mut db, &group)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(answer.map_err(HeartbeatFailed::Refused));
+                }
+            }
+            Err(text) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(HeartbeatFailed::Db(text.clone())));
+                }
+            }
+        }
+    }
+}
+
 impl State {
-    /// Shared state for a server, and the receiving end of its ingest queue (for
-    /// [`ingest_worker`]s).
-    pub fn new(
-        config: Config,
-        pool: deadpool_postgres::Pool,
-        window: Window,
-    ) -> (State, tokio::sync::mpsc::Receiver<IngestJob>) {
+    /// Shared state for a server, and the receiving ends of its queues (for
+    /// [`ingest_worker`]s and the [`heartbeat_worker`]).
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, window: Window) -> (State, Queues) {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let (htx, hrx) = tokio::sync::mpsc::channel(8192);
         (
             State {
                 config,
@@ -153,10 +231,23 @@ impl State {
                 window: RwLock::new(window),
                 agent_buckets: Mutex::new(HashMap::new()),
                 enroll_buckets: Mutex::new(HashMap::new()),
+                agent_keys: Mutex::new(HashMap::new()),
                 ingest: tx,
+                heartbeats: htx,
             },
-            rx,
+            Queues {
+                ingest: rx,
+                heartbeats: hrx,
+            },
         )
+    }
+
+    /// Forgets a credential (the database no longer accepts it).
+    fn forget_key(&self, key: &[u8]) {
+        self.agent_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Forgets rate-limit buckets idle for a minute (called by the maintenance task).
@@ -472,6 +563,48 @@ fn db_failed(e: impl std::fmt::Display) -> Response<Body> {
     r
 }
 
+fn no_credential() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send the agent's credential as `Authorization: Bearer wpa_…` (enroll first)",
+    )
+}
+
+fn unknown_agent() -> Response<Body> {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown agent credential (enroll again)",
+    )
+}
+
+fn revoked(message: String) -> Response<Body> {
+    error(StatusCode::FORBIDDEN, "revoked", message)
+}
+
+/// Takes a token from the agent's bucket; 429 with `Retry-After` when it is empty.
+fn rate_limit(state: &State, id: i64) -> Result<(), Response<Body>> {
+    let Err(wait) = take(
+        &state.agent_buckets,
+        id,
+        state.config.agent_rate,
+        state.config.agent_burst,
+    ) else {
+        return Ok(());
+    };
+    state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+    let mut resp = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests from this agent; wait {wait} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    Err(resp)
+}
+
 /// The agent a credential belongs to, with the database connection that looked it up
 /// (the request's work uses it too: one pool checkout per request); 401 or 403
 /// (revoked) otherwise.
@@ -480,11 +613,7 @@ async fn agent(
     req: &Request<Incoming>,
 ) -> Result<(i64, deadpool_postgres::Object), Response<Body>> {
     let Some(token) = bearer(req) else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the agent's credential as `Authorization: Bearer wpa_…` (enroll first)",
-        ));
+        return Err(no_credential());
     };
     let db = client(state).await?;
     let row = db
@@ -495,50 +624,51 @@ async fn agent(
         .await
         .map_err(db_failed)?;
     match row {
-        None => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown agent credential (enroll again)",
-        )),
+        None => Err(unknown_agent()),
         Some(r) => match r.get::<_, Option<Timestamp>>(1) {
-            Some(at) => {
-                let reason: String = r.get(2);
-                Err(error(
-                    StatusCode::FORBIDDEN,
-                    "revoked",
-                    format!(
-                        "this agent was revoked at {at}{}",
-                        if reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {reason}")
-                        }
-                    ),
-                ))
-            }
+            Some(at) => Err(revoked(ingest::revoked_message(at, r.get(2)))),
             None => {
                 let id: i64 = r.get(0);
-                if let Err(wait) = take(
-                    &state.agent_buckets,
-                    id,
-                    state.config.agent_rate,
-                    state.config.agent_burst,
-                ) {
-                    state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    let mut resp = error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!("too many requests from this agent; wait {wait} s"),
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-                    }
-                    return Err(resp);
-                }
+                rate_limit(state, id)?;
                 Ok((id, db))
             }
         },
     }
+}
+
+/// The agent a credential belongs to, for work whose own transaction checks the
+/// credential again (batches, heartbeats): from the cache of credentials seen valid when
+/// it is there (no database on the way), else looked up (and then kept). 401, 403 or 429
+/// otherwise.
+async fn agent_cached(
+    state: &State,
+    req: &Request<Incoming>,
+) -> Result<ingest::AgentRef, Response<Body>> {
+    let Some(token) = bearer(req) else {
+        return Err(no_credential());
+    };
+    let key = admin::hash(&token);
+    let cached = state
+        .agent_keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied();
+    if let Some(id) = cached {
+        rate_limit(state, id)?;
+        return Ok(ingest::AgentRef {
+            id,
+            credential: Some(key),
+        });
+    }
+    let (id, db) = agent(state, req).await?;
+    drop(db);
+    let mut keys = state.agent_keys.lock().unwrap_or_else(|e| e.into_inner());
+    if keys.len() >= MAX_CACHED_KEYS {
+        keys.clear();
+    }
+    keys.insert(key, id);
+    Ok(ingest::AgentRef::checked(id))
 }
 
 async fn enroll(state: &Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -613,15 +743,15 @@ fn decode_error(e: &proto::DecodeError) -> Response<Body> {
 
 async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let m = &state.metrics;
-    let (agent_id, db) = match agent(state, &req).await {
+    let agent = match agent_cached(state, &req).await {
         Ok(a) => a,
         Err(r) => {
             m.batches_refused.fetch_add(1, Ordering::Relaxed);
             return r;
         }
     };
-    // The ingest worker takes its own connection.
-    drop(db);
+    let agent_id = agent.id;
+    let key = agent.credential.clone();
     let limits = state.config.limits;
     let (body, encoding) = match read_body(req, limits.max_body).await {
         Ok(b) => b,
@@ -630,10 +760,13 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return r;
         }
     };
-    // Decompressing and parsing a few MB is CPU work: off the I/O threads.
+    // Decompressing, parsing and encoding the rows of a few MB is CPU work: off the I/O
+    // threads, and before the batch joins a group (whose transaction then only sends).
+    let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
     let decoded = tokio::task::spawn_blocking(move || {
         Encoding::from_header(encoding.as_deref())
             .and_then(|e| proto::decode_batch(&body, e, &limits))
+            .map(|b| ingest::prepare(b, window, Timestamp::now()))
     })
     .await;
     let batch = match decoded {
@@ -650,14 +783,14 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let records: Vec<(u8, i64)> = batch
         .records
         .iter()
-        .map(|r| match r {
-            Record::Event(e) => (0, e.stored_ms),
-            Record::Outcome(_) => (1, 0),
-            Record::Ack(_) => (2, 0),
+        .map(|r| match r.kind {
+            ingest::Kind::Event { stored_ms } => (0, stored_ms),
+            ingest::Kind::Outcome => (1, 0),
+            ingest::Kind::Ack { .. } => (2, 0),
         })
         .collect();
     let job = IngestJob {
-        agent: agent_id,
+        agent,
         batch,
         reply,
     };
@@ -721,6 +854,20 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 },
             )
         }
+        Err(IngestError::Unauthorized) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(k) = &key {
+                state.forget_key(k);
+            }
+            unknown_agent()
+        }
+        Err(IngestError::Revoked(message)) => {
+            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(k) = &key {
+                state.forget_key(k);
+            }
+            revoked(message)
+        }
         Err(IngestError::Db(e)) => {
             m.batches_failed.fetch_add(1, Ordering::Relaxed);
             db_failed(e)
@@ -729,7 +876,7 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let (agent_id, mut db) = match agent(state, &req).await {
+    let agent = match agent_cached(state, &req).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -748,7 +895,20 @@ async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body>
         Ok(h) => h,
         Err(e) => return decode_error(&e),
     };
-    match crate::heartbeat::record(&mut db, agent_id, &hb).await {
+    let key = agent.credential.clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = HeartbeatJob {
+        agent,
+        heartbeat: hb,
+        reply,
+    };
+    if state.heartbeats.send(job).await.is_err() {
+        return db_failed("the heartbeat worker stopped");
+    }
+    let result = answer
+        .await
+        .unwrap_or_else(|_| Err(HeartbeatFailed::Db("no answer from the heartbeat worker".into())));
+    match result {
         Ok(()) => json(
             StatusCode::OK,
             &HeartbeatAck {
@@ -756,7 +916,16 @@ async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body>
                 server_time_ms: Timestamp::now().as_millisecond(),
             },
         ),
-        Err(e) => db_failed(e),
+        Err(HeartbeatFailed::Refused(why)) => {
+            if let Some(k) = &key {
+                state.forget_key(k);
+            }
+            match why {
+                crate::heartbeat::Refused::Unauthorized => unknown_agent(),
+                crate::heartbeat::Refused::Revoked(m) => revoked(m),
+            }
+        }
+        Err(HeartbeatFailed::Db(e)) => db_failed(e),
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod copy;
 pub mod db;
 pub mod events;
 pub mod heartbeat;
@@ -139,6 +140,15 @@ impl Running {
     }
 }
 
+/// Ingest workers for a pool of `pool_size` connections: a quarter of the pool, two to
+/// four. Each stores a group of batches in one transaction; while one waits for its
+/// commit to reach the disk, another copies rows. More would only share the same CPUs
+/// (PostgreSQL's work per event is the same) in smaller, costlier groups; the rest of the
+/// pool serves the heartbeat worker, enrollment, credential lookups and admin requests.
+pub fn ingest_workers(pool_size: usize) -> usize {
+    (pool_size / 4).clamp(2, 4).min(pool_size.saturating_sub(1).max(1))
+}
+
 /// Prepares the database and starts serving; returns once listening.
 pub async fn start(config: config::Config) -> anyhow::Result<Running> {
     let (pool, window) = prepare(&config).await?;
@@ -155,12 +165,12 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let workers = (config.database.pool_size / 2).max(1);
-    let (state, ingest_rx) = http::State::new(config, pool, window);
+    let workers = ingest_workers(config.database.pool_size);
+    let (state, queues) = http::State::new(config, pool, window);
     let state = Arc::new(state);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let ingest_rx = Arc::new(tokio::sync::Mutex::new(ingest_rx));
+    let ingest_rx = Arc::new(tokio::sync::Mutex::new(queues.ingest));
     for _ in 0..workers {
         tasks.push(tokio::spawn(http::ingest_worker(
             state.clone(),
@@ -168,6 +178,11 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
             stop_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(http::heartbeat_worker(
+        state.clone(),
+        queues.heartbeats,
+        stop_rx.clone(),
+    )));
     let s = state.clone();
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {

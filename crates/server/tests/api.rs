@@ -476,8 +476,8 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
             .unwrap()
     };
     let (a1, a2) = (
-        watchpost_server::ingest::AgentRef { id: id("H1") },
-        watchpost_server::ingest::AgentRef { id: id("H2") },
+        watchpost_server::ingest::AgentRef::checked(id("H1")),
+        watchpost_server::ingest::AgentRef::checked(id("H2")),
     );
     let (b1, b2, b3, b4) = (
         events("s", 1, 5, "H1"),
@@ -494,10 +494,12 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
             .await
             .unwrap();
         tokio::spawn(conn);
+        let now = jiff::Timestamp::now();
+        let [p1, p2, p3, p4] =
+            [b1, b2, b3, b4].map(|b| watchpost_server::ingest::prepare(b, window, now));
         watchpost_server::ingest::store_group(
             &mut c,
-            &[(a1, &b1), (a1, &b2), (a2, &b3), (a1, &b4)],
-            window,
+            &[(a1.clone(), &p1), (a1.clone(), &p2), (a2, &p3), (a1, &p4)],
         )
         .await
         .unwrap()

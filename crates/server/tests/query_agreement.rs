@@ -146,6 +146,7 @@ fn the_agent_and_the_server_answer_every_query_alike() {
             secret: Some(SecretSource::Inline(secret)),
             max_queue: 1000,
             batch: 100,
+            interval: Duration::ZERO,
             timeout: Duration::from_secs(10),
             state_dir: dir.path().to_path_buf(),
             host_id: None,

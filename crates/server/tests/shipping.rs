@@ -35,6 +35,7 @@ fn spec(addr: std::net::SocketAddr, secret: &str, state: &Path, max_queue: u64) 
         secret: Some(SecretSource::Inline(secret.into())),
         max_queue,
         batch: 50,
+        interval: Duration::from_millis(200),
         timeout: Duration::from_secs(10),
         state_dir: state.to_path_buf(),
         host_id: None,
