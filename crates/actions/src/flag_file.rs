@@ -4,9 +4,8 @@
 //! it is relative although the template is absolute; event data cannot walk out of the
 //! directory the configuration names.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
@@ -196,8 +195,15 @@ impl FlagFileSpec {
                     Some(t) => t.template.render(&scope),
                     None => event_json(&scope) + "\n",
                 };
-                write_atomic(&path, content.as_bytes(), self.file_mode)
-                    .map_err(|source| FlagError::Write { path, source })
+                watchpost_support::write_atomic_with(
+                    &path,
+                    content.as_bytes(),
+                    watchpost_support::AtomicWrite {
+                        mode: self.file_mode,
+                        unique_tmp: true,
+                    },
+                )
+                .map_err(|source| FlagError::Write { path, source })
             }
             Mode::Remove => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -236,45 +242,6 @@ fn checked_path(rendered: &str, absolute_template: bool) -> Result<PathBuf, Flag
         return bad("it names no file");
     }
     Ok(path.to_path_buf())
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `content` to a temporary file next to `path`, then renames it over `path`,
-/// creating missing parent directories first.
-pub(crate) fn write_atomic(path: &Path, content: &[u8], file_mode: Option<u32>) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        if let Some(mode) = file_mode {
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(content)?;
-        #[cfg(unix)]
-        if let Some(mode) = file_mode {
-            // Set again: the mode given to open() is reduced by the umask.
-            use std::os::unix::fs::PermissionsExt as _;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
-        #[cfg(not(unix))]
-        let _ = file_mode;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -257,4 +257,4 @@ mod webhook;
 
 pub use config::{ActionSpec, KINDS, parse_action};
 pub use control::{ActionStats, OutcomeSink};
-pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job};
+pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job, Lane};

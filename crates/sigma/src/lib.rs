@@ -55,6 +55,7 @@
 mod compile;
 mod condition;
 pub mod correlate;
+mod error;
 pub mod logsource;
 mod pattern;
 mod placeholders;
@@ -62,6 +63,7 @@ mod ruleset;
 
 pub use compile::Scratch;
 pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use error::{PlaceholderError, TimespanError, UnknownLevel};
 pub use placeholders::Placeholders;
 pub use ruleset::{Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset};
 #[doc(no_inline)]

@@ -2,6 +2,9 @@
 //! logs, format detection and schemas. (SEPM syslog: `parsers_manager.rs`; malformed
 //! input: `parsers_malformed.rs`.)
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
@@ -10,11 +13,7 @@ use watchpost_sources::sep::binary::{LogKind, parse_log};
 use watchpost_sources::{Format, ParseCtx, Schema, format};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data"
-    ))
-    .join(sub)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data")).join(sub)
 }
 
 fn ctx() -> ParseCtx {

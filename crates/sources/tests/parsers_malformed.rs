@@ -2,6 +2,9 @@
 //! returns a `ParseError` whose column lies inside the record (or at its end), and never
 //! panics; the binary-log framing always makes progress.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
@@ -9,11 +12,7 @@ use watchpost_sources::sep::{Frame, frame};
 use watchpost_sources::{Format, ParseCtx, ParseError, format};
 
 fn fixtures(sub: &str) -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data"
-    ))
-    .join(sub)
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data")).join(sub)
 }
 
 fn ctx() -> ParseCtx {

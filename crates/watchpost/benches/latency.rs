@@ -8,6 +8,9 @@
 //! The burst counts come from watchpost's own shutdown totals ("sent") and from this
 //! bench's UDP socket ("received"; the kernel drops what the socket buffer cannot hold).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

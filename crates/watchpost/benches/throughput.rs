@@ -3,6 +3,9 @@
 //! (`WATCHPOST_BENCH_LINES=N` sets how many lines each half runs; for instruction counts
 //! run the built binary under `valgrind --tool=callgrind` with a small N).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -1,26 +1,19 @@
 //! watchpost: endpoint security event monitor. `main` only parses arguments and dispatches.
 
-mod analysis;
-mod check;
 mod commands;
-mod config;
-mod diag;
+mod daemon;
 mod hunt;
-mod metrics;
-mod pipeline;
 mod replay;
-mod rules;
-mod run;
 mod service;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
-use crate::diag::Diagnostics;
+use watchpost_config::{Checks, Config, ConfigSource};
+use watchpost_runtime::analysis::{Analysis, BaselineHome};
 
 /// Reads security events the moment they are written and reacts within milliseconds.
 #[derive(Parser)]
@@ -37,6 +30,17 @@ enum Command {
         /// Configuration file (default: the built-in configuration).
         #[arg(short, long)]
         config: Option<PathBuf>,
+    },
+    /// Make the running daemon reload its configuration (the daemon of this
+    /// configuration's state directory). Exit status 0: applied; 1: rejected, with every
+    /// diagnostic printed (the old configuration keeps running).
+    Reload {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The Windows service to signal.
+        #[arg(long, default_value = "watchpost")]
+        name: String,
     },
     /// Check a configuration; every problem is printed as file:line:column.
     CheckConfig {
@@ -204,12 +208,13 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
-            let Some((config, chain)) = load(config.as_deref(), true)? else {
+            let Some(loaded) = load_checked(config.as_deref(), Checks::Full) else {
                 return Ok(ExitCode::from(1));
             };
-            run::run(config, chain)?;
+            daemon::run(config.as_deref(), loaded)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload { config, name } => daemon::reload_command(config.as_deref(), &name),
         Command::CheckConfig { config } => {
             let ok = load(config.as_deref(), true)?.is_some();
             if ok {
@@ -227,29 +232,27 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             source,
             inputs,
         } => {
-            let Some((config, chain)) = load(config.as_deref(), false)? else {
+            let Some((mut config, chain)) = load(config.as_deref(), false)? else {
                 return Ok(ExitCode::from(1));
             };
             // A fresh baseline: the replay shows what the daemon would have flagged had it
             // lived through these events, and leaves the daemon's baselines alone.
-            let analysis = analysis::Analysis::open(
-                &config,
-                &chain,
-                analysis::BaselineHome::Temporary,
-                false,
-            )?;
+            let (analysis, judges) =
+                Analysis::open(&config, &chain, BaselineHome::Temporary, false)?;
+            let analysis = std::sync::Arc::new(analysis);
+            let has_baselines = chain.has_baselines();
             let mut out = std::io::stdout().lock();
             let t = replay::replay(
-                &config,
-                &chain,
-                &analysis,
+                &mut config,
+                chain,
+                (analysis.clone(), judges),
                 source.as_deref(),
                 &inputs,
                 replay::Output::Findings(format),
                 &mut out,
             )?;
-            analysis.close();
-            let anomalies = if chain.has_baselines() {
+            commands::close(analysis);
+            let anomalies = if has_baselines {
                 format!(
                     ", {} judged by anomaly filters, {} anomalies",
                     t.judged, t.anomalies
@@ -343,10 +346,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Baseline { config, cmd } => {
-            let Some((config, chain)) = load(config.as_deref(), false)? else {
+            let Some((mut config, chain)) = load(config.as_deref(), false)? else {
                 return Ok(ExitCode::from(1));
             };
-            commands::baseline(&config, &chain, &cmd, &mut std::io::stdout().lock())?;
+            commands::baseline(&mut config, &chain, &cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine { config, cmd } => {
@@ -381,7 +384,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let level: watchpost_sigma::Level = min_level
                 .parse()
-                .map_err(|e: String| anyhow::anyhow!("--min-level: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("--min-level: {e}"))?;
             let threads = threads.unwrap_or_else(hunt::default_threads);
             hunt::hunt(
                 &hunt::HuntRules {
@@ -398,7 +401,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultConfig => {
-            print!("{}", config::DEFAULT_CONFIG);
+            print!("{}", watchpost_config::DEFAULT_CONFIG);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -407,35 +410,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// Loads and validates a configuration, printing every diagnostic to stderr.
 /// `None` when there were errors.
 fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filters::Chain)>> {
-    let (path, text) = match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading configuration {}", p.display()))?;
-            (p.to_owned(), text)
+    let checks = if io { Checks::Full } else { Checks::Offline };
+    Ok(load_checked(path, checks).map(|l| (l.config, l.chain)))
+}
+
+/// [`load`], keeping everything the daemon needs.
+fn load_checked(path: Option<&Path>, checks: Checks) -> Option<watchpost_config::Loaded> {
+    match watchpost_config::load(&ConfigSource::from_arg(path), checks) {
+        Ok(loaded) => {
+            eprint!("{}", loaded.rendered());
+            Some(loaded)
         }
-        None => (
-            PathBuf::from("<built-in>"),
-            config::DEFAULT_CONFIG.to_owned(),
-        ),
-    };
-    let mut diags = Diagnostics::default();
-    let config = config::parse(&text, &mut diags);
-    let chain = config
-        .as_ref()
-        .and_then(|c| check::validate(c, &mut diags, io));
-    if !diags.items.is_empty() {
-        eprint!("{}", diags.render(&path, &text));
+        Err(rejected) => {
+            eprint!("{}", rejected.rendered());
+            None
+        }
     }
-    if diags.has_errors() {
-        eprintln!(
-            "{}: {} error(s), {} warning(s)",
-            path.display(),
-            diags.error_count(),
-            diags.warning_count()
-        );
-        return Ok(None);
-    }
-    Ok(config.zip(chain))
 }
 
 fn init_logging() {

@@ -9,6 +9,9 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables; `scripts/test.sh` installs them). Without
 //! them the namespace tests fail under `CI=true` and are skipped with the reason elsewhere.
 //! The last test (hook and state through the CLI, no firewall) needs none of that.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -3,6 +3,9 @@
 //! uninstall → not installed, driven through
 //! the built exe against the Service Control Manager (Wine's services.exe under
 //! scripts/windows-test.sh). Always uninstalls, also when an assertion fails.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(windows)]
 
 mod common;

@@ -2,6 +2,9 @@
 //! its own process on 127.0.0.1): bodies and headers as received, answers classified,
 //! a silent server timed out, TLS verified against a test CA made with `openssl`.
 
+// Test code: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -200,6 +200,15 @@ fn check_paths(config: &Config, diags: &mut Diagnostics) {
     }
 }
 
+/// A path as written when it has no wildcard, else the folder before its first one.
+pub fn static_dir_or_path(pattern: &str) -> std::path::PathBuf {
+    if pattern.contains(['*', '?', '[', '{']) {
+        static_dir(pattern)
+    } else {
+        std::path::PathBuf::from(pattern)
+    }
+}
+
 /// The directory part of a glob pattern before its first wildcard.
 pub fn static_dir(pattern: &str) -> std::path::PathBuf {
     let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());

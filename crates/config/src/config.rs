@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// binds loopback.
     #[serde(default)]
     pub metrics: Option<Spanned<String>>,
+    /// Reload when the configuration file, or a file it names (rule folders, placeholder
+    /// files), changes (default false).
+    #[serde(default)]
+    pub watch_config: bool,
 }
 
 /// `[agent] when_queue_full`.
@@ -83,6 +87,7 @@ impl Default for AgentConfig {
             log_fired: true,
             when_queue_full: WhenFull::Wait,
             metrics: None,
+            watch_config: false,
         }
     }
 }
@@ -322,6 +327,8 @@ pub struct Config {
     pub rules: Vec<crate::rules::RuleSet>,
     /// `[agent] metrics`, parsed: where the Prometheus endpoint listens.
     pub metrics: Option<std::net::SocketAddr>,
+    /// What each named part is, for telling a reload what changed.
+    pub definitions: crate::Definitions,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -343,7 +350,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut checks = Vec::new();
     let mut rules = Vec::new();
+    let mut defs = crate::Definitions::default();
     for (key, value) in doc.iter() {
+        record_definitions(key.get_ref(), value, &mut defs);
         let k: &str = key.get_ref();
         match k {
             "agent" => match AgentConfig::deserialize(value.clone().into_deserializer()) {
@@ -447,10 +456,23 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     }
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
     let metrics = agent.metrics.as_ref().and_then(|m| {
-        crate::metrics::parse_address(m.get_ref())
+        crate::address::parse_address(m.get_ref())
             .map_err(|e| diags.error(m.span(), e))
             .ok()
     });
+    // What every source shares from [agent]: a change restarts them all.
+    let shared = (agent.host.clone(), agent.checkpoint_interval_ms);
+    for (_, fp) in &mut defs.sources {
+        *fp = crate::definition::mix(*fp, &shared);
+    }
+    for (name, fp) in &mut defs.rules {
+        if let Some(set) = rules
+            .iter()
+            .find(|r: &&crate::rules::RuleSet| &r.name == name)
+        {
+            *fp = crate::definition::mix(*fp, &set.files_stamp);
+        }
+    }
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
         agent,
@@ -462,7 +484,35 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         checks,
         rules,
         metrics,
+        definitions: defs,
     })
+}
+
+/// Notes the fingerprint of every named table of a section (disabled ones are left out:
+/// to the running daemon they do not exist).
+fn record_definitions(section: &str, value: &Spanned<DeValue<'_>>, defs: &mut crate::Definitions) {
+    use crate::definition::{fingerprint, table_name};
+    let list = match section {
+        "source" => &mut defs.sources,
+        "filter" => &mut defs.filters,
+        "action" => &mut defs.actions,
+        "check" => &mut defs.checks,
+        "rules" => &mut defs.rules,
+        _ => return,
+    };
+    let Some(items) = value.get_ref().as_array() else {
+        return;
+    };
+    for item in items {
+        let v = item.get_ref();
+        let disabled = matches!(v, DeValue::Table(t) if matches!(
+            t.get("enabled").map(|e| e.get_ref()),
+            Some(DeValue::Boolean(false))
+        ));
+        if !disabled {
+            list.push((table_name(v), fingerprint(v)));
+        }
+    }
 }
 
 fn for_each_entry(
