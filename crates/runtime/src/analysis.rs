@@ -189,12 +189,16 @@ impl Analysis {
                 }
             }
         }
-        let names: Vec<&str> = chain
+        let specs: Vec<(&str, &watchpost_filters::ThresholdSpec)> = chain
             .iter()
-            .filter(|f| f.threshold.is_some())
-            .map(|f| &*f.name)
+            .filter_map(|f| Some((&*f.name, f.threshold.as_ref()?)))
             .collect();
-        watchpost_support::lock(&self.thresholds).retain_filters(&names);
+        let names: Vec<&str> = specs.iter().map(|(n, _)| *n).collect();
+        let mut windows = watchpost_support::lock(&self.thresholds);
+        windows.retain_filters(&names);
+        for name in windows.reset_changed(&specs) {
+            tracing::warn!(filter = %name, "the threshold filter's definition changed: its windows start afresh");
+        }
         Ok(JudgeTable {
             ids,
             names: chain.iter().map(|f| f.name.clone()).collect(),

@@ -550,7 +550,12 @@ mod tests {
             "{u}"
         );
         assert!(u.contains("WantedBy=multi-user.target"));
+        assert!(
+            u.contains("ExecReload=/usr/bin/watchpost reload -c \"/etc/watchpost/my conf.toml\"\n"),
+            "{u}"
+        );
         let u = unit_text(Path::new("/opt/wp/watchpost"), None);
         assert!(u.contains("ExecStart=/opt/wp/watchpost run\n"), "{u}");
+        assert!(u.contains("ExecReload=/opt/wp/watchpost reload\n"), "{u}");
     }
 }
