@@ -28,8 +28,8 @@ use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 
 /// Connecting, authenticating and calling `Notify` must finish within this.
 #[cfg_attr(windows, allow(dead_code))]

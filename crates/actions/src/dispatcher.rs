@@ -5,10 +5,13 @@
 //! applies a new list of actions in place: an unchanged action keeps its lane, queue and
 //! workers; a changed or removed one is *retired*: once no generation holds its lane any
 //! more (every source switched to the new generation), its queue is closed and its
-//! workers drain it (5 s at most). A changed action that keeps state on disk (a durable
-//! retry queue, throttle/dedupe state) hands it over: its old worker stops at once,
-//! leaving every job in the on-disk queue, and only then does the new worker open the same
-//! queue. Its counters carry on under the same name.
+//! workers drain it with the old definition (5 s at most). A changed action with a
+//! durable retry queue hands it over: its old worker stops at once, leaving every job in
+//! the on-disk queue, and only then does the new worker open the same queue (jobs that
+//! reached the old channel while sources were switching are passed on after it, so they
+//! may come after the first jobs of the new generation). Counters carry on under the same
+//! name. Throttle/dedupe state of a changed action is saved by the old gate when it ends
+//! and read by the new one when it starts: windows recorded in between start afresh.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -264,24 +267,26 @@ impl Dispatcher {
             match old.remove(spec.name()) {
                 Some(r) if unchanged(spec.name()) => next.push(r),
                 Some(r) => {
-                    // Its successor waits for it when both keep state on disk.
-                    let hand_over = shares_state(&r.spec) && shares_state(&spec);
+                    // A durable queue goes to the successor, which waits for it.
+                    let hand_over = r.spec.durable() && spec.durable();
                     let counters = r.lane.counters.clone();
                     let (after_tx, after_rx) = crossbeam_channel::bounded::<()>(0);
-                    self.retiring.push(retire(r, hand_over, after_tx)?);
-                    next.push(start_action(
+                    let started = start_action(
                         spec,
                         &self.opts,
                         hand_over.then_some(after_rx),
                         Some(counters),
-                    )?);
+                    )?;
+                    let successor = hand_over.then(|| started.lane.clone());
+                    self.retiring.push(retire(r, successor, after_tx)?);
+                    next.push(started);
                 }
                 None => next.push(start_action(spec, &self.opts, None, None)?),
             }
         }
         for (_, r) in old {
             let (after_tx, _) = crossbeam_channel::bounded::<()>(0);
-            self.retiring.push(retire(r, false, after_tx)?);
+            self.retiring.push(retire(r, None, after_tx)?);
         }
         self.running = next;
         self.by_name = names;
@@ -356,6 +361,7 @@ impl Dispatcher {
                 &done,
                 until + AFTER_DEADLINE,
                 &counters,
+                true,
             );
             stats.push(counters.snapshot(&name, kind, 0));
         }
@@ -366,14 +372,8 @@ impl Dispatcher {
     }
 }
 
-/// Whether an action keeps state on disk that one worker at a time may use: a durable
-/// retry queue, throttle/dedupe state.
-fn shares_state(spec: &ActionSpec) -> bool {
-    spec.durable() || !spec.common.limits.is_empty()
-}
-
-/// Waits for a running action's workers (until `until`), joins those that ended, counts
-/// what is still queued as dropped.
+/// Waits for a running action's workers (until `until`), joins those that ended; with
+/// `count_left`, counts what is still queued as dropped.
 fn finish_workers(
     name: &str,
     rx: &Receiver<Job>,
@@ -381,6 +381,7 @@ fn finish_workers(
     done: &Receiver<usize>,
     until: Instant,
     counters: &Counters,
+    count_left: bool,
 ) {
     let mut finished = HashSet::new();
     while finished.len() < workers.len() {
@@ -391,9 +392,11 @@ fn finish_workers(
             Err(_) => break,
         }
     }
-    let left = rx.try_iter().count() as u64;
-    if left > 0 {
-        counters.dropped(left);
+    if count_left {
+        let left = rx.try_iter().count() as u64;
+        if left > 0 {
+            counters.dropped(left);
+        }
     }
     for (w, handle) in workers.into_iter().enumerate() {
         if finished.contains(&w) {
@@ -407,12 +410,18 @@ fn finish_workers(
 /// How long a retired action may drain its queue.
 const RETIRE_DRAIN: Duration = Duration::from_secs(5);
 
-/// Retires an action on a thread of its own: waits until no generation holds its lane
-/// (its queue is then closed), lets its workers drain (or, handing over, stop at once,
-/// leaving the durable queue on disk), then lets `after`'s receiver (the successor) go.
+/// Retires an action on a thread of its own (see the module documentation).
+///
+/// Draining (`successor` is `None`): waits until no generation holds its lane (its queue
+/// is then closed) and lets its workers finish what is queued, 5 s at most.
+///
+/// Handing over (a changed durable action, `successor` its new lane): its worker stops
+/// at once, taking what is on its channel into the on-disk queue; then `after` lets the
+/// successor open that queue; jobs that reached the old channel later (sources that had
+/// not switched to the new generation yet) are passed on to the successor.
 fn retire(
     r: Running,
-    hand_over: bool,
+    successor: Option<Arc<Lane>>,
     after: Sender<()>,
 ) -> Result<JoinHandle<ActionStats>, ActionError> {
     let Running {
@@ -428,29 +437,40 @@ fn retire(
     let counters = lane.counters.clone();
     let held = Arc::downgrade(&lane);
     drop(lane);
+    if successor.is_some() {
+        ctl.set_deadline(Instant::now());
+    }
     let thread_name = format!("retire-{name}");
     std::thread::Builder::new()
         .name(thread_name.clone())
         .spawn(move || {
-            while held.strong_count() > 0 {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let until = if hand_over {
-                Instant::now()
-            } else {
-                Instant::now() + RETIRE_DRAIN
+            let wait_released = || {
+                while held.strong_count() > 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             };
-            ctl.set_deadline(until);
-            finish_workers(
-                &name,
-                &rx,
-                workers,
-                &done,
-                until + AFTER_DEADLINE,
-                &counters,
-            );
-            tracing::info!(action = %name, "action retired");
-            drop(after);
+            match successor {
+                Some(next) => {
+                    let until = Instant::now() + AFTER_DEADLINE + RETIRE_DRAIN;
+                    finish_workers(&name, &rx, workers, &done, until, &counters, false);
+                    drop(after);
+                    wait_released();
+                    let mut passed = 0u64;
+                    let give_up = Instant::now() + RETIRE_DRAIN;
+                    for job in rx.try_iter() {
+                        passed += u64::from(next.submit_wait(job, &|| Instant::now() >= give_up));
+                    }
+                    tracing::info!(action = %name, passed_on = passed, "action handed over to its new definition");
+                }
+                None => {
+                    wait_released();
+                    let until = Instant::now() + RETIRE_DRAIN;
+                    ctl.set_deadline(until);
+                    finish_workers(&name, &rx, workers, &done, until + AFTER_DEADLINE, &counters, true);
+                    drop(after);
+                    tracing::info!(action = %name, "action retired");
+                }
+            }
             counters.snapshot(&name, kind, 0)
         })
         .map_err(|source| ActionError::Thread {

@@ -24,8 +24,8 @@ use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::syslog::event_json;
 
 /// Default size at which the file is rotated: 100 MiB.

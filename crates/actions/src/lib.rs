@@ -240,6 +240,7 @@ mod durable;
 mod email;
 mod flag_file;
 mod jsonl_file;
+mod kit;
 mod limits;
 mod net;
 mod open_url;

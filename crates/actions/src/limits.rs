@@ -20,8 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::Job;
-use crate::config::Tpl;
 use crate::control::{Control, Counters};
+use crate::kit::Tpl;
 
 /// Most keys remembered per limit.
 pub(crate) const MAX_KEYS: usize = 10_000;

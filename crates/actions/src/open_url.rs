@@ -35,8 +35,8 @@ use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::run::find_program;
 
 /// Schemes that open local files or run code; refused even when listed.

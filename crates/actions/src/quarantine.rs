@@ -45,8 +45,8 @@ pub use state::{
 };
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::registry::{self, Data, Hive, ValueKind};
 use state::Locked;
 

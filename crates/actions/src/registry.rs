@@ -32,8 +32,8 @@ use toml::de::DeValue;
 use watchpost_event::{ConfigError, FieldRef, Lookup, Sym};
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 
 /// What the action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -21,7 +21,7 @@ use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
-use crate::config::{Tpl, bounded, deserialize};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::run::RunSpec;
 
 #[derive(Debug, Deserialize)]

@@ -465,6 +465,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     for (_, fp) in &mut defs.sources {
         *fp = crate::definition::mix(*fp, &shared);
     }
+    for (_, fp) in &mut defs.checks {
+        *fp = crate::definition::mix(*fp, &agent.host);
+    }
     for (name, fp) in &mut defs.rules {
         if let Some(set) = rules
             .iter()

@@ -18,10 +18,10 @@
 //!
 //! ```
 //! use watchpost_config::{Checks, ConfigSource, load};
-//! let text = "[[filter]]\nname = \"x\"\nmatch = { nope = 1 }\n".to_owned();
+//! let text = "[[filter]]\nname = \"x\"\nmatch = { event_id = 1 }\nactions = [\"nope\"]\n".to_owned();
 //! let rejected = load(&ConfigSource::Text { name: "group.toml".into(), text }, Checks::Offline)
 //!     .unwrap_err();
-//! assert!(rejected.rendered().starts_with("group.toml:3:"));
+//! assert!(rejected.rendered().contains("group.toml:4:12: error: unknown action `nope`"));
 //! ```
 
 mod address;

@@ -106,9 +106,18 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(
-            parse_duration("14y")
+            parse_duration("14q")
                 .unwrap_err()
-                .contains("unknown unit `y`")
+                .contains("unknown unit `q`")
+        );
+        // Sigma's timespans: months and years.
+        assert_eq!(
+            parse_duration("1M").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1y").unwrap(),
+            Duration::from_secs(365 * 86_400)
         );
     }
 

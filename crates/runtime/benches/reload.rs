@@ -44,7 +44,11 @@ fn main() {
     let mut rt = Runtime::start(ConfigSource::File(base.clone()), loaded, handle).unwrap();
     let mut took = Vec::new();
     for i in 0..100 {
-        let source = ConfigSource::File(if i % 2 == 0 { more.clone() } else { base.clone() });
+        let source = ConfigSource::File(if i % 2 == 0 {
+            more.clone()
+        } else {
+            base.clone()
+        });
         let t = Instant::now();
         let outcome = rt.reload(&source);
         took.push(t.elapsed());

@@ -283,6 +283,8 @@ impl Runtime {
             .collect();
         self.supervisor
             .stop_where(|n| restart.iter().any(|r| r == n));
+        // A changed host name changed every source's and check's definition.
+        self.shared.local_host = new.agent.host.clone().unwrap_or_else(local_host_name);
         let interval = checkpoint_interval(&new);
         for s in &new.sources {
             let opened = if changes.sources.changed.contains(&s.name) {

@@ -22,12 +22,8 @@ const ANSWER_WAIT: Duration = Duration::from_secs(60);
 /// Runs the daemon until SIGINT/SIGTERM; SIGHUP reloads.
 pub fn run(path: Option<&Path>, loaded: Loaded) -> Result<()> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        let _ = stop_tx.try_send(());
-    })
-    .context("installing the SIGINT/SIGTERM handler")?;
     let (handle, requests) = reload::channel();
-    on_sighup(&handle)?;
+    on_signals(stop_tx, &handle)?;
     watchpost_runtime::run_until(
         ConfigSource::from_arg(path),
         loaded,
@@ -37,27 +33,37 @@ pub fn run(path: Option<&Path>, loaded: Loaded) -> Result<()> {
     )
 }
 
-/// SIGHUP asks for a reload (a thread of signal-hook's waits for it; the handler itself
-/// only notes the signal).
+/// SIGINT and SIGTERM stop, SIGHUP asks for a reload: one thread of signal-hook's waits
+/// for them (the handlers themselves only note the signal).
 #[cfg(unix)]
-fn on_sighup(handle: &ReloadHandle) -> Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .context("installing the SIGHUP handler")?;
+fn on_signals(stop: crossbeam_channel::Sender<()>, handle: &ReloadHandle) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the SIGINT/SIGTERM/SIGHUP handlers")?;
     let handle = handle.clone();
     std::thread::Builder::new()
-        .name("sighup".into())
+        .name("signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                tracing::info!("SIGHUP: reloading the configuration");
-                handle.request();
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    handle.request();
+                } else {
+                    let _ = stop.try_send(());
+                }
             }
         })?;
     Ok(())
 }
 
+/// Ctrl+C, Ctrl+Break and closing the console stop (`watchpost run` in a console; the
+/// service stops through the SCM).
 #[cfg(not(unix))]
-fn on_sighup(_: &ReloadHandle) -> Result<()> {
-    Ok(())
+fn on_signals(stop: crossbeam_channel::Sender<()>, _: &ReloadHandle) -> Result<()> {
+    ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    })
+    .context("installing the Ctrl+C handler")
 }
 
 /// `watchpost reload`: asks the daemon running with this configuration's state directory

@@ -127,7 +127,13 @@ fn sighup_adds_a_filter_and_an_action_and_keeps_the_source_running() {
     let cfg = write_config(dir, "");
     let log = dir.join("watchpost.log");
     let input = dir.join("logs/a.jsonl");
-    append(&input, (0..5).map(|i| line(i, "4624")).collect::<String>().as_bytes());
+    append(
+        &input,
+        (0..5)
+            .map(|i| line(i, "4624"))
+            .collect::<String>()
+            .as_bytes(),
+    );
     let wp = Watchpost::start(&cfg, &log);
     wait_for("5 lines", Duration::from_secs(20), || {
         (seqs(&dir.join("out1.jsonl")).len() == 5).then_some(())
@@ -142,7 +148,10 @@ fn sighup_adds_a_filter_and_an_action_and_keeps_the_source_running() {
             && text.contains("actions: added out2"),
         "{text}"
     );
-    assert!(!text.contains("source stopped"), "the unchanged source kept running: {text}");
+    assert!(
+        !text.contains("source stopped"),
+        "the unchanged source kept running: {text}"
+    );
     let mut more = String::new();
     for i in 5..10 {
         more.push_str(&line(i, "4624"));
@@ -155,7 +164,10 @@ fn sighup_adds_a_filter_and_an_action_and_keeps_the_source_running() {
     });
     // No line read twice, none skipped.
     assert_eq!(seqs(&dir.join("out1.jsonl")), (0..10).collect::<Vec<_>>());
-    assert_eq!(seqs(&dir.join("out2.jsonl")), (105..110).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&dir.join("out2.jsonl")),
+        (105..110).collect::<Vec<_>>()
+    );
     assert!(wp.terminate());
 }
 
@@ -194,20 +206,26 @@ fn watchpost_reload_applies_or_rejects_and_the_old_configuration_keeps_running()
     let cfg_arg = cfg.to_str().unwrap();
 
     // A mistake: rejected, every diagnostic printed with its place, nothing changes.
-    with_metrics("\n[[filter]]\nname = \"bad\"\nmatch = { event_id = \"1\" }\nactions = [\"nope\"]\n");
+    with_metrics(
+        "\n[[filter]]\nname = \"bad\"\nmatch = { event_id = \"1\" }\nactions = [\"nope\"]\n",
+    );
     let out = watchpost(&["reload", "-c", cfg_arg]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let at = format!("{cfg_arg}:");
     assert!(
-        stderr.lines().any(|l| l.starts_with(&at) && l.contains("error:") && l.contains("nope")),
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&at) && l.contains("error:") && l.contains("nope")),
         "{stderr}"
     );
     assert!(stderr.contains("generation 1 keeps running"), "{stderr}");
     append(&input, line(2, "4624").as_bytes());
-    wait_for("line 2 with the old configuration", Duration::from_secs(20), || {
-        (seqs(&dir.join("out1.jsonl")) == [1, 2]).then_some(())
-    });
+    wait_for(
+        "line 2 with the old configuration",
+        Duration::from_secs(20),
+        || (seqs(&dir.join("out1.jsonl")) == [1, 2]).then_some(()),
+    );
     let text = wp.log_text();
     assert!(text.contains("configuration reload rejected"), "{text}");
     assert!(text.contains(":8:") || text.contains("nope"), "{text}");
@@ -216,8 +234,15 @@ fn watchpost_reload_applies_or_rejects_and_the_old_configuration_keeps_running()
     with_metrics(&second(dir));
     let out = watchpost(&["reload", "-c", cfg_arg]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("configuration applied: generation 2"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("configuration applied: generation 2"),
+        "{stdout}"
+    );
     // The same again: nothing to do.
     let out = watchpost(&["reload", "-c", cfg_arg]);
     assert!(out.status.success());
@@ -295,7 +320,11 @@ fn watch_config_reloads_when_the_file_changes() {
     let watched = |extra: &str| {
         write_config(dir, extra);
         let t = std::fs::read_to_string(&cfg).unwrap();
-        let t = t.replacen("log_fired = false\n", "log_fired = false\nwatch_config = true\n", 1);
+        let t = t.replacen(
+            "log_fired = false\n",
+            "log_fired = false\nwatch_config = true\n",
+            1,
+        );
         let tmp = dir.join("x.new");
         std::fs::write(&tmp, t).unwrap();
         std::fs::rename(&tmp, &cfg).unwrap();
@@ -338,7 +367,10 @@ path = '{}/out2.jsonl'
     let log = dir.join("watchpost.log");
     let input = dir.join("logs/a.jsonl");
     let wp = Watchpost::start(&cfg, &log);
-    append(&input, format!("{}{}", line(1, "4625"), line(2, "4625")).as_bytes());
+    append(
+        &input,
+        format!("{}{}", line(1, "4625"), line(2, "4625")).as_bytes(),
+    );
     // Both matches counted (the windows are saved with the checkpoints).
     wait_for("two matches in the window", Duration::from_secs(20), || {
         let t = std::fs::read_to_string(dir.join("state/thresholds.json")).ok()?;
@@ -349,7 +381,10 @@ path = '{}/out2.jsonl'
     // An unrelated change: the window (2 of 3) carries over.
     write_config(
         dir,
-        &threshold(3, "\n[[action]]\nname = \"unused\"\ntype = \"flag_file\"\npath = '/tmp/x'\n"),
+        &threshold(
+            3,
+            "\n[[action]]\nname = \"unused\"\ntype = \"flag_file\"\npath = '/tmp/x'\n",
+        ),
     );
     hup(&wp);
     wait_log(&wp, "configuration reloaded", 1);
@@ -363,11 +398,17 @@ path = '{}/out2.jsonl'
     wait_log(&wp, "configuration reloaded", 2);
     append(&input, line(4, "4625").as_bytes());
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(seqs(&dir.join("out2.jsonl")), [3], "one match of a fresh window of 2");
+    assert_eq!(
+        seqs(&dir.join("out2.jsonl")),
+        [3],
+        "one match of a fresh window of 2"
+    );
     append(&input, line(5, "4625").as_bytes());
-    wait_for("the second match of the new window", Duration::from_secs(20), || {
-        (seqs(&dir.join("out2.jsonl")) == [3, 5]).then_some(())
-    });
+    wait_for(
+        "the second match of the new window",
+        Duration::from_secs(20),
+        || (seqs(&dir.join("out2.jsonl")) == [3, 5]).then_some(()),
+    );
     assert!(wp.terminate());
 }
 
@@ -399,7 +440,11 @@ fn a_changed_durable_action_keeps_its_queued_jobs() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     // A port nobody listens on yet.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let action = |msg: &str| {
         format!(
             r#"
@@ -421,7 +466,13 @@ retry = {{ initial_backoff = "100ms", max_backoff = "200ms" }}
     let log = dir.join("watchpost.log");
     let input = dir.join("logs/a.jsonl");
     let wp = Watchpost::start(&cfg, &log);
-    append(&input, (1..=3).map(|i| line(i, "4625")).collect::<String>().as_bytes());
+    append(
+        &input,
+        (1..=3)
+            .map(|i| line(i, "4625"))
+            .collect::<String>()
+            .as_bytes(),
+    );
     // Queued on disk while the receiver is down.
     wait_for("three queued jobs", Duration::from_secs(20), || {
         let q = dir.join("state/queue/siem");
@@ -489,7 +540,15 @@ fn hundred_reloads_under_load_lose_and_repeat_nothing() {
     let started = Instant::now();
     let mut took = Vec::new();
     for n in 0..100 {
-        write_config(dir, if n % 2 == 0 { second(dir) } else { String::new() }.as_str());
+        write_config(
+            dir,
+            if n % 2 == 0 {
+                second(dir)
+            } else {
+                String::new()
+            }
+            .as_str(),
+        );
         let t = Instant::now();
         let out = watchpost(&["reload", "-c", &cfg_arg]);
         took.push(t.elapsed());
@@ -515,8 +574,17 @@ fn hundred_reloads_under_load_lose_and_repeat_nothing() {
         .step_by(2)
         .filter(|s| !count.contains_key(s))
         .collect();
-    let twice: Vec<u64> = count.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
-    assert!(lost.is_empty(), "{} lost, first {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    let twice: Vec<u64> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     assert!(twice.is_empty(), "{} delivered twice", twice.len());
     let log_text = wp.log_text();
     assert_eq!(
@@ -536,10 +604,14 @@ fn hundred_reloads_under_load_lose_and_repeat_nothing() {
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
-    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// The value of the sample `series` (name with labels) in a scrape.

@@ -9,7 +9,11 @@ use std::process::Command;
 
 #[test]
 fn the_unit_verifies_and_reloads_through_watchpost_reload() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         assert!(
             std::env::var_os("CI").is_none(),
             "systemd-analyze is missing (scripts/test.sh installs systemd)"
@@ -21,19 +25,33 @@ fn the_unit_verifies_and_reloads_through_watchpost_reload() {
     let cfg = d.path().join("watchpost.toml");
     std::fs::write(
         &cfg,
-        format!("[agent]\nstate_dir = '{}'\n", d.path().join("state").display()),
+        format!(
+            "[agent]\nstate_dir = '{}'\n",
+            d.path().join("state").display()
+        ),
     )
     .unwrap();
     let units = d.path().join("units");
     let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
-        .args(["service", "install", "--no-systemctl", "--name", "wp-test", "-c"])
+        .args([
+            "service",
+            "install",
+            "--no-systemctl",
+            "--name",
+            "wp-test",
+            "-c",
+        ])
         .arg(&cfg)
         .arg("--unit-dir")
         .arg(&units)
         .env("WATCHPOST_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let unit = units.join("wp-test.service");
     let text = std::fs::read_to_string(&unit).unwrap();
     let exe = env!("CARGO_BIN_EXE_watchpost");

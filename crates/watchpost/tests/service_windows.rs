@@ -1,5 +1,6 @@
 //! `watchpost service` on Windows: install → start → Running → the daemon reacts to a line
-//! appended to a followed file (beside a windows_event_log source) → stop → Stopped →
+//! appended to a followed file (beside a windows_event_log source) → `watchpost reload`
+//! and `sc control NAME paramchange` apply a changed configuration → stop → Stopped →
 //! uninstall → not installed, driven through
 //! the built exe against the Service Control Manager (Wine's services.exe under
 //! scripts/windows-test.sh). Always uninstalls, also when an assertion fails.
@@ -152,6 +153,40 @@ content = "seen"
         state.join("checkpoints").is_dir(),
         "no checkpoints directory"
     );
+
+    // A reload through the service's control: a second filter and action appear.
+    let first = std::fs::read_to_string(&config).unwrap();
+    let flag2 = flags.join("second");
+    let second = |marker: &str| {
+        format!(
+            "{first}\n[[filter]]\nname = \"second\"\nmatch = {{ message = {{ regex = '{marker}' }} }}\nactions = [\"flag2\"]\n\n[[action]]\nname = \"flag2\"\ntype = \"flag_file\"\npath = '{}'\ncontent = \"{marker}\"\n",
+            flag2.display()
+        )
+    };
+    std::fs::write(&config, second("WATCHPOST-RELOAD-ONE")).unwrap();
+    let out = watchpost(&["reload", "-c", config.to_str().unwrap(), "--name", name]);
+    assert!(out.status.success(), "reload: {}", text(&out));
+    assert!(text(&out).contains("generation 2"), "{}", text(&out));
+    append(&log, b"Nov 22 10:00:01 host app[1]: WATCHPOST-RELOAD-ONE\n");
+    let seen = wait_for("the new filter's flag", Duration::from_secs(30), || {
+        std::fs::read_to_string(&flag2).ok()
+    });
+    assert_eq!(seen, "WATCHPOST-RELOAD-ONE");
+    // The standard control: `sc control NAME paramchange`.
+    std::fs::write(&config, second("WATCHPOST-RELOAD-TWO")).unwrap();
+    let sc = Command::new("sc")
+        .args(["control", name, "paramchange"])
+        .output()
+        .unwrap();
+    assert!(sc.status.success(), "sc control: {}", text(&sc));
+    wait_for("the reload by paramchange", Duration::from_secs(30), || {
+        let s = std::fs::read_to_string(state.join("reload.json")).ok()?;
+        s.contains("\"generation\": 3").then_some(())
+    });
+    append(&log, b"Nov 22 10:00:02 host app[1]: WATCHPOST-RELOAD-TWO\n");
+    wait_for("the changed flag", Duration::from_secs(30), || {
+        (std::fs::read_to_string(&flag2).ok()? == "WATCHPOST-RELOAD-TWO").then_some(())
+    });
 
     service_ok("stop", name, &[]);
     wait_state(name, "Stopped", Duration::from_secs(30));

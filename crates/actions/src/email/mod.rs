@@ -25,9 +25,9 @@ use toml::de::DeValue;
 use watchpost_event::{ConfigError, format_time};
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::net::{self, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::tls::{RawTls, TlsSpec};

@@ -15,8 +15,8 @@ use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 pub(crate) use format::event_json;
 use format::{Body, Cef, Formatter, Header, Scratch};
 use transport::{Framing, Proto, Settings, Stream, Target, Transport};

@@ -34,9 +34,9 @@ use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::net::{self, Conn, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::syslog::event_json;
