@@ -199,11 +199,28 @@ impl Counters {
 }
 
 /// Where each job's outcome goes when the job came from a stored event (the event store
-/// records it): `(stored event id, action name, attempt, succeeded, error or note)`.
-/// Actions with a retry queue report every attempt (1, 2, …; a failed one that will be
-/// tried again says so in the note); attempt 0 is a job never attempted because
-/// `throttle` or `dedupe` held it back (note `throttled` / `duplicate`).
-pub type OutcomeSink = std::sync::Arc<dyn Fn(u64, &str, u32, bool, &str) + Send + Sync>;
+/// records it). Actions with a retry queue report every attempt.
+pub type OutcomeSink = std::sync::Arc<dyn Fn(&Attempt<'_>) + Send + Sync>;
+
+/// One attempt of one job, as the [`OutcomeSink`] gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    /// The stored event's id.
+    pub event: u64,
+    /// The action.
+    pub action: &'a str,
+    /// The filter (or rule set) whose firing made the job: an event two filters matched
+    /// gets a job, and outcomes, for each.
+    pub filter: &'a str,
+    /// 1, 2, … (a failed one that will be tried again says so in `detail`); 0 for a job
+    /// never attempted because `throttle` or `dedupe` held it back (`detail` `throttled`
+    /// or `duplicate`).
+    pub attempt: u32,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The error or a short note ("" for a plain success).
+    pub detail: &'a str,
+}
 
 /// The shutdown deadline, set once by [`crate::Dispatcher::shutdown`]; the outcome sink.
 #[derive(Default)]
@@ -238,10 +255,18 @@ impl Control {
         result: Result<(), &str>,
     ) {
         if let (Some(sink), Some(id)) = (&self.outcomes, job.stored) {
-            match result {
-                Ok(()) => sink(id, action, attempt, true, ""),
-                Err(e) => sink(id, action, attempt, false, e),
-            }
+            let (ok, detail) = match result {
+                Ok(()) => (true, ""),
+                Err(e) => (false, e),
+            };
+            sink(&Attempt {
+                event: id,
+                action,
+                filter: &job.filter,
+                attempt,
+                ok,
+                detail,
+            });
         }
     }
 

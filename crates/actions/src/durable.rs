@@ -511,8 +511,8 @@ mod tests {
         drop(tx);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
-        let sink: crate::OutcomeSink = Arc::new(move |id, _a: &str, attempt, ok, _d: &str| {
-            s.lock().unwrap().push((id, attempt, ok));
+        let sink: crate::OutcomeSink = Arc::new(move |a: &crate::Attempt<'_>| {
+            s.lock().unwrap().push((a.event, a.attempt, a.ok));
         });
         let ctl = Control::with_outcomes(Some(sink));
         let counters = Counters::default();

@@ -257,5 +257,6 @@ mod tls;
 mod webhook;
 
 pub use config::{ActionSpec, KINDS, parse_action};
-pub use control::{ActionStats, OutcomeSink};
+pub use control::{ActionStats, Attempt, OutcomeSink};
 pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job, Lane};
+pub use run::foreign_platform_path;

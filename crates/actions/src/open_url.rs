@@ -191,10 +191,11 @@ impl OpenUrlSpec {
     /// The configured browser must exist; on Unix without one, `xdg-open` must be on PATH.
     pub(crate) fn check(&self) -> Vec<ConfigError> {
         match &self.browser {
-            Some((program, _)) => match find_program(program.get_ref()) {
-                Ok(_) => Vec::new(),
-                Err(m) => vec![ConfigError::new(program.span(), m)],
-            },
+            Some((program, _)) => {
+                crate::run::check_program(program.get_ref(), program.span(), " (`browser`)")
+                    .into_iter()
+                    .collect()
+            }
             None if cfg!(windows) => Vec::new(),
             None => match find_program("xdg-open") {
                 Ok(_) => Vec::new(),
@@ -229,7 +230,7 @@ impl OpenUrlSpec {
                 Some((p, args)) => (
                     find_program(p.get_ref()).map_err(|why| OpenError::Os {
                         url: url.clone(),
-                        why,
+                        why: why.to_string(),
                     })?,
                     args.clone(),
                 ),

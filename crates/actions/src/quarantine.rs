@@ -334,12 +334,11 @@ impl QuarantineSpec {
             return out;
         }
         if self.firewall_here() {
-            if let Err(m) = crate::run::find_program(self.nft.get_ref()) {
-                out.push(ConfigError::new(
-                    self.nft.span(),
-                    format!("{m} (the quarantine needs nftables' `nft`; install the `nftables` package or set `nft`)"),
-                ));
-            }
+            out.extend(crate::run::check_program(
+                self.nft.get_ref(),
+                self.nft.span(),
+                " (the quarantine needs nftables' `nft`; install the `nftables` package or set `nft`)",
+            ));
             if self.allow.is_empty() && !self.allow_dns {
                 out.push(ConfigError::warning(
                     self.type_span.clone(),
@@ -369,10 +368,12 @@ impl QuarantineSpec {
                 "on Windows the quarantine is the `registry` value for SEP's location awareness (or a `hook`); neither is set, so it does nothing",
             ));
         }
-        if let (Some(p), Some(span)) = (self.hook.first(), &self.hook_span)
-            && let Err(m) = crate::run::find_program(p.template.source())
-        {
-            out.push(ConfigError::new(span.clone(), format!("hook: {m}")));
+        if let (Some(p), Some(span)) = (self.hook.first(), &self.hook_span) {
+            out.extend(crate::run::check_program(
+                p.template.source(),
+                span.clone(),
+                " (the quarantine's `hook`)",
+            ));
         }
         out
     }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -122,7 +123,9 @@ impl RunSpec {
         let mut errors = Vec::new();
         let p = raw.program.get_ref();
         if p.is_empty()
-            || (!Path::new(p).is_absolute() && !foreign_windows_path(p) && p.contains(['/', '\\']))
+            || (!Path::new(p).is_absolute()
+                && foreign_platform_path(p).is_none()
+                && p.contains(['/', '\\']))
         {
             errors.push(ConfigError::new(
                 raw.program.span(),
@@ -205,28 +208,26 @@ impl RunSpec {
 
     pub(crate) fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        let program = self.program.get_ref();
-        if foreign_windows_path(program) {
-            let message = format!(
-                "`{program}` is a Windows path; it is checked on Windows only, and the action fails on this system"
-            );
-            errors.push(ConfigError::warning(self.program.span(), message));
-        } else if let Err(m) = find_program(program) {
-            errors.push(ConfigError::new(self.program.span(), m));
-        }
-        if let Some(cwd) = &self.cwd
-            && foreign_windows_path(cwd.get_ref())
-        {
-            let message = format!(
-                "`{}` is a Windows path; it is checked on Windows only",
-                cwd.get_ref()
-            );
-            errors.push(ConfigError::warning(cwd.span(), message));
-        } else if let Some(cwd) = &self.cwd
-            && !Path::new(cwd.get_ref()).is_dir()
-        {
-            let message = format!("`{}` is not a directory", cwd.get_ref());
-            errors.push(ConfigError::new(cwd.span(), message));
+        errors.extend(check_program(
+            self.program.get_ref(),
+            self.program.span(),
+            "",
+        ));
+        if let Some(cwd) = &self.cwd {
+            let dir = cwd.get_ref();
+            if let Some(platform) = foreign_platform_path(dir) {
+                let message =
+                    format!("`{dir}` is a {platform} path; it is checked on {platform} only");
+                errors.push(ConfigError::warning(cwd.span(), message));
+            } else if !Path::new(dir).exists() {
+                let message = format!(
+                    "`{dir}` does not exist: the action fails on this system until it does"
+                );
+                errors.push(ConfigError::warning(cwd.span(), message));
+            } else if !Path::new(dir).is_dir() {
+                let message = format!("`{dir}` is not a directory");
+                errors.push(ConfigError::new(cwd.span(), message));
+            }
         }
         errors
     }
@@ -453,21 +454,62 @@ fn capture<R: io::Read + Send + 'static>(
     spawned.ok().map(|_| rx)
 }
 
-/// Whether `path` is a Windows path (`C:\…`, `C:/…`, `\\server\…`) and this is not
-/// Windows: then it cannot be checked here, and one configuration file may serve both
+/// The other platform's name when `path` is written for it and not for this one: a
+/// Windows path (`C:\…`, `C:/…`, `\\server\…`) elsewhere, a Unix one (`/…`) on Windows.
+/// Such a path cannot be checked here, and one configuration file may serve both
 /// platforms, so `check-config` warns instead of failing.
-fn foreign_windows_path(path: &str) -> bool {
-    if cfg!(windows) {
-        return false;
-    }
+pub fn foreign_platform_path(path: &str) -> Option<&'static str> {
     let b = path.as_bytes();
+    if cfg!(windows) {
+        return (b.first() == Some(&b'/') && !path.starts_with("//")).then_some("Unix");
+    }
     let drive =
         b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'\\' | b'/');
-    drive || path.starts_with("\\\\")
+    (drive || path.starts_with("\\\\")).then_some("Windows")
+}
+
+/// Why a program cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotRunnable {
+    /// It is not there at all (not installed here), rather than there but unusable.
+    pub(crate) missing: bool,
+    /// What is wrong, naming the program.
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for NotRunnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `check-config`'s verdict on a program an action runs (`hint` says what it is for).
+/// A program that is not there — not installed on this machine, such as SEP's scanner
+/// where SEP is not installed, or a path of the other platform — is a warning: one
+/// configuration serves machines with and without the product, and the action fails
+/// (logged and counted) only where the program is missing. One that is there but cannot
+/// be run (not a file, not executable) is an error.
+pub(crate) fn check_program(program: &str, span: Range<usize>, hint: &str) -> Option<ConfigError> {
+    if let Some(platform) = foreign_platform_path(program) {
+        return Some(ConfigError::warning(
+            span,
+            format!(
+                "`{program}` is a {platform} path; it is checked on {platform} only, and the action fails on this system{hint}"
+            ),
+        ));
+    }
+    match find_program(program) {
+        Ok(_) => None,
+        Err(e) if e.missing => Some(ConfigError::warning(
+            span,
+            format!("{e}: the action fails on this system until it is installed{hint}"),
+        )),
+        Err(e) => Some(ConfigError::new(span, format!("{e}{hint}"))),
+    }
 }
 
 /// Finds `program` (absolute, or a bare name on PATH) and checks it is executable.
-pub(crate) fn find_program(program: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_program(program: &str) -> Result<PathBuf, NotRunnable> {
     let path = Path::new(program);
     if path.is_absolute() {
         return executable(path).map(|()| path.to_path_buf());
@@ -487,22 +529,32 @@ pub(crate) fn find_program(program: &str) -> Result<PathBuf, String> {
                 .map(move |ext| dir.join(format!("{program}{ext}")))
         })
         .find(|candidate| executable(candidate).is_ok())
-        .ok_or_else(|| format!("`{program}` is not found on PATH"))
+        .ok_or_else(|| NotRunnable {
+            missing: true,
+            message: format!("`{program}` is not found on PATH"),
+        })
 }
 
-fn executable(path: &Path) -> Result<(), String> {
+fn executable(path: &Path) -> Result<(), NotRunnable> {
+    let unusable = |message| NotRunnable {
+        missing: false,
+        message,
+    };
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
-        _ => format!("`{}`: {e}", path.display()),
+        io::ErrorKind::NotFound => NotRunnable {
+            missing: true,
+            message: format!("`{}` does not exist", path.display()),
+        },
+        _ => unusable(format!("`{}`: {e}", path.display())),
     })?;
     if !meta.is_file() {
-        return Err(format!("`{}` is not a file", path.display()));
+        return Err(unusable(format!("`{}` is not a file", path.display())));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         if meta.permissions().mode() & 0o111 == 0 {
-            return Err(format!("`{}` is not executable", path.display()));
+            return Err(unusable(format!("`{}` is not executable", path.display())));
         }
     }
     Ok(())
@@ -510,7 +562,7 @@ fn executable(path: &Path) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::foreign_windows_path;
+    use super::foreign_platform_path;
     use crate::config::test_util::*;
 
     #[test]
@@ -533,16 +585,41 @@ mod tests {
         );
         let errs = parse_ok(&text).check();
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs[0].message.contains("not executable"), "{errs:?}");
+        assert!(
+            !errs[0].warning && errs[0].message.contains("not executable"),
+            "{errs:?}"
+        );
         assert_eq!(
             at(&text, &errs[0].span),
             format!("\"{}\"", file.path().display())
         );
-        assert!(errs[1].message.contains("not a directory"));
-        let missing = parse_ok(
-            "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"no-such-program-xyz\"\n",
+        // Not there (yet): the product is not installed on this machine.
+        assert!(
+            errs[1].warning && errs[1].message.contains("does not exist"),
+            "{errs:?}"
         );
-        assert!(missing.check()[0].message.contains("not found on PATH"));
+        let text = format!(
+            "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"/\"\ncwd = \"{}\"\n",
+            file.path().display()
+        );
+        let errs = parse_ok(&text).check();
+        assert!(errs.iter().all(|e| !e.warning), "{errs:?}");
+        assert!(errs[0].message.contains("is not a file"), "{errs:?}");
+        assert!(errs[1].message.contains("not a directory"), "{errs:?}");
+        for program in ["no-such-program-xyz", "/opt/no-such-product/bin/scan"] {
+            let missing = parse_ok(&format!(
+                "[[action]]\nname = \"r\"\ntype = \"run\"\nprogram = \"{program}\"\n"
+            ))
+            .check();
+            assert_eq!(missing.len(), 1, "{missing:?}");
+            assert!(missing[0].warning, "{missing:?}");
+            assert!(
+                missing[0]
+                    .message
+                    .ends_with("the action fails on this system until it is installed"),
+                "{missing:?}"
+            );
+        }
     }
 
     #[test]
@@ -550,24 +627,31 @@ mod tests {
         let text = "[[action]]\nname = \"scan\"\ntype = \"run\"\n\
                     program = 'C:\\Program Files\\Symantec\\DoScan.exe'\ncwd = 'C:\\'\n";
         let errs = parse_ok(text).check();
-        if cfg!(windows) {
-            // Checked for real: neither exists under Wine's drive C.
-            assert!(errs.iter().all(|e| !e.warning), "{errs:?}");
-        } else {
-            assert_eq!(errs.len(), 2, "{errs:?}");
-            assert!(errs.iter().all(|e| e.warning), "{errs:?}");
-            assert!(errs[0].message.contains("is a Windows path"), "{errs:?}");
-            assert_eq!(
-                at(text, &errs[0].span),
-                "'C:\\Program Files\\Symantec\\DoScan.exe'"
-            );
-        }
-        assert!(!foreign_windows_path("/usr/bin/clamdscan"));
-        assert!(!foreign_windows_path("clamdscan"));
+        // Elsewhere Windows paths; under Wine checked for real: SEP is not installed
+        // there, which is a warning too (the configuration is right for where it runs),
+        // and C:\ is a directory.
+        assert_eq!(errs.len(), if cfg!(windows) { 1 } else { 2 }, "{errs:?}");
+        assert!(errs.iter().all(|e| e.warning), "{errs:?}");
         assert_eq!(
-            foreign_windows_path("\\\\srv\\share\\x.exe"),
-            !cfg!(windows)
+            at(text, &errs[0].span),
+            "'C:\\Program Files\\Symantec\\DoScan.exe'"
         );
+        if !cfg!(windows) {
+            assert!(errs[0].message.contains("is a Windows path"), "{errs:?}");
+        }
+        let unix = "[[action]]\nname = \"scan\"\ntype = \"run\"\n\
+                    program = '/opt/Symantec/symantec_antivirus/sav'\n";
+        let errs = parse_ok(unix).check();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].warning, "{errs:?}");
+        if cfg!(windows) {
+            assert!(errs[0].message.contains("is a Unix path"), "{errs:?}");
+        }
+        let native = |p: &str| foreign_platform_path(p).is_none();
+        assert_eq!(native("/usr/bin/clamdscan"), !cfg!(windows));
+        assert!(native("clamdscan"));
+        assert_eq!(native("\\\\srv\\share\\x.exe"), cfg!(windows));
+        assert_eq!(native("C:\\x.exe"), cfg!(windows));
     }
 
     #[test]

@@ -216,12 +216,12 @@ impl Baselines {
                     let hosts_reset = self.inner.reset_locked(&mut w, name, None)?;
                     tracing::warn!(
                         filter = name,
-                        "anomaly definition changed (key {:?} value {:?} → key {:?} value {:?}): \
-                         starting a fresh baseline, {hosts_reset} host baseline(s) discarded",
-                        old.0,
-                        old.1,
-                        new.0,
-                        new.1
+                        old_key = %old.0.join(","),
+                        old_value = %old.1.join(","),
+                        key = %new.0.join(","),
+                        value = %new.1.join(","),
+                        hosts_reset,
+                        "anomaly definition changed: starting a fresh baseline"
                     );
                     changed = Some(DefinitionChange {
                         filter: name.to_string(),

@@ -223,7 +223,7 @@ pub struct ValueInfo {
 }
 
 /// Counts and sizes, for metrics and benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Pairs in the in-memory set.
     pub pairs: u64,

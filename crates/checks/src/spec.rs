@@ -189,7 +189,10 @@ fn date_finder(
                     return None;
                 }
                 Err(e) => {
-                    errors.push(ConfigError::new(re.span(), format!("bad regex: {e}")));
+                    errors.push(ConfigError::new(
+                        re.span(),
+                        format!("bad regular expression: {e}"),
+                    ));
                     return None;
                 }
             };

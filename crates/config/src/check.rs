@@ -10,26 +10,47 @@ use watchpost_filters::Chain;
 use watchpost_sources::Schema;
 
 use crate::config::Config;
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostics, edit_distance};
 
 /// Names every event has, plus those that exist while an action runs.
 const METADATA: &[&str] = &[
     "source", "host", "time", "raw", "filter", "actions", "anomaly",
 ];
 
+/// What a configuration is loaded for, which decides how much of this system it is
+/// checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `run` and `service install`: everything, as it is here.
+    Run,
+    /// `check-config`: everything, but the file may be checked elsewhere than where it
+    /// runs: a path of the other platform, or a state directory this user may not write
+    /// (the service's account may), is a warning.
+    Check,
+    /// `test`, `events`, `baseline`, …: nothing is followed and no action runs, so
+    /// directories and action programs are not looked at.
+    Offline,
+}
+
 /// Validates `config`; returns the built chain when there is no error.
-/// `io` turns on the checks that touch the file system (off for `test`).
-pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Chain> {
+pub fn validate(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> Option<Chain> {
     let names: Vec<&str> = config.actions.iter().map(|a| a.name()).collect();
-    let resolve = |n: &str| names.iter().position(|a| *a == n);
-    let chain = match Chain::build(config.filters.clone(), &resolve, &names) {
+    // Actions whose table had errors still resolve: the filters naming them are not the
+    // mistake (and with those errors the chain is never used).
+    let known: Vec<&str> = names
+        .iter()
+        .copied()
+        .chain(config.failed.actions.iter().map(String::as_str))
+        .collect();
+    let resolve = |n: &str| known.iter().position(|a| *a == n);
+    let chain = match Chain::build(config.filters.clone(), &resolve, &known) {
         Ok(c) => Some(c),
         Err(errs) => {
             diags.extend(errs);
             None
         }
     };
-    if config.sources.is_empty() && config.checks.is_empty() {
+    if config.sources.is_empty() && config.checks.is_empty() && config.failed.sources.is_empty() {
         diags.warning(
             0..0,
             "no [[source]] is configured: `run` will have nothing to follow",
@@ -39,7 +60,7 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
     check_checks(config, diags);
     for set in &config.rules {
         for (name, span) in &set.actions {
-            if !names.contains(&name.as_str()) {
+            if !known.contains(&name.as_str()) {
                 diags.error(
                     span.clone(),
                     format!(
@@ -55,16 +76,17 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, io: bool) -> Option<Ch
             }
         }
     }
-    for action in &config.actions {
-        diags.extend(action.check());
-    }
-    diags.extend(watchpost_actions::quarantine::check_allow_lists(
-        &config.actions,
-    ));
-    if io {
+    if purpose != Purpose::Offline {
+        for action in &config.actions {
+            diags.extend(action.check());
+        }
+        diags.extend(watchpost_actions::quarantine::check_allow_lists(
+            &config.actions,
+        ));
         check_paths(config, diags);
-        check_state_dir(config, diags);
-        check_queue_dirs(config, diags);
+        if check_state_dir(config, diags, purpose) {
+            check_queue_dirs(config, diags);
+        }
     }
     if diags.has_errors() { None } else { chain }
 }
@@ -75,7 +97,8 @@ fn check_checks(config: &Config, diags: &mut Diagnostics) {
     for c in &config.checks {
         match &c.kind {
             Kind::SourceSilence { source, .. }
-                if !config.sources.iter().any(|s| &s.name == source) =>
+                if !config.sources.iter().any(|s| &s.name == source)
+                    && !config.failed.sources.contains(source) =>
             {
                 let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
                 diags.error(
@@ -111,7 +134,8 @@ struct Known {
 impl Known {
     fn of(config: &Config) -> Known {
         let mut k = Known {
-            open: false,
+            // A source or rule set with errors: which fields it would produce is unknown.
+            open: !config.failed.sources.is_empty() || config.failed.rules > 0,
             names: METADATA.iter().copied().collect(),
             captures: HashSet::new(),
         };
@@ -165,16 +189,19 @@ fn check_variables(config: &Config, diags: &mut Diagnostics) {
             }
         }
     }
+    // A field no source, check, rule set or regex capture produces: the test can never
+    // hold, so the filter could never fire (a free-form source, such as JSON lines, the
+    // journal or EVTX insertion strings, can produce any name).
     for f in &config.filters {
         for (sym, span) in &f.fields {
             if !known.allows(*sym) {
                 let hint = known
                     .suggest(sym.as_str())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                diags.warning(
+                diags.error(
                     span.clone(),
-                    format!("filter `{}` tests field `{sym}`, which no configured source produces{hint}", f.name),
+                    format!("filter `{}` tests field `{sym}`, which no configured source or regex capture produces{hint}", f.name),
                 );
             }
         }
@@ -184,6 +211,13 @@ fn check_variables(config: &Config, diags: &mut Diagnostics) {
 fn check_paths(config: &Config, diags: &mut Diagnostics) {
     for s in &config.sources {
         for pattern in &s.paths {
+            if let Some(platform) = watchpost_actions::foreign_platform_path(pattern) {
+                diags.warning(
+                    s.path_span.clone(),
+                    format!("source `{}`: {pattern} is a {platform} path; it is followed on {platform} only", s.name),
+                );
+                continue;
+            }
             let dir = static_dir(pattern);
             match std::fs::read_dir(&dir) {
                 Ok(_) => {}
@@ -227,9 +261,22 @@ pub fn static_dir(pattern: &str) -> std::path::PathBuf {
     }
 }
 
-fn check_state_dir(config: &Config, diags: &mut Diagnostics) {
+/// The state directory must be writable (or creatable). `false` when it is not usable
+/// here (the retry queues inside it are then not looked at).
+fn check_state_dir(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> bool {
     let dir = &config.state_dir;
     let span = config.agent.state_dir.span();
+    if let Some(platform) = watchpost_actions::foreign_platform_path(&dir.to_string_lossy()) {
+        let message = format!(
+            "state_dir {} is a {platform} path: this configuration runs on {platform} only",
+            dir.display()
+        );
+        match purpose {
+            Purpose::Run => diags.error(span, message),
+            _ => diags.warning(span, message),
+        }
+        return false;
+    }
     let mut probe = dir.as_path();
     while !probe.exists() {
         match probe.parent() {
@@ -241,15 +288,32 @@ fn check_state_dir(config: &Config, diags: &mut Diagnostics) {
     match std::fs::write(&test, b"") {
         Ok(()) => {
             let _ = std::fs::remove_file(&test);
+            true
         }
-        Err(e) => diags.error(
-            span,
-            format!(
-                "state_dir {}: {} is not writable: {e}",
-                dir.display(),
-                probe.display()
-            ),
-        ),
+        // Checked by a user the service does not run as: `run` needs a user that can
+        // write it (the service runs as root, or LocalSystem on Windows).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && purpose == Purpose::Check => {
+            diags.warning(
+                span,
+                format!(
+                    "state_dir {}: {} is not writable by this user ({e}); `run` needs a user who can write it, such as the service's (root, or LocalSystem on Windows), or set state_dir (WATCHPOST_STATE_DIR in the example configurations)",
+                    dir.display(),
+                    probe.display()
+                ),
+            );
+            false
+        }
+        Err(e) => {
+            diags.error(
+                span,
+                format!(
+                    "state_dir {}: {} is not writable: {e}",
+                    dir.display(),
+                    probe.display()
+                ),
+            );
+            false
+        }
     }
 }
 
@@ -290,22 +354,6 @@ fn check_queue_dirs(config: &Config, diags: &mut Diagnostics) {
     }
 }
 
-/// Levenshtein distance (for "did you mean" hints; names are short).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,11 +364,5 @@ mod tests {
         assert_eq!(static_dir("/var/log/auth.log"), Path::new("/var/log"));
         assert_eq!(static_dir("logs/*/x.log"), Path::new("logs"));
         assert_eq!(static_dir("*.log"), Path::new("."));
-    }
-
-    #[test]
-    fn distance() {
-        assert_eq!(edit_distance("risk_name", "risk_nam"), 1);
-        assert_eq!(edit_distance("abc", "abc"), 0);
     }
 }

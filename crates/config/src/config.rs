@@ -329,6 +329,21 @@ pub struct Config {
     pub metrics: Option<std::net::SocketAddr>,
     /// What each named part is, for telling a reload what changed.
     pub definitions: crate::Definitions,
+    /// Entries that could not be read (their errors are reported): the checks across
+    /// sections leave them alone instead of reporting each reference to them.
+    pub failed: Failed,
+}
+
+/// `[[source]]`, `[[action]]` and `[[rules]]` entries with errors, by name ("" when the
+/// name itself could not be read).
+#[derive(Debug, Default)]
+pub struct Failed {
+    /// Sources: the fields they would produce are unknown.
+    pub sources: Vec<String>,
+    /// Actions: filters naming them are not in error.
+    pub actions: Vec<String>,
+    /// Rule sets: the fields their detections would add are unknown.
+    pub rules: usize,
 }
 
 const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_system_log, sep_process_log, sep_manager_syslog, jsonl, text, journald, evtx, windows_event_log";
@@ -337,10 +352,13 @@ const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_s
 /// configuration may be partial otherwise: check `diags`).
 pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let (doc, syntax) = DeTable::parse_recoverable(text);
-    for e in syntax {
+    // Only the first syntax error: the parser's recovery after it (a missing `}` swallows
+    // the tables that follow) produces errors that are not in the file.
+    if let Some(e) = syntax
+        .iter()
+        .min_by_key(|e| e.span().map_or(0, |s| s.start))
+    {
         diags.error(e.span().unwrap_or(0..0), e.message().to_owned());
-    }
-    if diags.has_errors() {
         return None;
     }
     let mut doc = doc.into_inner();
@@ -348,6 +366,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failed = Failed::default();
     let mut checks = Vec::new();
     let mut rules = Vec::new();
     let mut defs = crate::Definitions::default();
@@ -364,8 +383,11 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "source" => for_each_entry(value, "source", diags, |v, d| {
-                if let Some(s) = parse_source(v, d) {
-                    sources.push(s);
+                let before = d.error_count();
+                match parse_source(v, d) {
+                    Some(s) => sources.push(s),
+                    None if d.error_count() > before => failed.sources.push(entry_name(v)),
+                    None => {}
                 }
             }),
             "filter" => for_each_entry(value, "filter", diags, |v, d| {
@@ -380,7 +402,10 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                     diags,
                     |v, d| match watchpost_actions::parse_action(v.clone()) {
                         Ok(a) => actions.push(a),
-                        Err(errs) => d.extend(errs),
+                        Err(errs) => {
+                            failed.actions.push(entry_name(v));
+                            d.extend(errs);
+                        }
                     },
                 )
             }
@@ -399,8 +424,11 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                 }
             }),
             "rules" => for_each_entry(value, "rules", diags, |v, d| {
-                if let Some(r) = crate::rules::parse(v, d) {
-                    rules.push(r);
+                let before = d.error_count();
+                match crate::rules::parse(v, d) {
+                    Some(r) => rules.push(r),
+                    None if d.error_count() > before => failed.rules += 1,
+                    None => {}
                 }
             }),
             other => diags.error(
@@ -488,6 +516,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         rules,
         metrics,
         definitions: defs,
+        failed,
     })
 }
 
@@ -516,6 +545,16 @@ fn record_definitions(section: &str, value: &Spanned<DeValue<'_>>, defs: &mut cr
             list.push((table_name(v), fingerprint(v)));
         }
     }
+}
+
+/// The `name` of a table that could not be read, or "" when it has none.
+fn entry_name(v: &Spanned<DeValue<'_>>) -> String {
+    v.get_ref()
+        .as_table()
+        .and_then(|t| t.get("name"))
+        .and_then(|n| n.get_ref().as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn for_each_entry(
@@ -618,13 +657,7 @@ fn parse_source(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) -> Option<Sou
         {
             Ok(re) => Some(re),
             Err(e) => {
-                let msg = e
-                    .to_string()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                diags.error(p.span(), format!("bad regular expression: {msg}"));
+                diags.error(p.span(), format!("bad regular expression: {e}"));
                 None
             }
         }

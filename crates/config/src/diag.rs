@@ -1,5 +1,8 @@
 //! Configuration diagnostics: errors and warnings with byte spans, printed as
 //! `file:line:column: error: message` followed by the line and a caret, like a compiler.
+//! A message of several lines (a regular expression's own caret display) keeps its
+//! layout, indented under the first line; one about the whole file (an empty span at its
+//! start) is printed as `file: warning: message` without a line.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -37,7 +40,7 @@ pub struct Diagnostics {
 impl Diagnostics {
     /// Adds an error.
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.items.push(Diag {
+        self.push(Diag {
             severity: Severity::Error,
             span,
             message: message.into(),
@@ -46,7 +49,7 @@ impl Diagnostics {
 
     /// Adds a warning.
     pub fn warning(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.items.push(Diag {
+        self.push(Diag {
             severity: Severity::Warning,
             span,
             message: message.into(),
@@ -55,13 +58,24 @@ impl Diagnostics {
 
     /// Adds errors from a library crate.
     pub fn extend(&mut self, errors: Vec<ConfigError>) {
-        self.items.extend(errors.into_iter().map(Diag::from));
+        for e in errors {
+            self.push(Diag::from(e));
+        }
     }
 
     /// Adds a toml/serde error, at `fallback` when it has no span of its own.
     pub fn toml_error(&mut self, e: &toml::de::Error, fallback: Range<usize>) {
         let message = e.message().trim().replace('\n', " ");
         self.error(e.span().unwrap_or(fallback), message);
+    }
+
+    /// Every diagnostic comes here: serde's unknown-key message (from whichever section
+    /// reader) gets a "did you mean" when one of the expected keys is close.
+    fn push(&mut self, mut d: Diag) {
+        if let Some(better) = suggest_known_key(&d.message) {
+            d.message = better;
+        }
+        self.items.push(d);
     }
 
     /// Whether any error was found.
@@ -88,17 +102,24 @@ impl Diagnostics {
         items.sort_by_key(|d| d.span.start);
         let mut out = String::new();
         for d in &items {
-            let (line, col) = line_col(text, d.span.start);
             let kind = match d.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
             };
-            let _ = writeln!(
-                out,
-                "{}:{line}:{col}: {kind}: {}",
-                path.display(),
-                d.message
-            );
+            let mut lines = d.message.lines();
+            let first = lines.next().unwrap_or_default();
+            let (line, col) = line_col(text, d.span.start);
+            if d.span == (0..0) {
+                let _ = writeln!(out, "{}: {kind}: {first}", path.display());
+            } else {
+                let _ = writeln!(out, "{}:{line}:{col}: {kind}: {first}", path.display());
+            }
+            for more in lines {
+                let _ = writeln!(out, "    {more}");
+            }
+            if d.span == (0..0) {
+                continue;
+            }
             if let Some(src) = text.lines().nth(line - 1) {
                 let _ = writeln!(out, "    {src}");
                 let width = span_width(text, &d.span).max(1);
@@ -107,6 +128,36 @@ impl Diagnostics {
         }
         out
     }
+}
+
+/// serde's "unknown field `strat_at`, expected one of `name`, …, `start_at`, …" becomes
+/// "unknown field `strat_at`; did you mean `start_at`?" when one expected key is close.
+fn suggest_known_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (name, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = expected
+        .iter()
+        .copied()
+        .filter(|k| edit_distance(k, name) <= 2)
+        .min_by_key(|k| edit_distance(k, name))?;
+    Some(format!("unknown field `{name}`; did you mean `{best}`?"))
+}
+
+/// Levenshtein distance (for "did you mean" hints; names are short).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// 1-based line and column (in characters) of byte `offset`.
@@ -157,5 +208,47 @@ mod tests {
             r.starts_with("c.toml:2:8: error: no good\n    name = \"bad\"\n           ^^^^^\n"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn several_lines_keep_their_layout_and_the_whole_file_has_no_line() {
+        let t = "# comment\nre = '(x'\n";
+        let mut d = Diagnostics::default();
+        d.error(
+            15..19,
+            "bad regular expression: regex parse error:\n    (x\n    ^\nerror: unclosed group",
+        );
+        d.warning(0..0, "no [[source]] is configured");
+        let r = d.render(Path::new("c.toml"), t);
+        assert_eq!(
+            r,
+            "c.toml: warning: no [[source]] is configured\n\
+             c.toml:2:6: error: bad regular expression: regex parse error:\n\
+             \x20       (x\n\
+             \x20       ^\n\
+             \x20   error: unclosed group\n\
+             \x20   re = '(x'\n\
+             \x20        ^^^^\n"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion() {
+        assert_eq!(
+            suggest_known_key(
+                "unknown field `strat_at`, expected one of `name`, `start_at`, `path`"
+            )
+            .as_deref(),
+            Some("unknown field `strat_at`; did you mean `start_at`?")
+        );
+        assert_eq!(
+            suggest_known_key("unknown field `zzzzzz`, expected one of `name`, `path`"),
+            None
+        );
+        assert_eq!(
+            suggest_known_key("unknown field `nam`, expected `name`").as_deref(),
+            Some("unknown field `nam`; did you mean `name`?")
+        );
+        assert_eq!(edit_distance("risk_name", "risk_nam"), 1);
     }
 }

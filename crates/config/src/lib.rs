@@ -5,7 +5,7 @@
 //!   held in memory) and returns a [`Loaded`] configuration (with its built filter
 //!   [`Chain`](watchpost_filters::Chain)) or, when anything is wrong, a [`Rejected`] one
 //!   with every diagnostic. `watchpost check-config`, `run`, `test`, a reload and the
-//!   fleet server go through it; [`Checks::Offline`] leaves out what looks at this
+//!   fleet server go through it; [`Purpose::Offline`] leaves out what looks at this
 //!   machine's files (readable source folders, a writable state directory), so a server
 //!   can check an agent's configuration text without touching anything.
 //! * [`Definitions`] says what each named part is (a fingerprint of its table) and
@@ -17,9 +17,9 @@
 //!   gives each text its own range of offsets; one file starts at 0.
 //!
 //! ```
-//! use watchpost_config::{Checks, ConfigSource, load};
+//! use watchpost_config::{ConfigSource, Purpose, load};
 //! let text = "[[filter]]\nname = \"x\"\nmatch = { event_id = 1 }\nactions = [\"nope\"]\n".to_owned();
-//! let rejected = load(&ConfigSource::Text { name: "group.toml".into(), text }, Checks::Offline)
+//! let rejected = load(&ConfigSource::Text { name: "group.toml".into(), text }, Purpose::Offline)
 //!     .unwrap_err();
 //! assert!(rejected.rendered().contains("group.toml:4:12: error: unknown action `nope`"));
 //! ```
@@ -33,10 +33,11 @@ mod load;
 pub mod rules;
 
 pub use address::{DEFAULT_PORT, parse_address};
+pub use check::Purpose;
 pub use config::{
     AgentConfig, Config, DEFAULT_CONFIG, JournalConfig, OneOrMany, SourceConfig, StartAt,
     StoreConfig, StoreToml, WhenFull, WinEvtConfig, expand_env, parse,
 };
 pub use definition::{Changes, Definitions, Delta, fingerprint};
 pub use diag::{Diag, Diagnostics, Severity};
-pub use load::{Checks, ConfigSource, Loaded, Rejected, SourceMap, load, restart_only};
+pub use load::{ConfigSource, Loaded, Rejected, SourceMap, load, restart_only};

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use watchpost_filters::Chain;
 
+use crate::check::Purpose;
 use crate::diag::{Diag, Diagnostics};
 use crate::{Config, DEFAULT_CONFIG};
 
@@ -46,16 +47,6 @@ impl ConfigSource {
             _ => None,
         }
     }
-}
-
-/// Which checks run besides the configuration's own consistency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checks {
-    /// Also this machine: source folders readable, state directory writable, retry queue
-    /// folders usable (`check-config`, `run`, a reload).
-    Full,
-    /// Only the text and what it names by itself (`test`, a fleet server).
-    Offline,
 }
 
 /// The texts a configuration was read from, each with its range of byte offsets.
@@ -175,7 +166,7 @@ impl std::error::Error for Rejected {}
 
 /// Reads and checks a configuration. A file that cannot be read is a rejection too (one
 /// diagnostic saying why).
-pub fn load(source: &ConfigSource, checks: Checks) -> Result<Loaded, Rejected> {
+pub fn load(source: &ConfigSource, purpose: Purpose) -> Result<Loaded, Rejected> {
     let name = source.name();
     let text = match source {
         ConfigSource::BuiltIn => DEFAULT_CONFIG.to_owned(),
@@ -196,7 +187,7 @@ pub fn load(source: &ConfigSource, checks: Checks) -> Result<Loaded, Rejected> {
     let config = crate::parse(&text, &mut diags);
     let chain = config
         .as_ref()
-        .and_then(|c| crate::check::validate(c, &mut diags, checks == Checks::Full));
+        .and_then(|c| crate::check::validate(c, &mut diags, purpose));
     let map = SourceMap::single(name, text);
     match (config, chain) {
         (Some(config), Some(chain)) if !diags.has_errors() => {

@@ -7,12 +7,14 @@
 
 mod config_error;
 mod event;
+mod logfmt;
 mod sym;
 pub mod template;
 mod units;
 
 pub use config_error::ConfigError;
 pub use event::{Event, FieldRef, Origin, Value, format_time, parse_number};
+pub use logfmt::logfmt;
 pub use sym::{MAX_SYMBOLS, Sym};
 pub use template::{ActionScope, Lookup, Template, TemplateError};
 pub use units::{parse_duration, parse_size};

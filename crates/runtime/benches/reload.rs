@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use watchpost_config::{Checks, ConfigSource, DEFAULT_CONFIG};
+use watchpost_config::{ConfigSource, DEFAULT_CONFIG, Purpose};
 use watchpost_runtime::{Outcome, Runtime, reload};
 
 fn main() {
@@ -39,7 +39,7 @@ fn main() {
     let more = dir.join("more.toml");
     std::fs::write(&base, DEFAULT_CONFIG).unwrap();
     std::fs::write(&more, extra).unwrap();
-    let loaded = watchpost_config::load(&ConfigSource::File(base.clone()), Checks::Full).unwrap();
+    let loaded = watchpost_config::load(&ConfigSource::File(base.clone()), Purpose::Run).unwrap();
     let (handle, _requests) = reload::channel();
     let mut rt = Runtime::start(ConfigSource::File(base.clone()), loaded, handle).unwrap();
     let mut took = Vec::new();

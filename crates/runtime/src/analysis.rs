@@ -182,9 +182,8 @@ impl Analysis {
                     let reg = b
                         .filter(&f.name, &anomaly_spec(spec))
                         .with_context(|| format!("anomaly filter `{}`", f.name))?;
-                    if let Some(change) = &reg.definition_changed {
-                        tracing::warn!(filter = %f.name, change = ?change, "the anomaly filter's key/value definition changed: its baseline starts afresh");
-                    }
+                    // A changed definition (its baseline starts afresh) is logged by
+                    // `Baselines::filter` itself.
                     ids[i] = Some(reg.id);
                 }
             }
@@ -281,14 +280,15 @@ impl Analysis {
     pub fn outcome_sink(&self) -> Option<watchpost_actions::OutcomeSink> {
         let writer = self.store.clone()?;
         Some(std::sync::Arc::new(
-            move |event, action: &str, attempt, ok, detail: &str| {
+            move |a: &watchpost_actions::Attempt<'_>| {
                 writer.outcome(watchpost_store::Outcome {
-                    event,
-                    action: action.to_owned(),
+                    event: a.event,
+                    action: a.action.to_owned(),
+                    filter: a.filter.to_owned(),
                     at_ms: jiff::Timestamp::now().as_millisecond(),
-                    attempt,
-                    ok,
-                    detail: detail.to_owned(),
+                    attempt: a.attempt,
+                    ok: a.ok,
+                    detail: a.detail.to_owned(),
                 });
             },
         ))
@@ -312,12 +312,16 @@ impl Analysis {
             match std::sync::Arc::try_unwrap(w) {
                 Ok(w) => {
                     let stats = w.shutdown();
-                    tracing::info!(stats = ?stats, "event store totals");
+                    tracing::info!("event store totals: {}", watchpost_event::logfmt(&stats));
                 }
                 Err(w) => {
                     // An action worker that outlived shutdown still holds the sink.
                     let flushed = w.flush(Duration::from_secs(5));
-                    tracing::info!(stats = ?w.stats(), flushed, "event store totals");
+                    tracing::info!(
+                        flushed,
+                        "event store totals: {}",
+                        watchpost_event::logfmt(&w.stats())
+                    );
                 }
             }
         }
@@ -326,7 +330,10 @@ impl Analysis {
             if let Err(e) = b.close() {
                 tracing::error!(error = %e, "closing the anomaly baselines");
             } else {
-                tracing::info!(stats = ?stats, "anomaly baseline totals");
+                tracing::info!(
+                    "anomaly baseline totals: {}",
+                    watchpost_event::logfmt(&stats)
+                );
             }
         }
     }

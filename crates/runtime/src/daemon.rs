@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, select};
 use watchpost_actions::Dispatcher;
-use watchpost_config::{Changes, Checks, Config, ConfigSource, Loaded, SourceConfig};
+use watchpost_config::{Changes, Config, ConfigSource, Loaded, Purpose, SourceConfig};
 use watchpost_sources::Source;
 
 use crate::analysis::{Analysis, BaselineHome};
@@ -225,7 +225,7 @@ impl Runtime {
 
     /// The reload itself; `Err` carries the rendered diagnostics of a rejection.
     fn try_reload(&mut self, source: &ConfigSource) -> Result<Outcome, String> {
-        let loaded = watchpost_config::load(source, Checks::Full).map_err(|r| r.rendered())?;
+        let loaded = watchpost_config::load(source, Purpose::Run).map_err(|r| r.rendered())?;
         let restart = watchpost_config::restart_only(&self.config, &loaded.config);
         if restart.has_errors() {
             return Err(loaded.map.render(&restart));
@@ -392,7 +392,7 @@ impl Runtime {
         drop(metrics);
         if let Some(d) = watchpost_support::lock(&dispatcher).take() {
             for s in d.shutdown(Duration::from_secs(5)) {
-                tracing::info!(action = %s.name, stats = ?s, "action totals");
+                tracing::info!("action totals: {}", watchpost_event::logfmt(&s));
             }
         }
         match Arc::try_unwrap(analysis) {

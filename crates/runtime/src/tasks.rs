@@ -101,7 +101,9 @@ impl Task for SourceTask {
             }
         }
         let totals = source.close(&mut |item| pipeline.handle(item, &mut sink));
-        tracing::info!(source = %config.name, totals, "source stopped");
+        if !totals.is_empty() {
+            tracing::info!(source = %config.name, "{totals}");
+        }
         sink.report();
     }
 }
@@ -178,7 +180,7 @@ pub fn open_source(
         o.start_at = start_at(s);
         let f = EvtxSource::start(o)
             .with_context(|| format!("source `{}`: following EVTX files", s.name))?;
-        tracing::info!(source = %s.name, paths = ?s.paths, "following EVTX files");
+        tracing::info!(source = %s.name, paths = %s.paths.join(", "), "following EVTX files");
         return Ok(Some(Box::new(f)));
     }
     if let Some(journal) = &s.journal {
@@ -186,7 +188,7 @@ pub fn open_source(
     }
     let tailer = Tailer::open(tail_options(dir, s))
         .with_context(|| format!("opening source `{}`", s.name))?;
-    tracing::info!(source = %s.name, format = s.format.name(), paths = ?s.paths, "following");
+    tracing::info!(source = %s.name, format = s.format.name(), paths = %s.paths.join(", "), "following");
     Ok(Some(Box::new(tailer)))
 }
 
@@ -204,7 +206,7 @@ fn open_journal(
     o.start_at = start_at(s);
     let j = JournalSource::start(o)
         .with_context(|| format!("source `{}`: starting journalctl", s.name))?;
-    tracing::info!(source = %s.name, units = ?journal.units, "following the journal");
+    tracing::info!(source = %s.name, units = %journal.units.join(", "), "following the journal");
     Ok(Some(Box::new(j)))
 }
 
@@ -244,7 +246,7 @@ fn open_event_log(
     let log = WinEvtLog::new(api, o, ctx)
         .with_context(|| format!("source `{}`: following the Windows Event Log", s.name))?;
     let channels: Vec<&str> = w.channels.iter().map(|c| c.name.as_str()).collect();
-    tracing::info!(source = %s.name, ?channels, "following the Windows Event Log");
+    tracing::info!(source = %s.name, channels = %channels.join(", "), "following the Windows Event Log");
     Ok(Some(Box::new(log)))
 }
 

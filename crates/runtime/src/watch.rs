@@ -60,7 +60,7 @@ pub fn start(
     }
     let reload = reload.clone();
     let names: Vec<String> = wanted.iter().map(|p| p.display().to_string()).collect();
-    tracing::info!(paths = ?names, "watching the configuration for changes");
+    tracing::info!(paths = %names.join(", "), "watching the configuration for changes");
     sup.spawn("watch-config", move |stop| {
         let _watcher = watcher;
         let mut pending: Option<Instant> = None;

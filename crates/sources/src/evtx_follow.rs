@@ -167,7 +167,7 @@ pub struct EvtxRecord {
 }
 
 /// Counters since start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EvtxFollowStats {
     /// Files followed now.
     pub files: u64,
@@ -407,7 +407,7 @@ impl EvtxFollower {
             }
             Loaded::Missing => true,
             Loaded::Unreadable(problems) => {
-                tracing::warn!(path = %opts.checkpoint_path.display(), ?problems,
+                tracing::warn!(path = %opts.checkpoint_path.display(), problems = %problems.join("; "),
                     "evtx: checkpoint unreadable; starting as on a first start");
                 bump(&shared.counters.errors);
                 true
@@ -534,7 +534,7 @@ impl EvtxFollower {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e, "evtx: final checkpoint failed");
         }
-        tracing::info!(stats = ?self.stats(), "evtx: stopped");
+        tracing::info!("evtx: stopped: {}", watchpost_event::logfmt(&self.stats()));
     }
 }
 
@@ -597,11 +597,11 @@ impl crate::source::Source for EvtxSource {
     }
 
     fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
-        let stats = self.follower.as_ref().map(EvtxFollower::stats);
         if let Some(f) = self.follower.take() {
+            // Logs its totals.
             f.shutdown();
         }
-        format!("{stats:?}")
+        String::new()
     }
 }
 

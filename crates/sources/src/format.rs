@@ -18,7 +18,7 @@ use crate::parse::{ParseCtx, ParseError, Parser, Schema};
 use crate::sep::av::{self, SepAvParser};
 use crate::sep::binary::{self, LogKind, SepBinaryParser};
 use crate::sep::framing::LogHeader;
-use crate::sep::manager::{self, Family, SepManagerParser};
+use crate::sep::manager::{self, SepManagerParser};
 
 /// A log format with a parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,7 +151,9 @@ pub fn is_evtx(head: &[u8]) -> bool {
 /// See [`Format::detect`]: SEP binary logs by their header line (log type 0 system,
 /// 1 security, 2 traffic, 4 process), the AV log by its 12-hex-digit time and comma, JSON
 /// lines by `{`, Windows event XML (one event per line) by `<Event`, SEPM syslog by its
-/// header or first cells; then by file name.
+/// header or a first line the manager's parser classifies by its labels; then by file
+/// name. The text formats are claimed only for a first line that is text (no control
+/// characters other than tab): random bytes are no format.
 pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
     if is_evtx(head) {
         return None;
@@ -168,7 +170,7 @@ pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .find(|l| !l.iter().all(u8::is_ascii_whitespace));
-    if let Some(line) = line {
+    if let Some(line) = line.filter(|l| is_text(l)) {
         if line.len() > 12 && line[..12].iter().all(u8::is_ascii_hexdigit) && line[12] == b',' {
             return Some(Format::SepAvLog);
         }
@@ -179,7 +181,7 @@ pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
         if l.starts_with(b"<Event ") || l.starts_with(b"<Event>") {
             return Some(Format::WindowsEventLog);
         }
-        if looks_like_manager(line) {
+        if manager::recognises(line) {
             return Some(Format::SepManagerSyslog);
         }
     }
@@ -191,17 +193,11 @@ fn first_line(head: &[u8]) -> Option<&[u8]> {
     Some(&head[..=lf])
 }
 
-fn looks_like_manager(line: &[u8]) -> bool {
-    if memchr::memmem::find(line, b" SymantecServer:").is_some() {
-        return true;
-    }
-    let mut ctx = ParseCtx::new("detect", "detect");
-    ctx.tz = jiff::tz::TimeZone::UTC;
-    let Ok(ev) = manager::parse_line(&ctx, line) else {
-        return false;
-    };
-    let family = ev.get_str(watchpost_event::Sym::new("family"));
-    family.is_some_and(|f| f != Family::Unknown.name())
+/// A line of text: no control characters but tab (bytes of 0x80 and above are fine:
+/// UTF-8 or Windows-1252). About one byte in eight of random data is a control character,
+/// so a line of random bytes almost never passes.
+fn is_text(line: &[u8]) -> bool {
+    !line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
 fn by_name(path: &Path) -> Option<Format> {

@@ -396,7 +396,7 @@ mod reader {
     }
 
     /// Counters since start.
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
     pub struct JournalStats {
         /// Entries handed to the channel.
         pub entries: u64,
@@ -507,7 +507,12 @@ mod reader {
                 });
             };
             self.child_pid.store(child.id(), Ordering::SeqCst);
-            tracing::info!(pid = child.id(), ?from, "journald: journalctl started");
+            let after = match from {
+                From::After(cursor) => format!("after cursor {cursor}"),
+                From::Since(second) => format!("since Unix second {second}"),
+                From::Start => "at the configured start".to_owned(),
+            };
+            tracing::info!(pid = child.id(), from = %after, "journald: journalctl started");
             *slot = Some(child);
             Ok(Some((out, err)))
         }
@@ -549,7 +554,7 @@ mod reader {
             let cursor = match load(&opts.cursor_path) {
                 Ok(c) => c,
                 Err(problems) => {
-                    tracing::warn!(path = %opts.cursor_path.display(), ?problems,
+                    tracing::warn!(path = %opts.cursor_path.display(), problems = %problems.join("; "),
                         "journald: checkpoint unreadable; starting as on a first start");
                     errors += 1;
                     None
@@ -667,7 +672,10 @@ mod reader {
             if let Err(e) = self.checkpoint() {
                 tracing::error!(error = %e, "journald: final checkpoint failed");
             }
-            tracing::info!(stats = ?self.stats(), "journald: stopped");
+            tracing::info!(
+                "journald: stopped: {}",
+                watchpost_event::logfmt(&self.stats())
+            );
         }
     }
 
@@ -733,11 +741,11 @@ mod reader {
         }
 
         fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
-            let stats = self.journal.as_ref().map(Journal::stats);
             if let Some(j) = self.journal.take() {
+                // Logs its totals.
                 j.shutdown();
             }
-            format!("{stats:?}")
+            String::new()
         }
     }
 
@@ -763,7 +771,7 @@ mod reader {
                     return;
                 }
                 sh.count(|c| &c.errors);
-                tracing::warn!(?status, stderr = %msg.trim(), delivered,
+                tracing::warn!(status = %status.map_or_else(|| "unknown".to_owned(), |s| s.to_string()), stderr = %msg.trim(), delivered,
                     "journald: journalctl exited; restarting");
                 if delivered > 0 {
                     backoff = BACKOFF_MIN;

@@ -205,7 +205,7 @@ pub struct Received {
 }
 
 /// Counters since start.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ListenStats {
     /// Messages handed to the channel.
     pub messages: u64,
@@ -386,8 +386,8 @@ impl Listener {
                 join_within(h, "connection");
             }
         }
-        tracing::info!(proto = %self.proto, local = %self.local, stats = ?self.stats(),
-            "listen: stopped");
+        tracing::info!(proto = %self.proto, local = %self.local,
+            "listen: stopped: {}", watchpost_event::logfmt(&self.stats()));
     }
 
     /// Unblocks the thread waiting in `recv_from` / `accept`.
@@ -889,7 +889,6 @@ impl crate::source::Source for ListenSource {
     }
 
     fn close(mut self: Box<Self>, sink: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
-        let stats = self.listener.as_ref().map(Listener::stats);
         if let Some(l) = self.listener.take() {
             l.shutdown();
         }
@@ -898,6 +897,7 @@ impl crate::source::Source for ListenSource {
         for m in self.wait.rest() {
             hand(proto, n, &m, sink);
         }
-        format!("{stats:?}")
+        // The listener logged its totals when it stopped.
+        String::new()
     }
 }

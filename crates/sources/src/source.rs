@@ -92,8 +92,8 @@ pub trait Source: Send {
     fn stopper(&self) -> StopHandle;
 
     /// Ends the source: hands out what was received but cannot be read again, writes the
-    /// final checkpoint, releases files, sockets and child processes. Returns its totals
-    /// for the log.
+    /// final checkpoint, releases files, sockets and child processes. Returns a log line
+    /// with its totals (empty when the source logged them itself).
     fn close(self: Box<Self>, sink: &mut dyn FnMut(Item<'_>)) -> String;
 }
 

@@ -133,12 +133,12 @@ const PROVIDERS: &[(&str, &str)] = &[
     ("Agent Packet Log", "packet"),
     ("Agent Behavior Log", "behavior"),
     ("Agent Risk Log", "risk"),
-    ("Agent Proactive Detection Log", "risk"),
+    ("Agent Proactive Detection Log", "proactive_threat"),
     ("Agent Scan Log", "scan"),
     ("Agent System Log", "agent_system"),
-    ("Agent Activity Log", "activity"),
+    ("Agent Activity Log", "agent_activity"),
     ("System Log", "server_system"),
-    ("Administrative Log", "admin"),
+    ("Administrative Log", "administrative"),
     ("Policy Log", "policy"),
 ];
 
@@ -209,7 +209,11 @@ fn ours(key: &str, ev: &Event, file: &str) -> Result<Option<(String, Norm)>, ()>
             Ok(s(ev, &format!("{}_host_mac", side(key.starts_with("source")))).map(|x| (x, Mac)))
         }
         "source.ip" | "source.address" if family == "behavior" => v(&["local_host_ip"], Exact),
-        "source.ip" | "source.address" if family == "risk" => v(&["source_ip"], Exact),
+        "source.ip" | "source.address"
+            if matches!(family.as_str(), "risk" | "proactive_threat") =>
+        {
+            v(&["source_ip"], Exact)
+        }
         "process.executable" => v(
             &["application", "caller_process_name", "downloaded_by"],
             Exact,
@@ -459,7 +463,8 @@ fn quirks_of_the_sample_file() {
     );
     assert_eq!(s(&ev, "detection_submissions").as_deref(), Some("No"));
     assert_eq!(s(&ev, "scan_source").as_deref(), Some("Heuristic Scan"));
-    assert_eq!(s(&ev, "family").as_deref(), Some("risk"));
+    // A SONAR detection (`Detection type:`): the proactive detection log, not the risk log.
+    assert_eq!(s(&ev, "family").as_deref(), Some("proactive_threat"));
     let scan = all
         .iter()
         .find(|l| l.starts_with(b"Scan ID: 1448882755"))
@@ -524,4 +529,152 @@ fn header_host_and_time_rules() {
     let ev = parse_line(&ctx(), line).unwrap();
     assert_eq!(format_time(ev.time.unwrap()), "2023-06-07T09:09:54.000Z");
     assert_eq!(&*ev.host, "DESKTOP");
+}
+
+/// One message of each log type the manager exports, in each shape it is written in,
+/// classified into the manager's own log types. Lines from Elastic's pipeline tests
+/// (tests/data) where they exist; the others are written after the formats that
+/// Broadcom's External Logging reference and Splunk Connect for Syslog's and SEKOIA's
+/// SEP parsers document (a labelled `Event Description:` in administrative and policy
+/// lines, `Server Name:` in the server's system log, SONAR's own opening).
+#[test]
+fn every_family_of_the_managers_logs() {
+    let elastic = |file: &str, n: usize| -> String {
+        String::from_utf8(lines(&dir().join(file))[n].clone()).unwrap()
+    };
+    /// (family, line, fields it must have)
+    type Case = (
+        &'static str,
+        String,
+        &'static [(&'static str, &'static str)],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "administrative",
+            elastic("test-administrative.log", 0),
+            &[("admin", "_originUser"), ("event_description", "Administrator log on succeeded")],
+        ),
+        (
+            "administrative",
+            elastic("test-administrative.log", 1),
+            &[("event_description", "Administrator  log on failed")],
+        ),
+        (
+            "administrative",
+            "Site: HQ,Server Name: SEPM01,Domain Name: Default,Admin: jdoe,Event Description: Administrator log on failed".into(),
+            &[("admin", "jdoe"), ("event_description", "Administrator log on failed")],
+        ),
+        (
+            "administrative",
+            "Site: HQ,Server: SEPM01,Domain: Default,Admin: admin,Administrator jdoe was added".into(),
+            &[("event_description", "Administrator jdoe was added")],
+        ),
+        (
+            "policy",
+            elastic("test-policy.log", 0),
+            &[("policy_name", "SEPPolicyName")],
+        ),
+        (
+            "policy",
+            "Site: HQ,Server Name: SEPM01,Domain Name: Default,Admin: admin,\"Event Description: Policy has been edited: Edited shared Firewall policy: Office\",Office".into(),
+            &[
+                ("event_description", "Policy has been edited: Edited shared Firewall policy: Office"),
+                ("policy_name", "Office"),
+            ],
+        ),
+        (
+            "server_system",
+            elastic("test-system.log", 2),
+            &[("event_description", "LiveUpdate started.")],
+        ),
+        (
+            "server_system",
+            "Site: HQ,Server Name: SEPM01,Event Description: No updates found for Application Control Data 14.3.".into(),
+            &[("server", "SEPM01")],
+        ),
+        (
+            "agent_activity",
+            elastic("test-agent-activity.log", 0),
+            &[("computer_name", "TESTHOST01"), ("user_name", "sampleuser01")],
+        ),
+        (
+            "agent_system",
+            elastic("test-agent-system.log", 0),
+            &[("event_source", "CVE")],
+        ),
+        (
+            "agent_system",
+            elastic("test-policy-rfc3164-sep14-3ru7.log", 0),
+            &[("event_source", "Smc")],
+        ),
+        (
+            "risk",
+            elastic("test-agent-risk.log", 0),
+            &[("risk_name", "WS.Reputation.1")],
+        ),
+        (
+            "proactive_threat",
+            elastic("test-agent-proactive-detection-sonar.log", 0),
+            &[("detection_type", "Heuristic")],
+        ),
+        (
+            "proactive_threat",
+            "SONAR detection now allowed,Computer name: PC7,IP Address: 10.0.0.7,Detection type: Heuristic,First Seen: Symantec has known about this file for more than 1 year.,Application name: Tool,Application type: 127,Application version: 1.2,Hash type: SHA-256,Application hash: 00ff,Company name: Example,File size (bytes): 1024,Sensitivity: 2,Detection score: 3,COH Engine Version: 8.1.1.1,Detection Submissions No,Permitted application reason: MDS,Disposition: Good,Download site: ,Web domain: ,Downloaded by: ,Prevalence: Unknown,Confidence: There is not enough information about this file to recommend it.,URL Tracking Status: Off,Risk Level: Low,Detection Source: N/A,Source: Heuristic Scan,Risk name: ,Occurrences: 1,c:/tools/tool.exe,,Actual action: Allowed,Requested action: Allowed,Secondary action: Left alone,Event time: 2024-03-04 10:11:12,Inserted: 2024-03-04 10:11:30,End: 2024-03-04 10:11:12,Domain: Default,Group: My Company\\Workstations,Server: SEPM01,User: jdoe,Source computer: ,Source IP: ".into(),
+            &[("computer_name", "PC7"), ("file_path", "c:/tools/tool.exe")],
+        ),
+        (
+            "scan",
+            elastic("test-agent-scan.log", 0),
+            &[("action", "Started")],
+        ),
+        (
+            "behavior",
+            elastic("test-agent-behavior.log", 0),
+            &[("action", "Blocked"), ("local_host_ip", "216.160.83.57")],
+        ),
+        (
+            "packet",
+            elastic("test-agent-packet.log", 0),
+            &[("traffic_direction", "Outbound")],
+        ),
+        (
+            "security",
+            elastic("test-agent-security.log", 1),
+            &[("signature_name", "Portscan")],
+        ),
+        (
+            "traffic",
+            elastic("test-agent-traffic.log", 0),
+            &[("rule", "Drop all IPv4")],
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (family, line, fields) in &cases {
+        let ev = parse_line(&ctx(), line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(s(&ev, "family").as_deref(), Some(*family), "{line}");
+        for (name, value) in *fields {
+            assert_eq!(s(&ev, name).as_deref(), Some(*value), "{name} in {line}");
+        }
+        assert!(
+            watchpost_sources::sep::manager::recognises(line.as_bytes()),
+            "recognised as the manager's: {line}"
+        );
+        seen.insert(*family);
+    }
+    let all: std::collections::BTreeSet<&str> = watchpost_sources::sep::manager::ALL_FAMILIES
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| *n != "unknown")
+        .collect();
+    assert_eq!(seen, all, "one message of each family");
+    // Comma-separated text that is none of them is not taken for the manager's export.
+    for other in [
+        "alpha,beta,gamma,delta",
+        "host1,10.0.0.1,Blocked,something else",
+    ] {
+        assert!(
+            !watchpost_sources::sep::manager::recognises(other.as_bytes()),
+            "{other}"
+        );
+    }
 }

@@ -174,6 +174,9 @@ pub struct Outcome {
     pub event: u64,
     /// The action's name.
     pub action: String,
+    /// The filter (or rule set) whose firing the action handled ("" in stores written
+    /// before this was recorded).
+    pub filter: String,
     /// When (Unix ms).
     pub at_ms: i64,
     /// Attempt number, from 1.
@@ -232,6 +235,8 @@ pub struct StoredEvent {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's schema version (older files are read as they are).
+    version: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -265,6 +270,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            version: schema::VERSION,
         })
     }
 
@@ -277,10 +283,11 @@ impl Store {
         .map_err(sql_err(path))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(sql_err(path))?;
-        schema::check_version(&conn, path)?;
+        let version = schema::check_version(&conn, path)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            version,
         })
     }
 
@@ -354,15 +361,18 @@ impl Store {
         };
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT action, at, attempt, ok, detail FROM outcomes WHERE event = ?1 ORDER BY at, rowid",
-            )
+            .prepare_cached(if self.version >= 2 {
+                "SELECT action, at, attempt, ok, detail, filter FROM outcomes WHERE event = ?1 ORDER BY at, rowid"
+            } else {
+                "SELECT action, at, attempt, ok, detail, '' FROM outcomes WHERE event = ?1 ORDER BY at, rowid"
+            })
             .map_err(&err)?;
         event.outcomes = stmt
             .query_map([id as i64], |r| {
                 Ok(Outcome {
                     event: id,
                     action: r.get(0)?,
+                    filter: r.get(5)?,
                     at_ms: r.get(1)?,
                     attempt: r.get(2)?,
                     ok: r.get(3)?,

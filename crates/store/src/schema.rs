@@ -7,8 +7,9 @@ use rusqlite::Connection;
 
 use crate::{StoreError, sql_err};
 
-/// The schema this build writes (`PRAGMA user_version`).
-pub(crate) const VERSION: i64 = 1;
+/// The schema this build writes (`PRAGMA user_version`). 2: `outcomes.filter` (which
+/// filter's firing the action handled; version 1 files get the column, empty, on open).
+pub(crate) const VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
     at      INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     ok      INTEGER NOT NULL,
-    detail  TEXT NOT NULL
+    detail  TEXT NOT NULL,
+    filter  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event);
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
@@ -72,15 +74,19 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     // WAL + NORMAL: a power cut can lose the last transactions, never corrupt the file.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(&err)?;
-    check_version(&conn, path)?;
+    let found = check_version(&conn, path)?;
+    if found == 1 {
+        conn.execute_batch("ALTER TABLE outcomes ADD COLUMN filter TEXT NOT NULL DEFAULT ''")
+            .map_err(&err)?;
+    }
     conn.execute_batch(SCHEMA).map_err(&err)?;
     conn.pragma_update(None, "user_version", VERSION)
         .map_err(&err)?;
     Ok(conn)
 }
 
-/// Refuses a file written by a newer schema.
-pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// Refuses a file written by a newer schema; returns the file's version (0: new).
+pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(sql_err(path))?;
@@ -91,5 +97,5 @@ pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreE
             known: VERSION,
         });
     }
-    Ok(())
+    Ok(found)
 }

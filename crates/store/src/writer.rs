@@ -325,8 +325,8 @@ impl Worker {
                 .map_err(&err)?;
             let mut ins_outcome = tx
                 .prepare_cached(
-                    "INSERT INTO outcomes (event, action, at, attempt, ok, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO outcomes (event, action, at, attempt, ok, detail, filter)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(&err)?;
             let mut fields = serde_json::Map::new();
@@ -377,7 +377,8 @@ impl Worker {
                                 o.at_ms,
                                 o.attempt,
                                 o.ok,
-                                o.detail
+                                o.detail,
+                                o.filter
                             ])
                             .map_err(&err)?;
                     }

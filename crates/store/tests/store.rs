@@ -91,6 +91,7 @@ fn events_are_stored_queried_acknowledged_and_survive_reopening() {
     w.outcome(Outcome {
         event: a,
         action: "siem".into(),
+        filter: "rdp-logon".into(),
         at_ms: 1,
         attempt: 1,
         ok: true,
@@ -99,6 +100,7 @@ fn events_are_stored_queried_acknowledged_and_survive_reopening() {
     w.outcome(Outcome {
         event: a,
         action: "mail".into(),
+        filter: "rdp-logon".into(),
         at_ms: 2,
         attempt: 1,
         ok: false,
@@ -180,9 +182,12 @@ fn events_are_stored_queried_acknowledged_and_survive_reopening() {
     let outcomes: Vec<_> = got
         .outcomes
         .iter()
-        .map(|o| (o.action.as_str(), o.ok))
+        .map(|o| (o.action.as_str(), o.filter.as_str(), o.ok))
         .collect();
-    assert_eq!(outcomes, [("siem", true), ("mail", false)]);
+    assert_eq!(
+        outcomes,
+        [("siem", "rdp-logon", true), ("mail", "rdp-logon", false)]
+    );
     assert_eq!(store.counts().unwrap(), (3, 2, 1));
     drop(store);
     assert_eq!(w.shutdown().stored, 3);
@@ -291,6 +296,54 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
     let stats = w.shutdown();
     assert_eq!(stats.stored, accepted);
     assert_eq!(stats.stored + stats.dropped, 2000);
+}
+
+/// A store written before outcomes named their filter (schema 1) is read as it is, and
+/// gains the column when the daemon opens it for writing.
+#[test]
+fn a_store_of_schema_1_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let w = Writer::start(&path, options()).unwrap();
+    let a = w.submit(event("PC1", "f", &[("a", "b")], false)).unwrap();
+    w.outcome(Outcome {
+        event: a,
+        action: "siem".into(),
+        filter: "f".into(),
+        at_ms: 1,
+        attempt: 1,
+        ok: true,
+        detail: String::new(),
+    });
+    w.shutdown();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE outcomes DROP COLUMN filter; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let outcome = |store: &Store| {
+        let e = store.get(a).unwrap().unwrap();
+        (e.outcomes[0].action.clone(), e.outcomes[0].filter.clone())
+    };
+    assert_eq!(
+        outcome(&Store::open_read_only(&path).unwrap()),
+        ("siem".to_owned(), String::new())
+    );
+    let w = Writer::start(&path, options()).unwrap();
+    let b = w.submit(event("PC1", "g", &[("a", "c")], false)).unwrap();
+    w.outcome(Outcome {
+        event: b,
+        action: "siem".into(),
+        filter: "g".into(),
+        at_ms: 2,
+        attempt: 1,
+        ok: true,
+        detail: String::new(),
+    });
+    w.shutdown();
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(outcome(&store), ("siem".to_owned(), String::new()));
+    let e = store.get(b).unwrap().unwrap();
+    assert_eq!(e.outcomes[0].filter, "g");
 }
 
 #[test]

@@ -9,11 +9,23 @@ use watchpost_anomaly::Options;
 use watchpost_filters::Chain;
 use watchpost_store::{Query, Store, StoredEvent, parse_since, parse_terms};
 
-use crate::replay::{self, OutputFormat};
+use crate::replay;
 use watchpost_config::Config;
 use watchpost_runtime::analysis::{
     Analysis, BaselineHome, anomaly_spec, baseline_dir, open_baselines,
 };
+
+/// Output format of `watchpost events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsFormat {
+    /// For people.
+    Text,
+    /// One stored event per line: `id`, `time`, `stored`, `source`, `host`, `filters`,
+    /// `anomaly`, `anomaly_why`, `needs_ack`, `ack` (`at`, `by`, `comment`), `fields`,
+    /// `raw`, `origin`, `outcomes` (`event`, `action`, `filter`, `at_ms`, `attempt`,
+    /// `ok`, `detail`).
+    Jsonl,
+}
 
 /// `watchpost events`' options.
 pub struct EventsArgs {
@@ -28,7 +40,7 @@ pub struct EventsArgs {
     /// Only since.
     pub since: Option<String>,
     /// Output format.
-    pub format: OutputFormat,
+    pub format: EventsFormat,
     /// Most events shown.
     pub limit: usize,
     /// Query terms.
@@ -69,8 +81,8 @@ pub fn events(config: &Config, args: &EventsArgs, out: &mut dyn Write) -> Result
     let found = store.query(&query, args.limit)?;
     for e in &found {
         match args.format {
-            OutputFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
-            OutputFormat::Text => print_event(out, e)?,
+            EventsFormat::Jsonl => writeln!(out, "{}", serde_json::to_string(e)?)?,
+            EventsFormat::Text => print_event(out, e)?,
         }
     }
     Ok(found.len())
@@ -116,16 +128,30 @@ fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
         writeln!(out, "   {k}: {v}")?;
     }
     for o in &e.outcomes {
+        // Stores written before outcomes named their filter have none.
+        let filter = if o.filter.is_empty() {
+            String::new()
+        } else {
+            format!(" for filter {}", o.filter)
+        };
         if o.attempt == 0 {
             // Held back by throttle or dedupe: never attempted.
-            writeln!(out, "   action {}: not sent ({})", o.action, o.detail)?;
+            writeln!(
+                out,
+                "   action {}{filter}: not sent ({})",
+                o.action, o.detail
+            )?;
             continue;
         }
-        let ok = if o.ok { "ok" } else { "FAILED" };
+        let result = match (o.ok, o.detail.is_empty()) {
+            (true, true) => "ok".to_owned(),
+            (true, false) => format!("ok ({})", o.detail),
+            (false, _) => format!("FAILED: {}", o.detail),
+        };
         writeln!(
             out,
-            "   action {} (attempt {}): {ok} {}",
-            o.action, o.attempt, o.detail
+            "   action {}{filter} (attempt {}): {result}",
+            o.action, o.attempt
         )?;
     }
     if let Some(origin) = &e.origin {
@@ -135,12 +161,28 @@ fn print_event(out: &mut dyn Write, e: &StoredEvent) -> Result<()> {
     Ok(())
 }
 
-/// The user acknowledging (`--by`, else the login name).
+/// Who runs this command, for `ack` without `--by` and the quarantine's record: the user
+/// who invoked `sudo` (`$SUDO_USER`), else the login name (`$USER`, `$LOGNAME`,
+/// `%USERNAME%`), else the account the process runs as (from the system's user database,
+/// as `id -un` or `whoami` would say), else its numeric id.
 pub fn current_user() -> String {
-    ["USER", "USERNAME", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+    let env = |v: &str| std::env::var(v).ok().filter(|s| !s.trim().is_empty());
+    env("SUDO_USER")
+        .or_else(|| env("USER"))
+        .or_else(|| env("LOGNAME"))
+        .or_else(|| env("USERNAME"))
+        .or_else(|| whoami::username().ok().filter(|s| !s.trim().is_empty()))
+        .unwrap_or_else(account_id)
+}
+
+#[cfg(unix)]
+fn account_id() -> String {
+    format!("uid {}", rustix::process::geteuid().as_raw())
+}
+
+#[cfg(not(unix))]
+fn account_id() -> String {
+    "unknown".into()
 }
 
 /// Acknowledges events; returns (acknowledged now, not found or already acknowledged).

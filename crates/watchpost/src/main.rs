@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use watchpost_config::{Checks, Config, ConfigSource};
+use watchpost_config::{Config, ConfigSource, Purpose};
 use watchpost_runtime::analysis::{Analysis, BaselineHome};
 
 /// Reads security events the moment they are written and reacts within milliseconds.
@@ -49,6 +49,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Replay log files through the filter chain without running actions.
+    ///
+    /// Each input is read as the source `--source` names, else as the configured source
+    /// whose `path` matches it, else by recognising its format. Folders are read
+    /// recursively. Exit status 1 when an input could not be read or its format could
+    /// not be told, or when none of an input's records parsed; an empty file is a log
+    /// with no records.
     Test {
         /// Configuration file (default: the built-in configuration).
         #[arg(short, long)]
@@ -59,7 +65,7 @@ enum Command {
         /// Parse every input as this configured source.
         #[arg(long)]
         source: Option<String>,
-        /// Log files to replay.
+        /// Log files and folders to replay.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -119,7 +125,7 @@ enum Command {
         since: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
-        format: replay::OutputFormat,
+        format: commands::EventsFormat,
         /// Most events shown.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -134,7 +140,8 @@ enum Command {
         /// Why: recorded with the acknowledgement.
         #[arg(long, short = 'm')]
         comment: String,
-        /// Who (default: the login name).
+        /// Who (default: the user who ran sudo, else the login name, else the account's
+        /// name).
         #[arg(long)]
         by: Option<String>,
         /// Event ids (as `watchpost events` shows them).
@@ -208,7 +215,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
-            let Some(loaded) = load_checked(config.as_deref(), Checks::Full) else {
+            let Some(loaded) = load_checked(config.as_deref(), Purpose::Run) else {
                 return Ok(ExitCode::from(1));
             };
             daemon::run(config.as_deref(), loaded)?;
@@ -216,7 +223,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Reload { config, name } => daemon::reload_command(config.as_deref(), &name),
         Command::CheckConfig { config } => {
-            let ok = load(config.as_deref(), true)?.is_some();
+            let ok = load(config.as_deref(), Purpose::Check)?.is_some();
             if ok {
                 println!("configuration is valid");
             }
@@ -232,7 +239,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             source,
             inputs,
         } => {
-            let Some((mut config, chain)) = load(config.as_deref(), false)? else {
+            let Some((mut config, chain)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             // A fresh baseline: the replay shows what the daemon would have flagged had it
@@ -260,11 +267,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 String::new()
             };
+            let skipped = if t.skipped_files > 0 {
+                format!(", {} file(s) not read", t.skipped_files)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{} records, {} unparsable, {} excluded, {} filter firings{anomalies}",
-                t.records, t.errors, t.excluded, t.fired
+                "{} file(s), {} records, {} unparsable, {} excluded, {} filter firings{anomalies}{skipped}",
+                t.files, t.records, t.errors, t.excluded, t.fired
             );
-            Ok(ExitCode::SUCCESS)
+            // An input that could not be read, or of which no record parsed, was not
+            // tested: say so in the exit status too.
+            Ok(if t.skipped_files + t.unparsable_files > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Service {
             verb,
@@ -274,7 +292,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             dry_run,
             no_systemctl,
         } => {
-            if verb == service::Verb::Install && load(config.as_deref(), true)?.is_none() {
+            if verb == service::Verb::Install && load(config.as_deref(), Purpose::Run)?.is_none() {
                 return Ok(ExitCode::from(1));
             }
             let args = service::ServiceArgs {
@@ -308,7 +326,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             limit,
             query,
         } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let args = commands::EventsArgs {
@@ -331,7 +349,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             by,
             ids,
         } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let by = by.unwrap_or_else(commands::current_user);
@@ -346,14 +364,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Baseline { config, cmd } => {
-            let Some((mut config, chain)) = load(config.as_deref(), false)? else {
+            let Some((mut config, chain)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             commands::baseline(&mut config, &chain, &cmd, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine { config, cmd } => {
-            let Some((config, _)) = load(config.as_deref(), false)? else {
+            let Some((config, _)) = load(config.as_deref(), Purpose::Offline)? else {
                 return Ok(ExitCode::from(1));
             };
             let code = commands::quarantine(&config, &cmd, &mut std::io::stdout().lock())?;
@@ -376,7 +394,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let loaded = match &config {
-                Some(path) => match load(Some(path), false)? {
+                Some(path) => match load(Some(path), Purpose::Offline)? {
                     Some(c) => Some(c),
                     None => return Ok(ExitCode::from(1)),
                 },
@@ -409,14 +427,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 /// Loads and validates a configuration, printing every diagnostic to stderr.
 /// `None` when there were errors.
-fn load(path: Option<&Path>, io: bool) -> Result<Option<(Config, watchpost_filters::Chain)>> {
-    let checks = if io { Checks::Full } else { Checks::Offline };
-    Ok(load_checked(path, checks).map(|l| (l.config, l.chain)))
+fn load(
+    path: Option<&Path>,
+    purpose: Purpose,
+) -> Result<Option<(Config, watchpost_filters::Chain)>> {
+    Ok(load_checked(path, purpose).map(|l| (l.config, l.chain)))
 }
 
 /// [`load`], keeping everything the daemon needs.
-fn load_checked(path: Option<&Path>, checks: Checks) -> Option<watchpost_config::Loaded> {
-    match watchpost_config::load(&ConfigSource::from_arg(path), checks) {
+fn load_checked(path: Option<&Path>, purpose: Purpose) -> Option<watchpost_config::Loaded> {
+    match watchpost_config::load(&ConfigSource::from_arg(path), purpose) {
         Ok(loaded) => {
             eprint!("{}", loaded.rendered());
             Some(loaded)

@@ -8,10 +8,9 @@
 
 use std::io::Write;
 use std::path::Path;
-
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::json;
 use watchpost_config::{Config, SourceConfig};
 use watchpost_event::{Event, Origin};
@@ -26,13 +25,22 @@ use watchpost_sources::{Format, evtx};
 pub enum OutputFormat {
     /// For people.
     Text,
-    /// One JSON object per fired filter: `filter`, `actions`, `event`, `origin`.
+    /// One JSON object per line. A fired filter: `filter`, `actions`, `anomaly` (the
+    /// event was flagged), `event`, `origin` (`file`, `offset`). An anomaly filter's
+    /// judgement: `anomaly_filter`, `anomaly`, `why`, `host`, `time`, `key`, `value`,
+    /// `origin`. A Sigma detection: `rules`, `rule`, `actions`, `event`, `origin`.
     Jsonl,
 }
 
 /// Totals of one replay.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
+    /// Files read (an empty one too: a log with no records yet).
+    pub files: u64,
+    /// Files not read: unreadable, or of a format that could not be told.
+    pub skipped_files: u64,
+    /// Files with records of which not one parsed.
+    pub unparsable_files: u64,
     /// Records read.
     pub records: u64,
     /// Records that failed to parse.
@@ -56,9 +64,10 @@ pub enum Output {
     Quiet,
 }
 
-/// Replays `inputs` through the [`Pipeline`] of the source each belongs to; writes
-/// findings to `out` and problems to stderr. Anomaly filters consult `analysis`'s
-/// baselines. The configuration's rule sets move into the replay's generation.
+/// Replays `inputs` (files, and the files under folders) through the [`Pipeline`] of the
+/// source each belongs to; writes findings to `out` and problems to stderr. Anomaly
+/// filters consult `analysis`'s baselines. The configuration's rule sets move into the
+/// replay's generation.
 pub fn replay(
     config: &mut Config,
     chain: Chain,
@@ -83,8 +92,21 @@ pub fn replay(
         totals: Totals::default(),
         failed: None,
     };
-    for input in inputs {
-        let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    for input in &files_of(inputs, &mut sink.totals) {
+        let bytes = match std::fs::read(input) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: cannot read it: {e}", input.display());
+                sink.totals.skipped_files += 1;
+                continue;
+            }
+        };
+        // A log with no records yet.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            sink.totals.files += 1;
+            continue;
+        }
+        let (records_before, errors_before) = (sink.totals.records, sink.totals.errors);
         let place = input.to_string_lossy();
         let configured_evtx = |s: &&SourceConfig| s.format == Format::Evtx;
         let evtx_source = match source {
@@ -118,7 +140,14 @@ pub fn replay(
             });
             report_errors(&place, ("record id", "EVTX"), &errors, &mut sink.totals);
         } else {
-            let (kind, format) = runtime_for(config, source, input, &bytes)?;
+            let (kind, format) = match runtime_for(config, source, input, &bytes)? {
+                Ok(k) => k,
+                Err(why) => {
+                    eprintln!("{why}");
+                    sink.totals.skipped_files += 1;
+                    continue;
+                }
+            };
             let mut p = Pipeline::new(kind, &local_host, current.clone(), analysis.clone());
             let (events, errors) =
                 watchpost_sources::format::parse_file_in(format, p.ctx(), &place_arc, &bytes);
@@ -130,6 +159,16 @@ pub fn replay(
         }
         if let Some(e) = sink.failed.take() {
             return Err(e);
+        }
+        let t = &mut sink.totals;
+        t.files += 1;
+        let (records, errors) = (t.records - records_before, t.errors - errors_before);
+        if records > 0 && errors == records {
+            eprintln!(
+                "{}: none of its {records} records could be parsed",
+                input.display()
+            );
+            t.unparsable_files += 1;
         }
     }
     // The records are done: correlation windows still open are decided now.
@@ -235,15 +274,58 @@ impl Sink for Printer<'_> {
     }
 }
 
-/// How to parse an input: the source `--source` names, else the configured source whose
-/// path pattern matches it, else by its format (a configured source of that format gives
-/// the events its name, so its filters apply).
+/// The files to read: each input file, and every file under each input folder (in
+/// name order, recursively, not following links to folders, hidden entries left out).
+/// An input that does not exist is reported and counted as skipped.
+fn files_of(inputs: &[std::path::PathBuf], totals: &mut Totals) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Ok(m) if m.is_dir() => {
+                let mut found = Vec::new();
+                let mut stack = vec![input.clone()];
+                while let Some(dir) = stack.pop() {
+                    let entries = match std::fs::read_dir(&dir) {
+                        Ok(rd) => rd,
+                        Err(e) => {
+                            eprintln!("{}: cannot read the folder: {e}", dir.display());
+                            totals.skipped_files += 1;
+                            continue;
+                        }
+                    };
+                    for entry in entries.flatten() {
+                        if entry.file_name().to_string_lossy().starts_with('.') {
+                            continue;
+                        }
+                        match entry.file_type() {
+                            Ok(t) if t.is_dir() => stack.push(entry.path()),
+                            Ok(_) => found.push(entry.path()),
+                            Err(_) => {}
+                        }
+                    }
+                }
+                found.sort();
+                out.extend(found);
+            }
+            Ok(_) => out.push(input.clone()),
+            Err(e) => {
+                eprintln!("{}: cannot read it: {e}", input.display());
+                totals.skipped_files += 1;
+            }
+        }
+    }
+    out
+}
+
+/// How to read `input`: `Err` ends the replay (a `--source` that does not exist), the
+/// inner `Err` skips this file with the message (its format cannot be told). A configured
+/// source of the detected format gives the events its name, so its filters apply.
 fn runtime_for<'c>(
     config: &'c Config,
     source: Option<&str>,
     input: &Path,
     bytes: &[u8],
-) -> Result<(SourceKind<'c>, Format)> {
+) -> Result<std::result::Result<(SourceKind<'c>, Format), String>> {
     if let Some(name) = source {
         let Some(s) = config.sources.iter().find(|s| s.name == name) else {
             let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
@@ -252,26 +334,51 @@ fn runtime_for<'c>(
                 names.join(", ")
             );
         };
-        return Ok((SourceKind::Configured(s), s.format));
+        return Ok(Ok((SourceKind::Configured(s), s.format)));
     }
     if let Some(s) = config
         .sources
         .iter()
         .find(|s| s.paths.iter().any(|p| glob_matches(p, input)))
     {
-        return Ok((SourceKind::Configured(s), s.format));
+        return Ok(Ok((SourceKind::Configured(s), s.format)));
     }
     let head = &bytes[..bytes.len().min(4096)];
     let Some(format) = Format::detect(input, head) else {
-        bail!(
-            "{}: cannot tell the format (not a SEP client or manager log, JSON lines nor Windows event XML); name a source with --source",
-            input.display()
-        );
+        return Ok(Err(format!(
+            "{}: cannot tell the format (not a SEP client or manager log, JSON lines nor Windows event XML or EVTX); it starts with {}; name a configured source with --source",
+            input.display(),
+            first_bytes(bytes)
+        )));
     };
     if let Some(s) = config.sources.iter().find(|s| s.format == format) {
-        return Ok((SourceKind::Configured(s), format));
+        return Ok(Ok((SourceKind::Configured(s), format)));
     }
-    Ok((SourceKind::Named(format.name(), format), format))
+    Ok(Ok((SourceKind::Named(format.name(), format), format)))
+}
+
+/// The first bytes of a file, printable ASCII as it is and the rest as `\xNN`, quoted.
+fn first_bytes(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(24)];
+    let mut out = String::from("\"");
+    for &b in head {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    if bytes.len() > head.len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Whether `path` matches the glob `pattern` (or its file name matches the pattern's).

@@ -76,6 +76,231 @@ fn every_shipped_config_is_valid() {
     assert!(out.status.success(), "built-in config:\n{}", text(&out));
 }
 
+/// `watchpost ARGS` with no `WATCHPOST_*` variable set: the configurations as written.
+fn watchpost_as_written(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_watchpost"));
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WATCHPOST_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("WATCHPOST_LOG", "warn")
+        .output()
+        .expect("run watchpost")
+}
+
+fn shipped(name: &str) -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/").to_owned() + name
+}
+
+/// As the README promises: every example configuration passes `check-config` as it is
+/// written, on a machine where the product is not installed and on either platform
+/// (the other platform's paths, SEP's missing scanner and a state directory this user may
+/// not write are warnings); `test` runs no actions, so a missing program never stops it;
+/// `run` refuses a state directory of the other platform.
+#[test]
+fn shipped_configs_pass_check_config_as_written() {
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = watchpost_as_written(&["check-config", "-c", path.to_str().unwrap()]);
+            let t = text(&out);
+            assert!(out.status.success(), "{}:\n{t}", path.display());
+            assert!(t.contains("configuration is valid"), "{t}");
+            assert!(!t.contains(": error:"), "{t}");
+            checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "default.toml",
+            "linux.toml",
+            "sep-client.toml",
+            "sep-manager.toml",
+            "windows-security.toml",
+            "windows-sep.toml"
+        ]
+    );
+    let out = watchpost_as_written(&["check-config", "-c", &shipped("sep-client.toml")]);
+    let t = text(&out);
+    if cfg!(windows) {
+        assert!(
+            t.contains("`/opt/Symantec/symantec_antivirus/sav` is a Unix path"),
+            "{t}"
+        );
+    } else {
+        assert!(
+            t.contains("warning: `/opt/Symantec/symantec_antivirus/sav` does not exist: the action fails on this system until it is installed"),
+            "{t}"
+        );
+    }
+    // The README's replay example, as written.
+    let input = fixture("sep/client-av/05292019.Log");
+    let out = watchpost_as_written(&[
+        "test",
+        "-c",
+        &shipped("sep-client.toml"),
+        input.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("18 records, 0 unparsable"), "{t}");
+    assert!(!t.contains("sav"), "test looks at no action program:\n{t}");
+    if !cfg!(windows) {
+        let out = watchpost_as_written(&["run", "-c", &shipped("windows-sep.toml")]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(
+            t.contains(r"error: state_dir C:\ProgramData\watchpost\state is a Windows path"),
+            "{t}"
+        );
+    }
+}
+
+/// A missing `}` is one error at its place, not a cascade of invented ones; a misspelt
+/// key is one error with a suggestion, and the tables that could not be read cause no
+/// follow-on errors (no "no [[source]]", no "unknown action").
+#[test]
+fn a_mistake_is_reported_once_without_follow_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(shipped("sep-client.toml")).unwrap();
+    let state = format!("state_dir = '{}'", dir.path().display());
+    let base = base.replace(
+        r#"state_dir = "${WATCHPOST_STATE_DIR:-/var/lib/watchpost}""#,
+        &state,
+    );
+    let check = |name: &str, body: String| -> String {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, body).unwrap();
+        let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        t
+    };
+    let brace = base.replacen(
+        "match = { source = \"sep-av\", event_code = 5 }",
+        "match = { source = \"sep-av\", event_code = 5",
+        1,
+    );
+    assert_ne!(brace, base);
+    let t = check("brace.toml", brace);
+    assert_eq!(t.matches(": error:").count(), 1, "{t}");
+    assert!(!t.contains("duplicate key"), "{t}");
+    assert!(t.contains("brace.toml: 1 error(s), 0 warning(s)"), "{t}");
+
+    let t = check(
+        "strat.toml",
+        base.replace("start_at = \"end\"", "strat_at = \"end\""),
+    );
+    assert!(
+        t.contains("error: unknown field `strat_at`; did you mean `start_at`?"),
+        "{t}"
+    );
+    assert!(!t.contains("no [[source]]"), "{t}");
+    assert!(!t.contains("1:1:"), "{t}");
+    assert!(!t.contains("tests field"), "{t}");
+    assert!(t.contains("1 error(s)"), "{t}");
+
+    let t = check(
+        "formt.toml",
+        base.replacen("format = \"rfc5424\"", "formt = \"rfc5424\"", 1),
+    );
+    assert!(
+        t.contains("error: unknown field `formt`; did you mean `format`?"),
+        "{t}"
+    );
+    assert!(!t.contains("unknown action"), "{t}");
+    assert!(t.contains("1 error(s)"), "{t}");
+
+    // A configuration without any source at all: a warning about the whole file, not
+    // about its first line.
+    let cfg = dir.path().join("empty.toml");
+    std::fs::write(&cfg, format!("# nothing yet\n[agent]\n{state}\n")).unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{}: warning: no [[source]] is configured",
+            cfg.display()
+        )),
+        "{t}"
+    );
+}
+
+/// A field in `match` that nothing can produce is an error with a "did you mean"; a
+/// field of a free-form source (JSON lines) or a regex capture is fine.
+#[test]
+fn a_match_field_nothing_produces_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let cfg = dir.path().join(name);
+        let content = format!(
+            "[agent]\nstate_dir = '{d}'\n\n[[source]]\nname = \"av\"\ntype = \"sep_av_log\"\npath = '{d}/*.Log'\n\n{body}",
+            d = dir.path().display()
+        );
+        std::fs::write(&cfg, content).unwrap();
+        let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+        (out.status.code(), text(&out))
+    };
+    let (code, t) = write(
+        "typo.toml",
+        "[[filter]]\nname = \"f\"\nmatch = { evnt_code = 5 }\n",
+    );
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains(":11:11: error: filter `f` tests field `evnt_code`, which no configured source or regex capture produces; did you mean `event_code`?"),
+        "{t}"
+    );
+    let (code, t) = write(
+        "capture.toml",
+        "[[filter]]\nname = \"f\"\nmatch = { risk_name = { regex = '^(?P<family>\\w+)\\.' } }\n\n\
+         [[filter]]\nname = \"g\"\nmatch = { family = \"W32\" }\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+    let (code, t) = write(
+        "jsonl.toml",
+        "[[source]]\nname = \"j\"\ntype = \"jsonl\"\npath = '/tmp/*.jsonl'\n\n\
+         [[filter]]\nname = \"f\"\nmatch = { anything_at_all = 1 }\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+}
+
+/// A bad regular expression keeps the regex crate's layout: the expression on a line of
+/// its own with a caret under the spot, then what is wrong.
+#[test]
+fn a_bad_regular_expression_shows_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("re.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nstate_dir = '{d}'\n\n[[source]]\nname = \"auth\"\ntype = \"text\"\npath = '{d}/auth.log'\n\n\
+             [[filter]]\nname = \"f\"\nmatch = {{ message = {{ regex = '^Accepted (?P<user\\S+)' }} }}\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = watchpost(&["check-config", "-c", cfg.to_str().unwrap()], &[]);
+    let t = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let expected = format!(
+        "{}:11:31: error: bad regular expression: regex parse error:\n\
+         \x20       ^Accepted (?P<user\\S+)\n\
+         \x20                         ^\n\
+         \x20   error: invalid capture group character\n\
+         \x20   match = {{ message = {{ regex = '^Accepted (?P<user\\S+)' }} }}\n\
+         \x20                                 ^^^^^^^^^^^^^^^^^^^^^^^^\n",
+        cfg.display()
+    );
+    assert!(t.starts_with(&expected), "expected:\n{expected}\ngot:\n{t}");
+}
+
 #[test]
 fn check_config_reports_every_problem_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -609,4 +834,176 @@ url = "file:///C:/{{{{ risk_name | url }}}}"
     ] {
         assert!(t.contains(&expected), "missing `{expected}` in:\n{t}");
     }
+}
+
+/// `test` does not claim a format it cannot recognise: random bytes are "cannot tell the
+/// format" with their first bytes shown, and exit non-zero; an input none of whose
+/// records parse exits non-zero; an empty file is a log with no records; a folder is
+/// read recursively.
+#[test]
+fn test_refuses_what_it_cannot_read_and_reads_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 KB of deterministic noise (xorshift), as `head -c 200000 /dev/urandom` would be.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let random = dir.path().join("random.bin");
+    std::fs::write(&random, &noise).unwrap();
+    let out = watchpost(&["test", random.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("random.bin: cannot tell the format"), "{t}");
+    let shown: String = noise[..4]
+        .iter()
+        .map(|b| match b {
+            0x20..=0x7e if *b != b'"' && *b != b'\\' => char::from(*b).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect();
+    assert!(t.contains(&format!("it starts with \"{shown}")), "{t}");
+    assert!(t.contains("0 records"), "{t}");
+    assert!(t.contains("1 file(s) not read"), "{t}");
+
+    // Named as a format it is not: every record fails, so the exit status says so.
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "not json\nnor this\n").unwrap();
+    let out = watchpost(&["test", junk.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("junk.jsonl: none of its 2 records could be parsed"),
+        "{t}"
+    );
+
+    let empty = dir.path().join("05292019.Log");
+    std::fs::write(&empty, "").unwrap();
+    let out = watchpost(&["test", empty.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("1 file(s), 0 records"), "{t}");
+
+    // A folder: every file below it, in name order, each by its own format.
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("ips")).unwrap();
+    std::fs::copy(
+        fixture("sep/client-av/05292019.Log"),
+        logs.join("05292019.Log"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("sep/client-binary/seclog3.log"),
+        logs.join("ips/seclog.log"),
+    )
+    .unwrap();
+    let every = dir.path().join("every.toml");
+    std::fs::write(
+        &every,
+        "[[filter]]\nname = \"every\"\nmatch = { host = { exists = true } }\n",
+    )
+    .unwrap();
+    let args = [
+        "test",
+        "-c",
+        every.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        logs.to_str().unwrap(),
+    ];
+    let out = watchpost(&args, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("2 file(s), "), "{t}");
+    let files: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["origin"]["file"]
+                .as_str()
+                .unwrap()
+                .replace('\\', "/")
+        })
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("logs/05292019.Log")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("logs/ips/seclog.log")),
+        "{files:?}"
+    );
+}
+
+/// `test --help` names every key its JSON lines carry: those of a fired filter, of an
+/// anomaly filter's judgement and of a Sigma detection, each checked on real output.
+#[test]
+fn test_help_lists_every_jsonl_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |p: &Path| p.display().to_string().replace('\\', "/");
+    let cfg = dir.path().join("watchpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "collected"
+type = "evtx"
+path = '{state}/*.evtx'
+
+[[filter]]
+name = "who-cleared"
+match = {{ event_id = "1102" }}
+anomaly = {{ key = [], value = ["SubjectUserName"], learning = "0s" }}
+
+[[filter]]
+name = "log-cleared"
+match = {{ event_id = "1102" }}
+
+[[rules]]
+name = "sigma"
+sigma = '{rule}'
+"#,
+            state = p(dir.path()),
+            rule = p(&fixture(
+                "sigma/rules/windows/builtin/security/win_security_audit_log_cleared.yml"
+            )),
+        ),
+    )
+    .unwrap();
+    let input = fixture("evtx/attack-samples/defense-evasion/DE_1102_security_log_cleared.evtx");
+    let lines = test_jsonl(&cfg, &input);
+    let help = watchpost(&["test", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in &lines {
+        let obj = line.as_object().unwrap();
+        kinds.insert(if obj.contains_key("anomaly_filter") {
+            "judgement"
+        } else if obj.contains_key("rule") {
+            "detection"
+        } else {
+            "filter"
+        });
+        let mut keys: Vec<&String> = obj.keys().collect();
+        if let Some(origin) = obj.get("origin").and_then(|o| o.as_object()) {
+            keys.extend(origin.keys());
+        }
+        for k in keys {
+            assert!(
+                help.contains(&format!("`{k}`")),
+                "`test --help` does not name `{k}` (in {line}):\n{help}"
+            );
+        }
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["detection", "filter", "judgement"],
+        "{lines:?}"
+    );
 }

@@ -444,11 +444,14 @@ fn syslog_over_tls_reaches_rsyslog_and_a_wrong_ca_is_refused() {
         || {
             let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            text.contains("action wrong-ca (attempt 2): FAILED")
+            text.contains("action wrong-ca for filter failed-logon (attempt 2): FAILED")
                 .then_some(text)
         },
     );
-    assert!(text.contains("action siem (attempt 1): ok"), "{text}");
+    assert!(
+        text.contains("action siem for filter failed-logon (attempt 1): ok"),
+        "{text}"
+    );
     assert!(text.contains("UnknownIssuer"), "{text}");
     assert!(wp.terminate());
     // What the wrong-CA action could not deliver waits on disk.
@@ -678,7 +681,10 @@ throttle = {{ key = "{{{{ host }}}}", count = 2, per = "1h" }}
     assert!(wp.terminate());
     let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("action two: not sent (throttled)"), "{text}");
+    assert!(
+        text.contains("action two for filter failed-logon: not sent (throttled)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -721,8 +727,8 @@ retry = {{ initial_backoff = "50ms", max_backoff = "200ms" }}
     let out = watchpost(&["events", "-c", cfg.to_str().unwrap(), "--limit", "100"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("action flaky (attempt 1): FAILED")
-            && text.contains("action flaky (attempt 3): ok"),
+        text.contains("action flaky for filter failed-logon (attempt 1): FAILED")
+            && text.contains("action flaky for filter failed-logon (attempt 3): ok"),
         "{text}"
     );
 }

@@ -163,8 +163,9 @@ fn check_finds_nft_and_warns_about_an_empty_allow_list() {
     let (a, _) = spec(&format!("{HEAD}nft = \"/nonexistent/nft\"\n"));
     let errs = a.0.check();
     assert_eq!(errs.len(), 2, "{errs:?}");
+    // Not installed on this machine: a warning (the quarantine fails here, logged).
     assert!(
-        !errs[0].warning && errs[0].message.contains("does not exist"),
+        errs[0].warning && errs[0].message.contains("does not exist"),
         "{errs:?}"
     );
     assert!(
@@ -180,7 +181,21 @@ fn check_finds_nft_and_warns_about_an_empty_allow_list() {
         errs[0].warning && errs[0].message.contains("Windows only"),
         "{errs:?}"
     );
-    assert!(errs[1].message.contains("not found on PATH"), "{errs:?}");
+    assert!(
+        errs[1].warning && errs[1].message.contains("not found on PATH"),
+        "{errs:?}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let text = format!(
+        "{HEAD}nft = \"{}\"\nallow_dns = true\n",
+        file.path().display()
+    );
+    let errs = spec(&text).0.0.check();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        !errs[0].warning && errs[0].message.contains("not executable"),
+        "there but unusable is an error: {errs:?}"
+    );
 }
 
 #[cfg(unix)]

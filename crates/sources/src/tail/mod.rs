@@ -257,7 +257,7 @@ pub struct ReadStats {
 }
 
 /// Counters since `open`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TailStats {
     /// Files open now.
     pub files_followed: usize,
@@ -383,7 +383,7 @@ impl Tailer {
             }
             Loaded::Missing => (Vec::new(), true),
             Loaded::Unreadable(problems) => {
-                tracing::warn!(path = %checkpoint_path.display(), ?problems, "tail: checkpoint unreadable; starting as on a first start");
+                tracing::warn!(path = %checkpoint_path.display(), problems = %problems.join("; "), "tail: checkpoint unreadable; starting as on a first start");
                 stats.errors += 1;
                 (Vec::new(), true)
             }
@@ -653,6 +653,6 @@ impl crate::source::Source for Tailer {
         if let Err(e) = Tailer::checkpoint(&mut self) {
             tracing::error!(error = %e, "tail: final checkpoint failed");
         }
-        format!("{:?}", self.stats())
+        format!("tail totals: {}", watchpost_event::logfmt(&self.stats()))
     }
 }

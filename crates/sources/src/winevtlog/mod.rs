@@ -375,7 +375,7 @@ pub enum WinEvtError {
 }
 
 /// Counters of one channel.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ChannelStats {
     /// The channel.
     pub name: String,
@@ -389,12 +389,13 @@ pub struct ChannelStats {
     pub errors: u64,
     /// The last failure, while it is not resolved.
     pub last_error: Option<String>,
-    /// The committed bookmark XML.
+    /// The committed bookmark XML (not in log lines: it is long).
+    #[serde(skip)]
     pub bookmark: Option<String>,
 }
 
 /// Counters since start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WinEvtStats {
     /// Events handed to the sink.
     pub events: u64,
@@ -501,7 +502,7 @@ impl<A: EventLogApi> WinEvtLog<A> {
         let saved = match load(&opts.checkpoint_path) {
             Ok(s) => s,
             Err(problems) => {
-                tracing::warn!(source = %opts.source, path = %opts.checkpoint_path.display(), ?problems,
+                tracing::warn!(source = %opts.source, path = %opts.checkpoint_path.display(), problems = %problems.join("; "),
                     "windows_event_log: checkpoint unreadable; channels start as on a first start");
                 errors += 1;
                 BTreeMap::new()
@@ -552,7 +553,7 @@ impl<A: EventLogApi> WinEvtLog<A> {
         if let Err(e) = self.checkpoint() {
             tracing::error!(source = %self.opts.source, error = %e, "windows_event_log: final checkpoint failed");
         }
-        tracing::info!(source = %self.opts.source, stats = ?self.stats(), "windows_event_log: stopped");
+        tracing::info!(source = %self.opts.source, "windows_event_log: stopped: {}", watchpost_event::logfmt(&self.stats()));
     }
 
     /// One round: subscribes channels that are due, waits up to `timeout` for a signal,
@@ -887,7 +888,10 @@ where
         if let Err(e) = WinEvtLog::checkpoint(&mut self) {
             tracing::error!(source = %self.opts.source, error = %e, "windows_event_log: final checkpoint failed");
         }
-        format!("{:?}", self.stats())
+        format!(
+            "windows_event_log: stopped: {}",
+            watchpost_event::logfmt(&self.stats())
+        )
     }
 }
 

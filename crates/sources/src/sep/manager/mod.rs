@@ -37,31 +37,46 @@ use crate::text;
 pub(crate) use header::local_datetime;
 pub use labels::{DERIVED, LABELS, field_name};
 
-/// The kind of SEPM log a line comes from, told by its first cells.
+/// The SEPM log a line comes from: the manager's own log types, as its External Logging
+/// settings name them (Broadcom article TECH171741, "External Logging settings and log
+/// event severity levels for Endpoint Protection Manager"), told apart by the labels and
+/// shape of the line's cells. The same split is made by Elastic's `symantec_endpoint`
+/// pipeline (`event.provider`), Splunk Connect for Syslog (one sourcetype per log) and
+/// SEKOIA's parser; see docs/formats.md for the rules and the sources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
-    /// Agent risk and proactive-detection (SONAR) logs: `Virus found,…`, `Potential risk found,…`.
-    Risk,
-    /// Agent security (IPS) log: `<host>,Event Description: …`.
-    Security,
-    /// Agent traffic (firewall) log: `<host>,Local Host IP: …,…,Rule: …`.
-    Traffic,
-    /// Agent packet log: `<host>,Local Host: …` without MAC or rule.
-    Packet,
-    /// Agent scan log: `Scan ID: …`.
-    Scan,
-    /// Agent behavior (application control) log: `<host>,<ip>,Blocked,…`.
-    Behavior,
+    /// Administrative log: administrator logons, failed logons, logoffs, account and
+    /// group changes: `Site: …,Server: …,Domain: …,Admin: …,<description>`.
+    Administrative,
+    /// Policy log: policy edits, `Site: …,Server: …,Domain: …,Admin: …,Event Description:
+    /// Policy has been edited: …,<policy name>`.
+    Policy,
+    /// Server system log: `Site: …,Server: …,<description>` (LiveUpdate, database
+    /// maintenance, services).
+    ServerSystem,
+    /// Agent activity log, as the server records clients' doings: `Site: …,Server Name:
+    /// …,Domain Name: …,<description>,<host>,<user>,<domain>`.
+    AgentActivity,
     /// Agent system log: `<host>,Category: <n>,<source>,…`.
     AgentSystem,
-    /// Server system log: `Site: …,Server: …,<message>`.
-    ServerSystem,
-    /// Server administrative log: `Site: …,Server: …,Domain: …,Admin: …,<message>`.
-    Admin,
-    /// Server policy log: like administrative, with `Event Description:` and the policy name.
-    Policy,
-    /// Agent activity log as the server writes it: `Site: …,Server Name: …,Domain Name: …,<message>,<host>,<user>,<domain>`.
-    Activity,
+    /// Agent risk log (virus and security-risk detections by Auto-Protect and scans):
+    /// `Virus found,…`, `Security risk found,…`, with `Risk name:`.
+    Risk,
+    /// Agent proactive detection log (SONAR and other proactive threat detections):
+    /// `Potential risk found,Computer name: …,Detection type: …`, `SONAR detection now
+    /// allowed,…`.
+    ProactiveThreat,
+    /// Agent scan log: `Scan ID: …`.
+    Scan,
+    /// Agent behavior log (application and device control): `<host>,<ip>,<action>,…,
+    /// Begin: …`.
+    Behavior,
+    /// Agent packet log: `<host>,Local Host: …` without MAC or rule.
+    Packet,
+    /// Agent security log (IPS): `<host>,Event Description: …`.
+    Security,
+    /// Agent traffic log (firewall): `<host>,Local Host IP: …,…,Rule: …`.
+    Traffic,
     /// None of the above.
     Unknown,
 }
@@ -70,27 +85,34 @@ impl Family {
     /// The value of the `family` field.
     pub fn name(self) -> &'static str {
         match self {
+            Family::Administrative => "administrative",
+            Family::Policy => "policy",
+            Family::ServerSystem => "server_system",
+            Family::AgentActivity => "agent_activity",
+            Family::AgentSystem => "agent_system",
             Family::Risk => "risk",
-            Family::Security => "security",
-            Family::Traffic => "traffic",
-            Family::Packet => "packet",
+            Family::ProactiveThreat => "proactive_threat",
             Family::Scan => "scan",
             Family::Behavior => "behavior",
-            Family::AgentSystem => "agent_system",
-            Family::ServerSystem => "server_system",
-            Family::Admin => "admin",
-            Family::Policy => "policy",
-            Family::Activity => "activity",
+            Family::Packet => "packet",
+            Family::Security => "security",
+            Family::Traffic => "traffic",
             Family::Unknown => "unknown",
         }
     }
 
     /// Names of the bare (unlabelled) values, by their position among bare values.
-    /// Further bare values are named `bare_<position>`.
-    pub fn bare_names(self, has_file_path_label: bool) -> &'static [&'static str] {
+    /// Further bare values are named `bare_<position>`. `labelled` says which labels the
+    /// line has: a value some lines label and others leave bare (`File path:`, `Event
+    /// Description:`) is not in the list when the line labels it.
+    pub fn bare_names(self, labelled: &dyn Fn(&str) -> bool) -> &'static [&'static str] {
         match self {
-            Family::Risk if has_file_path_label => &["event_description", "description"],
-            Family::Risk => &["event_description", "file_path", "description"],
+            Family::Risk | Family::ProactiveThreat if labelled("file_path") => {
+                &["event_description", "description"]
+            }
+            Family::Risk | Family::ProactiveThreat => {
+                &["event_description", "file_path", "description"]
+            }
             Family::Security => &["computer_name", "traffic_direction", "network_protocol"],
             Family::Traffic => &["computer_name", "network_protocol", "traffic_direction"],
             Family::Packet => &["computer_name", "traffic_direction"],
@@ -108,9 +130,10 @@ impl Family {
             ],
             Family::AgentSystem => &["computer_name", "event_source", "event_description"],
             Family::Scan => &["action", "event_description"],
-            Family::Admin | Family::ServerSystem => &["event_description"],
-            Family::Policy => &["policy_name"],
-            Family::Activity => &[
+            Family::Administrative | Family::ServerSystem => &["event_description"],
+            Family::Policy if labelled("event_description") => &["policy_name"],
+            Family::Policy => &["event_description", "policy_name"],
+            Family::AgentActivity => &[
                 "event_description",
                 "computer_name",
                 "user_name",
@@ -123,23 +146,25 @@ impl Family {
     fn is_server(self) -> bool {
         matches!(
             self,
-            Family::ServerSystem | Family::Admin | Family::Policy | Family::Activity
+            Family::ServerSystem | Family::Administrative | Family::Policy | Family::AgentActivity
         )
     }
 }
 
-const ALL_FAMILIES: [Family; 12] = [
+/// Every family, `Unknown` last.
+pub const ALL_FAMILIES: [Family; 13] = [
+    Family::Administrative,
+    Family::Policy,
+    Family::ServerSystem,
+    Family::AgentActivity,
+    Family::AgentSystem,
     Family::Risk,
-    Family::Security,
-    Family::Traffic,
-    Family::Packet,
+    Family::ProactiveThreat,
     Family::Scan,
     Family::Behavior,
-    Family::AgentSystem,
-    Family::ServerSystem,
-    Family::Admin,
-    Family::Policy,
-    Family::Activity,
+    Family::Packet,
+    Family::Security,
+    Family::Traffic,
     Family::Unknown,
 ];
 
@@ -153,6 +178,8 @@ const MAX_CELLS: usize = 256;
 
 struct Syms {
     labels: HashMap<&'static str, Sym>,
+    /// The fields of [`LABELS`]: what a label the manager writes becomes.
+    label_syms: Vec<Sym>,
     names: HashMap<&'static str, Sym>,
     bare: Vec<Sym>,
     known: Vec<&'static str>,
@@ -166,17 +193,25 @@ static SYMS: LazyLock<Syms> = LazyLock::new(|| {
         }
     }
     for f in ALL_FAMILIES {
-        for name in f.bare_names(false).iter().chain(f.bare_names(true)) {
+        for name in f
+            .bare_names(&|_| false)
+            .iter()
+            .chain(f.bare_names(&|_| true))
+        {
             if !known.contains(name) {
                 known.push(name);
             }
         }
     }
     let names: HashMap<_, _> = known.iter().map(|n| (*n, Sym::new(n))).collect();
-    let labels = LABELS.iter().map(|(l, n)| (*l, names[n])).collect();
+    let labels: HashMap<&'static str, Sym> = LABELS.iter().map(|(l, n)| (*l, names[n])).collect();
+    let mut label_syms: Vec<Sym> = labels.values().copied().collect();
+    label_syms.sort_unstable();
+    label_syms.dedup();
     let bare = (0..64).map(|i| Sym::new(&format!("bare_{i}"))).collect();
     Syms {
         labels,
+        label_syms,
         names,
         bare,
         known,
@@ -382,30 +417,30 @@ fn classify(raw: &str, toks: &[Tok]) -> Family {
     };
     if let Some(label) = first.label {
         return if label == sym("site") {
-            if has("admin") {
-                if has("event_description") {
-                    Family::Policy
-                } else {
-                    Family::Admin
-                }
-            } else if has("domain_name") {
-                Family::Activity
-            } else {
-                Family::ServerSystem
-            }
+            server_family(raw, toks)
         } else if label == sym("scan_id") {
             Family::Scan
         } else {
             Family::Unknown
         };
     }
+    let opening = first.val.text(raw);
     let second = toks.get(1).map(|t| t.label);
-    if is_risk_opening(first.val.text(raw))
+    if is_risk_opening(opening)
         || second
             .flatten()
             .is_some_and(|l| l == sym("ip_address") || l == sym("computer_name"))
     {
-        return Family::Risk;
+        // The proactive detection log has SONAR's own fields; the risk log has none.
+        let proactive = opening == "SONAR detection now allowed"
+            || has("detection_type")
+            || has("coh_engine_version")
+            || has("detection_score");
+        return if proactive {
+            Family::ProactiveThreat
+        } else {
+            Family::Risk
+        };
     }
     match second {
         Some(Some(l)) if l == sym("event_description") => Family::Security,
@@ -417,8 +452,34 @@ fn classify(raw: &str, toks: &[Tok]) -> Family {
             }
         }
         Some(Some(l)) if l == sym("category") => Family::AgentSystem,
-        Some(None) if toks.get(2).is_some_and(|t| t.label.is_none()) => Family::Behavior,
+        Some(None) if toks.get(2).is_some_and(|t| t.label.is_none()) && has("begin") => {
+            Family::Behavior
+        }
         _ => Family::Unknown,
+    }
+}
+
+/// A line opening with `Site:`: the server's own logs. With `Admin:`, a policy edit
+/// (the description names a policy and the policy's name follows it) or another
+/// administrative event (logons, failed logons, accounts: the description is the last
+/// cell); with a domain but no admin, clients' activity as the server records it;
+/// otherwise the server's system log.
+fn server_family(raw: &str, toks: &[Tok]) -> Family {
+    let admin = sym("admin");
+    match toks.iter().position(|t| t.label == Some(admin)) {
+        Some(i) => {
+            let after = &toks[i + 1..];
+            let about_policy = after
+                .first()
+                .is_some_and(|t| t.full.text(raw).to_ascii_lowercase().contains("policy"));
+            if after.len() >= 2 && about_policy {
+                Family::Policy
+            } else {
+                Family::Administrative
+            }
+        }
+        None if toks.iter().any(|t| t.label == Some(sym("domain_name"))) => Family::AgentActivity,
+        None => Family::ServerSystem,
     }
 }
 
@@ -455,24 +516,7 @@ fn parse_decoded(ctx: &ParseCtx, line: &[u8], now: Timestamp) -> Result<Event, P
             "no SEPM payload after the header",
         ));
     }
-    let mut cells = vec![Cell::default(); MAX_CELLS];
-    let n = split_csv(&raw.as_bytes()[h.payload..], &mut cells)
-        .map_err(|e| ParseError::new(h.payload + e.column, e.message))?;
-    let mut toks: Vec<Tok> = cells[..n]
-        .iter()
-        .map(|c| {
-            let off = h.payload as u32;
-            tokenize(
-                &raw,
-                Cell {
-                    start: c.start + off,
-                    end: c.end + off,
-                    escaped: c.escaped,
-                },
-            )
-        })
-        .collect();
-    join_split_values(&raw, &mut toks);
+    let toks = tokens(&raw, h.payload)?;
     let family = classify(&raw, &toks);
     if family == Family::Unknown && toks.iter().all(|t| t.label.is_none()) {
         return Err(ParseError::new(
@@ -484,12 +528,59 @@ fn parse_decoded(ctx: &ParseCtx, line: &[u8], now: Timestamp) -> Result<Event, P
     Ok(build_event(ctx, raw, &h, family, fields))
 }
 
+/// The payload's cells (from byte `payload` of `raw`), classified.
+fn tokens(raw: &str, payload: usize) -> Result<Vec<Tok>, ParseError> {
+    let mut cells = vec![Cell::default(); MAX_CELLS];
+    let n = split_csv(&raw.as_bytes()[payload..], &mut cells)
+        .map_err(|e| ParseError::new(payload + e.column, e.message))?;
+    let mut toks: Vec<Tok> = cells[..n]
+        .iter()
+        .map(|c| {
+            let off = payload as u32;
+            tokenize(
+                raw,
+                Cell {
+                    start: c.start + off,
+                    end: c.end + off,
+                    escaped: c.escaped,
+                },
+            )
+        })
+        .collect();
+    join_split_values(raw, &mut toks);
+    Ok(toks)
+}
+
+/// Whether `line` is recognisably a line of the SEPM export (for telling a file's format):
+/// its syslog header names `SymantecServer`, or its payload falls into a family and
+/// carries at least one label the manager writes. Any comma-separated text would fit
+/// some family by the shape of its cells alone; the label is what makes it the manager's.
+pub fn recognises(line: &[u8]) -> bool {
+    if memchr::memmem::find(line, b" SymantecServer:").is_some() {
+        return true;
+    }
+    if check_len(line).is_err() {
+        return false;
+    }
+    let raw = text::decode(line).into_owned();
+    let h = header::strip(&raw, &jiff::tz::TimeZone::UTC, Timestamp::now());
+    let Ok(toks) = tokens(&raw, h.payload) else {
+        return false;
+    };
+    classify(&raw, &toks) != Family::Unknown
+        && toks
+            .iter()
+            .any(|t| t.label.is_some_and(|l| SYMS.label_syms.contains(&l)))
+}
+
 /// Names every token: labels by their label, bare values by position within the family.
 fn name_fields(raw: &str, toks: &[Tok], family: Family) -> Vec<(Sym, Val)> {
     let server_labels = SERVER_LABELS.map(sym);
-    let file_path = sym("file_path");
-    let has_file_path = toks.iter().any(|t| t.label == Some(file_path));
-    let bare_names = family.bare_names(has_file_path);
+    let labelled = |name: &str| {
+        let s = sym(name);
+        toks.iter().any(|t| t.label == Some(s))
+    };
+    let bare_names = family.bare_names(&labelled);
     let mut out = Vec::with_capacity(toks.len() + 8);
     let mut k = 0;
     for t in toks {
