@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use thiserror::Error;
-use watchpost_event::{ActionScope, Event};
 
-use crate::config::{ActionSpec, Kind};
+use crate::Job;
+use crate::config::ActionSpec;
 use crate::control::{ActionStats, Control, Counters, OutcomeSink};
 use crate::durable::Durable;
 use crate::limits::Limits;
@@ -46,31 +46,6 @@ impl std::fmt::Debug for DispatchOptions {
             .field("state_dir", &self.state_dir)
             .field("outcomes", &self.outcomes.is_some())
             .finish()
-    }
-}
-
-/// One firing of one action: the event and the filter that chose the action.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The event.
-    pub event: Arc<Event>,
-    /// The name of the filter that fired.
-    pub filter: Arc<str>,
-    /// The filter's actions, comma-separated.
-    pub actions: Arc<str>,
-    /// The event's id in the event store, when it was stored: the job's outcome is
-    /// reported to the dispatcher's [`OutcomeSink`].
-    pub stored: Option<u64>,
-}
-
-impl Job {
-    /// The template scope: the event plus `filter` and `actions`.
-    pub fn scope(&self) -> ActionScope<'_> {
-        ActionScope {
-            event: &self.event,
-            filter: &self.filter,
-            actions: &self.actions,
-        }
     }
 }
 
@@ -497,19 +472,7 @@ fn start_action(
     let kind = spec.kind();
     // Actions that retry deliver one job at a time, in order.
     let retrying = spec.retries();
-    let threads = match &spec.kind {
-        _ if retrying => 1,
-        Kind::Run(r) => r.max_concurrent,
-        Kind::Syslog(_)
-        | Kind::FlagFile(_)
-        | Kind::JsonlFile(_)
-        | Kind::Registry(_)
-        | Kind::Dialog(_)
-        | Kind::OpenUrl(_)
-        | Kind::Webhook(_)
-        | Kind::Email(_)
-        | Kind::Quarantine(_) => 1,
-    };
+    let threads = if retrying { 1 } else { spec.kind.concurrency() };
     let gated = !retrying && !spec.common.limits.is_empty();
     let spec = Arc::new(spec);
     let mut workers = Vec::with_capacity(threads + 1);
@@ -634,17 +597,8 @@ fn durable_worker(
 
 /// A worker: runs the action's loop; a panic (a bug) is counted and the loop restarted.
 fn worker(spec: &ActionSpec, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-    restarting_on_panic(spec.name(), counters, || match &spec.kind {
-        Kind::Syslog(s) => s.work(spec.name(), rx, counters, ctl),
-        Kind::Run(r) => r.work(spec.name(), rx, counters, ctl),
-        Kind::FlagFile(f) => f.work(spec.name(), rx, counters, ctl),
-        Kind::JsonlFile(j) => j.work(spec.name(), rx, counters, ctl),
-        Kind::Registry(r) => r.work(spec.name(), rx, counters, ctl),
-        Kind::Dialog(d) => d.work(spec.name(), rx, counters, ctl),
-        Kind::OpenUrl(o) => o.work(spec.name(), rx, counters, ctl),
-        // Always served by `durable_worker`: they have a deliverer.
-        Kind::Webhook(_) | Kind::Email(_) => {}
-        Kind::Quarantine(q) => q.work(spec.name(), rx, counters, ctl),
+    restarting_on_panic(spec.name(), counters, || {
+        spec.kind.work(spec.name(), rx, counters, ctl)
     });
 }
 

@@ -9,7 +9,6 @@ use std::path::{Component, Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -17,7 +16,7 @@ use watchpost_event::ConfigError;
 
 use crate::Job;
 use crate::control::{Control, Counters};
-use crate::kit::{Tpl, bounded, deserialize};
+use crate::kit::{Tpl, deserialize};
 use crate::syslog::event_json;
 
 /// What the action does with the file.
@@ -33,16 +32,10 @@ pub(crate) enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFlagFile {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     path: Spanned<String>,
     mode: Option<Mode>,
     content: Option<Spanned<String>>,
     file_mode: Option<Spanned<String>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `flag_file` action.
@@ -54,7 +47,6 @@ pub(crate) struct FlagFileSpec {
     /// `None`: the event as JSON.
     content: Option<Tpl>,
     file_mode: Option<u32>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why a flag file action failed.
@@ -107,13 +99,6 @@ impl FlagFileSpec {
                 }
             }
         }
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match path {
             Some(path) if errors.is_empty() => Ok(FlagFileSpec {
                 absolute: Path::new(path.literal_prefix()).has_root(),
@@ -121,7 +106,6 @@ impl FlagFileSpec {
                 mode,
                 content,
                 file_mode,
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -242,6 +226,28 @@ fn checked_path(rendered: &str, absolute_template: bool) -> Result<PathBuf, Flag
         return bad("it names no file");
     }
     Ok(path.to_path_buf())
+}
+
+impl crate::kind::ActionKind for FlagFileSpec {
+    fn kind(&self) -> &'static str {
+        "flag_file"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        FlagFileSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        FlagFileSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        FlagFileSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

@@ -80,9 +80,7 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> O
         for action in &config.actions {
             diags.extend(action.check());
         }
-        diags.extend(watchpost_actions::quarantine::check_allow_lists(
-            &config.actions,
-        ));
+        diags.extend(watchpost_actions::check_allow_lists(&config.actions));
         check_paths(config, diags);
         if check_state_dir(config, diags, purpose) {
             check_queue_dirs(config, diags);

@@ -29,14 +29,12 @@ fn job() -> Job {
 }
 
 fn spec(extra: &str) -> WebhookSpec {
-    match parse_ok(&format!(
+    parse_ok(&format!(
         "[[action]]\nname = \"hook\"\ntype = \"webhook\"\n{extra}\n"
     ))
-    .kind
-    {
-        crate::config::Kind::Webhook(w) => *w,
-        other => panic!("not a webhook: {other:?}"),
-    }
+    .kind_as::<WebhookSpec>()
+    .expect("a webhook action")
+    .clone()
 }
 
 fn receiver(dir: &Path, tls: Option<&testpeer::Certs>) -> (Peer, std::path::PathBuf) {
