@@ -30,6 +30,7 @@ mod config;
 mod definition;
 pub mod diag;
 mod load;
+mod paths;
 pub mod rules;
 
 pub use address::{DEFAULT_PORT, parse_address};
@@ -41,3 +42,4 @@ pub use config::{
 pub use definition::{Changes, Definitions, Delta, fingerprint};
 pub use diag::{Diag, Diagnostics, Severity};
 pub use load::{ConfigSource, Loaded, Rejected, SourceMap, load, restart_only};
+pub use paths::{static_dir, static_dir_or_path};

@@ -218,7 +218,7 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
 fn watched_paths(paths: &[String], placeholders_file: Option<&str>) -> Vec<std::path::PathBuf> {
     paths
         .iter()
-        .map(|p| crate::check::static_dir_or_path(p))
+        .map(|p| crate::paths::static_dir_or_path(p))
         .chain(placeholders_file.map(std::path::PathBuf::from))
         .collect()
 }

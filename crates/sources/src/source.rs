@@ -14,12 +14,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use watchpost_event::Event;
-
-pub use crate::winevtlog::StopHandle;
 
 /// Where a record was read: the file, the peer, the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +59,29 @@ pub enum Item<'a> {
     /// An event the source parsed itself (the Windows Event Log renders its XML per
     /// channel).
     Event(Event),
+}
+
+/// Stops (or wakes) a running source from another thread: a tailer's waker, a
+/// listener's wake channel, the Windows Event Log's stop event.
+#[derive(Clone)]
+pub struct StopHandle(Arc<dyn Fn() + Send + Sync>);
+
+impl StopHandle {
+    /// A handle that runs `f` to stop.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> StopHandle {
+        StopHandle(Arc::new(f))
+    }
+
+    /// Requests the stop; the loop notices it at its next wait or between batches.
+    pub fn stop(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopHandle")
+    }
 }
 
 /// Why a source call failed. The source keeps going; the caller logs it.

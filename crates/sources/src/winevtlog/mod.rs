@@ -286,27 +286,7 @@ pub enum Wake {
     Stop,
 }
 
-/// Stops a running [`WinEvtLog`] from another thread (sets its stop event).
-#[derive(Clone)]
-pub struct StopHandle(Arc<dyn Fn() + Send + Sync>);
-
-impl StopHandle {
-    /// A handle that runs `f` to stop.
-    pub fn new(f: impl Fn() + Send + Sync + 'static) -> StopHandle {
-        StopHandle(Arc::new(f))
-    }
-
-    /// Requests the stop; the loop notices it at its next wait or between batches.
-    pub fn stop(&self) {
-        (self.0)();
-    }
-}
-
-impl fmt::Debug for StopHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StopHandle")
-    }
-}
+pub use crate::source::StopHandle;
 
 /// The Windows Event Log calls the loop needs, one method per call (see the module doc).
 /// Handles are owned values closed on drop.
