@@ -62,20 +62,9 @@ pub fn run_until(
     (reload, requests): (crate::reload::ReloadHandle, Requests),
     started: impl FnOnce(),
 ) -> Result<()> {
-    let mut rt = Runtime::start(source, loaded, reload)?;
+    let rt = Runtime::start(source, loaded, reload)?;
     started();
-    let interval = Duration::from_millis(rt.config.agent.checkpoint_interval_ms.max(10));
-    loop {
-        select! {
-            recv(stop) -> _ => break,
-            recv(requests.rx) -> r => match r {
-                Ok(first) => rt.serve(first, &requests.rx),
-                Err(_) => break,
-            },
-            default(interval) => rt.shared.analysis.checkpoint(),
-        }
-    }
-    rt.stop();
+    rt.serve_until(stop, &requests);
     Ok(())
 }
 
@@ -151,6 +140,38 @@ impl Runtime {
     /// The generation running now.
     pub fn generation(&self) -> u64 {
         self.shared.current.number()
+    }
+
+    /// Starts one more task beside the configured ones (a fleet shipper, a local
+    /// console): it runs until the daemon stops, stopped before the sources.
+    pub fn spawn(
+        &mut self,
+        name: impl Into<String>,
+        f: impl FnOnce(crate::supervisor::StopSignal) + Send + 'static,
+    ) -> std::io::Result<()> {
+        self.supervisor.spawn(name, f)
+    }
+
+    /// The handle that asks this daemon to reload (for tasks that apply configurations).
+    pub fn reload_handle(&self) -> crate::reload::ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Serves reload requests (saving threshold windows every checkpoint interval) until
+    /// `stop` receives a message or every sender of it is dropped, then stops.
+    pub fn serve_until(mut self, stop: &Receiver<()>, requests: &Requests) {
+        let interval = Duration::from_millis(self.config.agent.checkpoint_interval_ms.max(10));
+        loop {
+            select! {
+                recv(stop) -> _ => break,
+                recv(requests.rx) -> r => match r {
+                    Ok(first) => self.serve(first, &requests.rx),
+                    Err(_) => break,
+                },
+                default(interval) => self.shared.analysis.checkpoint(),
+            }
+        }
+        self.stop();
     }
 
     /// Serves a request and every request that arrived meanwhile: one reload for all of
