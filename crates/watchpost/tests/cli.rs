@@ -1007,3 +1007,35 @@ sigma = '{rule}'
         "{lines:?}"
     );
 }
+
+/// The README's "Using it" examples that run from the repository run as written (with
+/// `watchpost` being this build), on the example configurations and the sample files.
+#[test]
+fn readme_examples_run_as_written() {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let intro = "Run from the repository, these use its example configurations and sample files:";
+    let at = readme.find(intro).expect("the README's runnable examples");
+    let block = &readme[at..];
+    let start = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let end = start + block[start..].find("```").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut ran = 0;
+    for line in block[start..end].lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("watchpost"), "{line}");
+        let args: Vec<&str> = words.collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+            .args(&args)
+            .current_dir(root)
+            .env("WATCHPOST_STATE_DIR", state.path())
+            .env("WATCHPOST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{command}`:\n{}", text(&out));
+        assert!(!text(&out).trim().is_empty(), "`{command}` printed nothing");
+        ran += 1;
+    }
+    assert!(ran >= 5, "{ran} examples");
+}
