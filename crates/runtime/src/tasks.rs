@@ -239,7 +239,7 @@ fn open_event_log(
     let api = WinApi::new()
         .with_context(|| format!("source `{}`: preparing the Event Log API", s.name))?;
     let mut ctx =
-        watchpost_sources::ParseCtx::new(&s.name, s.host.as_deref().unwrap_or(local_host));
+        watchpost_sources::ParseCtx::new(s.name.as_str(), s.host.as_deref().unwrap_or(local_host));
     if let Some(tz) = &s.timezone {
         ctx.tz = tz.clone();
     }
