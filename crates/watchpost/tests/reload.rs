@@ -412,6 +412,67 @@ path = '{}/out2.jsonl'
     assert!(wp.terminate());
 }
 
+#[test]
+fn a_changed_source_continues_from_its_checkpoint_and_signals_arriving_together_coalesce() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let cfg = write_config(dir, "");
+    let log = dir.join("watchpost.log");
+    let input = dir.join("logs/a.jsonl");
+    let wp = Watchpost::start(&cfg, &log);
+    append(
+        &input,
+        (0..50)
+            .map(|i| line(i, "4624"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    wait_for("50 lines", Duration::from_secs(20), || {
+        (seqs(&dir.join("out1.jsonl")).len() == 50).then_some(())
+    });
+    // The source's definition changes (an exclude pattern): it stops at a checkpoint and
+    // starts again from it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let changed = text.replacen(
+        "start_at = \"beginning\"\n",
+        "start_at = \"beginning\"\nexclude = [\"*.gz\"]\n",
+        1,
+    );
+    std::fs::write(&cfg, &changed).unwrap();
+    // Three signals at once: one reload (or two) serves them all.
+    for _ in 0..3 {
+        hup(&wp);
+    }
+    wait_log(&wp, "configuration reloaded", 1);
+    append(
+        &input,
+        (50..100)
+            .map(|i| line(i, "4624"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    wait_for("100 lines", Duration::from_secs(20), || {
+        (seqs(&dir.join("out1.jsonl")).len() >= 100).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seqs(&dir.join("out1.jsonl")), (0..100).collect::<Vec<_>>());
+    let text = wp.log_text();
+    assert!(text.contains("sources: changed security"), "{text}");
+    assert!(
+        text.contains("tail totals"),
+        "the changed source was stopped: {text}"
+    );
+    let reloads = text.matches("configuration reloaded generation=").count();
+    let unchanged = text
+        .matches("configuration reloaded: nothing changed")
+        .count();
+    assert!(
+        reloads == 1 && unchanged <= 2,
+        "{reloads} applied, {unchanged} unchanged:\n{text}"
+    );
+    assert!(wp.terminate());
+}
+
 /// A TCP syslog receiver (octet counting) that is down until started.
 fn receive_frames(listener: TcpListener, until: usize) -> Vec<String> {
     let (mut s, _) = listener.accept().unwrap();

@@ -60,6 +60,38 @@ fn wait_state(name: &str, want: &str, limit: Duration) {
     });
 }
 
+/// Sends SERVICE_CONTROL_PARAMCHANGE to the service, as `sc control NAME paramchange`
+/// does (Wine's sc.exe has no `control` verb, so the test calls the API itself).
+#[allow(unsafe_code)] // Win32 FFI: the handles are checked and closed here
+fn param_change(name: &str) {
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, SC_MANAGER_CONNECT,
+        SERVICE_CONTROL_PARAMCHANGE, SERVICE_PAUSE_CONTINUE, SERVICE_STATUS,
+    };
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: null pointers ask for the local machine's active database; `wide` is a
+    // NUL-terminated UTF-16 string that outlives the calls; `status` is written by the
+    // call; both handles are closed before returning.
+    let ok = unsafe {
+        let scm = OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT);
+        assert!(!scm.is_null(), "OpenSCManagerW failed");
+        let svc = OpenServiceW(scm, wide.as_ptr(), SERVICE_PAUSE_CONTINUE);
+        let mut status: SERVICE_STATUS = std::mem::zeroed();
+        let ok =
+            !svc.is_null() && ControlService(svc, SERVICE_CONTROL_PARAMCHANGE, &mut status) != 0;
+        if !svc.is_null() {
+            CloseServiceHandle(svc);
+        }
+        CloseServiceHandle(scm);
+        ok
+    };
+    assert!(
+        ok,
+        "ControlService(PARAMCHANGE) failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Uninstalls on drop, so that a failed assertion leaves no service behind.
 struct Installed<'a>(&'a str);
 
@@ -172,13 +204,9 @@ content = "seen"
         std::fs::read_to_string(&flag2).ok()
     });
     assert_eq!(seen, "WATCHPOST-RELOAD-ONE");
-    // The standard control: `sc control NAME paramchange`.
+    // The standard control, as `sc control NAME paramchange` sends it.
     std::fs::write(&config, second("WATCHPOST-RELOAD-TWO")).unwrap();
-    let sc = Command::new("sc")
-        .args(["control", name, "paramchange"])
-        .output()
-        .unwrap();
-    assert!(sc.status.success(), "sc control: {}", text(&sc));
+    param_change(name);
     wait_for("the reload by paramchange", Duration::from_secs(30), || {
         let s = std::fs::read_to_string(state.join("reload.json")).ok()?;
         s.contains("\"generation\": 3").then_some(())
