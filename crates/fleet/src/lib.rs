@@ -85,7 +85,8 @@ pub struct HostInfo {
     pub hostname: String,
 }
 
-fn credential_path(state_dir: &Path) -> PathBuf {
+/// Where the credential is kept: `fleet.credential` in the state directory.
+pub fn credential_path(state_dir: &Path) -> PathBuf {
     state_dir.join("fleet.credential")
 }
 

@@ -1,6 +1,9 @@
 //! The syslog listener over real loopback sockets (127.0.0.1 and ::1), with `logger` from
 //! util-linux as a real sender.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::thread;

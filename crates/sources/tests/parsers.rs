@@ -2,6 +2,9 @@
 //! logs, format detection and schemas. (SEPM syslog: `parsers_manager.rs`; malformed
 //! input: `parsers_malformed.rs`.)
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
