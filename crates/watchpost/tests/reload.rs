@@ -1,7 +1,7 @@
 //! Reloading the configuration of a running daemon: SIGHUP, `watchpost reload`, `[agent]
 //! watch_config`; a rejected configuration changes nothing; what carries over (positions,
-//! threshold windows, a durable queue, metrics); 100 reloads under load lose and repeat
-//! nothing.
+//! threshold windows, anomaly baselines, a durable queue, metrics); 100 reloads under load
+//! lose and repeat nothing.
 //!
 //! Unix only: signals and `kill`.
 
@@ -408,6 +408,102 @@ path = '{}/out2.jsonl'
         "the second match of the new window",
         Duration::from_secs(20),
         || (seqs(&dir.join("out2.jsonl")) == [3, 5]).then_some(()),
+    );
+    assert!(wp.terminate());
+}
+
+#[test]
+fn anomaly_baselines_carry_over_unless_their_key_or_value_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // An anomaly filter (learning one hour of event time) and a filter acting on what it
+    // flags; `extra` is what a reload changes.
+    let anomaly = |key: &str, extra: &str| {
+        format!(
+            r#"
+[[filter]]
+name = "new-address"
+match = {{ event_id = "4625" }}
+anomaly = {{ key = {key}, value = ["ip"], learning = "1h" }}
+
+[[filter]]
+name = "alert"
+match = {{ source = "security" }}
+anomaly = "only"
+actions = ["out2"]
+
+[[action]]
+name = "out2"
+type = "jsonl_file"
+path = '{}/out2.jsonl'
+{extra}"#,
+            dir.display()
+        )
+    };
+    let at = |seq: u64, hours: i64, ip: &str| {
+        let t = jiff::Timestamp::from_second(1_700_000_000 + hours * 3600).unwrap();
+        format!(
+            "{}\n",
+            json!({ "event_id": "4625", "seq": seq, "host": "h1", "time": t.to_string(), "user": "alice", "ip": ip })
+        )
+    };
+    let cfg = write_config(dir, &anomaly(r#"["user"]"#, ""));
+    let log = dir.join("watchpost.log");
+    let input = dir.join("logs/a.jsonl");
+    let out2 = dir.join("out2.jsonl");
+    let wp = Watchpost::start(&cfg, &log);
+    // Learned during the first hour; a new address after it is flagged.
+    append(
+        &input,
+        format!("{}{}", at(1, 0, "10.0.0.1"), at(2, 2, "10.0.0.2")).as_bytes(),
+    );
+    wait_for("the new address flagged", Duration::from_secs(20), || {
+        (seqs(&out2) == [2]).then_some(())
+    });
+    // An unrelated change: the baseline carries over with its pairs and its clock, so a
+    // learned address is known and a new one is flagged at once (a fresh baseline would
+    // be learning again and flag neither).
+    write_config(
+        dir,
+        &anomaly(
+            r#"["user"]"#,
+            "\n[[action]]\nname = \"unused\"\ntype = \"flag_file\"\npath = '/tmp/x'\n",
+        ),
+    );
+    hup(&wp);
+    wait_log(&wp, "configuration reloaded", 1);
+    append(
+        &input,
+        format!("{}{}", at(3, 3, "10.0.0.1"), at(4, 3, "10.0.0.3")).as_bytes(),
+    );
+    wait_for(
+        "only the unknown address flagged",
+        Duration::from_secs(20),
+        || (seqs(&out2) == [2, 4]).then_some(()),
+    );
+    assert!(
+        !wp.log_text().contains("fresh baseline"),
+        "{}",
+        wp.log_text()
+    );
+    // The key changes: the filter's baseline starts afresh, logged. Its first match starts
+    // a new hour of learning; after it, an address the old baseline knew is new.
+    write_config(dir, &anomaly("[]", ""));
+    hup(&wp);
+    wait_log(&wp, "configuration reloaded", 2);
+    wait_log(
+        &wp,
+        "anomaly definition changed: starting a fresh baseline",
+        1,
+    );
+    append(
+        &input,
+        format!("{}{}", at(5, 4, "10.0.0.5"), at(6, 6, "10.0.0.1")).as_bytes(),
+    );
+    wait_for(
+        "the old address flagged by the fresh baseline",
+        Duration::from_secs(20),
+        || (seqs(&out2) == [2, 4, 6]).then_some(()),
     );
     assert!(wp.terminate());
 }
