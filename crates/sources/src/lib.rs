@@ -9,6 +9,7 @@
 //!   first bytes for `watchpost test`.
 
 pub mod format;
+pub mod framer;
 pub mod parse;
 pub mod text;
 pub mod textlog;

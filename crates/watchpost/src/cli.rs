@@ -1,14 +1,15 @@
 //! Each command's options (clap `Args` structs) and what the command does with them:
 //! `main.rs` only parses and dispatches here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use watchpost_config::{Config, ConfigSource, Loaded, Purpose};
+use watchpost_config::Purpose;
 use watchpost_runtime::analysis::{Analysis, BaselineHome};
 
+use crate::load::{load, load_checked};
 use crate::{commands, daemon, hunt, replay, service};
 
 /// A configuration file (default: the built-in configuration).
@@ -462,27 +463,4 @@ pub fn hunt(a: &HuntArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Loads and validates a configuration, printing every diagnostic to stderr.
-/// `None` when there were errors.
-pub fn load(
-    path: Option<&Path>,
-    purpose: Purpose,
-) -> Result<Option<(Config, watchpost_filters::Chain)>> {
-    Ok(load_checked(path, purpose).map(|l| (l.config, l.chain)))
-}
-
-/// [`load`], keeping everything the daemon needs.
-pub fn load_checked(path: Option<&Path>, purpose: Purpose) -> Option<Loaded> {
-    match watchpost_config::load(&ConfigSource::from_arg(path), purpose) {
-        Ok(loaded) => {
-            eprint!("{}", loaded.rendered());
-            Some(loaded)
-        }
-        Err(rejected) => {
-            eprint!("{}", rejected.rendered());
-            None
-        }
-    }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod hunt;
+mod load;
 mod replay;
 mod service;
 

@@ -486,7 +486,7 @@ pub mod windows {
             }
         };
         set(ServiceState::StartPending, ServiceExitCode::NO_ERROR);
-        let exit = match crate::cli::load_checked(config.as_deref(), watchpost_config::Purpose::Run)
+        let exit = match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run)
         {
             Some(loaded) => {
                 let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);

@@ -138,7 +138,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-pub use frame::{Frame, FrameFn};
+pub use crate::framer::{Frame, FrameFn};
 pub use watch::Waker;
 
 use checkpoint::{Entry, Loaded};
