@@ -359,6 +359,9 @@ fn garbage_does_not_hurt() {
         for seed in 1..4u64 {
             let mut s = tcp(&l);
             // Errors are fine: the listener may close a connection that lost its framing.
+            // The write is bounded: a listener that stopped reading without closing must
+            // fail the connection count below, not hang the test.
+            s.set_write_timeout(Some(WAIT)).expect("timeout");
             let _ = s.write_all(&noise(1 << 20, seed * 31 + i as u64));
             drop(s);
         }
