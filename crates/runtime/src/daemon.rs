@@ -2,16 +2,16 @@
 //!
 //! [`run_until`] builds the [`Runtime`] from a loaded configuration (analysis, actions,
 //! the first [`Generation`], one supervised task per source, the checks, the quarantine
-//! timer, the metrics endpoint, the configuration watcher), then waits for a stop or a
+//! timer, the metrics endpoint, the configuration watcher, the fleet shipper), then waits for a stop or a
 //! reload request, then stops the tasks in reverse order (sources write their final
 //! checkpoints), drains the actions and closes the store.
 //!
 //! A reload ([`Runtime::reload`]) loads and checks the new configuration completely
 //! (the same code as `check-config`) before touching anything; then it prepares what can
-//! fail (baselines registered, new sources opened), applies the actions
-//! ([`Dispatcher::reconfigure`]), publishes the next generation (every source takes it
-//! between two records), and restarts only the sources, checks, endpoint and watcher
-//! whose definition changed.
+//! fail (baselines registered, a changed `[fleet]`'s client made, new sources opened),
+//! applies the actions ([`Dispatcher::reconfigure`]), publishes the next generation
+//! (every source takes it between two records), and restarts only the sources, checks,
+//! endpoint, fleet shipper and watcher whose definition changed.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -148,7 +148,7 @@ impl Runtime {
         self.shared.current.number()
     }
 
-    /// Starts one more task beside the configured ones (a fleet shipper, a local
+    /// Starts one more task beside the configured ones (a configuration puller, a local
     /// console): it runs until the daemon stops, stopped before the sources.
     pub fn spawn(
         &mut self,

@@ -1,6 +1,7 @@
 //! The task supervisor: every long-running part of the daemon (each source, the checks,
-//! the quarantine timer, the metrics server, the configuration watcher) is a [`Task`] on
-//! a thread of its own, started in order and stopped in reverse order.
+//! the quarantine timer, the metrics server, the configuration watcher, the fleet
+//! shipper) is a [`Task`] on a thread of its own, started in order and stopped in reverse
+//! order.
 //!
 //! A task runs until its [`StopSignal`] is raised; [`Task::stopper`] may return a handle
 //! that wakes it out of a blocking wait (a source's `poll`, an `accept`). A task is a

@@ -486,27 +486,27 @@ pub mod windows {
             }
         };
         set(ServiceState::StartPending, ServiceExitCode::NO_ERROR);
-        let exit = match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run)
-        {
-            Some(loaded) => {
-                let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
-                let source = watchpost_config::ConfigSource::from_arg(config.as_deref());
-                match watchpost_runtime::run_until(
-                    source,
-                    loaded,
-                    &stop_rx,
-                    (reload, requests),
-                    started,
-                ) {
-                    Ok(()) => ServiceExitCode::NO_ERROR,
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ServiceExitCode::ServiceSpecific(2)
+        let exit =
+            match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run) {
+                Some(loaded) => {
+                    let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
+                    let source = watchpost_config::ConfigSource::from_arg(config.as_deref());
+                    match watchpost_runtime::run_until(
+                        source,
+                        loaded,
+                        &stop_rx,
+                        (reload, requests),
+                        started,
+                    ) {
+                        Ok(()) => ServiceExitCode::NO_ERROR,
+                        Err(e) => {
+                            tracing::error!("{e:#}");
+                            ServiceExitCode::ServiceSpecific(2)
+                        }
                     }
                 }
-            }
-            None => ServiceExitCode::ServiceSpecific(1),
-        };
+                None => ServiceExitCode::ServiceSpecific(1),
+            };
         set(ServiceState::Stopped, exit);
     }
 
