@@ -8,6 +8,9 @@
 #   scripts/fleet-bench.sh                                   # 10,000 agents, 20,000 events/s, 300 s, chaos
 #   AGENTS=500 RATE=2000 DURATION=40 scripts/fleet-bench.sh  # smaller
 #   BUILD=0 … uses the binaries already built; OUT=report.json writes the figures
+#   PROBE_EVERY=50 (the default): after every 50th acknowledged batch, each agent sends it
+#   again, replays the one before and sends one after a gap: the run fails unless the
+#   first is acknowledged as committed and the others refused (409)
 #
 # Needs PostgreSQL (Debian's postgresql package) and openssl. Runs PostgreSQL as nobody
 # when started as root. Everything lives in a temporary directory, removed at the end.
@@ -21,6 +24,7 @@ CHAOS=${CHAOS:-1}
 HEARTBEAT=${HEARTBEAT:-30}
 BATCH_INTERVAL=${BATCH_INTERVAL:-10}
 RAMP=${RAMP:-60}
+PROBE_EVERY=${PROBE_EVERY:-50}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-}
 
@@ -127,7 +131,7 @@ echo "== load: $AGENTS agents, $RATE events/s, ${DURATION}s (ramp ${RAMP}s), cha
 set +e
 WATCHPOST_LOADGEN_SECRET=$secret "$bin/watchpost-loadgen" --server "https://127.0.0.1:$port" \
   --ca-file "$work/ca.pem" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION" \
-  --heartbeat "$HEARTBEAT" --batch-interval "$BATCH_INTERVAL" --ramp "$RAMP" --db "$db" \
+  --heartbeat "$HEARTBEAT" --batch-interval "$BATCH_INTERVAL" --ramp "$RAMP" --probe-every "$PROBE_EVERY" --db "$db" \
   --watch "watchpost-server=@$work/server.pid" --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"}
 status=$?
 set -e

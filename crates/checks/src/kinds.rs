@@ -36,6 +36,16 @@ impl Observation {
         self.fields.push((k.to_owned(), v.into()));
         self
     }
+
+    /// The antivirus definitions' age in hours, when this is a `definitions_age` check
+    /// that could tell it (its `age_hours` field).
+    pub fn definitions_age_hours(&self) -> Option<f64> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == "age_hours")
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .filter(|h| h.is_finite())
+    }
 }
 
 /// When a source last delivered an event (Unix ms), as the daemon knows it; `None` for

@@ -249,6 +249,10 @@ pub struct BatchAck {
     pub duplicates: u64,
     /// Outcomes and acknowledgements whose event the server does not have.
     pub orphans: u64,
+    /// The batch is the one the server committed last, sent again (its answer was lost):
+    /// nothing was stored now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub already_committed: bool,
 }
 
 /// An error answer (every 4xx and 5xx has one).

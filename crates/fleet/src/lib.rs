@@ -286,75 +286,84 @@ impl Drop for Shipper {
 }
 
 /// Starts shipping `store` (the event store's file, with shipping on in its writer) to the
-/// server, and heart-beating, each on a thread of its own: a heartbeat never waits behind
-/// a batch (a slow server, a long catch-up), so the server sees the agent alive — and how
-/// far behind its shipping is — whatever its batches do. Enrolls first when no
-/// credential is stored and a secret is configured.
+/// server, and heart-beating, on a thread of its own ([`Client::run`]). Enrolls first when
+/// no credential is stored and a secret is configured.
 pub fn start(
     spec: FleetSpec,
     store: PathBuf,
     host: HostInfo,
     status: StatusFn,
 ) -> Result<Shipper, FleetError> {
-    let endpoint = spec.endpoint().map_err(FleetError::Local)?;
-    let counters = Arc::new(Counters::default());
-    let shared = Arc::new(Shared {
-        batch_limit: AtomicUsize::new(spec.batch),
-        heartbeat_secs: AtomicU64::new(30),
-        credential: Mutex::new(None),
-        spec,
-        endpoint,
-        host,
-        counters: counters.clone(),
-    });
-    let mut shipping = Shipping::new(shared.clone(), &store)?;
-    let mut beat = Beat {
-        outbox: Outbox::open(&store).ok(),
-        shared,
-        status,
-        started: Instant::now(),
-    };
+    let mut client = Client::new(spec, &store, host, status)?;
+    let counters = client.shipping.shared.counters.clone();
     let stop = Arc::new(Stop {
         flag: AtomicBool::new(false),
         lock: Mutex::new(()),
         cv: Condvar::new(),
     });
-    let mut threads = Vec::new();
-    for (name, mut work) in [
-        (
-            "fleet",
-            Box::new(move |sleep: &dyn Fn(Duration) -> bool| shipping.run(sleep))
-                as Box<dyn FnMut(&dyn Fn(Duration) -> bool) + Send>,
-        ),
-        (
-            "fleet-heartbeat",
-            Box::new(move |sleep: &dyn Fn(Duration) -> bool| beat.run(sleep)),
-        ),
-    ] {
-        let thread_stop = stop.clone();
-        let spawned = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || work(&|d| thread_stop.sleep(d)));
-        match spawned {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                let mut started = Shipper {
-                    stop,
-                    counters,
-                    threads,
-                };
-                started.halt();
-                return Err(FleetError::Local(format!(
-                    "cannot start the {name} thread: {e}"
-                )));
-            }
-        }
-    }
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("fleet".into())
+        .spawn(move || client.run(&|d| thread_stop.sleep(d)))
+        .map_err(|e| FleetError::Local(format!("cannot start the fleet thread: {e}")))?;
     Ok(Shipper {
         stop,
         counters,
-        threads,
+        threads: vec![thread],
     })
+}
+
+/// The shipper and the heartbeats, for a caller that runs them on a thread (or task) of
+/// its own: [`Client::run`] loops until its `sleep` says stop.
+pub struct Client {
+    shipping: Shipping,
+    beat: Beat,
+}
+
+impl Client {
+    /// A client for `store` (opens its queue and reads the CA file; no request yet).
+    pub fn new(
+        spec: FleetSpec,
+        store: &Path,
+        host: HostInfo,
+        status: StatusFn,
+    ) -> Result<Client, FleetError> {
+        let endpoint = spec.endpoint().map_err(FleetError::Local)?;
+        let shared = Arc::new(Shared {
+            batch_limit: AtomicUsize::new(spec.batch),
+            heartbeat_secs: AtomicU64::new(30),
+            credential: Mutex::new(None),
+            spec,
+            endpoint,
+            host,
+            counters: Arc::new(Counters::default()),
+        });
+        let shipping = Shipping::new(shared.clone(), store)?;
+        let beat = Beat {
+            outbox: Outbox::open(store).ok(),
+            shared,
+            status,
+            started: Instant::now(),
+        };
+        Ok(Client { shipping, beat })
+    }
+
+    /// Ships and heart-beats until `sleep(d)` (which waits up to `d`) returns `false`.
+    /// The heartbeats go from a second thread: a heartbeat never waits behind a batch (a
+    /// slow server, a long catch-up), so the server sees the agent alive — and how far
+    /// behind its shipping is — whatever its batches do.
+    pub fn run(&mut self, sleep: &(dyn Fn(Duration) -> bool + Sync)) {
+        let Client { shipping, beat } = self;
+        std::thread::scope(|s| {
+            let beats = std::thread::Builder::new()
+                .name("fleet-heartbeat".into())
+                .spawn_scoped(s, || beat.run(sleep));
+            if let Err(e) = beats {
+                tracing::error!(error = %e, "cannot start the fleet heartbeat thread: no heartbeats are sent");
+            }
+            shipping.run(sleep);
+        });
+    }
 }
 
 /// What the shipping and heartbeat threads share: the server, the credential (enrolling
@@ -416,14 +425,7 @@ impl Shared {
             ("Content-Encoding", "gzip"),
         ];
         let sent = match session {
-            Some(s) => s.send(
-                "POST",
-                path,
-                &headers,
-                body,
-                self.spec.timeout,
-                MAX_ANSWER,
-            ),
+            Some(s) => s.send("POST", path, &headers, body, self.spec.timeout, MAX_ANSWER),
             None => http::send(
                 &self.endpoint,
                 "POST",
@@ -518,6 +520,22 @@ struct Shipping {
     floor: Option<u64>,
     /// When the last batch was acknowledged.
     last_sent: Option<Instant>,
+    /// The batch sent last, while its answer has not come.
+    inflight: Option<Inflight>,
+}
+
+/// A batch as sent, to be sent again unchanged until the server answers it.
+struct Inflight {
+    /// The number committed when it was made (it follows that one).
+    after: u64,
+    /// Its last number.
+    last_seq: u64,
+    /// Numbers in its range without a record.
+    lost: u64,
+    /// Records in it.
+    records: u64,
+    /// The encoded body.
+    body: Vec<u8>,
 }
 
 /// What one step did.
@@ -540,6 +558,7 @@ impl Shipping {
             outbox,
             floor: None,
             last_sent: None,
+            inflight: None,
         })
     }
 
@@ -593,30 +612,65 @@ impl Shipping {
                 ));
             }
         }
-        let items = self.outbox.read(after, batch, MAX_BATCH_BYTES).map_err(local)?;
-        let Some(&(last_seq, _)) = items.last() else {
-            return Ok(Step::Idle);
-        };
-        let first_seq = self.floor.map_or(after + 1, |f| f.min(after + 1));
-        let mut records = Vec::with_capacity(items.len());
-        for (seq, item) in &items {
-            if let Some(r) = record(*seq, item) {
-                records.push(r);
+        // A batch whose answer did not come (the server unreachable, killed, or its
+        // database restarting) is sent again byte for byte: the server recognises the
+        // same batch as committed, where a different one under numbers it already has
+        // is refused as a replay.
+        let resend = self
+            .inflight
+            .take()
+            .filter(|f| f.after == after && self.floor.is_none());
+        let sending = match resend {
+            Some(f) => f,
+            None => {
+                let items = self
+                    .outbox
+                    .read(after, batch, MAX_BATCH_BYTES)
+                    .map_err(local)?;
+                let Some(&(last_seq, _)) = items.last() else {
+                    return Ok(Step::Idle);
+                };
+                let first_seq = self.floor.map_or(after + 1, |f| f.min(after + 1));
+                let mut records = Vec::with_capacity(items.len());
+                for (seq, item) in &items {
+                    if let Some(r) = record(*seq, item) {
+                        records.push(r);
+                    }
+                }
+                // Numbers in the range without a record: gone before shipping (or lost
+                // by the server).
+                let lost = (last_seq + 1 - first_seq).saturating_sub(records.len() as u64);
+                Inflight {
+                    after,
+                    last_seq,
+                    lost,
+                    records: records.len() as u64,
+                    body: proto::encode_batch(&Batch {
+                        stream: state.stream.clone(),
+                        first_seq,
+                        last_seq,
+                        records,
+                    }),
+                }
             }
-        }
-        // Numbers in the range without a record: gone before shipping (or lost by the server).
-        let lost = (last_seq + 1 - first_seq).saturating_sub(records.len() as u64);
-        let batch = Batch {
-            stream: state.stream.clone(),
-            first_seq,
-            last_seq,
-            records,
         };
-        let a = self.shared.post(
-            Some(&mut self.session),
-            proto::BATCHES,
-            &proto::encode_batch(&batch),
-        )?;
+        let (last_seq, lost, records) = (sending.last_seq, sending.lost, sending.records);
+        let sent = self
+            .shared
+            .post(Some(&mut self.session), proto::BATCHES, &sending.body);
+        let a = match sent {
+            Ok(a) => a,
+            Err(e) => {
+                // No answer: the same batch goes again.
+                self.inflight = Some(sending);
+                return Err(e);
+            }
+        };
+        if !matches!(a.status, 200 | 400 | 409 | 413) {
+            // Not an answer about this batch (the server failed, a rate limit, a
+            // credential to renew): the same batch goes again.
+            self.inflight = Some(sending);
+        }
         let origin = self.shared.endpoint.origin();
         match a.status {
             200 => {
@@ -632,8 +686,7 @@ impl Shipping {
                 self.batch = (self.batch * 2).min(self.shared.spec.batch);
                 let c = &self.shared.counters;
                 c.batches.fetch_add(1, Ordering::Relaxed);
-                c.records
-                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                c.records.fetch_add(records, Ordering::Relaxed);
                 Ok(Step::Busy)
             }
             409 => {

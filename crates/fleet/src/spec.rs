@@ -161,10 +161,7 @@ impl FleetSpec {
             Some(t) => match watchpost_event::parse_duration(t.get_ref()) {
                 Ok(d) if d <= Duration::from_secs(3600) => d,
                 Ok(_) => {
-                    errors.push(ConfigError::new(
-                        t.span(),
-                        "`interval` must be at most 1h",
-                    ));
+                    errors.push(ConfigError::new(t.span(), "`interval` must be at most 1h"));
                     DEFAULT_INTERVAL
                 }
                 Err(e) => {

@@ -84,6 +84,22 @@ struct Args {
     /// A connection per batch (no keep-alive).
     #[arg(long)]
     no_keep_alive: bool,
+    /// After every N-th acknowledged batch of an agent, probe the server's exactly-once
+    /// rules on its connection: the batch just acknowledged sent again (must be answered
+    /// 200 `already_committed`), the one acknowledged before it replayed (must be refused:
+    /// 409 `replayed`) and a batch after a gap (must be refused: 409 `out_of_order`).
+    /// 0: no probes.
+    #[arg(long, default_value_t = 0)]
+    probe_every: u64,
+}
+
+/// The exactly-once probes: what each must get, and what it got.
+#[derive(Default)]
+struct Probes {
+    /// (as expected, otherwise) per probe.
+    resent: (u64, u64),
+    replayed: (u64, u64),
+    gap: (u64, u64),
 }
 
 /// Most records in one batch (the agent's `[fleet] batch` default).
@@ -103,6 +119,9 @@ struct Stats {
     acked: std::sync::Mutex<HashMap<usize, (i64, u64)>>,
     /// Failed attempts by what failed and why.
     failure_kinds: std::sync::Mutex<HashMap<String, u64>>,
+    /// Batches the server answered `already_committed` (sent again after a lost answer).
+    already_committed: AtomicU64,
+    probes: std::sync::Mutex<Probes>,
 }
 
 impl Stats {
@@ -336,6 +355,9 @@ async fn agent(
         end_at,
     ));
     let mut backoff = Duration::from_millis(500);
+    // The batch acknowledged before the last one, for the replay probe.
+    let mut previous: Option<Batch> = None;
+    let mut acked_batches = 0u64;
     loop {
         let now = Instant::now();
         let running = now < end_at;
@@ -393,6 +415,9 @@ async fn agent(
                         stats
                             .duplicates
                             .fetch_add(ack.duplicates, Ordering::Relaxed);
+                        if ack.already_committed {
+                            stats.already_committed.fetch_add(1, Ordering::Relaxed);
+                        }
                         stats
                             .acked
                             .lock()
@@ -401,6 +426,21 @@ async fn agent(
                         pending.clear();
                         first_sent = None;
                         backoff = Duration::from_millis(500);
+                        acked_batches += 1;
+                        if running && args.probe_every > 0 && acked_batches % args.probe_every == 0
+                        {
+                            probe(
+                                &client,
+                                &mut conn,
+                                &cred,
+                                &batch,
+                                previous.as_ref(),
+                                next_seq,
+                                &stats,
+                            )
+                            .await;
+                        }
+                        previous = Some(batch);
                         continue;
                     }
                     stats.fail("batch", &r);
@@ -415,6 +455,74 @@ async fn agent(
         tokio::time::sleep_until(wake.into()).await;
     }
     let _ = heartbeats.await;
+}
+
+/// The exactly-once probes after an acknowledged batch `last` (see `--probe-every`);
+/// `next` is the agent's next sequence number.
+async fn probe(
+    client: &Client,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    cred: &str,
+    last: &Batch,
+    previous: Option<&Batch>,
+    next: u64,
+    stats: &Stats,
+) {
+    let code = |b: &Bytes| {
+        serde_json::from_slice::<proto::ApiError>(b)
+            .map(|e| (e.code, e.expected_seq))
+            .unwrap_or_default()
+    };
+    let tally = |slot: fn(&mut Probes) -> &mut (u64, u64), ok: bool| {
+        let mut p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let s = slot(&mut p);
+        if ok { s.0 += 1 } else { s.1 += 1 }
+    };
+    // The same batch again: acknowledged as committed, nothing stored.
+    let r = client
+        .post(
+            conn,
+            proto::BATCHES,
+            Some(cred),
+            proto::encode_batch(last),
+            true,
+        )
+        .await;
+    let ok = matches!(&r, Ok((200, b)) if serde_json::from_slice::<BatchAck>(b)
+        .is_ok_and(|a| a.already_committed && a.committed_seq == last.last_seq && a.stored == 0));
+    tally(|p| &mut p.resent, ok);
+    // An older batch replayed: refused, the server says where to go on.
+    if let Some(old) = previous {
+        let r = client
+            .post(
+                conn,
+                proto::BATCHES,
+                Some(cred),
+                proto::encode_batch(old),
+                true,
+            )
+            .await;
+        let ok = matches!(&r, Ok((409, b)) if code(b) == ("replayed".into(), Some(next)));
+        tally(|p| &mut p.replayed, ok);
+    }
+    // A batch after a gap: refused.
+    let gap = Batch {
+        stream: last.stream.clone(),
+        first_seq: next + 10,
+        last_seq: next + 10,
+        records: Vec::new(),
+    };
+    let r = client
+        .post(
+            conn,
+            proto::BATCHES,
+            Some(cred),
+            proto::encode_batch(&gap),
+            true,
+        )
+        .await;
+    let ok = matches!(&r, Ok((409, b)) if code(b) == ("out_of_order".into(), Some(next)));
+    tally(|p| &mut p.gap, ok);
 }
 
 /// What a heartbeat of a watchpost agent with two sources, two actions and two checks
@@ -587,9 +695,11 @@ fn usage(roots: &[Option<u32>], memory: bool) -> Vec<(f64, u64)> {
                         total.1 += std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
                             .ok()
                             .and_then(|t| {
-                                t.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| {
-                                    v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-                                })
+                                t.lines()
+                                    .find_map(|l| l.strip_prefix("Pss:"))
+                                    .and_then(|v| {
+                                        v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+                                    })
                             })
                             .map_or(*rss, |kb| kb * 1024);
                     }
@@ -666,6 +776,8 @@ async fn main() -> Result<()> {
         last_heartbeat: std::sync::Mutex::new(HashMap::new()),
         acked: std::sync::Mutex::new(HashMap::new()),
         failure_kinds: std::sync::Mutex::new(HashMap::new()),
+        already_committed: AtomicU64::new(0),
+        probes: std::sync::Mutex::new(Probes::default()),
     });
     let mut watched: Vec<(String, Watched)> = args
         .watch
@@ -830,6 +942,7 @@ async fn main() -> Result<()> {
         "heartbeats": stats.heartbeats.load(Ordering::Relaxed),
         "failed_attempts": stats.failures.load(Ordering::Relaxed),
         "duplicates_reported_by_server": stats.duplicates.load(Ordering::Relaxed),
+        "batches_already_committed": stats.already_committed.load(Ordering::Relaxed),
         "ack_latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0) },
         "heartbeat_latency_ms": { "p50": percentile(&hb_lat, 0.5), "p99": percentile(&hb_lat, 0.99), "max": hb_lat.last().copied().unwrap_or(0) },
         "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_memory_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
@@ -855,9 +968,28 @@ async fn main() -> Result<()> {
         report["heartbeat_latency_ms"]["max"]
     );
     println!(
-        "failed attempts (retried) {}, duplicates the server skipped {}",
-        report["failed_attempts"], report["duplicates_reported_by_server"]
+        "failed attempts (retried) {}, batches sent again and answered `already committed` {} ({} records not stored again)",
+        report["failed_attempts"],
+        report["batches_already_committed"],
+        report["duplicates_reported_by_server"]
     );
+    if args.probe_every > 0 {
+        let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+        println!(
+            "probes: resent {}/{} answered already_committed, replayed {}/{} refused 409 replayed, gap {}/{} refused 409 out_of_order",
+            p.resent.0,
+            p.resent.0 + p.resent.1,
+            p.replayed.0,
+            p.replayed.0 + p.replayed.1,
+            p.gap.0,
+            p.gap.0 + p.gap.1
+        );
+        report["probes"] = serde_json::json!({
+            "resent_already_committed": [p.resent.0, p.resent.1],
+            "replayed_refused": [p.replayed.0, p.replayed.1],
+            "gap_refused": [p.gap.0, p.gap.1],
+        });
+    }
     let mut kinds: Vec<(String, u64)> = stats
         .failure_kinds
         .lock()
@@ -869,10 +1001,12 @@ async fn main() -> Result<()> {
     for (why, n) in kinds.iter().take(8) {
         println!("  {n} × {why}");
     }
-    report["failures_by_kind"] = serde_json::json!(kinds
-        .iter()
-        .map(|(why, n)| serde_json::json!({ "what": why, "count": n }))
-        .collect::<Vec<_>>());
+    report["failures_by_kind"] = serde_json::json!(
+        kinds
+            .iter()
+            .map(|(why, n)| serde_json::json!({ "what": why, "count": n }))
+            .collect::<Vec<_>>()
+    );
     for (n, cpu, rss) in &usage {
         println!(
             "{n}: {cpu:.2} cores during the load, peak {} MiB (proportional set size)",
@@ -918,11 +1052,18 @@ async fn main() -> Result<()> {
         );
         report["database_check"] = serde_json::json!({ "sequence_numbers": checked, "agents": acked.len(), "missing": missing, "doubled": doubled, "ok": ok });
     }
+    let probes_failed = {
+        let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+        p.resent.1 + p.replayed.1 + p.gap.1
+    };
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
     if !ok {
         bail!("the database does not hold every acknowledged event exactly once");
+    }
+    if probes_failed > 0 {
+        bail!("{probes_failed} exactly-once probes got an answer other than the one expected");
     }
     Ok(())
 }

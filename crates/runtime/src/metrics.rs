@@ -179,6 +179,15 @@ fn seconds(ns: u64) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
+/// What a check observed last.
+#[derive(Debug, Clone)]
+struct CheckSeen {
+    status: String,
+    detail: String,
+    /// From a `definitions_age` check that could tell it.
+    definitions_age_hours: Option<f64>,
+}
+
 /// What a scrape reads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -186,8 +195,8 @@ pub struct Metrics {
     /// Weak: the daemon takes the dispatcher and the analysis back at shutdown.
     dispatcher: Weak<Mutex<Option<Dispatcher>>>,
     analysis: Weak<Analysis>,
-    /// Check name → the status it last observed.
-    checks: Mutex<BTreeMap<String, String>>,
+    /// Check name → what it last observed.
+    checks: Mutex<BTreeMap<String, CheckSeen>>,
     /// Record read → action job queued.
     pub reaction: Histogram,
     /// Generation and reloads.
@@ -226,16 +235,14 @@ impl Metrics {
         lock(&self.sources).get(name).cloned()
     }
 
-    /// Records the status a check observed.
-    pub fn check_status(&self, check: &str, status: &str) {
-        let mut checks = lock(&self.checks);
-        match checks.get_mut(check) {
-            Some(s) if s == status => {}
-            Some(s) => status.clone_into(s),
-            None => {
-                checks.insert(check.to_owned(), status.to_owned());
-            }
-        }
+    /// Records what a check observed.
+    pub fn check_observed(&self, check: &str, obs: &watchpost_checks::Observation) {
+        let seen = CheckSeen {
+            status: obs.status.clone(),
+            detail: obs.detail.clone(),
+            definitions_age_hours: obs.definitions_age_hours(),
+        };
+        lock(&self.checks).insert(check.to_owned(), seen);
     }
 
     /// The counters a fleet heartbeat carries (the running configuration, its sources,
@@ -245,6 +252,11 @@ impl Metrics {
         use watchpost_fleet_protocol::{ActionStatus, CheckStatus, SourceStatus, StoreStatus};
         let running = lock(&self.config.running).clone();
         let runs = |name: &str| running.parts.iter().any(|p| p == name);
+        let checks: Vec<(String, CheckSeen)> = lock(&self.checks)
+            .iter()
+            .filter(|(name, _)| runs(name))
+            .map(|(name, seen)| (name.clone(), seen.clone()))
+            .collect();
         let mut hb = watchpost_fleet_protocol::Heartbeat {
             config_generation: Some(running.digest.clone()),
             sources: lock(&self.sources)
@@ -257,15 +269,19 @@ impl Metrics {
                     last_record_ms: Some(c.last_record_ms.load(Ordering::Relaxed)),
                 })
                 .collect(),
-            checks: lock(&self.checks)
+            checks: checks
                 .iter()
-                .filter(|(name, _)| runs(name))
-                .map(|(name, status)| CheckStatus {
+                .map(|(name, seen)| CheckStatus {
                     name: name.clone(),
-                    status: status.clone(),
-                    detail: String::new(),
+                    status: seen.status.clone(),
+                    detail: seen.detail.clone(),
                 })
                 .collect(),
+            // The oldest definitions any running `definitions_age` check found.
+            definitions_age_hours: checks
+                .iter()
+                .filter_map(|(_, seen)| seen.definitions_age_hours)
+                .reduce(f64::max),
             ..Default::default()
         };
         hb.config_diagnostics = running.warnings;
@@ -451,12 +467,12 @@ impl Metrics {
                 "gauge",
                 "1 for the status each check observed last (before its grace).",
             );
-            for (check, status) in &checks {
+            for (check, seen) in &checks {
                 let _ = writeln!(
                     out,
                     "{name}{{check=\"{}\",status=\"{}\"}} 1",
                     escape(check),
-                    escape(status)
+                    escape(&seen.status)
                 );
             }
         }

@@ -327,7 +327,7 @@ fn run_checks(
                 continue;
             }
             let obs = observe(check, clock);
-            shared.metrics.check_status(&check.name, &obs.status);
+            shared.metrics.check_observed(&check.name, &obs);
             let now_ms = jiff::Timestamp::now().as_millisecond();
             due[i] = now + check.interval;
             if let Some(previous) = tracker.observe(&check.name, &obs.status, now_ms, check.grace) {

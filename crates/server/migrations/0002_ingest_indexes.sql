@@ -21,3 +21,8 @@ DROP INDEX agents_last_seen;
 ALTER TABLE agents SET (fillfactor = 70);
 -- Each heartbeat also moves its checks' `detail` and `updated_at`: the same for them.
 ALTER TABLE check_states SET (fillfactor = 70);
+
+-- The batch each agent had committed last (its first number and the SHA-256 of its JSON):
+-- the same batch sent again (its answer was lost) is acknowledged as committed; any other
+-- batch under numbers already taken is refused as a replay.
+ALTER TABLE agents ADD COLUMN last_batch_first bigint, ADD COLUMN last_batch_hash bytea;

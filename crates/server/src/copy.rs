@@ -335,13 +335,15 @@ impl Words {
                     self.text.truncate(start);
                     continue;
                 }
-                self.spans.push((start as u32, (start + len) as u32, pos as u16));
+                self.spans
+                    .push((start as u32, (start + len) as u32, pos as u16));
             }
         }
         // By word, positions ascending within each (a stable sort keeps their order).
         let text = &self.text;
-        self.spans
-            .sort_by(|a, b| text[a.0 as usize..a.1 as usize].cmp(&text[b.0 as usize..b.1 as usize]));
+        self.spans.sort_by(|a, b| {
+            text[a.0 as usize..a.1 as usize].cmp(&text[b.0 as usize..b.1 as usize])
+        });
     }
 
     /// Each lexeme with its positions (at most 256).

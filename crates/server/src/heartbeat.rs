@@ -76,9 +76,8 @@ pub async fn record_group(
         hostname.push(clip(&hb.hostname, 256));
         os.push(clip(&hb.os, 128));
         generation.push(hb.config_generation.as_deref().map(|g| clip(g, 128)));
-        diagnostics.push(
-            serde_json::to_string(&hb.config_diagnostics).unwrap_or_else(|_| "[]".into()),
-        );
+        diagnostics
+            .push(serde_json::to_string(&hb.config_diagnostics).unwrap_or_else(|_| "[]".into()));
         dropped.push(hb.shipping.dropped.min(i64::MAX as u64) as i64);
     }
     // Rows locked in id order, as the ingest transaction locks them (no deadlock), `NO

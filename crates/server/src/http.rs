@@ -138,10 +138,8 @@ pub async fn ingest_worker(
         }
         let result = match state.pool.get().await {
             Ok(mut db) => {
-                let group: Vec<(ingest::AgentRef, &ingest::Prepared)> = jobs
-                    .iter()
-                    .map(|j| (j.agent.clone(), &j.batch))
-                    .collect();
+                let group: Vec<(ingest::AgentRef, &ingest::Prepared)> =
+                    jobs.iter().map(|j| (j.agent.clone(), &j.batch)).collect();
                 ingest::store_group(&mut db, &group).await
             }
             Err(e) => Err(IngestError::Db(crate::db::DbError::Pool(e))),
@@ -764,9 +762,10 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     // threads, and before the batch joins a group (whose transaction then only sends).
     let window = *state.window.read().unwrap_or_else(|e| e.into_inner());
     let decoded = tokio::task::spawn_blocking(move || {
-        Encoding::from_header(encoding.as_deref())
-            .and_then(|e| proto::decode_batch(&body, e, &limits))
-            .map(|b| ingest::prepare(b, window, Timestamp::now()))
+        let plain = proto::decompress(&body, Encoding::from_header(encoding.as_deref())?, &limits)?;
+        let hash = ingest::content_hash(&plain);
+        let batch = proto::decode_batch(&plain, Encoding::Identity, &limits)?;
+        Ok::<_, proto::DecodeError>(ingest::prepare(batch, hash, window, Timestamp::now()))
     })
     .await;
     let batch = match decoded {
@@ -822,15 +821,27 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             m.acks
                 .fetch_add(acks.saturating_sub(ack.orphans), Ordering::Relaxed);
             m.duplicates.fetch_add(ack.duplicates, Ordering::Relaxed);
-            if ack.duplicates > 0 && ack.duplicates as usize == records.len() {
+            if ack.already_committed {
                 m.batches_duplicate.fetch_add(1, Ordering::Relaxed);
             } else {
                 m.batches_stored.fetch_add(1, Ordering::Relaxed);
             }
             json(StatusCode::OK, &ack)
         }
+        Err(e @ IngestError::Replayed { committed, .. }) => {
+            m.batches_replayed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(agent = agent_id, error = %e, "batch refused as a replay");
+            json(
+                StatusCode::CONFLICT,
+                &ApiError {
+                    error: e.to_string(),
+                    code: "replayed".into(),
+                    expected_seq: Some(committed + 1),
+                },
+            )
+        }
         Err(IngestError::OutOfOrder { first, expected }) => {
-            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            m.batches_out_of_order.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(agent = agent_id, first, expected, "batch out of order");
             json(
                 StatusCode::CONFLICT,
@@ -844,7 +855,7 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             )
         }
         Err(e @ IngestError::NewStreamNotAtStart { .. }) => {
-            m.batches_refused.fetch_add(1, Ordering::Relaxed);
+            m.batches_out_of_order.fetch_add(1, Ordering::Relaxed);
             json(
                 StatusCode::CONFLICT,
                 &ApiError {
@@ -905,9 +916,11 @@ async fn heartbeat(state: &Arc<State>, req: Request<Incoming>) -> Response<Body>
     if state.heartbeats.send(job).await.is_err() {
         return db_failed("the heartbeat worker stopped");
     }
-    let result = answer
-        .await
-        .unwrap_or_else(|_| Err(HeartbeatFailed::Db("no answer from the heartbeat worker".into())));
+    let result = answer.await.unwrap_or_else(|_| {
+        Err(HeartbeatFailed::Db(
+            "no answer from the heartbeat worker".into(),
+        ))
+    });
     match result {
         Ok(()) => json(
             StatusCode::OK,

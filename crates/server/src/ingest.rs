@@ -1,16 +1,25 @@
 //! Batches into PostgreSQL, exactly once.
 //!
 //! The batches waiting at one moment (of many agents) are stored in one transaction: the
-//! agents' rows are locked (`FOR UPDATE`, in id order, so two copies of one batch arriving
-//! at once — a retry racing the original, or two servers — are stored one after the
-//! other), records numbered at or below an agent's `last_seq` are skipped as already
-//! stored, the rest are written (events and outcomes as one binary `COPY` stream each,
-//! see `copy.rs`; acknowledgements as one `UPDATE … FROM unnest`), and each agent's
-//! `last_seq` moves to its batch's end. Only after `COMMIT` — with `synchronous_commit`
-//! on, so the records are on disk — does an agent hear `committed_seq`, and only then
-//! does it forget the records: a server killed before the commit stored nothing, one
-//! killed after it stored everything, and the agent's next attempt (the same numbers) is
-//! then acknowledged without storing anything again.
+//! agents are locked (an advisory lock per agent, in id order, so two copies of one batch
+//! arriving at once — a retry racing the original, or two servers — are handled one after
+//! the other), each batch is checked against its agent's `last_seq` and the batch it
+//! committed last, the records of the batches that follow on are written (events and
+//! outcomes as one binary `COPY` stream each, see `copy.rs`; acknowledgements as one
+//! `UPDATE … FROM unnest`), and each agent's `last_seq` moves to its batch's end. Only
+//! after `COMMIT` — with `synchronous_commit` on, so the records are on disk — does an
+//! agent hear `committed_seq`, and only then does it forget the records: a server killed
+//! before the commit stored nothing, one killed after it stored everything.
+//!
+//! A batch is one of three things against the agent's `last_seq`:
+//!
+//! * it starts at `last_seq + 1`: stored, whole;
+//! * it is the batch committed last, byte for byte (the same numbers and the same SHA-256
+//!   of its JSON): the agent sent it again because the answer was lost (a server killed
+//!   after its commit, a connection dropped). Answered `already_committed`, nothing stored;
+//! * anything else: a gap (409 `out_of_order`) or numbers already taken by other content,
+//!   an older batch replayed (409 `replayed`). Refused whole, counted; the answer's
+//!   `expected_seq` tells a genuine agent where to go on.
 
 use std::collections::HashMap;
 
@@ -30,6 +39,20 @@ pub enum IngestError {
         first: u64,
         /// What the server expects.
         expected: u64,
+    },
+    /// The batch reuses numbers the server has committed, and is not the batch it
+    /// committed last sent again: a replay of an older batch, or different records under
+    /// numbers already taken. Nothing of it is stored.
+    #[error(
+        "batch {first}..={last} reuses sequence numbers already committed (up to {committed}) and is not the batch committed last"
+    )]
+    Replayed {
+        /// Its first number.
+        first: u64,
+        /// Its last number.
+        last: u64,
+        /// The last number committed.
+        committed: u64,
     },
     /// A new stream must start at 1.
     #[error("a new stream must start at sequence number 1, not {first}")]
@@ -91,8 +114,7 @@ impl AgentRef {
 
 /// A batch made ready for the database where it was decoded (off the ingest worker):
 /// each record's `COPY` row already encoded (the full-text vector and the fields' JSON
-/// are most of the work per event), so the ingest transaction only picks the fresh ones
-/// and sends them.
+/// are most of the work per event), so the ingest transaction only decides and sends.
 pub struct Prepared {
     /// The agent's sequence.
     pub stream: String,
@@ -100,6 +122,9 @@ pub struct Prepared {
     pub first_seq: u64,
     /// Last sequence number covered.
     pub last_seq: u64,
+    /// SHA-256 of the batch as sent (its JSON, decompressed): a batch sent again after a
+    /// lost answer is the same bytes.
+    pub hash: [u8; 32],
     /// Per record, in order.
     pub records: Vec<PreparedRecord>,
     /// The encoded rows (`PreparedRecord::row` are ranges of it).
@@ -139,9 +164,16 @@ pub enum Kind {
     },
 }
 
+/// The hash a batch is recognised by when it is sent again: SHA-256 of its JSON as
+/// received (decompressed).
+pub fn content_hash(json: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(json).into()
+}
+
 /// Encodes a decoded batch's rows (received at `now`; event partition times from
-/// `window`).
-pub fn prepare(batch: Batch, window: Window, now: Timestamp) -> Prepared {
+/// `window`); `hash` is the SHA-256 of its JSON.
+pub fn prepare(batch: Batch, hash: [u8; 32], window: Window, now: Timestamp) -> Prepared {
     let mut w = CopyWriter::fragment();
     let mut records = Vec::with_capacity(batch.records.len());
     for r in &batch.records {
@@ -206,6 +238,7 @@ pub fn prepare(batch: Batch, window: Window, now: Timestamp) -> Prepared {
         stream: batch.stream,
         first_seq: batch.first_seq,
         last_seq: batch.last_seq,
+        hash,
         records,
         rows: w.into_bytes(),
     }
@@ -220,6 +253,8 @@ const AGENT_ID_AT: usize = 2 + 4;
 struct AgentState {
     stream: Option<String>,
     last_seq: u64,
+    /// The batch committed last: its first number and hash (`None` when unknown).
+    last_batch: Option<(u64, Vec<u8>)>,
     changed: bool,
     hash: Option<Vec<u8>>,
     revoked: Option<String>,
@@ -281,7 +316,8 @@ pub async fn store_group(
     .await?;
     let rows = tx
         .query(
-            "SELECT id, stream, last_seq, credential_hash, revoked_at, coalesce(revoke_reason, '')
+            "SELECT id, stream, last_seq, credential_hash, revoked_at, coalesce(revoke_reason, ''),
+                    last_batch_first, last_batch_hash
              FROM agents WHERE id = ANY($1)",
             &[&ids],
         )
@@ -294,6 +330,10 @@ pub async fn store_group(
                 AgentState {
                     stream: r.get(1),
                     last_seq: r.get::<_, i64>(2) as u64,
+                    last_batch: r
+                        .get::<_, Option<i64>>(6)
+                        .zip(r.get::<_, Option<Vec<u8>>>(7))
+                        .map(|(first, hash)| (first as u64, hash)),
                     changed: false,
                     hash: r.get(3),
                     revoked: r
@@ -346,6 +386,7 @@ pub async fn store_group(
             }
             st.stream = Some(batch.stream.clone());
             st.last_seq = 0;
+            st.last_batch = None;
             st.changed = true;
         }
         if batch.first_seq > st.last_seq + 1 {
@@ -355,9 +396,34 @@ pub async fn store_group(
             }));
             continue;
         }
+        if batch.first_seq <= st.last_seq {
+            // Numbers already taken: acknowledged again only when this is the batch
+            // committed last, byte for byte (an agent whose answer was lost sends it
+            // again); anything else under those numbers is refused, whole.
+            let same = batch.last_seq == st.last_seq
+                && st.last_batch.as_ref().is_some_and(|(first, hash)| {
+                    *first == batch.first_seq && hash.as_slice() == batch.hash.as_slice()
+                });
+            out.push(if same {
+                Ok(BatchAck {
+                    committed_seq: st.last_seq,
+                    stored: 0,
+                    duplicates: batch.records.len() as u64,
+                    orphans: 0,
+                    already_committed: true,
+                })
+            } else {
+                Err(IngestError::Replayed {
+                    first: batch.first_seq,
+                    last: batch.last_seq,
+                    committed: st.last_seq,
+                })
+            });
+            continue;
+        }
         let mut fresh = 0u64;
         let mut acks = 0u64;
-        for r in batch.records.iter().filter(|r| r.seq > st.last_seq) {
+        for r in &batch.records {
             fresh += 1;
             let row = &batch.rows[r.row.clone()];
             match &r.kind {
@@ -378,19 +444,18 @@ pub async fn store_group(
                 }
             }
         }
-        let duplicates = batch.records.len() as u64 - fresh;
-        if batch.last_seq > st.last_seq {
-            st.last_seq = batch.last_seq;
-            st.changed = true;
-        }
+        st.last_seq = batch.last_seq;
+        st.last_batch = Some((batch.first_seq, batch.hash.to_vec()));
+        st.changed = true;
         if let Some(n) = ack_counts.last_mut() {
             *n = acks;
         }
         out.push(Ok(BatchAck {
             committed_seq: st.last_seq,
             stored: fresh - acks,
-            duplicates,
+            duplicates: 0,
             orphans: 0,
+            already_committed: false,
         }));
     }
     copy_in(&tx, "events", EVENT_COLUMNS, events).await?;
@@ -423,11 +488,14 @@ pub async fn store_group(
         }
     }
     let (mut u_id, mut u_stream, mut u_seq) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut u_first, mut u_hash) = (Vec::new(), Vec::new());
     for (id, st) in &state {
         if st.changed {
             u_id.push(*id);
             u_stream.push(st.stream.clone().unwrap_or_default());
             u_seq.push(st.last_seq as i64);
+            u_first.push(st.last_batch.as_ref().map(|(f, _)| *f as i64));
+            u_hash.push(st.last_batch.as_ref().map(|(_, h)| h.clone()));
         }
     }
     if !u_id.is_empty() {
@@ -441,10 +509,12 @@ pub async fn store_group(
         )
         .await?;
         tx.execute(
-            "UPDATE agents a SET stream = u.s, last_seq = u.q, last_batch_at = $4, last_seen_at = $4
-             FROM unnest($1::int8[], $2::text[], $3::int8[]) AS u(i, s, q)
+            "UPDATE agents a SET stream = u.s, last_seq = u.q, last_batch_first = u.f,
+                    last_batch_hash = u.h, last_batch_at = $6, last_seen_at = $6
+             FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[], $5::bytea[])
+                  AS u(i, s, q, f, h)
              WHERE a.id = u.i",
-            &[&u_id, &u_stream, &u_seq, &now],
+            &[&u_id, &u_stream, &u_seq, &u_first, &u_hash, &now],
         )
         .await?;
     }

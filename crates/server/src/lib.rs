@@ -146,7 +146,9 @@ impl Running {
 /// (PostgreSQL's work per event is the same) in smaller, costlier groups; the rest of the
 /// pool serves the heartbeat worker, enrollment, credential lookups and admin requests.
 pub fn ingest_workers(pool_size: usize) -> usize {
-    (pool_size / 4).clamp(2, 4).min(pool_size.saturating_sub(1).max(1))
+    (pool_size / 4)
+        .clamp(2, 4)
+        .min(pool_size.saturating_sub(1).max(1))
 }
 
 /// Prepares the database and starts serving; returns once listening.

@@ -4,7 +4,7 @@
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `watchpost_server_requests_total` | `route`, `status` | requests answered |
-//! | `watchpost_server_batches_total` | `result` | batches `stored`, `duplicate` (all records stored before), `refused` (4xx), `failed` (database) |
+//! | `watchpost_server_batches_total` | `result` | batches `stored`, `duplicate` (the batch committed last sent again: acknowledged, nothing stored), `replayed` (409: committed numbers with other content), `out_of_order` (409: after a gap), `refused` (other 4xx), `failed` (database) |
 //! | `watchpost_server_records_total` | `kind` | records stored: `event`, `outcome`, `ack`; `duplicate` (skipped, stored before) |
 //! | `watchpost_server_ingest_lag_seconds` | | histogram: from the agent storing an event to the server committing it |
 //! | `watchpost_server_agents` | `state` | agents `online`, `offline`, `revoked` (gauge, counted every 15 s) |
@@ -29,9 +29,16 @@ pub struct Metrics {
     requests: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
     /// Batches stored.
     pub batches_stored: AtomicU64,
-    /// Batches all of whose records were stored before.
+    /// Batches sent again after a lost answer: the batch committed last, acknowledged
+    /// again without storing anything.
     pub batches_duplicate: AtomicU64,
-    /// Batches refused with a 4xx.
+    /// Batches refused because they reuse committed numbers with other content (409
+    /// `replayed`).
+    pub batches_replayed: AtomicU64,
+    /// Batches refused because they start after a gap, or a new stream not at 1 (409
+    /// `out_of_order`).
+    pub batches_out_of_order: AtomicU64,
+    /// Batches refused with another 4xx (malformed, too large, credential).
     pub batches_refused: AtomicU64,
     /// Batches the database failed.
     pub batches_failed: AtomicU64,
@@ -102,6 +109,8 @@ impl Metrics {
         for (k, v) in [
             ("stored", &self.batches_stored),
             ("duplicate", &self.batches_duplicate),
+            ("replayed", &self.batches_replayed),
+            ("out_of_order", &self.batches_out_of_order),
             ("refused", &self.batches_refused),
             ("failed", &self.batches_failed),
         ] {

@@ -44,31 +44,60 @@ fn agents_enroll_and_ship_exactly_once_and_bad_input_is_refused() {
     assert!(!stored_hash.contains(&cred[4..]), "only a hash is stored");
     assert_eq!(count(&env, "SELECT count(*) FROM agents"), 1);
 
-    // A batch, then the same batch again: stored once.
+    // A batch, then the same batch again (its answer lost): acknowledged as committed,
+    // stored once.
     let b = events("st1", 1, 10, "A");
     let r = send_batch(addr, &cred, &b);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["committed_seq"], 10);
     assert_eq!(r.json()["stored"], 10);
+    assert_eq!(r.json().get("already_committed"), None);
     let r = send_batch(addr, &cred, &b);
     assert_eq!(
         (
             r.status,
             r.json()["stored"].as_u64(),
-            r.json()["duplicates"].as_u64()
+            r.json()["duplicates"].as_u64(),
+            r.json()["already_committed"].as_bool()
         ),
-        (200, Some(0), Some(10))
+        (200, Some(0), Some(10), Some(true))
     );
     // After a gap: refused with the number expected.
     let r = send_batch(addr, &cred, &events("st1", 15, 3, "A"));
     assert_eq!(r.status, 409);
     assert_eq!(r.json()["code"], "out_of_order");
     assert_eq!(r.json()["expected_seq"], 11);
-    // Overlapping: only the new part is stored.
-    let r = send_batch(addr, &cred, &events("st1", 8, 7, "A"));
+    // Numbers already committed under other content: the same range with other records,
+    // an older part replayed, a range overlapping the committed end. Each refused whole,
+    // with the number to go on from.
+    for (first, n, host) in [(1, 10, "B"), (1, 5, "A"), (8, 7, "A")] {
+        let r = send_batch(addr, &cred, &events("st1", first, n, host));
+        assert_eq!(
+            (
+                r.status,
+                r.json()["code"].as_str(),
+                r.json()["expected_seq"].as_u64()
+            ),
+            (409, Some("replayed"), Some(11)),
+            "{first}+{n} {host}"
+        );
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("already committed (up to 10)"),
+            "{:?}",
+            r.json()
+        );
+    }
+    assert_eq!(count(&env, "SELECT count(*) FROM events"), 10);
+    let r = send_batch(addr, &cred, &events("st1", 11, 4, "A"));
     assert_eq!(
-        (r.json()["stored"].as_u64(), r.json()["duplicates"].as_u64()),
-        (Some(4), Some(3))
+        (
+            r.json()["stored"].as_u64(),
+            r.json()["committed_seq"].as_u64()
+        ),
+        (Some(4), Some(14))
     );
     // The same batch from four connections at once: stored once.
     let b = events("st1", 15, 50, "A");
@@ -481,11 +510,12 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
         watchpost_server::ingest::AgentRef::checked(id("H1")),
         watchpost_server::ingest::AgentRef::checked(id("H2")),
     );
-    let (b1, b2, b3, b4) = (
+    let (b1, b2, b3, b4, b5) = (
         events("s", 1, 5, "H1"),
         events("s", 6, 3, "H1"),
         events("s", 3, 2, "H2"),
         events("s", 1, 8, "H1"),
+        events("s", 6, 3, "H1"),
     );
     let window = watchpost_server::db::Window {
         from: jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),
@@ -497,11 +527,19 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
             .unwrap();
         tokio::spawn(conn);
         let now = jiff::Timestamp::now();
-        let [p1, p2, p3, p4] =
-            [b1, b2, b3, b4].map(|b| watchpost_server::ingest::prepare(b, window, now));
+        let [p1, p2, p3, p4, p5] = [b1, b2, b3, b4, b5].map(|b| {
+            let hash = watchpost_server::ingest::content_hash(&serde_json::to_vec(&b).unwrap());
+            watchpost_server::ingest::prepare(b, hash, window, now)
+        });
         watchpost_server::ingest::store_group(
             &mut c,
-            &[(a1.clone(), &p1), (a1.clone(), &p2), (a2, &p3), (a1, &p4)],
+            &[
+                (a1.clone(), &p1),
+                (a1.clone(), &p2),
+                (a2, &p3),
+                (a1.clone(), &p4),
+                (a1, &p5),
+            ],
         )
         .await
         .unwrap()
@@ -510,8 +548,15 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
         .iter()
         .map(|r| match r {
             Ok(a) => format!(
-                "ok {} stored {} dup {}",
-                a.committed_seq, a.stored, a.duplicates
+                "ok {} stored {} dup {}{}",
+                a.committed_seq,
+                a.stored,
+                a.duplicates,
+                if a.already_committed {
+                    " already committed"
+                } else {
+                    ""
+                }
             ),
             Err(e) => e.to_string(),
         })
@@ -522,7 +567,8 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
             "ok 5 stored 5 dup 0",
             "ok 8 stored 3 dup 0",
             "a new stream must start at sequence number 1, not 3",
-            "ok 8 stored 0 dup 8",
+            "batch 1..=8 reuses sequence numbers already committed (up to 8) and is not the batch committed last",
+            "ok 8 stored 0 dup 3 already committed",
         ]
     );
     assert_eq!(count(&env, "SELECT count(*) FROM events"), 8);
