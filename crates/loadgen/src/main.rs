@@ -84,8 +84,8 @@ struct Args {
     /// A connection per batch (no keep-alive).
     #[arg(long)]
     no_keep_alive: bool,
-    /// After every N-th acknowledged batch of an agent, probe the server's exactly-once
-    /// rules on its connection: the batch just acknowledged sent again (must be answered
+    /// After every N-th batch acknowledged (of all agents), the agent whose batch it was
+    /// probes the server's exactly-once rules on its connection: the batch just acknowledged sent again (must be answered
     /// 200 `already_committed`), the one acknowledged before it replayed (must be refused:
     /// 409 `replayed`) and a batch after a gap (must be refused: 409 `out_of_order`).
     /// 0: no probes.
@@ -357,7 +357,6 @@ async fn agent(
     let mut backoff = Duration::from_millis(500);
     // The batch acknowledged before the last one, for the replay probe.
     let mut previous: Option<Batch> = None;
-    let mut acked_batches = 0u64;
     loop {
         let now = Instant::now();
         let running = now < end_at;
@@ -411,7 +410,7 @@ async fn agent(
                         stats
                             .events_acked
                             .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                        stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                        let acked_batches = stats.batches_acked.fetch_add(1, Ordering::Relaxed) + 1;
                         stats
                             .duplicates
                             .fetch_add(ack.duplicates, Ordering::Relaxed);
@@ -426,7 +425,6 @@ async fn agent(
                         pending.clear();
                         first_sent = None;
                         backoff = Duration::from_millis(500);
-                        acked_batches += 1;
                         if running && args.probe_every > 0 && acked_batches % args.probe_every == 0
                         {
                             probe(

@@ -26,3 +26,13 @@ ALTER TABLE check_states SET (fillfactor = 70);
 -- the same batch sent again (its answer was lost) is acknowledged as committed; any other
 -- batch under numbers already taken is refused as a replay.
 ALTER TABLE agents ADD COLUMN last_batch_first bigint, ADD COLUMN last_batch_hash bytea;
+
+-- Each enrollment with a secret, a row of its own (`secret list` counts them with the
+-- `uses` counted before): an enrollment no longer updates the secret's row, whose lock
+-- made agents enrolling at once wait for each other's commit. No foreign key (its check
+-- would lock the secret's row too); secrets are never deleted.
+CREATE TABLE enroll_secret_uses (
+    secret_id bigint NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX enroll_secret_uses_secret ON enroll_secret_uses (secret_id);

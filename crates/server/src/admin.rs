@@ -239,7 +239,8 @@ pub async fn secret_list(
 ) -> Result<Vec<SecretRow>, AdminError> {
     Ok(client
         .query(
-            "SELECT g.name, s.name, s.created_by, s.created_at, s.expires_at, s.revoked_at, s.uses,
+            "SELECT g.name, s.name, s.created_by, s.created_at, s.expires_at, s.revoked_at,
+                    s.uses + (SELECT count(*) FROM enroll_secret_uses u WHERE u.secret_id = s.id),
                     CASE WHEN s.revoked_at IS NOT NULL THEN 'revoked'
                          WHEN s.expires_at IS NOT NULL AND s.expires_at <= now() THEN 'expired'
                          ELSE 'active' END
@@ -433,21 +434,15 @@ pub async fn enroll(
         ],
     )
     .await?;
-    // The secret's row is locked only from here to the commit (every enrollment with it
-    // counts a use: locked from the start, ten thousand agents enrolling at once would
-    // wait for each other's whole transaction). Revoked or expired meanwhile: refused.
-    let counted = tx
-        .execute(
-            "UPDATE enroll_secrets SET uses = uses + 1, last_used_at = now()
-             WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
-            &[&secret_id],
-        )
-        .await?;
-    if counted == 0 {
-        return Err(AdminError::Refused(
-            "the enrollment secret was revoked or has expired".into(),
-        ));
-    }
+    // A use of the secret is a row of its own, not a counter on the secret's row: updated
+    // by every enrollment, that row's lock made ten thousand agents enrolling at once wait
+    // for each other's commit, one disk flush after another. (An enrollment that read the
+    // secret before a revocation committed completes, as a request under way does.)
+    tx.execute(
+        "INSERT INTO enroll_secret_uses (secret_id) VALUES ($1)",
+        &[&secret_id],
+    )
+    .await?;
     tx.commit().await?;
     Ok(Enrolled {
         agent_id,

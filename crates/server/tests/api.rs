@@ -43,6 +43,18 @@ fn agents_enroll_and_ship_exactly_once_and_bad_input_is_refused() {
         .psql("SELECT encode(credential_hash, 'hex') FROM agents");
     assert!(!stored_hash.contains(&cred[4..]), "only a hash is stored");
     assert_eq!(count(&env, "SELECT count(*) FROM agents"), 1);
+    // Each enrollment counts a use of its secret.
+    let secrets = env
+        .rt
+        .block_on(watchpost_server::admin::secret_list(&db, Some("lab")))
+        .unwrap();
+    assert_eq!(
+        secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.uses))
+            .collect::<Vec<_>>(),
+        [("s1", 1)]
+    );
 
     // A batch, then the same batch again (its answer lost): acknowledged as committed,
     // stored once.
@@ -510,13 +522,14 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
         watchpost_server::ingest::AgentRef::checked(id("H1")),
         watchpost_server::ingest::AgentRef::checked(id("H2")),
     );
-    let (b1, b2, b3, b4, b5) = (
+    let (b1, b2, b3, b4) = (
         events("s", 1, 5, "H1"),
         events("s", 6, 3, "H1"),
         events("s", 3, 2, "H2"),
         events("s", 1, 8, "H1"),
-        events("s", 6, 3, "H1"),
     );
+    // The second batch again (its answer lost).
+    let b5 = b2.clone();
     let window = watchpost_server::db::Window {
         from: jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24),
         until: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48),

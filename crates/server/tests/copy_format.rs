@@ -3,6 +3,8 @@
 //! `tsvector` input makes of the same words in order (so phrases and prefixes match as
 //! they did when the server sent text).
 
+#![allow(clippy::unwrap_used)]
+
 use futures_util::SinkExt;
 use jiff::Timestamp;
 use watchpost_pgtest::{Cluster, Options};
