@@ -96,10 +96,11 @@ struct Args {
 /// The exactly-once probes: what each must get, and what it got.
 #[derive(Default)]
 struct Probes {
-    /// (as expected, otherwise) per probe.
-    resent: (u64, u64),
-    replayed: (u64, u64),
-    gap: (u64, u64),
+    /// Per probe: answered as expected, answered otherwise, not answered (the
+    /// connection failed, 5xx, 429: a load the machine could not carry, not a verdict).
+    resent: [u64; 3],
+    replayed: [u64; 3],
+    gap: [u64; 3],
 }
 
 /// Most records in one batch (the agent's `[fleet] batch` default).
@@ -471,10 +472,14 @@ async fn probe(
             .map(|e| (e.code, e.expected_seq))
             .unwrap_or_default()
     };
-    let tally = |slot: fn(&mut Probes) -> &mut (u64, u64), ok: bool| {
+    let tally = |slot: fn(&mut Probes) -> &mut [u64; 3], r: &Result<(u16, Bytes)>, ok: bool| {
+        let answered = matches!(r, Ok((status, _)) if *status != 429 && *status < 500);
         let mut p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
-        let s = slot(&mut p);
-        if ok { s.0 += 1 } else { s.1 += 1 }
+        slot(&mut p)[match (answered, ok) {
+            (_, true) => 0,
+            (true, false) => 1,
+            (false, false) => 2,
+        }] += 1;
     };
     // The same batch again: acknowledged as committed, nothing stored.
     let r = client
@@ -488,7 +493,7 @@ async fn probe(
         .await;
     let ok = matches!(&r, Ok((200, b)) if serde_json::from_slice::<BatchAck>(b)
         .is_ok_and(|a| a.already_committed && a.committed_seq == last.last_seq && a.stored == 0));
-    tally(|p| &mut p.resent, ok);
+    tally(|p| &mut p.resent, &r, ok);
     // An older batch replayed: refused, the server says where to go on.
     if let Some(old) = previous {
         let r = client
@@ -501,7 +506,7 @@ async fn probe(
             )
             .await;
         let ok = matches!(&r, Ok((409, b)) if code(b) == ("replayed".into(), Some(next)));
-        tally(|p| &mut p.replayed, ok);
+        tally(|p| &mut p.replayed, &r, ok);
     }
     // A batch after a gap: refused.
     let gap = Batch {
@@ -520,7 +525,7 @@ async fn probe(
         )
         .await;
     let ok = matches!(&r, Ok((409, b)) if code(b) == ("out_of_order".into(), Some(next)));
-    tally(|p| &mut p.gap, ok);
+    tally(|p| &mut p.gap, &r, ok);
 }
 
 /// What a heartbeat of a watchpost agent with two sources, two actions and two checks
@@ -973,19 +978,23 @@ async fn main() -> Result<()> {
     );
     if args.probe_every > 0 {
         let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let line = |what: &str, c: &[u64; 3]| {
+            format!(
+                "{what} {} as expected, {} otherwise, {} unanswered",
+                c[0], c[1], c[2]
+            )
+        };
         println!(
-            "probes: resent {}/{} answered already_committed, replayed {}/{} refused 409 replayed, gap {}/{} refused 409 out_of_order",
-            p.resent.0,
-            p.resent.0 + p.resent.1,
-            p.replayed.0,
-            p.replayed.0 + p.replayed.1,
-            p.gap.0,
-            p.gap.0 + p.gap.1
+            "probes: {}; {}; {}",
+            line("resent (200 already_committed):", &p.resent),
+            line("replayed (409 replayed):", &p.replayed),
+            line("after a gap (409 out_of_order):", &p.gap)
         );
         report["probes"] = serde_json::json!({
-            "resent_already_committed": [p.resent.0, p.resent.1],
-            "replayed_refused": [p.replayed.0, p.replayed.1],
-            "gap_refused": [p.gap.0, p.gap.1],
+            "resent_already_committed": p.resent,
+            "replayed_refused": p.replayed,
+            "gap_refused": p.gap,
+            "fields": ["as expected", "otherwise", "unanswered"],
         });
     }
     let mut kinds: Vec<(String, u64)> = stats
@@ -1052,7 +1061,7 @@ async fn main() -> Result<()> {
     }
     let probes_failed = {
         let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
-        p.resent.1 + p.replayed.1 + p.gap.1
+        p.resent[1] + p.replayed[1] + p.gap[1]
     };
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;

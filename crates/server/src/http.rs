@@ -402,10 +402,24 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let idle = state.config.idle_timeout;
+    let opened = Instant::now();
+    // When a request last began or ended (ms since `opened`).
+    let active = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let svc_state = state.clone();
+    let svc_active = active.clone();
     let svc = hyper::service::service_fn(move |req| {
         let state = svc_state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+        let active = svc_active.clone();
+        let mark = move || {
+            let ms = opened.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+            active.store(ms, Ordering::Relaxed);
+        };
+        async move {
+            mark();
+            let response = handle(state, req, peer).await;
+            mark();
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -413,18 +427,27 @@ where
         .max_buf_size(64 << 10)
         .keep_alive(true)
         .serve_connection(io, svc);
-    // The idle limit bounds the whole connection's quiet time between requests; hyper's
-    // header timeout only runs once a request has begun.
+    // The idle limit bounds the connection's quiet time between requests (hyper's header
+    // timeout only runs once a request has begun): a connection in use stays open, so an
+    // agent keeps its connection (and its TLS session) from batch to batch.
     let mut conn = std::pin::pin!(conn);
+    let mut wait = idle;
     loop {
-        match tokio::time::timeout(idle, conn.as_mut()).await {
+        match tokio::time::timeout(wait, conn.as_mut()).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
                 return;
             }
             Err(_) => {
-                conn.as_mut().graceful_shutdown();
+                let last = Duration::from_millis(active.load(Ordering::Relaxed));
+                let quiet = opened.elapsed().saturating_sub(last);
+                if quiet >= idle {
+                    conn.as_mut().graceful_shutdown();
+                    wait = idle;
+                } else {
+                    wait = idle - quiet;
+                }
             }
         }
     }

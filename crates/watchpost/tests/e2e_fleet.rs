@@ -153,6 +153,8 @@ fn openssl(args: &[&str], dir: &Path) {
 fn agent_config(dir: &Path, name: &str, server: &str, ca: &Path, secret: &str) -> PathBuf {
     let config = dir.join(format!("{name}.toml"));
     std::fs::create_dir_all(dir.join(format!("{name}-logs"))).unwrap();
+    // Antivirus definitions, written now: a `definitions_age` check reads their age.
+    std::fs::write(dir.join(format!("{name}-defs.dat")), "definitions").unwrap();
     std::fs::write(
         &config,
         format!(
@@ -184,6 +186,12 @@ name = "log"
 type = "jsonl_file"
 path = "{state}/detections.jsonl"
 
+[[check]]
+name = "definitions"
+type = "definitions_age"
+max_age = "3d"
+file = "{defs}"
+
 [fleet]
 server = "{server}"
 ca_file = "{ca}"
@@ -193,6 +201,7 @@ batch = 40
 "#,
             state = dir.join(format!("{name}-state")).display(),
             logs = dir.join(format!("{name}-logs")).display(),
+            defs = dir.join(format!("{name}-defs.dat")).display(),
             ca = ca.display(),
         ),
     )
@@ -379,6 +388,25 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
     wait_for("the outcomes", Duration::from_secs(30), || {
         (pg.psql("SELECT count(*) FROM outcomes o JOIN agents a ON a.id = o.agent_id WHERE a.hostname = 'A' AND o.ok AND o.action = 'log'") == "3").then_some(())
     });
+    // The heartbeat carries the definitions' age the check found, and the check's status
+    // with its detail.
+    wait_for(
+        "A's heartbeat with the definitions' age",
+        Duration::from_secs(30),
+        || {
+            let age = pg.psql(
+                "SELECT heartbeat->>'definitions_age_hours' FROM agents WHERE hostname = 'A'",
+            );
+            age.parse::<f64>().ok().filter(|h| (0.0..1.0).contains(h))
+        },
+    );
+    let check = pg.psql(
+        "SELECT status || '|' || detail FROM check_states s JOIN agents a ON a.id = s.agent_id WHERE a.hostname = 'A' AND s.name = 'definitions'",
+    );
+    assert!(
+        check.starts_with("ok|definitions of ") && check.contains("days old"),
+        "{check}"
+    );
     let q = watchpost_server::events::parse_query("isanomaly:true host:A", None).unwrap();
     let found = rt
         .block_on(watchpost_server::events::find(&db, &q, 100))
