@@ -426,7 +426,9 @@ async fn agent(
                         pending.clear();
                         first_sent = None;
                         backoff = Duration::from_millis(500);
-                        if running && args.probe_every > 0 && acked_batches % args.probe_every == 0
+                        if running
+                            && args.probe_every > 0
+                            && acked_batches.is_multiple_of(args.probe_every)
                         {
                             probe(
                                 &client,
@@ -565,7 +567,12 @@ fn heartbeat(host: &str, i: usize, uptime: u64, committed: u64) -> Heartbeat {
             },
             proto::CheckStatus {
                 name: "sep-service".into(),
-                status: if i % 500 == 0 { "stopped" } else { "ok" }.into(),
+                status: if i.is_multiple_of(500) {
+                    "stopped"
+                } else {
+                    "ok"
+                }
+                .into(),
                 detail: String::new(),
             },
         ],

@@ -43,6 +43,9 @@ fn literal(values: &[(String, String)], host: &str, raw: &str) -> String {
     out
 }
 
+/// An event's values, host and raw record.
+type Case = (Vec<(String, String)>, String, String);
+
 #[test]
 fn copied_rows_read_back_as_written() {
     let Some(pg) = Cluster::start_or_skip(Options::default()) else {
@@ -52,7 +55,7 @@ fn copied_rows_read_back_as_written() {
         .enable_all()
         .build()
         .unwrap();
-    let cases: Vec<(Vec<(String, String)>, String, String)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![
                 ("path".into(), r"C:\Users\O'Brien\Mimikatz.EXE".into()),
