@@ -97,10 +97,12 @@ impl Drop for Server {
     }
 }
 
-/// A TCP proxy to the server that the test can cut (agent A "offline").
+/// A TCP proxy to the server that the test can cut (agent A "offline"): refusing new
+/// connections and breaking those open (the agent keeps its connection between batches).
 struct Proxy {
     port: u16,
     online: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -109,6 +111,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let online = Arc::new(AtomicBool::new(true));
         let on = online.clone();
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = open.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -119,6 +123,11 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(to) else {
                     continue;
                 };
+                kept.lock().unwrap().push(client.try_clone().unwrap());
+                if !on.load(Ordering::SeqCst) {
+                    // Cut while this one was being made.
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                }
                 for (mut a, mut b) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
@@ -135,7 +144,17 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, online }
+        Proxy { port, online, open }
+    }
+
+    /// Cuts the link (or restores it).
+    fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::SeqCst);
+        if !online {
+            for c in self.open.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -436,7 +455,7 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
     );
 
     // A offline while detections accumulate, then back.
-    proxy.online.store(false, Ordering::SeqCst);
+    proxy.set_online(false);
     std::thread::sleep(Duration::from_secs(2));
     detect(d, "A", 3, 60);
     wait_for("A to store them", Duration::from_secs(30), || {
@@ -444,7 +463,7 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(count(&pg, "A"), 3, "A is offline");
-    proxy.online.store(true, Ordering::SeqCst);
+    proxy.set_online(true);
     wait_for("A's catch-up", Duration::from_secs(120), || {
         (count(&pg, "A") == 63).then_some(())
     });
