@@ -25,7 +25,12 @@
 //! is counted as dropped). `401` (the server forgot the agent) enrolls again when a
 //! secret is configured; `403 revoked` is logged as an error and retried every five
 //! minutes (an administrator may delete the agent so it can enroll afresh).
+//!
+//! The other direction (the group's configuration, commands, acknowledgements made on
+//! the server) is [`channel`]: a long-poll the agent opens, with its cursors kept in the
+//! state directory.
 
+pub mod channel;
 mod host;
 mod spec;
 
@@ -636,7 +641,7 @@ fn record(seq: u64, item: &Option<Queued>) -> Option<Record> {
 }
 
 /// ±20 % so a fleet that lost its server does not come back in step.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos());
