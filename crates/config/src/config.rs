@@ -522,7 +522,7 @@ pub(crate) fn parse_doc(
         diags.extend(errs);
         if spec.is_some() && !store.enabled {
             diags.error(
-                at,
+                at.clone(),
                 "[fleet] ships what the event store keeps: turn [store] back on (enabled = true)",
             );
         }
@@ -535,6 +535,18 @@ pub(crate) fn parse_doc(
             .chain(spec.secret_file())
             .cloned()
             .collect();
+        // The server stays reachable from a quarantined host (to be released from it).
+        match spec.server_addrs() {
+            Ok(peers) => {
+                for a in &mut actions {
+                    a.keep_reachable(&peers);
+                }
+            }
+            Err(e) => diags.warning(
+                at.clone(),
+                format!("{e}: a quarantine would not leave the fleet server reachable"),
+            ),
+        }
         let stamp = (crate::rules::files_stamp(&files), agent.host.clone());
         defs.fleet
             .push(("fleet".into(), crate::definition::mix(fp, &stamp)));

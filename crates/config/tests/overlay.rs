@@ -160,3 +160,41 @@ fn a_group_cannot_carry_fleet_and_its_rule_paths_are_its_files() {
     assert_eq!(loaded.config.rules.len(), 1);
     assert_eq!(loaded.config.rules[0].ruleset.len(), 1);
 }
+
+/// A quarantined host stays reachable from its fleet server: the server's address and
+/// port join every quarantine's allow-list.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_fleet_server_is_always_in_the_quarantine_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[agent]
+state_dir = "{}"
+
+[[action]]
+name = "isolate"
+type = "quarantine"
+allow = ["192.0.2.10:514"]
+
+[fleet]
+server = "https://127.0.0.1:8443"
+"#,
+        dir.path().display()
+    );
+    let loaded = load(
+        &ConfigSource::Text {
+            name: "a.toml".into(),
+            text,
+        },
+        Purpose::Offline,
+    )
+    .unwrap_or_else(|r| panic!("{}", r.rendered()));
+    let q = loaded.config.actions[0].as_quarantine().unwrap();
+    let script = q.script().unwrap();
+    assert!(script.contains("192.0.2.10"), "{script}");
+    assert!(
+        script.contains("127.0.0.1") && script.contains("8443"),
+        "{script}"
+    );
+}
