@@ -83,49 +83,84 @@ impl ChannelState {
     }
 }
 
-/// Where the agent keeps its group's configuration: `<state_dir>/fleet-group/`, with the
-/// text as `group.toml` and the files under `files/`.
+/// Where the agent keeps its group's configuration: `<state_dir>/fleet-group/`, each
+/// version in a folder of its own (`v7/group.toml`, `v7/files/…`), and in `current` the
+/// version that runs. A version the daemon refuses never becomes current, so a restart
+/// comes back with the last one that ran.
 pub fn group_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("fleet-group")
 }
 
-/// Writes a version's text and files (a fresh `files/` folder each time, so a file
-/// removed from the group is gone); returns (the text's path, the files folder).
+fn version_dir(state_dir: &Path, version: i32) -> PathBuf {
+    group_dir(state_dir).join(format!("v{version}"))
+}
+
+/// Writes a version's text and files into its folder (made afresh); returns (the text's
+/// path, the files folder).
 pub fn write_group(state_dir: &Path, c: &GroupConfig) -> Result<(PathBuf, PathBuf), String> {
-    let dir = group_dir(state_dir);
+    let dir = version_dir(state_dir, c.version);
+    let _ = std::fs::remove_dir_all(&dir);
     let files = dir.join("files");
-    let next = dir.join(format!("files.{}", c.version));
-    let _ = std::fs::remove_dir_all(&next);
+    std::fs::create_dir_all(&files).map_err(|e| format!("{}: {e}", files.display()))?;
     for (name, content) in &c.files {
         let safe = !name.is_empty()
             && !name.starts_with('/')
-            && name
-                .split('/')
-                .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains('\\'));
+            && name.split('/').all(|p| {
+                !p.is_empty() && p != "." && p != ".." && !p.contains('\\') && !p.contains(':')
+            });
         if !safe {
             return Err(format!("the server sent a file named `{name}`: refused"));
         }
-        let path = next.join(name);
+        let path = files.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
         std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    std::fs::create_dir_all(&next).map_err(|e| format!("{}: {e}", next.display()))?;
-    let _ = std::fs::remove_dir_all(&files);
-    std::fs::rename(&next, &files).map_err(|e| format!("{}: {e}", files.display()))?;
     let text = dir.join("group.toml");
     watchpost_support::write_atomic(&text, c.config.as_bytes())
         .map_err(|e| format!("{}: {e}", text.display()))?;
     Ok((text, files))
 }
 
-/// The group configuration the agent keeps, if any: (its text's path, its files folder).
-pub fn kept_group(state_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+/// Notes that `version` runs now, and removes the folders of other versions (but the
+/// one that ran before, in case this one is refused after a restart).
+fn set_current(state_dir: &Path, version: i32) {
     let dir = group_dir(state_dir);
+    let before = std::fs::read_to_string(dir.join("current"))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    if let Err(e) =
+        watchpost_support::write_atomic(&dir.join("current"), version.to_string().as_bytes())
+    {
+        tracing::error!(error = %e, "noting the group configuration that runs");
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep = [Some(version), before]
+                .iter()
+                .flatten()
+                .any(|v| name == format!("v{v}"));
+            if name.starts_with('v') && !keep && e.path().is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// The group configuration that last ran here, if any: (its text's path, its files
+/// folder).
+pub fn kept_group(state_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let v: i32 = std::fs::read_to_string(group_dir(state_dir).join("current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let dir = version_dir(state_dir, v);
     let text = dir.join("group.toml");
-    let st = ChannelState::load(state_dir);
-    (text.is_file() && st.config_version.is_some()).then(|| (text, dir.join("files")))
+    text.is_file().then(|| (text, dir.join("files")))
 }
 
 /// One request to the server with the agent's credential.
@@ -303,6 +338,7 @@ pub fn handle(dir: &Path, st: &mut ChannelState, apply: &mut dyn Apply, d: Deliv
             },
         };
         if r.ok {
+            set_current(dir, c.version);
             tracing::info!(
                 version = c.version,
                 generation = r.generation,

@@ -629,14 +629,16 @@ pub async fn ack(
     .await
 }
 
-/// Agents not running their group's published version (outstanding), and command
+/// Agents not running their group's published version (not received yet, or refused:
+/// outstanding), and command
 /// deliveries without a result (pending): the gauges of `/metrics`.
 pub async fn outstanding(client: &Client) -> Result<(i64, i64), tokio_postgres::Error> {
     let r = client
         .query_one(
             "SELECT (SELECT count(*) FROM agents a JOIN groups g ON g.id = a.group_id
                      WHERE a.revoked_at IS NULL AND g.published_version IS NOT NULL
-                       AND a.config_version IS DISTINCT FROM g.published_version),
+                       AND (a.config_version IS DISTINCT FROM g.published_version
+                            OR NOT coalesce(a.config_ok, false))),
                     (SELECT count(*) FROM command_results WHERE finished_at IS NULL)",
             &[],
         )
