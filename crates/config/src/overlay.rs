@@ -55,12 +55,12 @@ pub(crate) fn merge<'i>(
             "a group configuration cannot contain [fleet]: how a host reaches the server stays in its own file",
         );
     }
-    if let Some(rules) = group.iter_mut().find(|(k, _)| k.get_ref() == "rules") {
-        if let Some(arr) = as_array_mut(rules.1) {
-            for entry in arr.iter_mut() {
-                if let DeValue::Table(t) = entry.get_mut() {
-                    rebase_paths(t, files);
-                }
+    if let Some(rules) = group.iter_mut().find(|(k, _)| k.get_ref() == "rules")
+        && let Some(arr) = as_array_mut(rules.1)
+    {
+        for entry in arr.iter_mut() {
+            if let DeValue::Table(t) = entry.get_mut() {
+                rebase_paths(t, files);
             }
         }
     }
