@@ -9,7 +9,12 @@
 //! processes named with `--watch` (with their children), and, with `--db`, checks every
 //! agent's sequence numbers in PostgreSQL: each stored once, none missing.
 //!
+//! With `--poll` each agent also long-polls the channel back (`channel.rs`) and the
+//! report says how fast configuration versions and commands reached the agents.
+//!
 //! The figures are printed as text and, with `--json FILE`, written as JSON.
+
+mod channel;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -82,6 +87,9 @@ struct Args {
     /// Connections per agent request (no keep-alive), as the watchpost agent does.
     #[arg(long)]
     no_keep_alive: bool,
+    /// Each agent also long-polls for configuration and commands (and reports them).
+    #[arg(long)]
+    poll: bool,
 }
 
 struct Stats {
@@ -238,6 +246,7 @@ async fn agent(
     stats: Arc<Stats>,
     start_at: Instant,
     end_at: Instant,
+    channel_stats: Option<Arc<channel::ChannelStats>>,
 ) {
     tokio::time::sleep_until(start_at.into()).await;
     let host = format!("{}-{i:05}", args.prefix);
@@ -271,6 +280,9 @@ async fn agent(
     };
     stats.enrolled.fetch_add(1, Ordering::Relaxed);
     let cred = enrolled.credential;
+    if let Some(ch) = channel_stats {
+        tokio::spawn(channel::poll_loop(client.clone(), cred.clone(), ch, end_at));
+    }
     let stream = format!("{}-{i}", args.prefix);
     let per_batch = args.rate / args.agents as f64 * args.batch_interval;
     let mut carry = 0.0;
@@ -544,6 +556,7 @@ async fn main() -> Result<()> {
             Some((n.to_owned(), target))
         })
         .collect();
+    let channel_stats = Arc::new(channel::ChannelStats::default());
     let t0 = Instant::now();
     let ramp = Duration::from_secs_f64(args.ramp);
     let load_start = t0 + ramp;
@@ -558,6 +571,7 @@ async fn main() -> Result<()> {
             stats.clone(),
             start_at,
             end_at,
+            args.poll.then(|| channel_stats.clone()),
         )));
     }
     // Sample the watched processes' CPU and memory every second.
@@ -745,6 +759,14 @@ async fn main() -> Result<()> {
             if ok { " — ok" } else { " — FAILED" }
         );
         report["database_check"] = serde_json::json!({ "sequence_numbers": checked, "agents": acked.len(), "missing": missing, "doubled": doubled, "ok": ok });
+        if args.poll {
+            report["channel"] = channel::figures(
+                &channel_stats,
+                &client,
+                stats.enrolled.load(Ordering::Relaxed),
+            )
+            .await?;
+        }
     }
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
