@@ -227,7 +227,7 @@ pub async fn config(
                     (Some(v), _) => format!("refused version {v}"),
                 };
                 o.push_str(&format!(
-                    "#{}\t{}\t{}\tgeneration {}\n",
+                    "#{}\t{}\t{}\tconfiguration digest {}\n",
                     a.id,
                     a.hostname,
                     state,
