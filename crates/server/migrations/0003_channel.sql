@@ -10,6 +10,8 @@ ALTER TABLE agents
     -- Whether that version runs on the agent (false: refused, see config_error).
     ADD COLUMN config_ok           boolean,
     ADD COLUMN config_error        text,
+    -- The agent's configuration generation after handling it (its reload counter).
+    ADD COLUMN config_reload_generation bigint,
     ADD COLUMN config_reported_at  timestamptz,
     -- The highest central acknowledgement the agent applied to its store.
     ADD COLUMN acks_applied        bigint NOT NULL DEFAULT 0;

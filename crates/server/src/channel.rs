@@ -296,9 +296,9 @@ pub async fn record_report(
         let error = (!c.ok).then_some(c.diagnostics.as_str());
         db.execute(
             "UPDATE agents SET config_version = $2, config_ok = $3, config_error = $4,
-                    config_reported_at = now()
+                    config_reload_generation = $5, config_reported_at = now()
              WHERE id = $1",
-            &[&agent, &c.version, &c.ok, &error],
+            &[&agent, &c.version, &c.ok, &error, &(c.generation as i64)],
         )
         .await?;
     }

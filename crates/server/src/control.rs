@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `config_versions` | one per version of a group's configuration: text, files (name → content), digest, comment, who and when |
 //! | `groups.published_version` | the version the group's agents run (`published_at`, `published_by`) |
-//! | `agents.config_version`, `config_ok`, `config_error`, `config_reported_at` | the version each agent last handled, whether it runs, the agent's diagnostics when refused |
+//! | `agents.config_version`, `config_ok`, `config_error`, `config_reload_generation`, `config_reported_at` | the version each agent last handled, whether it runs, the agent's diagnostics when refused, the agent's configuration generation after it |
 //! | `commands` | one per command: target agent or group, `kind`, `args` (the whole command as JSON), `created_by`, `request_id` (idempotent sends) |
 //! | `command_results` | one per (command, target agent), made when it is sent: `delivered_at`, `finished_at`, `ok`, `result` (`{"output": …}`) |
 //! | `central_acks` | acknowledgements made on the server, per agent in order (the agent's cursor is the id); `agents.acks_applied` is how far it applied them |
@@ -360,8 +360,10 @@ pub struct AgentConfigRow {
     pub error: Option<String>,
     /// When it reported.
     pub reported_at: Option<String>,
-    /// The agent's configuration generation (from its heartbeat).
-    pub generation: Option<String>,
+    /// The agent's configuration generation after handling it (its reload counter).
+    pub generation: Option<i64>,
+    /// The digest of the configuration it runs (from its heartbeat).
+    pub digest: Option<String>,
 }
 
 /// Per agent of a group: the configuration version it handled and how.
@@ -372,7 +374,8 @@ pub async fn config_status(
     let gid = group_id(client, group).await?;
     Ok(client
         .query(
-            "SELECT id, hostname, config_version, config_ok, config_error, config_reported_at, config_generation
+            "SELECT id, hostname, config_version, config_ok, config_error, config_reported_at,
+                    config_reload_generation, config_generation
              FROM agents WHERE group_id = $1 AND revoked_at IS NULL ORDER BY hostname, id",
             &[&gid],
         )
@@ -386,6 +389,7 @@ pub async fn config_status(
             error: r.get(4),
             reported_at: r.get::<_, Option<Timestamp>>(5).map(|t| t.to_string()),
             generation: r.get(6),
+            digest: r.get(7),
         })
         .collect())
 }

@@ -227,11 +227,12 @@ pub async fn config(
                     (Some(v), _) => format!("refused version {v}"),
                 };
                 o.push_str(&format!(
-                    "#{}\t{}\t{}\tconfiguration digest {}\n",
+                    "#{}\t{}\t{}\tgeneration {}\tdigest {}\n",
                     a.id,
                     a.hostname,
                     state,
-                    a.generation.as_deref().unwrap_or("-")
+                    a.generation.map_or("-".into(), |g| g.to_string()),
+                    a.digest.as_deref().unwrap_or("-")
                 ));
                 if let Some(e) = a.error {
                     for line in e.lines() {

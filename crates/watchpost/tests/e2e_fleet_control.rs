@@ -240,6 +240,12 @@ fn configuration_commands_and_acknowledgements_reach_real_agents() {
     });
     assert_eq!(v1.version, 1);
     assert_eq!(generation(d, "A"), 2);
+    let status = rt.block_on(control::config_status(&db, "lab")).unwrap();
+    assert_eq!(
+        status[0].generation,
+        Some(2),
+        "the server records A's generation"
+    );
     assert_eq!(generation(d, "B"), 1);
     detect(d, "A", "EICAR", 1);
     detect(d, "B", "EICAR", 1);
