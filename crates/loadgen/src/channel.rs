@@ -38,6 +38,8 @@ pub async fn poll_loop(
     let mut conn = None;
     let mut version = None;
     let mut ack_after = 0;
+    // After a failure: 1 s doubling to 60 s, as the agent does.
+    let mut backoff = Duration::from_secs(1);
     while Instant::now() < until {
         let p = Poll {
             config_version: version,
@@ -55,7 +57,10 @@ pub async fn poll_loop(
             .await
         {
             Ok((200, b)) => match serde_json::from_slice::<Delivery>(&b) {
-                Ok(d) => d,
+                Ok(d) => {
+                    backoff = Duration::from_secs(1);
+                    d
+                }
                 Err(_) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -63,7 +68,8 @@ pub async fn poll_loop(
             },
             _ => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
                 continue;
             }
         };

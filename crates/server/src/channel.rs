@@ -163,7 +163,8 @@ pub async fn listen(pg: tokio_postgres::Config, hub: Arc<Hub>, mut stop: watch::
 }
 
 /// What is new for an agent, read from the database; `None` when the agent is gone.
-/// Marks handed-out commands as delivered and records the agent's acknowledgement cursor.
+/// Marks handed-out commands as delivered and records the agent's acknowledgement cursor
+/// when it moved (the agent's row is not otherwise written: heartbeats keep `last_seen_at`).
 pub async fn fetch(
     db: &Client,
     hub: &Hub,
@@ -172,9 +173,11 @@ pub async fn fetch(
 ) -> Result<Option<(i64, Delivery)>, tokio_postgres::Error> {
     let Some(row) = db
         .query_opt(
-            "WITH cur AS (
-                 UPDATE agents SET acks_applied = greatest(acks_applied, $2), last_seen_at = now()
-                 WHERE id = $1 RETURNING group_id),
+            "WITH cur AS (SELECT group_id FROM agents WHERE id = $1),
+             -- Only when the cursor moved: a poll takes no row lock on the agent (ingest
+             -- holds those while it commits a batch).
+             moved AS (
+                 UPDATE agents SET acks_applied = $2 WHERE id = $1 AND acks_applied < $2),
              cmd AS (
                  UPDATE command_results r SET delivered_at = now()
                  FROM commands c
