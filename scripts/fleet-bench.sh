@@ -11,6 +11,10 @@
 #   PROBE_EVERY=50 (the default): after every 50th acknowledged batch, each agent sends it
 #   again, replays the one before and sends one after a gap: the run fails unless the
 #   first is acknowledged as committed and the others refused (409)
+#   POLL=1 CHAOS=0 scripts/fleet-bench.sh                    # also the channel back: every agent
+#       long-polls; a group configuration is published at a third and at two thirds of the
+#       load, and a command sent to one agent after each; the report says when 50/99/100 %
+#       of the agents had each version and how long the command took to be answered
 #
 # Needs PostgreSQL (Debian's postgresql package) and openssl. Runs PostgreSQL as nobody
 # when started as root. Everything lives in a temporary directory, removed at the end.
@@ -21,6 +25,7 @@ AGENTS=${AGENTS:-10000}
 RATE=${RATE:-20000}
 DURATION=${DURATION:-300}
 CHAOS=${CHAOS:-1}
+POLL=${POLL:-0}
 HEARTBEAT=${HEARTBEAT:-30}
 BATCH_INTERVAL=${BATCH_INTERVAL:-10}
 RAMP=${RAMP:-60}
@@ -93,6 +98,7 @@ pool_size = 12
 [limits]
 agent_requests_per_second = 50
 enroll_per_minute = 1000000
+max_connections = 40000
 EOF
 server="$bin/watchpost-server -c $work/server.toml"
 $server check-config
@@ -127,15 +133,46 @@ if [ "$CHAOS" = 1 ]; then
   chaos_pid=$!
 fi
 
+if [ "$POLL" = 1 ]; then
+  cat >"$work/group.toml" <<'GROUP'
+[[source]]
+name = "sep-av"
+type = "sep_av_log"
+path = "C:\\ProgramData\\Symantec\\Symantec Endpoint Protection\\CurrentVersion\\Data\\Logs\\AV\\*.Log"
+
+[[filter]]
+name = "virus-found"
+match = { source = "sep-av", event_code = 5 }
+actions = ["siem"]
+
+[[action]]
+name = "siem"
+type = "syslog"
+target = "udp://192.0.2.10:514"
+GROUP
+  (
+    for step in 1 2; do
+      sleep $(( step == 1 ? RAMP + DURATION / 3 : DURATION / 3 ))
+      sed -i "s/192.0.2.1[0-9]/192.0.2.1$step/" "$work/group.toml"
+      echo "== publish: $($server config publish bench "$work/group.toml" -m "step $step" 2>&1 | tail -1)"
+      sleep 5
+      echo "== command: $($server command send --agent loadgen-00042 reload 2>&1 | tail -1)"
+    done
+  ) &
+  publish_pid=$!
+fi
+
 echo "== load: $AGENTS agents, $RATE events/s, ${DURATION}s (ramp ${RAMP}s), chaos=$CHAOS"
 set +e
 WATCHPOST_LOADGEN_SECRET=$secret "$bin/watchpost-loadgen" --server "https://127.0.0.1:$port" \
   --ca-file "$work/ca.pem" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION" \
   --heartbeat "$HEARTBEAT" --batch-interval "$BATCH_INTERVAL" --ramp "$RAMP" --probe-every "$PROBE_EVERY" --db "$db" \
-  --watch "watchpost-server=@$work/server.pid" --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"}
+  --watch "watchpost-server=@$work/server.pid" --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"} \
+  $([ "$POLL" = 1 ] && echo --poll)
 status=$?
 set -e
 [ -n "${chaos_pid:-}" ] && wait "$chaos_pid" 2>/dev/null || true
+[ -n "${publish_pid:-}" ] && wait "$publish_pid" 2>/dev/null || true
 server_pid=$(cat "$work/server.pid")
 echo "== database: $(as_pg "$pgbin/psql" -h "$work" -U postgres -d watchpost -XAt -c "SELECT count(*) || ' events, ' || pg_size_pretty(pg_database_size('watchpost')) FROM events")"
 exit $status

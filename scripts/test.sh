@@ -45,9 +45,10 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # The fleet under load and failures, bounded (the full-scale run is a benchmark:
 # BENCHMARKS.md): 500 simulated agents over TLS, the server killed with SIGKILL and
 # PostgreSQL crash-restarted mid-load; fails unless every acknowledged event is stored
-# exactly once.
+# exactly once. The agents also long-poll the channel back (POLL=1): two configuration
+# versions are published and a command sent during the load.
 echo "== fleet load with a server kill and a PostgreSQL restart (scripts/fleet-bench.sh)"
-AGENTS=500 RATE=2000 DURATION=45 RAMP=5 HEARTBEAT=10 BATCH_INTERVAL=2 PROFILE=debug \
+AGENTS=500 RATE=2000 DURATION=45 RAMP=5 HEARTBEAT=10 BATCH_INTERVAL=2 PROFILE=debug POLL=1 \
   scripts/fleet-bench.sh 2>&1 | tee -a "$log" | grep -v '^\['
 grep -q 'database check: .* — ok' "$log"
 

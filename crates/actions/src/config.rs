@@ -98,6 +98,14 @@ impl ActionSpec {
         }
     }
 
+    /// Peers the action must leave reachable (the fleet server's addresses, for a
+    /// quarantine).
+    pub fn keep_reachable(&mut self, peers: &[std::net::SocketAddr]) {
+        if let Some(kind) = Arc::get_mut(&mut self.kind) {
+            kind.keep_reachable(peers);
+        }
+    }
+
     /// A `quarantine` action, for the `watchpost quarantine` commands.
     pub fn as_quarantine(&self) -> Option<crate::quarantine::Quarantine<'_>> {
         self.kind_as::<crate::quarantine::QuarantineSpec>()

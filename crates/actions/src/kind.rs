@@ -50,6 +50,10 @@ pub(crate) trait ActionKind: std::fmt::Debug + Send + Sync + Any {
     /// Where watchpost keeps its state (the quarantine records itself there).
     fn set_state_dir(&mut self, _dir: &Path) {}
 
+    /// Peers that must stay reachable whatever else the action does (the fleet server,
+    /// for the quarantine).
+    fn keep_reachable(&mut self, _peers: &[std::net::SocketAddr]) {}
+
     /// The file a kind appends to, with the place of its path (two actions appending to
     /// one file is a configuration error).
     fn appends_to(&self) -> Option<(&Path, Range<usize>)> {

@@ -830,6 +830,18 @@ impl crate::kind::ActionKind for QuarantineSpec {
         QuarantineSpec::set_state_dir(self, dir);
     }
 
+    /// The fleet server's addresses join the allow-list: a quarantined agent stays
+    /// reachable from the server (to be released from it).
+    fn keep_reachable(&mut self, peers: &[std::net::SocketAddr]) {
+        for p in peers {
+            if let Ok(a) = nft::parse_allow(&p.to_string())
+                && !self.allow.contains(&a)
+            {
+                self.allow.push(a);
+            }
+        }
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

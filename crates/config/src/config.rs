@@ -355,9 +355,15 @@ const SOURCE_TYPES: &str = "sep_av_log, sep_security_log, sep_traffic_log, sep_s
 /// Parses `text`; every problem lands in `diags`. `None` only for syntax errors (the
 /// configuration may be partial otherwise: check `diags`).
 pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
+    let doc = parse_table(text, diags)?;
+    parse_doc(doc, &[text], diags)
+}
+
+/// `text` as toml's spanned tree, `${…}` references expanded; `None` after a syntax error
+/// (only the first is reported: the parser's recovery after it, such as a missing `}`
+/// swallowing the tables that follow, produces errors that are not in the file).
+pub(crate) fn parse_table<'i>(text: &'i str, diags: &mut Diagnostics) -> Option<DeTable<'i>> {
     let (doc, syntax) = DeTable::parse_recoverable(text);
-    // Only the first syntax error: the parser's recovery after it (a missing `}` swallows
-    // the tables that follow) produces errors that are not in the file.
     if let Some(e) = syntax
         .iter()
         .min_by_key(|e| e.span().map_or(0, |s| s.start))
@@ -367,6 +373,16 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     }
     let mut doc = doc.into_inner();
     expand_tree(&mut doc);
+    Some(doc)
+}
+
+/// The configuration of a parsed tree; `texts` are what it was read from (their digest
+/// says which configuration runs).
+pub(crate) fn parse_doc(
+    doc: DeTable<'_>,
+    texts: &[&str],
+    diags: &mut Diagnostics,
+) -> Option<Config> {
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
     let mut fleet_raw: Option<(watchpost_fleet::RawFleet, std::ops::Range<usize>, u64)> = None;
@@ -506,7 +522,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         diags.extend(errs);
         if spec.is_some() && !store.enabled {
             diags.error(
-                at,
+                at.clone(),
                 "[fleet] ships what the event store keeps: turn [store] back on (enabled = true)",
             );
         }
@@ -519,6 +535,18 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
             .chain(spec.secret_file())
             .cloned()
             .collect();
+        // The server stays reachable from a quarantined host (to be released from it).
+        match spec.server_addrs() {
+            Ok(peers) => {
+                for a in &mut actions {
+                    a.keep_reachable(&peers);
+                }
+            }
+            Err(e) => diags.warning(
+                at.clone(),
+                format!("{e}: a quarantine would not leave the fleet server reachable"),
+            ),
+        }
         let stamp = (crate::rules::files_stamp(&files), agent.host.clone());
         defs.fleet
             .push(("fleet".into(), crate::definition::mix(fp, &stamp)));
@@ -527,9 +555,13 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     // FNV-1a over the text: which configuration runs, for the fleet server.
     let digest = format!(
         "{:016x}",
-        text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        texts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| (i > 0).then_some(0u8).into_iter().chain(t.bytes()))
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
     );
     let metrics = agent.metrics.as_ref().and_then(|m| {
         crate::address::parse_address(m.get_ref())

@@ -15,6 +15,11 @@
 //! * [`SourceMap`] maps a diagnostic's byte span to its file, line and column. A
 //!   configuration made of several texts (a local file plus a fleet group's overlay)
 //!   gives each text its own range of offsets; one file starts at 0.
+//! * [`ConfigSource::Fleet`]: a fleet group's configuration with the host's own file on
+//!   top. The rule of what each keeps is in `overlay.rs`: the group's configuration is the
+//!   base; `[fleet]` is only the local file's; the local file's keys of `[agent]` and
+//!   `[store]` replace the group's; its named entries replace the group's entries of the
+//!   same name, or come after them.
 //!
 //! ```
 //! use watchpost_config::{ConfigSource, Purpose, load};
@@ -30,6 +35,7 @@ mod config;
 mod definition;
 pub mod diag;
 mod load;
+mod overlay;
 mod paths;
 pub mod rules;
 
@@ -41,5 +47,5 @@ pub use config::{
 };
 pub use definition::{Changes, Definitions, Delta, fingerprint};
 pub use diag::{Diag, Diagnostics, Severity};
-pub use load::{ConfigSource, Loaded, Rejected, SourceMap, load, restart_only};
+pub use load::{ConfigSource, GroupText, Loaded, Rejected, SourceMap, load, restart_only};
 pub use paths::{static_dir, static_dir_or_path};

@@ -23,6 +23,31 @@ pub enum ConfigSource {
         /// The TOML text.
         text: String,
     },
+    /// A fleet group's configuration with the host's own file on top (the rule of what
+    /// each keeps is in `overlay.rs`).
+    Fleet {
+        /// The host's file (its `[fleet]`, `[agent]`, `[store]` and overrides); `None`
+        /// for the group's configuration alone (the server checking a version).
+        local: Option<PathBuf>,
+        /// The group's configuration text, as the agent keeps it (or as published).
+        group: GroupText,
+        /// Where the group's files (Sigma rules, placeholder files) are.
+        files: PathBuf,
+    },
+}
+
+/// A group configuration's text: a file the agent keeps, or a text in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupText {
+    /// A file.
+    File(PathBuf),
+    /// A text with the name its diagnostics give as the file.
+    Text {
+        /// Shown as the file name.
+        name: String,
+        /// The TOML text.
+        text: String,
+    },
 }
 
 impl ConfigSource {
@@ -37,13 +62,22 @@ impl ConfigSource {
             ConfigSource::BuiltIn => "<built-in>".into(),
             ConfigSource::File(p) => p.display().to_string(),
             ConfigSource::Text { name, .. } => name.clone(),
+            ConfigSource::Fleet { local: Some(p), .. } => p.display().to_string(),
+            ConfigSource::Fleet {
+                group: GroupText::File(p),
+                ..
+            } => p.display().to_string(),
+            ConfigSource::Fleet {
+                group: GroupText::Text { name, .. },
+                ..
+            } => name.clone(),
         }
     }
 
     /// The file, when the configuration is one.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            ConfigSource::File(p) => Some(p),
+            ConfigSource::File(p) | ConfigSource::Fleet { local: Some(p), .. } => Some(p),
             _ => None,
         }
     }
@@ -168,30 +202,80 @@ impl std::error::Error for Rejected {}
 /// diagnostic saying why).
 pub fn load(source: &ConfigSource, purpose: Purpose) -> Result<Loaded, Rejected> {
     let name = source.name();
-    let text = match source {
-        ConfigSource::BuiltIn => DEFAULT_CONFIG.to_owned(),
-        ConfigSource::Text { text, .. } => text.clone(),
-        ConfigSource::File(p) => match std::fs::read_to_string(p) {
-            Ok(t) => t,
-            Err(e) => {
-                let mut diagnostics = Diagnostics::default();
-                diagnostics.error(0..0, format!("cannot read the configuration: {e}"));
-                return Err(Rejected {
-                    diagnostics,
-                    map: SourceMap::single(name, String::new()),
-                });
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            let mut diagnostics = Diagnostics::default();
+            diagnostics.error(0..0, format!("cannot read the configuration: {e}"));
+            Rejected {
+                diagnostics,
+                map: SourceMap::single(p.display().to_string(), String::new()),
             }
-        },
+        })
     };
     let mut diags = Diagnostics::default();
-    let config = crate::parse(&text, &mut diags);
+    let (config, map) = match source {
+        ConfigSource::BuiltIn => {
+            let config = crate::parse(DEFAULT_CONFIG, &mut diags);
+            (config, SourceMap::single(name, DEFAULT_CONFIG))
+        }
+        ConfigSource::Text { text, .. } => {
+            let config = crate::parse(text, &mut diags);
+            (config, SourceMap::single(name, text.clone()))
+        }
+        ConfigSource::File(p) => {
+            let text = read(p)?;
+            let config = crate::parse(&text, &mut diags);
+            (config, SourceMap::single(name, text))
+        }
+        ConfigSource::Fleet {
+            local,
+            group,
+            files,
+        } => {
+            let (group_name, group_text) = match group {
+                GroupText::File(p) => (p.display().to_string(), read(p)?),
+                GroupText::Text { name, text } => (name.clone(), text.clone()),
+            };
+            let local = match local {
+                Some(p) => Some((p.display().to_string(), read(p)?)),
+                None => None,
+            };
+            let mut map = SourceMap::single(group_name, group_text.clone());
+            let base = group_text.len() + 1;
+            let local_padded = local.as_ref().map(|(_, t)| crate::overlay::padded(base, t));
+            if let Some((n, t)) = &local {
+                map.files.push((n.clone(), t.clone(), base));
+            }
+            let g = crate::config::parse_table(&group_text, &mut diags);
+            let l = match &local_padded {
+                Some(t) => crate::config::parse_table(t, &mut diags).map(Some),
+                None => Some(None),
+            };
+            let config = match (g, l) {
+                (Some(g), Some(l)) => {
+                    let doc = crate::overlay::merge(g, l, files, &mut diags);
+                    let mut texts = vec![group_text.as_str()];
+                    texts.extend(local.as_ref().map(|(_, t)| t.as_str()));
+                    crate::config::parse_doc(doc, &texts, &mut diags)
+                }
+                _ => None,
+            };
+            (config, map)
+        }
+    };
     let chain = config
         .as_ref()
         .and_then(|c| crate::check::validate(c, &mut diags, purpose));
-    let map = SourceMap::single(name, text);
     match (config, chain) {
         (Some(config), Some(chain)) if !diags.has_errors() => {
             let mut watched: Vec<PathBuf> = source.path().map(PathBuf::from).into_iter().collect();
+            if let ConfigSource::Fleet {
+                group: GroupText::File(p),
+                ..
+            } = source
+            {
+                watched.push(p.clone());
+            }
             for set in &config.rules {
                 watched.extend(set.watched.iter().cloned());
             }

@@ -19,16 +19,24 @@
 //! * **Heartbeats** ([`Heartbeat`] → [`HeartbeatAck`]): the agent's health: version,
 //!   configuration generation and diagnostics, sources, actions, checks, quarantine,
 //!   baselines, its shipping queue and what it dropped.
+//! * **The channel back** ([`Poll`] → [`Delivery`], [`Report`] → [`ReportAck`];
+//!   `channel.rs`): the agent long-polls for its group's configuration, commands and
+//!   acknowledgements made centrally, and reports what it did with them.
 //!
 //! [`decode_batch`] is the one place a batch from the network is read: decompression with
 //! a limit ([`Limits::max_decompressed`]), JSON with serde, then [`Batch::validate`]. It
 //! never panics on any input (fuzzed: `fuzz/` and this crate's `tests/fuzz.rs`).
 
+pub mod channel;
 mod codec;
 mod fields;
 
 use serde::{Deserialize, Serialize};
 
+pub use channel::{
+    CentralAck, Command, CommandKind, CommandResult, ConfigReport, Delivery, GroupConfig, Poll,
+    Report, ReportAck,
+};
 pub use codec::{
     DecodeError, Encoding, Limits, decode_batch, decode_json, decompress, encode_batch,
     encode_json, fuzz_batch,
@@ -49,6 +57,10 @@ pub const ADMIN_EVENTS: &str = "/api/v1/admin/events";
 pub const ADMIN_AGENTS: &str = "/api/v1/admin/agents";
 /// `GET`: liveness and the database's reachability (no credential).
 pub const HEALTH: &str = "/api/v1/health";
+/// `POST`: long-poll for configuration, commands and acknowledgements.
+pub const POLL: &str = "/api/v1/poll";
+/// `POST`: what the agent did with them.
+pub const REPORT: &str = "/api/v1/report";
 
 /// Every route the server answers: method and path. `docs/fleet-api.md` documents each.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -58,6 +70,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", ADMIN_EVENTS),
     ("GET", ADMIN_AGENTS),
     ("GET", HEALTH),
+    ("POST", POLL),
+    ("POST", REPORT),
 ];
 
 /// How agent credentials start (so a leaked one is recognisable, e.g. by secret scanners).

@@ -35,7 +35,12 @@
 //! says how often), on a connection of its own each time, so a heartbeat never waits
 //! behind a batch: the server sees an agent alive, and how far behind its shipping is,
 //! even while its batches are slow.
+//!
+//! The other direction (the group's configuration, commands, acknowledgements made on
+//! the server) is [`channel`]: a long-poll the agent opens, with its cursors kept in the
+//! state directory.
 
+pub mod channel;
 mod host;
 mod spec;
 
@@ -853,7 +858,7 @@ fn record(seq: u64, item: &Option<Queued>) -> Option<Record> {
 }
 
 /// ±20 % so a fleet that lost its server does not come back in step.
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos());

@@ -262,6 +262,32 @@ impl FleetSpec {
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         Endpoint::parse(&self.server, self.ca_file.as_deref())
     }
+
+    /// The server's addresses with its port (a host name is resolved now).
+    pub fn server_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        use std::net::ToSocketAddrs;
+        let rest = self
+            .server
+            .split_once("://")
+            .map_or(self.server.as_str(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let https = self.server.starts_with("https://");
+        let default = if https { 443 } else { 80 };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                match p.parse::<u16>() {
+                    Ok(p) if !h.contains(':') || h.starts_with('[') => (h, p),
+                    _ => (authority, default),
+                }
+            }
+            _ => (authority, default),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (host, port)
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .map_err(|e| format!("the fleet server's name `{host}` does not resolve: {e}"))
+    }
 }
 
 #[cfg(test)]

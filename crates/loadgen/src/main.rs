@@ -12,7 +12,12 @@
 //! own, and, with `--db`, checks every agent's sequence numbers in PostgreSQL: each stored
 //! once, none missing.
 //!
+//! With `--poll` each agent also long-polls the channel back (`channel.rs`) and the
+//! report says how fast configuration versions and commands reached the agents.
+//!
 //! The figures are printed as text and, with `--json FILE`, written as JSON.
+
+mod channel;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -91,6 +96,9 @@ struct Args {
     /// 0: no probes.
     #[arg(long, default_value_t = 0)]
     probe_every: u64,
+    /// Each agent also long-polls for configuration and commands (and reports them).
+    #[arg(long)]
+    poll: bool,
 }
 
 /// The exactly-once probes: what each must get, and what it got.
@@ -305,6 +313,7 @@ async fn agent(
     stats: Arc<Stats>,
     start_at: Instant,
     end_at: Instant,
+    channel_stats: Option<Arc<channel::ChannelStats>>,
 ) {
     tokio::time::sleep_until(start_at.into()).await;
     let host = format!("{}-{i:05}", args.prefix);
@@ -337,6 +346,9 @@ async fn agent(
     };
     stats.enrolled.fetch_add(1, Ordering::Relaxed);
     let cred = enrolled.credential;
+    if let Some(ch) = channel_stats {
+        tokio::spawn(channel::poll_loop(client.clone(), cred.clone(), ch, end_at));
+    }
     let stream = format!("{}-{i}", args.prefix);
     let per_batch = args.rate / args.agents as f64 * args.batch_interval;
     let mut carry = 0.0;
@@ -803,6 +815,7 @@ async fn main() -> Result<()> {
         .collect();
     // Its own share of the machine, too (the agents' TLS, gzip and JSON).
     watched.push(("watchpost-loadgen".into(), Watched::Pid(std::process::id())));
+    let channel_stats = Arc::new(channel::ChannelStats::default());
     let t0 = Instant::now();
     let ramp = Duration::from_secs_f64(args.ramp);
     let load_start = t0 + ramp;
@@ -817,6 +830,7 @@ async fn main() -> Result<()> {
             stats.clone(),
             start_at,
             end_at,
+            args.poll.then(|| channel_stats.clone()),
         )));
     }
     // Sample the watched processes' CPU and memory every second.
@@ -1065,6 +1079,14 @@ async fn main() -> Result<()> {
             if ok { " — ok" } else { " — FAILED" }
         );
         report["database_check"] = serde_json::json!({ "sequence_numbers": checked, "agents": acked.len(), "missing": missing, "doubled": doubled, "ok": ok });
+        if args.poll {
+            report["channel"] = channel::figures(
+                &channel_stats,
+                &client,
+                stats.enrolled.load(Ordering::Relaxed),
+            )
+            .await?;
+        }
     }
     let probes_failed = {
         let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());

@@ -125,6 +125,7 @@ impl Runtime {
         }
         if let Some(client) = fleet::prepare(&config, &shared.metrics)? {
             fleet::start(&mut supervisor, client, &fleet_server(&config))?;
+            fleet::start_channel(&mut supervisor, &config, &source, &reload, &shared)?;
         }
         write_pid(&config);
         let g = shared.current.load();
@@ -356,6 +357,7 @@ impl Runtime {
             }
         }
         if !changes.fleet.is_empty() {
+            self.supervisor.stop(fleet::CHANNEL_TASK);
             self.supervisor.stop(fleet::TASK);
             if let Err(e) = fleet::set_queueing(&new) {
                 tracing::error!(error = %format!("{e:#}"), "the event store's fleet queue keeps its old setting");
@@ -364,6 +366,15 @@ impl Runtime {
                 && let Err(e) = fleet::start(&mut self.supervisor, client, &fleet_server(&new))
             {
                 tracing::error!(error = %format!("{e:#}"), "starting the fleet task");
+            }
+            if let Err(e) = fleet::start_channel(
+                &mut self.supervisor,
+                &new,
+                source,
+                &self.reload,
+                &self.shared,
+            ) {
+                tracing::error!(error = %format!("{e:#}"), "starting the fleet channel");
             }
         }
         *watchpost_support::lock(&self.shared.metrics.config.running) = running;

@@ -10,17 +10,29 @@
 //! turned on, resized or off to match. A new configuration's client is made before
 //! anything changes (it opens the queue and reads the CA file), so one that cannot be
 //! made rejects the reload.
+//!
+//! The second task, `fleet-channel`, is the way back (`watchpost_fleet::channel`): a
+//! group configuration from the server is applied by a reload of
+//! `ConfigSource::Fleet` (the group's text with the local file on top; from then on a
+//! SIGHUP or `watchpost reload` reloads that pair), commands act as the CLI does
+//! (quarantine apply/release, an action run with an event of the given fields, the
+//! checks observed, a reload), acknowledgements made centrally go into the event store.
+//! It is restarted with the shipper when `[fleet]` changes.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use watchpost_config::Config;
+use watchpost_config::{Config, ConfigSource, GroupText};
+use watchpost_event::Event;
 use watchpost_fleet::{Client, HostInfo};
+use watchpost_fleet_protocol::{CentralAck, Command, CommandKind, ConfigReport, GroupConfig};
 
 use crate::metrics::Metrics;
 use crate::pipeline::local_host_name;
-use crate::supervisor::Supervisor;
+use crate::reload::{Outcome, ReloadHandle};
+use crate::supervisor::{StopSignal, Supervisor};
+use crate::tasks::Shared;
 
 /// The task's name.
 pub const TASK: &str = "fleet";
@@ -118,4 +130,224 @@ fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::QuarantineSt
         reason: s.reason,
         until_ms: s.until.as_deref().and_then(ms),
     })
+}
+
+/// The channel task's name.
+pub const CHANNEL_TASK: &str = "fleet-channel";
+
+/// What the daemon does with what the fleet server sends (see
+/// `watchpost_fleet::channel`): a group configuration is applied by a reload of the
+/// configuration made of it and the local file (`ConfigSource::Fleet`), commands act
+/// as the CLI does, acknowledgements go into the event store.
+struct DaemonApply {
+    reload: ReloadHandle,
+    /// What the daemon runs: its local file, and the group's once applied.
+    source: Arc<Mutex<ConfigSource>>,
+    shared: Shared,
+    state_dir: PathBuf,
+    store: PathBuf,
+    stop: StopSignal,
+}
+
+impl DaemonApply {
+    /// The running configuration, read again (commands need its actions and checks).
+    fn running(&self) -> Result<Config, String> {
+        let source = watchpost_support::lock(&self.source).clone();
+        watchpost_config::load(&source, watchpost_config::Purpose::Offline)
+            .map(|l| l.config)
+            .map_err(|r| r.rendered())
+    }
+}
+
+impl watchpost_fleet::channel::Apply for DaemonApply {
+    fn config(&mut self, c: &GroupConfig, group_file: &Path, files: &Path) -> ConfigReport {
+        let local = watchpost_support::lock(&self.source)
+            .path()
+            .map(Path::to_owned);
+        let source = ConfigSource::Fleet {
+            local,
+            group: GroupText::File(group_file.to_owned()),
+            files: files.to_owned(),
+        };
+        let stop = self.stop.clone();
+        match self
+            .reload
+            .reload_while(Some(source.clone()), &|| !stop.is_raised())
+        {
+            Some(o) => {
+                if o.is_ok() {
+                    *watchpost_support::lock(&self.source) = source;
+                }
+                let diagnostics = match &o {
+                    Outcome::Rejected { diagnostics, .. } => diagnostics.clone(),
+                    _ => String::new(),
+                };
+                ConfigReport {
+                    version: c.version,
+                    ok: o.is_ok(),
+                    generation: o.generation(),
+                    diagnostics,
+                }
+            }
+            None => ConfigReport {
+                version: c.version,
+                ok: false,
+                generation: self.shared.current.number(),
+                diagnostics: "the daemon stopped before applying it".into(),
+            },
+        }
+    }
+
+    fn command(&mut self, c: &Command) -> Result<String, String> {
+        let by = format!("fleet ({})", c.by);
+        match &c.kind {
+            CommandKind::QuarantineRelease { reason } => {
+                match watchpost_actions::quarantine::release(&self.state_dir, &by, reason) {
+                    Ok(Some(s)) => Ok(format!("released (quarantined since {})", s.since)),
+                    Ok(None) => Ok("not quarantined: nothing to release".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            CommandKind::QuarantineApply { reason, action } => {
+                let config = self.running()?;
+                let candidates: Vec<_> = config
+                    .actions
+                    .iter()
+                    .filter_map(|a| a.as_quarantine())
+                    .filter(|q| !q.releases())
+                    .collect();
+                let q = match (action, candidates.as_slice()) {
+                    (Some(name), _) => candidates
+                        .iter()
+                        .find(|q| q.name() == name)
+                        .ok_or_else(|| format!("no quarantine action `{name}`"))?,
+                    (None, [one]) => one,
+                    (None, []) => return Err("no quarantine action is configured".into()),
+                    (None, _) => {
+                        return Err("several quarantine actions are configured: name one".into());
+                    }
+                };
+                let (new, state) = q
+                    .apply(&self.state_dir, &self.shared.local_host, reason, &by)
+                    .map_err(|e| e.to_string())?;
+                let until = state.until.as_deref().unwrap_or("released");
+                Ok(if new {
+                    format!("quarantined (action {}) until {until}", q.name())
+                } else {
+                    format!(
+                        "already quarantined since {}; now until {until}",
+                        state.since
+                    )
+                })
+            }
+            CommandKind::RunAction { action, fields } => {
+                let g = self.shared.current.load();
+                let lane = g
+                    .actions
+                    .iter()
+                    .find(|l| l.name() == action)
+                    .ok_or_else(|| format!("no action `{action}` in the running configuration"))?;
+                let raw = serde_json::to_string(fields).unwrap_or_default();
+                let host = fields
+                    .get("host")
+                    .cloned()
+                    .unwrap_or_else(|| self.shared.local_host.clone());
+                let mut event = Event::new(Arc::from("fleet"), Arc::from(host.as_str()), raw);
+                event.time = Some(jiff::Timestamp::now());
+                for (k, v) in fields {
+                    if let Some(sym) = watchpost_event::Sym::try_new(k) {
+                        event.push(sym, watchpost_event::Value::Str(v.as_str().into()));
+                    }
+                }
+                let job = watchpost_actions::Job {
+                    event: Arc::new(event),
+                    filter: Arc::from("fleet-command"),
+                    actions: Arc::from(action.as_str()),
+                    stored: None,
+                };
+                if lane.submit(job) {
+                    Ok(format!("queued to action {action}"))
+                } else {
+                    Err(format!("action {action}'s queue is full"))
+                }
+            }
+            CommandKind::RunChecks => {
+                let config = self.running()?;
+                if config.checks.is_empty() {
+                    return Ok("no checks configured".into());
+                }
+                let metrics = self.shared.metrics.clone();
+                let clock: watchpost_checks::SourceClock = Arc::new(move |name: &str| {
+                    metrics
+                        .source_if_known(name)
+                        .map(|c| c.last_record_ms.load(std::sync::atomic::Ordering::Relaxed))
+                });
+                let mut out = String::new();
+                for check in &config.checks {
+                    let o = watchpost_checks::observe(check, &clock);
+                    out.push_str(&format!("{}: {} ({})\n", check.name, o.status, o.detail));
+                }
+                Ok(out)
+            }
+            CommandKind::Reload => {
+                let stop = self.stop.clone();
+                match self.reload.reload_while(None, &|| !stop.is_raised()) {
+                    Some(Outcome::Applied {
+                        generation,
+                        changes,
+                    }) => Ok(format!("generation {generation}: {changes}")),
+                    Some(Outcome::Unchanged { generation }) => {
+                        Ok(format!("generation {generation}: nothing changed"))
+                    }
+                    Some(Outcome::Rejected { diagnostics, .. }) => Err(diagnostics),
+                    None => Err("the daemon stopped before reloading".into()),
+                }
+            }
+        }
+    }
+
+    fn acks(&mut self, acks: &[CentralAck]) -> Result<(), String> {
+        let mut store = watchpost_store::Store::open(&self.store).map_err(|e| e.to_string())?;
+        let list: Vec<(u64, i64, String, String)> = acks
+            .iter()
+            .map(|a| (a.event, a.at_ms, a.by.clone(), a.comment.clone()))
+            .collect();
+        let done = store.ack_central(&list).map_err(|e| e.to_string())?;
+        tracing::info!(
+            received = acks.len(),
+            acknowledged = done.len(),
+            "acknowledgements from the fleet server"
+        );
+        Ok(())
+    }
+}
+
+/// Starts the channel task for `config`'s `[fleet]` (nothing without one).
+pub fn start_channel(
+    sup: &mut Supervisor,
+    config: &Config,
+    source: &ConfigSource,
+    reload: &ReloadHandle,
+    shared: &Shared,
+) -> Result<()> {
+    let Some((_, spec)) = &config.fleet else {
+        return Ok(());
+    };
+    if !config.store.enabled {
+        return Ok(());
+    }
+    let spec = spec.clone();
+    let mut apply = DaemonApply {
+        reload: reload.clone(),
+        source: Arc::new(Mutex::new(source.clone())),
+        shared: shared.clone(),
+        state_dir: config.state_dir.clone(),
+        store: config.store.path.clone(),
+        stop: StopSignal::new(),
+    };
+    sup.spawn(CHANNEL_TASK, move |stop| {
+        apply.stop = stop.clone();
+        watchpost_fleet::channel::run(spec, &mut apply, &|| stop.is_raised());
+    })?;
+    Ok(())
 }

@@ -111,6 +111,31 @@ impl ReloadHandle {
     }
 }
 
+impl ReloadHandle {
+    /// Like [`ReloadHandle::reload`], but waits only while `waiting()` says so (checked
+    /// every 200 ms): for a task the daemon itself may stop during the reload.
+    pub fn reload_while(
+        &self,
+        source: Option<ConfigSource>,
+        waiting: &dyn Fn() -> bool,
+    ) -> Option<Outcome> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(Request {
+                source,
+                reply: Some(tx),
+            })
+            .ok()?;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(o) => return Some(o),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if waiting() => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// What `<state_dir>/reload.json` holds: the last attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {

@@ -20,8 +20,9 @@ use watchpost_runtime::{Outcome, ReloadHandle, Runtime, reload};
 /// One request a stand-in server received: its path and its body as JSON.
 type Seen = Arc<Mutex<Vec<(String, Value)>>>;
 
-/// A stand-in fleet server: answers heartbeats (next one in an hour) and commits every
-/// batch; returns its URL and what it received.
+/// A stand-in fleet server: answers heartbeats (next one in an hour), commits every
+/// batch, holds the channel's polls for a second and answers them with nothing new;
+/// returns its URL and what it received (polls and reports are not recorded).
 fn server() -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -30,7 +31,10 @@ fn server() -> (String, Seen) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let _ = answer(conn, &log);
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = answer(conn, &log);
+            });
         }
     });
     (url, seen)
@@ -61,6 +65,22 @@ fn answer(conn: TcpStream, log: &Seen) -> std::io::Result<()> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     assert_eq!(auth, "Bearer wpa_test", "the stored credential is sent");
+    if path.ends_with("/poll") || path.ends_with("/report") {
+        if path.ends_with("/poll") {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let mut conn = conn;
+        let reply = if path.ends_with("/poll") {
+            "{}"
+        } else {
+            "{\"recorded\":0}"
+        };
+        return write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        );
+    }
     let value: Value = decode_json(&body, Encoding::Gzip, &Limits::default()).unwrap();
     let reply = if path.ends_with("/heartbeat") {
         json!({ "heartbeat_secs": 3600, "server_time_ms": 0 })

@@ -71,7 +71,7 @@ fn check_name(what: &str, name: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-async fn audit(
+pub(crate) async fn audit(
     client: &Client,
     actor: &str,
     action: &str,
@@ -87,7 +87,7 @@ async fn audit(
     Ok(())
 }
 
-async fn group_id(client: &Client, name: &str) -> Result<i64, AdminError> {
+pub(crate) async fn group_id(client: &Client, name: &str) -> Result<i64, AdminError> {
     client
         .query_opt("SELECT id FROM groups WHERE name = $1", &[&name])
         .await?

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "ingest_indexes",
         include_str!("../migrations/0002_ingest_indexes.sql"),
     ),
+    (3, "channel", include_str!("../migrations/0003_channel.sql")),
 ];
 
 /// Why the database could not be used.
@@ -52,15 +53,7 @@ pub enum DbError {
 
 /// Connects a pool (no connection is opened until one is needed).
 pub fn pool(db: &Database) -> Result<Pool, DbError> {
-    let mut pg: tokio_postgres::Config = db
-        .url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Build(e.to_string()))?;
-    if let Some(p) = &db.password {
-        pg.password(p.read().map_err(DbError::Password)?);
-    }
-    pg.application_name("watchpost-server");
-    pg.connect_timeout(Duration::from_secs(5));
+    let pg = pg_config(db)?;
     let mgr = Manager::from_config(
         pg,
         NoTls,
@@ -76,6 +69,20 @@ pub fn pool(db: &Database) -> Result<Pool, DbError> {
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// The connection settings of `[database]` (the pool's, and the notification listener's).
+pub fn pg_config(db: &Database) -> Result<tokio_postgres::Config, DbError> {
+    let mut pg: tokio_postgres::Config = db
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Build(e.to_string()))?;
+    if let Some(p) = &db.password {
+        pg.password(p.read().map_err(DbError::Password)?);
+    }
+    pg.application_name("watchpost-server");
+    pg.connect_timeout(Duration::from_secs(5));
+    Ok(pg)
 }
 
 /// Applies the migrations not yet applied; returns the versions applied now.

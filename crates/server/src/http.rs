@@ -59,6 +59,8 @@ pub struct State {
     pub metrics: Metrics,
     /// The partition window (moved by the maintenance task).
     pub window: RwLock<Window>,
+    /// Wake-ups of the long-polls this instance holds (`channel.rs`).
+    pub hub: Arc<crate::channel::Hub>,
     agent_buckets: Mutex<HashMap<i64, Bucket>>,
     enroll_buckets: Mutex<HashMap<IpAddr, Bucket>>,
     /// Agent credentials seen valid (SHA-256 → agent id), so batches and heartbeats need
@@ -227,6 +229,7 @@ impl State {
                 pool,
                 metrics: Metrics::default(),
                 window: RwLock::new(window),
+                hub: Arc::default(),
                 agent_buckets: Mutex::new(HashMap::new()),
                 enroll_buckets: Mutex::new(HashMap::new()),
                 agent_keys: Mutex::new(HashMap::new()),
@@ -496,6 +499,8 @@ async fn route_request(
         (&Method::GET, proto::ADMIN_EVENTS) => admin_events(state, req).await,
         (&Method::GET, proto::ADMIN_AGENTS) => admin_agents(state, req).await,
         (&Method::GET, proto::HEALTH) => health(state).await,
+        (&Method::POST, proto::POLL) => poll(state, req).await,
+        (&Method::POST, proto::REPORT) => report(state, req).await,
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -1079,6 +1084,85 @@ async fn admin_agents(state: &Arc<State>, req: Request<Incoming>) -> Response<Bo
     }
 }
 
+/// Largest poll or report body.
+const MAX_CHANNEL_BODY: usize = 1 << 20;
+
+/// A poll or report body.
+async fn channel_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let (body, encoding) = read_body(req, MAX_CHANNEL_BODY).await?;
+    let limits = Limits {
+        max_body: MAX_CHANNEL_BODY,
+        max_decompressed: MAX_CHANNEL_BODY,
+        max_records: 0,
+    };
+    Encoding::from_header(encoding.as_deref())
+        .and_then(|e| proto::decode_json(&body, e, &limits))
+        .map_err(|e| decode_error(&e))
+}
+
+/// `POST /api/v1/poll`: what is new for the agent, at once or when it arrives (see
+/// `channel.rs`). The database connection goes back to the pool while the poll waits.
+async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (agent_id, db) = match agent(state, &req).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let p: proto::Poll = match channel_body(req).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let wait = Duration::from_secs(u64::from(p.wait_secs.min(proto::channel::MAX_WAIT_SECS)));
+    let deadline = Instant::now() + wait;
+    let mut db = Some(db);
+    loop {
+        let conn = match db.take() {
+            Some(c) => c,
+            None => match client(state).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            },
+        };
+        let (group, delivery) = match crate::channel::fetch(&conn, &state.hub, agent_id, &p).await {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown agent (enroll again)",
+                );
+            }
+            Err(e) => return db_failed(e),
+        };
+        drop(conn);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !delivery.is_empty() || left.is_zero() {
+            return json(StatusCode::OK, &delivery);
+        }
+        if !crate::channel::wait(&state.hub, agent_id, group, p.config_version, left).await {
+            return json(StatusCode::OK, &proto::Delivery::default());
+        }
+    }
+}
+
+/// `POST /api/v1/report`: a configuration applied or refused, command results, how far
+/// central acknowledgements were applied.
+async fn report(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (agent_id, db) = match agent(state, &req).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let r: proto::Report = match channel_body(req).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match crate::channel::record_report(&db, agent_id, &r).await {
+        Ok(ack) => json(StatusCode::OK, &ack),
+        Err(e) => db_failed(e),
+    }
+}
+
 async fn health(state: &Arc<State>) -> Response<Body> {
     let ok = match state.pool.get().await {
         Ok(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
@@ -1122,6 +1206,10 @@ pub async fn serve_metrics(
                             "GET only",
                         )
                     } else {
+                        state
+                            .metrics
+                            .polls_waiting
+                            .store(state.hub.waiting.load(Ordering::Relaxed), Ordering::Relaxed);
                         let text = state.metrics.render(&state.pool.status());
                         let mut r = Response::new(Full::new(Bytes::from(text)));
                         r.headers_mut().insert(

@@ -11,6 +11,8 @@
 //! | `ingest.rs` | one batch into PostgreSQL in one transaction, exactly once |
 //! | `heartbeat.rs` | a heartbeat into the agent's row, check and quarantine states |
 //! | `admin.rs` | groups, enrollment secrets, enrollment, agents, users, the audit log |
+//! | `control.rs` | group configuration versions (checked with the agent's own code), commands, central acknowledgements: library functions for the CLI and the console |
+//! | `channel.rs` | the long-poll back to agents (`/poll`, `/report`), woken through PostgreSQL `LISTEN/NOTIFY` |
 //! | `query.rs`, `events.rs` | the `watchpost events` query language compiled to PostgreSQL; listing |
 //! | `metrics.rs` | Prometheus counters |
 //!
@@ -18,7 +20,9 @@
 //! `docs/fleet-api.md`, deployment in `docs/fleet.md`.
 
 pub mod admin;
+pub mod channel;
 pub mod config;
+pub mod control;
 pub mod copy;
 pub mod db;
 pub mod events;
@@ -79,6 +83,7 @@ async fn maintenance(state: Arc<http::State>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         state.prune_buckets();
+        state.hub.prune();
         let Ok(mut client) = state.pool.get().await else {
             partitions_due = true;
             continue;
@@ -97,6 +102,16 @@ async fn maintenance(state: Arc<http::State>, mut stop: watch::Receiver<bool>) {
             for i in 0..3 {
                 state.metrics.agents[i].store(row.get::<_, i64>(i), Ordering::Relaxed);
             }
+        }
+        if let Ok((outstanding, pending)) = control::outstanding(&client).await {
+            state
+                .metrics
+                .config_outstanding
+                .store(outstanding, Ordering::Relaxed);
+            state
+                .metrics
+                .commands_pending
+                .store(pending, Ordering::Relaxed);
         }
         if partitions_due || last_partitions.elapsed() >= Duration::from_secs(3600) {
             match db::maintain_partitions(
@@ -128,12 +143,14 @@ pub struct Running {
     pub metrics_addr: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    hub: Arc<channel::Hub>,
 }
 
 impl Running {
     /// Stops accepting and waits for the tasks.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        self.hub.close();
         for t in self.tasks {
             let _ = t.await;
         }
@@ -168,10 +185,17 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let workers = ingest_workers(config.database.pool_size);
+    let pg = db::pg_config(&config.database)?;
     let (state, queues) = http::State::new(config, pool, window);
     let state = Arc::new(state);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let hub = state.hub.clone();
+    tasks.push(tokio::spawn(channel::listen(
+        pg,
+        hub.clone(),
+        stop_rx.clone(),
+    )));
     let ingest_rx = Arc::new(tokio::sync::Mutex::new(queues.ingest));
     for _ in 0..workers {
         tasks.push(tokio::spawn(http::ingest_worker(
@@ -205,5 +229,6 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
         metrics_addr,
         stop,
         tasks,
+        hub,
     })
 }

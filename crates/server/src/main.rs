@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use watchpost_server::{admin, config, db, events};
 
+mod control_cli;
+
 #[derive(Parser)]
 #[command(
     name = "watchpost-server",
@@ -63,6 +65,20 @@ enum Command {
     /// Users (API tokens now; console logins use their passwords).
     #[command(subcommand)]
     User(UserCmd),
+    /// Group configurations: publish (checked first), list, show, roll back, status.
+    #[command(subcommand)]
+    Config(control_cli::ConfigCmd),
+    /// Commands to agents: quarantine, run an action, run checks, reload.
+    #[command(subcommand, name = "command")]
+    Cmd(control_cli::CommandCmd),
+    /// Acknowledges events (by the ids `events` shows); the acknowledgement reaches the
+    /// agent's own store.
+    Ack {
+        #[arg(required = true)]
+        events: Vec<i64>,
+        #[arg(short = 'm', long, default_value = "")]
+        comment: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -437,6 +453,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 })
             })
         }
+        Command::Config(control_cli::ConfigCmd::Check { file, files }) => {
+            print!("{}", control_cli::check(&file, files.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(cmd) => admin_cmd(&cli.config, |client| {
+            Box::pin(async move { control_cli::config(client, &actor(), cmd).await })
+        }),
+        Command::Cmd(cmd) => admin_cmd(&cli.config, |client| {
+            Box::pin(async move { control_cli::command(client, &actor(), cmd).await })
+        }),
+        Command::Ack { events, comment } => admin_cmd(&cli.config, |client| {
+            Box::pin(async move { control_cli::ack(client, &actor(), &events, &comment).await })
+        }),
         Command::User(cmd) => {
             let password = match &cmd {
                 UserCmd::Add {

@@ -11,6 +11,9 @@
 //! | `watchpost_server_db_pool_connections` | `state` | pool connections `open`, `idle`, and requests `waiting` for one (gauge) |
 //! | `watchpost_server_rate_limited_total` | | requests refused with 429 |
 //! | `watchpost_server_connections` | | client connections open (gauge) |
+//! | `watchpost_server_config_outstanding` | | agents not (yet) running their group's published configuration version (gauge, every 15 s) |
+//! | `watchpost_server_commands_pending` | | command deliveries without a result (gauge, every 15 s) |
+//! | `watchpost_server_polls_waiting` | | long-polls held by this instance now (gauge) |
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -59,6 +62,12 @@ pub struct Metrics {
     lag_sum_ms: AtomicU64,
     /// Agents online, offline, revoked.
     pub agents: [AtomicI64; 3],
+    /// Agents not running their group's published version.
+    pub config_outstanding: AtomicI64,
+    /// Command deliveries without a result.
+    pub commands_pending: AtomicI64,
+    /// Long-polls held now.
+    pub polls_waiting: AtomicI64,
 }
 
 /// The route label of a path: a known route, else `other`.
@@ -189,6 +198,29 @@ impl Metrics {
             "watchpost_server_connections {}",
             self.connections.load(Ordering::Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "watchpost_server_config_outstanding",
+                "Agents not running their group's published configuration version.",
+                &self.config_outstanding,
+            ),
+            (
+                "watchpost_server_commands_pending",
+                "Command deliveries without a result.",
+                &self.commands_pending,
+            ),
+            (
+                "watchpost_server_polls_waiting",
+                "Long-polls held by this instance now.",
+                &self.polls_waiting,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         o
     }
 }

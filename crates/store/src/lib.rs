@@ -419,6 +419,37 @@ impl Store {
         Ok(done)
     }
 
+    /// Records acknowledgements made on the fleet server: `(event id, when (Unix ms), who,
+    /// why)`. An event already acknowledged keeps its acknowledgement; nothing is queued
+    /// for shipping (the server has it). Returns the ids acknowledged now.
+    pub fn ack_central(
+        &mut self,
+        acks: &[(u64, i64, String, String)],
+    ) -> Result<Vec<u64>, StoreError> {
+        let err = sql_err(&self.path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        let mut done = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE events SET acked_at = ?2, acked_by = ?3, ack_comment = ?4
+                     WHERE id = ?1 AND acked_at IS NULL",
+                )
+                .map_err(&err)?;
+            for (id, at, by, comment) in acks {
+                if stmt
+                    .execute(params![*id as i64, at, by, comment])
+                    .map_err(&err)?
+                    == 1
+                {
+                    done.push(*id);
+                }
+            }
+        }
+        tx.commit().map_err(&err)?;
+        Ok(done)
+    }
+
     /// How many events are stored, and how many of them are anomalies / pending an ack.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         self.conn

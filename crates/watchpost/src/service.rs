@@ -490,7 +490,10 @@ pub mod windows {
             match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run) {
                 Some(loaded) => {
                     let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
-                    let source = watchpost_config::ConfigSource::from_arg(config.as_deref());
+                    let (source, loaded) = crate::daemon::with_group(
+                        watchpost_config::ConfigSource::from_arg(config.as_deref()),
+                        loaded,
+                    );
                     match watchpost_runtime::run_until(
                         source,
                         loaded,

@@ -158,17 +158,6 @@ impl Proxy {
     }
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl")
-        .success();
-    assert!(ok, "openssl {args:?}");
-}
-
 fn agent_config(dir: &Path, name: &str, server: &str, ca: &Path, secret: &str) -> PathBuf {
     let config = dir.join(format!("{name}.toml"));
     std::fs::create_dir_all(dir.join(format!("{name}-logs"))).unwrap();
@@ -267,64 +256,7 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A CA and a certificate for 127.0.0.1.
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=e2e-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-        d,
-    );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-        d,
-    );
-    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-        d,
-    );
+    tls_for_loopback(d);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1,0 +1,327 @@
+//! The channel back to agents: `POST /api/v1/poll` (long-poll) and `POST /api/v1/report`.
+//!
+//! A poll carries what the agent has (the configuration version it last handled, the
+//! last central acknowledgement it applied). The server answers at once when something
+//! is new for it (its group's published version differs, commands without a result,
+//! acknowledgements after its cursor); else it returns the database connection to the
+//! pool and waits, up to the agent's `wait_secs`, for a wake-up from the [`Hub`].
+//!
+//! The hub is fed by one `LISTEN watchpost_fleet` connection per server instance
+//! ([`listen`]): whatever server instance (or admin command) commits a change announces
+//! it with `pg_notify` in the same transaction (`control.rs`), so agents long-polling on
+//! any instance wake within milliseconds, and the server keeps no state of its own but
+//! this cache of what PostgreSQL announced. After the listening connection is lost and
+//! made again, every waiting poll is woken to look in the database (a notification may
+//! have been missed meanwhile).
+//!
+//! A published version reaching thousands of waiting agents costs one database read per
+//! server instance: the hub keeps the group's published version (from the notification)
+//! and each version's text once read (versions never change), so a woken poll answers
+//! from memory. Commands and acknowledgements are read per agent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_postgres::Client;
+use watchpost_fleet_protocol::{
+    CentralAck, Command, CommandKind, Delivery, GroupConfig, Poll, Report, ReportAck,
+};
+
+use crate::control::CHANNEL;
+
+/// Most acknowledgements in one delivery (more follow on the next poll).
+const MAX_ACKS: i64 = 1000;
+
+/// Wake-ups for the polls this instance holds, and what it learnt from notifications.
+#[derive(Debug, Default)]
+pub struct Hub {
+    agents: Mutex<HashMap<i64, Arc<Notify>>>,
+    groups: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// Published version per group, as announced.
+    published: Mutex<HashMap<i64, i32>>,
+    /// Version texts read (immutable rows).
+    versions: Mutex<HashMap<(i64, i32), Arc<GroupConfig>>>,
+    /// Polls waiting now.
+    pub waiting: AtomicI64,
+    /// Notifications received.
+    pub notifications: AtomicI64,
+    closing: Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+fn entry(map: &Mutex<HashMap<i64, Arc<Notify>>>, id: i64) -> Arc<Notify> {
+    watchpost_support::lock(map).entry(id).or_default().clone()
+}
+
+impl Hub {
+    /// Handles one notification payload.
+    pub fn notified(&self, payload: &str) {
+        self.notifications.fetch_add(1, Ordering::Relaxed);
+        let mut parts = payload.split(':');
+        let kind = parts.next();
+        let id = parts.next().and_then(|p| p.parse::<i64>().ok());
+        let Some(id) = id else { return };
+        match kind {
+            Some("c") => {
+                if let Some(v) = parts.next().and_then(|p| p.parse::<i32>().ok()) {
+                    watchpost_support::lock(&self.published).insert(id, v);
+                }
+                entry(&self.groups, id).notify_waiters();
+            }
+            Some("g") => entry(&self.groups, id).notify_waiters(),
+            Some("a") => entry(&self.agents, id).notify_waiters(),
+            _ => {}
+        }
+    }
+
+    /// Wakes every waiting poll (after notifications may have been missed).
+    pub fn wake_all(&self) {
+        watchpost_support::lock(&self.published).clear();
+        for n in watchpost_support::lock(&self.agents).values() {
+            n.notify_waiters();
+        }
+        for n in watchpost_support::lock(&self.groups).values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// Ends every waiting poll (the server stops).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.closing.notify_waiters();
+    }
+
+    /// Forgets wake-ups nobody waits on.
+    pub fn prune(&self) {
+        for map in [&self.agents, &self.groups] {
+            watchpost_support::lock(map).retain(|_, n| Arc::strong_count(n) > 1);
+        }
+    }
+
+    fn published(&self, group: i64) -> Option<i32> {
+        watchpost_support::lock(&self.published)
+            .get(&group)
+            .copied()
+    }
+}
+
+/// Listens on the NOTIFY channel until `stop`, feeding `hub`; reconnects after a loss
+/// (every 2 s), waking every poll when it is back.
+pub async fn listen(pg: tokio_postgres::Config, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                if tx.send(n.payload().to_owned()).is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => return,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    tracing::debug!("listening for fleet notifications");
+                    hub.wake_all();
+                    loop {
+                        tokio::select! {
+                            m = rx.recv() => match m {
+                                Some(p) => hub.notified(&p),
+                                None => break,
+                            },
+                            _ = stop.changed() => {
+                                driver.abort();
+                                return;
+                            }
+                        }
+                    }
+                    tracing::warn!("the fleet notification connection was lost; reconnecting");
+                }
+                driver.abort();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for fleet notifications; trying again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// What is new for an agent, read from the database; `None` when the agent is gone.
+/// Marks handed-out commands as delivered and records the agent's acknowledgement cursor
+/// when it moved (the agent's row is not otherwise written: heartbeats keep `last_seen_at`).
+pub async fn fetch(
+    db: &Client,
+    hub: &Hub,
+    agent: i64,
+    poll: &Poll,
+) -> Result<Option<(i64, Delivery)>, tokio_postgres::Error> {
+    let Some(row) = db
+        .query_opt(
+            "WITH cur AS (SELECT group_id FROM agents WHERE id = $1),
+             -- Only when the cursor moved: a poll takes no row lock on the agent (ingest
+             -- holds those while it commits a batch).
+             moved AS (
+                 UPDATE agents SET acks_applied = $2 WHERE id = $1 AND acks_applied < $2),
+             cmd AS (
+                 UPDATE command_results r SET delivered_at = now()
+                 FROM commands c
+                 WHERE r.agent_id = $1 AND r.finished_at IS NULL AND c.id = r.command_id
+                   AND (c.expires_at IS NULL OR c.expires_at > now())
+                 RETURNING c.id, c.args, c.created_by)
+             SELECT cur.group_id, g.published_version,
+                    (SELECT coalesce(json_agg(json_build_object('id', id, 'args', args, 'by', created_by) ORDER BY id), '[]') FROM cmd),
+                    (SELECT coalesce(json_agg(json_build_object('id', id, 'event', local_id,
+                                 'at_ms', (extract(epoch FROM at) * 1000)::bigint, 'by', by_user, 'comment', comment) ORDER BY id), '[]')
+                       FROM (SELECT * FROM central_acks WHERE agent_id = $1 AND id > $2 ORDER BY id LIMIT $3) x)
+             FROM cur JOIN groups g ON g.id = cur.group_id",
+            &[&agent, &poll.ack_after, &MAX_ACKS],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let group: i64 = row.get(0);
+    let published: Option<i32> = row.get(1);
+    let mut d = Delivery::default();
+    if let Some(v) = published
+        && Some(v) != poll.config_version
+    {
+        d.config = version(db, hub, group, v).await?.map(|c| (*c).clone());
+    }
+    let commands: Vec<serde_json::Value> = serde_json::from_value(row.get(2)).unwrap_or_default();
+    for c in commands {
+        let kind: Option<CommandKind> = serde_json::from_value(c["args"].clone()).ok();
+        if let Some(kind) = kind {
+            d.commands.push(Command {
+                id: c["id"].as_i64().unwrap_or(0),
+                kind,
+                by: c["by"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+    }
+    d.acks = serde_json::from_value::<Vec<CentralAck>>(row.get(3)).unwrap_or_default();
+    Ok(Some((group, d)))
+}
+
+/// A version's text and files (read once per instance).
+async fn version(
+    db: &Client,
+    hub: &Hub,
+    group: i64,
+    v: i32,
+) -> Result<Option<Arc<GroupConfig>>, tokio_postgres::Error> {
+    if let Some(c) = watchpost_support::lock(&hub.versions).get(&(group, v)) {
+        return Ok(Some(c.clone()));
+    }
+    let Some(row) = db
+        .query_opt(
+            "SELECT config, files, digest FROM config_versions WHERE group_id = $1 AND version = $2",
+            &[&group, &v],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let files: serde_json::Value = row.get(1);
+    let c = Arc::new(GroupConfig {
+        version: v,
+        config: row.get(0),
+        files: serde_json::from_value::<BTreeMap<String, String>>(files).unwrap_or_default(),
+        digest: row.get(2),
+    });
+    watchpost_support::lock(&hub.versions).insert((group, v), c.clone());
+    Ok(Some(c))
+}
+
+/// Waits until something may be new for `agent` (of `group`), `wait` at most, or the
+/// server stops; `true` when woken (look again), `false` when the time is up. The
+/// published version the hub knows is checked after the wake-ups are armed, so a
+/// publication announced between the database read and now is not missed.
+pub async fn wait(
+    hub: &Hub,
+    agent: i64,
+    group: i64,
+    config_version: Option<i32>,
+    wait: Duration,
+) -> bool {
+    let a = entry(&hub.agents, agent);
+    let g = entry(&hub.groups, group);
+    let na = a.notified();
+    let ng = g.notified();
+    let nc = hub.closing.notified();
+    tokio::pin!(na, ng, nc);
+    na.as_mut().enable();
+    ng.as_mut().enable();
+    nc.as_mut().enable();
+    if hub
+        .published(group)
+        .is_some_and(|v| Some(v) != config_version)
+    {
+        return true;
+    }
+    if hub.closed.load(Ordering::Relaxed) {
+        return false;
+    }
+    hub.waiting.fetch_add(1, Ordering::Relaxed);
+    let woken = tokio::select! {
+        _ = na => true,
+        _ = ng => true,
+        _ = nc => false,
+        _ = tokio::time::sleep(wait) => false,
+    };
+    hub.waiting.fetch_sub(1, Ordering::Relaxed);
+    woken
+}
+
+/// Records what an agent reports.
+pub async fn record_report(
+    db: &Client,
+    agent: i64,
+    report: &Report,
+) -> Result<ReportAck, tokio_postgres::Error> {
+    if let Some(c) = &report.config {
+        let error = (!c.ok).then_some(c.diagnostics.as_str());
+        db.execute(
+            "UPDATE agents SET config_version = $2, config_ok = $3, config_error = $4,
+                    config_reload_generation = $5, config_reported_at = now()
+             WHERE id = $1",
+            &[&agent, &c.version, &c.ok, &error, &(c.generation as i64)],
+        )
+        .await?;
+    }
+    let mut recorded = 0u32;
+    for r in &report.results {
+        let result = serde_json::json!({ "output": r.output });
+        recorded += db
+            .execute(
+                "UPDATE command_results SET finished_at = now(), ok = $3, result = $4
+                 WHERE command_id = $1 AND agent_id = $2 AND finished_at IS NULL",
+                &[&r.id, &agent, &r.ok, &result],
+            )
+            .await? as u32;
+    }
+    if let Some(a) = report.acks_applied {
+        db.execute(
+            "UPDATE agents SET acks_applied = greatest(acks_applied, $2) WHERE id = $1",
+            &[&agent, &a],
+        )
+        .await?;
+    }
+    Ok(ReportAck { recorded })
+}
