@@ -2,25 +2,16 @@
 
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::DeValue;
-use watchpost_event::{ConfigError, Sym, Template};
+use watchpost_event::{ConfigError, Sym};
 
-use crate::delivery::Deliver;
-use crate::dialog::DialogSpec;
-use crate::durable::Retry;
-use crate::email::EmailSpec;
-use crate::flag_file::FlagFileSpec;
-use crate::jsonl_file::JsonlFileSpec;
-use crate::limits::LimitSpec;
-use crate::open_url::OpenUrlSpec;
-use crate::quarantine::QuarantineSpec;
-use crate::registry::RegistrySpec;
-use crate::run::RunSpec;
-use crate::syslog::SyslogSpec;
-use crate::webhook::WebhookSpec;
+use std::sync::Arc;
+
+use crate::common::{Common, parse_common};
+use crate::kind::ActionKind;
+use crate::kit::{Tpl, bounded};
+use crate::table::{Head, TABLE};
 
 /// The action types this crate knows, as written in `type = "…"`.
 pub const KINDS: &[&str] = &[
@@ -42,227 +33,19 @@ pub const KINDS: &[&str] = &[
 pub struct ActionSpec {
     name: String,
     name_span: Range<usize>,
-    pub(crate) kind: Kind,
+    pub(crate) kind: Arc<dyn ActionKind>,
     pub(crate) common: Common,
-}
-
-/// The keys every action type shares: `retry`, `durable`, `throttle`, `dedupe`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Common {
-    pub(crate) retry: Retry,
-    /// Whether a `retry` table was written (a `run` action retries only then).
-    pub(crate) retry_configured: bool,
-    /// `durable = …` as written; the default is on for kinds with a deliverer.
-    pub(crate) durable: Option<bool>,
-    pub(crate) limits: LimitSpec,
-    /// Where `retry` and `durable` were written (they need a kind that delivers).
-    retry_span: Option<Range<usize>>,
-    durable_span: Option<Range<usize>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    max_attempts: Option<Spanned<u64>>,
-    max_age: Option<Spanned<String>>,
-    initial_backoff: Option<Spanned<String>>,
-    max_backoff: Option<Spanned<String>>,
-    max_queue: Option<Spanned<SizeValue>>,
-}
-
-/// A size: a number of bytes or a string such as `"512MiB"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawThrottle {
-    key: Option<Spanned<String>>,
-    count: Option<Spanned<u64>>,
-    per: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDedupe {
-    key: Option<Spanned<String>>,
-    within: Spanned<String>,
-}
-
-fn duration(
-    v: Option<&Spanned<String>>,
-    default: std::time::Duration,
-    errors: &mut Vec<ConfigError>,
-) -> std::time::Duration {
-    match v {
-        None => default,
-        Some(s) => watchpost_event::parse_duration(s.get_ref()).unwrap_or_else(|m| {
-            errors.push(ConfigError::new(s.span(), m));
-            default
-        }),
-    }
-}
-
-fn positive(v: std::time::Duration, s: Option<&Spanned<String>>, errors: &mut Vec<ConfigError>) {
-    if let Some(s) = s
-        && v.is_zero()
-    {
-        errors.push(ConfigError::new(s.span(), "must be longer than 0"));
-    }
-}
-
-/// Takes the common keys out of an action table and validates them.
-fn parse_common(table: &mut Spanned<DeValue<'_>>, errors: &mut Vec<ConfigError>) -> Common {
-    let mut common = Common::default();
-    let DeValue::Table(entries) = table.get_mut() else {
-        return common;
-    };
-    let mut take = |key: &str| entries.remove(key);
-    let (retry, durable, throttle, dedupe) = (
-        take("retry"),
-        take("durable"),
-        take("throttle"),
-        take("dedupe"),
-    );
-    if let Some(v) = retry {
-        common.retry_configured = true;
-        common.retry_span = Some(v.span());
-        match deserialize::<RawRetry>(v) {
-            Ok(r) => {
-                let d = Retry::default();
-                let max_attempts = bounded(
-                    r.max_attempts.as_ref(),
-                    0,
-                    0..=1_000_000,
-                    "max_attempts",
-                    errors,
-                ) as u32;
-                let max_age = duration(r.max_age.as_ref(), d.max_age, errors);
-                let initial = duration(r.initial_backoff.as_ref(), d.initial_backoff, errors);
-                positive(initial, r.initial_backoff.as_ref(), errors);
-                let max_backoff = duration(r.max_backoff.as_ref(), d.max_backoff, errors);
-                positive(max_backoff, r.max_backoff.as_ref(), errors);
-                if let Some(s) = &r.max_backoff
-                    && max_backoff < initial
-                {
-                    errors.push(ConfigError::new(
-                        s.span(),
-                        "`max_backoff` is shorter than `initial_backoff`",
-                    ));
-                }
-                let max_queue_bytes = match &r.max_queue {
-                    None => d.max_queue_bytes,
-                    Some(v) => {
-                        let n = match v.get_ref() {
-                            SizeValue::Bytes(n) => Ok(*n),
-                            SizeValue::Text(t) => watchpost_event::parse_size(t),
-                        };
-                        match n {
-                            Ok(n) if n >= 1 << 20 => n,
-                            Ok(_) => {
-                                errors.push(ConfigError::new(
-                                    v.span(),
-                                    "`max_queue` must be at least 1MiB",
-                                ));
-                                d.max_queue_bytes
-                            }
-                            Err(m) => {
-                                errors.push(ConfigError::new(v.span(), m));
-                                d.max_queue_bytes
-                            }
-                        }
-                    }
-                };
-                common.retry = Retry {
-                    max_attempts,
-                    max_age,
-                    initial_backoff: initial,
-                    max_backoff: max_backoff.max(initial),
-                    max_queue_bytes,
-                };
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    if let Some(v) = durable {
-        common.durable_span = Some(v.span());
-        match v.get_ref() {
-            DeValue::Boolean(b) => common.durable = Some(*b),
-            _ => errors.push(ConfigError::new(
-                v.span(),
-                "`durable` must be true or false",
-            )),
-        }
-    }
-    if let Some(v) = throttle {
-        match deserialize::<RawThrottle>(v) {
-            Ok(t) => {
-                let key = Tpl::or_default(t.key.as_ref(), "{{ filter }}", errors);
-                let count = bounded(t.count.as_ref(), 1, 1..=1_000_000, "count", errors) as u32;
-                let per = duration(Some(&t.per), std::time::Duration::ZERO, errors);
-                positive(per, Some(&t.per), errors);
-                common.limits.throttle = key.map(|k| (k, count, per));
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    if let Some(v) = dedupe {
-        match deserialize::<RawDedupe>(v) {
-            Ok(d) => {
-                let key = Tpl::or_default(d.key.as_ref(), "{{ filter }}|{{ raw }}", errors);
-                let within = duration(Some(&d.within), std::time::Duration::ZERO, errors);
-                positive(within, Some(&d.within), errors);
-                common.limits.dedupe = key.map(|k| (k, within));
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    common
-}
-
-/// The type-specific part of an action.
-#[derive(Debug, Clone)]
-pub(crate) enum Kind {
-    Syslog(Box<SyslogSpec>),
-    Run(Box<RunSpec>),
-    FlagFile(Box<FlagFileSpec>),
-    JsonlFile(Box<JsonlFileSpec>),
-    Registry(Box<RegistrySpec>),
-    Dialog(Box<DialogSpec>),
-    OpenUrl(Box<OpenUrlSpec>),
-    Webhook(Box<WebhookSpec>),
-    Email(Box<EmailSpec>),
-    Quarantine(Box<QuarantineSpec>),
-}
-
-impl Kind {
-    /// The deliverer of a kind whose delivery can fail for a while (syslog over TCP or
-    /// TLS, webhook, email; `run` when told to retry): such actions go through the durable retry loop
-    /// (`durable.rs`). Adding a delivering kind is one arm here.
-    pub(crate) fn deliverer(&self, name: &str, common: &Common) -> Option<Box<dyn Deliver + '_>> {
-        match self {
-            Kind::Syslog(s) => s.deliverer(),
-            Kind::Run(r) => r.deliverer(name, common.retry_configured),
-            Kind::Webhook(w) => Some(Box::new(w.deliverer())),
-            Kind::Email(e) => Some(Box::new(e.deliverer())),
-            Kind::FlagFile(_)
-            | Kind::JsonlFile(_)
-            | Kind::Registry(_)
-            | Kind::Dialog(_)
-            | Kind::OpenUrl(_)
-            | Kind::Quarantine(_) => None,
-        }
-    }
 }
 
 impl ActionSpec {
     /// Whether the action's jobs go through the retry loop (its kind has a deliverer).
     pub fn retries(&self) -> bool {
         self.kind.deliverer(&self.name, &self.common).is_some()
+    }
+
+    /// The kind's concrete spec (the quarantine commands, tests).
+    pub(crate) fn kind_as<T: 'static>(&self) -> Option<&T> {
+        self.kind.as_any().downcast_ref::<T>()
     }
 
     /// Whether the retry queue of this action is kept on disk under the state directory.
@@ -281,20 +64,9 @@ impl ActionSpec {
     }
 
     /// The action type: `"syslog"`, `"run"`, `"flag_file"`, `"jsonl_file"`, `"registry"`,
-    /// `"dialog"`, `"open_url"`, `"webhook"` or `"email"`.
+    /// `"dialog"`, `"open_url"`, `"webhook"`, `"email"` or `"quarantine"`.
     pub fn kind(&self) -> &'static str {
-        match self.kind {
-            Kind::Syslog(_) => "syslog",
-            Kind::Run(_) => "run",
-            Kind::FlagFile(_) => "flag_file",
-            Kind::JsonlFile(_) => "jsonl_file",
-            Kind::Registry(_) => "registry",
-            Kind::Dialog(_) => "dialog",
-            Kind::OpenUrl(_) => "open_url",
-            Kind::Webhook(_) => "webhook",
-            Kind::Email(_) => "email",
-            Kind::Quarantine(_) => "quarantine",
-        }
+        self.kind.kind()
     }
 
     /// Every template variable the action uses, with the byte range of its name in the
@@ -303,18 +75,7 @@ impl ActionSpec {
     pub fn variables(&self) -> Vec<(Sym, Range<usize>)> {
         let mut out = Vec::new();
         let mut add = |t: &Tpl| t.variables_into(&mut out);
-        match &self.kind {
-            Kind::Syslog(s) => s.templates().for_each(&mut add),
-            Kind::Run(r) => r.templates().for_each(&mut add),
-            Kind::FlagFile(f) => f.templates().for_each(&mut add),
-            Kind::JsonlFile(j) => j.templates().for_each(&mut add),
-            Kind::Registry(r) => r.templates().for_each(&mut add),
-            Kind::Dialog(d) => d.templates().for_each(&mut add),
-            Kind::OpenUrl(o) => o.templates().for_each(&mut add),
-            Kind::Webhook(w) => w.templates().for_each(&mut add),
-            Kind::Email(e) => e.templates().for_each(&mut add),
-            Kind::Quarantine(q) => q.templates().for_each(&mut add),
-        }
+        self.kind.templates().into_iter().for_each(&mut add);
         self.common.limits.templates().for_each(&mut add);
         out
     }
@@ -325,70 +86,42 @@ impl ActionSpec {
     /// and so on.
     /// Syntax (targets, templates, numbers) was already checked by [`parse_action`].
     pub fn check(&self) -> Vec<ConfigError> {
-        match &self.kind {
-            Kind::Syslog(s) => s.check(),
-            Kind::Run(r) => r.check(),
-            Kind::FlagFile(f) => f.check(),
-            Kind::JsonlFile(j) => j.check(),
-            Kind::Registry(r) => r.check(),
-            Kind::Dialog(d) => d.check(),
-            Kind::OpenUrl(o) => o.check(),
-            Kind::Webhook(w) => w.check(),
-            Kind::Email(e) => e.check(),
-            Kind::Quarantine(q) => q.check(),
-        }
+        self.kind.check()
     }
 
     /// Tells the action where watchpost keeps its state (the quarantine action records
     /// itself in `<state_dir>/quarantine.json`); other actions ignore it.
     pub fn set_state_dir(&mut self, dir: &std::path::Path) {
-        if let Kind::Quarantine(q) = &mut self.kind {
-            q.set_state_dir(dir);
+        // Unique while the configuration is being read (nothing shares it yet).
+        if let Some(kind) = Arc::get_mut(&mut self.kind) {
+            kind.set_state_dir(dir);
         }
     }
 
     /// A `quarantine` action, for the `watchpost quarantine` commands.
     pub fn as_quarantine(&self) -> Option<crate::quarantine::Quarantine<'_>> {
-        match &self.kind {
-            Kind::Quarantine(q) => Some(crate::quarantine::Quarantine {
+        self.kind_as::<crate::quarantine::QuarantineSpec>()
+            .map(|q| crate::quarantine::Quarantine {
                 name: &self.name,
                 spec: q,
-            }),
-            _ => None,
-        }
+            })
     }
 
     /// A `run` action's program and argument templates as written (tests).
     #[cfg(test)]
     pub(crate) fn preview_argv(&self) -> Option<Vec<String>> {
-        match &self.kind {
-            Kind::Run(r) => Some(r.argv_text()),
-            _ => None,
-        }
+        self.kind_as::<crate::run::RunSpec>()
+            .map(crate::run::RunSpec::argv_text)
     }
 
     /// The file a `jsonl_file` action appends to, with the place of its `path` value.
     pub fn appends_to(&self) -> Option<(&std::path::Path, Range<usize>)> {
-        match &self.kind {
-            Kind::JsonlFile(j) => Some(j.path()),
-            _ => None,
-        }
+        self.kind.appends_to()
     }
 
     /// How many jobs may wait for this action before new ones are dropped.
     pub(crate) fn queue_capacity(&self) -> usize {
-        match &self.kind {
-            Kind::Syslog(s) => s.queue_capacity,
-            Kind::Run(r) => r.queue_capacity,
-            Kind::FlagFile(f) => f.queue_capacity,
-            Kind::JsonlFile(j) => j.queue_capacity,
-            Kind::Registry(r) => r.queue_capacity,
-            Kind::Dialog(d) => d.queue_capacity,
-            Kind::OpenUrl(o) => o.queue_capacity,
-            Kind::Webhook(w) => w.queue_capacity,
-            Kind::Email(e) => e.queue_capacity,
-            Kind::Quarantine(q) => q.queue_capacity,
-        }
+        self.common.queue_capacity
     }
 }
 
@@ -406,43 +139,42 @@ pub fn parse_action(mut table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<C
     let kind = string_entry(entries, "type", &span)?;
     let mut errors = Vec::new();
     check_name(&name, &mut errors);
-    let common = parse_common(&mut table, &mut errors);
-    let parsed = match kind.get_ref().as_str() {
-        "syslog" => SyslogSpec::parse(table).map(|s| Kind::Syslog(Box::new(s))),
-        "run" => RunSpec::parse(table).map(|r| Kind::Run(Box::new(r))),
-        "flag_file" => FlagFileSpec::parse(table).map(|f| Kind::FlagFile(Box::new(f))),
-        "jsonl_file" => JsonlFileSpec::parse(table).map(|j| Kind::JsonlFile(Box::new(j))),
-        "registry" => RegistrySpec::parse(table).map(|r| Kind::Registry(Box::new(r))),
-        "dialog" => DialogSpec::parse(table).map(|d| Kind::Dialog(Box::new(d))),
-        "open_url" => OpenUrlSpec::parse(table).map(|o| Kind::OpenUrl(Box::new(o))),
-        "quarantine" => QuarantineSpec::parse(table).map(|q| Kind::Quarantine(Box::new(q))),
-        // A preset of `run`: it runs (and reports) as one.
-        "scan" => crate::scan::parse(table).map(|r| Kind::Run(Box::new(r))),
-        "webhook" => WebhookSpec::parse(table).map(|w| Kind::Webhook(Box::new(w))),
-        "email" => EmailSpec::parse(table).map(|e| Kind::Email(Box::new(e))),
-        other => Err(vec![ConfigError::new(
+    let mut common = parse_common(&mut table, &mut errors);
+    let head = Head { kind: kind.clone() };
+    let parsed = match TABLE.iter().find(|(k, _)| *k == kind.get_ref().as_str()) {
+        Some((_, parse)) => parse(table, &head),
+        None => Err(vec![ConfigError::new(
             kind.span(),
             format!(
-                "unknown action type `{other}` (known types: {})",
+                "unknown action type `{}` (known types: {})",
+                kind.get_ref(),
                 KINDS.join(", ")
             ),
         )]),
     };
-    if let Ok(kind) = &parsed
-        && kind.deliverer(name.get_ref(), &common).is_none()
-    {
-        for (key, span) in [
-            ("retry", &common.retry_span),
-            ("durable", &common.durable_span),
-        ] {
-            if let Some(span) = span {
-                errors.push(ConfigError::new(
-                    span.clone(),
-                    format!(
-                        "`{key}` applies only to actions that deliver to a peer: syslog over \
-                         tcp:// or tls://, or `run` with `retry` or `retry_exit_codes`"
-                    ),
-                ));
+    if let Ok(k) = &parsed {
+        let (default, range) = k.queue_capacity();
+        common.queue_capacity = bounded(
+            common.queue_capacity_raw.as_ref(),
+            default,
+            range,
+            "queue_capacity",
+            &mut errors,
+        ) as usize;
+        if k.deliverer(name.get_ref(), &common).is_none() {
+            for (key, span) in [
+                ("retry", &common.retry_span),
+                ("durable", &common.durable_span),
+            ] {
+                if let Some(span) = span {
+                    errors.push(ConfigError::new(
+                        span.clone(),
+                        format!(
+                            "`{key}` applies only to actions that deliver to a peer: syslog over \
+                             tcp:// or tls://, or `run` with `retry` or `retry_exit_codes`"
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -450,7 +182,7 @@ pub fn parse_action(mut table: Spanned<DeValue<'_>>) -> Result<ActionSpec, Vec<C
         Ok(kind) if errors.is_empty() => Ok(ActionSpec {
             name: name.get_ref().clone(),
             name_span: name.span(),
-            kind,
+            kind: Arc::from(kind),
             common,
         }),
         Ok(_) => Err(errors),
@@ -501,109 +233,22 @@ fn check_name(name: &Spanned<String>, errors: &mut Vec<ConfigError>) {
     }
 }
 
-/// Deserializes a whole action table into a type's raw configuration struct.
-pub(crate) fn deserialize<T: for<'de> Deserialize<'de>>(
-    table: Spanned<DeValue<'_>>,
-) -> Result<T, Vec<ConfigError>> {
-    let span = table.span();
-    // The raw structs own their strings, so any lifetime of the input will do.
-    T::deserialize(table.into_deserializer()).map_err(|e| vec![from_toml(&e, span)])
-}
-
-/// A `toml` deserialization error as a [`ConfigError`] (at `fallback` if it has no span).
-pub(crate) fn from_toml(e: &toml::de::Error, fallback: Range<usize>) -> ConfigError {
-    ConfigError::new(
-        e.span().unwrap_or(fallback),
-        e.message().trim_end().to_owned(),
-    )
-}
-
-/// A template from the configuration, with the span of its TOML string.
-#[derive(Debug, Clone)]
-pub(crate) struct Tpl {
-    pub(crate) template: Template,
-    /// `None` for built-in defaults.
-    pub(crate) span: Option<Range<usize>>,
-}
-
-impl Tpl {
-    /// Parses a configured template; a syntax error is pushed to `errors`.
-    pub(crate) fn parse(s: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<Tpl> {
-        match Template::parse(s.get_ref()) {
-            Ok(template) => Some(Tpl {
-                template,
-                span: Some(s.span()),
-            }),
-            Err(e) => {
-                errors.push(ConfigError::in_string(&s.span(), e.offset, e.message));
-                None
-            }
-        }
-    }
-
-    /// A configured template or, when the key is absent, a built-in default.
-    pub(crate) fn or_default(
-        s: Option<&Spanned<String>>,
-        default: &str,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<Tpl> {
-        match s {
-            Some(s) => Tpl::parse(s, errors),
-            None => Some(Tpl::builtin(default)),
-        }
-    }
-
-    /// A built-in template (the text is a constant of this crate and always parses).
-    pub(crate) fn builtin(text: &str) -> Tpl {
-        let template = Template::parse(text).expect("built-in templates are valid");
-        Tpl {
-            template,
-            span: None,
-        }
-    }
-
-    fn variables_into(&self, out: &mut Vec<(Sym, Range<usize>)>) {
-        let Some(span) = &self.span else { return };
-        let source = self.template.source();
-        for (sym, offset) in self.template.variables() {
-            let body = source.get(offset..).unwrap_or("");
-            let name_at = offset + (body.len() - body.trim_start().len());
-            let start = (span.start + 1 + name_at).min(span.end);
-            let end = (start + sym.as_str().len()).min(span.end);
-            out.push((sym, start..end));
-        }
-    }
-
-    /// The template's text up to its first variable.
-    pub(crate) fn literal_prefix(&self) -> &str {
-        let source = self.template.source();
-        source.find("{{").map_or(source, |i| &source[..i])
-    }
-}
-
-/// A positive integer setting with its span, range-checked.
-pub(crate) fn bounded(
-    v: Option<&Spanned<u64>>,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-    what: &str,
-    errors: &mut Vec<ConfigError>,
-) -> u64 {
-    match v {
-        None => default,
-        Some(v) if range.contains(v.get_ref()) => *v.get_ref(),
-        Some(v) => {
-            errors.push(ConfigError::new(
-                v.span(),
-                format!(
-                    "`{what}` must be between {} and {}",
-                    range.start(),
-                    range.end()
-                ),
-            ));
-            default
-        }
-    }
+/// Warnings about syslog targets a quarantine would cut off: for every applying
+/// `quarantine` action with the firewall on this system, each `syslog` action whose target
+/// is an IP address the allow-list does not let through (host names cannot be judged here).
+pub fn check_allow_lists(actions: &[ActionSpec]) -> Vec<ConfigError> {
+    let targets: Vec<(&str, (&str, u16))> = actions
+        .iter()
+        .filter_map(|s| {
+            let sys = s.kind_as::<crate::syslog::SyslogSpec>()?;
+            Some((s.name(), sys.target_host_port()))
+        })
+        .collect();
+    actions
+        .iter()
+        .filter_map(|a| Some((a.name(), a.kind_as::<crate::quarantine::QuarantineSpec>()?)))
+        .flat_map(|(name, q)| q.cut_off(name, &targets))
+        .collect()
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl Counters {
 
     pub(crate) fn failed(&self, error: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        *watchpost_support::lock(&self.last_error) = Some(error);
     }
 
     pub(crate) fn attempt(&self) {
@@ -122,13 +122,13 @@ impl Counters {
         if self.failure_warning.due(self.epoch) {
             tracing::warn!(action, retries_total = total, error = %note, "action delivery failed; will retry");
         }
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(note);
+        *watchpost_support::lock(&self.last_error) = Some(note);
     }
 
     /// Publishes the retry queue's length and its error (for stats and metrics).
     pub(crate) fn set_queue(&self, len: u64, error: Option<String>) {
         self.durable_queued.store(len, Ordering::Relaxed);
-        let mut e = self.queue_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut e = watchpost_support::lock(&self.queue_error);
         if *e != error {
             *e = error;
         }
@@ -192,16 +192,8 @@ impl Counters {
             retries: self.retries.load(Ordering::Relaxed),
             suppressed: self.suppressed.load(Ordering::Relaxed),
             durable_queued: self.durable_queued.load(Ordering::Relaxed),
-            queue_error: self
-                .queue_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            queue_error: watchpost_support::lock(&self.queue_error).clone(),
+            last_error: watchpost_support::lock(&self.last_error).clone(),
         }
     }
 }

@@ -22,14 +22,13 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 
 /// Connecting, authenticating and calling `Notify` must finish within this.
 #[cfg_attr(windows, allow(dead_code))]
@@ -67,10 +66,6 @@ impl Urgency {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDialog {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    type_: Spanned<String>,
     title: Option<Spanned<String>>,
     text: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -78,7 +73,6 @@ struct RawDialog {
     icon: Option<Icon>,
     urgency: Option<Urgency>,
     bus: Option<Spanned<String>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `dialog` action. (`urgency` and `bus` are used on Unix only.)
@@ -94,7 +88,6 @@ pub(crate) struct DialogSpec {
     urgency: Urgency,
     /// A configured bus address (Unix).
     bus: Option<String>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Where the session bus may be, as found in the environment when a job runs (Unix).
@@ -129,14 +122,17 @@ impl BusEnv {
 }
 
 impl DialogSpec {
-    pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<DialogSpec, Vec<ConfigError>> {
+    pub(crate) fn parse(
+        table: Spanned<DeValue<'_>>,
+        type_span: std::ops::Range<usize>,
+    ) -> Result<DialogSpec, Vec<ConfigError>> {
         let raw: RawDialog = deserialize(table)?;
         let mut errors = Vec::new();
         let title = Tpl::or_default(raw.title.as_ref(), "watchpost: {{ filter }}", &mut errors);
         let text = match &raw.text {
             Some(t) => Tpl::parse(t, &mut errors),
             None => {
-                let span = raw.type_.span();
+                let span = type_span.clone();
                 errors.push(ConfigError::new(
                     span.start..span.start,
                     "a dialog needs `text` (the message, a template)",
@@ -161,13 +157,6 @@ impl DialogSpec {
             Icon::Error => Urgency::Critical,
             Icon::Info | Icon::Warning => Urgency::Normal,
         });
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match (title, text) {
             (Some(title), Some(text)) if errors.is_empty() => Ok(DialogSpec {
                 title,
@@ -176,7 +165,6 @@ impl DialogSpec {
                 icon,
                 urgency,
                 bus: raw.bus.map(Spanned::into_inner),
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -396,10 +384,31 @@ mod win {
     }
 }
 
+impl crate::kind::ActionKind for DialogSpec {
+    fn kind(&self) -> &'static str {
+        "dialog"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        DialogSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        DialogSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        DialogSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Kind;
     use crate::config::test_util::*;
 
     const HEAD: &str = "[[action]]\nname = \"warn-user\"\ntype = \"dialog\"\n";
@@ -411,9 +420,7 @@ mod tests {
         assert_eq!(spec.kind(), "dialog");
         let vars: Vec<&str> = spec.variables().iter().map(|(_, s)| at(&text, s)).collect();
         assert_eq!(vars, ["risk_name", "file_path"]);
-        let Kind::Dialog(d) = &spec.kind else {
-            panic!("not a dialog")
-        };
+        let d = spec.kind_as::<DialogSpec>().expect("a dialog");
         assert_eq!(
             (d.icon, d.urgency, d.timeout),
             (Icon::Info, Urgency::Normal, None)
@@ -421,9 +428,8 @@ mod tests {
         assert!(spec.check().is_empty());
 
         let text = format!("{HEAD}text = \"x\"\nstyle = \"error\"\ntimeout = 30\n");
-        let Kind::Dialog(d) = &parse_ok(&text).kind else {
-            panic!()
-        };
+        let spec = parse_ok(&text);
+        let d = spec.kind_as::<DialogSpec>().expect("a dialog");
         assert_eq!(
             (d.icon, d.urgency, d.timeout),
             (Icon::Error, Urgency::Critical, Some(30))
@@ -526,10 +532,10 @@ mod tests {
         let text = format!(
             "{HEAD}title = \"Threat on {{{{ host }}}}\"\ntext = \"{{{{ risk_name }}}} in {{{{ file_path }}}}\"\n{extra}"
         );
-        match parse_ok(&text).kind {
-            Kind::Dialog(d) => *d,
-            _ => panic!("not a dialog"),
-        }
+        parse_ok(&text)
+            .kind_as::<DialogSpec>()
+            .expect("a dialog")
+            .clone()
     }
 
     #[test]

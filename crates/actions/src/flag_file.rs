@@ -4,21 +4,19 @@
 //! it is relative although the template is absolute; event data cannot walk out of the
 //! directory the configuration names.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, deserialize};
 use crate::syslog::event_json;
 
 /// What the action does with the file.
@@ -34,16 +32,10 @@ pub(crate) enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFlagFile {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     path: Spanned<String>,
     mode: Option<Mode>,
     content: Option<Spanned<String>>,
     file_mode: Option<Spanned<String>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `flag_file` action.
@@ -55,7 +47,6 @@ pub(crate) struct FlagFileSpec {
     /// `None`: the event as JSON.
     content: Option<Tpl>,
     file_mode: Option<u32>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why a flag file action failed.
@@ -108,13 +99,6 @@ impl FlagFileSpec {
                 }
             }
         }
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match path {
             Some(path) if errors.is_empty() => Ok(FlagFileSpec {
                 absolute: Path::new(path.literal_prefix()).has_root(),
@@ -122,7 +106,6 @@ impl FlagFileSpec {
                 mode,
                 content,
                 file_mode,
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -196,8 +179,15 @@ impl FlagFileSpec {
                     Some(t) => t.template.render(&scope),
                     None => event_json(&scope) + "\n",
                 };
-                write_atomic(&path, content.as_bytes(), self.file_mode)
-                    .map_err(|source| FlagError::Write { path, source })
+                watchpost_support::write_atomic_with(
+                    &path,
+                    content.as_bytes(),
+                    watchpost_support::AtomicWrite {
+                        mode: self.file_mode,
+                        unique_tmp: true,
+                    },
+                )
+                .map_err(|source| FlagError::Write { path, source })
             }
             Mode::Remove => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -238,43 +228,26 @@ fn checked_path(rendered: &str, absolute_template: bool) -> Result<PathBuf, Flag
     Ok(path.to_path_buf())
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `content` to a temporary file next to `path`, then renames it over `path`,
-/// creating missing parent directories first.
-pub(crate) fn write_atomic(path: &Path, content: &[u8], file_mode: Option<u32>) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        if let Some(mode) = file_mode {
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-        }
-        let mut file = options.open(&tmp)?;
-        file.write_all(content)?;
-        #[cfg(unix)]
-        if let Some(mode) = file_mode {
-            // Set again: the mode given to open() is reduced by the umask.
-            use std::os::unix::fs::PermissionsExt as _;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
-        #[cfg(not(unix))]
-        let _ = file_mode;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+impl crate::kind::ActionKind for FlagFileSpec {
+    fn kind(&self) -> &'static str {
+        "flag_file"
     }
-    result
+
+    fn templates(&self) -> Vec<&Tpl> {
+        FlagFileSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        FlagFileSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        FlagFileSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

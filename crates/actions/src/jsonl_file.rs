@@ -17,15 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::syslog::event_json;
 
 /// Default size at which the file is rotated: 100 MiB.
@@ -46,16 +45,10 @@ enum Size {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJsonlFile {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     path: Spanned<String>,
     format: Option<Spanned<String>>,
     rotate_bytes: Option<Spanned<Size>>,
     keep: Option<Spanned<u64>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `jsonl_file` action.
@@ -67,7 +60,6 @@ pub(crate) struct JsonlFileSpec {
     format: Option<Tpl>,
     rotate_bytes: u64,
     keep: u32,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why a line could not be written.
@@ -123,13 +115,6 @@ impl JsonlFileSpec {
             }
         };
         let keep = bounded(raw.keep.as_ref(), 5, 0..=1000, "keep", &mut errors);
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            10_000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -139,7 +124,6 @@ impl JsonlFileSpec {
             format,
             rotate_bytes,
             keep: keep as u32,
-            queue_capacity: queue_capacity as usize,
         })
     }
 
@@ -397,6 +381,36 @@ fn probe_writable(dir: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+impl crate::kind::ActionKind for JsonlFileSpec {
+    fn kind(&self) -> &'static str {
+        "jsonl_file"
+    }
+
+    fn queue_capacity(&self) -> (u64, std::ops::RangeInclusive<u64>) {
+        (10_000, 1..=1_000_000)
+    }
+
+    fn appends_to(&self) -> Option<(&Path, std::ops::Range<usize>)> {
+        Some(self.path())
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        JsonlFileSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        JsonlFileSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        JsonlFileSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,9 +441,11 @@ mod tests {
 
     #[test]
     fn sizes_and_defaults() {
-        let spec = |extra: &str| match parse_ok(&table(extra)).kind {
-            crate::config::Kind::JsonlFile(j) => j,
-            _ => unreachable!(),
+        let spec = |extra: &str| {
+            parse_ok(&table(extra))
+                .kind_as::<JsonlFileSpec>()
+                .expect("a jsonl_file action")
+                .clone()
         };
         let d = spec("path = \"/tmp/x.jsonl\"\n");
         assert_eq!((d.rotate_bytes, d.keep), (100 << 20, 5));

@@ -29,13 +29,16 @@
 //! | `throttle` | `{ key = "{{ filter }}", count = 1, per = "1h" }`: at most `count` jobs per rendered key per window |
 //! | `dedupe` | `{ key = "{{ filter }}\|{{ raw }}", within = "10m" }`: one job per rendered key within the window |
 //!
-//! The common keys are taken out of the table (`config.rs`) before the type's own parser
-//! (with `deny_unknown_fields`) sees it.
+//! The common keys (with `name`, `type` and `queue_capacity`) are taken out of the table
+//! and checked once (`config.rs`) before the type's own parser (with
+//! `deny_unknown_fields`) sees the rest. Every type implements one trait, `ActionKind`,
+//! and is listed once in `kind.rs`'s table; the helpers they share (templates with their
+//! place, bounded numbers, durations) are the leaf module `kit.rs`.
 //!
 //! # Delivery that survives failures
 //!
-//! A kind whose delivery can fail for a while has a deliverer (`Kind::deliverer` in
-//! `config.rs`, one match arm per kind; the contract is `delivery.rs`): syslog over TCP and
+//! A kind whose delivery can fail for a while has a deliverer (`ActionKind::deliverer`,
+//! `kind.rs`; the contract is `delivery.rs`): syslog over TCP and
 //! TLS, `webhook`, `email`, `run` with `retry`/`retry_exit_codes`. Its single worker runs the durable loop
 //! (`durable.rs`): jobs are taken off the channel (so [`Dispatcher::submit`] stays a
 //! `try_send`), checked against throttle/dedupe (`limits.rs`), appended to the action's
@@ -229,6 +232,7 @@
 //! `watchpost quarantine status|apply|release` work beside the daemon (see
 //! `quarantine.rs`).
 
+mod common;
 mod config;
 mod control;
 #[cfg(unix)]
@@ -240,7 +244,10 @@ mod durable;
 mod email;
 mod flag_file;
 pub mod http;
+mod job;
 mod jsonl_file;
+mod kind;
+mod kit;
 mod limits;
 mod net;
 mod open_url;
@@ -251,12 +258,14 @@ mod run;
 mod scan;
 mod secret;
 mod syslog;
+mod table;
 #[cfg(all(test, unix))]
 mod testpeer;
 mod tls;
 mod webhook;
 
-pub use config::{ActionSpec, KINDS, parse_action};
+pub use config::{ActionSpec, KINDS, check_allow_lists, parse_action};
 pub use control::{ActionStats, Attempt, OutcomeSink};
-pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Job};
+pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Lane};
+pub use job::Job;
 pub use run::foreign_platform_path;

@@ -13,15 +13,15 @@
 //! the worker ends.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 use crate::Job;
-use crate::config::Tpl;
 use crate::control::{Control, Counters};
+use crate::kit::Tpl;
 
 /// Most keys remembered per limit.
 pub(crate) const MAX_KEYS: usize = 10_000;
@@ -162,7 +162,7 @@ impl Limits {
         self.prune(jiff::Timestamp::now().as_millisecond());
         let Some(path) = &self.path else { return };
         let json = serde_json::to_vec(&self.state).unwrap_or_default();
-        match write_atomic(path, &json) {
+        match watchpost_support::write_atomic(path, &json) {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot save throttle/dedupe state");
@@ -199,20 +199,6 @@ fn trim<V>(map: &mut HashMap<String, V>, time: impl Fn(&V) -> i64) {
     times.sort_unstable();
     let cut = times[times.len() - MAX_KEYS / 2];
     map.retain(|_, v| time(v) >= cut);
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename (parents created).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 /// The gate in front of an action without a deliverer: suppressed jobs stop here, the

@@ -28,15 +28,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, deserialize};
 use crate::run::find_program;
 
 /// Schemes that open local files or run code; refused even when listed.
@@ -48,15 +47,9 @@ const WATCH: Duration = Duration::from_secs(5);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOpenUrl {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     url: Spanned<String>,
     allowed_schemes: Option<Vec<Spanned<String>>>,
     browser: Option<Spanned<Vec<Spanned<String>>>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `open_url` action.
@@ -67,7 +60,6 @@ pub(crate) struct OpenUrlSpec {
     allowed_schemes: Vec<String>,
     /// Program (with its span, for `check`) and arguments.
     browser: Option<(Spanned<String>, Vec<String>)>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why a URL was not opened.
@@ -166,19 +158,11 @@ impl OpenUrlSpec {
                 }
             },
         };
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match url {
             Some(url) if errors.is_empty() => Ok(OpenUrlSpec {
                 url,
                 allowed_schemes,
                 browser,
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -599,10 +583,31 @@ mod win {
     }
 }
 
+impl crate::kind::ActionKind for OpenUrlSpec {
+    fn kind(&self) -> &'static str {
+        "open_url"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        OpenUrlSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        OpenUrlSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        OpenUrlSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Kind;
     use crate::config::test_util::*;
 
     const HEAD: &str = "[[action]]\nname = \"threat-page\"\ntype = \"open_url\"\n";
@@ -620,9 +625,7 @@ mod tests {
         assert_eq!(spec.kind(), "open_url");
         let vars: Vec<&str> = spec.variables().iter().map(|(_, s)| at(&text, s)).collect();
         assert_eq!(vars, ["risk_name"]);
-        let Kind::OpenUrl(o) = &spec.kind else {
-            panic!()
-        };
+        let o = spec.kind_as::<OpenUrlSpec>().expect("an open_url action");
         assert_eq!(o.allowed_schemes, allowed());
         assert!(o.browser.is_none());
     }

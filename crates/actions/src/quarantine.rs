@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -45,8 +44,8 @@ pub use state::{
 };
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::registry::{self, Data, Hive, ValueKind};
 use state::Locked;
 
@@ -63,10 +62,6 @@ enum Mode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawQuarantine {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    type_: Spanned<String>,
     mode: Option<Spanned<Mode>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     allow_dns: Option<Spanned<bool>>,
@@ -79,7 +74,6 @@ struct RawQuarantine {
     registry: Option<Spanned<RawRegistryPart>>,
     hook: Option<Spanned<Vec<Spanned<String>>>>,
     hook_timeout_secs: Option<Spanned<u64>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +113,6 @@ pub(crate) struct QuarantineSpec {
     hook_timeout: Duration,
     state_dir: Option<PathBuf>,
     type_span: Range<usize>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why applying or releasing failed.
@@ -155,7 +148,10 @@ fn reject(errors: &mut Vec<ConfigError>, span: Option<Range<usize>>, key: &str) 
 }
 
 impl QuarantineSpec {
-    pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<QuarantineSpec, Vec<ConfigError>> {
+    pub(crate) fn parse(
+        table: Spanned<DeValue<'_>>,
+        type_span: Range<usize>,
+    ) -> Result<QuarantineSpec, Vec<ConfigError>> {
         let raw: RawQuarantine = deserialize(table)?;
         let mut errors = Vec::new();
         let mode = raw.mode.as_ref().map_or(Mode::Apply, |m| *m.get_ref());
@@ -237,7 +233,7 @@ impl QuarantineSpec {
         let nft = raw
             .nft
             .clone()
-            .unwrap_or_else(|| Spanned::new(raw.type_.span(), "nft".to_owned()));
+            .unwrap_or_else(|| Spanned::new(type_span.clone(), "nft".to_owned()));
         let registry = raw
             .registry
             .as_ref()
@@ -279,13 +275,6 @@ impl QuarantineSpec {
             "hook_timeout_secs",
             e,
         );
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            100,
-            1..=100_000,
-            "queue_capacity",
-            e,
-        );
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -305,8 +294,7 @@ impl QuarantineSpec {
             hook_span: raw.hook.as_ref().map(Spanned::span),
             hook_timeout: Duration::from_secs(hook_timeout),
             state_dir: None,
-            type_span: raw.type_.span(),
-            queue_capacity: queue_capacity as usize,
+            type_span: type_span.clone(),
         })
     }
 
@@ -793,38 +781,58 @@ pub fn release_if_due(state_dir: &Path) -> Result<Option<QuarantineState>, Quara
     }
 }
 
-/// Warnings about syslog targets a quarantine would cut off: for every applying
-/// `quarantine` action with the firewall on this system, each `syslog` action whose target
-/// is an IP address the allow-list does not let through (host names cannot be judged here).
-pub fn check_allow_lists(actions: &[crate::ActionSpec]) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    for a in actions {
-        let crate::config::Kind::Quarantine(q) = &a.kind else {
-            continue;
-        };
-        if q.mode == Mode::Release || !q.firewall_here() {
-            continue;
+impl QuarantineSpec {
+    /// Warnings for the syslog targets (action name, host, port) this quarantine would cut
+    /// off (see `check_allow_lists`).
+    pub(crate) fn cut_off(&self, name: &str, targets: &[(&str, (&str, u16))]) -> Vec<ConfigError> {
+        if self.mode == Mode::Release || !self.firewall_here() {
+            return Vec::new();
         }
-        for s in actions {
-            let crate::config::Kind::Syslog(sys) = &s.kind else {
-                continue;
-            };
-            let (host, port) = sys.target_host_port();
+        let mut out = Vec::new();
+        for (action, (host, port)) in targets {
             if let Ok(ip) = host.parse::<IpAddr>()
-                && !q.lets_through(ip, port)
+                && !self.lets_through(ip, *port)
             {
                 out.push(ConfigError::warning(
-                    q.type_span.clone(),
+                    self.type_span.clone(),
                     format!(
-                        "quarantine `{}` cuts off syslog action `{}` ({ip} port {port}); add it to `allow` to keep reporting while quarantined",
-                        a.name(),
-                        s.name()
+                        "quarantine `{name}` cuts off syslog action `{action}` ({ip} port {port}); add it to `allow` to keep reporting while quarantined"
                     ),
                 ));
             }
         }
+        out
     }
-    out
+}
+
+impl crate::kind::ActionKind for QuarantineSpec {
+    fn kind(&self) -> &'static str {
+        "quarantine"
+    }
+
+    fn queue_capacity(&self) -> (u64, std::ops::RangeInclusive<u64>) {
+        (100, 1..=100_000)
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        QuarantineSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        QuarantineSpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        QuarantineSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn set_state_dir(&mut self, dir: &Path) {
+        QuarantineSpec::set_state_dir(self, dir);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

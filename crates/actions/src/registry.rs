@@ -25,15 +25,14 @@ use std::ops::Range;
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::{ConfigError, FieldRef, Lookup, Sym};
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, deserialize};
 
 /// What the action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -111,17 +110,12 @@ impl Hive {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegistry {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    type_: Spanned<String>,
     key: Spanned<String>,
     mode: Option<Mode>,
     value: Option<Spanned<String>>,
     #[serde(rename = "kind")]
     value_kind: Option<Spanned<ValueKind>>,
     data: Option<Spanned<String>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `registry` action.
@@ -139,7 +133,6 @@ pub(crate) struct RegistrySpec {
     /// `Some` exactly for `mode = "set"`.
     data: Option<Tpl>,
     type_span: Range<usize>,
-    pub(crate) queue_capacity: usize,
 }
 
 /// Why a registry action failed.
@@ -184,7 +177,10 @@ impl Lookup for NoVars {
 }
 
 impl RegistrySpec {
-    pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<RegistrySpec, Vec<ConfigError>> {
+    pub(crate) fn parse(
+        table: Spanned<DeValue<'_>>,
+        type_span: std::ops::Range<usize>,
+    ) -> Result<RegistrySpec, Vec<ConfigError>> {
         let raw: RawRegistry = deserialize(table)?;
         let mut errors = Vec::new();
         let key = Tpl::parse(&raw.key, &mut errors);
@@ -229,7 +225,7 @@ impl RegistrySpec {
                     }
                 }),
                 None => {
-                    let span = raw.type_.span();
+                    let span = type_span.clone();
                     errors.push(ConfigError::new(
                         span.start..span.start,
                         "mode = \"set\" needs `data` (the value to write)",
@@ -252,13 +248,6 @@ impl RegistrySpec {
             }
             None
         };
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match (key, hive) {
             (Some(key), Some((hive, hive_len))) if errors.is_empty() => Ok(RegistrySpec {
                 hive,
@@ -268,8 +257,7 @@ impl RegistrySpec {
                 value,
                 kind,
                 data,
-                type_span: raw.type_.span(),
-                queue_capacity: queue_capacity as usize,
+                type_span: type_span.clone(),
             }),
             _ => Err(errors),
         }
@@ -674,10 +662,31 @@ mod os {
     }
 }
 
+impl crate::kind::ActionKind for RegistrySpec {
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        RegistrySpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        RegistrySpec::check(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        RegistrySpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Kind;
     use crate::config::test_util::*;
 
     const HEAD: &str = "[[action]]\nname = \"q\"\ntype = \"registry\"\n";
@@ -695,9 +704,7 @@ mod tests {
             .map(|(_, span)| at(&text, span))
             .collect();
         assert_eq!(vars, ["host", "risk_name", "ip_address"]);
-        let Kind::Registry(r) = &spec.kind else {
-            panic!("not a registry action")
-        };
+        let r = spec.kind_as::<RegistrySpec>().expect("a registry action");
         assert_eq!(
             (r.hive, r.mode, r.kind),
             (Hive::LocalMachine, Mode::Set, ValueKind::ExpandSz)
@@ -708,9 +715,7 @@ mod tests {
     fn long_hive_names_and_delete_modes() {
         let text = format!("{HEAD}key = 'hkey_current_user\\Software\\X'\nmode = \"delete_key\"\n");
         let spec = parse_ok(&text);
-        let Kind::Registry(r) = &spec.kind else {
-            panic!()
-        };
+        let r = spec.kind_as::<RegistrySpec>().expect("a registry action");
         assert_eq!((r.hive, r.hive_len), (Hive::CurrentUser, 18));
         let text = format!(
             "{HEAD}key = 'HKEY_LOCAL_MACHINE\\Software\\X'\nmode = \"delete_value\"\nvalue = \"v\"\n"

@@ -12,25 +12,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use thiserror::Error;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::syslog::event_json;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRun {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     program: Spanned<String>,
     args: Option<Vec<Spanned<String>>>,
     env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
@@ -41,7 +35,6 @@ struct RawRun {
     pass_event_env: Option<bool>,
     max_event_json_bytes: Option<Spanned<u64>>,
     clear_env: Option<bool>,
-    queue_capacity: Option<Spanned<u64>>,
     retry_exit_codes: Option<Vec<Spanned<i64>>>,
 }
 
@@ -58,7 +51,6 @@ pub(crate) struct RunSpec {
     pass_event_env: bool,
     max_event_json: usize,
     clear_env: bool,
-    pub(crate) queue_capacity: usize,
     /// Exit codes that mean "try again later" (with the common `retry` table: any
     /// non-zero exit when this is empty).
     retry_exit_codes: Vec<i32>,
@@ -71,7 +63,6 @@ impl RunSpec {
         args: Vec<Tpl>,
         timeout: Duration,
         max_concurrent: usize,
-        queue_capacity: usize,
     ) -> RunSpec {
         RunSpec {
             program,
@@ -84,7 +75,6 @@ impl RunSpec {
             pass_event_env: true,
             max_event_json: 32_768,
             clear_env: false,
-            queue_capacity,
             retry_exit_codes: Vec::new(),
         }
     }
@@ -166,13 +156,6 @@ impl RunSpec {
             "max_event_json_bytes",
             e,
         );
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            e,
-        );
         let mut retry_exit_codes = Vec::new();
         for c in raw.retry_exit_codes.iter().flatten() {
             match i32::try_from(*c.get_ref()) {
@@ -198,7 +181,6 @@ impl RunSpec {
             pass_event_env: raw.pass_event_env.unwrap_or(true),
             max_event_json: max_event_json as usize,
             clear_env: raw.clear_env.unwrap_or(false),
-            queue_capacity: queue_capacity as usize,
         })
     }
 
@@ -558,6 +540,40 @@ fn executable(path: &Path) -> Result<(), NotRunnable> {
         }
     }
     Ok(())
+}
+
+impl crate::kind::ActionKind for RunSpec {
+    fn kind(&self) -> &'static str {
+        "run"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        RunSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        RunSpec::check(self)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.max_concurrent
+    }
+
+    fn deliverer(
+        &self,
+        name: &str,
+        common: &crate::common::Common,
+    ) -> Option<Box<dyn crate::delivery::Deliver + '_>> {
+        RunSpec::deliverer(self, name, common.retry_configured)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        RunSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

@@ -16,33 +16,26 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
-use crate::config::{Tpl, bounded, deserialize};
+use crate::kit::{Tpl, bounded, deserialize};
 use crate::run::RunSpec;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScan {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     scanner: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
     full: Option<bool>,
     program: Option<Spanned<String>>,
     timeout_secs: Option<Spanned<u64>>,
     max_concurrent: Option<Spanned<u64>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// Parses a `scan` table into the `run` it stands for.
-pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<RunSpec, Vec<ConfigError>> {
+pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<ScanSpec, Vec<ConfigError>> {
     let span = table.span();
     let raw: RawScan = deserialize(table)?;
     let mut errors = Vec::new();
@@ -118,23 +111,55 @@ pub(crate) fn parse(table: Spanned<DeValue<'_>>) -> Result<RunSpec, Vec<ConfigEr
         e,
     );
     let max_concurrent = bounded(raw.max_concurrent.as_ref(), 1, 1..=16, "max_concurrent", e);
-    let queue = bounded(
-        raw.queue_capacity.as_ref(),
-        100,
-        1..=100_000,
-        "queue_capacity",
-        e,
-    );
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(RunSpec::preset(
+    Ok(ScanSpec(RunSpec::preset(
         program,
         args,
         Duration::from_secs(timeout),
         max_concurrent as usize,
-        queue as usize,
-    ))
+    )))
+}
+
+/// A `scan` action: a `run` preset, running and reporting as one, with a smaller queue.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanSpec(pub(crate) RunSpec);
+
+impl crate::kind::ActionKind for ScanSpec {
+    fn kind(&self) -> &'static str {
+        "run"
+    }
+
+    fn queue_capacity(&self) -> (u64, std::ops::RangeInclusive<u64>) {
+        (100, 1..=100_000)
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        self.0.templates().collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        self.0.check()
+    }
+
+    fn concurrency(&self) -> usize {
+        self.0.max_concurrent
+    }
+
+    fn work(
+        &self,
+        name: &str,
+        rx: &crossbeam_channel::Receiver<crate::Job>,
+        counters: &crate::control::Counters,
+        ctl: &crate::control::Control,
+    ) {
+        self.0.work(name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        &self.0
+    }
 }
 
 #[cfg(test)]

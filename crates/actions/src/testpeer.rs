@@ -1,6 +1,9 @@
 //! Test support: real peers (Python scripts in `tests/helpers/`, run as their own
 //! processes on 127.0.0.1 with ports chosen at run time) and a test CA made by `openssl`.
 
+// Test code: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! The `flag_file` action: write, remove, and refuse paths that leave their directory.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

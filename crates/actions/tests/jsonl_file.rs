@@ -1,6 +1,9 @@
 //! The `jsonl_file` action: lines parsed back, rotation by size, the number of rotated
 //! files kept, and a path that cannot be written (a counted failure, nothing stops).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

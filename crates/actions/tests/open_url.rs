@@ -4,6 +4,9 @@
 //! spaces are refused and counted as failures, and nothing is started for them.
 //! Runs on Linux and (in the user-session path, `browser` configured) under Wine.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

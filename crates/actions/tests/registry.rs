@@ -2,6 +2,8 @@
 //! the dispatcher with templated data, read them back with `winreg`, delete a value and the
 //! key, and count a dword that is not a number as a failure.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(windows)]
 
 mod common;

@@ -1,4 +1,7 @@
 //! The `run` action: argv without a shell, environment, timeout, captured output.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
 mod common;

@@ -3,6 +3,9 @@
 //!
 //! Needs `/usr/sbin/rsyslogd` (Debian: `apt-get install rsyslog`). Without it the test
 //! fails with a message, unless `WATCHPOST_SKIP_RSYSLOG=1` is set.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // needs /usr/sbin/rsyslogd, a Linux daemon
 
 mod common;

@@ -5,6 +5,9 @@
 //! (`WATCHPOST_BENCH_PAIRS=1000000,10000000` picks the sizes; `WATCHPOST_BENCH_DIR` the
 //! directory the stores are built in, default the system temp dir).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;

@@ -76,7 +76,7 @@ mod state;
 mod store;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use jiff::Timestamp;
@@ -119,9 +119,7 @@ struct Writer {
     changes_since_snapshot: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use watchpost_support::lock;
 
 impl Baselines {
     /// Opens (or creates) the baselines in directory `dir` (`baseline.redb` and

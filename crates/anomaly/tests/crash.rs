@@ -3,6 +3,9 @@
 //! background flusher and snapshot rewrites also run), kills it, reopens the directory and
 //! checks that every pair up to the last reported flush is there and learning continues.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! each with and without `learn_per_key`, before and after the learning period; plus the
 //! time rules (out-of-order, missing times) and the limits.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use jiff::Timestamp;

@@ -1,6 +1,9 @@
 //! Persistence: reopen, snapshot and its loss, definition changes, reset, explain, list,
 //! export/import, and replay equivalence.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use jiff::Timestamp;
 use watchpost_anomaly::{AnomalySpec, Baselines, FilterId, Options, Verdict};
 

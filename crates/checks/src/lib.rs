@@ -32,7 +32,7 @@ mod state;
 
 pub use kinds::{Observation, SourceClock, observe};
 pub use spec::{CheckSpec, CheckToml, DefSource, Kind, parse_check};
-pub use state::{Reported, Tracker};
+pub use state::{Reported, StateError, Tracker};
 
 /// The field names check events carry (for `check-config`'s field checks).
 pub const FIELDS: &[&str] = &[

@@ -14,6 +14,11 @@ pub struct Reported {
     pub since_ms: i64,
 }
 
+/// A saved tracker that cannot be read (it is then started afresh).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StateError(#[source] serde_json::Error);
+
 /// Decides which observations are reports; saved as JSON between runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tracker {
@@ -24,8 +29,8 @@ pub struct Tracker {
 
 impl Tracker {
     /// Reads a saved tracker (unreadable → empty, with the reason).
-    pub fn from_json(text: &str) -> Result<Tracker, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+    pub fn from_json(text: &str) -> Result<Tracker, StateError> {
+        serde_json::from_str(text).map_err(StateError)
     }
 
     /// The tracker as JSON.

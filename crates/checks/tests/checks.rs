@@ -1,5 +1,8 @@
 //! Checks observing real files, programs and (under Wine) the registry.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

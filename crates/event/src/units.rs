@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 /// Parses a duration: one or more `<number><unit>` parts, unit one of `ms`, `s`, `m`/`min`,
-/// `h`, `d`, `w` (`1h30m`, `14d`, `500ms`). A bare `0` is zero.
+/// `h`, `d`, `w`, `M` (30 days), `y` (365 days) (`1h30m`, `14d`, `500ms`). A bare `0` is
+/// zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let bad = |why: &str| {
@@ -44,6 +45,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => 3600,
             "d" => 86_400,
             "w" => 7 * 86_400,
+            // Sigma's `timespan` units.
+            "M" => 30 * 86_400,
+            "y" => 365 * 86_400,
             "" => return Err(bad("a unit is missing")),
             _ => return Err(bad(&format!("unknown unit `{unit}`"))),
         };
@@ -102,9 +106,18 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(
-            parse_duration("14y")
+            parse_duration("14q")
                 .unwrap_err()
-                .contains("unknown unit `y`")
+                .contains("unknown unit `q`")
+        );
+        // Sigma's timespans: months and years.
+        assert_eq!(
+            parse_duration("1M").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1y").unwrap(),
+            Duration::from_secs(365 * 86_400)
         );
     }
 

@@ -139,6 +139,26 @@ impl Thresholds {
         self.filters.retain(|k, _| names.contains(&k.as_str()));
     }
 
+    /// Starts the windows of every filter whose threshold definition differs from the
+    /// one its windows were counted with afresh (a reload, a restart with a changed
+    /// configuration); returns those filters' names.
+    pub fn reset_changed(&mut self, specs: &[(&str, &ThresholdSpec)]) -> Vec<String> {
+        let mut reset = Vec::new();
+        for (name, spec) in specs {
+            let def = definition(spec);
+            if let Some(state) = self.filters.get_mut(*name)
+                && state.definition != def
+            {
+                state.definition = def;
+                if !state.groups.is_empty() {
+                    state.groups.clear();
+                    reset.push((*name).to_owned());
+                }
+            }
+        }
+        reset
+    }
+
     /// Decides for one match of filter `name`; returns whether it fires now and the held
     /// matches released with it (`forward = "all"`). `now_ms` stands in for a missing
     /// event time.

@@ -1,5 +1,7 @@
 //! The batch codec: round trips, every limit, and hostile bodies refused with a clear 4xx.
 
+#![allow(clippy::unwrap_used)]
+
 use watchpost_fleet_protocol::*;
 
 mod common;

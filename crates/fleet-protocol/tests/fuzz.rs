@@ -5,6 +5,8 @@
 //! `target/fuzz-failures/` and fails the test. `WATCHPOST_FUZZ_SECS` sets the time
 //! (default 20 s); `WATCHPOST_FUZZ_SEED` repeats a run.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use watchpost_fleet_protocol::{encode_batch, encode_json, fuzz_batch};

@@ -85,7 +85,8 @@ pub struct HostInfo {
     pub hostname: String,
 }
 
-fn credential_path(state_dir: &Path) -> PathBuf {
+/// Where the credential is kept: `fleet.credential` in the state directory.
+pub fn credential_path(state_dir: &Path) -> PathBuf {
     state_dir.join("fleet.credential")
 }
 
@@ -98,7 +99,9 @@ pub fn load_credential(state_dir: &Path) -> Option<String> {
 }
 
 /// Writes the credential readable by its owner only (0600; on Windows SYSTEM and
-/// Administrators only), atomically.
+/// Administrators only), atomically. Not `watchpost_support::write_atomic`: on Windows the
+/// temporary file's access list must be narrowed before it is renamed into place, so the
+/// secret is never at its path readable by others.
 fn store_credential(state_dir: &Path, credential: &str) -> Result<PathBuf, FleetError> {
     let local = |e: std::io::Error, what: &str| {
         FleetError::Local(format!("{what} {}: {e}", state_dir.display()))
@@ -225,7 +228,7 @@ struct Stop {
 impl Stop {
     /// Waits `d` or until stopped; `false` when stopped.
     fn sleep(&self, d: Duration) -> bool {
-        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = watchpost_support::lock(&self.lock);
         let _ = self
             .cv
             .wait_timeout_while(guard, d, |_| !self.flag.load(Ordering::Relaxed));

@@ -229,6 +229,14 @@ impl FleetSpec {
         out
     }
 
+    /// The file the enrollment secret is read from, when it is one.
+    pub fn secret_file(&self) -> Option<&PathBuf> {
+        match &self.secret {
+            Some(SecretSource::File(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The server's endpoint (reads the CA file).
     pub fn endpoint(&self) -> Result<Endpoint, String> {
         Endpoint::parse(&self.server, self.ca_file.as_deref())

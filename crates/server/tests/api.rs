@@ -2,6 +2,8 @@
 //! exactly once (again, overlapping, out of order, concurrently), bad input refused with a
 //! clear 4xx, heartbeats, revocation, rate limits, metrics, retention.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! /api/v1/…` heading is a route in `ROUTES` (which the router dispatches from), and every
 //! route has its heading.
 
+#![allow(clippy::unwrap_used)]
+
 use watchpost_fleet_protocol::ROUTES;
 
 #[test]

@@ -2,6 +2,8 @@
 //! stored in an agent's SQLite store and shipped (by the fleet client) into PostgreSQL;
 //! every query below finds the same events in both.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! arriving once and in order, catch-up after the server was away, a bounded queue whose
 //! drops reach the server, revocation.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

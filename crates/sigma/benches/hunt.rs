@@ -4,6 +4,9 @@
 //! `cargo bench -p watchpost-sigma --bench hunt` (rounds: `HUNT_ROUNDS`, default 20;
 //! threads for "all cores": `HUNT_THREADS`, default `available_parallelism`).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -72,7 +72,7 @@ pub(crate) fn split(
     let timeframe = detection.get("timeframe").or(timeframe);
     let timespan_secs = match timeframe {
         None | Some(Json::Null) => WHOLE_STREAM_SECS,
-        Some(Json::String(s)) => parse_timespan(s)?,
+        Some(Json::String(s)) => parse_timespan(s).map_err(|e| e.to_string())?,
         Some(_) => return Err("timeframe must be a string such as `5m`".into()),
     };
     let mut detection = detection.clone();

@@ -145,26 +145,25 @@ pub struct CorrelationRule {
     pub generate: bool,
 }
 
-/// Parses `5m`, `30s`, `1h`, `2d`, `1w` into seconds.
-pub fn parse_timespan(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n.parse().map_err(|_| format!("bad timespan `{s}`"))?;
-    let mult = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        "M" => 30 * 86400,
-        "y" => 365 * 86400,
-        _ => return Err(format!("bad timespan unit in `{s}`")),
+/// Parses a Sigma `timespan` (`5m`, `30s`, `1h`, `2d`, `1w`, `1M`, `1y`; a bare number is
+/// seconds) into seconds, with watchpost's one duration parser.
+pub fn parse_timespan(s: &str) -> Result<i64, crate::TimespanError> {
+    let t = s.trim();
+    let err = |why: String| crate::TimespanError {
+        text: t.to_owned(),
+        why,
     };
-    if n <= 0 {
-        return Err(format!("timespan `{s}` must be positive"));
+    let bare_seconds = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let d = if bare_seconds {
+        watchpost_event::parse_duration(&format!("{t}s"))
+    } else {
+        watchpost_event::parse_duration(t)
     }
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("timespan `{s}` is too long"))
+    .map_err(err)?;
+    if d.is_zero() {
+        return Err(err("it must be positive".into()));
+    }
+    i64::try_from(d.as_secs()).map_err(|_| err("it is too long".into()))
 }
 
 pub(crate) fn parse(
@@ -200,7 +199,8 @@ pub(crate) fn parse(
         c.get("timespan")
             .and_then(Json::as_str)
             .ok_or("correlation has no timespan")?,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let ty = c
         .get("type")
         .and_then(Json::as_str)

@@ -56,6 +56,7 @@ mod aggregation;
 mod compile;
 mod condition;
 pub mod correlate;
+mod error;
 mod load;
 pub mod logsource;
 mod pattern;
@@ -64,6 +65,7 @@ mod ruleset;
 
 pub use compile::Scratch;
 pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use error::{PlaceholderError, TimespanError, UnknownLevel};
 pub use load::{LoadStats, cache_file_for};
 pub use placeholders::Placeholders;
 pub use ruleset::{

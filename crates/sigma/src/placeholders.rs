@@ -22,6 +22,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::PlaceholderError;
+
 use serde_json::Value as Json;
 
 /// Placeholder name → values.
@@ -66,22 +68,27 @@ impl Placeholders {
     }
 
     /// Parses a placeholder file's text (a pipeline with `vars:`, or a bare mapping).
-    pub fn from_yaml(text: &str) -> Result<Placeholders, String> {
+    pub fn from_yaml(text: &str) -> Result<Placeholders, PlaceholderError> {
+        let shape = PlaceholderError::Shape;
         let docs: Vec<Json> = serde_saphyr::from_multiple(text).map_err(|e| {
             let msg = e.to_string();
-            format!("YAML: {}", msg.lines().next().unwrap_or(""))
+            PlaceholderError::Yaml(msg.lines().next().unwrap_or("").to_owned())
         })?;
         let doc = docs.into_iter().next().unwrap_or(Json::Null);
         let map = match &doc {
             Json::Object(m) => match m.get("vars") {
                 Some(Json::Object(v)) => v,
                 Some(Json::Null) => return Ok(Placeholders::new()),
-                Some(_) => return Err("`vars` must be a mapping of names to values".into()),
+                Some(_) => return Err(shape("`vars` must be a mapping of names to values".into())),
                 None if m.contains_key("transformations") => return Ok(Placeholders::new()),
                 None => m,
             },
             Json::Null => return Ok(Placeholders::new()),
-            _ => return Err("placeholders must be a mapping of names to values".into()),
+            _ => {
+                return Err(shape(
+                    "placeholders must be a mapping of names to values".into(),
+                ));
+            }
         };
         let mut out = Placeholders::new();
         for (k, v) in map {
@@ -89,12 +96,14 @@ impl Placeholders {
                 Json::Array(a) => a
                     .iter()
                     .map(|x| {
-                        scalar(x).ok_or_else(|| format!("placeholder `{k}`: values must be plain"))
+                        scalar(x).ok_or_else(|| {
+                            shape(format!("placeholder `{k}`: values must be plain"))
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
                 other => vec![
                     scalar(other)
-                        .ok_or_else(|| format!("placeholder `{k}`: values must be plain"))?,
+                        .ok_or_else(|| shape(format!("placeholder `{k}`: values must be plain")))?,
                 ],
             };
             out.insert(k.clone(), values);
@@ -103,10 +112,15 @@ impl Placeholders {
     }
 
     /// Reads a placeholder file.
-    pub fn from_file(path: &Path) -> Result<Placeholders, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Placeholders::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Placeholders, PlaceholderError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlaceholderError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Placeholders::from_yaml(&text).map_err(|e| PlaceholderError::InFile {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
     }
 
     /// Every expansion of the `%name%` placeholders in `value` (names are letters,

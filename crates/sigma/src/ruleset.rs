@@ -63,15 +63,15 @@ pub enum Level {
 }
 
 impl FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
+    type Err = crate::UnknownLevel;
+    fn from_str(s: &str) -> Result<Level, crate::UnknownLevel> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "informational" | "info" => Level::Informational,
             "low" => Level::Low,
             "medium" => Level::Medium,
             "high" => Level::High,
             "critical" => Level::Critical,
-            other => return Err(format!("unknown level `{other}`")),
+            other => return Err(crate::UnknownLevel(other.to_owned())),
         })
     }
 }
@@ -993,7 +993,7 @@ fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
     }
     let level = match obj.get("level") {
         None | Some(Json::Null) => Level::Medium,
-        Some(Json::String(s)) => s.parse()?,
+        Some(Json::String(s)) => s.parse().map_err(|e: crate::UnknownLevel| e.to_string())?,
         Some(_) => return Err("level must be a string".into()),
     };
     if let Some(c) = obj.get("correlation") {

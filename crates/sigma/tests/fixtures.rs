@@ -1,6 +1,9 @@
 //! The shared fixtures: every SigmaHQ rule loads or is reported with a reason, and
 //! hand-checked rule/EVTX pairs fire (or do not).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

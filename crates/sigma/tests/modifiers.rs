@@ -1,5 +1,8 @@
 //! Every modifier and condition form on hand-made events.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

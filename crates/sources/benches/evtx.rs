@@ -6,6 +6,9 @@
 //! (`WATCHPOST_EVTX_DIR=DIR` reads another folder; `WATCHPOST_BENCH_ROUNDS=N` repeats the
 //! whole set N times per measurement, default 5.)
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

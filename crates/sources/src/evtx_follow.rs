@@ -87,7 +87,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -347,9 +347,7 @@ struct Shared {
     positions: Mutex<Positions>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use watchpost_support::lock;
 
 fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +541,67 @@ impl EvtxFollower {
 impl Drop for EvtxFollower {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An [`EvtxFollower`] as a [`Source`](crate::source::Source): each record is committed
+/// after the sink returned for it; records not handed out when it closes are read again
+/// at the next start.
+#[derive(Debug)]
+pub struct EvtxSource {
+    follower: Option<EvtxFollower>,
+    wait: crate::source::Wakeable<EvtxRecord>,
+}
+
+impl EvtxSource {
+    /// Starts following.
+    pub fn start(opts: EvtxFollowOptions) -> Result<EvtxSource, EvtxFollowError> {
+        let (follower, rx) = EvtxFollower::start(opts)?;
+        Ok(EvtxSource {
+            follower: Some(follower),
+            wait: crate::source::Wakeable::new(rx),
+        })
+    }
+}
+
+impl crate::source::Source for EvtxSource {
+    fn poll(
+        &mut self,
+        deadline: Instant,
+        sink: &mut dyn FnMut(crate::source::Item<'_>),
+    ) -> Result<(), crate::source::SourceError> {
+        let follower = &self.follower;
+        self.wait.each(deadline, |r| {
+            sink(crate::source::Item::Bytes {
+                bytes: r.xml.as_bytes(),
+                place: crate::source::Place::Path(&r.path),
+                offset: r.record_id,
+                read_at: Instant::now(),
+            });
+            if let Some(f) = follower {
+                f.commit(&r.path, r.record_id);
+            }
+        });
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), crate::source::SourceError> {
+        match &self.follower {
+            Some(f) => f.checkpoint().map_err(crate::source::SourceError::from_err),
+            None => Ok(()),
+        }
+    }
+
+    fn stopper(&self) -> crate::source::StopHandle {
+        self.wait.stopper()
+    }
+
+    fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
+        if let Some(f) = self.follower.take() {
+            // Logs its totals.
+            f.shutdown();
+        }
+        String::new()
     }
 }
 

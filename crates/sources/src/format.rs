@@ -54,6 +54,27 @@ pub enum Format {
 }
 
 impl Format {
+    /// Which SEP binary log a format reads (`None` for the other formats).
+    pub fn sep_log_kind(self) -> Option<LogKind> {
+        match self {
+            Format::SepSecurityLog => Some(LogKind::Security),
+            Format::SepTrafficLog => Some(LogKind::Traffic),
+            Format::SepSystemLog => Some(LogKind::System),
+            Format::SepProcessLog => Some(LogKind::Process),
+            _ => None,
+        }
+    }
+
+    /// The format of a SEP binary log.
+    pub fn of_sep_log(kind: LogKind) -> Format {
+        match kind {
+            LogKind::Security => Format::SepSecurityLog,
+            LogKind::Traffic => Format::SepTrafficLog,
+            LogKind::System => Format::SepSystemLog,
+            LogKind::Process => Format::SepProcessLog,
+        }
+    }
+
     /// Every format, in documentation order.
     pub const ALL: [Format; 11] = [
         Format::SepAvLog,
@@ -160,7 +181,8 @@ pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
     }
     if let Some(f) = first_line(head)
         .and_then(|l| LogHeader::parse(l).ok())
-        .and_then(|h| h.format())
+        .and_then(|h| h.kind())
+        .map(Format::of_sep_log)
     {
         return Some(f);
     }
@@ -278,7 +300,7 @@ pub fn parse_records(
     ctx: &ParseCtx,
     bytes: &[u8],
 ) -> (AtOffsets<Event>, AtOffsets<ParseError>) {
-    if let Some(kind) = LogKind::of(format) {
+    if let Some(kind) = format.sep_log_kind() {
         let log = binary::parse_log(kind, ctx, bytes);
         return (log.events, log.errors);
     }

@@ -250,9 +250,9 @@ mod reader {
     use std::path::{Path, PathBuf};
     use std::process::{Child, ChildStderr, Command, Stdio};
     use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::sync::{Arc, Mutex};
     use std::thread::{self, JoinHandle};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use crossbeam_channel::{Receiver, Sender};
     use serde::{Deserialize, Serialize};
@@ -470,9 +470,7 @@ mod reader {
         committed: Mutex<(Option<String>, Option<String>)>,
     }
 
-    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    use watchpost_support::lock;
 
     impl Shared {
         fn count(&self, c: impl Fn(&Counters) -> &AtomicU64) {
@@ -684,6 +682,70 @@ mod reader {
     impl Drop for Journal {
         fn drop(&mut self) {
             self.stop();
+        }
+    }
+
+    /// A [`Journal`] as a [`Source`](crate::source::Source): each entry's cursor is
+    /// committed after the sink returned for it; entries not handed out when it closes
+    /// are read again at the next start (after the last committed cursor).
+    #[derive(Debug)]
+    pub struct JournalSource {
+        journal: Option<Journal>,
+        wait: crate::source::Wakeable<Entry>,
+        n: u64,
+    }
+
+    impl JournalSource {
+        /// Starts journalctl.
+        pub fn start(opts: JournalOptions) -> Result<JournalSource, JournalError> {
+            let (journal, rx) = Journal::start(opts)?;
+            Ok(JournalSource {
+                journal: Some(journal),
+                wait: crate::source::Wakeable::new(rx),
+                n: 0,
+            })
+        }
+    }
+
+    impl crate::source::Source for JournalSource {
+        fn poll(
+            &mut self,
+            deadline: Instant,
+            sink: &mut dyn FnMut(crate::source::Item<'_>),
+        ) -> Result<(), crate::source::SourceError> {
+            let (journal, n) = (&self.journal, &mut self.n);
+            self.wait.each(deadline, |entry| {
+                sink(crate::source::Item::Bytes {
+                    bytes: &entry.json,
+                    place: crate::source::Place::Name("journal"),
+                    offset: *n,
+                    read_at: Instant::now(),
+                });
+                if let Some(j) = journal {
+                    j.commit(&entry.cursor);
+                }
+                *n += 1;
+            });
+            Ok(())
+        }
+
+        fn checkpoint(&mut self) -> Result<(), crate::source::SourceError> {
+            match &self.journal {
+                Some(j) => j.checkpoint().map_err(crate::source::SourceError::from_err),
+                None => Ok(()),
+            }
+        }
+
+        fn stopper(&self) -> crate::source::StopHandle {
+            self.wait.stopper()
+        }
+
+        fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
+            if let Some(j) = self.journal.take() {
+                // Logs its totals.
+                j.shutdown();
+            }
+            String::new()
         }
     }
 

@@ -9,18 +9,21 @@
 //!   first bytes for `watchpost test`.
 
 pub mod format;
+pub mod framer;
 pub mod parse;
 pub mod text;
 pub mod textlog;
 
 pub use format::Format;
 pub use parse::{ParseCtx, ParseError, Parser, Schema};
+pub use source::{Item, Place, Source, SourceError, StopHandle};
 pub mod evtx;
 pub mod evtx_follow;
 pub mod journald;
 pub mod jsonl;
 pub mod listen;
 pub mod sep;
+pub mod source;
 pub mod tail;
 pub mod winevent;
 pub mod winevtlog;

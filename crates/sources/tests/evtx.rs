@@ -1,6 +1,9 @@
 //! Every shared EVTX fixture loads with the record and per-channel/event-id counts that
 //! MANIFEST.tsv records, and known field values come out by name and by position.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,6 +2,9 @@
 //! appear and grow, start at end, corrupt chunks are skipped, replaced files are re-read.
 //! Every wait is bounded and ends on an observed outcome, not on a fixed sleep.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

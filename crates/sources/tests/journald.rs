@@ -1,5 +1,8 @@
 //! `journald::Journal` against real journal files made by Debian's `systemd-journal-remote`
 //! from journal export format, read back through `journalctl --directory`.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
 
 use std::io::Write;

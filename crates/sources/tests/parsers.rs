@@ -2,6 +2,9 @@
 //! logs, format detection and schemas. (SEPM syslog: `parsers_manager.rs`; malformed
 //! input: `parsers_malformed.rs`.)
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
@@ -266,7 +269,7 @@ fn binary(name: &str, kind: LogKind) -> (watchpost_sources::sep::LogHeader, Vec<
         "{name}: records == header entry count"
     );
     let events: Vec<Event> = log.events.into_iter().map(|(_, e)| e).collect();
-    let format = header.format().expect("known log type");
+    let format = Format::of_sep_log(header.kind().expect("known log type"));
     assert_eq!(
         format::parse_file(format, &ctx(), &bytes).0.len(),
         events.len()

@@ -6,6 +6,9 @@
 //! comparison leaves out are listed with the reason in [`EXCLUDED`]. A key that is in
 //! neither fails the test, so the table stays complete.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;

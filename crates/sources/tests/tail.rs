@@ -1,5 +1,8 @@
 //! Tailer behaviour: appends, framing, rotation cases, restarts, checkpoints, wake-ups.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

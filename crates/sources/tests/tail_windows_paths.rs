@@ -9,6 +9,9 @@
 //! Every record is checked against an independent reading of the files as they end up: the
 //! same lines at the same offsets, each once, in file order.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

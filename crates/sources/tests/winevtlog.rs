@@ -4,6 +4,9 @@
 //! (`win.rs`) is exercised by the Windows-only test at the end, which under Wine proves
 //! only that a failing subscription is a clear error, not a panic.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,9 @@
 //! event. Run: `cargo bench -p watchpost-store --bench insert`
 //! (`WATCHPOST_BENCH_EVENTS=N`, default 200000).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use watchpost_store::{NewEvent, StoreOptions, Writer};

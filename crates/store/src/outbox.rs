@@ -242,6 +242,12 @@ impl Outbox {
         })
     }
 
+    /// Turns queueing on (at most `ship` records waiting) or off. The writer reads the
+    /// setting in every transaction, so a running daemon's reload can change it.
+    pub fn set_queueing(&self, ship: Option<u64>) -> Result<(), StoreError> {
+        configure(&self.conn, ship, &self.path)
+    }
+
     /// Where the queue stands now.
     pub fn state(&self) -> Result<OutboxState, StoreError> {
         self.conn

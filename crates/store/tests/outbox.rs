@@ -1,6 +1,8 @@
 //! The shipping queue inside the store: every stored event, outcome and acknowledgement
 //! numbered in storing order; bounded, with drops counted; forgotten only when committed.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use watchpost_store::{NewEvent, Outbox, Outcome, Queued, Store, StoreOptions, Writer};

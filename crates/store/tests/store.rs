@@ -1,6 +1,9 @@
 //! The event store end to end: the writer thread, queries, acknowledgements, outcomes,
 //! retention, reopening.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use watchpost_store::{NewEvent, Outcome, Query, Store, StoreOptions, Writer, parse_terms};

@@ -8,6 +8,9 @@
 //! The burst counts come from watchpost's own shutdown totals ("sent") and from this
 //! bench's UDP socket ("received"; the kernel drops what the socket buffer cannot hold).
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -45,7 +48,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\nlog_fired = false\n\n{}[[source]]\nname = \"sep-av\"\ntype = \"sep_av_log\"\npath = \"{}/*.Log\"\n\n{}\n[[action]]\nname = \"out\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\nformat = \"rfc5424\"\nmessage = \"{{{{ filter }}}} {{{{ file_path }}}}\"\n",
+            "[agent]\nstate_dir = \"{}\"\nlog_fired = false\n\n{}[[source]]\nname = \"sep-av\"\ntype = \"sep_av_log\"\npath = \"{}/*.Log\"\n\n[[source]]\nname = \"sep-ips\"\ntype = \"sep_security_log\"\npath = \"{}/seclog.log\"\n\n{}\n[[action]]\nname = \"out\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\nformat = \"rfc5424\"\nmessage = \"{{{{ filter }}}} {{{{ file_path }}}}\"\n",
             dir.path().join("state").display(),
             // LATENCY_NO_STORE=1: without the event store, to see what storing costs.
             if std::env::var_os("LATENCY_NO_STORE").is_some() {
@@ -53,6 +56,7 @@ fn main() {
             } else {
                 ""
             },
+            logs.display(),
             logs.display(),
             common::hundred_filters()
         ),
@@ -161,13 +165,15 @@ fn main() {
             .lines()
             .find(|l| l.contains("action totals"))
             .unwrap_or("");
-        line.split(key)
+        // `ok=N` (key=value log lines), or `ok: N` (older builds' Debug output).
+        line.split(&format!("{key}="))
             .nth(1)
+            .or_else(|| line.split(&format!("{key}: ")).nth(1))
             .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    let (sent, dropped) = (total("ok: "), total("dropped: "));
+    let (sent, dropped) = (total("ok"), total("dropped"));
     let size = std::fs::metadata(env!("CARGO_BIN_EXE_watchpost"))
         .map(|m| m.len())
         .unwrap_or(0);

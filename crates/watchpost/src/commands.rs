@@ -9,9 +9,11 @@ use watchpost_anomaly::Options;
 use watchpost_filters::Chain;
 use watchpost_store::{Query, Store, StoredEvent, parse_since, parse_terms};
 
-use crate::analysis::{Analysis, BaselineHome, anomaly_spec, baseline_dir, open_baselines};
-use crate::config::Config;
 use crate::replay;
+use watchpost_config::Config;
+use watchpost_runtime::analysis::{
+    Analysis, BaselineHome, anomaly_spec, baseline_dir, open_baselines,
+};
 
 /// Output format of `watchpost events`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -240,7 +242,7 @@ pub enum BaselineCmd {
 
 /// Runs a baseline command.
 pub fn baseline(
-    config: &Config,
+    config: &mut Config,
     chain: &Chain,
     cmd: &BaselineCmd,
     out: &mut dyn Write,
@@ -251,17 +253,18 @@ pub fn baseline(
         );
     }
     if let BaselineCmd::Learn { source, inputs } = cmd {
-        let analysis = Analysis::open(config, chain, BaselineHome::State, false)?;
+        let (analysis, judges) = Analysis::open(config, chain, BaselineHome::State, false)?;
+        let analysis = std::sync::Arc::new(analysis);
         let t = replay::replay(
             config,
-            chain,
-            &analysis,
+            chain.clone(),
+            (analysis.clone(), judges),
             source.as_deref(),
             inputs,
             replay::Output::Quiet,
             out,
         )?;
-        analysis.close();
+        close(analysis);
         writeln!(
             out,
             "learned from {} records ({} unparsable): {} events judged by anomaly filters, {} would have been flagged",
@@ -469,7 +472,7 @@ pub fn quarantine(config: &Config, cmd: &QuarantineCmd, out: &mut dyn Write) -> 
                 .agent
                 .host
                 .clone()
-                .unwrap_or_else(crate::pipeline::local_host_name);
+                .unwrap_or_else(watchpost_runtime::pipeline::local_host_name);
             let (new, state) = q.apply(dir, &host, reason, &by)?;
             let until = state.until.as_deref().unwrap_or("released");
             if new {
@@ -572,5 +575,13 @@ fn secs(total: i64) -> String {
         (0, 0) => format!("{s}s"),
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Closes an analysis a replay shared (its pipelines are gone by now).
+pub fn close(analysis: std::sync::Arc<Analysis>) {
+    match std::sync::Arc::try_unwrap(analysis) {
+        Ok(a) => a.close(),
+        Err(_) => tracing::error!("baselines still shared: pending pairs are not flushed"),
     }
 }

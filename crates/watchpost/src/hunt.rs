@@ -150,25 +150,45 @@ fn evtx_files(paths: &[PathBuf], unreadable: &mut Vec<(String, String)>) -> Vec<
 }
 
 /// The configuration's anomaly filters over the hunt's records (first seen over the
-/// history): files in name order, one thread, a fresh baseline; each flagged event is a
-/// detection titled `anomaly: FILTER` with the reason and the key and value fields.
+/// history): files in name order, one thread, a fresh baseline, through the same
+/// pipeline as the daemon; each flagged event is a detection titled `anomaly: FILTER`
+/// with the reason and the key and value fields.
 fn anomalies(
-    config: &crate::config::Config,
+    config: &watchpost_config::Config,
     chain: &watchpost_filters::Chain,
     files: &[PathBuf],
     found: &mut Vec<Detection>,
 ) -> Result<u64> {
-    use crate::analysis::{Analysis, BaselineHome};
-    let analysis = Analysis::open(config, chain, BaselineHome::Temporary, false)?;
+    use std::sync::Arc;
+    use watchpost_runtime::analysis::{Analysis, BaselineHome};
+    use watchpost_runtime::{Current, Generation, Pipeline, SourceKind};
+    let (analysis, judges) = Analysis::open(config, chain, BaselineHome::Temporary, false)?;
+    let analysis = Arc::new(analysis);
+    // The anomaly filters alone: the configuration's rule sets stay out of the hunt.
+    let mut bare = watchpost_config::parse("", &mut Default::default())
+        .ok_or_else(|| anyhow::anyhow!("an empty configuration does not parse"))?;
+    bare.sources = config.sources.clone();
+    let current = Arc::new(Current::new(Generation::build(
+        0,
+        &mut bare,
+        chain.clone(),
+        judges,
+        Vec::new(),
+        &|_| None,
+    )));
     let name = config
         .sources
         .iter()
         .find(|s| s.format == watchpost_sources::Format::Evtx)
         .map_or("evtx", |s| s.name.as_str());
-    let ctx = ParseCtx::new(name, "hunt");
-    let plan = chain.plan(name);
-    let mut verdict = watchpost_filters::Verdict::default();
-    let mut n = 0;
+    let mut pipeline = Pipeline::new(
+        SourceKind::Named(name, watchpost_sources::Format::Evtx),
+        "hunt",
+        current,
+        analysis.clone(),
+    );
+    let ctx = pipeline.ctx().clone();
+    let mut sink = AnomalySink { found, n: 0 };
     let mut ordered = files.to_vec();
     ordered.sort();
     for file in &ordered {
@@ -176,38 +196,60 @@ fn anomalies(
             continue;
         };
         let place = file.to_string_lossy().into_owned();
-        for_each_evtx(&ctx, bytes, &place, &mut |mut event| {
-            let mut judge = analysis.judge();
-            chain.evaluate_with(&plan, &mut event, &mut verdict, &mut judge);
-            for (fi, v) in &judge.verdicts {
-                if !v.is_anomaly() {
-                    continue;
-                }
-                n += 1;
-                let f = chain.filter(*fi);
-                let mut fields = vec![("why".to_owned(), v.to_string())];
-                if let Some(b) = &f.baseline {
-                    for s in b.key.iter().chain(&b.value) {
-                        let text = event
-                            .get(*s)
-                            .map(|x| x.text().into_owned())
-                            .unwrap_or_default();
-                        fields.push((s.as_str().to_owned(), text));
-                    }
-                }
-                found.push(Detection::of_event(
-                    &event,
-                    format!("anomaly: {}", f.name),
-                    Level::Medium,
-                    String::new(),
-                    String::new(),
-                    fields,
-                ));
-            }
+        for_each_evtx(&ctx, bytes, &place, &mut |event| {
+            pipeline.handle_event(event, Instant::now(), &mut sink);
         });
     }
-    analysis.close();
+    let n = sink.n;
+    drop(pipeline);
+    crate::commands::close(analysis);
     Ok(n)
+}
+
+/// Collects the anomaly filters' flags as detections.
+struct AnomalySink<'a> {
+    found: &'a mut Vec<Detection>,
+    n: u64,
+}
+
+impl watchpost_runtime::Sink for AnomalySink<'_> {
+    fn unparsable(&mut self, _: &str, _: &str, _: u64, _: &dyn std::fmt::Display) {}
+
+    fn verdict(
+        &mut self,
+        g: &watchpost_runtime::Generation,
+        event: &Event,
+        _: &watchpost_filters::Verdict,
+        judged: &[(usize, watchpost_anomaly::Verdict)],
+    ) {
+        for (fi, v) in judged {
+            if !v.is_anomaly() {
+                continue;
+            }
+            self.n += 1;
+            let f = g.chain.filter(*fi);
+            let mut fields = vec![("why".to_owned(), v.to_string())];
+            if let Some(b) = &f.baseline {
+                for s in b.key.iter().chain(&b.value) {
+                    let text = event
+                        .get(*s)
+                        .map(|x| x.text().into_owned())
+                        .unwrap_or_default();
+                    fields.push((s.as_str().to_owned(), text));
+                }
+            }
+            self.found.push(Detection::of_event(
+                event,
+                format!("anomaly: {}", f.name),
+                Level::Medium,
+                String::new(),
+                String::new(),
+                fields,
+            ));
+        }
+    }
+
+    fn fire(&mut self, _: &watchpost_runtime::Generation, _: &watchpost_runtime::Firing<'_>) {}
 }
 
 /// Which rules a hunt loads.
@@ -258,7 +300,7 @@ pub fn hunt(
     paths: &[PathBuf],
     format: HuntFormat,
     threads: usize,
-    config: Option<&(crate::config::Config, watchpost_filters::Chain)>,
+    config: Option<&(watchpost_config::Config, watchpost_filters::Chain)>,
     out: &mut dyn Write,
 ) -> Result<HuntTotals> {
     let (ruleset, rejected) = Ruleset::load_with(rules.paths, &rules.load);
@@ -530,7 +572,7 @@ fn correlation_detection(rs: &Ruleset, cm: CorrelationMatch, event: &Event) -> D
         ("correlation_count".to_owned(), cm.count.to_string()),
         (
             "correlation_value".to_owned(),
-            crate::rules::number(cm.value),
+            watchpost_config::rules::number(cm.value),
         ),
     ];
     for (k, v) in rule.group_by.iter().zip(&cm.group) {

@@ -8,16 +8,17 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use serde_json::json;
+use watchpost_config::{Config, SourceConfig};
 use watchpost_event::{Event, Origin};
-use watchpost_filters::{Chain, Plan, Verdict};
-use watchpost_sources::{Format, ParseCtx, evtx};
-
-use crate::analysis::Analysis;
-use crate::config::Config;
-use crate::pipeline::{SourceRuntime, local_host_name};
+use watchpost_filters::{Chain, Verdict};
+use watchpost_runtime::analysis::{Analysis, JudgeTable};
+use watchpost_runtime::pipeline::local_host_name;
+use watchpost_runtime::{Current, FiredBy, Firing, Generation, Pipeline, Sink, SourceKind};
+use watchpost_sources::{Format, evtx};
 
 /// Output format of `watchpost test`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -63,135 +64,140 @@ pub enum Output {
     Quiet,
 }
 
-/// Replays `inputs`; writes findings to `out` and problems to stderr. Anomaly filters
-/// consult `analysis`'s baselines.
+/// Replays `inputs` (files, and the files under folders) through the [`Pipeline`] of the
+/// source each belongs to; writes findings to `out` and problems to stderr. Anomaly
+/// filters consult `analysis`'s baselines. The configuration's rule sets move into the
+/// replay's generation.
 pub fn replay(
-    config: &Config,
-    chain: &Chain,
-    analysis: &Analysis,
+    config: &mut Config,
+    chain: Chain,
+    (analysis, judges): (Arc<Analysis>, JudgeTable),
     source: Option<&str>,
     inputs: &[std::path::PathBuf],
     output: Output,
     out: &mut dyn Write,
 ) -> Result<Totals> {
     let local_host = config.agent.host.clone().unwrap_or_else(local_host_name);
-    let mut totals = Totals::default();
-    for input in &files_of(inputs, &mut totals) {
+    let current = Arc::new(Current::new(Generation::build(
+        0,
+        config,
+        chain,
+        judges,
+        Vec::new(),
+        &|_| None,
+    )));
+    let mut sink = Printer {
+        output,
+        out,
+        totals: Totals::default(),
+        failed: None,
+    };
+    for input in &files_of(inputs, &mut sink.totals) {
         let bytes = match std::fs::read(input) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("{}: cannot read it: {e}", input.display());
-                totals.skipped_files += 1;
+                sink.totals.skipped_files += 1;
                 continue;
             }
         };
         // A log with no records yet.
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            totals.files += 1;
+            sink.totals.files += 1;
             continue;
         }
-        let (records_before, errors_before) = (totals.records, totals.errors);
+        let (records_before, errors_before) = (sink.totals.records, sink.totals.errors);
         let place = input.to_string_lossy();
-        let configured_evtx = |s: &crate::config::SourceConfig| s.format == Format::Evtx;
+        let configured_evtx = |s: &&SourceConfig| s.format == Format::Evtx;
         let evtx_source = match source {
             Some(n) => config
                 .sources
                 .iter()
-                .find(|s| s.name == n && configured_evtx(s)),
+                .filter(configured_evtx)
+                .find(|s| s.name == n),
             None if evtx::is_evtx(&bytes) => config
                 .sources
                 .iter()
-                .filter(|s| configured_evtx(s))
+                .filter(configured_evtx)
                 .find(|s| s.paths.iter().any(|p| glob_matches(p, input)))
-                .or_else(|| config.sources.iter().find(|s| configured_evtx(s))),
+                .or_else(|| config.sources.iter().find(configured_evtx)),
             None => None,
         };
-        let evtx_name = evtx_source.map_or("evtx", |s| s.name.as_str());
-        let place_arc: std::sync::Arc<str> = place.as_ref().into();
-        let mut verdict = Verdict::default();
-        let mut sigma_scratch = Vec::new();
-        // The first write error ends the replay (the output is gone).
-        let mut failed: Option<anyhow::Error> = None;
-        let mut one =
-            |mut event: Event, name: &std::sync::Arc<str>, plan: &Plan, totals: &mut Totals| {
-                if failed.is_some() {
-                    return;
-                }
-                if event.origin.is_none() {
-                    event.origin = Some(Origin {
-                        place: place_arc.clone(),
-                        offset: 0,
-                    });
-                }
-                event.source = name.clone();
-                if let Err(e) = judge_and_print(
-                    config,
-                    chain,
-                    analysis,
-                    plan,
-                    event,
-                    output,
-                    &mut verdict,
-                    &mut sigma_scratch,
-                    totals,
-                    out,
-                ) {
-                    failed = Some(e);
-                }
-            };
+        let place_arc: Arc<str> = place.as_ref().into();
         if evtx_source.is_some() || (source.is_none() && evtx::is_evtx(&bytes)) {
             // Streamed: one record in memory at a time, however large the file.
-            let ctx = ParseCtx::new(evtx_name, local_host.as_str());
-            let plan = chain.plan(evtx_name);
-            let name = ctx.source.clone();
+            let name = evtx_source.map_or("evtx", |s| s.name.as_str());
+            let mut p = Pipeline::new(
+                SourceKind::Named(name, Format::Evtx),
+                &local_host,
+                current.clone(),
+                analysis.clone(),
+            );
+            let ctx = p.ctx().clone();
             let errors = evtx::for_each_evtx(&ctx, bytes, &place, &mut |event| {
-                totals.records += 1;
-                one(event, &name, &plan, &mut totals);
+                sink.totals.records += 1;
+                one(&mut p, event, &place_arc, &mut sink);
             });
-            report_errors(&place, ("record id", "EVTX"), &errors, &mut totals);
+            report_errors(&place, ("record id", "EVTX"), &errors, &mut sink.totals);
         } else {
-            let rt = match runtime_for(config, chain, source, input, &bytes, &local_host)? {
-                Ok(rt) => rt,
+            let (kind, format) = match runtime_for(config, source, input, &bytes)? {
+                Ok(k) => k,
                 Err(why) => {
                     eprintln!("{why}");
-                    totals.skipped_files += 1;
+                    sink.totals.skipped_files += 1;
                     continue;
                 }
             };
+            let mut p = Pipeline::new(kind, &local_host, current.clone(), analysis.clone());
             let (events, errors) =
-                watchpost_sources::format::parse_file_in(rt.format, &rt.ctx, &place_arc, &bytes);
-            totals.records += events.len() as u64;
-            report_errors(&place, ("offset", rt.format.name()), &errors, &mut totals);
+                watchpost_sources::format::parse_file_in(format, p.ctx(), &place_arc, &bytes);
+            sink.totals.records += events.len() as u64;
+            report_errors(&place, ("offset", format.name()), &errors, &mut sink.totals);
             for event in events {
-                one(event, &rt.name, &rt.plan, &mut totals);
+                one(&mut p, event, &place_arc, &mut sink);
             }
         }
-        if let Some(e) = failed {
+        if let Some(e) = sink.failed.take() {
             return Err(e);
         }
-        totals.files += 1;
-        let (records, errors) = (
-            totals.records - records_before,
-            totals.errors - errors_before,
-        );
+        let t = &mut sink.totals;
+        t.files += 1;
+        let (records, errors) = (t.records - records_before, t.errors - errors_before);
         if records > 0 && errors == records {
             eprintln!(
                 "{}: none of its {records} records could be parsed",
                 input.display()
             );
-            totals.unparsable_files += 1;
+            t.unparsable_files += 1;
         }
     }
     // The records are done: correlation windows still open are decided now.
-    for set in &config.rules {
-        for d in set.finish() {
-            totals.fired += 1;
-            if let Output::Findings(format) = output {
-                print_detection(out, format, set, &d)?;
-            }
-        }
+    let mut p = Pipeline::new(
+        SourceKind::Named("replay", Format::JsonLines),
+        &local_host,
+        current,
+        analysis,
+    );
+    p.finish(&mut sink);
+    if let Some(e) = sink.failed.take() {
+        return Err(e);
     }
-    Ok(totals)
+    Ok(sink.totals)
+}
+
+/// One event of a replay (the first write error ends the replay: the output is gone).
+fn one(p: &mut Pipeline, mut event: Event, place: &Arc<str>, sink: &mut Printer<'_>) {
+    if sink.failed.is_some() {
+        return;
+    }
+    if event.origin.is_none() {
+        event.origin = Some(Origin {
+            place: place.clone(),
+            offset: 0,
+        });
+    }
+    event.source = p.source().clone();
+    p.handle_event(event, std::time::Instant::now(), sink);
 }
 
 /// Counts and prints the records of one input that could not be parsed.
@@ -208,55 +214,64 @@ fn report_errors<E: std::fmt::Display>(
     }
 }
 
-/// Runs one event through the chain, its judges and the Sigma rule sets, and prints
-/// what fired.
-#[allow(clippy::too_many_arguments)]
-fn judge_and_print(
-    config: &Config,
-    chain: &Chain,
-    analysis: &Analysis,
-    plan: &Plan,
-    mut event: Event,
+/// A replay's sink: counts, and prints what fired and every anomaly judgement.
+struct Printer<'a> {
     output: Output,
-    verdict: &mut Verdict,
-    sigma_scratch: &mut Vec<watchpost_sigma::Match>,
-    totals: &mut Totals,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let mut judge = analysis.judge();
-    chain.evaluate_with(plan, &mut event, verdict, &mut judge);
-    if verdict.excluded_by.is_some() {
-        totals.excluded += 1;
-        return Ok(());
-    }
-    totals.judged += u64::from(!verdict.judged.is_empty());
-    totals.anomalies += u64::from(!verdict.flagged.is_empty());
-    totals.fired += (verdict.fired.len() + judge.released.len()) as u64;
-    // Sigma rule sets (once per event: correlations keep state).
-    let mut detections = Vec::new();
-    for set in &config.rules {
-        for d in set.detect(&event, sigma_scratch) {
-            detections.push((set, d));
+    out: &'a mut dyn Write,
+    totals: Totals,
+    failed: Option<anyhow::Error>,
+}
+
+impl Printer<'_> {
+    fn keep(&mut self, r: Result<()>) {
+        if let Err(e) = r
+            && self.failed.is_none()
+        {
+            self.failed = Some(e);
         }
     }
-    totals.fired += detections.len() as u64;
-    let Output::Findings(format) = output else {
-        return Ok(());
-    };
-    for (fi, v) in &judge.verdicts {
-        print_judged(out, format, chain, *fi, v, &event)?;
+}
+
+impl Sink for Printer<'_> {
+    fn unparsable(&mut self, _: &str, place: &str, offset: u64, error: &dyn std::fmt::Display) {
+        self.totals.errors += 1;
+        eprintln!("{place}: offset {offset}: unparsable record: {error}");
     }
-    for &fi in &verdict.fired {
-        print_fired(out, format, chain, fi, &event)?;
+
+    fn verdict(
+        &mut self,
+        g: &Generation,
+        event: &Event,
+        verdict: &Verdict,
+        judged: &[(usize, watchpost_anomaly::Verdict)],
+    ) {
+        if verdict.excluded_by.is_some() {
+            self.totals.excluded += 1;
+            return;
+        }
+        self.totals.judged += u64::from(!verdict.judged.is_empty());
+        self.totals.anomalies += u64::from(!verdict.flagged.is_empty());
+        if let Output::Findings(format) = self.output {
+            for (fi, v) in judged {
+                let r = print_judged(self.out, format, &g.chain, *fi, v, event);
+                self.keep(r);
+            }
+        }
     }
-    // Matches a threshold filter held back and released with this one.
-    for (fi, held) in &judge.released {
-        print_fired(out, format, chain, *fi, held)?;
+
+    fn fire(&mut self, g: &Generation, f: &Firing<'_>) {
+        self.totals.fired += 1;
+        let Output::Findings(format) = self.output else {
+            return;
+        };
+        let r = match f.by {
+            FiredBy::Filter(fi) | FiredBy::Released(fi) => {
+                print_fired(self.out, format, &g.chain, fi, f.event)
+            }
+            FiredBy::Rules(si) => print_detection(self.out, format, &g.rules[si], f.name, f.event),
+        };
+        self.keep(r);
     }
-    for (set, d) in &detections {
-        print_detection(out, format, set, d)?;
-    }
-    Ok(())
 }
 
 /// The files to read: each input file, and every file under each input folder (in
@@ -303,15 +318,14 @@ fn files_of(inputs: &[std::path::PathBuf], totals: &mut Totals) -> Vec<std::path
 }
 
 /// How to read `input`: `Err` ends the replay (a `--source` that does not exist), the
-/// inner `Err` skips this file with the message (its format cannot be told).
-fn runtime_for(
-    config: &Config,
-    chain: &Chain,
+/// inner `Err` skips this file with the message (its format cannot be told). A configured
+/// source of the detected format gives the events its name, so its filters apply.
+fn runtime_for<'c>(
+    config: &'c Config,
     source: Option<&str>,
     input: &Path,
     bytes: &[u8],
-    local_host: &str,
-) -> Result<std::result::Result<SourceRuntime, String>> {
+) -> Result<std::result::Result<(SourceKind<'c>, Format), String>> {
     if let Some(name) = source {
         let Some(s) = config.sources.iter().find(|s| s.name == name) else {
             let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
@@ -320,14 +334,14 @@ fn runtime_for(
                 names.join(", ")
             );
         };
-        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
+        return Ok(Ok((SourceKind::Configured(s), s.format)));
     }
     if let Some(s) = config
         .sources
         .iter()
         .find(|s| s.paths.iter().any(|p| glob_matches(p, input)))
     {
-        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
+        return Ok(Ok((SourceKind::Configured(s), s.format)));
     }
     let head = &bytes[..bytes.len().min(4096)];
     let Some(format) = Format::detect(input, head) else {
@@ -337,17 +351,10 @@ fn runtime_for(
             first_bytes(bytes)
         )));
     };
-    // A configured source of that format gives the events its name, so its filters apply.
     if let Some(s) = config.sources.iter().find(|s| s.format == format) {
-        return Ok(Ok(SourceRuntime::from_config(s, local_host, chain)));
+        return Ok(Ok((SourceKind::Configured(s), format)));
     }
-    Ok(Ok(SourceRuntime::new(
-        format.name(),
-        format,
-        local_host,
-        None,
-        chain,
-    )))
+    Ok(Ok((SourceKind::Named(format.name(), format), format)))
 }
 
 /// The first bytes of a file, printable ASCII as it is and the rest as `\xNN`, quoted.
@@ -458,10 +465,10 @@ fn print_judged(
 fn print_detection(
     out: &mut dyn Write,
     format: OutputFormat,
-    set: &crate::rules::RuleSet,
-    d: &crate::rules::Detection,
+    set: &watchpost_config::rules::RuleSet,
+    title: &str,
+    e: &Event,
 ) -> Result<()> {
-    let e = &d.event;
     match format {
         OutputFormat::Jsonl => {
             let origin = e
@@ -469,7 +476,7 @@ fn print_detection(
                 .as_ref()
                 .map(|o| json!({ "file": &*o.place, "offset": o.offset }));
             let actions: Vec<&str> = set.actions.iter().map(|(n, _)| n.as_str()).collect();
-            let line = json!({ "rules": set.name, "rule": &*d.title, "actions": actions, "event": e, "origin": origin });
+            let line = json!({ "rules": set.name, "rule": title, "actions": actions, "event": e, "origin": origin });
             writeln!(out, "{line}")?;
         }
         OutputFormat::Text => {
@@ -485,7 +492,7 @@ fn print_detection(
             writeln!(
                 out,
                 "== rules `{}`: `{}` ({level})  ({at})",
-                set.name, d.title
+                set.name, title
             )?;
             for (sym, v) in e.fields() {
                 writeln!(out, "   {sym}: {}", v.text())?;

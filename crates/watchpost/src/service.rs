@@ -7,7 +7,9 @@
 //! On Windows a service registered with the Service Control Manager (own process, automatic
 //! start, LocalSystem) whose command line is `watchpost.exe service-run --name NAME -c CONFIG`;
 //! `service-run` (hidden) hands the process to the SCM's dispatcher, and the SCM's Stop or
-//! Shutdown stops the daemon the way SIGTERM does on Linux (`run::run_until`).
+//! Shutdown stops the daemon the way SIGTERM does on Linux (`watchpost_runtime::run_until`);
+//! its paramchange control (`sc control NAME paramchange`, or `watchpost reload`) reloads
+//! the configuration the way SIGHUP does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,6 +119,9 @@ Wants=network-online.target
 [Service]
 Type=simple
 ExecStart={exe} run{config_arg}
+# `systemctl reload`: the daemon checks the configuration first and keeps the running one
+# when it has errors (then this fails, printing them).
+ExecReload={exe} reload{config_arg}
 # SIGTERM stops watchpost cleanly: positions are checkpointed, queued actions drain (5 s).
 KillSignal=SIGTERM
 TimeoutStopSec=20
@@ -180,6 +185,23 @@ pub mod windows {
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
     use super::{ServiceArgs, Verb};
+
+    /// The user control code `watchpost reload` sends (the service answers it as it
+    /// answers paramchange).
+    pub const RELOAD_CONTROL: u32 = 200;
+
+    /// Asks the service `name` to reload its configuration (`watchpost reload`).
+    pub fn param_change(name: &str) -> Result<()> {
+        let m = manager(ServiceManagerAccess::CONNECT)?;
+        let svc = m
+            .open_service(name, ServiceAccess::USER_DEFINED_CONTROL)
+            .with_context(|| format!("opening service {name}"))?;
+        let code = windows_service::service::UserEventCode::from_raw(RELOAD_CONTROL)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        svc.notify(code)
+            .with_context(|| format!("asking service {name} to reload"))?;
+        Ok(())
+    }
 
     /// `ERROR_SERVICE_DOES_NOT_EXIST`.
     const DOES_NOT_EXIST: i32 = 1060;
@@ -397,7 +419,9 @@ pub mod windows {
             service_type: ServiceType::OWN_PROCESS,
             current_state: state,
             controls_accepted: if state == ServiceState::Running {
-                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+                ServiceControlAccept::STOP
+                    | ServiceControlAccept::SHUTDOWN
+                    | ServiceControlAccept::PARAM_CHANGE
             } else {
                 ServiceControlAccept::empty()
             },
@@ -417,6 +441,8 @@ pub mod windows {
             return;
         };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let (reload, requests) = watchpost_runtime::reload::channel();
+        let handler_reload = reload.clone();
         // The handler reports StopPending (with its wait hint) before the daemon drains its
         // actions and writes checkpoints, so the SCM and `sc query` see the stop under way.
         let own =
@@ -431,6 +457,16 @@ pub mod windows {
                     ));
                 }
                 let _ = stop_tx.try_send(());
+                ServiceControlHandlerResult::NoError
+            }
+            // `sc control NAME paramchange`, and `watchpost reload` (a user control: the
+            // crate sends no paramchange).
+            ServiceControl::ParamChange => {
+                handler_reload.request();
+                ServiceControlHandlerResult::NoError
+            }
+            ServiceControl::UserEvent(code) if code.to_raw() == RELOAD_CONTROL => {
+                handler_reload.request();
                 ServiceControlHandlerResult::NoError
             }
             ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
@@ -450,23 +486,27 @@ pub mod windows {
             }
         };
         set(ServiceState::StartPending, ServiceExitCode::NO_ERROR);
-        let exit = match crate::load(config.as_deref(), crate::check::Purpose::Run) {
-            Ok(Some((config, chain))) => {
-                let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
-                match crate::run::run_until(config, chain, &stop_rx, started) {
-                    Ok(()) => ServiceExitCode::NO_ERROR,
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ServiceExitCode::ServiceSpecific(2)
+        let exit =
+            match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run) {
+                Some(loaded) => {
+                    let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
+                    let source = watchpost_config::ConfigSource::from_arg(config.as_deref());
+                    match watchpost_runtime::run_until(
+                        source,
+                        loaded,
+                        &stop_rx,
+                        (reload, requests),
+                        started,
+                    ) {
+                        Ok(()) => ServiceExitCode::NO_ERROR,
+                        Err(e) => {
+                            tracing::error!("{e:#}");
+                            ServiceExitCode::ServiceSpecific(2)
+                        }
                     }
                 }
-            }
-            Ok(None) => ServiceExitCode::ServiceSpecific(1),
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ServiceExitCode::ServiceSpecific(2)
-            }
-        };
+                None => ServiceExitCode::ServiceSpecific(1),
+            };
         set(ServiceState::Stopped, exit);
     }
 
@@ -511,7 +551,12 @@ mod tests {
             "{u}"
         );
         assert!(u.contains("WantedBy=multi-user.target"));
+        assert!(
+            u.contains("ExecReload=/usr/bin/watchpost reload -c \"/etc/watchpost/my conf.toml\"\n"),
+            "{u}"
+        );
         let u = unit_text(Path::new("/opt/wp/watchpost"), None);
         assert!(u.contains("ExecStart=/opt/wp/watchpost run\n"), "{u}");
+        assert!(u.contains("ExecReload=/opt/wp/watchpost reload\n"), "{u}");
     }
 }

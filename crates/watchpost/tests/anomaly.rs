@@ -4,6 +4,9 @@
 //! equivalence), lands in the event store, and is acknowledged with `watchpost ack`;
 //! `watchpost baseline learn/list/explain/export/import/reset`.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -12,6 +12,9 @@
 //! clone always at the same path, so repeated runs reuse one set of build artifacts).
 //! A cold build from nothing is timed in BENCHMARKS.md instead.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,8 @@
 //! each change is an event for the chain (flag files written and removed here), steady
 //! states are not repeated, not even after a restart.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
 mod common;

@@ -1,6 +1,9 @@
 //! The CLI: check-config on every shipped configuration and on broken ones, and `test`
 //! replaying fixtures.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

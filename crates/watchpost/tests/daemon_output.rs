@@ -3,6 +3,9 @@
 //! (`TailStats { files_followed: 1, … }`); `events` names the filter of each action
 //! outcome; `ack` records who ran it.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Output};

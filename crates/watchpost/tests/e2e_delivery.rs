@@ -3,6 +3,9 @@
 //! event arrives once, in order), a receiver that never answers (retried; other actions
 //! unaffected), an unusable queue directory (memory fallback, reported), throttle/dedupe
 //! across a restart, a `run` script retried on exit 75.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // rsyslogd, openssl, a shell script as the `run` program, SIGTERM
 
 mod common;

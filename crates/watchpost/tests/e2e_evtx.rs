@@ -1,5 +1,8 @@
 //! End to end: `watchpost run` follows a folder of `.evtx` files; a copied-in file's logon
 //! events fire once each, and a restart delivers none of them again.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // stops watchpost with `kill -TERM` (a Unix signal)
 
 mod common;

@@ -9,6 +9,8 @@
 //! * the server killed mid-shipping and started again: nothing lost, nothing doubled
 //!   (the server holds exactly what each agent's store holds);
 //! * a revoked agent is refused and says so in its log.
+
+#![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
 
 mod common;

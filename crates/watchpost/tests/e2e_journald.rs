@@ -1,5 +1,8 @@
 //! End to end: `watchpost run` follows a journal (files made by Debian's
 //! `systemd-journal-remote`, read through journalctl) and fires on an sshd login.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -1,6 +1,9 @@
 //! End to end: the SEP Manager's syslog export arrives over the network (sent by the real
 //! `logger` of util-linux, over UDP and TCP with octet counting) and fires a filter whose
 //! action writes a flag file.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // sends with util-linux `logger` and stops watchpost with `kill -TERM`
 
 mod common;

@@ -1,5 +1,8 @@
 //! End to end: SEP client log lines appended to tailed files reach a real rsyslog as
 //! syslog messages with the variables filled in.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // needs /usr/sbin/rsyslogd (a Linux daemon) and stops watchpost with `kill -TERM`
 
 mod common;

@@ -2,6 +2,9 @@
 //! `email` actions reach a real HTTP receiver and a real SMTP server (the Python helpers
 //! of `crates/actions/tests/helpers/`, their own processes on 127.0.0.1). The bearer
 //! token and the SMTP password come from the daemon's environment.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // stops watchpost with `kill -TERM`; the helpers run with /usr/bin/python3
 
 mod common;

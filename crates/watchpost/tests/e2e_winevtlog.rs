@@ -1,6 +1,9 @@
 //! `watchpost run` with a windows_event_log source on Linux: the source is skipped with a
 //! log line, the other sources run, and the daemon stops cleanly. (On Windows the source's
 //! thread is started and stopped by `service_windows.rs`.)
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // stops watchpost with `kill -TERM` (a Unix signal)
 
 mod common;

@@ -1,5 +1,8 @@
 //! `watchpost hunt`: the shared SigmaHQ rules over the shared EVTX samples.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

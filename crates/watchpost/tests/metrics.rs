@@ -2,6 +2,9 @@
 //! `GET /metrics` on loopback; other requests get 404/405; the daemon stops cleanly.
 //!
 //! Unix only: the clean stop is asked for with SIGTERM (`kill`).
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)]
 
 mod common;

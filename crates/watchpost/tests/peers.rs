@@ -14,6 +14,8 @@
 //! `../shared/peers` beside the repository. Where they are absent, the tests say so and
 //! pass without comparing.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -9,6 +9,9 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables; `scripts/test.sh` installs them). Without
 //! them the namespace tests fail under `CI=true` and are skipped with the reason elsewhere.
 //! The last test (hook and state through the CLI, no firewall) needs none of that.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -436,6 +439,21 @@ fn a_port_entry_lets_only_that_port_through() {
     assert!(net.reaches_port("10.77.0.3", OTHER_PORT));
 }
 
+/// Waits until only the allow-listed peers answer (the daemon records a quarantine before
+/// it applies the rules).
+fn wait_isolated(net: &Netns, wp: &Watchpost) {
+    let mut last = Vec::new();
+    let isolated = (0..50).any(|_| {
+        last = net.reach_all().to_vec();
+        let done = last == ISOLATED;
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(isolated, "{last:?}\n{}", wp.log_text());
+}
+
 #[test]
 fn the_daemon_applies_on_an_event_and_releases_on_a_filter_and_the_cli() {
     let Some(net) = Netns::setup() else { return };
@@ -453,7 +471,8 @@ fn the_daemon_applies_on_an_event_and_releases_on_a_filter_and_the_cli() {
         active(d).then_some(())
     });
     let reaction = start.elapsed();
-    assert_eq!(net.reach_all(), ISOLATED, "{}", wp.log_text());
+    // The state is recorded before the rules are applied: isolation follows within moments.
+    wait_isolated(&net, &wp);
     let s = state(d);
     assert_eq!(s["filter"], "infected");
     assert_eq!(s["by"], "daemon");
@@ -482,7 +501,7 @@ fn the_daemon_applies_on_an_event_and_releases_on_a_filter_and_the_cli() {
     wait_for("the second quarantine", Duration::from_secs(10), || {
         active(d).then_some(())
     });
-    assert_eq!(net.reach_all(), ISOLATED);
+    wait_isolated(&net, &wp);
     let out = net.watchpost(&["quarantine", "release", "-c", cfg.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!active(d));
@@ -518,6 +537,7 @@ fn the_timeout_lifts_it_on_time_across_a_daemon_restart() {
         active(d).then_some(())
     });
     let applied = Instant::now();
+    wait_isolated(&net, &wp);
     let s = state(d);
     let since: jiff::Timestamp = s["since"].as_str().unwrap().parse().unwrap();
     let until: jiff::Timestamp = s["until"].as_str().unwrap().parse().unwrap();

@@ -1,6 +1,9 @@
 //! The binary under rotation, copytruncate, `kill -9` and clean restarts: every line
 //! written comes out; after a clean restart none comes out twice; after a crash only the
 //! lines since the last checkpoint may repeat.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(unix)] // stops watchpost with `kill -TERM` (a Unix signal) and relies on stable file identities
 
 mod common;

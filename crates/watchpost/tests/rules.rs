@@ -1,5 +1,8 @@
 //! `[[rules]]`: Sigma rule sets in the live daemon and in `watchpost test`.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

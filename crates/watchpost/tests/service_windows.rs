@@ -1,8 +1,12 @@
 //! `watchpost service` on Windows: install → start → Running → the daemon reacts to a line
-//! appended to a followed file (beside a windows_event_log source) → stop → Stopped →
+//! appended to a followed file (beside a windows_event_log source) → `watchpost reload`
+//! and `sc control NAME paramchange` apply a changed configuration → stop → Stopped →
 //! uninstall → not installed, driven through
 //! the built exe against the Service Control Manager (Wine's services.exe under
 //! scripts/windows-test.sh). Always uninstalls, also when an assertion fails.
+
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
 #![cfg(windows)]
 
 mod common;
@@ -54,6 +58,38 @@ fn wait_state(name: &str, want: &str, limit: Duration) {
         last = status(name);
         last.starts_with(want).then_some(())
     });
+}
+
+/// Sends SERVICE_CONTROL_PARAMCHANGE to the service, as `sc control NAME paramchange`
+/// does (Wine's sc.exe has no `control` verb, so the test calls the API itself).
+#[allow(unsafe_code)] // Win32 FFI: the handles are checked and closed here
+fn param_change(name: &str) {
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, SC_MANAGER_CONNECT,
+        SERVICE_CONTROL_PARAMCHANGE, SERVICE_PAUSE_CONTINUE, SERVICE_STATUS,
+    };
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: null pointers ask for the local machine's active database; `wide` is a
+    // NUL-terminated UTF-16 string that outlives the calls; `status` is written by the
+    // call; both handles are closed before returning.
+    let ok = unsafe {
+        let scm = OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT);
+        assert!(!scm.is_null(), "OpenSCManagerW failed");
+        let svc = OpenServiceW(scm, wide.as_ptr(), SERVICE_PAUSE_CONTINUE);
+        let mut status: SERVICE_STATUS = std::mem::zeroed();
+        let ok =
+            !svc.is_null() && ControlService(svc, SERVICE_CONTROL_PARAMCHANGE, &mut status) != 0;
+        if !svc.is_null() {
+            CloseServiceHandle(svc);
+        }
+        CloseServiceHandle(scm);
+        ok
+    };
+    assert!(
+        ok,
+        "ControlService(PARAMCHANGE) failed: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Uninstalls on drop, so that a failed assertion leaves no service behind.
@@ -149,6 +185,36 @@ content = "seen"
         state.join("checkpoints").is_dir(),
         "no checkpoints directory"
     );
+
+    // A reload through the service's control: a second filter and action appear.
+    let first = std::fs::read_to_string(&config).unwrap();
+    let flag2 = flags.join("second");
+    let second = |marker: &str| {
+        format!(
+            "{first}\n[[filter]]\nname = \"second\"\nmatch = {{ message = {{ regex = '{marker}' }} }}\nactions = [\"flag2\"]\n\n[[action]]\nname = \"flag2\"\ntype = \"flag_file\"\npath = '{}'\ncontent = \"{marker}\"\n",
+            flag2.display()
+        )
+    };
+    std::fs::write(&config, second("WATCHPOST-RELOAD-ONE")).unwrap();
+    let out = watchpost(&["reload", "-c", config.to_str().unwrap(), "--name", name]);
+    assert!(out.status.success(), "reload: {}", text(&out));
+    assert!(text(&out).contains("generation 2"), "{}", text(&out));
+    append(&log, b"Nov 22 10:00:01 host app[1]: WATCHPOST-RELOAD-ONE\n");
+    let seen = wait_for("the new filter's flag", Duration::from_secs(30), || {
+        std::fs::read_to_string(&flag2).ok()
+    });
+    assert_eq!(seen, "WATCHPOST-RELOAD-ONE");
+    // The standard control, as `sc control NAME paramchange` sends it.
+    std::fs::write(&config, second("WATCHPOST-RELOAD-TWO")).unwrap();
+    param_change(name);
+    wait_for("the reload by paramchange", Duration::from_secs(30), || {
+        let s = std::fs::read_to_string(state.join("reload.json")).ok()?;
+        s.contains("\"generation\": 3").then_some(())
+    });
+    append(&log, b"Nov 22 10:00:02 host app[1]: WATCHPOST-RELOAD-TWO\n");
+    wait_for("the changed flag", Duration::from_secs(30), || {
+        (std::fs::read_to_string(&flag2).ok()? == "WATCHPOST-RELOAD-TWO").then_some(())
+    });
 
     service_ok("stop", name, &[]);
     wait_state(name, "Stopped", Duration::from_secs(30));

@@ -1,6 +1,9 @@
 //! Threshold filters through the binary: "N matches in T" per group, forwarding the first,
 //! each, or all held matches; the windows survive a daemon restart.
 
+// Tests may unwrap: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -19,15 +19,14 @@ mod smtp;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::{ConfigError, format_time};
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
+use crate::kit::{Tpl, deserialize};
 use crate::net::{self, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::tls::{RawTls, TlsSpec};
@@ -41,11 +40,6 @@ const DEFAULT_SUBJECT: &str = "watchpost: {{ filter }} on {{ host }}";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEmail {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     server: Spanned<String>,
     tls: Option<Spanned<Security>>,
     tls_options: Option<RawTls>,
@@ -59,7 +53,6 @@ struct RawEmail {
     body: Option<Spanned<String>>,
     helo: Option<Spanned<String>>,
     timeout: Option<Spanned<Timeout>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 /// A validated `email` action.
@@ -80,7 +73,6 @@ pub(crate) struct EmailSpec {
     body: Option<Tpl>,
     helo: String,
     timeout: Duration,
-    pub(crate) queue_capacity: usize,
 }
 
 impl EmailSpec {
@@ -179,13 +171,6 @@ impl EmailSpec {
             None => default_helo(),
         };
         let timeout = timeout(raw.timeout.as_ref(), DEFAULT_TIMEOUT, &mut errors);
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match subject {
             Some(subject) if errors.is_empty() => Ok(EmailSpec {
                 host,
@@ -201,7 +186,6 @@ impl EmailSpec {
                 body,
                 helo,
                 timeout,
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -370,6 +354,42 @@ fn default_body(job: &Job) -> String {
     b
 }
 
+impl crate::kind::ActionKind for EmailSpec {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        EmailSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        EmailSpec::check(self)
+    }
+
+    fn deliverer(
+        &self,
+        _: &str,
+        _: &crate::common::Common,
+    ) -> Option<Box<dyn crate::delivery::Deliver + '_>> {
+        Some(Box::new(EmailSpec::deliverer(self)))
+    }
+
+    /// Always served by the durable loop: it has a deliverer.
+    fn work(
+        &self,
+        _: &str,
+        _: &crossbeam_channel::Receiver<Job>,
+        _: &crate::control::Counters,
+        _: &Control,
+    ) {
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,10 +398,10 @@ mod tests {
     const HEAD: &str = "[[action]]\nname = \"mail\"\ntype = \"email\"\n";
 
     pub(super) fn spec(extra: &str) -> EmailSpec {
-        match parse_ok(&format!("{HEAD}{extra}\n")).kind {
-            crate::config::Kind::Email(e) => *e,
-            other => panic!("not email: {other:?}"),
-        }
+        parse_ok(&format!("{HEAD}{extra}\n"))
+            .kind_as::<EmailSpec>()
+            .expect("an email action")
+            .clone()
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! Python's `email` package; a wrong password (535) and a refused recipient (550) are
 //! permanent, a 451 transient.
 
+// Test code: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -222,7 +222,7 @@ impl Locked {
             path: path.clone(),
             source,
         };
-        crate::flag_file::write_atomic(&path, &bytes, None).map_err(err)?;
+        watchpost_support::write_atomic(&path, &bytes).map_err(err)?;
         // The rename itself survives a power loss only once the directory is synced.
         #[cfg(unix)]
         File::open(&self.dir)

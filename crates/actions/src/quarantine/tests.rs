@@ -18,10 +18,10 @@ const HOOK: &str = if cfg!(windows) {
 
 fn spec(text: &str) -> (ActionSpecBox, QuarantineSpec) {
     let a = parse_ok(text);
-    let crate::config::Kind::Quarantine(q) = &a.kind else {
-        panic!("not a quarantine action")
-    };
-    let q = (**q).clone();
+    let q = a
+        .kind_as::<QuarantineSpec>()
+        .expect("a quarantine action")
+        .clone();
     (ActionSpecBox(a), q)
 }
 
@@ -429,7 +429,7 @@ fn syslog_targets_outside_the_allow_list_are_warned_about() {
                 [[action]]\nname = \"named\"\ntype = \"syslog\"\ntarget = \"udp://siem.example:514\"\n\
                 [[action]]\nname = \"isolate\"\ntype = \"quarantine\"\nallow = [\"192.0.2.10:514\"]\n";
     let actions: Vec<crate::ActionSpec> = parse_all(text).into_iter().map(Result::unwrap).collect();
-    let warnings = check_allow_lists(&actions);
+    let warnings = crate::check_allow_lists(&actions);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].warning);
     assert!(

@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use watchpost_event::{ActionScope, Event, FieldRef, format_time};
 
-use crate::config::Tpl;
+use crate::kit::Tpl;
 
 /// The header put in front of the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,14 +9,13 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::{Control, Counters};
+use crate::kit::{Tpl, bounded, deserialize};
 pub(crate) use format::event_json;
 use format::{Body, Cef, Formatter, Header, Scratch};
 use transport::{Framing, Proto, Settings, Stream, Target, Transport};
@@ -131,11 +130,6 @@ struct RawCef {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSyslog {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     target: Spanned<String>,
     format: Option<Format>,
     message: Option<Spanned<String>>,
@@ -151,7 +145,6 @@ struct RawSyslog {
     json_header: Option<Spanned<HeaderChoice>>,
     time_zone: Option<Spanned<String>>,
     max_message_bytes: Option<Spanned<u64>>,
-    queue_capacity: Option<Spanned<u64>>,
     connect_timeout_secs: Option<Spanned<u64>>,
     write_timeout_secs: Option<Spanned<u64>>,
     send_retries: Option<Spanned<u64>>,
@@ -164,7 +157,6 @@ struct RawSyslog {
 pub(crate) struct SyslogSpec {
     formatter: Formatter,
     settings: Settings,
-    pub(crate) queue_capacity: usize,
     /// Where `send_retries` was written (no effect any more: a warning).
     send_retries: Option<std::ops::Range<usize>>,
 }
@@ -194,13 +186,6 @@ impl SyslogSpec {
         let hostname = Tpl::or_default(raw.hostname.as_ref(), "{{ host }}", e);
         let msg_id = raw.msg_id.as_ref().and_then(|m| Tpl::parse(m, e));
         let time_zone = time_zone(raw.time_zone.as_ref(), e);
-        let queue = bounded(
-            raw.queue_capacity.as_ref(),
-            10_000,
-            1..=10_000_000,
-            "queue_capacity",
-            e,
-        );
         let app_name = raw
             .app_name
             .as_ref()
@@ -232,7 +217,6 @@ impl SyslogSpec {
         Ok(SyslogSpec {
             formatter,
             settings,
-            queue_capacity: queue as usize,
             send_retries: raw.send_retries.as_ref().map(|s| s.span()),
         })
     }
@@ -597,6 +581,36 @@ fn local_hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "-".to_owned())
+}
+
+impl crate::kind::ActionKind for SyslogSpec {
+    fn kind(&self) -> &'static str {
+        "syslog"
+    }
+
+    fn queue_capacity(&self) -> (u64, std::ops::RangeInclusive<u64>) {
+        (10_000, 1..=1_000_000)
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        SyslogSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        SyslogSpec::check(self)
+    }
+
+    fn deliverer(&self, _: &str, _: &crate::common::Common) -> Option<Box<dyn Deliver + '_>> {
+        SyslogSpec::deliverer(self)
+    }
+
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
+        SyslogSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[cfg(test)]

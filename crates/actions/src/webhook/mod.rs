@@ -28,16 +28,15 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeValue;
 use watchpost_event::ConfigError;
 
 use crate::Job;
-use crate::config::{Tpl, bounded, deserialize};
 use crate::control::Control;
 use crate::delivery::{Deliver, Failure};
 use crate::http;
+use crate::kit::{Tpl, deserialize};
 use crate::net::{self, Conn, Timeout, timeout};
 use crate::secret::SecretRef;
 use crate::syslog::event_json;
@@ -69,11 +68,6 @@ enum Method {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
-    #[allow(dead_code)]
-    name: IgnoredAny,
-    #[serde(rename = "type")]
-    #[allow(dead_code)]
-    kind: IgnoredAny,
     url: Spanned<String>,
     method: Option<Method>,
     body: Option<Spanned<String>>,
@@ -86,7 +80,6 @@ struct RawWebhook {
     username: Option<Spanned<String>>,
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
-    queue_capacity: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +105,6 @@ pub(crate) struct WebhookSpec {
     timeout: Duration,
     tls: TlsSpec,
     auth: Option<Auth>,
-    pub(crate) queue_capacity: usize,
 }
 
 impl WebhookSpec {
@@ -242,13 +234,6 @@ impl WebhookSpec {
             }
             (None, None, None) => None,
         };
-        let queue_capacity = bounded(
-            raw.queue_capacity.as_ref(),
-            1000,
-            1..=1_000_000,
-            "queue_capacity",
-            &mut errors,
-        );
         match (url, target) {
             (Some(url), Some(t)) if errors.is_empty() => Ok(WebhookSpec {
                 url,
@@ -263,7 +248,6 @@ impl WebhookSpec {
                 timeout,
                 tls,
                 auth,
-                queue_capacity: queue_capacity as usize,
             }),
             _ => Err(errors),
         }
@@ -580,16 +564,52 @@ fn is_url_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
 }
 
+impl crate::kind::ActionKind for WebhookSpec {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn templates(&self) -> Vec<&Tpl> {
+        WebhookSpec::templates(self).collect()
+    }
+
+    fn check(&self) -> Vec<ConfigError> {
+        WebhookSpec::check(self)
+    }
+
+    fn deliverer(
+        &self,
+        _: &str,
+        _: &crate::common::Common,
+    ) -> Option<Box<dyn crate::delivery::Deliver + '_>> {
+        Some(Box::new(WebhookSpec::deliverer(self)))
+    }
+
+    /// Always served by the durable loop: it has a deliverer.
+    fn work(
+        &self,
+        _: &str,
+        _: &crossbeam_channel::Receiver<Job>,
+        _: &crate::control::Counters,
+        _: &Control,
+    ) {
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::test_util::*;
 
     fn spec(text: &str) -> WebhookSpec {
-        match parse_ok(text).kind {
-            crate::config::Kind::Webhook(w) => *w,
-            other => panic!("not a webhook: {other:?}"),
-        }
+        parse_ok(text)
+            .kind_as::<WebhookSpec>()
+            .expect("a webhook action")
+            .clone()
     }
 
     const HEAD: &str = "[[action]]\nname = \"h\"\ntype = \"webhook\"\n";

@@ -2,6 +2,9 @@
 //! its own process on 127.0.0.1): bodies and headers as received, answers classified,
 //! a silent server timed out, TLS verified against a test CA made with `openssl`.
 
+// Test code: a failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,14 +29,12 @@ fn job() -> Job {
 }
 
 fn spec(extra: &str) -> WebhookSpec {
-    match parse_ok(&format!(
+    parse_ok(&format!(
         "[[action]]\nname = \"hook\"\ntype = \"webhook\"\n{extra}\n"
     ))
-    .kind
-    {
-        crate::config::Kind::Webhook(w) => *w,
-        other => panic!("not a webhook: {other:?}"),
-    }
+    .kind_as::<WebhookSpec>()
+    .expect("a webhook action")
+    .clone()
 }
 
 fn receiver(dir: &Path, tls: Option<&testpeer::Certs>) -> (Peer, std::path::PathBuf) {

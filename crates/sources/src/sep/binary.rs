@@ -15,7 +15,6 @@ use super::common::{
     Draft, check_len, filetime, hex, ips_description, ipv4_le, ipv6_hex, mac6, signature_category,
 };
 use super::framing::{Frame, LogHeader, frame, is_padding};
-use crate::format::Format;
 use crate::parse::{ParseCtx, ParseError, Parser, Schema};
 
 /// Which of the four logs.
@@ -32,17 +31,6 @@ pub enum LogKind {
 }
 
 impl LogKind {
-    /// The kind for a binary-log format.
-    pub fn of(format: Format) -> Option<LogKind> {
-        match format {
-            Format::SepSecurityLog => Some(LogKind::Security),
-            Format::SepTrafficLog => Some(LogKind::Traffic),
-            Format::SepSystemLog => Some(LogKind::System),
-            Format::SepProcessLog => Some(LogKind::Process),
-            _ => None,
-        }
-    }
-
     fn spec(self) -> &'static [F] {
         match self {
             LogKind::Security => &SECLOG,

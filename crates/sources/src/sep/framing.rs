@@ -35,13 +35,13 @@
 //!   [`LogHeader::entry_count`] and [`LogHeader::running_total`] (entries ever written,
 //!   which keeps growing after the log wraps: use it for loss accounting).
 
-use crate::format::Format;
 use crate::parse::ParseError;
 
+use super::binary::LogKind;
 use super::common::{hex, hex_digit};
 
 /// What the framer found: the tailer's frame type (`Header`, `Record`, `NeedMore`, `Skip`).
-pub use crate::tail::Frame;
+pub use crate::framer::Frame;
 
 /// Longest record accepted; a larger Entry Length is treated as damage.
 pub const MAX_RECORD_LEN: usize = 1 << 20;
@@ -212,13 +212,14 @@ impl LogHeader {
         })
     }
 
-    /// The format of the file's records, if the log type is known.
-    pub fn format(&self) -> Option<Format> {
+    /// Which of the four logs the file is, if the log type is known
+    /// ([`Format::of_sep_log`](crate::Format::of_sep_log) names its format).
+    pub fn kind(&self) -> Option<LogKind> {
         match self.log_type {
-            0 => Some(Format::SepSystemLog),
-            1 => Some(Format::SepSecurityLog),
-            2 => Some(Format::SepTrafficLog),
-            4 => Some(Format::SepProcessLog),
+            0 => Some(LogKind::System),
+            1 => Some(LogKind::Security),
+            2 => Some(LogKind::Traffic),
+            4 => Some(LogKind::Process),
             _ => None,
         }
     }
@@ -237,7 +238,7 @@ mod tests {
         assert_eq!(h.log_type, 1);
         assert_eq!(h.entry_count, 5);
         assert_eq!(h.max_days, 14);
-        assert_eq!(h.format(), Some(Format::SepSecurityLog));
+        assert_eq!(h.kind(), Some(LogKind::Security));
         assert!(LogHeader::parse(b"zz\t1").is_err());
         assert!(LogHeader::parse(b"1\t2\t3").is_err());
         assert_eq!(frame(HEADER, true, false), Frame::Header(HEADER.len()));

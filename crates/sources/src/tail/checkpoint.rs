@@ -1,8 +1,8 @@
 //! The checkpoint file: versioned JSON written atomically (tmp + fsync + rename).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,15 +42,7 @@ pub(crate) enum Loaded {
     Unreadable(Vec<String>),
 }
 
-/// The temporary file written before the rename: `<name>.tmp` beside the checkpoint.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
+pub(crate) use watchpost_support::{tmp_path, write_atomic};
 
 /// Reads the checkpoint at `path`, falling back to its tmp file.
 pub(crate) fn load(path: &Path) -> Loaded {
@@ -109,27 +101,6 @@ pub(crate) fn save(path: &Path, entries: &[Entry]) -> io::Result<()> {
         files: entries.to_vec(),
     };
     write_atomic(path, &serde_json::to_vec(&doc).map_err(io::Error::other)?)
-}
-
-/// Writes `bytes` to `path` atomically: the tmp file is written and synced, then renamed
-/// over `path`, then (on Unix) the directory is synced so the rename survives a power loss.
-/// Every checkpoint file goes through here.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let tmp = tmp_path(path);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    #[cfg(unix)]
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

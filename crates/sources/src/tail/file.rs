@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::checkpoint::Entry;
-use super::frame::{Frame, FrameFn, TextEnc, after_last_lf, detect, find_lf, line_bytes};
+use super::frame::{TextEnc, after_last_lf, detect, find_lf, line_bytes};
 use super::identity::{
     FP_BYTES, FileKey, Fingerprint, fnv1a, open_shared, read_at, read_full_at, read_head,
 };
 use super::{Record, TailStats};
+use crate::framer::{Frame, FrameFn};
 
 /// Bytes read per `read` call.
 pub(crate) const CHUNK: usize = 64 * 1024;

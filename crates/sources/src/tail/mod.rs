@@ -124,7 +124,6 @@
 //! (counted in [`TailStats::files_deferred`]) and are read from 0 once a slot frees.
 
 pub(crate) mod checkpoint;
-pub use checkpoint::write_atomic;
 mod file;
 mod frame;
 pub(crate) mod identity;
@@ -139,7 +138,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-pub use frame::{Frame, FrameFn};
+pub use crate::framer::{Frame, FrameFn};
 pub use watch::Waker;
 
 use checkpoint::{Entry, Loaded};
@@ -616,5 +615,44 @@ fn resolve_cut(opts: &TailOptions) -> Result<Cut, TailError> {
         Framing::Lines => Ok(Cut::Lines(forced)),
         Framing::SepBinary => binary(crate::sep::frame),
         Framing::Binary(f) => binary(f),
+    }
+}
+
+impl crate::source::Source for Tailer {
+    fn poll(
+        &mut self,
+        deadline: Instant,
+        sink: &mut dyn FnMut(crate::source::Item<'_>),
+    ) -> Result<(), crate::source::SourceError> {
+        use crate::source::{Item, Place, SourceError};
+        self.wait(crate::source::until(deadline));
+        self.read_available(&mut |r: Record<'_>| {
+            if !r.is_header {
+                sink(Item::Bytes {
+                    bytes: r.bytes,
+                    place: Place::Path(r.path),
+                    offset: r.offset,
+                    read_at: Instant::now(),
+                });
+            }
+        })
+        .map(drop)
+        .map_err(SourceError::from_err)
+    }
+
+    fn checkpoint(&mut self) -> Result<(), crate::source::SourceError> {
+        Tailer::checkpoint(self).map_err(crate::source::SourceError::from_err)
+    }
+
+    fn stopper(&self) -> crate::source::StopHandle {
+        let waker = self.waker();
+        crate::source::StopHandle::new(move || waker.wake())
+    }
+
+    fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
+        if let Err(e) = Tailer::checkpoint(&mut self) {
+            tracing::error!(error = %e, "tail: final checkpoint failed");
+        }
+        format!("tail totals: {}", watchpost_event::logfmt(&self.stats()))
     }
 }

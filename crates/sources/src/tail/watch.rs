@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use notify::event::{ModifyKind, RenameMode};
@@ -51,9 +51,7 @@ pub(crate) struct Shared {
     rename_from: Mutex<Option<PathBuf>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use watchpost_support::lock;
 
 impl Shared {
     fn update(&self, f: impl FnOnce(&mut Pending)) {

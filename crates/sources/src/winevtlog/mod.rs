@@ -41,7 +41,7 @@
 //!
 //! `{"version":1,"channels":{"Security":"<BookmarkList>…</BookmarkList>",…}}`: the bookmark
 //! XML of each channel as Windows renders it, written to `<path>.tmp`, synced, renamed over
-//! the checkpoint, directory synced ([`crate::tail::checkpoint::write_atomic`]). A file
+//! the checkpoint, directory synced ([`watchpost_support::write_atomic`]). A file
 //! that cannot be read (nor its `.tmp`) is logged and counted, and the start is treated as
 //! a first start; a bookmark Windows refuses is logged, counted and that channel starts as
 //! on a first start.
@@ -286,27 +286,7 @@ pub enum Wake {
     Stop,
 }
 
-/// Stops a running [`WinEvtLog`] from another thread (sets its stop event).
-#[derive(Clone)]
-pub struct StopHandle(Arc<dyn Fn() + Send + Sync>);
-
-impl StopHandle {
-    /// A handle that runs `f` to stop.
-    pub fn new(f: impl Fn() + Send + Sync + 'static) -> StopHandle {
-        StopHandle(Arc::new(f))
-    }
-
-    /// Requests the stop; the loop notices it at its next wait or between batches.
-    pub fn stop(&self) {
-        (self.0)();
-    }
-}
-
-impl fmt::Debug for StopHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("StopHandle")
-    }
-}
+pub use crate::source::StopHandle;
 
 /// The Windows Event Log calls the loop needs, one method per call (see the module doc).
 /// Handles are owned values closed on drop.
@@ -857,6 +837,41 @@ impl<A: EventLogApi> WinEvtLog<A> {
             tracing::warn!(source = %self.opts.source, channel = %ch.spec.name, record_id,
                 malformed_so_far = n + 1, "windows_event_log: event skipped: {error}");
         }
+    }
+}
+
+impl<A> crate::source::Source for WinEvtLog<A>
+where
+    A: EventLogApi,
+    WinEvtLog<A>: Send,
+{
+    fn poll(
+        &mut self,
+        deadline: Instant,
+        sink: &mut dyn FnMut(crate::source::Item<'_>),
+    ) -> Result<(), crate::source::SourceError> {
+        WinEvtLog::poll(self, crate::source::until(deadline), &mut |e| {
+            sink(crate::source::Item::Event(e));
+        });
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), crate::source::SourceError> {
+        WinEvtLog::checkpoint(self).map_err(crate::source::SourceError::from_err)
+    }
+
+    fn stopper(&self) -> crate::source::StopHandle {
+        self.stop_handle()
+    }
+
+    fn close(mut self: Box<Self>, _: &mut dyn FnMut(crate::source::Item<'_>)) -> String {
+        if let Err(e) = WinEvtLog::checkpoint(&mut self) {
+            tracing::error!(source = %self.opts.source, error = %e, "windows_event_log: final checkpoint failed");
+        }
+        format!(
+            "windows_event_log: stopped: {}",
+            watchpost_event::logfmt(&self.stats())
+        )
     }
 }
 

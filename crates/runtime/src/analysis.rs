@@ -1,6 +1,9 @@
-//! What the daemon and the replays keep beyond the filter chain: the anomaly baselines
-//! that anomaly filters consult (`watchpost-anomaly`) and the event store that keeps
-//! every matched event (`watchpost-store`).
+//! What the daemon and the replays keep beyond the filter chain, across configuration
+//! generations: the anomaly baselines that anomaly filters consult (`watchpost-anomaly`),
+//! the threshold windows, and the event store that keeps every matched event
+//! (`watchpost-store`). A generation's [`JudgeTable`] maps its chain's filters to their
+//! baselines and windows ([`Analysis::register`]); a filter whose key/value definition is
+//! unchanged keeps its baseline and windows across a reload.
 //!
 //! * `run` opens the baselines under `<state_dir>/baselines` and the store (`[store]`);
 //!   each source thread judges with a [`BaselineJudge`] and stores what a filter matched.
@@ -21,7 +24,7 @@ use watchpost_filters::threshold::Thresholds;
 use watchpost_filters::{BaselineSpec, Chain, Judge, ThresholdSpec, Verdict};
 use watchpost_store::{Matched, StoreOptions, Writer};
 
-use crate::config::Config;
+use watchpost_config::Config;
 
 /// The baseline directory of a configuration.
 pub fn baseline_dir(config: &Config) -> PathBuf {
@@ -42,23 +45,34 @@ pub fn anomaly_spec(b: &BaselineSpec) -> AnomalySpec {
 
 /// Baselines and store, shared by the source threads.
 pub struct Analysis {
-    baselines: Option<Baselines>,
-    /// Chain index → the baseline's id (anomaly filters only).
-    ids: Vec<Option<FilterId>>,
+    /// Opened when a generation first has an anomaly filter.
+    baselines: std::sync::OnceLock<Baselines>,
+    /// Where they live.
+    baseline_dir: PathBuf,
+    /// How they are opened.
+    baseline_options: Options,
     store: Option<std::sync::Arc<Writer>>,
     /// Threshold windows (all sources), saved to `thresholds_path`.
     thresholds: std::sync::Mutex<Thresholds>,
     thresholds_path: Option<PathBuf>,
-    /// Chain index → filter name (threshold state is kept by name).
-    names: Vec<std::sync::Arc<str>>,
+    /// What was written there last (unchanged windows are not written again).
+    thresholds_written: std::sync::Mutex<String>,
     /// Keeps a temporary baseline directory alive (replays).
     _temp: Option<tempfile::TempDir>,
+}
+
+/// What one generation's judges look up, by chain index: the baseline of each anomaly
+/// filter, the name each threshold filter's windows are kept under.
+#[derive(Debug, Clone, Default)]
+pub struct JudgeTable {
+    ids: Vec<Option<FilterId>>,
+    names: Vec<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Analysis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Analysis")
-            .field("baselines", &self.baselines.is_some())
+            .field("baselines", &self.baselines.get().is_some())
             .field("store", &self.store.is_some())
             .finish()
     }
@@ -73,54 +87,36 @@ pub enum BaselineHome {
 }
 
 impl Analysis {
-    /// Opens the baselines (when the chain has anomaly filters) and, with `store`, the
-    /// event store.
+    /// Prepares the baselines (opened when a chain first has anomaly filters) and, with
+    /// `store`, opens the event store; registers `chain`'s filters (see
+    /// [`Analysis::register`]).
     pub fn open(
         config: &Config,
         chain: &Chain,
         home: BaselineHome,
         store: bool,
-    ) -> Result<Analysis> {
+    ) -> Result<(Analysis, JudgeTable)> {
         let mut temp = None;
-        let baselines = if chain.has_baselines() {
-            let dir = match home {
-                BaselineHome::State => baseline_dir(config),
-                BaselineHome::Temporary => {
-                    let t =
-                        tempfile::tempdir().context("creating a temporary baseline directory")?;
-                    let d = t.path().to_path_buf();
-                    temp = Some(t);
-                    d
-                }
-            };
-            let options = Options {
-                flush_interval: Some(Duration::from_millis(
-                    config.agent.checkpoint_interval_ms.max(100),
-                )),
-                forgetting: chain.iter().any(|f| {
-                    f.baseline
-                        .as_ref()
-                        .is_some_and(|b| b.forget_after.is_some())
-                }),
-                ..Options::default()
-            };
-            Some(open_baselines(&dir, options)?)
-        } else {
-            None
-        };
-        let mut ids = vec![None; chain.len()];
-        if let Some(b) = &baselines {
-            for (i, f) in chain.iter().enumerate() {
-                if let Some(spec) = &f.baseline {
-                    let reg = b
-                        .filter(&f.name, &anomaly_spec(spec))
-                        .with_context(|| format!("anomaly filter `{}`", f.name))?;
-                    // A changed definition (its baseline starts afresh) is logged by
-                    // `Baselines::filter` itself.
-                    ids[i] = Some(reg.id);
-                }
+        let baseline_dir = match home {
+            BaselineHome::State => baseline_dir(config),
+            BaselineHome::Temporary => {
+                let t = tempfile::tempdir().context("creating a temporary baseline directory")?;
+                let d = t.path().to_path_buf();
+                temp = Some(t);
+                d
             }
-        }
+        };
+        let baseline_options = Options {
+            flush_interval: Some(Duration::from_millis(
+                config.agent.checkpoint_interval_ms.max(100),
+            )),
+            forgetting: chain.iter().any(|f| {
+                f.baseline
+                    .as_ref()
+                    .is_some_and(|b| b.forget_after.is_some())
+            }),
+            ..Options::default()
+        };
         let store = if store && config.store.enabled {
             let options = StoreOptions {
                 max_age: config.store.max_age,
@@ -137,10 +133,10 @@ impl Analysis {
         } else {
             None
         };
-        let thresholds_path = (chain.has_thresholds() && !matches!(home, BaselineHome::Temporary))
+        let thresholds_path = (!matches!(home, BaselineHome::Temporary))
             .then(|| config.state_dir.join("thresholds.json"));
         let mut thresholds = Thresholds::default();
-        if let Some(p) = &thresholds_path {
+        if let Some(p) = thresholds_path.as_ref().filter(|_| chain.has_thresholds()) {
             match std::fs::read_to_string(p) {
                 Ok(text) => match Thresholds::from_json(&text) {
                     Ok(t) => thresholds = t,
@@ -153,28 +149,68 @@ impl Analysis {
                     tracing::warn!(file = %p.display(), error = %e, "reading threshold state")
                 }
             }
-            let names: Vec<&str> = chain
-                .iter()
-                .filter(|f| f.threshold.is_some())
-                .map(|f| &*f.name)
-                .collect();
-            thresholds.retain_filters(&names);
         }
-        Ok(Analysis {
-            baselines,
-            ids,
+        let analysis = Analysis {
+            baselines: std::sync::OnceLock::new(),
+            baseline_dir,
+            baseline_options,
             store,
             thresholds: std::sync::Mutex::new(thresholds),
+            thresholds_written: std::sync::Mutex::new(Thresholds::default().to_json()),
             thresholds_path,
-            names: chain.iter().map(|f| f.name.clone()).collect(),
             _temp: temp,
+        };
+        let table = analysis.register(chain)?;
+        Ok((analysis, table))
+    }
+
+    /// Registers a chain's anomaly filters with the baselines (opening them the first
+    /// time one is configured) and keeps only its threshold filters' windows. A filter
+    /// whose key/value (or threshold) definition changed starts afresh, logged.
+    /// Changes nothing the running generation uses, so a reload can call it before it
+    /// commits to the new configuration.
+    pub fn register(&self, chain: &Chain) -> Result<JudgeTable> {
+        let mut ids = vec![None; chain.len()];
+        if chain.has_baselines() {
+            let b = match self.baselines.get() {
+                Some(b) => b,
+                None => {
+                    let opened = open_baselines(&self.baseline_dir, self.baseline_options.clone())?;
+                    self.baselines.get_or_init(|| opened)
+                }
+            };
+            for (i, f) in chain.iter().enumerate() {
+                if let Some(spec) = &f.baseline {
+                    let reg = b
+                        .filter(&f.name, &anomaly_spec(spec))
+                        .with_context(|| format!("anomaly filter `{}`", f.name))?;
+                    // A changed definition (its baseline starts afresh) is logged by
+                    // `Baselines::filter` itself.
+                    ids[i] = Some(reg.id);
+                }
+            }
+        }
+        let specs: Vec<(&str, &watchpost_filters::ThresholdSpec)> = chain
+            .iter()
+            .filter_map(|f| Some((&*f.name, f.threshold.as_ref()?)))
+            .collect();
+        let names: Vec<&str> = specs.iter().map(|(n, _)| *n).collect();
+        let mut windows = watchpost_support::lock(&self.thresholds);
+        windows.retain_filters(&names);
+        for name in windows.reset_changed(&specs) {
+            tracing::warn!(filter = %name, "the threshold filter's definition changed: its windows start afresh");
+        }
+        Ok(JudgeTable {
+            ids,
+            names: chain.iter().map(|f| f.name.clone()).collect(),
         })
     }
 
     /// A judge for one source thread (or one replay).
-    pub fn judge(&self) -> BaselineJudge<'_> {
+    pub fn judge<'a>(&'a self, table: &'a JudgeTable) -> BaselineJudge<'a> {
         BaselineJudge {
             analysis: self,
+            table,
             verdicts: Vec::new(),
             released: Vec::new(),
         }
@@ -221,7 +257,7 @@ impl Analysis {
 
     /// How many pairs the anomaly baselines hold (`None` without anomaly filters).
     pub fn baseline_pairs(&self) -> Option<u64> {
-        self.baselines.as_ref().map(|b| b.stats().pairs)
+        self.baselines.get().map(|b| b.stats().pairs)
     }
 
     /// Saves the threshold windows (atomically) so a restart continues them.
@@ -229,13 +265,16 @@ impl Analysis {
         let Some(path) = &self.thresholds_path else {
             return;
         };
-        let json = self
-            .thresholds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .to_json();
-        if let Err(e) = watchpost_sources::tail::write_atomic(path, json.as_bytes()) {
-            tracing::error!(file = %path.display(), error = %e, "writing threshold state");
+        let json = watchpost_support::lock(&self.thresholds).to_json();
+        let mut written = watchpost_support::lock(&self.thresholds_written);
+        if *written == json {
+            return;
+        }
+        match watchpost_support::write_atomic(path, json.as_bytes()) {
+            Ok(()) => *written = json,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "writing threshold state")
+            }
         }
     }
 
@@ -288,7 +327,7 @@ impl Analysis {
                 }
             }
         }
-        if let Some(b) = self.baselines {
+        if let Some(b) = self.baselines.into_inner() {
             let stats = b.stats();
             if let Err(e) = b.close() {
                 tracing::error!(error = %e, "closing the anomaly baselines");
@@ -321,6 +360,7 @@ pub fn open_baselines(dir: &Path, options: Options) -> Result<Baselines> {
 /// Asks the baselines about the events anomaly filters match; remembers each answer.
 pub struct BaselineJudge<'a> {
     analysis: &'a Analysis,
+    table: &'a JudgeTable,
     /// The answers for the current event: (chain index, verdict).
     pub verdicts: Vec<(usize, Judgement)>,
     /// Matches a threshold filter held back and released with the current event
@@ -348,7 +388,7 @@ fn texts<'e>(
 
 impl Judge for BaselineJudge<'_> {
     fn judge(&mut self, filter: usize, spec: &BaselineSpec, event: &Event) -> bool {
-        let (Some(b), Some(Some(id))) = (&self.analysis.baselines, self.analysis.ids.get(filter))
+        let (Some(b), Some(Some(id))) = (self.analysis.baselines.get(), self.table.ids.get(filter))
         else {
             return false;
         };
@@ -364,16 +404,12 @@ impl Judge for BaselineJudge<'_> {
     }
 
     fn threshold(&mut self, filter: usize, spec: &ThresholdSpec, event: &Event) -> bool {
-        let Some(name) = self.analysis.names.get(filter) else {
+        let Some(name) = self.table.names.get(filter) else {
             return true;
         };
         let now = jiff::Timestamp::now().as_millisecond();
-        let (fire, released) = self
-            .analysis
-            .thresholds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .decide(name, spec, event, now);
+        let (fire, released) =
+            watchpost_support::lock(&self.analysis.thresholds).decide(name, spec, event, now);
         self.released
             .extend(released.into_iter().map(|e| (filter, e)));
         fire

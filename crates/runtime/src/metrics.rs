@@ -1,12 +1,14 @@
 //! `[agent] metrics`: the daemon's counters in the Prometheus text format (0.0.4) at
 //! `GET /metrics`.
 //!
-//! [`Metrics`] reads the counters the daemon keeps anyway (per source: [`SourceCounters`];
-//! per action: [`Dispatcher::stats`]; the event store's writer; the baselines) when it is
-//! scraped, and owns one thing of its own: the reaction-time histogram, the time from a
-//! record being read (or received by a listener) to its action job being queued, in
-//! lock-free atomic buckets. [`serve`] answers on a small std `TcpListener` thread, one
-//! connection at a time: no async runtime, requests up to 8 KiB, 1 s to send one.
+//! [`Metrics`] reads the counters the daemon keeps anyway (per source: [`SourceCounters`],
+//! kept by name across configuration generations; per action: [`Dispatcher::stats`]; the
+//! event store's writer; the baselines) when it is scraped, and owns a few things of its
+//! own: the reaction-time histogram, the time from a record being read (or received by a
+//! listener) to its action job being queued, in lock-free atomic buckets, and the
+//! configuration's generation and reload counts. [`Endpoint`] answers on a std
+//! `TcpListener` (a supervised task), one connection at a time: no async runtime,
+//! requests up to 8 KiB, 1 s to send one.
 //!
 //! The endpoint is off unless configured. A bare port (`"9464"`, `":9464"`) or
 //! `localhost` binds loopback (127.0.0.1); any other address must be written out
@@ -16,39 +18,89 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use watchpost_actions::Dispatcher;
+use watchpost_support::lock;
 
 use crate::analysis::Analysis;
-use crate::run::SourceCounters;
+use crate::supervisor::{StopSignal, Task};
 
-/// The port the documentation's examples use.
-pub const DEFAULT_PORT: u16 = 9464;
+/// Counters per source (and per check), reported at shutdown and by the metrics
+/// endpoint. Kept by name: a source restarted by a reload counts on.
+#[derive(Default, Debug)]
+pub struct SourceCounters {
+    /// Records read.
+    pub records: AtomicU64,
+    /// When the last record arrived (Unix ms; the daemon's start until then), for
+    /// `source_silence` checks.
+    pub last_record_ms: AtomicI64,
+    /// Records that did not parse.
+    pub parse_errors: AtomicU64,
+    /// Filter firings.
+    pub fired: AtomicU64,
+    /// Events excluded by an exclude filter.
+    pub excluded: AtomicU64,
+    /// Action hand-offs refused because a queue was full.
+    pub dropped: AtomicU64,
+    /// Events an anomaly filter flagged.
+    pub anomalies: AtomicU64,
+}
 
-/// Parses `[agent] metrics`: `PORT`, `:PORT`, `localhost:PORT` (all loopback),
-/// `IPv4:PORT` or `[IPv6]:PORT`.
-pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    let t = text.trim();
-    let bad = |why: &str| {
-        format!(
-            "`{t}` is not a listen address ({why}); write e.g. \"127.0.0.1:{DEFAULT_PORT}\", \"[::1]:{DEFAULT_PORT}\" or a port"
-        )
-    };
-    let port_only = t.strip_prefix(':').unwrap_or(t);
-    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
-        let port: u16 = port_only.parse().map_err(|_| bad("port above 65535"))?;
-        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+/// The configuration's generation and what reloads did.
+#[derive(Debug, Default)]
+pub struct ConfigCounters {
+    /// The generation now running.
+    pub generation: AtomicU64,
+    /// When the last reload was applied (Unix ms; 0: never).
+    pub last_reload_ms: AtomicI64,
+    /// Reloads that changed something.
+    pub applied: AtomicU64,
+    /// Reloads whose configuration had errors (nothing changed).
+    pub rejected: AtomicU64,
+    /// Reloads of a configuration equal to the running one.
+    pub unchanged: AtomicU64,
+    /// What runs, for the fleet heartbeat.
+    pub running: Mutex<Running>,
+}
+
+/// The running configuration as a fleet heartbeat reports it.
+#[derive(Debug, Default, Clone)]
+pub struct Running {
+    /// A digest of its text.
+    pub digest: String,
+    /// Its `check-config` warnings.
+    pub warnings: Vec<String>,
+    /// Its sources and checks: the counters of parts a reload removed stay for the
+    /// metrics endpoint (counters never go back) but are not reported as running.
+    pub parts: Vec<String>,
+}
+
+impl Running {
+    /// What `loaded` runs.
+    pub fn of(
+        loaded: &watchpost_config::Config,
+        warnings: &watchpost_config::Diagnostics,
+    ) -> Running {
+        Running {
+            digest: loaded.digest.clone(),
+            warnings: warnings
+                .items
+                .iter()
+                .filter(|d| d.severity == watchpost_config::Severity::Warning)
+                .map(|d| d.message.clone())
+                .collect(),
+            parts: loaded
+                .sources
+                .iter()
+                .map(|s| s.name.clone())
+                .chain(loaded.checks.iter().map(|c| c.name.clone()))
+                .collect(),
+        }
     }
-    if let Some(port) = t.strip_prefix("localhost:") {
-        let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
-        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
-    }
-    t.parse::<SocketAddr>()
-        .map_err(|_| bad("an IP address and a port; IPv6 in brackets"))
 }
 
 /// Upper bounds of the reaction-time buckets, in nanoseconds: 10 µs … 1 s.
@@ -130,31 +182,48 @@ fn seconds(ns: u64) -> String {
 /// What a scrape reads.
 #[derive(Debug)]
 pub struct Metrics {
-    sources: Mutex<Vec<(String, Arc<SourceCounters>)>>,
+    sources: Mutex<BTreeMap<String, Arc<SourceCounters>>>,
     /// Weak: the daemon takes the dispatcher and the analysis back at shutdown.
-    dispatcher: Weak<Dispatcher>,
+    dispatcher: Weak<Mutex<Option<Dispatcher>>>,
     analysis: Weak<Analysis>,
     /// Check name → the status it last observed.
     checks: Mutex<BTreeMap<String, String>>,
     /// Record read → action job queued.
     pub reaction: Histogram,
+    /// Generation and reloads.
+    pub config: ConfigCounters,
 }
 
 impl Metrics {
     /// Metrics over the daemon's dispatcher and analysis (baselines, store).
-    pub fn new(dispatcher: &Arc<Dispatcher>, analysis: &Arc<Analysis>) -> Metrics {
+    pub fn new(dispatcher: &Arc<Mutex<Option<Dispatcher>>>, analysis: &Arc<Analysis>) -> Metrics {
         Metrics {
             sources: Mutex::default(),
             dispatcher: Arc::downgrade(dispatcher),
             analysis: Arc::downgrade(analysis),
             checks: Mutex::default(),
             reaction: Histogram::default(),
+            config: ConfigCounters::default(),
         }
     }
 
-    /// Adds a source's (or a check's) counters, labelled `source`.
-    pub fn add_source(&self, name: &str, counters: &Arc<SourceCounters>) {
-        lock(&self.sources).push((name.to_owned(), counters.clone()));
+    /// The counters of a source (or a check), labelled `source`: the same ones for the
+    /// same name, across reloads.
+    pub fn source(&self, name: &str) -> Arc<SourceCounters> {
+        lock(&self.sources)
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let c = SourceCounters::default();
+                c.last_record_ms
+                    .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
+                Arc::new(c)
+            })
+            .clone()
+    }
+
+    /// The counters of a source, if it ever ran.
+    pub fn source_if_known(&self, name: &str) -> Option<Arc<SourceCounters>> {
+        lock(&self.sources).get(name).cloned()
     }
 
     /// Records the status a check observed.
@@ -169,13 +238,18 @@ impl Metrics {
         }
     }
 
-    /// The counters a fleet heartbeat carries (sources, actions, checks, baselines, the
-    /// store); the fleet client adds version, host and shipping.
+    /// The counters a fleet heartbeat carries (the running configuration, its sources,
+    /// actions and checks, baselines, the store); the fleet client adds version, host and
+    /// shipping.
     pub fn heartbeat(&self) -> watchpost_fleet_protocol::Heartbeat {
         use watchpost_fleet_protocol::{ActionStatus, CheckStatus, SourceStatus, StoreStatus};
+        let running = lock(&self.config.running).clone();
+        let runs = |name: &str| running.parts.iter().any(|p| p == name);
         let mut hb = watchpost_fleet_protocol::Heartbeat {
+            config_generation: Some(running.digest.clone()),
             sources: lock(&self.sources)
                 .iter()
+                .filter(|(name, _)| runs(name))
                 .map(|(name, c)| SourceStatus {
                     name: name.clone(),
                     records: c.records.load(Ordering::Relaxed),
@@ -185,6 +259,7 @@ impl Metrics {
                 .collect(),
             checks: lock(&self.checks)
                 .iter()
+                .filter(|(name, _)| runs(name))
                 .map(|(name, status)| CheckStatus {
                     name: name.clone(),
                     status: status.clone(),
@@ -193,21 +268,24 @@ impl Metrics {
                 .collect(),
             ..Default::default()
         };
-        if let Some(d) = self.dispatcher.upgrade() {
-            hb.actions = d
-                .stats()
-                .into_iter()
-                .map(|s| ActionStatus {
-                    name: s.name,
-                    kind: s.kind.to_owned(),
-                    ok: s.ok,
-                    failed: s.failed,
-                    dropped: s.dropped,
-                    queued: s.queued as u64,
-                    durable_queued: s.durable_queued,
-                })
-                .collect();
-        }
+        hb.config_diagnostics = running.warnings;
+        let stats = self
+            .dispatcher
+            .upgrade()
+            .and_then(|d| lock(&d).as_ref().map(Dispatcher::stats));
+        hb.actions = stats
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| ActionStatus {
+                name: s.name,
+                kind: s.kind.to_owned(),
+                ok: s.ok,
+                failed: s.failed,
+                dropped: s.dropped,
+                queued: s.queued as u64,
+                durable_queued: s.durable_queued,
+            })
+            .collect();
         if let Some(a) = self.analysis.upgrade() {
             hb.baseline_pairs = a.baseline_pairs();
             if let Some(s) = a.store_stats() {
@@ -224,7 +302,10 @@ impl Metrics {
     /// Everything in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let sources = lock(&self.sources).clone();
+        let sources: Vec<(String, Arc<SourceCounters>)> = lock(&self.sources)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         type Pick = fn(&SourceCounters) -> &AtomicU64;
         let per_source: [(&str, &str, Pick); 5] = [
             (
@@ -260,9 +341,11 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(source));
             }
         }
-        if let Some(d) = self.dispatcher.upgrade() {
-            let stats = d.stats();
-            drop(d);
+        let stats = self
+            .dispatcher
+            .upgrade()
+            .and_then(|d| lock(&d).as_ref().map(Dispatcher::stats));
+        if let Some(stats) = stats {
             let name = "watchpost_action_jobs_total";
             family(
                 &mut out,
@@ -377,6 +460,42 @@ impl Metrics {
                 );
             }
         }
+        let c = &self.config;
+        for (name, kind, help, v) in [
+            (
+                "watchpost_config_generation",
+                "gauge",
+                "The configuration generation running (1 at start, one more per applied reload).",
+                c.generation.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "watchpost_config_last_reload_timestamp_seconds",
+                "gauge",
+                "When the last reload was applied (Unix time; 0: none since start).",
+                c.last_reload_ms.load(Ordering::Relaxed) / 1000,
+            ),
+        ] {
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        let name = "watchpost_config_reloads_total";
+        family(
+            &mut out,
+            name,
+            "counter",
+            "Reload attempts by outcome (applied, rejected: the configuration had errors and nothing changed, unchanged).",
+        );
+        for (outcome, v) in [
+            ("applied", &c.applied),
+            ("rejected", &c.rejected),
+            ("unchanged", &c.unchanged),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         self.reaction.render(
             &mut out,
             "watchpost_reaction_seconds",
@@ -384,10 +503,6 @@ impl Metrics {
         );
         out
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -414,48 +529,39 @@ const MAX_REQUEST: usize = 8192;
 /// Time a client has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The running endpoint.
+/// The endpoint: a bound listener, answering scrapes as a supervised [`Task`].
 #[derive(Debug)]
-pub struct Server {
+pub struct Endpoint {
+    listener: TcpListener,
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
-/// Binds `addr` and answers scrapes on a thread of its own until [`Server::shutdown`].
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Server> {
-    let listener = TcpListener::bind(addr)?;
-    let addr = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                match conn {
-                    Ok(stream) => answer(stream, &metrics),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "metrics: accept failed");
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-        })?;
-    Ok(Server { addr, stop, thread })
-}
+impl Endpoint {
+    /// Binds `addr` (a taken port fails here, before anything else starts).
+    pub fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Endpoint> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        Ok(Endpoint {
+            listener,
+            addr,
+            metrics,
+        })
+    }
 
-impl Server {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+}
 
-    /// Stops the thread: sets the flag and wakes `accept` with a connection of its own.
-    pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
+impl Task for Endpoint {
+    fn name(&self) -> String {
+        "metrics".into()
+    }
+
+    /// Wakes `accept` with a connection of its own.
+    fn stopper(&self) -> Option<watchpost_sources::StopHandle> {
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
             wake.set_ip(match wake.ip() {
@@ -463,10 +569,24 @@ impl Server {
                 IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
             });
         }
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
-            let _ = self.thread.join();
+        Some(watchpost_sources::StopHandle::new(move || {
+            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        }))
+    }
+
+    fn run(self: Box<Self>, stop: StopSignal) {
+        for conn in self.listener.incoming() {
+            if stop.is_raised() {
+                break;
+            }
+            match conn {
+                Ok(stream) => answer(stream, &self.metrics),
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics: accept failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
         }
-        // Otherwise the thread ends with the process.
     }
 }
 
@@ -548,26 +668,6 @@ fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let local = |p| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p);
-        assert_eq!(parse_address("9464").unwrap(), local(9464));
-        assert_eq!(parse_address(":9100").unwrap(), local(9100));
-        assert_eq!(parse_address("localhost:9100").unwrap(), local(9100));
-        assert_eq!(parse_address("127.0.0.1:9464").unwrap(), local(9464));
-        assert_eq!(
-            parse_address("0.0.0.0:9464").unwrap(),
-            "0.0.0.0:9464".parse().unwrap()
-        );
-        assert_eq!(
-            parse_address("[::1]:9464").unwrap(),
-            "[::1]:9464".parse().unwrap()
-        );
-        for bad in ["", "70000", "::1:9464", "example.com:9464", "1.2.3.4"] {
-            assert!(parse_address(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -48,6 +48,10 @@ pub struct AgentConfig {
     /// binds loopback.
     #[serde(default)]
     pub metrics: Option<Spanned<String>>,
+    /// Reload when the configuration file, or a file it names (rule folders, placeholder
+    /// files), changes (default false).
+    #[serde(default)]
+    pub watch_config: bool,
 }
 
 /// `[agent] when_queue_full`.
@@ -83,6 +87,7 @@ impl Default for AgentConfig {
             log_fired: true,
             when_queue_full: WhenFull::Wait,
             metrics: None,
+            watch_config: false,
         }
     }
 }
@@ -325,9 +330,9 @@ pub struct Config {
     /// `[fleet]`, checked (with the section as written, for the places of later checks).
     pub fleet: Option<(watchpost_fleet::RawFleet, watchpost_fleet::FleetSpec)>,
     /// Which configuration this is: a digest of its text (reported to the fleet server).
-    pub generation: String,
-    /// Its `check-config` warnings, as text (reported to the fleet server).
-    pub warnings: Vec<String>,
+    pub digest: String,
+    /// What each named part is, for telling a reload what changed.
+    pub definitions: crate::Definitions,
     /// Entries that could not be read (their errors are reported): the checks across
     /// sections leave them alone instead of reporting each reference to them.
     pub failed: Failed,
@@ -364,12 +369,14 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
     expand_tree(&mut doc);
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
-    let mut fleet_raw: Option<(watchpost_fleet::RawFleet, std::ops::Range<usize>)> = None;
+    let mut fleet_raw: Option<(watchpost_fleet::RawFleet, std::ops::Range<usize>, u64)> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut failed = Failed::default();
     let mut checks = Vec::new();
     let mut rules = Vec::new();
+    let mut defs = crate::Definitions::default();
     for (key, value) in doc.iter() {
+        record_definitions(key.get_ref(), value, &mut defs);
         let k: &str = key.get_ref();
         match k {
             "agent" => match AgentConfig::deserialize(value.clone().into_deserializer()) {
@@ -381,7 +388,10 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "fleet" => match watchpost_fleet::RawFleet::deserialize(value.clone().into_deserializer()) {
-                Ok(t) => fleet_raw = Some((t, key.span())),
+                Ok(t) => {
+                    let fp = crate::definition::fingerprint(value.get_ref());
+                    fleet_raw = Some((t, key.span(), fp));
+                }
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "source" => for_each_entry(value, "source", diags, |v, d| {
@@ -485,7 +495,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         a.set_state_dir(&state_dir);
     }
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
-    let fleet = fleet_raw.and_then(|(raw, at)| {
+    let fleet = fleet_raw.and_then(|(raw, at, fp)| {
         let mut errs = Vec::new();
         let spec = watchpost_fleet::FleetSpec::parse(&raw, state_dir.clone(), &mut errs);
         for e in &mut errs {
@@ -500,20 +510,48 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
                 "[fleet] ships what the event store keeps: turn [store] back on (enabled = true)",
             );
         }
-        spec.map(|s| (raw, s))
+        let spec = spec?;
+        // The shipper also reads the CA and secret files, and reports the host's name:
+        // a change of any of them restarts it.
+        let files: Vec<PathBuf> = spec
+            .ca_file
+            .iter()
+            .chain(spec.secret_file())
+            .cloned()
+            .collect();
+        let stamp = (crate::rules::files_stamp(&files), agent.host.clone());
+        defs.fleet
+            .push(("fleet".into(), crate::definition::mix(fp, &stamp)));
+        Some((raw, spec))
     });
     // FNV-1a over the text: which configuration runs, for the fleet server.
-    let generation = format!(
+    let digest = format!(
         "{:016x}",
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         })
     );
     let metrics = agent.metrics.as_ref().and_then(|m| {
-        crate::metrics::parse_address(m.get_ref())
+        crate::address::parse_address(m.get_ref())
             .map_err(|e| diags.error(m.span(), e))
             .ok()
     });
+    // What every source shares from [agent]: a change restarts them all.
+    let shared = (agent.host.clone(), agent.checkpoint_interval_ms);
+    for (_, fp) in &mut defs.sources {
+        *fp = crate::definition::mix(*fp, &shared);
+    }
+    for (_, fp) in &mut defs.checks {
+        *fp = crate::definition::mix(*fp, &agent.host);
+    }
+    for (name, fp) in &mut defs.rules {
+        if let Some(set) = rules
+            .iter()
+            .find(|r: &&crate::rules::RuleSet| &r.name == name)
+        {
+            *fp = crate::definition::mix(*fp, &set.files_stamp);
+        }
+    }
     // Returned even with errors, so later checks can report their problems too.
     Some(Config {
         agent,
@@ -526,10 +564,37 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Option<Config> {
         rules,
         metrics,
         fleet,
-        generation,
-        warnings: Vec::new(),
+        digest,
+        definitions: defs,
         failed,
     })
+}
+
+/// Notes the fingerprint of every named table of a section (disabled ones are left out:
+/// to the running daemon they do not exist).
+fn record_definitions(section: &str, value: &Spanned<DeValue<'_>>, defs: &mut crate::Definitions) {
+    use crate::definition::{fingerprint, table_name};
+    let list = match section {
+        "source" => &mut defs.sources,
+        "filter" => &mut defs.filters,
+        "action" => &mut defs.actions,
+        "check" => &mut defs.checks,
+        "rules" => &mut defs.rules,
+        _ => return,
+    };
+    let Some(items) = value.get_ref().as_array() else {
+        return;
+    };
+    for item in items {
+        let v = item.get_ref();
+        let disabled = matches!(v, DeValue::Table(t) if matches!(
+            t.get("enabled").map(|e| e.get_ref()),
+            Some(DeValue::Boolean(false))
+        ));
+        if !disabled {
+            list.push((table_name(v), fingerprint(v)));
+        }
+    }
 }
 
 /// The `name` of a table that could not be read, or "" when it has none.

@@ -93,6 +93,12 @@ pub struct RuleSet {
     correlator: Option<Mutex<Correlator>>,
     /// Whether a correlation waits for its window to close (every event's time counts).
     timed: bool,
+    /// The files and folders it was loaded from (rule paths, the placeholder file), for
+    /// `[agent] watch_config`.
+    pub watched: Vec<std::path::PathBuf>,
+    /// Size and modification time of every file under them, hashed: a reload keeps the
+    /// running set (and its correlation windows) when neither the table nor this changed.
+    pub files_stamp: u64,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -154,6 +160,10 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
             placeholders.insert(k.clone(), values);
         }
     }
+    let watched = watched_paths(
+        &paths,
+        raw.placeholders_file.as_ref().map(|f| f.get_ref().as_str()),
+    );
     let (ruleset, rejected) = Ruleset::load_with(
         &paths,
         &LoadOptions {
@@ -191,7 +201,7 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
     };
     let timed = correlator
         .as_ref()
-        .is_some_and(|c| c.lock().unwrap_or_else(|e| e.into_inner()).has_timed());
+        .is_some_and(|c| watchpost_support::lock(c).has_timed());
     Some(RuleSet {
         name: raw.name.get_ref().clone(),
         ruleset: Arc::new(ruleset),
@@ -204,7 +214,52 @@ pub fn parse(v: &Spanned<toml::de::DeValue<'_>>, diags: &mut Diagnostics) -> Opt
         tags: raw.tags.iter().map(|t| t.to_ascii_lowercase()).collect(),
         correlator,
         timed,
+        files_stamp: files_stamp(&watched),
+        watched,
     })
+}
+
+/// What a set reads: each rule path (a glob stands for the folder before its first
+/// wildcard) and the placeholder file.
+fn watched_paths(paths: &[String], placeholders_file: Option<&str>) -> Vec<std::path::PathBuf> {
+    paths
+        .iter()
+        .map(|p| crate::paths::static_dir_or_path(p))
+        .chain(placeholders_file.map(std::path::PathBuf::from))
+        .collect()
+}
+
+/// Hashes (path, size, modification time) of every file under `roots` (folders walked,
+/// at most 100,000 files): cheap enough for every reload, and any edit changes it.
+pub(crate) fn files_stamp(roots: &[std::path::PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut found = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        if found.len() >= 100_000 {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(&p) else {
+            found.push((p, 0, 0));
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+            continue;
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        found.push((p, meta.len(), mtime));
+    }
+    found.sort();
+    let mut h = std::hash::DefaultHasher::new();
+    found.hash(&mut h);
+    h.finish()
 }
 
 /// One detection (or correlation) of a set on an event.
@@ -224,9 +279,7 @@ impl RuleSet {
         if self.timed
             && let Some(c) = &self.correlator
         {
-            c.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .advance(t, &mut correlated);
+            watchpost_support::lock(c).advance(t, &mut correlated);
         }
         scratch.clear();
         if self.ruleset.matches(event, scratch) == 0 && correlated.is_empty() {
@@ -237,9 +290,7 @@ impl RuleSet {
         self.correlation_detections(event, std::mem::take(&mut correlated), &mut out);
         for m in scratch.iter() {
             if let Some(c) = &self.correlator {
-                c.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .feed(m, event, t, &mut correlated);
+                watchpost_support::lock(c).feed(m, event, t, &mut correlated);
             }
             if m.correlation_only
                 || m.level < self.min_level
@@ -276,9 +327,7 @@ impl RuleSet {
     pub fn finish(&self) -> Vec<Detection> {
         let mut correlated = Vec::new();
         if let Some(c) = &self.correlator {
-            c.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .finish(&mut correlated);
+            watchpost_support::lock(c).finish(&mut correlated);
         }
         let mut out = Vec::new();
         let empty = Event::new("sigma".into(), "".into(), String::new());

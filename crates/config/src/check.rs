@@ -3,7 +3,6 @@
 //! writable. `run` and `test` go through the same checks before they start.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use watchpost_event::Sym;
 use watchpost_filters::Chain;
@@ -11,6 +10,7 @@ use watchpost_sources::Schema;
 
 use crate::config::Config;
 use crate::diag::{Diagnostics, edit_distance};
+use crate::paths::static_dir;
 
 /// Names every event has, plus those that exist while an action runs.
 const METADATA: &[&str] = &[
@@ -58,10 +58,6 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> O
     }
     check_variables(config, diags);
     check_checks(config, diags);
-    if let Some((raw, spec)) = &config.fleet {
-        // The CA file loads, the secret can be read (its value is never shown).
-        diags.extend(spec.check(raw));
-    }
     for set in &config.rules {
         for (name, span) in &set.actions {
             if !known.contains(&name.as_str()) {
@@ -84,9 +80,11 @@ pub fn validate(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> O
         for action in &config.actions {
             diags.extend(action.check());
         }
-        diags.extend(watchpost_actions::quarantine::check_allow_lists(
-            &config.actions,
-        ));
+        diags.extend(watchpost_actions::check_allow_lists(&config.actions));
+        if let Some((raw, spec)) = &config.fleet {
+            // The CA file loads, the secret can be read (its value is never shown).
+            diags.extend(spec.check(raw));
+        }
         check_paths(config, diags);
         if check_state_dir(config, diags, purpose) {
             check_queue_dirs(config, diags);
@@ -238,24 +236,6 @@ fn check_paths(config: &Config, diags: &mut Diagnostics) {
     }
 }
 
-/// The directory part of a glob pattern before its first wildcard.
-pub fn static_dir(pattern: &str) -> std::path::PathBuf {
-    let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
-    let head = &pattern[..cut];
-    let p = Path::new(head);
-    let dir = if cut == pattern.len() {
-        p.parent()
-    } else if head.ends_with(['/', '\\']) {
-        Some(p)
-    } else {
-        p.parent()
-    };
-    match dir {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => ".".into(),
-    }
-}
-
 /// The state directory must be writable (or creatable). `false` when it is not usable
 /// here (the retry queues inside it are then not looked at).
 fn check_state_dir(config: &Config, diags: &mut Diagnostics, purpose: Purpose) -> bool {
@@ -355,6 +335,7 @@ mod tests {
 
     #[test]
     fn static_dir_of_patterns() {
+        use std::path::Path;
         assert_eq!(static_dir("/var/log/sep/*.Log"), Path::new("/var/log/sep"));
         assert_eq!(static_dir("/var/log/auth.log"), Path::new("/var/log"));
         assert_eq!(static_dir("logs/*/x.log"), Path::new("logs"));

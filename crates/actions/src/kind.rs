@@ -1,0 +1,61 @@
+//! The one trait every action kind implements (its spec, parser, worker or deliverer
+//! live in its own file; `table.rs` lists it once). The keys every kind shares
+//! (`name`, `type`, `queue_capacity`, `retry`, `durable`, `throttle`, `dedupe`) are
+//! taken out of the table and checked once (`common.rs`) before the kind's parser sees
+//! the rest.
+
+use std::any::Any;
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+
+use crossbeam_channel::Receiver;
+use watchpost_event::ConfigError;
+
+use crate::Job;
+use crate::common::Common;
+use crate::control::{Control, Counters};
+use crate::delivery::Deliver;
+use crate::kit::Tpl;
+
+/// What the dispatcher and `check-config` need of an action kind.
+pub(crate) trait ActionKind: std::fmt::Debug + Send + Sync + Any {
+    /// The type it reports as (`"syslog"`, `"run"`, …).
+    fn kind(&self) -> &'static str;
+
+    /// `queue_capacity`: the default and the allowed range.
+    fn queue_capacity(&self) -> (u64, RangeInclusive<u64>) {
+        (1000, 1..=1_000_000)
+    }
+
+    /// Every configured template (for `check-config`'s variable check).
+    fn templates(&self) -> Vec<&Tpl>;
+
+    /// Checks beyond syntax (programs exist, directories can be written, the platform).
+    fn check(&self) -> Vec<ConfigError>;
+
+    /// Worker threads sharing the action's queue (when it does not retry).
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    /// The deliverer of a kind whose delivery can fail for a while: such actions go
+    /// through the durable retry loop (`durable.rs`).
+    fn deliverer(&self, _name: &str, _common: &Common) -> Option<Box<dyn Deliver + '_>> {
+        None
+    }
+
+    /// The worker loop of a kind without a deliverer (kinds with one never get here).
+    fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control);
+
+    /// Where watchpost keeps its state (the quarantine records itself there).
+    fn set_state_dir(&mut self, _dir: &Path) {}
+
+    /// The file a kind appends to, with the place of its path (two actions appending to
+    /// one file is a configuration error).
+    fn appends_to(&self) -> Option<(&Path, Range<usize>)> {
+        None
+    }
+
+    /// For the few places that need the concrete spec (the quarantine commands, tests).
+    fn as_any(&self) -> &dyn Any;
+}

@@ -1,0 +1,151 @@
+//! The daemon's [`Sink`]: counts for the metrics, hands action jobs to the actions'
+//! lanes (waiting on a full queue or dropping, as `[agent] when_queue_full` says), logs
+//! what fired.
+
+use std::cell::Cell;
+use std::fmt::Display;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use watchpost_actions::Job;
+use watchpost_anomaly::Verdict as Judgement;
+use watchpost_config::WhenFull;
+use watchpost_event::Event;
+use watchpost_filters::Verdict;
+
+use crate::metrics::{Metrics, SourceCounters};
+use crate::pipeline::{Firing, Generation, Sink};
+use crate::supervisor::StopSignal;
+
+/// How long a source keeps waiting on a full action queue after a stop request.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// The daemon's sink of one source (or check).
+#[derive(Debug)]
+pub struct DaemonSink {
+    source: Arc<str>,
+    counters: Arc<SourceCounters>,
+    metrics: Arc<Metrics>,
+    stop: StopSignal,
+    /// When the stop request was first seen while waiting on a full queue.
+    stopped_at: Cell<Option<Instant>>,
+}
+
+impl DaemonSink {
+    /// A sink for `source`, counting into its counters; gives up waiting on a full queue
+    /// 5 s after `stop` was raised.
+    pub fn new(source: &str, metrics: &Arc<Metrics>, stop: StopSignal) -> DaemonSink {
+        DaemonSink {
+            source: source.into(),
+            counters: metrics.source(source),
+            metrics: metrics.clone(),
+            stop,
+            stopped_at: Cell::new(None),
+        }
+    }
+
+    /// The source's counters.
+    pub fn counters(&self) -> &Arc<SourceCounters> {
+        &self.counters
+    }
+
+    /// While waiting on a full queue: give up only some time after a stop request.
+    fn give_up(&self) -> bool {
+        if !self.stop.is_raised() {
+            return false;
+        }
+        let at = self.stopped_at.get().unwrap_or_else(Instant::now);
+        self.stopped_at.set(Some(at));
+        at.elapsed() >= SHUTDOWN_WAIT
+    }
+
+    /// Logs the source's totals.
+    pub fn report(&self) {
+        let c = &self.counters;
+        tracing::info!(
+            source = %self.source,
+            records = c.records.load(Ordering::Relaxed),
+            parse_errors = c.parse_errors.load(Ordering::Relaxed),
+            fired = c.fired.load(Ordering::Relaxed),
+            excluded = c.excluded.load(Ordering::Relaxed),
+            anomalies = c.anomalies.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
+            "source totals"
+        );
+    }
+}
+
+impl Sink for DaemonSink {
+    fn received(&mut self) {
+        self.counters.records.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .last_record_ms
+            .store(jiff::Timestamp::now().as_millisecond(), Ordering::Relaxed);
+    }
+
+    fn unparsable(&mut self, source: &str, place: &str, offset: u64, error: &dyn Display) {
+        let n = self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
+        if n < 100 || n.is_power_of_two() {
+            tracing::warn!(
+                source,
+                place,
+                offset,
+                errors_so_far = n + 1,
+                "unparsable record: {error}"
+            );
+        }
+    }
+
+    fn verdict(&mut self, _: &Generation, _: &Event, verdict: &Verdict, _: &[(usize, Judgement)]) {
+        if !verdict.flagged.is_empty() {
+            self.counters.anomalies.fetch_add(1, Ordering::Relaxed);
+        }
+        if verdict.excluded_by.is_some() {
+            self.counters.excluded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fire(&mut self, g: &Generation, f: &Firing<'_>) {
+        self.counters.fired.fetch_add(1, Ordering::Relaxed);
+        for &ai in f.actions {
+            if f.withheld.contains(&ai) {
+                continue;
+            }
+            let Some(lane) = g.actions.get(ai) else {
+                continue;
+            };
+            let job = Job {
+                event: f.event.clone(),
+                filter: f.name.clone(),
+                actions: f.action_names.clone(),
+                stored: f.stored,
+            };
+            let queued = match g.when_full {
+                WhenFull::Drop => lane.submit(job),
+                WhenFull::Wait => lane.submit_wait(job, &|| self.give_up()),
+            };
+            if queued {
+                self.metrics.reaction.observe(f.read_at.elapsed());
+            } else {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if g.log_fired {
+            log_fired(f.event, f.name, f.action_names);
+        }
+    }
+}
+
+fn log_fired(event: &Event, filter: &str, actions: &str) {
+    let time = event
+        .time
+        .map(watchpost_event::format_time)
+        .unwrap_or_default();
+    let origin = event
+        .origin
+        .as_ref()
+        .map(|o| format!("{}:{}", o.place, o.offset))
+        .unwrap_or_default();
+    tracing::info!(filter, actions, source = %event.source, host = %event.host, time, origin, "fired");
+}
