@@ -771,7 +771,7 @@ fn scalar_text(v: &Json) -> Result<String, String> {
 }
 
 fn keywords(items: &[Json]) -> Result<Cond, String> {
-    let mut tests = Vec::new();
+    let mut tests = Vec::with_capacity(items.len());
     for i in items {
         let mut toks = pattern::tokenize(&scalar_text(i)?);
         if toks.first() != Some(&Tok::Star) {
@@ -911,7 +911,7 @@ fn compile_field(
     let slot = slots.slot(sym, alt);
     // Windows targets (the only ones with fallbacks) read `Data` as Hayabusa does.
     let positional = field == "Data" && !names.fallbacks.is_empty();
-    let mut per_value = Vec::new();
+    let mut per_value = Vec::with_capacity(values.len());
     for val in &values {
         per_value.push(compile_value(val, &mods, names)?);
     }
@@ -934,12 +934,15 @@ fn compile_field(
                 .collect(),
         ))
     } else {
+        // Sized once: a test is a few hundred bytes and lists of values are long.
+        let mut tests = Vec::with_capacity(per_value.iter().map(Vec::len).sum());
+        per_value.into_iter().for_each(|v| tests.extend(v));
         Ok(Cond::Field(FieldTest {
             sym,
             alt,
             positional,
             slot,
-            tests: per_value.into_iter().flatten().collect(),
+            tests,
         }))
     }
 }
@@ -1096,7 +1099,7 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         alts = next;
     }
     let cased = m.cased || binary;
-    let mut tests = Vec::new();
+    let mut tests = Vec::with_capacity(alts.len());
     for mut a in alts {
         if (m.contains || m.ends) && a.first() != Some(&Tok::Star) {
             a.insert(0, Tok::Star);
