@@ -1025,6 +1025,19 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
             cased: m.cased,
         }]);
     }
+    if m.transforms.is_empty() && !s.contains(['*', '?']) && !s.contains("\\\\") {
+        // Most values: no wildcard, no escape to undo, no transformation. The same
+        // pattern as tokenizing would give, without its allocations (thousands of rules
+        // have tens of thousands of such values).
+        return Ok(vec![Test::Str {
+            pat: Pat::plain(
+                if m.cased { s } else { pattern::fold(&s) },
+                m.contains || m.ends,
+                m.contains || m.starts,
+            ),
+            cased: m.cased,
+        }]);
+    }
     let mut alts: Vec<Vec<Tok>> = vec![pattern::tokenize(&s)];
     let mut binary = false;
     for t in &m.transforms {

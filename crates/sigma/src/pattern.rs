@@ -232,6 +232,20 @@ impl Pat {
         })
     }
 
+    /// The pattern of a value without wildcards, as [`Pat::compile`] makes it from its
+    /// tokens with a star added in `front` (`contains`, `endswith`) and at the `back`
+    /// (`contains`, `startswith`); `lit` is already folded when the test is.
+    pub(crate) fn plain(lit: String, front: bool, back: bool) -> Pat {
+        match (lit.is_empty(), front, back) {
+            (true, false, false) => Pat::Exact("".into()),
+            (true, _, _) => Pat::Any,
+            (false, false, false) => Pat::Exact(lit.into()),
+            (false, false, true) => Pat::Prefix(lit.into()),
+            (false, true, false) => Pat::Suffix(lit.into()),
+            (false, true, true) => Pat::Contains(memmem::Finder::new(lit.as_bytes()).into_owned()),
+        }
+    }
+
     /// A literal every matching value contains (for the needle prefilter).
     pub(crate) fn literal(&self) -> Option<&str> {
         match self {
