@@ -35,20 +35,48 @@ impl Slots {
     }
 }
 
-/// Per-thread scratch for evaluation: folded field values of the current event.
-#[derive(Default, Debug)]
+/// Per-thread scratch for evaluation: folded field values of the current event, which
+/// rule forms its needles selected, and the candidate plans of the (channel, event id,
+/// provider) keys met so far.
+#[derive(Default)]
 pub struct Scratch {
     epoch: u32,
     folded: Vec<(u32, String)>,
     tmp: String,
-    pub(crate) cands: Vec<u32>,
     /// The current event's lowercased channel and provider (index keys).
     pub(crate) key: String,
     pub(crate) provider: String,
-    /// Epoch per slot: whether the needle prefilter scanned that field.
-    scanned: Vec<u32>,
-    /// Epoch per needle: whether it occurs in the current event.
-    marks: Vec<u32>,
+    /// Epoch per rule form: whether one of its needles occurs in the current event.
+    pub(crate) marks: Vec<u32>,
+    /// The ruleset the plans below were made for ([`crate::Ruleset`]'s serial number).
+    pub(crate) owner: u64,
+    /// Candidate plans by key (see `Ruleset::plan`).
+    pub(crate) plans: HashMap<Box<[u8]>, std::sync::Arc<Plan>, foldhash::fast::FixedState>,
+    /// The current event's plan key.
+    pub(crate) plan_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("plans", &self.plans.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an event of one (channel, event id, provider) is tested against: the rule forms
+/// the index files under that key, in rule order (each with [`Plan::NEEDLED`] set when
+/// it is evaluated only if one of its needles occurs), and the field slots whose needles
+/// those forms use.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub(crate) cands: Box<[u32]>,
+    pub(crate) slots: Box<[u32]>,
+}
+
+impl Plan {
+    /// Flag bit of a candidate that needs one of its needles.
+    pub(crate) const NEEDLED: u32 = 1 << 31;
 }
 
 impl Scratch {
@@ -57,21 +85,23 @@ impl Scratch {
         Scratch::default()
     }
 
-    pub(crate) fn next_event(&mut self, slots: usize, needles: usize) {
+    pub(crate) fn next_event(&mut self, slots: usize, variants: usize) {
         if self.folded.len() < slots {
             self.folded.resize_with(slots, || (0, String::new()));
-            self.scanned.resize(slots, 0);
         }
-        if self.marks.len() < needles {
-            self.marks.resize(needles, 0);
+        if self.marks.len() < variants {
+            self.marks.resize(variants, 0);
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.folded.iter_mut().for_each(|f| f.0 = 0);
-            self.scanned.iter_mut().for_each(|f| *f = 0);
             self.marks.iter_mut().for_each(|f| *f = 0);
             self.epoch = 1;
         }
+    }
+
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// The folded text of the current event's field in `slot` (folded now if not yet).
@@ -89,6 +119,10 @@ impl Scratch {
 /// literals that rules require in that field. A rule form whose required needles are
 /// all absent from the event is skipped without evaluating its condition.
 ///
+/// Per event, each field some candidate needs a needle in is scanned once, and every
+/// needle found marks the rule forms that carry it (so the cost follows the needles that
+/// occur, not the number of candidates and their needles).
+///
 /// Each field's automaton is built the first time an event's field is scanned (a
 /// contiguous NFA: building DFAs for every field of thousands of rules took a fifth of
 /// loading them and most of the memory, and most fields never occur in a given hunt).
@@ -99,6 +133,8 @@ pub(crate) struct Needles {
     slot_of: Vec<u32>,
     /// per slot: its needles.
     per_slot: Vec<Option<SlotNeedles>>,
+    /// needle id → the rule forms that carry it.
+    forms_of: Vec<Box<[u32]>>,
 }
 
 struct SlotNeedles {
@@ -122,11 +158,18 @@ impl Needles {
         id
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.slot_of.len()
+    /// The slot of needle `id`.
+    pub(crate) fn slot_of(&self, id: u32) -> u32 {
+        self.slot_of[id as usize]
     }
 
-    pub(crate) fn build(&mut self, slots: &Slots) -> Result<(), String> {
+    /// Builds the per-slot needle lists and, from each form's needles (`forms[i]` are
+    /// form `i`'s), the forms of each needle.
+    pub(crate) fn build<'a>(
+        &mut self,
+        slots: &Slots,
+        forms: impl Iterator<Item = &'a [u32]>,
+    ) -> Result<(), String> {
         let mut by_slot: Vec<Vec<(String, u32)>> = vec![Vec::new(); slots.len()];
         for ((slot, lit), id) in self.ids.drain() {
             by_slot[slot as usize].push((lit, id));
@@ -153,45 +196,52 @@ impl Needles {
                 ac: std::sync::OnceLock::new(),
             }));
         }
+        let mut forms_of: Vec<Vec<u32>> = vec![Vec::new(); self.slot_of.len()];
+        for (form, needles) in forms.enumerate() {
+            for &n in needles {
+                forms_of[n as usize].push(form as u32);
+            }
+        }
+        self.forms_of = forms_of.into_iter().map(Vec::into_boxed_slice).collect();
         Ok(())
     }
 
-    /// Whether needle `id` occurs in its field of `ev`.
-    pub(crate) fn present(&self, ev: &Event, sc: &mut Scratch, id: u32) -> bool {
-        let slot = self.slot_of[id as usize];
-        if sc.scanned[slot as usize] != sc.epoch {
-            sc.scanned[slot as usize] = sc.epoch;
-            if let Some(n) = &self.per_slot[slot as usize]
-                && let Some(v) = ev.get(n.sym)
-            {
-                let raw = text(&v);
-                let epoch = sc.epoch;
-                let e = &mut sc.folded[slot as usize];
-                if e.0 != epoch {
-                    pattern::fold_into(&raw, &mut e.1);
-                    e.0 = epoch;
-                }
-                let ac = n.ac.get_or_init(|| {
-                    aho_corasick::AhoCorasick::builder()
-                        .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
-                        .build(&n.lits)
-                        .ok()
-                });
-                match ac {
-                    Some(ac) => {
-                        for m in ac.find_overlapping_iter(e.1.as_str()) {
-                            sc.marks[n.ids[m.pattern().as_usize()] as usize] = epoch;
-                        }
-                    }
-                    None => {
-                        for &i in &n.ids {
-                            sc.marks[i as usize] = epoch;
-                        }
-                    }
+    /// Scans the current event's field in `slot` once: every needle of that field that
+    /// occurs marks its forms in `sc.marks`.
+    pub(crate) fn scan(&self, ev: &Event, sc: &mut Scratch, slot: u32) {
+        let Some(n) = &self.per_slot[slot as usize] else {
+            return;
+        };
+        let Some(v) = ev.get(n.sym) else {
+            return;
+        };
+        let raw = text(&v);
+        let epoch = sc.epoch;
+        let e = &mut sc.folded[slot as usize];
+        if e.0 != epoch {
+            pattern::fold_into(&raw, &mut e.1);
+            e.0 = epoch;
+        }
+        let ac = n.ac.get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::ContiguousNFA))
+                .build(&n.lits)
+                .ok()
+        });
+        let marks = &mut sc.marks;
+        let mut mark = |id: u32| {
+            for &f in &self.forms_of[id as usize] {
+                marks[f as usize] = epoch;
+            }
+        };
+        match ac {
+            Some(ac) => {
+                for m in ac.find_overlapping_iter(e.1.as_str()) {
+                    mark(n.ids[m.pattern().as_usize()]);
                 }
             }
+            None => n.ids.iter().for_each(|&i| mark(i)),
         }
-        sc.marks[id as usize] == sc.epoch
     }
 }
 
@@ -721,7 +771,7 @@ fn scalar_text(v: &Json) -> Result<String, String> {
 }
 
 fn keywords(items: &[Json]) -> Result<Cond, String> {
-    let mut tests = Vec::new();
+    let mut tests = Vec::with_capacity(items.len());
     for i in items {
         let mut toks = pattern::tokenize(&scalar_text(i)?);
         if toks.first() != Some(&Tok::Star) {
@@ -861,7 +911,7 @@ fn compile_field(
     let slot = slots.slot(sym, alt);
     // Windows targets (the only ones with fallbacks) read `Data` as Hayabusa does.
     let positional = field == "Data" && !names.fallbacks.is_empty();
-    let mut per_value = Vec::new();
+    let mut per_value = Vec::with_capacity(values.len());
     for val in &values {
         per_value.push(compile_value(val, &mods, names)?);
     }
@@ -884,12 +934,15 @@ fn compile_field(
                 .collect(),
         ))
     } else {
+        // Sized once: a test is a few hundred bytes and lists of values are long.
+        let mut tests = Vec::with_capacity(per_value.iter().map(Vec::len).sum());
+        per_value.into_iter().for_each(|v| tests.extend(v));
         Ok(Cond::Field(FieldTest {
             sym,
             alt,
             positional,
             slot,
-            tests: per_value.into_iter().flatten().collect(),
+            tests,
         }))
     }
 }
@@ -972,6 +1025,19 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
             cased: m.cased,
         }]);
     }
+    if m.transforms.is_empty() && !s.contains(['*', '?']) && !s.contains("\\\\") {
+        // Most values: no wildcard, no escape to undo, no transformation. The same
+        // pattern as tokenizing would give, without its allocations (thousands of rules
+        // have tens of thousands of such values).
+        return Ok(vec![Test::Str {
+            pat: Pat::plain(
+                if m.cased { s } else { pattern::fold(&s) },
+                m.contains || m.ends,
+                m.contains || m.starts,
+            ),
+            cased: m.cased,
+        }]);
+    }
     let mut alts: Vec<Vec<Tok>> = vec![pattern::tokenize(&s)];
     let mut binary = false;
     for t in &m.transforms {
@@ -1046,7 +1112,7 @@ fn compile_value(v: &Json, m: &Mods, names: &Names<'_>) -> Result<Vec<Test>, Str
         alts = next;
     }
     let cased = m.cased || binary;
-    let mut tests = Vec::new();
+    let mut tests = Vec::with_capacity(alts.len());
     for mut a in alts {
         if (m.contains || m.ends) && a.first() != Some(&Tok::Star) {
             a.insert(0, Tok::Star);

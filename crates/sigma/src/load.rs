@@ -52,21 +52,41 @@ pub fn cache_file_for(dir: &Path, paths: &[PathBuf]) -> PathBuf {
 /// that cannot be read come back as errors.
 pub(crate) fn collect(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>) {
     if p.is_dir() {
-        let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
-            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-            Err(e) => return errors.push((p.to_path_buf(), format!("cannot read directory: {e}"))),
-        };
-        entries.sort();
-        for e in entries {
-            let is_yaml = e
-                .extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"));
-            if e.is_dir() || is_yaml {
-                collect(&e, out, errors);
-            }
-        }
+        walk(p, out, errors);
     } else {
         out.push(p.to_path_buf());
+    }
+}
+
+/// The rule files under directory `dir`. Entry types come from the directory listing
+/// (no `stat` per file: a rule set has thousands); a symbolic link is followed.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>) {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => return errors.push((dir.to_path_buf(), format!("cannot read directory: {e}"))),
+    };
+    let mut entries: Vec<(PathBuf, bool)> = rd
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => path.is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => path.is_dir(),
+            };
+            (path, is_dir)
+        })
+        .collect();
+    entries.sort_unstable();
+    for (e, is_dir) in entries {
+        if is_dir {
+            walk(&e, out, errors);
+        } else if e
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"))
+        {
+            out.push(e);
+        }
     }
 }
 
@@ -174,7 +194,9 @@ pub(crate) fn parse_yaml(text: &str) -> Parsed {
 fn read_limited(f: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(f)?;
-    let mut buf = Vec::new();
+    // Sized from the file's length (one read instead of a growing buffer's several).
+    let hint = file.metadata().map_or(0, |m| m.len().min(limit));
+    let mut buf = Vec::with_capacity(hint as usize + 1);
     file.take(limit + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
         return Err(std::io::Error::other(format!(

@@ -104,8 +104,60 @@ pub(crate) enum Pat {
     Contains(memmem::Finder<'static>),
     /// Any value (a lone `*`).
     Any,
-    /// Wildcards in the middle, or `?`: an anchored regex.
-    Glob(LazyRegex),
+    /// `*` wildcards in the middle: literals in order.
+    Glob(Glob),
+    /// `?` wildcards: an anchored regex.
+    Wild(LazyRegex),
+}
+
+/// A value with `*` wildcards between literals (`cmd*/c*whoami*`): an optional anchored
+/// prefix and suffix and the literals between them, each found leftmost after the one
+/// before. Leftmost matching decides `*`-only patterns exactly, without compiling a regex
+/// (most of a rule set's wildcard values never meet an event of their rule's channel,
+/// and compiling those that do cost more than evaluating them).
+#[derive(Debug)]
+pub(crate) struct Glob {
+    prefix: Box<str>,
+    suffix: Box<str>,
+    middle: Box<[memmem::Finder<'static>]>,
+    /// The shortest matching value: prefix, suffix and middle literals.
+    min: usize,
+}
+
+impl Glob {
+    fn is_match(&self, s: &str) -> bool {
+        let b = s.as_bytes();
+        if b.len() < self.min
+            || !b.starts_with(self.prefix.as_bytes())
+            || !b.ends_with(self.suffix.as_bytes())
+        {
+            return false;
+        }
+        let mut hay = &b[self.prefix.len()..b.len() - self.suffix.len()];
+        for f in self.middle.iter() {
+            match f.find(hay) {
+                Some(i) => hay = &hay[i + f.needle().len()..],
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Its longest literal (every match contains it).
+    fn literal(&self) -> Option<&str> {
+        let mut best: &str = &self.prefix;
+        for s in self
+            .middle
+            .iter()
+            .filter_map(|f| std::str::from_utf8(f.needle()).ok())
+            .chain(std::iter::once(&*self.suffix))
+        {
+            if s.len() > best.len() {
+                best = s;
+            }
+        }
+        Some(best)
+    }
 }
 
 impl Pat {
@@ -134,6 +186,37 @@ impl Pat {
             [Tok::Star, Tok::Lit(l), Tok::Star] => {
                 Pat::Contains(memmem::Finder::new(lit(l)?.as_bytes()).into_owned())
             }
+            _ if !t.contains(&&Tok::Qmark) => {
+                let mut parts: Vec<String> = Vec::new();
+                for x in &t {
+                    if let Tok::Lit(l) = x {
+                        parts.push(lit(l)?);
+                    }
+                }
+                let starts = t.first() != Some(&&Tok::Star);
+                let ends = t.last() != Some(&&Tok::Star);
+                let prefix = if starts {
+                    parts.remove(0)
+                } else {
+                    String::new()
+                };
+                let suffix = if ends {
+                    parts.pop().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let min =
+                    prefix.len() + suffix.len() + parts.iter().map(String::len).sum::<usize>();
+                Pat::Glob(Glob {
+                    prefix: prefix.into(),
+                    suffix: suffix.into(),
+                    middle: parts
+                        .iter()
+                        .map(|p| memmem::Finder::new(p.as_bytes()).into_owned())
+                        .collect(),
+                    min,
+                })
+            }
             _ => {
                 let mut re = String::from("(?s)^");
                 for x in t {
@@ -144,9 +227,23 @@ impl Pat {
                     }
                 }
                 re.push('$');
-                Pat::Glob(LazyRegex::new(re).map_err(|e| format!("wildcard pattern: {e}"))?)
+                Pat::Wild(LazyRegex::new(re).map_err(|e| format!("wildcard pattern: {e}"))?)
             }
         })
+    }
+
+    /// The pattern of a value without wildcards, as [`Pat::compile`] makes it from its
+    /// tokens with a star added in `front` (`contains`, `endswith`) and at the `back`
+    /// (`contains`, `startswith`); `lit` is already folded when the test is.
+    pub(crate) fn plain(lit: String, front: bool, back: bool) -> Pat {
+        match (lit.is_empty(), front, back) {
+            (true, false, false) => Pat::Exact("".into()),
+            (true, _, _) => Pat::Any,
+            (false, false, false) => Pat::Exact(lit.into()),
+            (false, false, true) => Pat::Prefix(lit.into()),
+            (false, true, false) => Pat::Suffix(lit.into()),
+            (false, true, true) => Pat::Contains(memmem::Finder::new(lit.as_bytes()).into_owned()),
+        }
     }
 
     /// A literal every matching value contains (for the needle prefilter).
@@ -154,7 +251,8 @@ impl Pat {
         match self {
             Pat::Exact(p) | Pat::Prefix(p) | Pat::Suffix(p) => Some(&**p),
             Pat::Contains(f) => std::str::from_utf8(f.needle()).ok(),
-            Pat::Any | Pat::Glob(_) => None,
+            Pat::Glob(g) => g.literal(),
+            Pat::Any | Pat::Wild(_) => None,
         }
         .filter(|l| !l.is_empty())
     }
@@ -174,7 +272,8 @@ impl Pat {
             Pat::Suffix(p) => s.ends_with(&**p),
             Pat::Contains(f) => f.find(s.as_bytes()).is_some(),
             Pat::Any => true,
-            Pat::Glob(r) => r.is_match(s),
+            Pat::Glob(g) => g.is_match(s),
+            Pat::Wild(r) => r.is_match(s),
         }
     }
 }
@@ -322,7 +421,18 @@ mod tests {
         assert!(matches!(p("**abc*"), Pat::Contains(_)));
         assert!(matches!(p("*"), Pat::Any));
         let g = p("a*b?c");
+        assert!(matches!(g, Pat::Wild(_)));
         assert!(g.is_match("axxbyc") && !g.is_match("axxbc"));
+        let g = p("a*b*c");
+        assert!(matches!(g, Pat::Glob(_)));
+        assert!(g.is_match("abc") && g.is_match("axbxxc") && !g.is_match("acb"));
+        assert!(!g.is_match("ab") && !g.is_match("xabc"));
+        // Prefix and suffix may not overlap.
+        let g = p("ab*ba");
+        assert!(g.is_match("abba") && g.is_match("abxba") && !g.is_match("aba"));
+        let g = p("*x*y*");
+        assert!(g.is_match("--x--y--") && g.is_match("xy") && !g.is_match("yx"));
+        assert_eq!(p("*/Temp/*.exe").literal(), Some("/temp/"));
         assert!(p("*\\SYSTEM32\\\\*").is_match("c:\\windows\\system32\\cmd.exe"));
         assert!(p("a\\*").is_match("a*") && !p("a\\*").is_match("ab"));
     }

@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::aggregation;
-use crate::compile::{self, Cond, Names, Needles, Scratch, Slots};
+use crate::compile::{self, Cond, Names, Needles, Plan, Scratch, Slots};
 use crate::correlate::CorrelationRule;
 use crate::load::{self, LoadStats};
 use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
@@ -283,6 +283,18 @@ pub struct Ruleset {
     sym_event_id: Sym,
     sym_provider: Sym,
     stats: LoadStats,
+    /// Unique in the process: scratches keep plans for one ruleset at a time.
+    serial: u64,
+}
+
+/// Most candidate plans a scratch keeps (keys come from the events: a hostile file could
+/// name ever new channels and providers).
+const MAX_PLANS: usize = 4096;
+
+/// The next [`Ruleset::serial`].
+fn next_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 thread_local! {
@@ -438,50 +450,20 @@ impl Ruleset {
 
     /// [`Ruleset::matches`] with a caller-owned scratch.
     pub fn matches_with(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Match>) -> usize {
-        sc.next_event(self.slots, self.needles.len());
-        let mut cands = std::mem::take(&mut sc.cands);
-        let mut provider = std::mem::take(&mut sc.provider);
-        cands.clear();
-        provider.clear();
-        if let Some(p) = ev.get(self.sym_provider) {
-            lower_into(&p.text(), &mut provider);
+        sc.next_event(self.slots, self.variants.len());
+        let plan = self.plan(ev, sc);
+        for &slot in plan.slots.iter() {
+            self.needles.scan(ev, sc, slot);
         }
-        match ev.get(self.sym_channel) {
-            Some(ch) => {
-                let id = ev.get(self.sym_event_id).and_then(|v| match v {
-                    FieldRef::Int(i) => Some(i),
-                    FieldRef::Str(s) => s.trim().parse().ok(),
-                    _ => None,
-                });
-                let mut low = std::mem::take(&mut sc.key);
-                lower_into(&ch.text(), &mut low);
-                if let Some(idx) = self.channels.get(low.as_str()) {
-                    idx.candidates(id, &mut cands);
-                }
-                sc.key = low;
-                self.any_windows.candidates(id, &mut cands);
-                if let Some(idx) = self.providers.get(provider.as_str()) {
-                    idx.candidates(id, &mut cands);
-                }
-                cands.sort_unstable();
-                cands.dedup();
-            }
-            None => cands.extend_from_slice(&self.other),
-        }
+        let epoch = sc.epoch();
         let before = out.len();
-        for &v in &cands {
+        for &c in plan.cands.iter() {
+            let v = c & !Plan::NEEDLED;
+            if c & Plan::NEEDLED != 0 && sc.marks[v as usize] != epoch {
+                continue;
+            }
             let var = &self.variants[v as usize];
             if out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize) {
-                continue;
-            }
-            if let Some(ps) = &var.providers
-                && !ps.iter().any(|p| **p == *provider)
-            {
-                continue;
-            }
-            if !var.needles.is_empty()
-                && !var.needles.iter().any(|&n| self.needles.present(ev, sc, n))
-            {
                 continue;
             }
             if var.cond.eval(ev, sc) {
@@ -499,9 +481,107 @@ impl Ruleset {
                 });
             }
         }
-        sc.cands = cands;
-        sc.provider = provider;
         out.len() - before
+    }
+
+    /// The candidate plan of `ev`'s (channel, event id, provider), made on first use and
+    /// kept in the scratch (at most [`MAX_PLANS`] keys; past that, made per event).
+    fn plan(&self, ev: &Event, sc: &mut Scratch) -> Arc<Plan> {
+        if sc.owner != self.serial {
+            sc.plans.clear();
+            sc.owner = self.serial;
+        }
+        let mut key = std::mem::take(&mut sc.plan_key);
+        let mut low = std::mem::take(&mut sc.key);
+        let mut provider = std::mem::take(&mut sc.provider);
+        key.clear();
+        low.clear();
+        provider.clear();
+        if let Some(p) = ev.get(self.sym_provider) {
+            lower_into(&p.text(), &mut provider);
+        }
+        let channel = ev.get(self.sym_channel);
+        let id = ev.get(self.sym_event_id).and_then(|v| match v {
+            FieldRef::Int(i) => Some(i),
+            FieldRef::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+        match &channel {
+            Some(ch) => {
+                lower_into(&ch.text(), &mut low);
+                key.push(1);
+                key.extend_from_slice(low.as_bytes());
+                key.push(0);
+                key.extend_from_slice(provider.as_bytes());
+                key.push(0);
+                match id {
+                    Some(i) => {
+                        key.push(1);
+                        key.extend_from_slice(&i.to_le_bytes());
+                    }
+                    None => key.push(0),
+                }
+            }
+            None => key.push(0),
+        }
+        let plan = match sc.plans.get(key.as_slice()) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(self.make_plan(
+                    channel.is_some().then_some(low.as_str()),
+                    id,
+                    &provider,
+                ));
+                if sc.plans.len() < MAX_PLANS {
+                    sc.plans.insert(key.as_slice().into(), p.clone());
+                }
+                p
+            }
+        };
+        sc.plan_key = key;
+        sc.key = low;
+        sc.provider = provider;
+        plan
+    }
+
+    /// The rule forms an event of (lowercased) `channel` (`None`: an event without one),
+    /// `id` and lowercased `provider` is tested against, and the slots of their needles.
+    fn make_plan(&self, channel: Option<&str>, id: Option<i64>, provider: &str) -> Plan {
+        let mut cands = Vec::new();
+        match channel {
+            Some(low) => {
+                if let Some(idx) = self.channels.get(low) {
+                    idx.candidates(id, &mut cands);
+                }
+                self.any_windows.candidates(id, &mut cands);
+                if let Some(idx) = self.providers.get(provider) {
+                    idx.candidates(id, &mut cands);
+                }
+                cands.sort_unstable();
+                cands.dedup();
+            }
+            None => cands.extend_from_slice(&self.other),
+        }
+        cands.retain(|&v| {
+            self.variants[v as usize]
+                .providers
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| **p == *provider))
+        });
+        let mut slots = Vec::new();
+        for c in &mut cands {
+            let var = &self.variants[*c as usize];
+            if !var.needles.is_empty() {
+                *c |= Plan::NEEDLED;
+                slots.extend(var.needles.iter().map(|&n| self.needles.slot_of(n)));
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        Plan {
+            cands: cands.into(),
+            slots: slots.into(),
+        }
     }
 
     /// [`Ruleset::matches`] without the event-id index and without the needle
@@ -510,7 +590,7 @@ impl Ruleset {
     #[doc(hidden)]
     pub fn matches_unindexed(&self, ev: &Event, out: &mut Vec<Match>) -> usize {
         let mut sc = Scratch::new();
-        sc.next_event(self.slots, self.needles.len());
+        sc.next_event(self.slots, self.variants.len());
         let channel = ev
             .get(self.sym_channel)
             .map(|c| c.text().to_ascii_lowercase());
@@ -810,7 +890,8 @@ impl Builder {
         for i in silence {
             self.rules[i].correlation_only = true;
         }
-        if let Err(e) = self.needles.build(&self.slots) {
+        let forms = self.variants.iter().map(|p| &*p.var.needles);
+        if let Err(e) = self.needles.build(&self.slots, forms) {
             // Cannot happen with valid literals; fall back to evaluating everything.
             self.errors.push(LoadError {
                 path: PathBuf::new(),
@@ -838,6 +919,7 @@ impl Builder {
             sym_event_id: Sym::new("event_id"),
             sym_provider: Sym::new("provider"),
             stats: LoadStats::default(),
+            serial: next_serial(),
         };
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.variants.into_iter().enumerate() {
