@@ -25,6 +25,8 @@
 // Benches may unwrap: a failing unwrap is a failing bench.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -185,22 +187,6 @@ fn sep_line(template: &[String], id: &str) -> String {
     format!("{}\r\n", cols.join(","))
 }
 
-fn sep_template() -> Vec<String> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/data/sep/client-av/05292019.Log"
-    ))
-    .expect("fixture");
-    let line = text
-        .lines()
-        .find(|l| l.split(',').nth(1) == Some("5"))
-        .expect("virus line")
-        .to_owned();
-    let mut cols: Vec<String> = line.split(',').map(str::to_owned).collect();
-    cols[3] = "2".into();
-    cols
-}
-
 /// A failed login ending in `id.` (so the datagram can be told apart).
 fn text_line(id: &str) -> String {
     format!(
@@ -228,7 +214,7 @@ fn lone(f: &Follower, input: Input, events: usize) -> Vec<Duration> {
     let sock = receiver();
     let port = sock.local_addr().unwrap().port();
     let _run = start(f, dir.path(), &file, input, port, false);
-    let template = sep_template();
+    let template = common::sep_detection_template();
     let line = |id: &str| match input {
         Input::Text => text_line(id),
         Input::Sep => sep_line(&template, id),
