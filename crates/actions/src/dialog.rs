@@ -525,6 +525,7 @@ mod tests {
             filter: Arc::from("virus-found"),
             actions: Arc::from("warn-user"),
             stored: None,
+            ticket: Default::default(),
         }
     }
 

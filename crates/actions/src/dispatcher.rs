@@ -27,6 +27,7 @@ use crate::Job;
 use crate::config::ActionSpec;
 use crate::control::{ActionStats, Control, Counters, OutcomeSink};
 use crate::durable::Durable;
+use crate::kind::Direct;
 use crate::limits::Limits;
 use crate::queue::Queue;
 
@@ -71,6 +72,9 @@ pub struct Lane {
     name: Arc<str>,
     tx: Sender<Job>,
     counters: Arc<Counters>,
+    /// Runs a job on the submitting thread when the action allows it and nothing is
+    /// queued before it.
+    direct: Option<Arc<dyn Direct>>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -85,12 +89,32 @@ impl Lane {
         &self.name
     }
 
-    /// Queues a job without ever blocking. When the queue is full the job is dropped,
-    /// counted, and `false` returned; a warning is logged at most once per 10 s.
+    /// Runs `job` on this thread when the action can without waiting and nothing is
+    /// queued before it (UDP syslog: one non-blocking `send`); else gives it back.
+    fn run_direct(&self, job: Job) -> Option<Job> {
+        match &self.direct {
+            Some(d) => d.try_run(job).err(),
+            None => Some(job),
+        }
+    }
+
+    /// A job that [`run_direct`](Lane::run_direct) gave back was dropped.
+    fn not_queued(&self) {
+        if let Some(d) = &self.direct {
+            d.not_queued();
+        }
+    }
+
+    /// Runs or queues a job without ever blocking. When the queue is full the job is
+    /// dropped, counted, and `false` returned; a warning is logged at most once per 10 s.
     pub fn submit(&self, job: Job) -> bool {
+        let Some(job) = self.run_direct(job) else {
+            return true;
+        };
         match self.tx.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.not_queued();
                 let total = self.counters.dropped(1);
                 if self.counters.drop_warning_due() {
                     tracing::warn!(action = %self.name, dropped_total = total, "action queue full; event dropped");
@@ -105,10 +129,14 @@ impl Lane {
     /// counting a drop, once `give_up()` answers true (checked every 100 ms). Returns
     /// whether the job was queued.
     pub fn submit_wait(&self, job: Job, give_up: &dyn Fn() -> bool) -> bool {
+        let Some(job) = self.run_direct(job) else {
+            return true;
+        };
         let mut job = match self.tx.try_send(job) {
             Ok(()) => return true,
             Err(TrySendError::Full(job)) => job,
             Err(TrySendError::Disconnected(_)) => {
+                self.not_queued();
                 self.counters.dropped(1);
                 return false;
             }
@@ -121,6 +149,7 @@ impl Lane {
                 Ok(()) => return true,
                 Err(SendTimeoutError::Timeout(j)) if !give_up() => job = j,
                 Err(SendTimeoutError::Timeout(_) | SendTimeoutError::Disconnected(_)) => {
+                    self.not_queued();
                     let total = self.counters.dropped(1);
                     tracing::warn!(action = %self.name, dropped_total = total, "action queue still full at shutdown; event dropped");
                     return false;
@@ -474,6 +503,11 @@ fn start_action(
     let retrying = spec.retries();
     let threads = if retrying { 1 } else { spec.kind.concurrency() };
     let gated = !retrying && !spec.common.limits.is_empty();
+    let direct = if retrying || gated {
+        None
+    } else {
+        spec.kind.direct(spec.name(), &counters, &ctl)
+    };
     let spec = Arc::new(spec);
     let mut workers = Vec::with_capacity(threads + 1);
     let after = after.map(Arc::new);
@@ -520,19 +554,22 @@ fn start_action(
         rx.clone()
     };
     for w in 0..threads {
-        let (spec, rx, counters, ctl, dir) = (
+        let (spec, rx, counters, ctl, dir, direct) = (
             spec.clone(),
             work_rx.clone(),
             counters.clone(),
             ctl.clone(),
             state_dir.clone(),
+            direct.clone(),
         );
         workers.insert(
             w,
             spawn(
                 w,
                 Box::new(move || {
-                    if retrying {
+                    if let Some(d) = direct {
+                        restarting_on_panic(spec.name(), &counters, || d.serve(&rx));
+                    } else if retrying {
                         durable_worker(&spec, &rx, &counters, &ctl, dir.as_deref());
                     } else {
                         worker(&spec, &rx, &counters, &ctl);
@@ -543,7 +580,12 @@ fn start_action(
     }
     Ok(Running {
         kind,
-        lane: Arc::new(Lane { name, tx, counters }),
+        lane: Arc::new(Lane {
+            name,
+            tx,
+            counters,
+            direct,
+        }),
         spec,
         rx,
         ctl,

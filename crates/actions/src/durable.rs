@@ -158,6 +158,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Job, i64), String> {
         filter: r.filter.into(),
         actions: r.actions.into(),
         stored: r.stored,
+        ticket: Default::default(),
     };
     Ok((job, r.queued_ms))
 }
@@ -425,6 +426,7 @@ mod tests {
             filter: Arc::from("f"),
             actions: Arc::from("a,b"),
             stored: Some(i as u64),
+            ticket: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::ops::{Range, RangeInclusive};
 use std::path::Path;
+use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 use watchpost_event::ConfigError;
@@ -47,6 +48,18 @@ pub(crate) trait ActionKind: std::fmt::Debug + Send + Sync + Any {
     /// The worker loop of a kind without a deliverer (kinds with one never get here).
     fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control);
 
+    /// A kind whose job can be done on the thread that judged the event without ever
+    /// waiting (a UDP datagram) returns its [`Direct`] runner; its worker then serves only
+    /// the jobs the runner gave back.
+    fn direct(
+        &self,
+        _name: &str,
+        _counters: &Arc<Counters>,
+        _ctl: &Arc<Control>,
+    ) -> Option<Arc<dyn Direct>> {
+        None
+    }
+
     /// Where watchpost keeps its state (the quarantine records itself there).
     fn set_state_dir(&mut self, _dir: &Path) {}
 
@@ -62,4 +75,21 @@ pub(crate) trait ActionKind: std::fmt::Debug + Send + Sync + Any {
 
     /// For the few places that need the concrete spec (the quarantine commands, tests).
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Runs an action's jobs on the submitting thread when that cannot block, and is the
+/// worker loop for the rest (see [`ActionKind::direct`]). Jobs stay in order: a job runs
+/// directly only when no job given to the queue is still unsent, and both sides hold one
+/// lock while they render and send.
+pub(crate) trait Direct: Send + Sync {
+    /// Runs `job` now if that does not wait (for the lock, a full socket buffer, a job
+    /// queued before it); otherwise gives it back to be queued, counting it as queued.
+    fn try_run(&self, job: Job) -> Result<(), Job>;
+
+    /// A job given back by [`try_run`](Direct::try_run) was not queued after all
+    /// (dropped).
+    fn not_queued(&self);
+
+    /// The worker loop over the queued jobs.
+    fn serve(&self, rx: &Receiver<Job>);
 }

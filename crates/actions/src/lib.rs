@@ -267,5 +267,5 @@ mod webhook;
 pub use config::{ActionSpec, KINDS, check_allow_lists, parse_action};
 pub use control::{ActionStats, Attempt, OutcomeSink};
 pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Lane};
-pub use job::Job;
+pub use job::{Job, Ticket};
 pub use run::foreign_platform_path;

@@ -245,6 +245,7 @@ mod tests {
             filter: Arc::from("f"),
             actions: Arc::from("a"),
             stored: None,
+            ticket: Default::default(),
         }
     }
 

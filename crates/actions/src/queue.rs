@@ -720,6 +720,7 @@ mod tests {
             filter: "failed-logon".into(),
             actions: "siem".into(),
             stored: Some(1),
+            ticket: Default::default(),
         };
         let start = std::time::Instant::now();
         let mut bytes = 0;

@@ -264,6 +264,8 @@ impl watchpost_fleet::channel::Apply for DaemonApply {
                     filter: Arc::from("fleet-command"),
                     actions: Arc::from(action.as_str()),
                     stored: None,
+                    // No source waits for a job the server asked for.
+                    ticket: watchpost_actions::Ticket::default(),
                 };
                 if lane.submit(job) {
                     Ok(format!("queued to action {action}"))

@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod reload;
 pub mod sink;
 pub mod supervisor;

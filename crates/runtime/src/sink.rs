@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use watchpost_actions::Job;
+use watchpost_actions::{Job, Ticket};
 use watchpost_anomaly::Verdict as Judgement;
 use watchpost_config::WhenFull;
 use watchpost_event::Event;
@@ -30,6 +30,8 @@ pub struct DaemonSink {
     stop: StopSignal,
     /// When the stop request was first seen while waiting on a full queue.
     stopped_at: Cell<Option<Instant>>,
+    /// Given to every job: the batch of records being handled (see `progress.rs`).
+    ticket: Ticket,
 }
 
 impl DaemonSink {
@@ -42,7 +44,13 @@ impl DaemonSink {
             metrics: metrics.clone(),
             stop,
             stopped_at: Cell::new(None),
+            ticket: Ticket::default(),
         }
+    }
+
+    /// The ticket the jobs of the records handled from now on carry.
+    pub fn set_ticket(&mut self, ticket: Ticket) {
+        self.ticket = ticket;
     }
 
     /// The source's counters.
@@ -120,6 +128,7 @@ impl Sink for DaemonSink {
                 filter: f.name.clone(),
                 actions: f.action_names.clone(),
                 stored: f.stored,
+                ticket: self.ticket.clone(),
             };
             let queued = match g.when_full {
                 WhenFull::Drop => lane.submit(job),
@@ -132,7 +141,55 @@ impl Sink for DaemonSink {
             }
         }
         if g.log_fired {
-            log_fired(f.event, f.name, f.action_names);
+            fired_log().log(f);
+        }
+    }
+}
+
+/// The per-firing log line (`[agent] log_fired`), written by a thread of its own: the
+/// source thread only queues the shared event and names (formatting and writing a log
+/// line cost it more than judging the event). When that thread falls behind by
+/// [`FIRED_LOG_QUEUE`] lines, further ones are counted and the count is logged with the
+/// next line written.
+struct FiredLog {
+    tx: crossbeam_channel::Sender<(Arc<Event>, Arc<str>, Arc<str>)>,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+const FIRED_LOG_QUEUE: usize = 10_000;
+
+fn fired_log() -> &'static FiredLog {
+    static LOG: std::sync::OnceLock<FiredLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let (tx, rx) =
+            crossbeam_channel::bounded::<(Arc<Event>, Arc<str>, Arc<str>)>(FIRED_LOG_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("fired-log".into())
+            .spawn(move || {
+                watchpost_store::yield_to_the_event_path();
+                for (event, filter, actions) in rx {
+                    let skipped = fired_log().skipped.swap(0, Ordering::Relaxed);
+                    if skipped > 0 {
+                        tracing::warn!(skipped, "fired lines not logged: the log fell behind");
+                    }
+                    log_fired(&event, &filter, &actions);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the thread of the fired log lines");
+        }
+        FiredLog {
+            tx,
+            skipped: Default::default(),
+        }
+    })
+}
+
+impl FiredLog {
+    fn log(&self, f: &Firing<'_>) {
+        let line = (f.event.clone(), f.name.clone(), f.action_names.clone());
+        if self.tx.try_send(line).is_err() {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

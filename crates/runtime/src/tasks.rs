@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use watchpost_actions::Ticket;
 use watchpost_config::{Config, SourceConfig, StartAt};
 use watchpost_sources::tail::{Encoding, Framing, StartAt as TailStart, TailOptions, Tailer};
 use watchpost_sources::{Format, Source, StopHandle};
@@ -13,6 +14,7 @@ use watchpost_sources::{Format, Source, StopHandle};
 use crate::analysis::Analysis;
 use crate::metrics::Metrics;
 use crate::pipeline::{Current, Pipeline, SourceKind};
+use crate::progress::Ledger;
 use crate::sink::DaemonSink;
 use crate::supervisor::{StopSignal, Supervisor, Task};
 
@@ -86,17 +88,42 @@ impl Task for SourceTask {
             shared.analysis.clone(),
         );
         let mut sink = DaemonSink::new(&config.name, &shared.metrics, stop.clone());
+        let ledger = source.progress_file().map(Ledger::new);
         let mut last_checkpoint = Instant::now();
         while !stop.is_raised() {
             pipeline.refresh();
             let deadline = last_checkpoint + interval;
+            let batch = ledger.as_ref().map(Ledger::begin);
+            if let Some(b) = &batch {
+                sink.set_ticket(b.ticket());
+            }
             if let Err(e) = source.poll(deadline, &mut |item| pipeline.handle(item, &mut sink)) {
                 tracing::warn!(source = %config.name, error = %e, "reading");
             }
-            if last_checkpoint.elapsed() >= interval {
-                if let Err(e) = source.checkpoint() {
-                    tracing::error!(source = %config.name, error = %e, "writing checkpoint");
+            let due = last_checkpoint.elapsed() >= interval;
+            match (&ledger, batch) {
+                (Some(ledger), Some(batch)) => {
+                    sink.set_ticket(Ticket::default());
+                    if let Some(mark) = source.mark(due) {
+                        ledger.seal(&batch, mark);
+                    }
+                    // The batch completes here unless action jobs still hold tickets.
+                    drop(batch);
+                    if due
+                        && let Some(mark) = ledger.completed()
+                        && let Err(e) = source.save_mark(&mark)
+                    {
+                        tracing::error!(source = %config.name, error = %e, "writing checkpoint");
+                    }
                 }
+                _ if due => {
+                    if let Err(e) = source.checkpoint() {
+                        tracing::error!(source = %config.name, error = %e, "writing checkpoint");
+                    }
+                }
+                _ => {}
+            }
+            if due {
                 last_checkpoint = Instant::now();
             }
         }

@@ -11,6 +11,7 @@
 pub mod format;
 pub mod framer;
 pub mod parse;
+pub mod progress;
 pub mod text;
 pub mod textlog;
 

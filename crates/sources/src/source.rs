@@ -109,6 +109,26 @@ pub trait Source: Send {
     /// Writes the committed positions (skipped when nothing changed).
     fn checkpoint(&mut self) -> Result<(), SourceError>;
 
+    /// A source that saves its progress as its records' actions complete (the tailer)
+    /// opens its progress file here; the caller then uses [`mark`](Source::mark) and
+    /// [`save_mark`](Source::save_mark) instead of [`checkpoint`](Source::checkpoint)
+    /// while running. `None`: the source saves committed positions with `checkpoint`.
+    fn progress_file(&self) -> Option<crate::progress::ProgressFile> {
+        None
+    }
+
+    /// A snapshot of the positions committed now (after the records handed out so far).
+    /// With `full`, first brings positions up to date with the files as a checkpoint
+    /// does (new files, truncations).
+    fn mark(&mut self, _full: bool) -> Option<crate::progress::Mark> {
+        None
+    }
+
+    /// Writes `mark` as the durable checkpoint (skipped when it was written already).
+    fn save_mark(&mut self, _mark: &crate::progress::Mark) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     /// A handle that makes a waiting [`poll`](Source::poll) return at once, from any
     /// thread; the caller then stops polling and closes the source.
     fn stopper(&self) -> StopHandle;

@@ -1131,3 +1131,38 @@ fn perf_probe() {
         lat[1000], lat[1980], lat[1999]
     );
 }
+
+#[test]
+fn a_crash_repeats_only_what_follows_the_last_mark_written_to_the_progress_file() {
+    use watchpost_sources::Source as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    append(&log, lines("l", 0..10));
+    let mut t = Tailer::open(opts(dir.path(), &["a.log"])).unwrap();
+    let mut progress = t.progress_file().expect("a progress file");
+    let mut got = Got::new();
+    read_until(&mut t, &mut got, 10);
+    // The actions of lines 0..10 completed: their mark is written (no checkpoint since
+    // the first one at open, which holds nothing read yet).
+    let done = t.mark(false);
+    progress.write(&done);
+    append(&log, lines("l", 10..15));
+    read_until(&mut t, &mut got, 15);
+    // Lines 10..15 were handed out but their actions never completed: a crash now.
+    let unfinished = t.mark(false);
+    assert!(unfinished.seq > done.seq);
+    drop(t);
+    let mut t = Tailer::open(opts(dir.path(), &["a.log"])).unwrap();
+    let mut again = Got::new();
+    read_until(&mut t, &mut again, 5);
+    settle(&mut t, &mut again);
+    assert_eq!(texts(&again), expected("l", 10..15));
+    // A durable checkpoint of a newer mark wins over the progress file.
+    let latest = t.mark(true);
+    t.save_mark(&latest).unwrap();
+    drop(t);
+    let mut t = Tailer::open(opts(dir.path(), &["a.log"])).unwrap();
+    let mut none = Got::new();
+    settle(&mut t, &mut none);
+    assert!(none.is_empty(), "{:?}", texts(&none));
+}

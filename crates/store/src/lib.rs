@@ -34,7 +34,7 @@ use serde::Serialize;
 
 pub use outbox::{Outbox, OutboxState, Queued, QueuedEvent};
 pub use watchpost_query::{Query, QueryError, Term, parse_since, parse_terms};
-pub use writer::{Writer, WriterStats};
+pub use writer::{Writer, WriterStats, yield_to_the_event_path};
 
 /// Why the store could not do something.
 #[derive(Debug, thiserror::Error)]

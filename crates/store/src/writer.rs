@@ -25,8 +25,8 @@ enum Msg {
 /// Lowers the calling (writer) thread's priority (nice 10 on Linux, below normal on
 /// Windows): on a small machine SQLite's commits then wait for the reading, filtering and
 /// sending threads instead of taking their core (measured: `BENCHMARKS.md`, reaction
-/// latency with the store).
-fn yield_to_the_event_path() {
+/// latency with the store). The runtime's thread of the per-firing log lines uses it too.
+pub fn yield_to_the_event_path() {
     #[cfg(target_os = "linux")]
     {
         let me = rustix::thread::gettid();

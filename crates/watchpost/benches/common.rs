@@ -28,3 +28,21 @@ pub fn hundred_filters() -> String {
     s.push_str("[[filter]]\nname = \"virus-found\"\nmatch = { source = \"sep-av\", event_code = 5, logger_name = { in = [\"Real_Time\", \"Bash\"] } }\nactions = [\"out\"]\n");
     s
 }
+
+/// The columns of an Auto-Protect "virus found" line of the SEP AV log fixture (with
+/// `logger_name` Real_Time), for benches to fill in their own file path (column 7).
+pub fn sep_detection_template() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/sep/client-av/05292019.Log"
+    ))
+    .expect("fixture");
+    let line = text
+        .lines()
+        .find(|l| l.split(',').nth(1) == Some("5"))
+        .expect("virus line")
+        .to_owned();
+    let mut cols: Vec<String> = line.split(',').map(str::to_owned).collect();
+    cols[3] = "2".into();
+    cols
+}

@@ -81,21 +81,7 @@ fn main() {
     let idle_cpu = (cpu_ticks(pid) - t0) as f64 / ticks_per_sec / idle_secs * 100.0;
     let rss_idle = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
 
-    let template = {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/data/sep/client-av/05292019.Log"
-        ))
-        .expect("fixture");
-        let line = text
-            .lines()
-            .find(|l| l.split(',').nth(1) == Some("5"))
-            .expect("virus line")
-            .to_owned();
-        let mut cols: Vec<String> = line.split(',').map(str::to_owned).collect();
-        cols[3] = "2".into();
-        cols
-    };
+    let template = common::sep_detection_template();
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&log_path)

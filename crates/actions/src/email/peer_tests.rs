@@ -28,6 +28,7 @@ fn job() -> Job {
         filter: Arc::from("virus"),
         actions: Arc::from("mail"),
         stored: None,
+        ticket: Default::default(),
     }
 }
 

@@ -214,6 +214,7 @@ fn job(filter: &str) -> crate::Job {
         filter: Arc::from(filter),
         actions: Arc::from("isolate"),
         stored: None,
+        ticket: Default::default(),
     }
 }
 

@@ -4,6 +4,8 @@ mod format;
 mod transport;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -15,10 +17,12 @@ use watchpost_event::ConfigError;
 
 use crate::Job;
 use crate::control::{Control, Counters};
+use crate::kind::Direct;
 use crate::kit::{Tpl, bounded, deserialize};
 pub(crate) use format::event_json;
 use format::{Body, Cef, Formatter, Header, Scratch};
-use transport::{Framing, Proto, Settings, Stream, Target, Transport};
+use transport::{Framing, Proto, SendError, Settings, Stream, Target, Transport};
+use watchpost_support::lock;
 
 use crate::delivery::{Deliver, Failure};
 use crate::tls::{RawTls, TlsSpec};
@@ -275,19 +279,136 @@ impl SyslogSpec {
 
     /// The UDP worker: waits on the queue, renders into reused buffers, sends.
     pub(crate) fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
-        let mut transport = Transport::new(self.settings.clone());
-        let mut out = String::with_capacity(4096);
-        let mut scratch = Scratch::default();
+        let udp = udp_state(self);
         while let Ok(job) = rx.recv() {
             if ctl.past_deadline() {
                 counters.dropped(1);
                 break;
             }
-            let scope = job.scope();
-            self.formatter
-                .render(&scope, jiff::Timestamp::now(), &mut out, &mut scratch);
-            let outcome = transport.send(&out, ctl);
+            let mut u = lock(&udp);
+            let outcome = u.send(&self.formatter, &job, ctl);
             counters.finish(ctl, name, &job, outcome);
+        }
+    }
+}
+
+/// The UDP sender's state: the socket and the reused render buffers.
+#[derive(Debug)]
+struct UdpState {
+    transport: Transport,
+    out: String,
+    scratch: Scratch,
+}
+
+/// A UDP sender for `spec`.
+fn udp_state(spec: &SyslogSpec) -> Mutex<UdpState> {
+    Mutex::new(UdpState {
+        transport: Transport::new(spec.settings.clone()),
+        out: String::with_capacity(4096),
+        scratch: Scratch::default(),
+    })
+}
+
+impl UdpState {
+    fn render(&mut self, formatter: &Formatter, job: &Job) {
+        formatter.render(
+            &job.scope(),
+            jiff::Timestamp::now(),
+            &mut self.out,
+            &mut self.scratch,
+        );
+    }
+
+    fn send(&mut self, formatter: &Formatter, job: &Job, ctl: &Control) -> Result<(), SendError> {
+        self.render(formatter, job);
+        self.transport.send(&self.out, ctl)
+    }
+}
+
+/// Most queued jobs the UDP worker sends with one system call.
+const SEND_BATCH: usize = 64;
+
+/// UDP syslog sent from the thread that judged the event (see [`Direct`]).
+struct UdpDirect {
+    name: Arc<str>,
+    formatter: Formatter,
+    counters: Arc<Counters>,
+    ctl: Arc<Control>,
+    state: Mutex<UdpState>,
+    /// Jobs given to the queue and not yet sent by the worker.
+    queued: AtomicUsize,
+}
+
+impl UdpDirect {
+    fn to_queue(&self, job: Job) -> Result<(), Job> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Err(job)
+    }
+}
+
+impl Direct for UdpDirect {
+    fn try_run(&self, job: Job) -> Result<(), Job> {
+        if self.queued.load(Ordering::SeqCst) > 0 || self.ctl.past_deadline() {
+            return self.to_queue(job);
+        }
+        let mut u = match self.state.try_lock() {
+            Ok(u) => u,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return self.to_queue(job),
+        };
+        u.render(&self.formatter, &job);
+        let UdpState { transport, out, .. } = &mut *u;
+        match transport.try_send(out) {
+            Some(outcome) => {
+                drop(u);
+                self.counters.finish(&self.ctl, &self.name, &job, outcome);
+                Ok(())
+            }
+            None => {
+                drop(u);
+                self.to_queue(job)
+            }
+        }
+    }
+
+    fn not_queued(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn serve(&self, rx: &Receiver<Job>) {
+        let mut jobs: Vec<Job> = Vec::with_capacity(SEND_BATCH);
+        let mut msgs: Vec<String> = Vec::new();
+        while let Ok(job) = rx.recv() {
+            jobs.push(job);
+            jobs.extend(rx.try_iter().take(SEND_BATCH - 1));
+            if self.ctl.past_deadline() {
+                self.counters.dropped(jobs.len() as u64);
+                break;
+            }
+            let mut u = lock(&self.state);
+            if jobs.len() == 1 {
+                let outcome = u.send(&self.formatter, &jobs[0], &self.ctl);
+                drop(u);
+                self.counters
+                    .finish(&self.ctl, &self.name, &jobs[0], outcome);
+            } else {
+                if msgs.len() < jobs.len() {
+                    msgs.resize_with(jobs.len(), String::new);
+                }
+                for (job, msg) in jobs.iter().zip(msgs.iter_mut()) {
+                    u.render(&self.formatter, job);
+                    msg.clear();
+                    msg.push_str(&u.out);
+                }
+                u.transport
+                    .send_many(&msgs[..jobs.len()], &self.ctl, &mut |i, outcome| {
+                        self.counters
+                            .finish(&self.ctl, &self.name, &jobs[i], outcome);
+                    });
+            }
+            self.queued.fetch_sub(jobs.len(), Ordering::SeqCst);
+            // The jobs' tickets go now: the batch was sent.
+            jobs.clear();
         }
     }
 }
@@ -606,6 +727,24 @@ impl crate::kind::ActionKind for SyslogSpec {
 
     fn work(&self, name: &str, rx: &Receiver<Job>, counters: &Counters, ctl: &Control) {
         SyslogSpec::work(self, name, rx, counters, ctl);
+    }
+
+    fn direct(
+        &self,
+        name: &str,
+        counters: &Arc<Counters>,
+        ctl: &Arc<Control>,
+    ) -> Option<Arc<dyn Direct>> {
+        (self.settings.target.proto == Proto::Udp).then(|| {
+            Arc::new(UdpDirect {
+                name: name.into(),
+                formatter: self.formatter.clone(),
+                counters: counters.clone(),
+                ctl: ctl.clone(),
+                state: udp_state(self),
+                queued: AtomicUsize::new(0),
+            }) as Arc<dyn Direct>
+        })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -253,9 +253,116 @@ impl Transport {
         t
     }
 
-    /// Sends one message as one datagram.
-    pub(crate) fn send(&mut self, msg: &str, _ctl: &Control) -> Result<(), SendError> {
-        self.send_udp(msg.as_bytes())
+    /// Sends one message as one datagram; waits (at most `write_timeout`) while the
+    /// socket's send buffer is full.
+    pub(crate) fn send(&mut self, msg: &str, ctl: &Control) -> Result<(), SendError> {
+        let until = Instant::now() + self.settings.write_timeout;
+        loop {
+            match self.try_send(msg) {
+                Some(outcome) => return outcome,
+                None if Instant::now() >= until || ctl.past_deadline() => {
+                    return Err(SendError::Io {
+                        target: self.settings.target.to_string(),
+                        source: io::ErrorKind::TimedOut.into(),
+                    });
+                }
+                // A full send buffer drains in microseconds on a live interface.
+                None => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    }
+
+    /// Sends each message as one datagram, several per system call where the platform
+    /// has one for that (`sendmmsg` on Linux); `done(i, outcome)` is called for each.
+    /// Waits like [`send`](Transport::send) while the send buffer is full.
+    pub(crate) fn send_many(
+        &mut self,
+        msgs: &[String],
+        ctl: &Control,
+        done: &mut dyn FnMut(usize, Result<(), SendError>),
+    ) {
+        #[cfg(target_os = "linux")]
+        if msgs.len() > 1 && self.udp.is_some() {
+            self.send_mmsg(msgs, ctl, done);
+            return;
+        }
+        for (i, m) in msgs.iter().enumerate() {
+            done(i, self.send(m, ctl));
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn send_mmsg(
+        &mut self,
+        msgs: &[String],
+        ctl: &Control,
+        done: &mut dyn FnMut(usize, Result<(), SendError>),
+    ) {
+        use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, sendmmsg};
+        use std::io::IoSlice;
+        let mut next = 0;
+        let until = Instant::now() + self.settings.write_timeout;
+        while next < msgs.len() {
+            let Some(sock) = &self.udp else {
+                // Closed after an error (a name to resolve again): one by one from here.
+                for (i, m) in msgs.iter().enumerate().skip(next) {
+                    done(i, self.send(m, ctl));
+                }
+                return;
+            };
+            let iovs: Vec<[IoSlice<'_>; 1]> = msgs[next..]
+                .iter()
+                .map(|m| [IoSlice::new(m.as_bytes())])
+                .collect();
+            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = iovs
+                .iter()
+                .map(|_| SendAncillaryBuffer::default())
+                .collect();
+            let mut hdrs: Vec<MMsgHdr<'_>> = iovs
+                .iter()
+                .zip(controls.iter_mut())
+                .map(|(iov, control)| MMsgHdr::new(iov, control))
+                .collect();
+            match sendmmsg(sock, &mut hdrs, SendFlags::empty()) {
+                Ok(n) if n > 0 => {
+                    for i in next..next + n {
+                        done(i, Ok(()));
+                    }
+                    next += n;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+                Err(e) if e == rustix::io::Errno::AGAIN => {
+                    if Instant::now() >= until || ctl.past_deadline() {
+                        for i in next..msgs.len() {
+                            done(
+                                i,
+                                Err(SendError::Io {
+                                    target: self.settings.target.to_string(),
+                                    source: io::ErrorKind::TimedOut.into(),
+                                }),
+                            );
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(_) => {
+                    // The first message failed: `send` reports why (and reopens the
+                    // socket when it should); the rest go on.
+                    done(next, self.send(&msgs[next], ctl));
+                    next += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends one message as one datagram if that does not block; `None` when the socket's
+    /// send buffer is full.
+    pub(crate) fn try_send(&mut self, msg: &str) -> Option<Result<(), SendError>> {
+        match self.send_udp(msg.as_bytes()) {
+            Err(SendError::Io { source, .. }) if source.kind() == io::ErrorKind::WouldBlock => None,
+            outcome => Some(outcome),
+        }
     }
 
     fn open_udp(&mut self) -> Result<(), SendError> {
@@ -267,7 +374,11 @@ impl Transport {
             } else {
                 ([0u16; 8], 0).into()
             };
-            let sock = UdpSocket::bind(local).and_then(|s| s.connect(addr).map(|()| s));
+            // Non-blocking: the source thread that judged an event sends on it directly
+            // and leaves the job to the worker when the send buffer is full.
+            let sock = UdpSocket::bind(local)
+                .and_then(|s| s.connect(addr).map(|()| s))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s));
             sock.map_err(|source| SendError::Connect {
                 target: target.to_string(),
                 source,
@@ -299,6 +410,10 @@ impl Transport {
         };
         match sock.send(msg) {
             Ok(_) => Ok(()),
+            Err(source) if source.kind() == io::ErrorKind::WouldBlock => Err(SendError::Io {
+                target: self.settings.target.to_string(),
+                source,
+            }),
             Err(source) => {
                 if self.settings.target.is_name() {
                     self.udp = None; // resolve again: the name may point elsewhere now

@@ -25,6 +25,7 @@ fn job() -> Job {
         filter: Arc::from("virus"),
         actions: Arc::from("hook"),
         stored: None,
+        ticket: Default::default(),
     }
 }
 

@@ -48,6 +48,7 @@ pub fn job(event: Event, filter: &str) -> Job {
         filter: Arc::from(filter),
         actions: Arc::from("a,b"),
         stored: None,
+        ticket: Default::default(),
     }
 }
 

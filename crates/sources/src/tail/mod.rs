@@ -87,7 +87,13 @@
 //! # Guarantees
 //!
 //! * Clean restart (`checkpoint()` then drop): no record lost, none delivered twice.
-//! * Crash: no record lost; records after the last checkpoint may be delivered again.
+//! * Crash: no record lost; records after the last checkpoint may be delivered again. The
+//!   daemon saves [`Tailer::mark`]s instead of [`Tailer::checkpoint`] while running: a mark
+//!   goes to the progress file (`crate::progress`, one `pwrite`, kept when the process
+//!   dies) once the actions of every record before it completed, so a crash repeats only
+//!   what was in flight; [`Tailer::save_mark`] writes one as the checkpoint. On open the
+//!   newer of checkpoint and progress file (by their sequence numbers) is used. A
+//!   `Source::poll` reads at most 512 KiB per file, so a batch stays small in a backlog.
 //! * Lost, because nothing is left to read or to find:
 //!   - data overwritten before it was read (lines written between the last read and a
 //!     copytruncate, ring logs overwritten while watchpost was down, a file truncated and
@@ -124,6 +130,8 @@
 //! (counted in [`TailStats::files_deferred`]) and are read from 0 once a slot frees.
 
 pub(crate) mod checkpoint;
+#[cfg(target_os = "linux")]
+mod direct;
 mod file;
 mod frame;
 pub(crate) mod identity;
@@ -141,6 +149,7 @@ use thiserror::Error;
 pub use crate::framer::{Frame, FrameFn};
 pub use watch::Waker;
 
+use crate::progress::{Mark, ProgressFile, progress_path};
 use checkpoint::{Entry, Loaded};
 use file::{Ctx, Cut, Followed};
 use frame::TextEnc;
@@ -322,6 +331,11 @@ struct Dormant {
 /// Reads at most this much from one file per `read_available` call.
 const READ_BUDGET: u64 = 8 << 20;
 
+/// Reads at most this much from one file per `Source::poll`: a poll is one batch whose
+/// progress is saved when its actions completed, so a crash repeats at most about this
+/// much per file (a few thousand lines), however large the backlog.
+const POLL_BUDGET: u64 = 512 << 10;
+
 /// Follows the files of one source. See the [module documentation](self).
 pub struct Tailer {
     cut: Cut,
@@ -335,6 +349,9 @@ pub struct Tailer {
     patterns: Arc<Patterns>,
     shared: Arc<Shared>,
     watches: Watches,
+    /// Linux: notifications read on the tailer's own thread (`direct.rs`).
+    #[cfg(target_os = "linux")]
+    direct: Option<direct::Direct>,
     files: Vec<Followed>,
     dormant: Vec<Dormant>,
     /// No checkpoint existed at open and the first scan has not run: `start_at` applies.
@@ -346,6 +363,12 @@ pub struct Tailer {
     failing: HashMap<PathBuf, Instant>,
     cap_warned: bool,
     last_saved: Option<Vec<Entry>>,
+    /// Sequence number of the newest snapshot (checkpoint or mark).
+    seq: u64,
+    /// The last mark and the entries it holds.
+    last_mark: Option<(Vec<Entry>, Mark)>,
+    /// Sequence number of the last mark written as the checkpoint file.
+    durable_seq: u64,
     stats: TailStats,
     scratch: Vec<u8>,
 }
@@ -365,6 +388,7 @@ impl Tailer {
         let ignore = vec![
             checkpoint_path.clone(),
             checkpoint::tmp_path(&checkpoint_path),
+            progress_path(&checkpoint_path),
         ];
         let patterns = Arc::new(Patterns::new(&opts.patterns, &opts.exclude, ignore, &cwd)?);
         let shared = Arc::new(Shared::default());
@@ -374,21 +398,33 @@ impl Tailer {
             tracing::warn!(error = %e, "tail: file notifications unavailable; polling only");
             stats.errors += 1;
         }
-        let (entries, first_start) = match checkpoint::load(&checkpoint_path) {
-            Loaded::Found { entries, from_tmp } => {
+        let (entries, first_start, seq) = match checkpoint::load(&checkpoint_path) {
+            Loaded::Found {
+                entries,
+                from_tmp,
+                seq,
+            } => {
                 if from_tmp {
                     tracing::warn!(path = %checkpoint_path.display(), "tail: checkpoint restored from its tmp file");
                 }
-                (entries, false)
+                (entries, false, seq)
             }
-            Loaded::Missing => (Vec::new(), true),
+            Loaded::Missing => (Vec::new(), true, 0),
             Loaded::Unreadable(problems) => {
                 tracing::warn!(path = %checkpoint_path.display(), problems = %problems.join("; "), "tail: checkpoint unreadable; starting as on a first start");
                 stats.errors += 1;
-                (Vec::new(), true)
+                (Vec::new(), true, 0)
             }
         };
         let poll_interval = opts.poll_interval.max(Duration::from_millis(10));
+        #[cfg(target_os = "linux")]
+        let direct = if watches.enabled() {
+            direct::Direct::new(&shared)
+                .inspect_err(|e| tracing::debug!(error = %e, "tail: no direct notifications"))
+                .ok()
+        } else {
+            None
+        };
         let mut tailer = Tailer {
             cut,
             start_at: opts.start_at,
@@ -401,6 +437,8 @@ impl Tailer {
             patterns,
             shared,
             watches,
+            #[cfg(target_os = "linux")]
+            direct,
             files: Vec::new(),
             dormant: entries
                 .into_iter()
@@ -415,6 +453,9 @@ impl Tailer {
             failing: HashMap::new(),
             cap_warned: false,
             last_saved: None,
+            seq,
+            last_mark: None,
+            durable_seq: seq,
             stats,
             scratch: Vec::new(),
         };
@@ -430,6 +471,16 @@ impl Tailer {
     pub fn read_available(
         &mut self,
         sink: &mut dyn FnMut(Record<'_>),
+    ) -> Result<ReadStats, TailError> {
+        self.read_budgeted(sink, READ_BUDGET)
+    }
+
+    /// [`read_available`](Tailer::read_available) reading at most about `budget` bytes per
+    /// file.
+    fn read_budgeted(
+        &mut self,
+        sink: &mut dyn FnMut(Record<'_>),
+        budget: u64,
     ) -> Result<ReadStats, TailError> {
         let pending = self.shared.take();
         let now = Instant::now();
@@ -460,7 +511,7 @@ impl Tailer {
                 scratch: &mut self.scratch,
                 now,
             };
-            match self.files[i].read(&mut cx, sink, READ_BUDGET) {
+            match self.files[i].read(&mut cx, sink, budget) {
                 Ok(more) => {
                     self.backlog |= more;
                     self.files[i].trim();
@@ -496,6 +547,13 @@ impl Tailer {
         let deadline = Instant::now()
             .checked_add(max_wait)
             .map_or(self.next_poll, |d| d.min(self.next_poll));
+        #[cfg(target_os = "linux")]
+        if let Some(d) = &mut self.direct {
+            if d.wait_until(&self.shared, &self.patterns, deadline) {
+                self.stats.wakeups += 1;
+            }
+            return;
+        }
         if self.shared.wait_until(deadline) {
             self.stats.wakeups += 1;
         }
@@ -510,12 +568,12 @@ impl Tailer {
     /// Rescans the patterns first, so every file matching now is in it.
     pub fn checkpoint(&mut self) -> Result<(), TailError> {
         self.prepare_checkpoint();
-        let mut entries: Vec<Entry> = self.files.iter().map(Followed::entry).collect();
-        entries.extend(self.dormant.iter().map(|d| d.entry.clone()));
+        let entries = self.entries();
         if self.last_saved.as_ref() == Some(&entries) {
             return Ok(());
         }
-        if let Err(source) = checkpoint::save(&self.checkpoint_path, &entries) {
+        self.seq += 1;
+        if let Err(source) = checkpoint::save(&self.checkpoint_path, self.seq, &entries) {
             self.stats.errors += 1;
             return Err(TailError::Checkpoint {
                 path: self.checkpoint_path.clone(),
@@ -523,7 +581,56 @@ impl Tailer {
             });
         }
         self.stats.checkpoints_written += 1;
+        self.durable_seq = self.seq;
         self.last_saved = Some(entries);
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = self.files.iter().map(Followed::entry).collect();
+        entries.extend(self.dormant.iter().map(|d| d.entry.clone()));
+        entries
+    }
+
+    /// A snapshot of the positions committed now (see [`crate::progress`]); with `full`,
+    /// brought up to date with the files first, as [`checkpoint`](Tailer::checkpoint) does.
+    pub fn mark(&mut self, full: bool) -> Mark {
+        if full {
+            self.prepare_checkpoint();
+        }
+        let entries = self.entries();
+        if let Some((last, mark)) = &self.last_mark
+            && *last == entries
+        {
+            return mark.clone();
+        }
+        self.seq += 1;
+        let mark = Mark {
+            seq: self.seq,
+            bytes: checkpoint::encode(self.seq, &entries)
+                .unwrap_or_default()
+                .into(),
+        };
+        self.last_mark = Some((entries, mark.clone()));
+        mark
+    }
+
+    /// Writes `mark` as the checkpoint file, atomically (skipped when it was already).
+    pub fn save_mark(&mut self, mark: &Mark) -> Result<(), TailError> {
+        if mark.seq <= self.durable_seq {
+            return Ok(());
+        }
+        if let Err(source) = checkpoint::write_atomic(&self.checkpoint_path, &mark.bytes) {
+            self.stats.errors += 1;
+            return Err(TailError::Checkpoint {
+                path: self.checkpoint_path.clone(),
+                source,
+            });
+        }
+        self.stats.checkpoints_written += 1;
+        self.durable_seq = mark.seq;
+        // The file no longer holds what `checkpoint` wrote last.
+        self.last_saved = None;
         Ok(())
     }
 
@@ -626,22 +733,42 @@ impl crate::source::Source for Tailer {
     ) -> Result<(), crate::source::SourceError> {
         use crate::source::{Item, Place, SourceError};
         self.wait(crate::source::until(deadline));
-        self.read_available(&mut |r: Record<'_>| {
-            if !r.is_header {
-                sink(Item::Bytes {
-                    bytes: r.bytes,
-                    place: Place::Path(r.path),
-                    offset: r.offset,
-                    read_at: Instant::now(),
-                });
-            }
-        })
+        self.read_budgeted(
+            &mut |r: Record<'_>| {
+                if !r.is_header {
+                    sink(Item::Bytes {
+                        bytes: r.bytes,
+                        place: Place::Path(r.path),
+                        offset: r.offset,
+                        read_at: Instant::now(),
+                    });
+                }
+            },
+            POLL_BUDGET,
+        )
         .map(drop)
         .map_err(SourceError::from_err)
     }
 
     fn checkpoint(&mut self) -> Result<(), crate::source::SourceError> {
         Tailer::checkpoint(self).map_err(crate::source::SourceError::from_err)
+    }
+
+    fn progress_file(&self) -> Option<ProgressFile> {
+        let path = progress_path(&self.checkpoint_path);
+        ProgressFile::open(&path)
+            .inspect_err(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "tail: no progress file; a crash repeats what was read since the last checkpoint");
+            })
+            .ok()
+    }
+
+    fn mark(&mut self, full: bool) -> Option<Mark> {
+        Some(Tailer::mark(self, full))
+    }
+
+    fn save_mark(&mut self, mark: &Mark) -> Result<(), crate::source::SourceError> {
+        Tailer::save_mark(self, mark).map_err(crate::source::SourceError::from_err)
     }
 
     fn stopper(&self) -> crate::source::StopHandle {

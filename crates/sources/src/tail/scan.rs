@@ -278,9 +278,14 @@ impl Tailer {
     }
 
     /// Tells the notification filter which paths are followed.
-    pub(super) fn publish_paths(&self) {
-        self.shared
-            .set_followed(self.files.iter().map(|f| f.path.clone()).collect());
+    pub(super) fn publish_paths(&mut self) {
+        let followed: std::collections::HashSet<PathBuf> =
+            self.files.iter().map(|f| f.path.clone()).collect();
+        #[cfg(target_os = "linux")]
+        if let Some(d) = &mut self.direct {
+            d.sync(&followed, &self.shared);
+        }
+        self.shared.set_followed(followed);
     }
 }
 

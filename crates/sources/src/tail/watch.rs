@@ -49,6 +49,12 @@ pub(crate) struct Shared {
     followed: Mutex<HashSet<PathBuf>>,
     /// The old name of a rename reported in two untracked halves, until its new name comes.
     rename_from: Mutex<Option<PathBuf>>,
+    /// Directories whose modifications the tailer's own inotify reports (Linux,
+    /// `direct.rs`): notify's thread leaves those to it.
+    direct_dirs: Mutex<HashSet<PathBuf>>,
+    /// Written after every update, for a tailer waiting in `poll()` (`direct.rs`).
+    #[cfg(target_os = "linux")]
+    wake_pipe: std::sync::OnceLock<std::os::unix::net::UnixStream>,
 }
 
 use watchpost_support::lock;
@@ -57,6 +63,45 @@ impl Shared {
     fn update(&self, f: impl FnOnce(&mut Pending)) {
         f(&mut lock(&self.pending));
         self.cond.notify_all();
+        #[cfg(target_os = "linux")]
+        if let Some(mut pipe) = self.wake_pipe.get() {
+            // Full (a wake is pending anyway) or closed (no one waits): nothing to do.
+            let _ = std::io::Write::write(&mut pipe, &[1]);
+        }
+    }
+
+    /// Where [`update`](Shared::update) also signals (`direct.rs`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn set_wake_pipe(&self, tx: std::os::unix::net::UnixStream) {
+        let _ = self.wake_pipe.set(tx);
+    }
+
+    /// The directories the tailer's own inotify watches (`direct.rs`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn set_direct_dirs(&self, dirs: HashSet<PathBuf>) {
+        *lock(&self.direct_dirs) = dirs;
+    }
+
+    fn is_direct(&self, path: &Path) -> bool {
+        path.parent()
+            .is_some_and(|d| lock(&self.direct_dirs).contains(d))
+    }
+
+    /// Whether something is pending (without taking it).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn is_pending(&self) -> bool {
+        lock(&self.pending).is_set()
+    }
+
+    /// Marks a file changed, from the waiting thread itself (nobody to wake).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn mark_dirty(&self, path: PathBuf) {
+        let mut p = lock(&self.pending);
+        if p.dirty.len() < MAX_DIRTY {
+            p.dirty.insert(path);
+        } else {
+            p.rescan = true;
+        }
     }
 
     /// Takes what happened, leaving nothing pending.
@@ -93,7 +138,7 @@ impl Shared {
     }
 
     /// Files the filter should accept besides pattern matches.
-    fn is_followed(&self, path: &Path) -> bool {
+    pub(crate) fn is_followed(&self, path: &Path) -> bool {
         lock(&self.followed).contains(path)
     }
 }
@@ -131,7 +176,11 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
     match ev.kind {
         EventKind::Access(_) => {}
         EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
-            let hits: Vec<&PathBuf> = ev.paths.iter().filter(|p| ours(p)).collect();
+            let hits: Vec<&PathBuf> = ev
+                .paths
+                .iter()
+                .filter(|p| ours(p) && !shared.is_direct(p))
+                .collect();
             if !hits.is_empty() {
                 shared.update(|pending| {
                     for p in hits {

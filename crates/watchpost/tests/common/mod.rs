@@ -59,6 +59,11 @@ impl Watchpost {
 
     /// Starts `watchpost run` with extra environment variables.
     pub fn start_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Watchpost {
+        Self::start_bin(Path::new(env!("CARGO_BIN_EXE_watchpost")), config, log, env)
+    }
+
+    /// Starts `bin run` (this build's binary, or another one to compare with).
+    pub fn start_bin(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Watchpost {
         let starts_before = std::fs::read_to_string(log)
             .unwrap_or_default()
             .matches("watchpost running")
@@ -68,7 +73,7 @@ impl Watchpost {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_watchpost"))
+        let child = Command::new(bin)
             .args(["run", "-c"])
             .arg(config)
             .env("WATCHPOST_LOG", "info")
