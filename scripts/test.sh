@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # aiosmtpd with openssl's test CA (HTTP(S) and SMTP receivers for the webhook and email
 # actions), rsyslog-gnutls (syslog over TLS in e2e_delivery), nft and ip (the quarantine
 # test isolates a network namespace with nftables), PostgreSQL (the fleet server's tests
-# start private clusters with its initdb and pg_ctl).
+# start private clusters with its initdb and pg_ctl), Chromium with its WebDriver and
+# Selenium for Python (the web console's tests drive a headless browser).
 missing=()
 [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || missing+=(rsyslog-gnutls)
@@ -25,6 +26,9 @@ command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium' 2>/dev/null || missing+=(python3-selenium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -436,6 +436,16 @@ impl Baselines {
         })
     }
 
+    /// The key fields of a registered filter, in order (`None`: not registered), so a
+    /// caller can build the key of an event for [`Baselines::explain`].
+    pub fn key_fields(&self, filter: &str) -> Option<Vec<String>> {
+        let st = lock(&self.inner.state);
+        st.filters
+            .iter()
+            .find(|f| &*f.name == filter)
+            .map(|f| f.spec.key.clone())
+    }
+
     /// Every (filter, host) baseline with its learning period and sizes. Flushes first.
     pub fn list(&self) -> Result<Vec<HostSummary>, Error> {
         self.flush()?;

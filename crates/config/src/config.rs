@@ -111,6 +111,68 @@ pub struct StoreToml {
     pub max_size: Option<Spanned<String>>,
 }
 
+/// `[console]`: the web console over the event store (off unless this section is
+/// written).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleToml {
+    /// Where it listens (a bare port binds 127.0.0.1; plain HTTP, so loopback only).
+    pub listen: Spanned<String>,
+    /// The user file (default `<state_dir>/console-users.toml`).
+    #[serde(default)]
+    pub users: Option<String>,
+}
+
+/// `[console]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The user file.
+    pub users: PathBuf,
+}
+
+impl ConsoleConfig {
+    fn from_toml(
+        t: &ConsoleToml,
+        state_dir: &Path,
+        store: &StoreConfig,
+        diags: &mut Diagnostics,
+    ) -> Option<ConsoleConfig> {
+        let listen = match crate::address::parse_address(t.listen.get_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                diags.error(t.listen.span(), e);
+                return None;
+            }
+        };
+        if !listen.ip().is_loopback() {
+            diags.error(
+                t.listen.span(),
+                format!(
+                    "the agent's console speaks plain HTTP, so it listens on loopback only ({listen} is not); reach it through an SSH tunnel, or use the fleet server's console (HTTPS)"
+                ),
+            );
+            return None;
+        }
+        if !store.enabled {
+            diags.error(
+                t.listen.span(),
+                "[console] shows what the event store keeps: turn [store] back on (enabled = true)",
+            );
+            return None;
+        }
+        Some(ConsoleConfig {
+            listen,
+            users: t
+                .users
+                .as_ref()
+                .map(|p| PathBuf::from(expand_env(p)))
+                .unwrap_or_else(|| state_dir.join("console-users.toml")),
+        })
+    }
+}
+
 /// The event store's settings, checked.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -327,6 +389,8 @@ pub struct Config {
     pub rules: Vec<crate::rules::RuleSet>,
     /// `[agent] metrics`, parsed: where the Prometheus endpoint listens.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[console]`, checked: the web console.
+    pub console: Option<ConsoleConfig>,
     /// `[fleet]`, checked (with the section as written, for the places of later checks).
     pub fleet: Option<(watchpost_fleet::RawFleet, watchpost_fleet::FleetSpec)>,
     /// Which configuration this is: a digest of its text (reported to the fleet server).
@@ -385,6 +449,7 @@ pub(crate) fn parse_doc(
 ) -> Option<Config> {
     let mut agent = AgentConfig::default();
     let mut store_toml: Option<StoreToml> = None;
+    let mut console_toml: Option<ConsoleToml> = None;
     let mut fleet_raw: Option<(watchpost_fleet::RawFleet, std::ops::Range<usize>, u64)> = None;
     let (mut sources, mut filters, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut failed = Failed::default();
@@ -401,6 +466,10 @@ pub(crate) fn parse_doc(
             },
             "store" => match StoreToml::deserialize(value.clone().into_deserializer()) {
                 Ok(t) => store_toml = Some(t),
+                Err(e) => diags.toml_error(&e, value.span()),
+            },
+            "console" => match ConsoleToml::deserialize(value.clone().into_deserializer()) {
+                Ok(t) => console_toml = Some(t),
                 Err(e) => diags.toml_error(&e, value.span()),
             },
             "fleet" => match watchpost_fleet::RawFleet::deserialize(value.clone().into_deserializer()) {
@@ -462,7 +531,7 @@ pub(crate) fn parse_doc(
             other => diags.error(
                 key.span(),
                 format!(
-                    "unknown section `{other}` (known: [agent], [store], [fleet], [[source]], [[filter]], [[action]], [[check]], [[rules]])"
+                    "unknown section `{other}` (known: [agent], [store], [console], [fleet], [[source]], [[filter]], [[action]], [[check]], [[rules]])"
                 ),
             ),
         }
@@ -511,6 +580,9 @@ pub(crate) fn parse_doc(
         a.set_state_dir(&state_dir);
     }
     let store = StoreConfig::from_toml(store_toml.as_ref(), &state_dir, diags);
+    let console = console_toml
+        .as_ref()
+        .and_then(|t| ConsoleConfig::from_toml(t, &state_dir, &store, diags));
     let fleet = fleet_raw.and_then(|(raw, at, fp)| {
         let mut errs = Vec::new();
         let spec = watchpost_fleet::FleetSpec::parse(&raw, state_dir.clone(), &mut errs);
@@ -595,6 +667,7 @@ pub(crate) fn parse_doc(
         checks,
         rules,
         metrics,
+        console,
         fleet,
         digest,
         definitions: defs,
@@ -1078,6 +1151,39 @@ path = "/var/log/w/out.jsonl"
         assert_eq!(diags.items.len(), 0);
         let config = parse("", &mut diags).unwrap();
         assert_eq!(config.metrics, None, "off by default");
+    }
+
+    #[test]
+    fn the_console_listens_on_loopback_over_the_store() {
+        let mut diags = Diagnostics::default();
+        let config = parse("[console]\nlisten = \"8443\"\n", &mut diags).unwrap();
+        assert_eq!(diags.items.len(), 0);
+        let c = config.console.unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert!(c.users.ends_with("console-users.toml"));
+        assert_eq!(
+            parse("", &mut diags).unwrap().console,
+            None,
+            "off by default"
+        );
+        for (text, what) in [
+            ("[console]\nlisten = \"0.0.0.0:8443\"\n", "loopback only"),
+            ("[console]\nlisten = \"nowhere\"\n", "not a listen address"),
+            (
+                "[store]\nenabled = false\n[console]\nlisten = \"8443\"\n",
+                "turn [store] back on",
+            ),
+            ("[console]\nlisten = \"8443\"\nport = 1\n", "unknown field"),
+        ] {
+            let mut diags = Diagnostics::default();
+            let _ = parse(text, &mut diags);
+            assert_eq!(diags.items.len(), 1, "{text}");
+            assert!(
+                diags.items[0].message.contains(what),
+                "{text}: {}",
+                diags.items[0].message
+            );
+        }
     }
 
     #[test]

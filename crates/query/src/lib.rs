@@ -64,6 +64,8 @@ pub struct Query {
     pub filter: Option<String>,
     /// Only events at or after this time (the event's own time, else when stored).
     pub since: Option<Timestamp>,
+    /// Only events before this time (the event's own time, else when stored).
+    pub until: Option<Timestamp>,
     /// Further conditions ([`parse_terms`]).
     pub terms: Vec<Term>,
 }
@@ -305,6 +307,8 @@ pub enum Cond {
     },
     /// The event's own time (else when it was stored) is at or after this.
     Since(Timestamp),
+    /// The event's own time (else when it was stored) is before this.
+    Until(Timestamp),
     /// The condition does not hold.
     Not(Box<Cond>),
 }
@@ -328,6 +332,9 @@ impl Query {
         }
         if let Some(t) = self.since {
             out.push(Cond::Since(t));
+        }
+        if let Some(t) = self.until {
+            out.push(Cond::Until(t));
         }
         for term in &self.terms {
             let (cond, negated) = match term {

@@ -255,6 +255,11 @@ impl Analysis {
         self.store.as_ref().map(|w| w.stats())
     }
 
+    /// The anomaly baselines (`None` until a chain with anomaly filters registered).
+    pub fn baselines(&self) -> Option<&Baselines> {
+        self.baselines.get()
+    }
+
     /// How many pairs the anomaly baselines hold (`None` without anomaly filters).
     pub fn baseline_pairs(&self) -> Option<u64> {
         self.baselines.get().map(|b| b.stats().pairs)

@@ -112,6 +112,13 @@ impl Runtime {
         let mut supervisor = Supervisor::new();
         // Bound before any source starts: a taken port fails the start cleanly.
         start_endpoint(&mut supervisor, &config, &shared.metrics)?;
+        crate::console::start(
+            &mut supervisor,
+            &config,
+            &shared.metrics,
+            &shared.analysis,
+            &shared.local_host,
+        )?;
         let interval = checkpoint_interval(&config);
         for s in &config.sources {
             if let Some(opened) = tasks::open_source(&config, s, &shared.local_host)? {
@@ -356,6 +363,18 @@ impl Runtime {
                 tracing::error!(error = %format!("{e:#}"), "the metrics endpoint stays off");
             }
         }
+        if self.config.console != new.console {
+            self.supervisor.stop(crate::console::TASK);
+            if let Err(e) = crate::console::start(
+                &mut self.supervisor,
+                &new,
+                &self.shared.metrics,
+                &self.shared.analysis,
+                &self.shared.local_host,
+            ) {
+                tracing::error!(error = %format!("{e:#}"), "the console stays off");
+            }
+        }
         if !changes.fleet.is_empty() {
             self.supervisor.stop(fleet::CHANNEL_TASK);
             self.supervisor.stop(fleet::TASK);
@@ -498,6 +517,7 @@ fn agent_differs(old: &Config, new: &Config) -> bool {
         || a.when_queue_full != b.when_queue_full
         || a.watch_config != b.watch_config
         || old.metrics != new.metrics
+        || old.console != new.console
 }
 
 fn summary(c: &Changes, agent: bool) -> String {

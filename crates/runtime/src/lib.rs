@@ -23,6 +23,7 @@
 //! ```
 
 pub mod analysis;
+pub mod console;
 pub mod daemon;
 pub mod fleet;
 pub mod metrics;

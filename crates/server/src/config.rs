@@ -23,6 +23,10 @@
 //! max_body = "8MiB"  max_decompressed = "64MiB"  max_records = 20000
 //! agent_requests_per_second = 20  agent_burst = 100  enroll_per_minute = 600
 //! max_connections = 20000  header_timeout = "10s"  idle_timeout = "120s"
+//!
+//! [console]
+//! enabled = true                     # the web console at https://…/console/ (off by default)
+//! # session_key_file = "/etc/watchpost-server/console.key"   # shared by several servers
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,6 +46,23 @@ struct RawConfig {
     database: Option<RawDatabase>,
     retention: Option<RawRetention>,
     limits: Option<RawLimits>,
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    enabled: Option<bool>,
+    session_key_file: Option<Spanned<String>>,
+}
+
+/// `[console]`: the web console on the server's own listener, under `/console/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// A file with a secret (32 characters or more) that signs console sessions: give
+    /// several servers behind one address the same file. `None`: a random key per start
+    /// (sessions end when the server restarts).
+    pub session_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +195,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// The web console (`None`: off).
+    pub console: Option<ConsoleSettings>,
 }
 
 impl Config {
@@ -198,6 +221,7 @@ impl Config {
             max_connections: 20_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            console: None,
         }
     }
 }
@@ -512,6 +536,12 @@ pub fn parse(text: &str) -> (Option<Config>, Vec<ConfigError>) {
         Duration::from_secs(1)..Duration::from_secs(86_400),
         &mut errors,
     );
+    let console = raw
+        .console
+        .filter(|c| c.enabled.unwrap_or(false))
+        .map(|c| ConsoleSettings {
+            session_key_file: c.session_key_file.map(|p| PathBuf::from(p.get_ref())),
+        });
 
     if errors.iter().any(|e| !e.warning) {
         return (None, errors);
@@ -536,6 +566,7 @@ pub fn parse(text: &str) -> (Option<Config>, Vec<ConfigError>) {
             max_connections,
             header_timeout,
             idle_timeout,
+            console,
         }),
         errors,
     )

@@ -69,6 +69,8 @@ pub struct State {
     agent_keys: Mutex<HashMap<Vec<u8>, i64>>,
     ingest: tokio::sync::mpsc::Sender<IngestJob>,
     heartbeats: tokio::sync::mpsc::Sender<HeartbeatJob>,
+    /// The web console (`[console] enabled`), set once when the server starts.
+    pub console: std::sync::OnceLock<Arc<watchpost_console::Console>>,
 }
 
 /// The receiving ends of the server's work queues, for its workers.
@@ -235,6 +237,7 @@ impl State {
                 agent_keys: Mutex::new(HashMap::new()),
                 ingest: tx,
                 heartbeats: htx,
+                console: std::sync::OnceLock::new(),
             },
             Queues {
                 ingest: rx,
@@ -469,6 +472,11 @@ async fn route_request(
     peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    if (path == "/" || path == "/console" || path.starts_with("/console/"))
+        && let Some(console) = state.console.get()
+    {
+        return crate::console::handle(console.clone(), req, peer).await;
+    }
     let known = proto::ROUTES
         .iter()
         .filter(|(_, p)| *p == path)

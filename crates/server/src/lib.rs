@@ -15,6 +15,7 @@
 //! | `channel.rs` | the long-poll back to agents (`/poll`, `/report`), woken through PostgreSQL `LISTEN/NOTIFY` |
 //! | `query.rs`, `events.rs` | the `watchpost events` query language compiled to PostgreSQL; listing |
 //! | `metrics.rs` | Prometheus counters |
+//! | `console.rs` | the web console (`watchpost-console`) over PostgreSQL, `[console]` |
 //!
 //! The wire format is `watchpost-fleet-protocol`; the API is described in
 //! `docs/fleet-api.md`, deployment in `docs/fleet.md`.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod channel;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod copy;
 pub mod db;
@@ -186,7 +188,11 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let workers = ingest_workers(config.database.pool_size);
     let pg = db::pg_config(&config.database)?;
+    let console = console::console(&config, pool.clone())?;
     let (state, queues) = http::State::new(config, pool, window);
+    if let Some(c) = console {
+        let _ = state.console.set(c);
+    }
     let state = Arc::new(state);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

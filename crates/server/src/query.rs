@@ -11,6 +11,7 @@
 //! | `field:value` | `json_extract(fields, '$."field"')` | `fields ->> 'field'`, missing = empty |
 //! | free text | FTS5 phrase (prefix with `*`) | `tsvector @@ tsquery` phrase (`<->`, `:*`) over the same words |
 //! | `--since` | `coalesce(time, stored)` | `coalesce(time, stored_at)` (and the day partitions from a day before) |
+//! | until (the console's time range) | `coalesce(time, stored) <` | `coalesce(time, stored_at) <` |
 //!
 //! Every value is a bound parameter. Events are listed newest first (by id: the order the
 //! server stored them).
@@ -119,6 +120,12 @@ fn condition(cond: &Cond, args: &mut Vec<Param>) -> String {
         Cond::Since(t) => {
             let n = arg(Param::Time(*t));
             format!("(coalesce(time, stored_at) >= ${n} AND ts >= ${n} - interval '1 day')")
+        }
+        Cond::Until(t) => {
+            let n = arg(Param::Time(*t));
+            // No partition bound: an event whose own time lies before the kept days is
+            // filed under when it was received, which can be later than `until`.
+            format!("coalesce(time, stored_at) < ${n}")
         }
         Cond::Not(c) => format!("NOT ({})", condition(c, args)),
     }

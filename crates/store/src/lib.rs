@@ -15,6 +15,8 @@
 //!   case-insensitive), `isanomaly:true`, `needsack:true`, `acked:true`, `host:`,
 //!   `source:`, `filter:`, `id:`, and free text (full-text index over the values and the
 //!   raw record).
+//! * **Review** (`review.rs`): pages by keyset, counts per time bucket and the audit log
+//!   of the web console (`watchpost-console`).
 //!
 //! Crate: `rusqlite` with the bundled SQLite (FTS5, JSON1): one file that can be copied
 //! while in use (`.backup`), ad-hoc queries, and no server. Times are stored as Unix
@@ -22,6 +24,7 @@
 
 mod outbox;
 mod query;
+mod review;
 mod schema;
 mod writer;
 
@@ -33,6 +36,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 pub use outbox::{Outbox, OutboxState, Queued, QueuedEvent};
+pub use review::{AuditEntry, Dimension, PageSpec};
 pub use watchpost_query::{Query, QueryError, Term, parse_since, parse_terms};
 pub use writer::{Writer, WriterStats, yield_to_the_event_path};
 

@@ -52,18 +52,28 @@ fn condition(cond: &Cond, args: &mut Vec<Value>) -> String {
             "coalesce(time, stored) >= ?{}",
             arg(Value::Integer(t.as_millisecond()))
         ),
+        Cond::Until(t) => format!(
+            "coalesce(time, stored) < ?{}",
+            arg(Value::Integer(t.as_millisecond()))
+        ),
         Cond::Not(c) => format!("NOT ({})", condition(c, args)),
     }
 }
 
-/// The SQL selecting matching ids (newest first) and its parameters.
-pub(crate) fn to_sql(query: &Query, limit: usize) -> Result<(String, Vec<Value>), QueryError> {
+/// The conditions of `query` as SQL (joined with `AND`, none: empty) and their parameters.
+pub(crate) fn conditions(query: &Query) -> Result<(Vec<String>, Vec<Value>), QueryError> {
     let mut args: Vec<Value> = Vec::new();
     let conds: Vec<String> = query
         .conditions()?
         .iter()
         .map(|c| condition(c, &mut args))
         .collect();
+    Ok((conds, args))
+}
+
+/// The SQL selecting matching ids (newest first) and its parameters.
+pub(crate) fn to_sql(query: &Query, limit: usize) -> Result<(String, Vec<Value>), QueryError> {
+    let (conds, mut args) = conditions(query)?;
     args.push(Value::Integer(limit.min(i64::MAX as usize) as i64));
     let filter = if conds.is_empty() {
         String::new()

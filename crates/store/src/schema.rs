@@ -10,7 +10,8 @@ use crate::{StoreError, sql_err};
 /// The schema this build writes (`PRAGMA user_version`). 2: `outcomes.filter` (which
 /// filter's firing the action handled; version 1 files get the column, empty, on open).
 /// 3: the fleet shipping queue (`outbox`, `outbox_state`; made on open).
-pub(crate) const VERSION: i64 = 3;
+/// 4: the console's audit log (`audit`; made on open).
+pub(crate) const VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -67,6 +68,15 @@ CREATE TABLE IF NOT EXISTS outbox_state (
     dropped     INTEGER NOT NULL DEFAULT 0,
     enabled     INTEGER NOT NULL DEFAULT 0,
     max_pending INTEGER NOT NULL DEFAULT 0
+);
+-- Version 4: who did what in the console (logins, acknowledgements, refusals).
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'

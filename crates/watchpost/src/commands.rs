@@ -69,6 +69,7 @@ pub fn events(config: &Config, args: &EventsArgs, out: &mut dyn Write) -> Result
         host: args.host.clone(),
         filter: args.filter.clone(),
         since,
+        until: None,
         terms,
     };
     let Some(store) = open_store(config)? else {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod console_user;
 mod daemon;
 mod hunt;
 mod load;
@@ -55,6 +56,9 @@ enum Command {
     Events(cli::EventsArgs),
     /// Acknowledge stored events (who, when and a comment are recorded).
     Ack(cli::AckArgs),
+    /// Manage the users of the web console (`[console]`): add, passwd, role, disable,
+    /// enable, list. Passwords are read from standard input.
+    ConsoleUser(console_user::ConsoleUserArgs),
     /// Inspect and manage the anomaly baselines.
     Baseline(cli::BaselineArgs),
     /// Isolate this computer from the network or lift the isolation (the `quarantine`
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Events(a) => cli::events(a),
         Command::Ack(a) => cli::ack(a),
         Command::Baseline(a) => cli::baseline(&a),
+        Command::ConsoleUser(a) => console_user::run(&a),
         Command::Quarantine(a) => cli::quarantine(&a),
         Command::Service(a) => cli::service(a),
         Command::ServiceRun(a) => cli::service_run(a),

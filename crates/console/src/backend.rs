@@ -1,0 +1,509 @@
+//! What the console asks of a store: one synchronous interface ([`Backend`]) that the
+//! agent's SQLite store (`local.rs`) and the fleet server's PostgreSQL (in
+//! `watchpost-server`, run on a blocking thread) both answer, with the same query
+//! language (`watchpost-query`) and the same meaning. Pages are built from the plain
+//! values below, never from a backend's own rows.
+
+use jiff::Timestamp;
+use watchpost_fleet_protocol::Heartbeat;
+use watchpost_query::{Query, QueryError};
+
+/// Which console this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// The agent's own console over its SQLite store: one host.
+    Local,
+    /// The fleet server's console over PostgreSQL: every host, groups.
+    Fleet,
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also acknowledges events (and, on the fleet, releases quarantines, sends commands).
+    Analyst,
+    /// Also changes configuration and users.
+    Admin,
+}
+
+impl Role {
+    /// From its name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "analyst" => Some(Role::Analyst),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A user as the backend knows them.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// argon2id PHC string (`None`: no password set, cannot log in).
+    pub password_hash: Option<String>,
+    /// Disabled users cannot log in, and their sessions end.
+    pub disabled: bool,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The query text cannot be understood (shown to the user as a 400).
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Bad input other than a query (shown as a 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed (shown as a 503 without details; logged).
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Which part of the results to show: keyset pagination by event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Page {
+    /// Only events with a smaller id (the next page, newest first).
+    pub before: Option<i64>,
+    /// Only events with a larger id (the next page, oldest first).
+    pub after: Option<i64>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// An event in a result list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSummary {
+    /// Id in this store.
+    pub id: i64,
+    /// The event's time (else when stored), RFC 3339.
+    pub time: String,
+    /// Host the event is about.
+    pub host: String,
+    /// Source name.
+    pub source: String,
+    /// Filters (or rule sets) that matched.
+    pub filters: Vec<String>,
+    /// Flagged by an anomaly filter.
+    pub anomaly: bool,
+    /// Waits for an acknowledgement (and has none yet).
+    pub waiting: bool,
+    /// Acknowledged.
+    pub acked: bool,
+    /// A line to recognise it by: the anomaly reason, else the first fields.
+    pub summary: String,
+}
+
+/// An acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub by: String,
+    /// Why.
+    pub comment: String,
+    /// Where it was made (`agent`, `server`, `console`), when known.
+    pub origin: String,
+}
+
+/// One attempt of an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeView {
+    /// Action name.
+    pub action: String,
+    /// The filter whose firing it handled.
+    pub filter: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Attempt number (0: held back by throttle/dedupe).
+    pub attempt: i64,
+    /// Succeeded.
+    pub ok: bool,
+    /// Error or note.
+    pub detail: String,
+}
+
+/// What a baseline says about the key of an anomaly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainView {
+    /// Filter.
+    pub filter: String,
+    /// Host.
+    pub host: String,
+    /// Key field names and the event's values for them.
+    pub key: Vec<(String, String)>,
+    /// Whether learning is per key.
+    pub learn_per_key: bool,
+    /// When learning started (RFC 3339).
+    pub learning_started: Option<String>,
+    /// When it ended or ends.
+    pub learning_ends: Option<String>,
+    /// When the key was first seen.
+    pub key_first_seen: Option<String>,
+    /// Values already known for the key, with when each was first seen.
+    pub values: Vec<(String, String)>,
+}
+
+/// An event with everything known about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDetail {
+    /// The list view.
+    pub summary: EventSummary,
+    /// When it was stored (RFC 3339).
+    pub stored: String,
+    /// The agent that shipped it (fleet).
+    pub agent: Option<(i64, String)>,
+    /// Why the anomaly filter flagged it.
+    pub anomaly_why: Option<String>,
+    /// Whether it needs an acknowledgement at all.
+    pub needs_ack: bool,
+    /// The acknowledgement.
+    pub ack: Option<AckView>,
+    /// Fields as text, in order.
+    pub fields: Vec<(String, String)>,
+    /// The record as read.
+    pub raw: String,
+    /// Where it was read.
+    pub origin: Option<String>,
+    /// Every action attempt.
+    pub outcomes: Vec<OutcomeView>,
+    /// Baseline explanations for its anomaly filters (empty where the baselines are not
+    /// at hand, e.g. on the fleet server).
+    pub explanations: Vec<ExplainView>,
+}
+
+/// Counts per time bucket for one name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Series {
+    /// Filter, level or host.
+    pub name: String,
+    /// One count per bucket.
+    pub counts: Vec<u64>,
+}
+
+/// A host with a problem worth a look.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attention {
+    /// Host id for its page.
+    pub host: String,
+    /// Host name.
+    pub name: String,
+    /// What is wrong.
+    pub problems: Vec<String>,
+}
+
+/// What the overview shows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overview {
+    /// Start of each bucket (Unix ms).
+    pub buckets: Vec<i64>,
+    /// Length of a bucket (ms).
+    pub bucket_ms: i64,
+    /// All events per bucket.
+    pub events: Vec<u64>,
+    /// Anomalies per bucket.
+    pub anomalies: Vec<u64>,
+    /// The busiest filters.
+    pub by_filter: Vec<Series>,
+    /// By Sigma rule level (`rule_level`).
+    pub by_level: Vec<Series>,
+    /// The busiest hosts.
+    pub by_host: Vec<Series>,
+    /// Events waiting for an acknowledgement (all time).
+    pub waiting: u64,
+    /// The newest of them.
+    pub waiting_list: Vec<EventSummary>,
+    /// Hosts that need attention.
+    pub attention: Vec<Attention>,
+}
+
+/// A host in the list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    /// Id for its page (the agent's id; `local` on the agent).
+    pub id: String,
+    /// Host name.
+    pub name: String,
+    /// Group (fleet).
+    pub group: String,
+    /// watchpost version.
+    pub version: String,
+    /// Configuration generation it runs.
+    pub generation: String,
+    /// Last heartbeat (RFC 3339).
+    pub last_seen: Option<String>,
+    /// `online`, `offline`, `revoked`, `running`.
+    pub state: String,
+    /// Problems (see [`problems`]).
+    pub problems: Vec<String>,
+}
+
+/// A baseline of one filter on one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineRow {
+    /// Filter.
+    pub filter: String,
+    /// Host.
+    pub host: String,
+    /// When learning started.
+    pub learning_started: Option<String>,
+    /// When it ends (or ended).
+    pub learning_ends: Option<String>,
+    /// `learning` or `detecting`.
+    pub state: String,
+    /// Known keys.
+    pub keys: u64,
+    /// Known pairs.
+    pub pairs: u64,
+}
+
+/// A command sent to a host and its result (fleet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandRow {
+    /// Id.
+    pub id: i64,
+    /// Kind (`release_quarantine`, `reload`, …).
+    pub kind: String,
+    /// Who sent it.
+    pub by: String,
+    /// When.
+    pub at: String,
+    /// Result, when there is one.
+    pub result: String,
+}
+
+/// Everything on a host's page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostDetail {
+    /// The list row.
+    pub row: HostRow,
+    /// Its last heartbeat (sources, actions, checks, quarantine, store, shipping).
+    pub heartbeat: Option<Heartbeat>,
+    /// Its baselines (per filter), where known.
+    pub baselines: Vec<BaselineRow>,
+    /// Commands sent to it.
+    pub commands: Vec<CommandRow>,
+    /// Configuration diagnostics the host reported.
+    pub diagnostics: Vec<String>,
+}
+
+/// An entry of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Id (ascending).
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What (`event.ack`, `console.denied`, `console.login`, …).
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Details (JSON text).
+    pub detail: String,
+}
+
+/// The store behind a console.
+pub trait Backend: Send + Sync {
+    /// Local or fleet.
+    fn home(&self) -> Home;
+    /// A user by name.
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, BackendError>;
+    /// The overview for `hours` before `now`.
+    fn overview(&self, now: Timestamp, hours: u32) -> Result<Overview, BackendError>;
+    /// Events matching `query` (its `since`/`until` are the time range), one page.
+    fn search(&self, query: &Query, page: &Page) -> Result<Vec<EventSummary>, BackendError>;
+    /// One event.
+    fn event(&self, id: i64) -> Result<Option<EventDetail>, BackendError>;
+    /// Acknowledges events not yet acknowledged; returns those acknowledged now.
+    fn ack(&self, ids: &[i64], by: &str, comment: &str) -> Result<Vec<i64>, BackendError>;
+    /// Appends to the audit log.
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), BackendError>;
+    /// The audit log, newest first, entries with an id below `before`.
+    fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditRow>, BackendError>;
+    /// Hosts.
+    fn hosts(&self) -> Result<Vec<HostRow>, BackendError>;
+    /// One host.
+    fn host(&self, id: &str) -> Result<Option<HostDetail>, BackendError>;
+    /// Baselines (per filter and host).
+    fn baselines(&self) -> Result<Vec<BaselineRow>, BackendError>;
+    /// What the baseline of `filter` on `host` knows for `key` (`None`: not at hand).
+    fn explain(
+        &self,
+        filter: &str,
+        host: &str,
+        key: &[String],
+    ) -> Result<Option<ExplainView>, BackendError>;
+    /// The baselines as JSON lines (`watchpost baseline export`), where at hand.
+    fn export_baselines(&self) -> Result<Option<Vec<u8>>, BackendError>;
+}
+
+/// The problems a heartbeat shows: stale definitions (with their age), stopped services
+/// and other failing checks, silent sources, quarantine, configuration diagnostics, and
+/// `silent_for` when the host has not been heard from for longer than its heartbeat
+/// allows.
+pub fn problems(hb: Option<&Heartbeat>, silent_for: Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = silent_for {
+        out.push(s);
+    }
+    let Some(hb) = hb else {
+        return out;
+    };
+    for c in &hb.checks {
+        if c.status != "ok" {
+            let age = match (c.status.as_str(), hb.definitions_age_hours) {
+                ("stale", Some(h)) => format!(" ({:.0} days old)", h / 24.0),
+                _ => String::new(),
+            };
+            out.push(format!(
+                "check {}: {}{age}{}",
+                c.name,
+                c.status,
+                if c.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", c.detail)
+                }
+            ));
+        }
+    }
+    if let Some(q) = &hb.quarantine {
+        out.push(format!("quarantined: {}", q.reason));
+    }
+    if !hb.config_diagnostics.is_empty() {
+        out.push(format!(
+            "configuration: {} diagnostic(s)",
+            hb.config_diagnostics.len()
+        ));
+    }
+    out
+}
+
+/// RFC 3339 of Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// A one-line summary of an event's fields for lists.
+pub fn summarize(anomaly_why: Option<&str>, fields: &[(String, String)]) -> String {
+    if let Some(w) = anomaly_why {
+        return w.chars().take(160).collect();
+    }
+    let mut s = String::new();
+    for (k, v) in fields.iter().take(4) {
+        if !s.is_empty() {
+            s.push_str("  ");
+        }
+        s.push_str(k);
+        s.push('=');
+        s.extend(v.chars().take(48));
+    }
+    s
+}
+
+/// The overview's buckets for `hours` before `now`: (first bucket's start in Unix ms,
+/// bucket length in ms, number of buckets). At most 48 buckets, aligned to the bucket
+/// length, the last one holding `now`.
+pub fn buckets(now: Timestamp, hours: u32) -> (i64, i64, usize) {
+    let span = i64::from(hours.max(1)) * 3_600_000;
+    let n = i64::from(hours.clamp(1, 48));
+    let bucket = span / n;
+    let now = now.as_millisecond();
+    let end = (now / bucket + 1) * bucket;
+    (end - span, bucket, n as usize)
+}
+
+/// The `n` largest series by total, the rest summed as `other`, largest first.
+pub fn top(mut series: Vec<(String, Vec<u64>)>, n: usize) -> Vec<Series> {
+    series.sort_by(|a, b| {
+        b.1.iter()
+            .sum::<u64>()
+            .cmp(&a.1.iter().sum::<u64>())
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let mut out: Vec<Series> = Vec::new();
+    let mut other: Option<Series> = None;
+    for (i, (name, counts)) in series.into_iter().enumerate() {
+        if i < n {
+            out.push(Series {
+                name: if name.is_empty() {
+                    "(none)".into()
+                } else {
+                    name
+                },
+                counts,
+            });
+        } else {
+            let o = other.get_or_insert_with(|| Series {
+                name: "other".into(),
+                counts: vec![0; counts.len()],
+            });
+            for (a, b) in o.counts.iter_mut().zip(counts) {
+                *a += b;
+            }
+        }
+    }
+    out.extend(other);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_align_and_top_sums_the_rest() {
+        let now: Timestamp = "2026-12-07T10:30:00Z".parse().unwrap();
+        let (from, len, n) = buckets(now, 24);
+        assert_eq!((len, n), (3_600_000, 24));
+        assert_eq!(
+            from,
+            "2026-12-06T11:00:00Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_millisecond()
+        );
+        let (_, len, n) = buckets(now, 720);
+        assert_eq!((len, n), (15 * 3_600_000, 48));
+        let s = top(
+            vec![
+                ("a".into(), vec![1, 1]),
+                ("b".into(), vec![5, 0]),
+                ("c".into(), vec![0, 1]),
+            ],
+            1,
+        );
+        assert_eq!(s[0].name, "b");
+        assert_eq!(s[1].name, "other");
+        assert_eq!(s[1].counts, vec![1, 2]);
+    }
+}

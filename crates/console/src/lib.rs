@@ -1,0 +1,628 @@
+//! The watchpost web console: review what watchpost saw — the overview with its charts,
+//! event search with the `watchpost events` query language, each event's fields, reason,
+//! baseline explanation, actions and acknowledgement, acknowledging one or many events,
+//! the audit log, hosts and baselines — in the browser.
+//!
+//! One code base, two homes: the agent serves it over its own SQLite store (`local.rs`,
+//! `serve.rs`, feature `local`), the fleet server over PostgreSQL (`watchpost-server`
+//! implements [`Backend`] and calls [`Console::handle`] on a blocking thread).
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | `http.rs` | [`Request`]/[`Response`] independent of any server, forms, security headers (CSP) |
+//! | `auth.rs` | argon2id passwords, signed session cookies, CSRF tokens, the login limiter, the local user file |
+//! | `backend.rs` | the [`Backend`] trait the stores implement and the values pages are built from |
+//! | `pages.rs` | the maud templates (every value escaped), the style sheet |
+//! | `chart.rs` | SVG charts drawn on the server |
+//! | `local.rs` | the agent's backend: SQLite store, baselines, the running daemon's state |
+//! | `serve.rs` | the agent's small blocking HTTP/1.1 server |
+//! | `browser.rs` | for the tests of both homes: the review flow in headless Chromium (`tests/browser/console_flow.py`) |
+//!
+//! Routes (all under `/console/`): `login`, `logout`, the overview, `events`,
+//! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `baselines`,
+//! `baselines/export`, `static/console.css`.
+
+pub mod auth;
+pub mod backend;
+pub mod browser;
+pub mod chart;
+pub mod http;
+pub mod pages;
+
+#[cfg(feature = "local")]
+pub mod local;
+#[cfg(feature = "local")]
+pub mod serve;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use watchpost_query::{Query, parse_since, parse_terms};
+
+pub use backend::{Backend, BackendError, Home, Role};
+pub use http::{Request, Response};
+
+use auth::{Keys, LoginLimiter, Session};
+use backend::{Page, UserRecord};
+use pages::{SearchForm, Viewer};
+
+/// Events per page.
+pub const PAGE: usize = 50;
+/// Most events one acknowledgement takes.
+pub const MAX_ACK: usize = 500;
+/// Longest query text.
+const MAX_QUERY: usize = 2000;
+/// Longest comment.
+const MAX_COMMENT: usize = 1000;
+
+/// A console over one backend.
+pub struct Console {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    limiter: LoginLimiter,
+    secure: bool,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("home", &self.backend.home())
+            .field("secure", &self.secure)
+            .finish()
+    }
+}
+
+/// The user a request comes from.
+struct Who {
+    session: Session,
+    user: UserRecord,
+    csrf: String,
+}
+
+impl Console {
+    /// A console over `backend`; `secure`: served over TLS (cookies get `Secure`).
+    pub fn new(backend: Arc<dyn Backend>, keys: Keys, secure: bool) -> Console {
+        Console {
+            backend,
+            keys,
+            limiter: LoginLimiter::default(),
+            secure,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn now() -> i64 {
+        Timestamp::now().as_second()
+    }
+
+    fn session_cookie(&self, value: &str, max_age: i64) -> String {
+        format!(
+            "{}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+            auth::COOKIE,
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    fn who(&self, req: &Request) -> Result<Option<Who>, BackendError> {
+        let Some(session) = req
+            .cookie(auth::COOKIE)
+            .and_then(|c| self.keys.verify(c, Self::now()))
+        else {
+            return Ok(None);
+        };
+        let Some(user) = self.backend.user(&session.user)? else {
+            return Ok(None);
+        };
+        if user.disabled {
+            return Ok(None);
+        }
+        let csrf = self.keys.csrf(&session);
+        Ok(Some(Who {
+            session,
+            user,
+            csrf,
+        }))
+    }
+
+    fn viewer<'a>(&self, w: &'a Who) -> Viewer<'a> {
+        Viewer {
+            user: &w.user.name,
+            role: w.user.role,
+            csrf: &w.csrf,
+            home: self.backend.home(),
+        }
+    }
+
+    /// Answers one request. Never panics on input; a store failure is a 503 page (the
+    /// error is logged, not shown).
+    pub fn handle(&self, req: &Request) -> Response {
+        match self.route(req) {
+            Ok(r) => r,
+            Err(BackendError::Store(e)) => {
+                tracing::warn!(error = %e, path = %req.path, "console: the store failed");
+                Response::html(
+                    503,
+                    pages::error(
+                        None,
+                        "Store unavailable",
+                        "The event store could not answer; try again in a moment.",
+                    ),
+                )
+            }
+            Err(e) => Response::html(400, pages::error(None, "Bad request", &e.to_string())),
+        }
+    }
+
+    fn route(&self, req: &Request) -> Result<Response, BackendError> {
+        let path = req.path.as_str();
+        if path == "/" || path == "/console" {
+            return Ok(Response::redirect("/console/"));
+        }
+        let Some(rest) = path.strip_prefix("/console/") else {
+            return Ok(not_found(None, "No such page."));
+        };
+        let method = req.method.as_str();
+        match (method, rest) {
+            ("GET", "static/console.css") => {
+                return Ok(Response::new(
+                    200,
+                    "text/css; charset=utf-8",
+                    pages::CSS.as_bytes().to_vec(),
+                )
+                .with("Cache-Control", "max-age=3600".into()));
+            }
+            ("GET", "login") => {
+                let next = safe_next(req.params().get("next"));
+                return Ok(Response::html(200, pages::login(None, &next)));
+            }
+            ("POST", "login") => return self.login(req),
+            _ => {}
+        }
+        if !matches!(method, "GET" | "HEAD" | "POST") {
+            return Ok(Response::html(
+                405,
+                pages::error(
+                    None,
+                    "Method not allowed",
+                    "The console takes GET and POST.",
+                ),
+            )
+            .with("Allow", "GET, POST".into()));
+        }
+        let Some(who) = self.who(req)? else {
+            if method == "POST" {
+                return Ok(Response::html(
+                    403,
+                    pages::error(
+                        None,
+                        "Not logged in",
+                        "Your session has ended; log in again.",
+                    ),
+                ));
+            }
+            let next = if req.query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{}", req.query)
+            };
+            return Ok(Response::redirect(&format!(
+                "/console/login?next={}",
+                http::encode(&next)
+            )));
+        };
+        if method == "POST"
+            && let Some(r) = self.refuse_forgery(req, &who)?
+        {
+            return Ok(r);
+        }
+        let v = self.viewer(&who);
+        match (method, rest) {
+            ("GET" | "HEAD", "") => self.overview(req, &v),
+            ("GET" | "HEAD", "events") => self.events(req, &v),
+            ("GET" | "HEAD", r) if r.starts_with("events/") => {
+                self.event(&v, &r["events/".len()..], req)
+            }
+            ("POST", "ack") => self.ack(req, &who, &v),
+            ("POST", "logout") => {
+                Ok(Response::redirect("/console/login")
+                    .with("Set-Cookie", self.session_cookie("", 0)))
+            }
+            ("GET" | "HEAD", "audit") => {
+                let before = req.params().get("before").and_then(|b| b.parse().ok());
+                let mut rows = self.backend.audit_log(before, PAGE + 1)?;
+                let more = rows.len() > PAGE;
+                rows.truncate(PAGE);
+                Ok(Response::html(200, pages::audit(&v, &rows, more)))
+            }
+            ("GET" | "HEAD", "hosts") => {
+                if self.backend.home() == Home::Local {
+                    return Ok(Response::redirect("/console/hosts/local"));
+                }
+                let rows = self.backend.hosts()?;
+                Ok(Response::html(200, pages::hosts(&v, &rows)))
+            }
+            ("GET" | "HEAD", r) if r.starts_with("hosts/") => {
+                let id = http::decode(&r["hosts/".len()..]);
+                match self.backend.host(&id)? {
+                    Some(h) => Ok(Response::html(200, pages::host(&v, &h))),
+                    None => Ok(not_found(Some(&v), &format!("There is no host `{id}`."))),
+                }
+            }
+            ("GET" | "HEAD", "baselines") => self.baselines(req, &v),
+            ("GET" | "HEAD", "baselines/export") => match self.backend.export_baselines()? {
+                Some(body) => Ok(Response::new(200, "application/x-ndjson", body).with(
+                    "Content-Disposition",
+                    "attachment; filename=\"baselines.jsonl\"".into(),
+                )),
+                None => Ok(not_found(
+                    Some(&v),
+                    "The baselines live on each host: export them from its own console or with `watchpost baseline export`.",
+                )),
+            },
+            _ => Ok(not_found(Some(&v), "No such page.")),
+        }
+    }
+
+    /// A state change must carry the session's CSRF token (and, when the browser says
+    /// where the form came from, come from this origin). Refusals are logged and audited.
+    fn refuse_forgery(&self, req: &Request, who: &Who) -> Result<Option<Response>, BackendError> {
+        let form = req.form();
+        let token_ok = form
+            .get("csrf")
+            .is_some_and(|t| self.keys.csrf_ok(&who.session, t));
+        let origin_ok = match (&req.origin, &req.host) {
+            (Some(o), Some(h)) => o
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h)),
+            _ => true,
+        };
+        if token_ok && origin_ok {
+            return Ok(None);
+        }
+        tracing::warn!(user = %who.user.name, path = %req.path, peer = %req.peer, "console: a state change without a valid CSRF token was refused");
+        self.backend.audit(
+            &who.user.name,
+            "console.csrf_refused",
+            &req.path,
+            serde_json::json!({ "peer": req.peer }),
+        )?;
+        Ok(Some(Response::html(
+            403,
+            pages::error(
+                Some(&self.viewer(who)),
+                "Refused",
+                "This change did not come with this session's form token (CSRF). Reload the page and try again.",
+            ),
+        )))
+    }
+
+    fn login(&self, req: &Request) -> Result<Response, BackendError> {
+        let form = req.form();
+        let user = form.get("user").unwrap_or("").trim();
+        let password = form.get("password").unwrap_or("");
+        let next = safe_next(form.get("next"));
+        let ip_key = format!("ip:{}", req.peer);
+        let user_key = format!("user:{user}");
+        let keys = [ip_key.as_str(), user_key.as_str()];
+        if let Err(wait) = self.limiter.allowed(&keys) {
+            tracing::warn!(peer = %req.peer, user = %user, "console: login rate-limited");
+            return Ok(Response::html(
+                429,
+                pages::login(
+                    Some(&format!(
+                        "Too many failed logins; try again in {wait} seconds."
+                    )),
+                    &next,
+                ),
+            )
+            .with("Retry-After", wait.to_string()));
+        }
+        let record = if auth::valid_name(user) && password.len() <= 1024 {
+            self.backend.user(user)?
+        } else {
+            None
+        };
+        let ok = record.as_ref().is_some_and(|u| {
+            !u.disabled
+                && u.password_hash
+                    .as_deref()
+                    .is_some_and(|h| auth::password_matches(password, h))
+        });
+        if !ok {
+            self.limiter.failed(&keys);
+            tracing::warn!(peer = %req.peer, user = %user, "console: login failed");
+            self.backend.audit(
+                if auth::valid_name(user) { user } else { "?" },
+                "console.login_failed",
+                "",
+                serde_json::json!({ "peer": req.peer }),
+            )?;
+            return Ok(Response::html(
+                403,
+                pages::login(Some("Wrong user name or password."), &next),
+            ));
+        }
+        self.limiter.succeeded(&keys);
+        let (cookie, _) = self
+            .keys
+            .issue(user, Self::now())
+            .map_err(|e| BackendError::Store(e.to_string()))?;
+        self.backend.audit(
+            user,
+            "console.login",
+            "",
+            serde_json::json!({ "peer": req.peer }),
+        )?;
+        Ok(Response::redirect(&next).with(
+            "Set-Cookie",
+            self.session_cookie(&cookie, auth::SESSION_TTL.as_secs() as i64),
+        ))
+    }
+
+    fn overview(&self, req: &Request, v: &Viewer) -> Result<Response, BackendError> {
+        let hours = req
+            .params()
+            .get("hours")
+            .and_then(|h| h.parse::<u32>().ok())
+            .unwrap_or(24)
+            .clamp(1, 24 * 90);
+        let o = self.backend.overview(Timestamp::now(), hours)?;
+        Ok(Response::html(200, pages::overview(v, &o, hours)))
+    }
+
+    fn events(&self, req: &Request, v: &Viewer) -> Result<Response, BackendError> {
+        let p = req.params();
+        let q = p.get("q").unwrap_or("");
+        let since = p.get("since").unwrap_or("").trim();
+        let until = p.get("until").unwrap_or("").trim();
+        let oldest_first = p.get("order") == Some("asc");
+        let form = SearchForm {
+            q,
+            since,
+            until,
+            oldest_first,
+        };
+        let notice = p.get("done").map(|n| format!("{n} event(s) acknowledged."));
+        let bad = |msg: String| {
+            Ok(Response::html(
+                400,
+                pages::events(v, &form, &[], Some(&msg), false, true, None),
+            ))
+        };
+        if q.len() > MAX_QUERY {
+            return bad(format!("The query is longer than {MAX_QUERY} characters."));
+        }
+        let page_id = |name: &str| -> Result<Option<i64>, String> {
+            match p.get(name) {
+                None | Some("") => Ok(None),
+                Some(s) => s
+                    .parse::<i64>()
+                    .map(Some)
+                    .map_err(|_| format!("`{name}` must be an event id, not `{s}`.")),
+            }
+        };
+        let (before, after) = match (page_id("before"), page_id("after")) {
+            (Ok(b), Ok(a)) => (b, a),
+            (Err(e), _) | (_, Err(e)) => return bad(e),
+        };
+        let now = Timestamp::now();
+        let time = |s: &str| -> Result<Option<Timestamp>, String> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            parse_since(s, now).map(Some).map_err(|e| e.message.clone())
+        };
+        let (since_t, until_t) = match (time(since), time(until)) {
+            (Ok(s), Ok(u)) => (s, u),
+            (Err(e), _) | (_, Err(e)) => return bad(e),
+        };
+        let terms = match parse_terms(q) {
+            Ok(t) => t,
+            Err(e) => return bad(e.to_string()),
+        };
+        let query = Query {
+            terms,
+            since: since_t,
+            until: until_t,
+            ..Query::default()
+        };
+        if let Err(e) = query.conditions() {
+            return bad(e.to_string());
+        }
+        let page = Page {
+            before,
+            after,
+            oldest_first,
+            limit: PAGE + 1,
+        };
+        let mut found = match self.backend.search(&query, &page) {
+            Ok(f) => f,
+            Err(BackendError::Query(e)) => return bad(e.to_string()),
+            Err(BackendError::Invalid(e)) => return bad(e),
+            Err(e) => return Err(e),
+        };
+        let more = found.len() > PAGE;
+        found.truncate(PAGE);
+        let first = before.is_none() && after.is_none();
+        Ok(Response::html(
+            200,
+            pages::events(v, &form, &found, None, more, first, notice.as_deref()),
+        ))
+    }
+
+    fn event(&self, v: &Viewer, id: &str, req: &Request) -> Result<Response, BackendError> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(Response::html(
+                400,
+                pages::error(
+                    Some(v),
+                    "Bad request",
+                    &format!("`{id}` is not an event id."),
+                ),
+            ));
+        };
+        match self.backend.event(id)? {
+            Some(e) => {
+                let notice = req.params().get("done").map(|_| "Acknowledged.".to_owned());
+                Ok(Response::html(200, pages::event(v, &e, notice.as_deref())))
+            }
+            None => Ok(not_found(Some(v), &format!("There is no event {id}."))),
+        }
+    }
+
+    fn ack(&self, req: &Request, who: &Who, v: &Viewer) -> Result<Response, BackendError> {
+        let form = req.form();
+        if who.user.role < Role::Analyst {
+            tracing::warn!(user = %who.user.name, "console: a viewer tried to acknowledge");
+            self.backend.audit(
+                &who.user.name,
+                "console.denied",
+                "ack",
+                serde_json::json!({ "role": who.user.role.as_str(), "ids": form.all("id").collect::<Vec<_>>() }),
+            )?;
+            return Ok(Response::html(
+                403,
+                pages::error(
+                    Some(v),
+                    "Not allowed",
+                    &format!(
+                        "Your role ({}) cannot acknowledge events; an analyst or admin can.",
+                        who.user.role.as_str()
+                    ),
+                ),
+            ));
+        }
+        let mut ids = Vec::new();
+        for s in form.all("id") {
+            match s.parse::<i64>() {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    return Ok(Response::html(
+                        400,
+                        pages::error(
+                            Some(v),
+                            "Bad request",
+                            &format!("`{s}` is not an event id."),
+                        ),
+                    ));
+                }
+            }
+        }
+        let comment = form.get("comment").unwrap_or("").trim();
+        let problem = if ids.is_empty() {
+            Some("Select at least one event to acknowledge.".to_owned())
+        } else if ids.len() > MAX_ACK {
+            Some(format!(
+                "At most {MAX_ACK} events can be acknowledged at once."
+            ))
+        } else if comment.is_empty() {
+            Some("An acknowledgement needs a comment (why it is fine).".to_owned())
+        } else if comment.chars().count() > MAX_COMMENT {
+            Some(format!(
+                "The comment is longer than {MAX_COMMENT} characters."
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Ok(Response::html(
+                400,
+                pages::error(Some(v), "Bad request", &p),
+            ));
+        }
+        let done = self.backend.ack(&ids, &who.user.name, comment)?;
+        for id in &done {
+            self.backend.audit(
+                &who.user.name,
+                "event.ack",
+                &format!("event {id}"),
+                serde_json::json!({ "comment": comment }),
+            )?;
+        }
+        let back = safe_next(form.get("back"));
+        let sep = if back.contains('?') { '&' } else { '?' };
+        Ok(Response::redirect(&format!(
+            "{back}{sep}done={}",
+            done.len()
+        )))
+    }
+
+    fn baselines(&self, req: &Request, v: &Viewer) -> Result<Response, BackendError> {
+        let p = req.params();
+        let rows = self.backend.baselines()?;
+        let filter = p.get("filter").unwrap_or("").trim();
+        let host = p.get("host").unwrap_or("").trim();
+        let key = p.get("key").unwrap_or("");
+        let export = self.backend.home() == Home::Local;
+        if filter.is_empty() || host.is_empty() {
+            return Ok(Response::html(
+                200,
+                pages::baselines(v, &rows, (filter, host, key), None, export),
+            ));
+        }
+        let parts: Vec<String> = if key.trim().is_empty() {
+            Vec::new()
+        } else {
+            key.split(',').map(|k| k.trim().to_owned()).collect()
+        };
+        let (status, answer) = match self.backend.explain(filter, host, &parts) {
+            Ok(Some(x)) => (200, Ok(x)),
+            Ok(None) => (
+                404,
+                Err("The baselines live on each host: explain a key on the host's own console or with `watchpost baseline explain`.".to_owned()),
+            ),
+            Err(BackendError::Invalid(m)) => (400, Err(m)),
+            Err(e) => return Err(e),
+        };
+        Ok(Response::html(
+            status,
+            pages::baselines(
+                v,
+                &rows,
+                (filter, host, key),
+                Some(answer.as_ref().map_err(|m| m.as_str())),
+                export,
+            ),
+        ))
+    }
+}
+
+fn not_found(v: Option<&Viewer>, message: &str) -> Response {
+    Response::html(404, pages::error(v, "Not found", message))
+}
+
+/// Where to go after a login or a form: only a path of this console (no other site).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with("/console/")
+                && !n.starts_with("//")
+                && !n.contains("\\")
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_owned()
+        }
+        _ => "/console/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_the_console() {
+        assert_eq!(
+            safe_next(Some("/console/events?q=x")),
+            "/console/events?q=x"
+        );
+        assert_eq!(safe_next(Some("https://evil.example/")), "/console/");
+        assert_eq!(safe_next(Some("//evil.example/console/")), "/console/");
+        assert_eq!(safe_next(Some("/console/\\evil")), "/console/");
+        assert_eq!(safe_next(None), "/console/");
+    }
+}

@@ -1,0 +1,222 @@
+//! How fast the fleet console's pages answer with many events in PostgreSQL: a private
+//! cluster is filled with `CONSOLE_BENCH_EVENTS` events (default 10,000,000, spread over
+//! the 30 days kept, 1,000 hosts, one in 50 an anomaly, a third of those waiting for an
+//! acknowledgement, one in 5 a Sigma detection with a rule level), then every page is
+//! fetched over HTTP as a logged-in analyst `CONSOLE_BENCH_ROUNDS` times (default 20,
+//! after 3 warm-up rounds) and its p50/p95/max printed.
+//!
+//! `cargo bench -p watchpost-server --bench console` (BENCHMARKS.md has figures). The
+//! fill uses `INSERT … SELECT generate_series` with the search index built afterwards: it
+//! measures the pages, not ingest (`scripts/fleet-bench.sh` measures that).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn main() {
+    let events = env_num("CONSOLE_BENCH_EVENTS", 10_000_000);
+    let rounds = env_num("CONSOLE_BENCH_ROUNDS", 20) as usize;
+    let Some(pg) = watchpost_pgtest::Cluster::start_or_skip(watchpost_pgtest::Options {
+        settings: vec![
+            "shared_buffers = 1GB".into(),
+            "work_mem = 64MB".into(),
+            "maintenance_work_mem = 1GB".into(),
+            "max_wal_size = 8GB".into(),
+            "synchronous_commit = off".into(),
+        ],
+        ..Default::default()
+    }) else {
+        eprintln!("console bench: no PostgreSQL; skipped");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config =
+        watchpost_server::config::Config::for_tests("127.0.0.1:0".parse().unwrap(), &pg.url());
+    config.console = Some(watchpost_server::config::ConsoleSettings {
+        session_key_file: None,
+    });
+    let server = rt
+        .block_on(watchpost_server::start(config))
+        .expect("server starts");
+    let addr = server.addr;
+    let fill = Instant::now();
+    rt.block_on(async {
+        let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        use watchpost_server::admin;
+        admin::group_add(&db, "bench", "all", "").await.unwrap();
+        admin::user_add(&db, "bench", "ann", "analyst", Some("correct horse battery"))
+            .await
+            .unwrap();
+        db.batch_execute(
+            "INSERT INTO agents (host_id, group_id, hostname, version, last_seen_at, heartbeat)
+             SELECT 'h' || i, (SELECT id FROM groups), 'host-' || i, '0.1.0',
+                    now() - (CASE WHEN i % 97 = 0 THEN interval '1 hour' ELSE interval '5 seconds' END),
+                    jsonb_build_object('checks', jsonb_build_array(jsonb_build_object(
+                        'name', 'defs', 'status', CASE WHEN i % 50 = 0 THEN 'stale' ELSE 'ok' END,
+                        'detail', '')), 'baseline_pairs', i * 10)
+             FROM generate_series(1, 1000) i;
+             DROP INDEX events_search; DROP INDEX events_filters;",
+        )
+        .await
+        .unwrap();
+        let chunk = 1_000_000u64;
+        let span_ms = 29.0 * 86_400_000.0;
+        let mut done = 0;
+        while done < events {
+            let n = chunk.min(events - done);
+            db.execute(
+                "INSERT INTO events (ts, agent_id, seq, local_id, time, stored_at, received_at,
+                     source, host, filters, filter_keys, anomaly, anomaly_why, needs_ack, acked_at,
+                     acked_by, ack_comment, ack_origin, fields, raw, origin, search)
+                 SELECT t, 1 + i % 1000, i, i, t, t, t, 'sep-av', 'host-' || (i % 1000),
+                        f, f, i % 50 = 0,
+                        CASE WHEN i % 50 = 0 THEN 'new-logon-source: new value \"10.9.' || (i % 251) || '.1\" for key \"user' || (i % 500) || '\"' END,
+                        i % 50 = 0,
+                        CASE WHEN i % 50 = 0 AND i % 3 <> 0 THEN t + interval '1 hour' END,
+                        CASE WHEN i % 50 = 0 AND i % 3 <> 0 THEN 'ann' END,
+                        CASE WHEN i % 50 = 0 AND i % 3 <> 0 THEN 'reviewed' END,
+                        CASE WHEN i % 50 = 0 AND i % 3 <> 0 THEN 'server' END,
+                        fl, raw, 'C:\\AV\\log.txt:' || i, to_tsvector('simple', raw)
+                 FROM (SELECT i,
+                              now() - ((($2::int8 - i)::float8 / $2::int8 * $3::float8) || ' milliseconds')::interval AS t,
+                              CASE WHEN i % 5 = 0 THEN ARRAY['sigma-windows'] ELSE ARRAY['av-detection'] END AS f,
+                              CASE WHEN i % 5 = 0
+                                   THEN jsonb_build_object('user', 'user' || (i % 500), 'risk_name', 'Trojan.Gen ' || (i % 97),
+                                                           'rule_level', (ARRAY['low','medium','high','critical'])[1 + i % 4])
+                                   ELSE jsonb_build_object('user', 'user' || (i % 500), 'risk_name', 'Trojan.Gen ' || (i % 97)) END AS fl,
+                              'Virus found,Computer name: host-' || (i % 1000) || ',Risk: Trojan.Gen ' || (i % 97) || ',User: user' || (i % 500) AS raw
+                       FROM generate_series($1::int8, $1::int8 + $4::int8 - 1) i) s",
+                &[&((done + 1) as i64), &(events as i64), &span_ms, &(n as i64)],
+            )
+            .await
+            .unwrap();
+            done += n;
+            eprintln!(
+                "console bench: {done} events stored ({:.0} s)",
+                fill.elapsed().as_secs_f64()
+            );
+        }
+        db.batch_execute(
+            "CREATE INDEX events_search ON events USING gin (search);
+             CREATE INDEX events_filters ON events USING gin (filter_keys);
+             ANALYZE events; ANALYZE agents;",
+        )
+        .await
+        .unwrap();
+    });
+    eprintln!(
+        "console bench: {events} events filled and indexed in {:.0} s",
+        fill.elapsed().as_secs_f64()
+    );
+    let (status, answer) = http(
+        addr,
+        "POST",
+        "/console/login",
+        "",
+        "user=ann&password=correct+horse+battery",
+    );
+    assert_eq!(status, 303, "{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: ")
+                .then(|| l["set-cookie: ".len()..].to_owned())
+        })
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mid = pg.psql(&format!("SELECT id FROM events WHERE seq = {}", events / 2));
+    let anomaly = pg.psql("SELECT max(id) FROM events WHERE anomaly");
+    let pages = [
+        ("overview, 24 h", "/console/".to_owned()),
+        ("overview, 7 days", "/console/?hours=168".to_owned()),
+        ("events, newest", "/console/events".to_owned()),
+        (
+            "events, isanomaly needsack host",
+            "/console/events?q=isanomaly%3Atrue+needsack%3Atrue+host%3Ahost-300".to_owned(),
+        ),
+        (
+            "events, field wildcard",
+            "/console/events?q=user%3Auser42*".to_owned(),
+        ),
+        (
+            "events, free text + 7 d range",
+            "/console/events?q=trojan&since=7d".to_owned(),
+        ),
+        (
+            "events, deep page (keyset)",
+            format!("/console/events?before={mid}"),
+        ),
+        ("event detail", format!("/console/events/{anomaly}")),
+        ("hosts (1,000)", "/console/hosts".to_owned()),
+        ("host", "/console/hosts/300".to_owned()),
+        ("audit log", "/console/audit".to_owned()),
+    ];
+    println!(
+        "fleet console, {events} events in PostgreSQL, {rounds} rounds per page (HTTP, one connection per request):"
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>8}",
+        "page", "p50 ms", "p95 ms", "max ms"
+    );
+    for (name, path) in &pages {
+        let mut times = Vec::new();
+        for round in 0..rounds + 3 {
+            let t = Instant::now();
+            let (status, body) = http(addr, "GET", path, &cookie, "");
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(status, 200, "{name}: {}", &body[..body.len().min(2000)]);
+            if round >= 3 {
+                times.push(ms);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let at =
+            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        println!(
+            "{name:<36} {:>8.1} {:>8.1} {:>8.1}",
+            at(0.5),
+            at(0.95),
+            times[times.len() - 1]
+        );
+    }
+    rt.block_on(server.stop());
+}

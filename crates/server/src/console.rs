@@ -1,0 +1,684 @@
+//! The web console on the fleet server (`[console] enabled = true`): the pages of
+//! `watchpost-console` over PostgreSQL. [`PgBackend`] answers the console's synchronous
+//! [`Backend`] calls by running its queries on the server's runtime
+//! (`Handle::block_on`); the HTTP layer calls [`Console::handle`] inside
+//! `spawn_blocking`, so a page never holds up an async worker thread.
+//!
+//! What the fleet console shows that the agent's cannot: every host (its last heartbeat,
+//! problems, commands), acknowledgements by any analyst with `origin = 'server'`. What it
+//! cannot show: baseline explanations (the baselines live on each host; their pair counts
+//! come with the heartbeat).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use jiff::Timestamp;
+use tokio::runtime::Handle;
+use watchpost_console::backend::{
+    AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, EventDetail,
+    EventSummary, ExplainView, Home, HostDetail, HostRow, OutcomeView, Overview, Page, Role,
+    UserRecord, buckets, problems, summarize, top,
+};
+use watchpost_console::{Console, auth::Keys};
+use watchpost_fleet_protocol::Heartbeat;
+use watchpost_query::Query;
+
+use crate::query::{Param, where_clause};
+
+/// The console's store: the server's PostgreSQL pool.
+pub struct PgBackend {
+    pool: deadpool_postgres::Pool,
+    rt: Handle,
+    offline_after: Duration,
+}
+
+/// A database failure with its causes (logged by the console, never shown).
+fn db(e: impl std::error::Error) -> BackendError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    BackendError::Store(text)
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn fields_of(json: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (k.clone(), text(v)))
+        .collect()
+}
+
+const SUMMARY_COLUMNS: &str = "e.id, coalesce(e.time, e.stored_at), e.host, e.source, e.filters, e.anomaly, \
+     e.needs_ack AND e.acked_at IS NULL, e.acked_at IS NOT NULL, e.anomaly_why, e.fields::text";
+
+fn summary(r: &tokio_postgres::Row) -> EventSummary {
+    let why: Option<String> = r.get(8);
+    let fields: String = r.get(9);
+    EventSummary {
+        id: r.get(0),
+        time: r.get::<_, Timestamp>(1).to_string(),
+        host: r.get(2),
+        source: r.get(3),
+        filters: r.get(4),
+        anomaly: r.get(5),
+        waiting: r.get(6),
+        acked: r.get(7),
+        summary: summarize(why.as_deref(), &fields_of(&fields)),
+    }
+}
+
+impl PgBackend {
+    /// A backend over `pool`, running its queries on `rt`.
+    pub fn new(pool: deadpool_postgres::Pool, rt: Handle, offline_after: Duration) -> PgBackend {
+        PgBackend {
+            pool,
+            rt,
+            offline_after,
+        }
+    }
+
+    fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        self.rt.block_on(async {
+            let client = self.pool.get().await.map_err(db)?;
+            f(&client).await
+        })
+    }
+
+    async fn search_on(
+        client: &deadpool_postgres::Client,
+        query: &Query,
+        page: &Page,
+    ) -> Result<Vec<EventSummary>, BackendError> {
+        let (filter, mut args) = where_clause(query)?;
+        let mut conds = if filter.is_empty() {
+            Vec::new()
+        } else {
+            vec![filter.trim_start_matches("WHERE ").to_owned()]
+        };
+        if let Some(b) = page.before {
+            args.push(Param::Int(b));
+            conds.push(format!("e.id < ${}", args.len()));
+        }
+        if let Some(a) = page.after {
+            args.push(Param::Int(a));
+            conds.push(format!("e.id > ${}", args.len()));
+        }
+        args.push(Param::Int(page.limit.min(10_000) as i64));
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM events e {} ORDER BY e.id {} LIMIT ${}",
+            if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            },
+            if page.oldest_first { "ASC" } else { "DESC" },
+            args.len()
+        );
+        let params: Vec<_> = args.iter().map(|p| p.as_sql()).collect();
+        Ok(client
+            .query(&sql, &params)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(summary)
+            .collect())
+    }
+
+    fn silent(&self, last: Option<Timestamp>, revoked: bool) -> Option<String> {
+        if revoked {
+            return None;
+        }
+        let Some(last) = last else {
+            return Some("never sent a heartbeat".into());
+        };
+        let silent = Timestamp::now().duration_since(last);
+        (silent.as_secs_f64() > self.offline_after.as_secs_f64()).then(|| {
+            format!(
+                "not seen for {} min (heartbeat allows {} s)",
+                silent.as_secs() / 60,
+                self.offline_after.as_secs()
+            )
+        })
+    }
+
+    fn host_row(&self, r: &tokio_postgres::Row) -> (HostRow, Option<Heartbeat>) {
+        let hb: Option<Heartbeat> = r
+            .get::<_, Option<serde_json::Value>>(7)
+            .and_then(|v| serde_json::from_value(v).ok());
+        let last: Option<Timestamp> = r.get(5);
+        let revoked: bool = r.get(6);
+        let online = last.is_some_and(|l| {
+            Timestamp::now().duration_since(l).as_secs_f64() <= self.offline_after.as_secs_f64()
+        });
+        (
+            HostRow {
+                id: r.get::<_, i64>(0).to_string(),
+                name: r.get(1),
+                group: r.get(2),
+                version: r.get(3),
+                generation: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                last_seen: last.map(|t| t.to_string()),
+                state: if revoked {
+                    "revoked"
+                } else if online {
+                    "online"
+                } else {
+                    "offline"
+                }
+                .into(),
+                problems: problems(hb.as_ref(), self.silent(last, revoked)),
+            },
+            hb,
+        )
+    }
+}
+
+const HOST_COLUMNS: &str = "a.id, a.hostname, g.name, a.version, a.config_generation, a.last_seen_at, \
+     a.revoked_at IS NOT NULL, a.heartbeat";
+
+impl Backend for PgBackend {
+    fn home(&self) -> Home {
+        Home::Fleet
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query_opt(
+                "SELECT name, role, password_hash, disabled_at IS NOT NULL FROM users WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| UserRecord {
+                name: r.get(0),
+                role: Role::parse(r.get(1)).unwrap_or(Role::Viewer),
+                password_hash: r.get(2),
+                disabled: r.get(3),
+            }))
+        })
+    }
+
+    fn overview(&self, now: Timestamp, hours: u32) -> Result<Overview, BackendError> {
+        let (from, len, n) = buckets(now, hours);
+        let (from_t, to_t) = (
+            Timestamp::from_millisecond(from).map_err(db)?,
+            Timestamp::from_millisecond(from + len * n as i64).map_err(db)?,
+        );
+        let offline = self.offline_after.as_secs_f64();
+        // Four independent reads on four connections at once.
+        self.rt.block_on(async {
+            let (c1, c2, c3, c4) = tokio::try_join!(
+                self.pool.get(),
+                self.pool.get(),
+                self.pool.get(),
+                self.pool.get()
+            )
+            .map_err(db)?;
+            let bucket = "floor((extract(epoch FROM ts)::float8 * 1000 - $1::float8) / $2::float8)::int8";
+            let grouped = format!(
+                "SELECT {bucket}, GROUPING(host), GROUPING(lvl), host, lvl, count(*), count(*) FILTER (WHERE anomaly)
+                 FROM (SELECT ts, host, anomaly, fields ->> 'rule_level' AS lvl FROM events
+                       WHERE ts >= $3 AND ts < $4) e
+                 GROUP BY GROUPING SETS ((1), (1, host), (1, lvl))"
+            );
+            let by_filter = format!(
+                "SELECT {bucket}, f, count(*) FROM events, unnest(filters) f
+                 WHERE ts >= $3 AND ts < $4 GROUP BY 1, 2"
+            );
+            let from_f = from as f64;
+            let len_f = len as f64;
+            let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from_f, &len_f, &from_t, &to_t];
+            let attention = format!(
+                "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
+                 WHERE a.revoked_at IS NULL AND (
+                     a.last_seen_at IS NULL OR a.last_seen_at < now() - make_interval(secs => $1)
+                     OR jsonb_path_exists(a.heartbeat, '$.checks[*] ? (@.status != \"ok\")')
+                     OR jsonb_typeof(a.heartbeat -> 'quarantine') = 'object'
+                     OR jsonb_array_length(coalesce(a.config_diagnostics, '[]')) > 0)
+                 ORDER BY a.hostname LIMIT 50"
+            );
+            let waiting = format!(
+                "SELECT {SUMMARY_COLUMNS} FROM events e WHERE e.needs_ack AND e.acked_at IS NULL
+                 ORDER BY e.id DESC LIMIT 10"
+            );
+            let offline_arg: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&offline];
+            let (g, f, w, a) = tokio::try_join!(
+                c1.query(&grouped, &range),
+                c2.query(&by_filter, &range),
+                async {
+                    let n: i64 = c3
+                        .query_one(
+                            "SELECT count(*) FROM events WHERE needs_ack AND acked_at IS NULL",
+                            &[],
+                        )
+                        .await?
+                        .get(0);
+                    let list = c3.query(&waiting, &[]).await?;
+                    Ok::<_, tokio_postgres::Error>((n, list))
+                },
+                c4.query(&attention, &offline_arg),
+            )
+            .map_err(db)?;
+            let mut all: Vec<u64> = vec![0; n];
+            let mut anomalies: Vec<u64> = vec![0; n];
+            let mut hosts: Vec<(String, Vec<u64>)> = Vec::new();
+            let mut levels: Vec<(String, Vec<u64>)> = Vec::new();
+            let add = |list: &mut Vec<(String, Vec<u64>)>, name: String, b: usize, c: u64| {
+                match list.iter_mut().find(|(k, _)| *k == name) {
+                    Some((_, v)) => v[b] += c,
+                    None => {
+                        let mut v = vec![0; n];
+                        v[b] = c;
+                        list.push((name, v));
+                    }
+                }
+            };
+            for r in &g {
+                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else { continue };
+                if b >= n {
+                    continue;
+                }
+                let (gh, gl): (i32, i32) = (r.get(1), r.get(2));
+                let count = r.get::<_, i64>(5).max(0) as u64;
+                match (gh, gl) {
+                    (1, 1) => {
+                        all[b] += count;
+                        anomalies[b] += r.get::<_, i64>(6).max(0) as u64;
+                    }
+                    (0, _) => add(&mut hosts, r.get(3), b, count),
+                    _ => {
+                        if let Some(l) = r.get::<_, Option<String>>(4) {
+                            add(&mut levels, l, b, count);
+                        }
+                    }
+                }
+            }
+            let mut filters: Vec<(String, Vec<u64>)> = Vec::new();
+            for r in &f {
+                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else { continue };
+                if b < n {
+                    add(&mut filters, r.get(1), b, r.get::<_, i64>(2).max(0) as u64);
+                }
+            }
+            Ok(Overview {
+                buckets: (0..n).map(|i| from + i as i64 * len).collect(),
+                bucket_ms: len,
+                events: all,
+                anomalies,
+                by_filter: top(filters, 6),
+                by_level: top(levels, 6),
+                by_host: top(hosts, 6),
+                waiting: w.0.max(0) as u64,
+                waiting_list: w.1.iter().map(summary).collect(),
+                attention: a
+                    .iter()
+                    .map(|r| {
+                        let (row, _) = self.host_row(r);
+                        Attention {
+                            host: row.id,
+                            name: row.name,
+                            problems: row.problems,
+                        }
+                    })
+                    .filter(|a| !a.problems.is_empty())
+                    .collect(),
+            })
+        })
+    }
+
+    fn search(&self, query: &Query, page: &Page) -> Result<Vec<EventSummary>, BackendError> {
+        self.run(async |c| Self::search_on(c, query, page).await)
+    }
+
+    fn event(&self, id: i64) -> Result<Option<EventDetail>, BackendError> {
+        self.run(async |c| {
+            let Some(r) = c
+                .query_opt(
+                    &format!(
+                        "SELECT {SUMMARY_COLUMNS}, e.stored_at, e.agent_id, a.hostname, e.needs_ack,
+                                e.acked_at, e.acked_by, e.ack_comment, e.ack_origin, e.raw, e.origin, e.local_id
+                         FROM events e JOIN agents a ON a.id = e.agent_id WHERE e.id = $1"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let agent: i64 = r.get(11);
+            let local: i64 = r.get(20);
+            let outcomes = c
+                .query(
+                    "SELECT action, filter, at, attempt, ok, detail FROM outcomes
+                     WHERE agent_id = $1 AND event_local = $2 ORDER BY at, seq",
+                    &[&agent, &local],
+                )
+                .await
+                .map_err(db)?;
+            let fields: String = r.get(9);
+            Ok(Some(EventDetail {
+                summary: summary(&r),
+                stored: r.get::<_, Timestamp>(10).to_string(),
+                agent: Some((agent, r.get(12))),
+                anomaly_why: r.get(8),
+                needs_ack: r.get(13),
+                ack: r.get::<_, Option<Timestamp>>(14).map(|at| AckView {
+                    at: at.to_string(),
+                    by: r.get::<_, Option<String>>(15).unwrap_or_default(),
+                    comment: r.get::<_, Option<String>>(16).unwrap_or_default(),
+                    origin: r.get::<_, Option<String>>(17).unwrap_or_default(),
+                }),
+                fields: fields_of(&fields),
+                raw: r.get(18),
+                origin: r.get(19),
+                outcomes: outcomes
+                    .iter()
+                    .map(|o| OutcomeView {
+                        action: o.get(0),
+                        filter: o.get(1),
+                        at: o.get::<_, Timestamp>(2).to_string(),
+                        attempt: i64::from(o.get::<_, i32>(3)),
+                        ok: o.get(4),
+                        detail: o.get(5),
+                    })
+                    .collect(),
+                explanations: Vec::new(),
+            }))
+        })
+    }
+
+    fn ack(&self, ids: &[i64], by: &str, comment: &str) -> Result<Vec<i64>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query(
+                "UPDATE events SET acked_at = now(), acked_by = $2, ack_comment = $3, ack_origin = 'server'
+                 WHERE id = ANY($1) AND acked_at IS NULL RETURNING id",
+                &[&ids, &by, &comment],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+        })
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), BackendError> {
+        self.run(async |c| {
+            c.execute(
+                "INSERT INTO audit_log (actor, action, target, detail) VALUES ($1, $2, $3, $4)",
+                &[&actor, &action, &target, &detail],
+            )
+            .await
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditRow>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query(
+                "SELECT id, at, actor, action, target, detail::text FROM audit_log
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &[&before.unwrap_or(i64::MAX), &(limit.min(10_000) as i64)],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| AuditRow {
+                id: r.get(0),
+                at: r.get::<_, Timestamp>(1).to_string(),
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
+        })
+    }
+
+    fn hosts(&self) -> Result<Vec<HostRow>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query(
+                &format!(
+                    "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
+                     ORDER BY a.hostname, a.id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| self.host_row(r).0)
+            .collect())
+        })
+    }
+
+    fn host(&self, id: &str) -> Result<Option<HostDetail>, BackendError> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        self.run(async |c| {
+            let Some(r) = c
+                .query_opt(
+                    &format!(
+                        "SELECT {HOST_COLUMNS}, a.config_diagnostics FROM agents a
+                         JOIN groups g ON g.id = a.group_id WHERE a.id = $1"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let (row, heartbeat) = self.host_row(&r);
+            let diagnostics: Vec<String> = r
+                .get::<_, Option<serde_json::Value>>(8)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let commands = c
+                .query(
+                    "SELECT c.id, c.kind, c.created_by, c.created_at, r.ok, r.result::text, r.delivered_at IS NOT NULL
+                     FROM commands c LEFT JOIN command_results r ON r.command_id = c.id AND r.agent_id = $1
+                     WHERE c.agent_id = $1 OR c.group_id = (SELECT group_id FROM agents WHERE id = $1)
+                     ORDER BY c.id DESC LIMIT 50",
+                    &[&id],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| CommandRow {
+                    id: r.get(0),
+                    kind: r.get(1),
+                    by: r.get(2),
+                    at: r.get::<_, Timestamp>(3).to_string(),
+                    result: match (r.get::<_, Option<bool>>(4), r.get::<_, bool>(6)) {
+                        (Some(true), _) => format!("ok {}", r.get::<_, Option<String>>(5).unwrap_or_default()),
+                        (Some(false), _) => format!("failed {}", r.get::<_, Option<String>>(5).unwrap_or_default()),
+                        (None, true) => "delivered".into(),
+                        (None, false) => "waiting".into(),
+                    },
+                })
+                .collect();
+            let baselines = heartbeat
+                .as_ref()
+                .and_then(|h| h.baseline_pairs)
+                .map(|pairs| BaselineRow {
+                    filter: "(all anomaly filters)".into(),
+                    host: row.name.clone(),
+                    learning_started: None,
+                    learning_ends: None,
+                    state: "reported".into(),
+                    keys: 0,
+                    pairs,
+                })
+                .into_iter()
+                .collect();
+            Ok(Some(HostDetail {
+                row,
+                heartbeat,
+                baselines,
+                commands,
+                diagnostics,
+            }))
+        })
+    }
+
+    fn baselines(&self) -> Result<Vec<BaselineRow>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query(
+                "SELECT hostname, (heartbeat ->> 'baseline_pairs')::int8 FROM agents
+                 WHERE revoked_at IS NULL AND heartbeat ->> 'baseline_pairs' IS NOT NULL
+                 ORDER BY hostname",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| BaselineRow {
+                filter: "(all anomaly filters)".into(),
+                host: r.get(0),
+                learning_started: None,
+                learning_ends: None,
+                state: "reported".into(),
+                keys: 0,
+                pairs: r.get::<_, Option<i64>>(1).unwrap_or(0).max(0) as u64,
+            })
+            .collect())
+        })
+    }
+
+    fn explain(&self, _: &str, _: &str, _: &[String]) -> Result<Option<ExplainView>, BackendError> {
+        Ok(None)
+    }
+
+    fn export_baselines(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
+    }
+}
+
+/// The console for a server: over `pool`, sessions signed with the key from
+/// `[console] session_key_file` (shared by several servers) or a random one.
+pub fn console(
+    config: &crate::config::Config,
+    pool: deadpool_postgres::Pool,
+) -> anyhow::Result<Option<Arc<Console>>> {
+    let Some(c) = &config.console else {
+        return Ok(None);
+    };
+    let keys = match &c.session_key_file {
+        Some(p) => {
+            let secret = crate::read_limited(p, 4096)
+                .map_err(|e| anyhow::anyhow!("[console] session_key_file {}: {e}", p.display()))?;
+            Keys::from_secret(secret.trim().as_bytes()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[console] session_key_file {}: needs at least 32 characters",
+                    p.display()
+                )
+            })?
+        }
+        None => Keys::random().map_err(|e| anyhow::anyhow!("[console]: {e}"))?,
+    };
+    let backend = PgBackend::new(pool, Handle::current(), config.offline_after);
+    Ok(Some(Arc::new(Console::new(
+        Arc::new(backend),
+        keys,
+        config.tls.is_some(),
+    ))))
+}
+
+/// Answers a console request (on a blocking thread).
+pub async fn handle(
+    console: Arc<Console>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<http_body_util::Full<Bytes>> {
+    let header = |name: hyper::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut creq = watchpost_console::Request {
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or("").to_owned(),
+        cookie: header(hyper::header::COOKIE),
+        content_type: header(hyper::header::CONTENT_TYPE),
+        origin: header(hyper::header::ORIGIN),
+        host: header(hyper::header::HOST),
+        peer: peer.ip().to_string(),
+        body: Vec::new(),
+    };
+    let too_large = || {
+        let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
+            b"the request body is too large\n",
+        )));
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    };
+    if req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > watchpost_console::http::MAX_BODY)
+    {
+        return too_large();
+    }
+    match http_body_util::Limited::new(req.into_body(), watchpost_console::http::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => creq.body = b.to_bytes().to_vec(),
+        Err(_) => return too_large(),
+    }
+    let answer = tokio::task::spawn_blocking(move || console.handle(&creq)).await;
+    let r = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "console: a handler failed");
+            watchpost_console::Response::new(
+                500,
+                "text/plain; charset=utf-8",
+                b"internal error\n".to_vec(),
+            )
+        }
+    };
+    let mut out = Response::new(http_body_util::Full::new(Bytes::from(r.body)));
+    *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(&v),
+        ) {
+            out.headers_mut().append(k, v);
+        }
+    }
+    out
+}

@@ -1,0 +1,187 @@
+//! The fleet server's console in a real browser, over a private PostgreSQL: two agents
+//! enroll and ship events through the real API (anomalies waiting for acknowledgement,
+//! Sigma detections with their rule level, an event whose fields hold HTML/JS) and
+//! heartbeats (a stale definitions check, a quarantine); headless Chromium runs the
+//! review flow of `crates/console/tests/browser/console_flow.py`. Screenshots land in
+//! `target/console-screenshots/fleet/`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, credential, enroll, request, send_batch};
+use watchpost_fleet_protocol::{
+    ActionStatus, Batch, CheckStatus, EventRecord, Fields, Heartbeat, QuarantineStatus, Record,
+    SourceStatus,
+};
+
+fn batch(host: &str, n: u64) -> Batch {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let records = (1..=n)
+        .map(|seq| {
+            let anomaly = seq % 4 == 0;
+            let mut fields = vec![
+                ("user".to_owned(), format!("user{}", seq % 7)),
+                ("risk_name".to_owned(), format!("Trojan.Gen {seq}")),
+            ];
+            if seq % 5 == 0 {
+                fields.push((
+                    "rule_level".to_owned(),
+                    ["high", "medium", "critical"][(seq % 3) as usize].to_owned(),
+                ));
+            }
+            if seq == n {
+                fields = vec![
+                    (
+                        "CommandLine".to_owned(),
+                        "<script>console.log('XSS-1')</script> xss-probe".to_owned(),
+                    ),
+                    (
+                        "User".to_owned(),
+                        "\"><img src=x onerror=console.log('XSS-2')>".to_owned(),
+                    ),
+                ];
+            }
+            Record::Event(EventRecord {
+                seq,
+                id: seq,
+                time_ms: Some(now - (n - seq) as i64 * 60_000),
+                stored_ms: now - (n - seq) as i64 * 60_000 + 100,
+                source: "sep-av".into(),
+                host: host.into(),
+                filters: vec![
+                    if seq % 5 == 0 {
+                        "sigma-windows"
+                    } else {
+                        "av-detection"
+                    }
+                    .into(),
+                ],
+                anomaly,
+                anomaly_why: anomaly.then(|| {
+                    format!(
+                        "new-logon-source: new value \"10.9.{seq}.1\" for key \"user{}\"",
+                        seq % 7
+                    )
+                }),
+                needs_ack: anomaly,
+                fields: Fields(fields),
+                raw: format!("Virus found,Computer name: {host},seq {seq}"),
+                origin: Some(format!("C:\\ProgramData\\Symantec\\AV\\log.txt:{seq}")),
+            })
+        })
+        .collect();
+    Batch {
+        stream: format!("{host}-s"),
+        first_seq: 1,
+        last_seq: n,
+        records,
+    }
+}
+
+#[test]
+fn the_review_flow_in_chromium_on_the_fleet_console() {
+    if let Some(why) = watchpost_console::browser::missing()
+        && std::env::var("CI").as_deref() != Ok("true")
+    {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let Some(env) = Env::start(|c| {
+        c.console = Some(watchpost_server::config::ConsoleSettings {
+            session_key_file: None,
+        });
+    }) else {
+        return;
+    };
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "laptops", "").await.unwrap();
+        for (u, r) in [("ann", "analyst"), ("vic", "viewer")] {
+            admin::user_add(&db, "test", u, r, Some("correct horse battery"))
+                .await
+                .unwrap();
+        }
+        admin::secret_create(&db, "test", "laptops", "s1", None)
+            .await
+            .unwrap()
+    });
+    for (i, host) in ["LAPTOP-7", "DESK-2"].iter().enumerate() {
+        let cred = credential(&enroll(env.addr, &secret, &format!("id-{host}"), host));
+        assert_eq!(send_batch(env.addr, &cred, &batch(host, 90)).status, 200);
+        let hb = Heartbeat {
+            version: "0.1.0".into(),
+            hostname: (*host).into(),
+            os: "windows".into(),
+            config_generation: Some("3f9a2c71e0d4b8a6".into()),
+            sources: vec![SourceStatus {
+                name: "sep-av".into(),
+                records: 90,
+                errors: 0,
+                last_record_ms: Some(jiff::Timestamp::now().as_millisecond()),
+            }],
+            actions: vec![ActionStatus {
+                name: "siem".into(),
+                kind: "syslog".into(),
+                ok: 30,
+                ..ActionStatus::default()
+            }],
+            checks: vec![CheckStatus {
+                name: "sep-definitions".into(),
+                status: if i == 0 { "stale" } else { "ok" }.into(),
+                detail: if i == 0 {
+                    "definitions are 9 days old"
+                } else {
+                    ""
+                }
+                .into(),
+            }],
+            definitions_age_hours: Some(if i == 0 { 216.0 } else { 20.0 }),
+            quarantine: (i == 0).then(|| QuarantineStatus {
+                since_ms: jiff::Timestamp::now().as_millisecond() - 600_000,
+                reason: "filter ransomware-note".into(),
+                until_ms: None,
+            }),
+            baseline_pairs: Some(1200 + i as u64),
+            ..Heartbeat::default()
+        };
+        let auth = format!("Bearer {cred}");
+        let a = request(
+            env.addr,
+            "POST",
+            "/api/v1/heartbeat",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(&hb).unwrap(),
+        );
+        assert_eq!(a.status, 200);
+    }
+    let out = watchpost_console::browser::screenshot_dir("fleet");
+    let _ = std::fs::remove_dir_all(&out);
+    let result = watchpost_console::browser::run_flow(&[
+        "--base",
+        &format!("http://{}", env.addr),
+        "--mode",
+        "fleet",
+        "--host",
+        "LAPTOP-7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // The acknowledgements are in PostgreSQL, made on the server.
+    let acked = env
+        .pg
+        .psql("SELECT count(*) FROM events WHERE ack_origin = 'server' AND acked_by = 'ann'");
+    env.stop();
+    match result {
+        Ok(true) => {
+            assert_eq!(acked, "3", "one plus two selected");
+            assert!(std::fs::read_dir(&out).unwrap().count() >= 10);
+        }
+        Ok(false) => {}
+        Err(e) => panic!("{e}"),
+    }
+}
