@@ -50,7 +50,7 @@ fn the_local_file_wins_where_it_speaks() {
     let local = format!(
         r#"
 [agent]
-state_dir = "{}"
+state_dir = '{}'
 
 [[source]]
 name = "auth"
@@ -170,7 +170,7 @@ fn the_fleet_server_is_always_in_the_quarantine_allow_list() {
     let text = format!(
         r#"
 [agent]
-state_dir = "{}"
+state_dir = '{}'
 
 [[action]]
 name = "isolate"
