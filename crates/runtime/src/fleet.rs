@@ -353,3 +353,35 @@ pub fn start_channel(
     })?;
     Ok(())
 }
+
+/// With `[fleet]` and a group configuration kept from the server, the daemon starts with
+/// both (the group's with the local file on top), as it ran before it stopped; if that
+/// pair no longer loads, with the local file alone (the server sends the group's
+/// configuration again and hears what is wrong with it).
+pub fn with_kept_group(source: ConfigSource, loaded: Loaded) -> (ConfigSource, Loaded) {
+    if loaded.config.fleet.is_none() {
+        return (source, loaded);
+    }
+    let Some((group, files)) = watchpost_fleet::channel::kept_group(&loaded.config.state_dir)
+    else {
+        return (source, loaded);
+    };
+    let fleet = ConfigSource::Fleet {
+        local: source.path().map(Path::to_owned),
+        group: watchpost_config::GroupText::File(group),
+        files,
+    };
+    match watchpost_config::load(&fleet, watchpost_config::Purpose::Run) {
+        Ok(l) => {
+            eprint!("{}", l.rendered());
+            (fleet, l)
+        }
+        Err(r) => {
+            eprint!("{}", r.rendered());
+            tracing::error!(
+                "the group configuration kept from the fleet server does not load here; starting with the local file alone"
+            );
+            (source, loaded)
+        }
+    }
+}

@@ -152,6 +152,32 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+impl TlsFiles {
+    /// The rustls server configuration from these PEM files (HTTP/1.1 by ALPN).
+    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .map_err(|e| format!("cannot read {}: {e}", self.cert.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: bad PEM: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", self.cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("{}: no usable PEM private key: {e}", self.key.display()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("{}: {e}", self.cert.display()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(config))
+    }
+}
+
 /// The database connection.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -591,7 +617,7 @@ fn url_has_password(url: &str) -> bool {
 pub fn check_files(config: &Config, text: &str) -> Vec<ConfigError> {
     let mut out = Vec::new();
     if let Some(tls) = &config.tls
-        && let Err(e) = crate::http::tls_config(tls)
+        && let Err(e) = tls.server_config()
     {
         let span = find_span(text, "tls_cert");
         out.push(ConfigError::new(span, e));

@@ -298,33 +298,6 @@ fn take<K: std::hash::Hash + Eq>(
     }
 }
 
-/// The rustls server configuration from PEM files (HTTP/1.1 by ALPN).
-pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("cannot read {}: {e}", files.cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in it",
-            files.cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("{}: no usable PEM private key: {e}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 type Body = Full<Bytes>;
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
@@ -354,7 +327,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tls = match &state.config.tls {
         Some(files) => Some(tokio_rustls::TlsAcceptor::from(
-            tls_config(files).map_err(std::io::Error::other)?,
+            files.server_config().map_err(std::io::Error::other)?,
         )),
         None => None,
     };

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use crate::correlate::{Condition, CorrelationRule, Kind, parse_timespan};
-use crate::ruleset::Level;
+use crate::correlation::{Condition, CorrelationRule, Kind, parse_timespan};
+use crate::level::Level;
 
 /// A timespan for aggregations without `timeframe`: about a century, i.e. all of a hunt.
 const WHOLE_STREAM_SECS: i64 = 100 * 365 * 86_400;

@@ -56,7 +56,9 @@ mod aggregation;
 mod compile;
 mod condition;
 pub mod correlate;
+mod correlation;
 mod error;
+mod level;
 mod load;
 pub mod logsource;
 mod pattern;
@@ -64,12 +66,12 @@ mod placeholders;
 mod ruleset;
 
 pub use compile::Scratch;
-pub use correlate::{Condition, CorrelationMatch, CorrelationRule, Correlator, Kind};
+pub use correlate::{CorrelationMatch, Correlator};
+pub use correlation::{Condition, CorrelationRule, Kind, parse_timespan};
 pub use error::{PlaceholderError, TimespanError, UnknownLevel};
+pub use level::Level;
 pub use load::{LoadStats, cache_file_for};
 pub use placeholders::Placeholders;
-pub use ruleset::{
-    Level, LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset, parse_exclude_list,
-};
+pub use ruleset::{LoadError, LoadOptions, Match, PrefilterKey, Rule, Ruleset, parse_exclude_list};
 #[doc(no_inline)]
 pub use watchpost_event::Event;

@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -12,7 +11,8 @@ use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::aggregation;
 use crate::compile::{self, Cond, Names, Needles, Plan, Scratch, Slots};
-use crate::correlate::CorrelationRule;
+use crate::correlation::CorrelationRule;
+pub use crate::level::Level;
 use crate::load::{self, LoadStats};
 use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
@@ -44,48 +44,6 @@ pub fn parse_exclude_list(text: &str) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-/// A rule's severity; ordered `Informational < Low < Medium < High < Critical` (for a
-/// `--min-level`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// `informational`
-    Informational,
-    /// `low`
-    Low,
-    /// `medium` (also what a rule without `level` gets)
-    Medium,
-    /// `high`
-    High,
-    /// `critical`
-    Critical,
-}
-
-impl FromStr for Level {
-    type Err = crate::UnknownLevel;
-    fn from_str(s: &str) -> Result<Level, crate::UnknownLevel> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "informational" | "info" => Level::Informational,
-            "low" => Level::Low,
-            "medium" => Level::Medium,
-            "high" => Level::High,
-            "critical" => Level::Critical,
-            other => return Err(crate::UnknownLevel(other.to_owned())),
-        })
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Informational => "informational",
-            Level::Low => "low",
-            Level::Medium => "medium",
-            Level::High => "high",
-            Level::Critical => "critical",
-        })
-    }
 }
 
 /// A rule's metadata.
@@ -998,7 +956,7 @@ fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
     };
     if let Some(c) = obj.get("correlation") {
         let name = text_of(obj.get("name"));
-        let rule = crate::correlate::parse(c, obj.get("generate"), title, id, name, level)?;
+        let rule = crate::correlation::parse(c, obj.get("generate"), title, id, name, level)?;
         return Ok(Prepared::Correlation(rule));
     }
     if let Some(f) = obj.get("filter")

@@ -24,40 +24,9 @@ pub fn run(path: Option<&Path>, loaded: Loaded) -> Result<()> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (handle, requests) = reload::channel();
     on_signals(stop_tx, &handle)?;
-    let (source, loaded) = with_group(ConfigSource::from_arg(path), loaded);
+    let (source, loaded) =
+        watchpost_runtime::fleet::with_kept_group(ConfigSource::from_arg(path), loaded);
     watchpost_runtime::run_until(source, loaded, &stop_rx, (handle, requests), || {})
-}
-
-/// With `[fleet]` and a group configuration kept from the server, the daemon starts with
-/// both (the group's with the local file on top), as it ran before it stopped; if that
-/// pair no longer loads, with the local file alone (the server sends the group's
-/// configuration again and hears what is wrong with it).
-pub fn with_group(source: ConfigSource, loaded: Loaded) -> (ConfigSource, Loaded) {
-    if loaded.config.fleet.is_none() {
-        return (source, loaded);
-    }
-    let Some((group, files)) = watchpost_fleet::channel::kept_group(&loaded.config.state_dir)
-    else {
-        return (source, loaded);
-    };
-    let fleet = ConfigSource::Fleet {
-        local: source.path().map(Path::to_owned),
-        group: watchpost_config::GroupText::File(group),
-        files,
-    };
-    match watchpost_config::load(&fleet, watchpost_config::Purpose::Run) {
-        Ok(l) => {
-            eprint!("{}", l.rendered());
-            (fleet, l)
-        }
-        Err(r) => {
-            eprint!("{}", r.rendered());
-            tracing::error!(
-                "the group configuration kept from the fleet server does not load here; starting with the local file alone"
-            );
-            (source, loaded)
-        }
-    }
 }
 
 /// SIGINT and SIGTERM stop, SIGHUP asks for a reload: one thread of signal-hook's waits

@@ -490,7 +490,7 @@ pub mod windows {
             match crate::load::load_checked(config.as_deref(), watchpost_config::Purpose::Run) {
                 Some(loaded) => {
                     let started = || set(ServiceState::Running, ServiceExitCode::NO_ERROR);
-                    let (source, loaded) = crate::daemon::with_group(
+                    let (source, loaded) = watchpost_runtime::fleet::with_kept_group(
                         watchpost_config::ConfigSource::from_arg(config.as_deref()),
                         loaded,
                     );

@@ -14,21 +14,9 @@ use super::codes::Table;
 use super::common::{
     Draft, check_len, filetime, hex, ips_description, ipv4_le, ipv6_hex, mac6, signature_category,
 };
+pub use super::framing::LogKind;
 use super::framing::{Frame, LogHeader, frame, is_padding};
 use crate::parse::{ParseCtx, ParseError, Parser, Schema};
-
-/// Which of the four logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogKind {
-    /// `seclog.log`: firewall/IPS security events.
-    Security,
-    /// `tralog.log`: firewall traffic.
-    Traffic,
-    /// `syslog.log`: the client's system log.
-    System,
-    /// `processlog.log`: application and device control.
-    Process,
-}
 
 impl LogKind {
     fn spec(self) -> &'static [F] {

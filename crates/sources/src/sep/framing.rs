@@ -37,11 +37,23 @@
 
 use crate::parse::ParseError;
 
-use super::binary::LogKind;
 use super::common::{hex, hex_digit};
 
 /// What the framer found: the tailer's frame type (`Header`, `Record`, `NeedMore`, `Skip`).
 pub use crate::framer::Frame;
+
+/// Which of the four logs (the header says; the record layouts are in `binary.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    /// `seclog.log`: firewall/IPS security events.
+    Security,
+    /// `tralog.log`: firewall traffic.
+    Traffic,
+    /// `syslog.log`: the client's system log.
+    System,
+    /// `processlog.log`: application and device control.
+    Process,
+}
 
 /// Longest record accepted; a larger Entry Length is treated as damage.
 pub const MAX_RECORD_LEN: usize = 1 << 20;
