@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use watchpost_config::{Config, ConfigSource, GroupText};
+use watchpost_config::{Config, ConfigSource, GroupText, Loaded};
 use watchpost_event::Event;
 use watchpost_fleet::{Client, HostInfo};
 use watchpost_fleet_protocol::{CentralAck, Command, CommandKind, ConfigReport, GroupConfig};

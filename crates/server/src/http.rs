@@ -39,7 +39,7 @@ use watchpost_fleet_protocol::{
 };
 
 use crate::admin::{self, AdminError};
-use crate::config::{Config, TlsFiles};
+use crate::config::Config;
 use crate::db::Window;
 use crate::ingest::{self, IngestError};
 use crate::metrics::{Metrics, route_label};
