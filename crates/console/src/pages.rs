@@ -786,6 +786,48 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
     let r = &g.row;
     let base = group_link(&r.name);
     let versions: Vec<i32> = g.versions.iter().map(|x| x.version).collect();
+    let refused = editor.refused.is_some();
+    let edit = html! {
+            section #edit {
+                h2 { "Edit and publish" }
+                @if v.role < Role::Admin {
+                    p.note { "Your role (" (v.role.as_str()) ") cannot publish configuration; an admin can." }
+                } @else {
+                    @if let Some(diags) = editor.refused {
+                        p.error role="alert" { "The configuration has errors; nothing was published. Correct the marked lines and publish again." }
+                        ul.diagnostics {
+                            @for d in diags {
+                                li {
+                                    @if let (true, Some(l)) = (d.in_config(), d.line) {
+                                        a href=(format!("#L{l}")) { code { (d.place()) } }
+                                    } @else { code { (d.place()) } }
+                                    " " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message))
+                                }
+                            }
+                        }
+                        (listing(editor.text, diags))
+                    }
+                    form.publish method="post" action=(format!("{base}/publish")) {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        @if let Some(b) = editor.base { input type="hidden" name="base" value=(b); }
+                        label for="config" {
+                            "Configuration (" code { "group.toml" } ")"
+                            @if let Some(b) = editor.base { ", starting from version " (b) }
+                        }
+                        // The parser drops one newline right after the start tag: this one, so a
+                        // text that starts with a newline keeps it.
+                        textarea #config name="config" rows="22" cols="100" spellcheck="false" required { "\n" (editor.text) }
+                        @if !editor.files.is_empty() {
+                            p.note { "Kept as they are in version " (editor.base.map(|b| b.to_string()).unwrap_or_default()) ": "
+                                @for (i, (f, size)) in editor.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } }
+                        }
+                        label for="comment" { "Comment (why)" }
+                        input #comment type="text" name="comment" size="80" maxlength="1000" value=(editor.comment);
+                        button type="submit" { "Check and publish" }
+                    }
+                }
+            }
+    };
     layout(
         &format!("Group {}", r.name),
         Some(v),
@@ -793,6 +835,9 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
         html! {
             h1 { "Group " (r.name) }
             @if let Some(n) = notice { p.notice role="status" { (n) } }
+            // A refused publication is answered with the editor first: the diagnostics
+            // and the marked lines are what the admin came back to.
+            @if refused { (edit) }
             dl.facts {
                 @if !r.description.is_empty() { dt { "Description" } dd { (r.description) } }
                 dt { "Published version" }
@@ -844,45 +889,7 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                     }
                 }
             }
-            section #edit {
-                h2 { "Edit and publish" }
-                @if v.role < Role::Admin {
-                    p.note { "Your role (" (v.role.as_str()) ") cannot publish configuration; an admin can." }
-                } @else {
-                    @if let Some(diags) = editor.refused {
-                        p.error role="alert" { "The configuration has errors; nothing was published. Correct the marked lines and publish again." }
-                        ul.diagnostics {
-                            @for d in diags {
-                                li {
-                                    @if let (true, Some(l)) = (d.in_config(), d.line) {
-                                        a href=(format!("#L{l}")) { code { (d.place()) } }
-                                    } @else { code { (d.place()) } }
-                                    " " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message))
-                                }
-                            }
-                        }
-                        (listing(editor.text, diags))
-                    }
-                    form.publish method="post" action=(format!("{base}/publish")) {
-                        input type="hidden" name="csrf" value=(v.csrf);
-                        @if let Some(b) = editor.base { input type="hidden" name="base" value=(b); }
-                        label for="config" {
-                            "Configuration (" code { "group.toml" } ")"
-                            @if let Some(b) = editor.base { ", starting from version " (b) }
-                        }
-                        // The parser drops one newline right after the start tag: this one, so a
-                        // text that starts with a newline keeps it.
-                        textarea #config name="config" rows="22" cols="100" spellcheck="false" required { "\n" (editor.text) }
-                        @if !editor.files.is_empty() {
-                            p.note { "Kept as they are in version " (editor.base.map(|b| b.to_string()).unwrap_or_default()) ": "
-                                @for (i, (f, size)) in editor.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } }
-                        }
-                        label for="comment" { "Comment (why)" }
-                        input #comment type="text" name="comment" size="80" maxlength="1000" value=(editor.comment);
-                        button type="submit" { "Check and publish" }
-                    }
-                }
-            }
+            @if !refused { (edit) }
         },
     )
 }

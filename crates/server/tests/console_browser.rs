@@ -222,7 +222,7 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
             assert_eq!(published, "1 ada");
             assert_eq!(
                 commands,
-                "quarantine_release ann false positive, ticket 4712,run_checks ann "
+                "quarantine_release ann false positive, ticket 4712,run_checks ann"
             );
             assert_eq!(denied, "2", "the viewer's publication and command");
             let shots: Vec<String> = std::fs::read_dir(&out)

@@ -46,6 +46,11 @@ class AdminFlow(Flow):
         box.clear()
         box.send_keys(text)
 
+    def show(self, css):
+        """Scrolls what a screenshot is about into the middle of the window."""
+        self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                              self.d.find_element(By.CSS_SELECTOR, css))
+
     def publish(self, text, comment):
         self.set_text("config", text)
         self.set_text("comment", comment)
@@ -80,6 +85,7 @@ class AdminFlow(Flow):
         self.expect(self.d.find_element(By.ID, "config").get_attribute("value") == bad.rstrip("\n") or
                     'actions = ["nope"]' in self.d.find_element(By.ID, "config").get_attribute("value"),
                     "the text is kept in the editor")
+        self.show("table.listing tr.bad")
         self.shot("publish-refused")
 
         # Corrected: version 1; then version 2 changing one line.
@@ -138,6 +144,7 @@ class AdminFlow(Flow):
         self.login(a.analyst)
         self.go(f"/console/hosts/{a.host_id}")
         self.expect("Quarantined since" in self.text(), "the host is quarantined")
+        self.show("form.release")
         self.shot("host-quarantined")
         self.set_text("release-reason", "false positive, ticket 4712")
         self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "form.release button"))
@@ -151,6 +158,7 @@ class AdminFlow(Flow):
         self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "form.command button"))
         first = self.d.find_element(By.CSS_SELECTOR, "table.commands tbody tr").text
         self.expect("run_checks" in first and a.analyst in first, f"run checks is listed: {first}")
+        self.show("table.commands")
         self.shot("host-commands")
         self.step("all steps passed")
 
