@@ -423,3 +423,41 @@ fn the_blocking_server_limits_requests() {
     let _ = TcpStream::connect(addr);
     t.join().unwrap();
 }
+
+#[test]
+fn the_agents_console_has_no_groups_and_sends_no_commands() {
+    let fx = fixture(0);
+    let cookie = login(&fx.console, "ann");
+    let r = fx.console.handle(&get("/console/", &cookie));
+    let html = body(&r);
+    assert!(
+        !html.contains("/console/groups"),
+        "no Groups in the navigation: {html}"
+    );
+    let token = csrf(&html);
+    for path in [
+        "/console/groups",
+        "/console/groups/lab",
+        "/console/groups/lab/diff?from=1&to=2",
+    ] {
+        let r = fx.console.handle(&get(path, &cookie));
+        assert_eq!(r.status, 404, "{path}");
+        assert!(body(&r).contains("fleet server"), "{path}: {}", body(&r));
+    }
+    let r = fx.console.handle(&post(
+        "/console/groups/lab/publish",
+        Some(&cookie),
+        &format!("csrf={token}&config=x"),
+    ));
+    assert_eq!(r.status, 404);
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&cookie),
+        &format!("csrf={token}&kind=reload"),
+    ));
+    assert_eq!(r.status, 404);
+    assert!(body(&r).contains("fleet server"));
+    // The host page offers no command form.
+    let html = body(&fx.console.handle(&get("/console/hosts/local", &cookie)));
+    assert!(!html.contains("/command"), "{html}");
+}
