@@ -264,9 +264,12 @@ impl Console {
                     None => Ok(not_found(Some(&v), &format!("There is no host `{id}`."))),
                 }
             }
-            ("POST", r) if r.starts_with("hosts/") && r.ends_with("/command") => {
-                let id = http::decode(&r["hosts/".len()..r.len() - "/command".len()]);
-                self.command(req, &who, &v, &id)
+            ("POST", r)
+                if let Some(id) = r
+                    .strip_prefix("hosts/")
+                    .and_then(|r| r.strip_suffix("/command")) =>
+            {
+                self.command(req, &who, &v, &http::decode(id))
             }
             ("GET" | "HEAD", "groups") => {
                 if self.backend.home() == Home::Local {

@@ -461,3 +461,24 @@ fn the_agents_console_has_no_groups_and_sends_no_commands() {
     let html = body(&fx.console.handle(&get("/console/hosts/local", &cookie)));
     assert!(!html.contains("/command"), "{html}");
 }
+
+#[test]
+fn odd_paths_are_answered_not_panicked_on() {
+    let fx = fixture(0);
+    let cookie = login(&fx.console, "ann");
+    let token = csrf(&body(&fx.console.handle(&get("/console/", &cookie))));
+    for path in [
+        "/console/hosts/command",
+        "/console/hosts//command",
+        "/console/groups/",
+        "/console/groups//publish",
+        "/console/groups/x/",
+    ] {
+        let r = fx.console.handle(&post(
+            path,
+            Some(&cookie),
+            &format!("csrf={token}&kind=reload"),
+        ));
+        assert!((400..500).contains(&r.status), "{path}: {}", r.status);
+    }
+}

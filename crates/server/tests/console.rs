@@ -605,6 +605,30 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
         .status,
         404
     );
+    // Odd paths are answered, never panicked on.
+    for path in [
+        "/console/hosts/command",
+        "/console/hosts//command",
+        "/console/hosts/PC-A/command",
+        "/console/groups/",
+        "/console/groups//publish",
+        "/console/groups/lab/",
+        "/console/groups/lab/destroy",
+    ] {
+        let a = post_form(&env, path, &admin, &[("csrf", &token), ("kind", "reload")]);
+        assert!((400..500).contains(&a.status), "{path}: {}", a.status);
+    }
+    for path in [
+        "/console/groups/lab/versions/",
+        "/console/groups/lab/diff",
+        "/console/groups/lab/diff?from=1",
+        "/console/groups/lab/diff?from=1&to=99",
+        "/console/groups/lab?edit=99",
+        "/console/groups/lab?edit=abc",
+    ] {
+        let a = get(&env, path, &admin);
+        assert!((400..500).contains(&a.status), "{path}: {}", a.status);
+    }
     assert_eq!(env.pg.psql("SELECT count(*) FROM commands"), "2");
     // The audit log names who sent, published and rolled back.
     let html = text(&get(&env, "/console/audit", &admin));
