@@ -860,6 +860,7 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                                 (Some(false), _) => span.failed { "refused" },
                                 (Some(true), true) => span.ok { "runs the published version" },
                                 (Some(true), false) => span.waiting { "runs an older version" },
+                                (None, _) if r.published.is_none() => span.note { "nothing published: runs its own files" },
                                 (None, _) => span.waiting { "not received yet" },
                             } }
                             td { @if let Some(x) = h.generation { (x) } }

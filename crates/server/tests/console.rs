@@ -548,7 +548,32 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
         )),
         "{html}"
     );
-    assert!(html.contains("waiting"), "{html}");
+    assert!(html.contains("<td>waiting</td>"), "{html}");
+    // The host reports the result: it is shown with the command.
+    let r = watchpost_fleet_protocol::Report {
+        results: vec![watchpost_fleet_protocol::CommandResult {
+            id: id.parse().unwrap(),
+            ok: true,
+            output: "quarantine released <nft>".into(),
+        }],
+        ..Default::default()
+    };
+    let a = request(
+        env.addr,
+        "POST",
+        "/api/v1/report",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&r).unwrap(),
+    );
+    assert_eq!(a.status, 200, "{}", text(&a));
+    let html = text(&get(&env, &host, &viewer));
+    assert!(
+        html.contains("<td>ok quarantine released &lt;nft&gt;</td>"),
+        "{html}"
+    );
     // Run an action with fields; bad field lines and unknown kinds are a 400.
     let a = post_form(
         &env,
