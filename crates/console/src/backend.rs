@@ -5,7 +5,8 @@
 //! values below, never from a backend's own rows.
 
 use jiff::Timestamp;
-use watchpost_fleet_protocol::{CommandKind, Heartbeat};
+pub use watchpost_fleet_protocol::CommandKind;
+use watchpost_fleet_protocol::Heartbeat;
 use watchpost_query::{Query, QueryError};
 
 /// Which console this is.
@@ -669,6 +670,14 @@ pub trait Backend: Send + Sync {
         let _ = (by, group, version);
         Err(BackendError::Invalid(
             "Groups and their configuration live on the fleet server.".into(),
+        ))
+    }
+    /// Releases this host's quarantine (the agent's console): `Ok(true)` released,
+    /// `Ok(false)` none was in force.
+    fn release_local_quarantine(&self, by: &str, reason: &str) -> Result<bool, BackendError> {
+        let _ = (by, reason);
+        Err(BackendError::Invalid(
+            "A host's quarantine is released by a command from the fleet console.".into(),
         ))
     }
     /// Sends a command to a host; returns the command's id (`None`: no such host).

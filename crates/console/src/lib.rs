@@ -254,11 +254,20 @@ impl Console {
             }
             ("GET" | "HEAD", r) if r.starts_with("hosts/") => {
                 let id = http::decode(&r["hosts/".len()..]);
-                let notice = req
-                    .params()
-                    .get("sent")
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .map(|n| format!("Command {n} sent; the host receives it on its next poll."));
+                let p = req.params();
+                let notice = match (
+                    p.get("sent").and_then(|s| s.parse::<i64>().ok()),
+                    p.get("released"),
+                ) {
+                    (Some(n), _) => Some(format!(
+                        "Command {n} sent; the host receives it on its next poll."
+                    )),
+                    (None, Some("1")) => Some("The quarantine was released.".to_owned()),
+                    (None, Some("0")) => {
+                        Some("No quarantine was in force: nothing to release.".to_owned())
+                    }
+                    _ => None,
+                };
                 match self.backend.host(&id)? {
                     Some(h) => Ok(Response::html(200, pages::host(&v, &h, notice.as_deref()))),
                     None => Ok(not_found(Some(&v), &format!("There is no host `{id}`."))),
@@ -620,13 +629,14 @@ impl Console {
         v: &Viewer,
         id: &str,
     ) -> Result<Response, BackendError> {
-        if self.backend.home() == Home::Local {
+        let form = req.form();
+        let local = self.backend.home() == Home::Local;
+        if local && (id != "local" || form.get("kind") != Some("quarantine_release")) {
             return Ok(not_found(
                 Some(v),
-                "Commands are sent to hosts from the fleet server's console.",
+                "The agent's console releases its own quarantine; other commands are sent to hosts from the fleet server's console.",
             ));
         }
-        let form = req.form();
         if who.user.role < Role::Analyst {
             return self.deny(
                 who,
@@ -645,6 +655,30 @@ impl Console {
             Ok(k) => k,
             Err(m) => return Ok(bad_request(v, &m)),
         };
+        if local {
+            let backend::CommandKind::QuarantineRelease { reason } = &kind else {
+                return Ok(bad_request(v, "Only a quarantine release is done here."));
+            };
+            return match self
+                .backend
+                .release_local_quarantine(&who.user.name, reason)
+            {
+                Ok(released) => {
+                    self.backend.audit(
+                        &who.user.name,
+                        "quarantine.release",
+                        "local",
+                        serde_json::json!({ "reason": reason, "released": released }),
+                    )?;
+                    Ok(Response::redirect(&format!(
+                        "/console/hosts/local?released={}",
+                        u8::from(released)
+                    )))
+                }
+                Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+                Err(e) => Err(e),
+            };
+        }
         match self.backend.send_command(&who.user.name, id, &kind) {
             Ok(Some(cid)) => Ok(Response::redirect(&format!(
                 "/console/hosts/{}?sent={cid}",

@@ -515,6 +515,8 @@ pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
     let r = &h.row;
     let fleet = v.home == Home::Fleet;
     let can_command = fleet && v.role >= Role::Analyst;
+    // The agent's console releases its own quarantine (the agent's quarantine API).
+    let can_release = v.role >= Role::Analyst;
     let command_action = format!("/console/hosts/{}/command", encode(&r.id));
     layout(
         &r.name,
@@ -540,7 +542,7 @@ pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
                     @if let Some(q) = &hb.quarantine {
                         p.failed { "Quarantined since " (time_ms(Some(q.since_ms))) ": " (q.reason)
                             @if let Some(u) = q.until_ms { " (until " (time_ms(Some(u))) ")" } }
-                        @if can_command {
+                        @if can_release {
                             form.release method="post" action=(command_action) {
                                 input type="hidden" name="csrf" value=(v.csrf);
                                 input type="hidden" name="kind" value="quarantine_release";
@@ -549,7 +551,7 @@ pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
                                     placeholder="released from the console";
                                 button type="submit" { "Release quarantine" }
                             }
-                        } @else if fleet {
+                        } @else {
                             p.note { "Your role (" (v.role.as_str()) ") cannot release a quarantine; an analyst or admin can." }
                         }
                     } @else { p { "Not quarantined." } }
