@@ -387,6 +387,8 @@ pub struct HostConfigView {
     pub reported_at: Option<String>,
     /// Its configuration generation (reload counter) after handling it.
     pub generation: Option<i64>,
+    /// The configuration generation its last heartbeat named (the digest it runs).
+    pub running: Option<String>,
 }
 
 /// A group with its versions and what its hosts run.

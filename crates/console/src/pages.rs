@@ -854,7 +854,7 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                 h2 { "Hosts and their configuration" }
                 @if g.hosts.is_empty() { p.empty { "No host is in this group." } } @else {
                     table.hostconfig {
-                        thead { tr { th { "Host" } th { "Version handled" } th { "State" } th { "Generation" } th { "Reported" } th { "Why refused" } } }
+                        thead { tr { th { "Host" } th { "Version handled" } th { "State" } th { "Reloads" } th { "Running generation" } th { "Reported" } th { "Why refused" } } }
                         tbody { @for h in &g.hosts { tr {
                             td { a href=(format!("/console/hosts/{}", encode(&h.id))) { (h.name) } }
                             td { @match h.version { Some(x) => { "version " (x) }, None => span.note { "none yet" } } }
@@ -866,6 +866,7 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                                 (None, _) => span.waiting { "not received yet" },
                             } }
                             td { @if let Some(x) = h.generation { (x) } }
+                            td { @if let Some(x) = &h.running { code { (x) } } }
                             td.time { (h.reported_at.as_deref().unwrap_or("")) }
                             td { @if let Some(e) = &h.error { pre.diagnostics { (e) } } }
                         } } }

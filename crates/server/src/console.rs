@@ -695,6 +695,7 @@ impl Backend for PgBackend {
                     error: a.error,
                     reported_at: a.reported_at,
                     generation: a.generation,
+                    running: a.digest,
                 })
                 .collect();
             Ok(Some(GroupDetail {

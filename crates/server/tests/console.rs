@@ -400,6 +400,23 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
         );
         assert_eq!(a.status, 200, "{}", text(&a));
     };
+    let hb = watchpost_fleet_protocol::Heartbeat {
+        version: "0.1.0".into(),
+        hostname: "PC-A".into(),
+        config_generation: Some("gen-a1".into()),
+        ..Default::default()
+    };
+    let a = request(
+        env.addr,
+        "POST",
+        "/api/v1/heartbeat",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&hb).unwrap(),
+    );
+    assert_eq!(a.status, 200);
     report(2, true, "");
     let html = text(&get(&env, "/console/groups", &admin));
     assert!(
@@ -409,6 +426,11 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
     report(2, false, "group.toml:16:10: error: <cannot reach> the SIEM");
     let html = text(&get(&env, "/console/groups/lab", &admin));
     assert!(html.contains("refused"), "{html}");
+    // Its reload counter from the report, the generation its heartbeat names.
+    assert!(
+        html.contains("<td>4</td><td><code>gen-a1</code></td>"),
+        "{html}"
+    );
     assert!(
         html.contains("group.toml:16:10: error: &lt;cannot reach&gt; the SIEM"),
         "{html}"
