@@ -110,8 +110,10 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
             .await
             .unwrap()
     });
+    let mut creds = Vec::new();
     for (i, host) in ["LAPTOP-7", "DESK-2"].iter().enumerate() {
         let cred = credential(&enroll(env.addr, &secret, &format!("id-{host}"), host));
+        creds.push(cred.clone());
         assert_eq!(send_batch(env.addr, &cred, &batch(host, 90)).status, 200);
         let hb = Heartbeat {
             version: "0.1.0".into(),
@@ -193,6 +195,12 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
                 "laptops",
                 "--host-id",
                 &laptop,
+                // The agents' reports of what they did with version 2, as the channel
+                // carries them: LAPTOP-7 refuses it, DESK-2 runs it.
+                "--refusing-credential",
+                &creds[0],
+                "--running-credential",
+                &creds[1],
                 "--out",
                 out.to_str().unwrap(),
             ],
@@ -234,6 +242,7 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
                 "group",
                 "publish-refused",
                 "group-published",
+                "group-hosts-reported",
                 "diff",
                 "version",
                 "rolled-back",

@@ -8,7 +8,9 @@ Every page visited is saved as a PNG in --out (numbered from --first). The flow:
   as an admin: the groups list; the group page; a configuration with an error is
   refused with its diagnostic shown at its line (file:line:column, the line marked);
   the corrected one is published; a second version changing one line is published;
-  the difference between the two shows that line removed and added; version 1's text;
+  the group's hosts report what they did with it (one refused it, with its diagnostic,
+  one runs it) and the group page shows both; the difference between the two versions
+  shows that line removed and added; version 1's text;
   rolling back to it; as a viewer: no editor, a hand-made publication and a hand-made
   command are refused (403) and audited; as an analyst: the quarantined host's page
   offers the release button, releasing sends the command, listed with who sent it;
@@ -16,7 +18,9 @@ Every page visited is saved as a PNG in --out (numbered from --first). The flow:
 """
 
 import argparse
+import json
 import sys
+import urllib.request
 
 from selenium.webdriver.common.by import By
 
@@ -41,6 +45,16 @@ target = "udp://127.0.0.1:514"
 
 
 class AdminFlow(Flow):
+    def report(self, credential, version, ok, diagnostics):
+        """What an agent reports after handling a version (POST /api/v1/report)."""
+        body = json.dumps({"config": {"version": version, "ok": ok, "generation": 7,
+                                      "diagnostics": diagnostics}}).encode()
+        req = urllib.request.Request(self.a.base + "/api/v1/report", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {credential}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.expect(r.status == 200, f"the report is taken ({r.status})")
+
     def set_text(self, element_id, text):
         box = self.d.find_element(By.ID, element_id)
         box.clear()
@@ -97,6 +111,20 @@ class AdminFlow(Flow):
         self.expect(len(rows) == 2 and a.admin in rows[0].text and "the new SIEM" in rows[0].text,
                     "both versions are listed with who and why")
         self.shot("group-published")
+
+        # The hosts report: one refused version 2 (its diagnostic shown, escaped), one runs it.
+        self.report(a.refusing_credential, 2, False,
+                    "group.toml:14:10: error: cannot reach udp://10.0.0.5:514 <from this host>")
+        self.report(a.running_credential, 2, True, "")
+        self.go(group_path)
+        states = {r.find_element(By.CSS_SELECTOR, "td").text: r.text
+                  for r in self.d.find_elements(By.CSS_SELECTOR, "table.hostconfig tbody tr")}
+        self.expect("refused" in states.get("LAPTOP-7", "")
+                    and "cannot reach udp://10.0.0.5:514 <from this host>" in states.get("LAPTOP-7", ""),
+                    f"LAPTOP-7 refused version 2, with why: {states}")
+        self.expect("runs the published version" in states.get("DESK-2", ""), f"DESK-2 runs it: {states}")
+        self.expect("1 on the published version, 0 behind, 1 rejecting it" in self.text(), "the counts")
+        self.shot("group-hosts-reported")
 
         # The difference.
         self.click_and_wait(self.d.find_element(By.LINK_TEXT, "changes from 1"))
@@ -170,6 +198,8 @@ def main():
     p.add_argument("--host-id", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--first", type=int, default=20)
+    p.add_argument("--refusing-credential", required=True)
+    p.add_argument("--running-credential", required=True)
     p.add_argument("--admin", default="ada")
     p.add_argument("--analyst", default="ann")
     p.add_argument("--viewer", default="vic")
