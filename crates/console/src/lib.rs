@@ -16,16 +16,17 @@
 //! | `chart.rs` | SVG charts drawn on the server |
 //! | `local.rs` | the agent's backend: SQLite store, baselines, the running daemon's state |
 //! | `serve.rs` | the agent's small blocking HTTP/1.1 server |
-//! | `browser.rs` | for the tests of both homes: the review flow in headless Chromium (`tests/browser/console_flow.py`) |
+//! | `diff.rs` | the line difference between two configuration versions |
+//! | `browser.rs` | for the tests of both homes: the review flow in headless Chromium (`tests/browser/console_flow.py`), and the fleet's groups, configuration and commands flow (`tests/browser/fleet_admin_flow.py`) |
 //!
 //! Routes (all under `/console/`): `login`, `logout`, the overview, `events`,
 //! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `hosts/{id}/command`
-//! (POST, fleet), `groups`, `groups/{name}`, `groups/{name}/versions/{n}`,
+//! (POST: any command on the fleet, the quarantine release on the agent), `groups`, `groups/{name}`, `groups/{name}/versions/{n}`,
 //! `groups/{name}/diff?from=&to=`, `groups/{name}/publish` and `…/rollback` (POST, fleet),
 //! `baselines`, `baselines/export`, `static/console.css`.
 //!
-//! Roles: a viewer reads; an analyst also acknowledges events and sends commands to hosts
-//! (releasing a quarantine among them); an admin also publishes and rolls back group
+//! Roles: a viewer reads; an analyst also acknowledges events, releases a quarantine and
+//! (on the fleet) sends commands to hosts; an admin also publishes and rolls back group
 //! configuration. A refused attempt is answered 403 and audited (`console.denied`).
 
 pub mod auth;
