@@ -343,7 +343,7 @@ pub struct GroupRow {
     pub hosts: i64,
     /// Hosts running the published version.
     pub current: i64,
-    /// Hosts that have not handled the published version yet (or run an older one).
+    /// Hosts that have not handled the published version yet (or run another one).
     pub behind: i64,
     /// Hosts that refused the published version.
     pub rejecting: i64,

@@ -861,7 +861,7 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                             td { @match (h.ok, h.version == r.published) {
                                 (Some(false), _) => span.failed { "refused" },
                                 (Some(true), true) => span.ok { "runs the published version" },
-                                (Some(true), false) => span.waiting { "runs an older version" },
+                                (Some(true), false) => span.waiting { "runs another version, not the published one" },
                                 (None, _) if r.published.is_none() => span.note { "nothing published: runs its own files" },
                                 (None, _) => span.waiting { "not received yet" },
                             } }

@@ -140,6 +140,8 @@ class AdminFlow(Flow):
         self.shot("version")
         self.click_and_wait(self.d.find_element(By.XPATH, "//button[contains(., 'Roll back to version 1')]"))
         self.expect("Rolled back: version 1 is published again" in self.text(), "rolled back")
+        desk = [r.text for r in self.d.find_elements(By.CSS_SELECTOR, "table.hostconfig tbody tr") if r.text.startswith("DESK-2")]
+        self.expect(desk and "runs another version, not the published one" in desk[0], f"DESK-2 runs version 2, not the published 1: {desk}")
         published = self.d.find_elements(By.CSS_SELECTOR, "table.versions tbody tr")[1].text
         self.expect("published" in published, f"version 1 is the published one: {published}")
         self.shot("rolled-back")
