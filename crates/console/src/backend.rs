@@ -5,6 +5,7 @@
 //! values below, never from a backend's own rows.
 
 use jiff::Timestamp;
+pub use watchpost_fleet_protocol::CommandKind;
 use watchpost_fleet_protocol::Heartbeat;
 use watchpost_query::{Query, QueryError};
 
@@ -287,6 +288,8 @@ pub struct CommandRow {
     pub by: String,
     /// When.
     pub at: String,
+    /// What it asked beyond its kind (reason, action and fields), as text.
+    pub detail: String,
     /// Result, when there is one.
     pub result: String,
 }
@@ -321,6 +324,273 @@ pub struct AuditRow {
     pub target: String,
     /// Details (JSON text).
     pub detail: String,
+}
+
+/// A group in the list (fleet).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupRow {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The version its agents should run (`None`: they run their own files).
+    pub published: Option<i32>,
+    /// When it was published (RFC 3339).
+    pub published_at: Option<String>,
+    /// Who published it.
+    pub published_by: Option<String>,
+    /// Hosts in the group (not revoked).
+    pub hosts: i64,
+    /// Hosts running the published version.
+    pub current: i64,
+    /// Hosts that have not handled the published version yet (or run another one).
+    pub behind: i64,
+    /// Hosts that refused the published version.
+    pub rejecting: i64,
+}
+
+/// A configuration version of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionView {
+    /// The version.
+    pub version: i32,
+    /// Whether it is the published one.
+    pub published: bool,
+    /// Who stored it.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The comment given.
+    pub comment: String,
+    /// SHA-256 of text and files.
+    pub digest: String,
+    /// Hosts that run it.
+    pub applied: i64,
+    /// Hosts that refused it.
+    pub refused: i64,
+}
+
+/// What one host did with its group's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfigView {
+    /// Host id for its page.
+    pub id: String,
+    /// Host name.
+    pub name: String,
+    /// The version it last handled.
+    pub version: Option<i32>,
+    /// Whether that version runs (`Some(false)`: refused).
+    pub ok: Option<bool>,
+    /// The host's diagnostics when it refused it.
+    pub error: Option<String>,
+    /// When it reported.
+    pub reported_at: Option<String>,
+    /// Its configuration generation (reload counter) after handling it.
+    pub generation: Option<i64>,
+    /// The configuration generation its last heartbeat named (the digest it runs).
+    pub running: Option<String>,
+}
+
+/// A group with its versions and what its hosts run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupDetail {
+    /// The list row.
+    pub row: GroupRow,
+    /// Versions, newest first.
+    pub versions: Vec<VersionView>,
+    /// Per host: the version handled and how.
+    pub hosts: Vec<HostConfigView>,
+}
+
+/// One version's configuration text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigText {
+    /// The version.
+    pub version: i32,
+    /// The configuration (`group.toml`).
+    pub text: String,
+    /// Its other files (rules, placeholders): name and size in bytes.
+    pub files: Vec<(String, usize)>,
+}
+
+/// What a publication did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PublishOutcome {
+    /// Stored and published as this version; `check-config` warnings (rendered).
+    Published {
+        /// The new version.
+        version: i32,
+        /// Warnings, rendered (empty without any).
+        warnings: String,
+    },
+    /// `check-config` found errors: every diagnostic, rendered (`file:line:column: …`).
+    Refused(String),
+}
+
+/// One `check-config` diagnostic, parsed back from its rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// File name as rendered (`group.toml`, a rule file).
+    pub file: String,
+    /// Line (1-based), when it points into the text.
+    pub line: Option<usize>,
+    /// Column (1-based).
+    pub column: Option<usize>,
+    /// `error` or `warning`.
+    pub severity: String,
+    /// The message, continuation lines included (the source line and its caret too).
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// `file:line:column` (or just the file).
+    pub fn place(&self) -> String {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => format!("{}:{l}:{c}", self.file),
+            _ => self.file.clone(),
+        }
+    }
+
+    /// Whether it points into the configuration text itself.
+    pub fn in_config(&self) -> bool {
+        let f = self.file.rsplit(['/', '\\']).next().unwrap_or("");
+        f == "group.toml"
+    }
+}
+
+/// The diagnostics of a rendered `check-config` report (`file:line:column: severity:
+/// message`, indented continuation lines; the closing count line is left out).
+pub fn parse_diagnostics(rendered: &str) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for line in rendered.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(d) = out.last_mut() {
+                d.message.push('\n');
+                d.message.push_str(line);
+            }
+            continue;
+        }
+        let Some((head, msg, severity)) = ["error", "warning"].iter().find_map(|sev| {
+            line.split_once(&format!(": {sev}: "))
+                .map(|(h, m)| (h, m, *sev))
+        }) else {
+            continue;
+        };
+        let mut parts = head.rsplitn(3, ':');
+        let (c, l, f) = (parts.next(), parts.next(), parts.next());
+        let (file, line_no, column) = match (
+            f,
+            l.and_then(|l| l.parse::<usize>().ok()),
+            c.and_then(|c| c.parse::<usize>().ok()),
+        ) {
+            (Some(f), Some(l), Some(c)) => (f.to_owned(), Some(l), Some(c)),
+            _ => (head.to_owned(), None, None),
+        };
+        out.push(Diagnostic {
+            file,
+            line: line_no,
+            column,
+            severity: severity.to_owned(),
+            message: msg.to_owned(),
+        });
+    }
+    out
+}
+
+/// Why a command form cannot become a command.
+pub const MAX_FIELDS: usize = 64;
+
+/// The command a host page's form asks for: `kind` (`quarantine_apply`,
+/// `quarantine_release`, `run_checks`, `reload`, `run_action`), a reason, an action name,
+/// and `field=value` lines for `run_action`. Errors are sentences for the page.
+pub fn command_from_form(
+    kind: &str,
+    reason: &str,
+    action: &str,
+    fields: &str,
+) -> Result<CommandKind, String> {
+    let reason = reason.trim();
+    let action = action.trim();
+    if reason.chars().count() > 1000 {
+        return Err("The reason is longer than 1000 characters.".into());
+    }
+    if action.chars().count() > 200 {
+        return Err("The action name is longer than 200 characters.".into());
+    }
+    match kind {
+        "quarantine_apply" => {
+            if reason.is_empty() {
+                return Err("A quarantine needs a reason.".into());
+            }
+            Ok(CommandKind::QuarantineApply {
+                reason: reason.to_owned(),
+                action: (!action.is_empty()).then(|| action.to_owned()),
+            })
+        }
+        "quarantine_release" => Ok(CommandKind::QuarantineRelease {
+            reason: if reason.is_empty() {
+                "released from the console".to_owned()
+            } else {
+                reason.to_owned()
+            },
+        }),
+        "run_checks" => Ok(CommandKind::RunChecks),
+        "reload" => Ok(CommandKind::Reload),
+        "run_action" => {
+            if action.is_empty() {
+                return Err("Name the action to run (as in the configuration).".into());
+            }
+            if fields.len() > 16 * 1024 {
+                return Err("The fields are longer than 16 KiB.".into());
+            }
+            let mut map = std::collections::BTreeMap::new();
+            for (n, line) in fields.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let Some((k, v)) = line.split_once('=') else {
+                    return Err(format!(
+                        "Field line {}: write `name=value`, not `{line}`.",
+                        n + 1
+                    ));
+                };
+                let k = k.trim();
+                if k.is_empty() {
+                    return Err(format!("Field line {}: the field has no name.", n + 1));
+                }
+                map.insert(k.to_owned(), v.trim().to_owned());
+            }
+            if map.len() > MAX_FIELDS {
+                return Err(format!("At most {MAX_FIELDS} fields."));
+            }
+            Ok(CommandKind::RunAction {
+                action: action.to_owned(),
+                fields: map,
+            })
+        }
+        other => Err(format!("`{other}` is not a command this console sends.")),
+    }
+}
+
+/// What a command asks beyond its kind, as one line for the host page.
+pub fn command_detail(kind: &CommandKind) -> String {
+    match kind {
+        CommandKind::QuarantineApply { reason, action } => match action {
+            Some(a) => format!("reason: {reason}; action: {a}"),
+            None => format!("reason: {reason}"),
+        },
+        CommandKind::QuarantineRelease { reason } => format!("reason: {reason}"),
+        CommandKind::RunAction { action, fields } => format!(
+            "action: {action}; {}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        CommandKind::RunChecks | CommandKind::Reload => String::new(),
+    }
 }
 
 /// The store behind a console.
@@ -362,6 +632,68 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<ExplainView>, BackendError>;
     /// The baselines as JSON lines (`watchpost baseline export`), where at hand.
     fn export_baselines(&self) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Groups (fleet; the agent's console has none).
+    fn groups(&self) -> Result<Vec<GroupRow>, BackendError> {
+        Ok(Vec::new())
+    }
+    /// One group with its versions and its hosts' configuration state (`None`: no such
+    /// group, or no groups here).
+    fn group(&self, name: &str) -> Result<Option<GroupDetail>, BackendError> {
+        let _ = name;
+        Ok(None)
+    }
+    /// One version's text (`None` as `version`: the published one; `Ok(None)`: no such
+    /// group or version).
+    fn config_text(
+        &self,
+        group: &str,
+        version: Option<i32>,
+    ) -> Result<Option<ConfigText>, BackendError> {
+        let _ = (group, version);
+        Ok(None)
+    }
+    /// Checks `text` with `check-config` and, without errors, publishes it as the group's
+    /// next version, with the files of version `base` (else of the published version).
+    fn publish(
+        &self,
+        by: &str,
+        group: &str,
+        base: Option<i32>,
+        text: &str,
+        comment: &str,
+    ) -> Result<PublishOutcome, BackendError> {
+        let _ = (by, group, base, text, comment);
+        Err(BackendError::Invalid(
+            "Groups and their configuration live on the fleet server.".into(),
+        ))
+    }
+    /// Publishes an earlier version again.
+    fn rollback(&self, by: &str, group: &str, version: i32) -> Result<(), BackendError> {
+        let _ = (by, group, version);
+        Err(BackendError::Invalid(
+            "Groups and their configuration live on the fleet server.".into(),
+        ))
+    }
+    /// Releases this host's quarantine (the agent's console): `Ok(true)` released,
+    /// `Ok(false)` none was in force.
+    fn release_local_quarantine(&self, by: &str, reason: &str) -> Result<bool, BackendError> {
+        let _ = (by, reason);
+        Err(BackendError::Invalid(
+            "A host's quarantine is released by a command from the fleet console.".into(),
+        ))
+    }
+    /// Sends a command to a host; returns the command's id (`None`: no such host).
+    fn send_command(
+        &self,
+        by: &str,
+        host: &str,
+        kind: &CommandKind,
+    ) -> Result<Option<i64>, BackendError> {
+        let _ = (by, host, kind);
+        Err(BackendError::Invalid(
+            "Commands are sent from the fleet server's console.".into(),
+        ))
+    }
 }
 
 /// The problems a heartbeat shows: stale definitions (with their age), stopped services
@@ -505,5 +837,70 @@ mod tests {
         assert_eq!(s[0].name, "b");
         assert_eq!(s[1].name, "other");
         assert_eq!(s[1].counts, vec![1, 2]);
+    }
+
+    #[test]
+    fn diagnostics_are_parsed_back_with_their_place() {
+        let r = "group.toml: warning: no [[source]] is configured\n\
+                 group.toml:10:12: error: unknown action `nope`\n\
+                 \x20   actions = [\"nope\"]\n\
+                 \x20              ^^^^^^\n\
+                 /tmp/x/rules/a.yml:3:1: error: bad rule\n\
+                 group.toml: 2 error(s), 1 warning(s)\n";
+        let d = parse_diagnostics(r);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert_eq!(d[0].line, None);
+        assert_eq!(d[0].severity, "warning");
+        assert_eq!(d[1].place(), "group.toml:10:12");
+        assert_eq!((d[1].line, d[1].column), (Some(10), Some(12)));
+        assert!(d[1].message.starts_with("unknown action `nope`\n"));
+        assert!(d[1].message.contains("^^^^^^"));
+        assert!(d[1].in_config());
+        assert_eq!(d[2].file, "/tmp/x/rules/a.yml");
+        assert!(!d[2].in_config());
+    }
+
+    #[test]
+    fn command_forms_become_commands_or_sentences() {
+        assert_eq!(
+            command_from_form("quarantine_release", "  ", "", ""),
+            Ok(CommandKind::QuarantineRelease {
+                reason: "released from the console".into()
+            })
+        );
+        assert!(command_from_form("quarantine_apply", "", "", "").is_err());
+        assert_eq!(
+            command_from_form("quarantine_apply", "ransomware", "isolate", ""),
+            Ok(CommandKind::QuarantineApply {
+                reason: "ransomware".into(),
+                action: Some("isolate".into())
+            })
+        );
+        assert_eq!(
+            command_from_form("run_checks", "", "", ""),
+            Ok(CommandKind::RunChecks)
+        );
+        assert_eq!(
+            command_from_form("reload", "", "", ""),
+            Ok(CommandKind::Reload)
+        );
+        let CommandKind::RunAction { action, fields } = command_from_form(
+            "run_action",
+            "",
+            "notify",
+            "path = C:\\x.exe\n\nhost=PC-1\r\n",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(action, "notify");
+        assert_eq!(fields.get("path").map(String::as_str), Some("C:\\x.exe"));
+        assert_eq!(fields.get("host").map(String::as_str), Some("PC-1"));
+        let e = command_from_form("run_action", "", "notify", "path C:\\x").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("name=value"), "{e}");
+        assert!(command_from_form("run_action", "", "", "a=b").is_err());
+        assert!(command_from_form("run_action", "", "n", "=b").is_err());
+        assert!(command_from_form("format_disk", "", "", "").is_err());
+        assert!(command_from_form("reload", &"x".repeat(1001), "", "").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! For the browser tests of both homes: runs the review flow
-//! (`tests/browser/console_flow.py`) in headless Chromium against a console a test
-//! started. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
+//! (`tests/browser/console_flow.py`) and, on the fleet, the groups, configuration and
+//! commands flow (`tests/browser/fleet_admin_flow.py`) in headless Chromium against a
+//! console a test started. Needs Debian's `chromium`, `chromium-driver` and `python3-selenium`
 //! (`scripts/test.sh` installs them); without them the caller is told why, and under
 //! `CI=true` that is a failure.
 
@@ -33,9 +34,15 @@ pub fn missing() -> Option<String> {
     None
 }
 
-/// Runs the flow with `args` (see the script's options); `Ok(false)`: skipped (the
+/// Runs the review flow with `args` (see the script's options); `Ok(false)`: skipped (the
 /// reason printed), `Err`: the flow failed, with its output.
 pub fn run_flow(args: &[&str]) -> Result<bool, String> {
+    run_script("console_flow.py", args)
+}
+
+/// Runs one of the flows in `tests/browser/` (`console_flow.py`, `fleet_admin_flow.py`)
+/// with `args`, as [`run_flow`] does.
+pub fn run_script(name: &str, args: &[&str]) -> Result<bool, String> {
     if let Some(why) = missing() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             return Err(format!("the browser test cannot run: {why}"));
@@ -43,7 +50,9 @@ pub fn run_flow(args: &[&str]) -> Result<bool, String> {
         eprintln!("skipping the browser flow: {why}");
         return Ok(false);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_flow.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(name);
     let out = Command::new("/usr/bin/python3")
         .arg(script)
         .args(args)

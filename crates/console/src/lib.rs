@@ -16,16 +16,24 @@
 //! | `chart.rs` | SVG charts drawn on the server |
 //! | `local.rs` | the agent's backend: SQLite store, baselines, the running daemon's state |
 //! | `serve.rs` | the agent's small blocking HTTP/1.1 server |
-//! | `browser.rs` | for the tests of both homes: the review flow in headless Chromium (`tests/browser/console_flow.py`) |
+//! | `diff.rs` | the line difference between two configuration versions |
+//! | `browser.rs` | for the tests of both homes: the review flow in headless Chromium (`tests/browser/console_flow.py`), and the fleet's groups, configuration and commands flow (`tests/browser/fleet_admin_flow.py`) |
 //!
 //! Routes (all under `/console/`): `login`, `logout`, the overview, `events`,
-//! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `baselines`,
-//! `baselines/export`, `static/console.css`.
+//! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `hosts/{id}/command`
+//! (POST: any command on the fleet, the quarantine release on the agent), `groups`, `groups/{name}`, `groups/{name}/versions/{n}`,
+//! `groups/{name}/diff?from=&to=`, `groups/{name}/publish` and `…/rollback` (POST, fleet),
+//! `baselines`, `baselines/export`, `static/console.css`.
+//!
+//! Roles: a viewer reads; an analyst also acknowledges events, releases a quarantine and
+//! (on the fleet) sends commands to hosts; an admin also publishes and rolls back group
+//! configuration. A refused attempt is answered 403 and audited (`console.denied`).
 
 pub mod auth;
 pub mod backend;
 pub mod browser;
 pub mod chart;
+pub mod diff;
 pub mod http;
 pub mod pages;
 
@@ -43,8 +51,8 @@ pub use backend::{Backend, BackendError, Home, Role};
 pub use http::{Request, Response};
 
 use auth::{Keys, LoginLimiter, Session};
-use backend::{Page, UserRecord};
-use pages::{SearchForm, Viewer};
+use backend::{Page, PublishOutcome, UserRecord};
+use pages::{Editor, SearchForm, Viewer};
 
 /// Events per page.
 pub const PAGE: usize = 50;
@@ -247,10 +255,44 @@ impl Console {
             }
             ("GET" | "HEAD", r) if r.starts_with("hosts/") => {
                 let id = http::decode(&r["hosts/".len()..]);
+                let p = req.params();
+                let notice = match (
+                    p.get("sent").and_then(|s| s.parse::<i64>().ok()),
+                    p.get("released"),
+                ) {
+                    (Some(n), _) => Some(format!(
+                        "Command {n} sent; the host receives it on its next poll."
+                    )),
+                    (None, Some("1")) => Some("The quarantine was released.".to_owned()),
+                    (None, Some("0")) => {
+                        Some("No quarantine was in force: nothing to release.".to_owned())
+                    }
+                    _ => None,
+                };
                 match self.backend.host(&id)? {
-                    Some(h) => Ok(Response::html(200, pages::host(&v, &h))),
+                    Some(h) => Ok(Response::html(200, pages::host(&v, &h, notice.as_deref()))),
                     None => Ok(not_found(Some(&v), &format!("There is no host `{id}`."))),
                 }
+            }
+            ("POST", r)
+                if let Some(id) = r
+                    .strip_prefix("hosts/")
+                    .and_then(|r| r.strip_suffix("/command")) =>
+            {
+                self.command(req, &who, &v, &http::decode(id))
+            }
+            ("GET" | "HEAD", "groups") => {
+                if self.backend.home() == Home::Local {
+                    return Ok(no_groups(&v));
+                }
+                let rows = self.backend.groups()?;
+                Ok(Response::html(200, pages::groups(&v, &rows)))
+            }
+            ("GET" | "HEAD", r) if r.starts_with("groups/") => {
+                self.group_get(req, &v, &r["groups/".len()..])
+            }
+            ("POST", r) if r.starts_with("groups/") => {
+                self.group_post(req, &who, &v, &r["groups/".len()..])
             }
             ("GET" | "HEAD", "baselines") => self.baselines(req, &v),
             ("GET" | "HEAD", "baselines/export") => match self.backend.export_baselines()? {
@@ -551,6 +593,312 @@ impl Console {
         )))
     }
 
+    /// Refuses a change the user's role does not allow: 403, logged and audited.
+    fn deny(
+        &self,
+        who: &Who,
+        v: &Viewer,
+        what: &str,
+        target: &str,
+        who_can: &str,
+    ) -> Result<Response, BackendError> {
+        tracing::warn!(user = %who.user.name, %target, "console: a change the role does not allow was refused");
+        self.backend.audit(
+            &who.user.name,
+            "console.denied",
+            target,
+            serde_json::json!({ "role": who.user.role.as_str(), "attempt": what }),
+        )?;
+        Ok(Response::html(
+            403,
+            pages::error(
+                Some(v),
+                "Not allowed",
+                &format!(
+                    "Your role ({}) cannot {what}; {who_can} can.",
+                    who.user.role.as_str()
+                ),
+            ),
+        ))
+    }
+
+    /// A command to one host from its page (analyst).
+    fn command(
+        &self,
+        req: &Request,
+        who: &Who,
+        v: &Viewer,
+        id: &str,
+    ) -> Result<Response, BackendError> {
+        let form = req.form();
+        let local = self.backend.home() == Home::Local;
+        if local && (id != "local" || form.get("kind") != Some("quarantine_release")) {
+            return Ok(not_found(
+                Some(v),
+                "The agent's console releases its own quarantine; other commands are sent to hosts from the fleet server's console.",
+            ));
+        }
+        if who.user.role < Role::Analyst {
+            return self.deny(
+                who,
+                v,
+                "send commands to hosts",
+                &format!("command to host {id}"),
+                "an analyst or admin",
+            );
+        }
+        let kind = match backend::command_from_form(
+            form.get("kind").unwrap_or(""),
+            form.get("reason").unwrap_or(""),
+            form.get("action").unwrap_or(""),
+            form.get("fields").unwrap_or(""),
+        ) {
+            Ok(k) => k,
+            Err(m) => return Ok(bad_request(v, &m)),
+        };
+        if local {
+            let backend::CommandKind::QuarantineRelease { reason } = &kind else {
+                return Ok(bad_request(v, "Only a quarantine release is done here."));
+            };
+            return match self
+                .backend
+                .release_local_quarantine(&who.user.name, reason)
+            {
+                Ok(released) => {
+                    self.backend.audit(
+                        &who.user.name,
+                        "quarantine.release",
+                        "local",
+                        serde_json::json!({ "reason": reason, "released": released }),
+                    )?;
+                    Ok(Response::redirect(&format!(
+                        "/console/hosts/local?released={}",
+                        u8::from(released)
+                    )))
+                }
+                Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+                Err(e) => Err(e),
+            };
+        }
+        match self.backend.send_command(&who.user.name, id, &kind) {
+            Ok(Some(cid)) => Ok(Response::redirect(&format!(
+                "/console/hosts/{}?sent={cid}",
+                http::encode(id)
+            ))),
+            Ok(None) => Ok(not_found(Some(v), &format!("There is no host `{id}`."))),
+            Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `groups/{name}`, `groups/{name}/versions/{n}`, `groups/{name}/diff`.
+    fn group_get(&self, req: &Request, v: &Viewer, rest: &str) -> Result<Response, BackendError> {
+        if self.backend.home() == Home::Local {
+            return Ok(no_groups(v));
+        }
+        let (name, sub) = match rest.split_once('/') {
+            Some((n, s)) => (http::decode(n), s),
+            None => (http::decode(rest), ""),
+        };
+        let Some(g) = self.backend.group(&name)? else {
+            return Ok(not_found(Some(v), &format!("There is no group `{name}`.")));
+        };
+        let p = req.params();
+        let version_arg = |s: &str| -> Result<i32, Response> {
+            s.parse::<i32>()
+                .map_err(|_| bad_request(v, &format!("`{s}` is not a version number.")))
+        };
+        if sub.is_empty() {
+            let notice = match (p.get("published"), p.get("rolledback")) {
+                (Some(n), _) => Some(format!(
+                    "Version {n} published{}; the group's hosts receive it on their next poll.",
+                    match p.get("warnings").and_then(|w| w.parse::<u32>().ok()) {
+                        Some(w) if w > 0 => format!(" with {w} check-config warning(s)"),
+                        _ => String::new(),
+                    }
+                )),
+                (None, Some(n)) => Some(format!(
+                    "Rolled back: version {n} is published again; the group's hosts receive it on their next poll."
+                )),
+                _ => None,
+            };
+            let edit = match p.get("edit") {
+                Some(e) => match version_arg(e) {
+                    Ok(n) => Some(n),
+                    Err(r) => return Ok(r),
+                },
+                None => g.row.published.or(g.versions.first().map(|x| x.version)),
+            };
+            let current = match edit {
+                Some(n) => match self.backend.config_text(&name, Some(n))? {
+                    Some(c) => Some(c),
+                    None => {
+                        return Ok(not_found(
+                            Some(v),
+                            &format!("Group `{name}` has no version {n}."),
+                        ));
+                    }
+                },
+                None => None,
+            };
+            let editor = Editor {
+                base: current.as_ref().map(|c| c.version),
+                text: current.as_ref().map(|c| c.text.as_str()).unwrap_or(""),
+                comment: "",
+                files: current.as_ref().map(|c| c.files.as_slice()).unwrap_or(&[]),
+                refused: None,
+            };
+            return Ok(Response::html(
+                200,
+                pages::group(v, &g, &editor, notice.as_deref()),
+            ));
+        }
+        if let Some(n) = sub.strip_prefix("versions/") {
+            let n = match version_arg(n) {
+                Ok(n) => n,
+                Err(r) => return Ok(r),
+            };
+            let pos = g.versions.iter().position(|x| x.version == n);
+            let (Some(pos), Some(text)) = (pos, self.backend.config_text(&name, Some(n))?) else {
+                return Ok(not_found(
+                    Some(v),
+                    &format!("Group `{name}` has no version {n}."),
+                ));
+            };
+            let previous = g.versions.get(pos + 1).map(|x| x.version);
+            return Ok(Response::html(
+                200,
+                pages::version(v, &name, &g.versions[pos], &text, previous),
+            ));
+        }
+        if sub == "diff" {
+            let (from, to) = match (p.get("from").map(version_arg), p.get("to").map(version_arg)) {
+                (Some(Ok(f)), Some(Ok(t))) => (f, t),
+                (Some(Err(r)), _) | (_, Some(Err(r))) => return Ok(r),
+                _ => {
+                    return Ok(bad_request(
+                        v,
+                        "Name the two versions to compare (`from` and `to`).",
+                    ));
+                }
+            };
+            let texts = (
+                self.backend.config_text(&name, Some(from))?,
+                self.backend.config_text(&name, Some(to))?,
+            );
+            let (Some(a), Some(b)) = texts else {
+                return Ok(not_found(
+                    Some(v),
+                    &format!("Group `{name}` has no version {from} or no version {to}."),
+                ));
+            };
+            return Ok(Response::html(200, pages::difference(v, &name, &a, &b)));
+        }
+        Ok(not_found(Some(v), "No such page."))
+    }
+
+    /// `groups/{name}/publish`, `groups/{name}/rollback` (admin).
+    fn group_post(
+        &self,
+        req: &Request,
+        who: &Who,
+        v: &Viewer,
+        rest: &str,
+    ) -> Result<Response, BackendError> {
+        if self.backend.home() == Home::Local {
+            return Ok(no_groups(v));
+        }
+        let Some((name, op)) = rest.split_once('/') else {
+            return Ok(not_found(Some(v), "No such page."));
+        };
+        let name = http::decode(name);
+        let what = match op {
+            "publish" => "publish configuration",
+            "rollback" => "roll back configuration",
+            _ => return Ok(not_found(Some(v), "No such page.")),
+        };
+        if who.user.role < Role::Admin {
+            return self.deny(who, v, what, &format!("{op} group {name}"), "an admin");
+        }
+        let form = req.form();
+        let Some(g) = self.backend.group(&name)? else {
+            return Ok(not_found(Some(v), &format!("There is no group `{name}`.")));
+        };
+        let back = format!("/console/groups/{}", http::encode(&name));
+        if op == "rollback" {
+            let raw = form.get("version").unwrap_or("");
+            let Ok(n) = raw.parse::<i32>() else {
+                return Ok(bad_request(v, &format!("`{raw}` is not a version number.")));
+            };
+            if !g.versions.iter().any(|x| x.version == n) {
+                return Ok(not_found(
+                    Some(v),
+                    &format!("Group `{name}` has no version {n}."),
+                ));
+            }
+            return match self.backend.rollback(&who.user.name, &name, n) {
+                Ok(()) => Ok(Response::redirect(&format!("{back}?rolledback={n}"))),
+                Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+                Err(e) => Err(e),
+            };
+        }
+        let text = form.get("config").unwrap_or("");
+        let comment = form.get("comment").unwrap_or("").trim();
+        let base = match form.get("base") {
+            None | Some("") => None,
+            Some(b) => match b.parse::<i32>() {
+                Ok(b) => Some(b),
+                Err(_) => return Ok(bad_request(v, &format!("`{b}` is not a version number."))),
+            },
+        };
+        if comment.chars().count() > MAX_COMMENT {
+            return Ok(bad_request(
+                v,
+                &format!("The comment is longer than {MAX_COMMENT} characters."),
+            ));
+        }
+        if text.trim().is_empty() {
+            return Ok(bad_request(v, "The configuration is empty."));
+        }
+        let files = match base {
+            Some(b) => match self.backend.config_text(&name, Some(b))? {
+                Some(c) => c.files,
+                None => {
+                    return Ok(not_found(
+                        Some(v),
+                        &format!("Group `{name}` has no version {b}."),
+                    ));
+                }
+            },
+            None => Vec::new(),
+        };
+        match self
+            .backend
+            .publish(&who.user.name, &name, base, text, comment)
+        {
+            Ok(PublishOutcome::Published { version, warnings }) => {
+                let n = backend::parse_diagnostics(&warnings).len();
+                Ok(Response::redirect(&format!(
+                    "{back}?published={version}&warnings={n}"
+                )))
+            }
+            Ok(PublishOutcome::Refused(rendered)) => {
+                tracing::info!(user = %who.user.name, group = %name, "console: a configuration with errors was not published");
+                let diags = backend::parse_diagnostics(&rendered);
+                let editor = Editor {
+                    base,
+                    text,
+                    comment,
+                    files: &files,
+                    refused: Some(&diags),
+                };
+                Ok(Response::html(422, pages::group(v, &g, &editor, None)))
+            }
+            Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn baselines(&self, req: &Request, v: &Viewer) -> Result<Response, BackendError> {
         let p = req.params();
         let rows = self.backend.baselines()?;
@@ -589,6 +937,18 @@ impl Console {
             ),
         ))
     }
+}
+
+/// The agent's console has no groups.
+fn no_groups(v: &Viewer) -> Response {
+    not_found(
+        Some(v),
+        "This is one agent's console: groups and their configuration are managed on the fleet server's console.",
+    )
+}
+
+fn bad_request(v: &Viewer, message: &str) -> Response {
+    Response::html(400, pages::error(Some(v), "Bad request", message))
 }
 
 fn not_found(v: Option<&Viewer>, message: &str) -> Response {

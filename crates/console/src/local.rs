@@ -24,6 +24,13 @@ pub trait LocalState: Send + Sync {
     fn heartbeat(&self) -> Heartbeat;
     /// Its anomaly baselines (`None` until an anomaly filter ran).
     fn baselines(&self) -> Option<&Baselines>;
+    /// Releases the quarantine in force (the agent's quarantine API, as `watchpost
+    /// quarantine release` does), recording `by` and `reason`: `Ok(true)` released,
+    /// `Ok(false)` none was in force, `Err` why it could not be released.
+    fn release_quarantine(&self, by: &str, reason: &str) -> Result<bool, String> {
+        let _ = (by, reason);
+        Err("this daemon cannot release its quarantine from the console".into())
+    }
 }
 
 /// The agent's console backend.
@@ -312,6 +319,12 @@ impl Backend for LocalBackend {
 
     fn hosts(&self) -> Result<Vec<HostRow>, BackendError> {
         Ok(vec![self.host_row(&self.state.heartbeat())])
+    }
+
+    fn release_local_quarantine(&self, by: &str, reason: &str) -> Result<bool, BackendError> {
+        self.state
+            .release_quarantine(by, reason)
+            .map_err(|e| BackendError::Invalid(format!("The quarantine was not released: {e}")))
     }
 
     fn host(&self, id: &str) -> Result<Option<HostDetail>, BackendError> {

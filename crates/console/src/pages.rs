@@ -5,10 +5,11 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::backend::{
-    AuditRow, BaselineRow, EventDetail, EventSummary, ExplainView, Home, HostDetail, HostRow,
-    Overview, Role,
+    AuditRow, BaselineRow, ConfigText, Diagnostic, EventDetail, EventSummary, ExplainView,
+    GroupDetail, GroupRow, Home, HostDetail, HostRow, Overview, Role, VersionView,
 };
 use crate::chart;
+use crate::diff;
 use crate::http::encode;
 
 /// Who sees the page (for the header and which controls are offered).
@@ -44,9 +45,10 @@ pub fn layout(title: &str, v: Option<&Viewer>, current: &str, body: Markup) -> M
                                 ("/console/", "Overview"),
                                 ("/console/events", "Events"),
                                 ("/console/hosts", if fleet { "Hosts" } else { "Host" }),
+                                ("/console/groups", "Groups"),
                                 ("/console/baselines", "Baselines"),
                                 ("/console/audit", "Audit log"),
-                            ] {
+                            ].into_iter().filter(|(_, n)| fleet || *n != "Groups") {
                                 @if name == current || (current == "Hosts" && name == "Host") {
                                     a href=(href) aria-current="page" { (name) }
                                 } @else {
@@ -508,15 +510,21 @@ fn time_ms(ms: Option<i64>) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
-/// A host's page.
-pub fn host(v: &Viewer, h: &HostDetail) -> Markup {
+/// A host's page; `notice`: what the last form did.
+pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
     let r = &h.row;
+    let fleet = v.home == Home::Fleet;
+    let can_command = fleet && v.role >= Role::Analyst;
+    // The agent's console releases its own quarantine (the agent's quarantine API).
+    let can_release = v.role >= Role::Analyst;
+    let command_action = format!("/console/hosts/{}/command", encode(&r.id));
     layout(
         &r.name,
         Some(v),
         "Hosts",
         html! {
             h1 { (r.name) " " span class=(format!("state {}", r.state)) { (r.state) } }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
             dl.facts {
                 @if !r.group.is_empty() { dt { "Group" } dd { (r.group) } }
                 dt { "Version" } dd { (r.version) }
@@ -534,6 +542,18 @@ pub fn host(v: &Viewer, h: &HostDetail) -> Markup {
                     @if let Some(q) = &hb.quarantine {
                         p.failed { "Quarantined since " (time_ms(Some(q.since_ms))) ": " (q.reason)
                             @if let Some(u) = q.until_ms { " (until " (time_ms(Some(u))) ")" } }
+                        @if can_release {
+                            form.release method="post" action=(command_action) {
+                                input type="hidden" name="csrf" value=(v.csrf);
+                                input type="hidden" name="kind" value="quarantine_release";
+                                label for="release-reason" { "Reason" }
+                                input #release-reason type="text" name="reason" size="50" maxlength="1000"
+                                    placeholder="released from the console";
+                                button type="submit" { "Release quarantine" }
+                            }
+                        } @else {
+                            p.note { "Your role (" (v.role.as_str()) ") cannot release a quarantine; an analyst or admin can." }
+                        }
                     } @else { p { "Not quarantined." } }
                 }
                 section {
@@ -572,12 +592,37 @@ pub fn host(v: &Viewer, h: &HostDetail) -> Markup {
             @if !h.baselines.is_empty() {
                 section { h2 { "Baselines" } (baseline_table(&h.baselines)) }
             }
-            @if v.home == Home::Fleet {
+            @if fleet {
+                section {
+                    h2 { "Send a command" }
+                    @if can_command {
+                        form.command method="post" action=(command_action) {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            label for="kind" { "Command" }
+                            select #kind name="kind" {
+                                option value="run_checks" { "run checks now" }
+                                option value="reload" { "reload the configuration" }
+                                option value="quarantine_apply" { "apply quarantine" }
+                                option value="quarantine_release" { "release quarantine" }
+                                option value="run_action" { "run an action" }
+                            }
+                            label for="reason" { "Reason (quarantine)" }
+                            input #reason type="text" name="reason" size="40" maxlength="1000";
+                            label for="action" { "Action (run an action; which quarantine action)" }
+                            input #action type="text" name="action" size="30" maxlength="200";
+                            label for="fields" { "Event fields for the action, one " code { "name=value" } " a line" }
+                            textarea #fields name="fields" rows="4" cols="60" spellcheck="false" placeholder="path=C:\\Users\\x\\evil.exe" {}
+                            button type="submit" { "Send command" }
+                        }
+                    } @else {
+                        p.note { "Your role (" (v.role.as_str()) ") cannot send commands; an analyst or admin can." }
+                    }
+                }
                 section {
                     h2 { "Commands" }
                     @if h.commands.is_empty() { p.empty { "No commands were sent to this host." } } @else {
-                        table { thead { tr { th { "#" } th { "Command" } th { "By" } th { "At" } th { "Result" } } }
-                            tbody { @for c in &h.commands { tr { td { (c.id) } td { (c.kind) } td { (c.by) } td.time { (c.at) } td { (c.result) } } } } }
+                        table.commands { thead { tr { th { "#" } th { "Command" } th { "Details" } th { "By" } th { "At" } th { "Result" } } }
+                            tbody { @for c in &h.commands { tr { td { (c.id) } td { (c.kind) } td { (c.detail) } td { (c.by) } td.time { (c.at) } td { (c.result) } } } } }
                     }
                 }
             }
@@ -632,6 +677,328 @@ pub fn baselines(
                     Some(Ok(x)) => (explanation(x)),
                     Some(Err(m)) => p.error role="alert" { (m) },
                     None => (PreEscaped(String::new())),
+                }
+            }
+        },
+    )
+}
+
+fn group_link(name: &str) -> String {
+    format!("/console/groups/{}", encode(name))
+}
+
+/// The groups list (fleet).
+pub fn groups(v: &Viewer, rows: &[GroupRow]) -> Markup {
+    layout(
+        "Groups",
+        Some(v),
+        "Groups",
+        html! {
+            h1 { "Groups" }
+            @if rows.is_empty() { p.empty { "No group exists yet (" code { "watchpost-server group add NAME" } ")." } } @else {
+                table.groups {
+                    thead { tr { th { "Group" } th { "Description" } th { "Published version" } th { "Hosts" }
+                        th { "On it" } th { "Behind" } th { "Rejecting" } } }
+                    tbody { @for g in rows { tr {
+                        td { a href=(group_link(&g.name)) { (g.name) } }
+                        td { (g.description) }
+                        td { @match g.published {
+                            Some(p) => { "version " (p)
+                                @if let (Some(by), Some(at)) = (&g.published_by, &g.published_at) { span.note { " by " (by) ", " (at) } } }
+                            None => span.note { "none (hosts run their own files)" },
+                        } }
+                        td { (g.hosts) }
+                        td { span.ok { (g.current) } }
+                        td { @if g.behind > 0 { span.waiting { (g.behind) } } @else { (g.behind) } }
+                        td { @if g.rejecting > 0 { span.failed { (g.rejecting) } } @else { (g.rejecting) } }
+                    } } }
+                }
+            }
+        },
+    )
+}
+
+/// The editor's state on a group page.
+pub struct Editor<'a> {
+    /// The version the text started from (its files are kept).
+    pub base: Option<i32>,
+    /// The text.
+    pub text: &'a str,
+    /// The comment.
+    pub comment: &'a str,
+    /// The files kept from the base version: name, size.
+    pub files: &'a [(String, usize)],
+    /// When a publication was refused: its diagnostics.
+    pub refused: Option<&'a [Diagnostic]>,
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// A configuration text with line numbers; lines a diagnostic points at are marked and
+/// followed by its message.
+fn listing(text: &str, diags: &[Diagnostic]) -> Markup {
+    html! {
+        table.listing {
+            tbody {
+                @for (i, line) in text.lines().enumerate() {
+                    @let n = i + 1;
+                    @let here: Vec<&Diagnostic> = diags.iter().filter(|d| d.in_config() && d.line == Some(n)).collect();
+                    tr id=(format!("L{n}")) class=(if here.is_empty() { "" } else { "bad" }) {
+                        td.ln { (n) }
+                        td.code { (line) }
+                    }
+                    @for d in here {
+                        tr.diag {
+                            td.ln { }
+                            td { span class=(d.severity) { (d.place()) ": " (d.severity) } ": " (first_line(&d.message)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn version_row(v: &Viewer, group: &str, x: &VersionView, previous: Option<i32>) -> Markup {
+    let base = group_link(group);
+    html! {
+        tr {
+            td { a href=(format!("{base}/versions/{}", x.version)) { "version " (x.version) } }
+            td { @if x.published { span.tag.acked { "published" } } }
+            td { (x.by) } td.time { (x.at) } td { (x.comment) }
+            td { (x.applied) } td { @if x.refused > 0 { span.failed { (x.refused) } } @else { (x.refused) } }
+            td { @if let Some(p) = previous { a href=(format!("{base}/diff?from={p}&to={}", x.version)) { "changes from " (p) } } }
+            td {
+                @if v.role >= Role::Admin && !x.published {
+                    form.inline method="post" action=(format!("{base}/rollback")) {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="hidden" name="version" value=(x.version);
+                        button type="submit" { "Roll back to " (x.version) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A group: its hosts' configuration state, its versions, comparing two, the editor.
+pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>) -> Markup {
+    let r = &g.row;
+    let base = group_link(&r.name);
+    let versions: Vec<i32> = g.versions.iter().map(|x| x.version).collect();
+    let refused = editor.refused.is_some();
+    let edit = html! {
+            section #edit {
+                h2 { "Edit and publish" }
+                @if v.role < Role::Admin {
+                    p.note { "Your role (" (v.role.as_str()) ") cannot publish configuration; an admin can." }
+                } @else {
+                    @if let Some(diags) = editor.refused {
+                        p.error role="alert" { "The configuration has errors; nothing was published. Correct the marked lines and publish again." }
+                        ul.diagnostics {
+                            @for d in diags {
+                                li {
+                                    @if let (true, Some(l)) = (d.in_config(), d.line) {
+                                        a href=(format!("#L{l}")) { code { (d.place()) } }
+                                    } @else { code { (d.place()) } }
+                                    " " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message))
+                                }
+                            }
+                        }
+                        (listing(editor.text, diags))
+                    }
+                    form.publish method="post" action=(format!("{base}/publish")) {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        @if let Some(b) = editor.base { input type="hidden" name="base" value=(b); }
+                        label for="config" {
+                            "Configuration (" code { "group.toml" } ")"
+                            @if let Some(b) = editor.base { ", starting from version " (b) }
+                        }
+                        // The parser drops one newline right after the start tag: this one, so a
+                        // text that starts with a newline keeps it.
+                        textarea #config name="config" rows="22" cols="100" spellcheck="false" required { "\n" (editor.text) }
+                        @if !editor.files.is_empty() {
+                            p.note { "Kept as they are in version " (editor.base.map(|b| b.to_string()).unwrap_or_default()) ": "
+                                @for (i, (f, size)) in editor.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } }
+                        }
+                        label for="comment" { "Comment (why)" }
+                        input #comment type="text" name="comment" size="80" maxlength="1000" value=(editor.comment);
+                        button type="submit" { "Check and publish" }
+                    }
+                }
+            }
+    };
+    layout(
+        &format!("Group {}", r.name),
+        Some(v),
+        "Groups",
+        html! {
+            h1 { "Group " (r.name) }
+            @if let Some(n) = notice { p.notice role="status" { (n) } }
+            // A refused publication is answered with the editor first: the diagnostics
+            // and the marked lines are what the admin came back to.
+            @if refused { (edit) }
+            dl.facts {
+                @if !r.description.is_empty() { dt { "Description" } dd { (r.description) } }
+                dt { "Published version" }
+                dd { @match r.published {
+                    Some(p) => { a href=(format!("{base}/versions/{p}")) { "version " (p) }
+                        @if let (Some(by), Some(at)) = (&r.published_by, &r.published_at) { " by " (by) " at " (at) } }
+                    None => "none: the hosts run their own configuration files",
+                } }
+                dt { "Hosts" } dd { (r.hosts) " — " (r.current) " on the published version, " (r.behind) " behind, " (r.rejecting) " rejecting it" }
+            }
+            section {
+                h2 { "Hosts and their configuration" }
+                @if g.hosts.is_empty() { p.empty { "No host is in this group." } } @else {
+                    table.hostconfig {
+                        thead { tr { th { "Host" } th { "Version handled" } th { "State" } th { "Reloads" } th { "Running generation" } th { "Reported" } th { "Why refused" } } }
+                        tbody { @for h in &g.hosts { tr {
+                            td { a href=(format!("/console/hosts/{}", encode(&h.id))) { (h.name) } }
+                            td { @match h.version { Some(x) => { "version " (x) }, None => span.note { "none yet" } } }
+                            td { @match (h.ok, h.version == r.published) {
+                                (Some(false), _) => span.failed { "refused" },
+                                (Some(true), true) => span.ok { "runs the published version" },
+                                (Some(true), false) => span.waiting { "runs another version, not the published one" },
+                                (None, _) if r.published.is_none() => span.note { "nothing published: runs its own files" },
+                                (None, _) => span.waiting { "not received yet" },
+                            } }
+                            td { @if let Some(x) = h.generation { (x) } }
+                            td { @if let Some(x) = &h.running { code { (x) } } }
+                            td.time { (h.reported_at.as_deref().unwrap_or("")) }
+                            td { @if let Some(e) = &h.error { pre.diagnostics { (e) } } }
+                        } } }
+                    }
+                }
+            }
+            section {
+                h2 { "Versions" }
+                @if g.versions.is_empty() { p.empty { "No configuration has been published for this group yet." } } @else {
+                    table.versions {
+                        thead { tr { th { "Version" } th { } th { "By" } th { "When" } th { "Comment" } th { "Hosts running it" } th { "Refused" } th { "Difference" } th { } } }
+                        tbody { @for (i, x) in g.versions.iter().enumerate() {
+                            (version_row(v, &r.name, x, g.versions.get(i + 1).map(|p| p.version)))
+                        } }
+                    }
+                    @if versions.len() > 1 {
+                        form.compare method="get" action=(format!("{base}/diff")) {
+                            label for="from" { "Compare version" }
+                            select #from name="from" { @for (i, x) in versions.iter().enumerate() { option value=(x) selected[i == 1] { (x) } } }
+                            label for="to" { "with version" }
+                            select #to name="to" { @for (i, x) in versions.iter().enumerate() { option value=(x) selected[i == 0] { (x) } } }
+                            button type="submit" { "Show the difference" }
+                        }
+                    }
+                }
+            }
+            @if !refused { (edit) }
+        },
+    )
+}
+
+/// One version's text.
+pub fn version(
+    v: &Viewer,
+    group: &str,
+    x: &VersionView,
+    c: &ConfigText,
+    previous: Option<i32>,
+) -> Markup {
+    let base = group_link(group);
+    layout(
+        &format!("{group} version {}", x.version),
+        Some(v),
+        "Groups",
+        html! {
+            h1 { a href=(base) { (group) } " · version " (x.version) " "
+                @if x.published { span.tag.acked { "published" } } }
+            dl.facts {
+                dt { "Stored by" } dd { (x.by) " at " (x.at) }
+                dt { "Comment" } dd { (x.comment) }
+                dt { "Digest" } dd { code { (x.digest) } }
+                dt { "Hosts" } dd { (x.applied) " run it, " (x.refused) " refused it" }
+                dt { "Files" } dd { @if c.files.is_empty() { "none" } @else {
+                    @for (i, (f, size)) in c.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } } }
+            }
+            nav.pages aria-label="Version" {
+                @if let Some(p) = previous { a href=(format!("{base}/diff?from={p}&to={}", x.version)) { "Changes from version " (p) } }
+                @if v.role >= Role::Admin { a href=(format!("{base}?edit={}#edit", x.version)) { "Edit from this version" } }
+            }
+            @if v.role >= Role::Admin && !x.published {
+                form.inline method="post" action=(format!("{base}/rollback")) {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    input type="hidden" name="version" value=(x.version);
+                    button type="submit" { "Roll back to version " (x.version) }
+                }
+            }
+            h2 { code { "group.toml" } }
+            (listing(&c.text, &[]))
+        },
+    )
+}
+
+/// Unchanged lines shown around a change; longer unchanged runs are folded.
+const CONTEXT: usize = 3;
+
+/// The difference between two versions' texts.
+pub fn difference(v: &Viewer, group: &str, from: &ConfigText, to: &ConfigText) -> Markup {
+    let base = group_link(group);
+    let d = diff::lines(&from.text, &to.text);
+    let (added, removed) = diff::counts(&d);
+    // Unchanged lines within CONTEXT of a change are shown; longer runs are folded.
+    let near = |i: usize| {
+        !matches!(d[i], diff::Line::Same(..))
+            || d[i.saturating_sub(CONTEXT)..(i + CONTEXT + 1).min(d.len())]
+                .iter()
+                .any(|l| !matches!(l, diff::Line::Same(..)))
+    };
+    let mut rows: Vec<Result<&diff::Line, usize>> = Vec::new();
+    for (i, l) in d.iter().enumerate() {
+        if near(i) {
+            rows.push(Ok(l));
+        } else if let Some(Err(n)) = rows.last_mut() {
+            *n += 1;
+        } else {
+            rows.push(Err(1));
+        }
+    }
+    let files_changed: Vec<&str> = {
+        let mut names: Vec<&str> = from
+            .files
+            .iter()
+            .filter(|f| !to.files.contains(f))
+            .chain(to.files.iter().filter(|f| !from.files.contains(f)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    layout(
+        &format!("{group}: version {} → {}", from.version, to.version),
+        Some(v),
+        "Groups",
+        html! {
+            h1 { a href=(base) { (group) } " · version " (from.version) " → " (to.version) }
+            p.summary { span.add { "+" (added) } " " span.del { "−" (removed) } " lines in " code { "group.toml" }
+                @if !files_changed.is_empty() { "; files that differ (by name or size): " (files_changed.join(", ")) } }
+            @if added == 0 && removed == 0 {
+                p.empty { "The two texts are the same." }
+            } @else {
+                table.diff {
+                    thead { tr { th { "v" (from.version) } th { "v" (to.version) } th { span.sr { "change" } } th { "line" } } }
+                    tbody {
+                        @for row in &rows {
+                            @match row {
+                                Err(n) => tr.fold { td colspan="4" { "… " (n) " unchanged line(s)" } },
+                                Ok(diff::Line::Same(a, b, t)) => tr.same { td.ln { (a) } td.ln { (b) } td { } td.code { (t) } },
+                                Ok(diff::Line::Removed(a, t)) => tr.del { td.ln { (a) } td.ln { } td { "−" } td.code { (t) } },
+                                Ok(diff::Line::Added(b, t)) => tr.add { td.ln { } td.ln { (b) } td { "+" } td.code { (t) } },
+                            }
+                        }
+                    }
                 }
             }
         },

@@ -75,6 +75,10 @@ struct Fixture {
 }
 
 fn fixture(extra: usize) -> Fixture {
+    fixture_with(extra, Box::new(Fake))
+}
+
+fn fixture_with(extra: usize, state: Box<dyn LocalState>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("events.db");
     let w = Writer::start(
@@ -119,7 +123,7 @@ fn fixture(extra: usize) -> Fixture {
         });
     }
     std::fs::write(&users, f.to_text()).unwrap();
-    let backend = LocalBackend::open(&store, users, "pc1".into(), Box::new(Fake)).unwrap();
+    let backend = LocalBackend::open(&store, users, "pc1".into(), state).unwrap();
     Fixture {
         console: Console::new(Arc::new(backend), Keys::random().unwrap(), false),
         _dir: dir,
@@ -422,4 +426,186 @@ fn the_blocking_server_limits_requests() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = TcpStream::connect(addr);
     t.join().unwrap();
+}
+
+#[test]
+fn the_agents_console_has_no_groups_and_sends_no_commands() {
+    let fx = fixture(0);
+    let cookie = login(&fx.console, "ann");
+    let r = fx.console.handle(&get("/console/", &cookie));
+    let html = body(&r);
+    assert!(
+        !html.contains("/console/groups"),
+        "no Groups in the navigation: {html}"
+    );
+    let token = csrf(&html);
+    for path in [
+        "/console/groups",
+        "/console/groups/lab",
+        "/console/groups/lab/diff?from=1&to=2",
+    ] {
+        let r = fx.console.handle(&get(path, &cookie));
+        assert_eq!(r.status, 404, "{path}");
+        assert!(body(&r).contains("fleet server"), "{path}: {}", body(&r));
+    }
+    let r = fx.console.handle(&post(
+        "/console/groups/lab/publish",
+        Some(&cookie),
+        &format!("csrf={token}&config=x"),
+    ));
+    assert_eq!(r.status, 404);
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&cookie),
+        &format!("csrf={token}&kind=reload"),
+    ));
+    assert_eq!(r.status, 404);
+    assert!(body(&r).contains("fleet server"));
+    // The host page offers no command form.
+    let html = body(&fx.console.handle(&get("/console/hosts/local", &cookie)));
+    assert!(!html.contains("/command"), "{html}");
+}
+
+#[test]
+fn odd_paths_are_answered_not_panicked_on() {
+    let fx = fixture(0);
+    let cookie = login(&fx.console, "ann");
+    let token = csrf(&body(&fx.console.handle(&get("/console/", &cookie))));
+    for path in [
+        "/console/hosts/command",
+        "/console/hosts//command",
+        "/console/groups/",
+        "/console/groups//publish",
+        "/console/groups/x/",
+    ] {
+        let r = fx.console.handle(&post(
+            path,
+            Some(&cookie),
+            &format!("csrf={token}&kind=reload"),
+        ));
+        assert!((400..500).contains(&r.status), "{path}: {}", r.status);
+    }
+}
+
+/// A daemon whose quarantine is in force until released (as the agent's quarantine API
+/// records it), or whose release fails.
+struct Quarantined {
+    released: std::sync::Mutex<Vec<(String, String)>>,
+    fails: bool,
+}
+
+impl LocalState for Quarantined {
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            quarantine: self.released.lock().unwrap().is_empty().then(|| {
+                watchpost_fleet_protocol::QuarantineStatus {
+                    since_ms: 1_765_000_000_000,
+                    reason: "filter ransomware-note <b>".into(),
+                    until_ms: None,
+                }
+            }),
+            ..Heartbeat::default()
+        }
+    }
+    fn baselines(&self) -> Option<&watchpost_anomaly::Baselines> {
+        None
+    }
+    fn release_quarantine(&self, by: &str, reason: &str) -> Result<bool, String> {
+        if self.fails {
+            return Err("nft: Operation not permitted".into());
+        }
+        let mut r = self.released.lock().unwrap();
+        let was = r.is_empty();
+        r.push((by.to_owned(), reason.to_owned()));
+        Ok(was)
+    }
+}
+
+#[test]
+fn the_agents_console_releases_its_own_quarantine() {
+    let fx = fixture_with(
+        0,
+        Box::new(Quarantined {
+            released: Default::default(),
+            fails: false,
+        }),
+    );
+    // A viewer sees the quarantine, no button; a hand-made release is refused.
+    let vic = login(&fx.console, "vic");
+    let html = body(&fx.console.handle(&get("/console/hosts/local", &vic)));
+    assert!(html.contains("filter ransomware-note &lt;b&gt;"), "{html}");
+    assert!(!html.contains("form class=\"release\""), "{html}");
+    assert!(html.contains("cannot release a quarantine"), "{html}");
+    let vtoken = csrf(&html);
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&vic),
+        &format!("csrf={vtoken}&kind=quarantine_release"),
+    ));
+    assert_eq!(r.status, 403);
+    // The analyst releases it.
+    let ann = login(&fx.console, "ann");
+    let html = body(&fx.console.handle(&get("/console/hosts/local", &ann)));
+    assert!(html.contains("form class=\"release\""), "{html}");
+    assert!(html.contains("Release quarantine"), "{html}");
+    let token = csrf(&html);
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&ann),
+        &format!("csrf={token}&kind=quarantine_release&reason=false+positive"),
+    ));
+    assert_eq!(r.status, 303, "{}", body(&r));
+    assert_eq!(
+        r.header("Location"),
+        Some("/console/hosts/local?released=1")
+    );
+    let html = body(
+        &fx.console
+            .handle(&get("/console/hosts/local?released=1", &ann)),
+    );
+    assert!(html.contains("The quarantine was released."), "{html}");
+    assert!(html.contains("Not quarantined."), "{html}");
+    // Again: nothing to release.
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&ann),
+        &format!("csrf={token}&kind=quarantine_release"),
+    ));
+    assert_eq!(
+        r.header("Location"),
+        Some("/console/hosts/local?released=0")
+    );
+    // Other commands are the fleet's; the audit log has the release and the refusal.
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&ann),
+        &format!("csrf={token}&kind=quarantine_apply&reason=x"),
+    ));
+    assert_eq!(r.status, 404);
+    let html = body(&fx.console.handle(&get("/console/audit", &ann)));
+    assert!(html.contains("quarantine.release"), "{html}");
+    assert!(html.contains("console.denied"), "{html}");
+    assert!(html.contains("false positive"), "{html}");
+
+    // A release that fails says why.
+    let fx = fixture_with(
+        0,
+        Box::new(Quarantined {
+            released: Default::default(),
+            fails: true,
+        }),
+    );
+    let ann = login(&fx.console, "ann");
+    let token = csrf(&body(&fx.console.handle(&get("/console/", &ann))));
+    let r = fx.console.handle(&post(
+        "/console/hosts/local/command",
+        Some(&ann),
+        &format!("csrf={token}&kind=quarantine_release"),
+    ));
+    assert_eq!(r.status, 400);
+    assert!(
+        body(&r).contains("nft: Operation not permitted"),
+        "{}",
+        body(&r)
+    );
 }

@@ -1,9 +1,11 @@
 //! `[console]`: the web console over this agent's event store, served by a supervised
 //! task on its own listener (plain HTTP on loopback; `watchpost-console`'s blocking
-//! server). It reads the running daemon's counters (the heartbeat the fleet would get)
-//! and its baselines; users come from the console's user file.
+//! server). It reads the running daemon's counters (the heartbeat the fleet would get,
+//! with the quarantine in force) and its baselines, and releases the quarantine through
+//! the agent's quarantine API; users come from the console's user file.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +26,22 @@ struct Daemon {
     metrics: Arc<Metrics>,
     analysis: Arc<Analysis>,
     host: String,
+    state_dir: PathBuf,
 }
 
 impl LocalState for Daemon {
     fn heartbeat(&self) -> watchpost_fleet_protocol::Heartbeat {
         let mut hb = self.metrics.heartbeat();
         hb.hostname = self.host.clone();
+        hb.quarantine = crate::fleet::quarantine(&self.state_dir);
         hb
+    }
+
+    /// As the fleet's `quarantine_release` command and `watchpost quarantine release` do.
+    fn release_quarantine(&self, by: &str, reason: &str) -> Result<bool, String> {
+        watchpost_actions::quarantine::release(&self.state_dir, &format!("console ({by})"), reason)
+            .map(|s| s.is_some())
+            .map_err(|e| e.to_string())
     }
 
     fn baselines(&self) -> Option<&watchpost_anomaly::Baselines> {
@@ -86,6 +97,7 @@ pub fn start(
             metrics: metrics.clone(),
             analysis: analysis.clone(),
             host: host.to_owned(),
+            state_dir: config.state_dir.clone(),
         }),
     )
     .context("[console]: opening the event store")?;

@@ -114,8 +114,9 @@ pub fn set_queueing(config: &Config) -> Result<()> {
         })
 }
 
-/// The quarantine in force, from its state file.
-fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::QuarantineStatus> {
+/// The quarantine in force, from its state file (the heartbeat's, and the console's host
+/// page).
+pub(crate) fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::QuarantineStatus> {
     let s = watchpost_actions::quarantine::status(state_dir).ok()??;
     if !s.active {
         return None;

@@ -19,12 +19,16 @@ use hyper::{Request, Response, StatusCode};
 use jiff::Timestamp;
 use tokio::runtime::Handle;
 use watchpost_console::backend::{
-    AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, EventDetail,
-    EventSummary, ExplainView, Home, HostDetail, HostRow, OutcomeView, Overview, Page, Role,
-    UserRecord, buckets, problems, summarize, top,
+    AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, ConfigText,
+    EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home, HostConfigView,
+    HostDetail, HostRow, OutcomeView, Overview, Page, PublishOutcome, Role, UserRecord,
+    VersionView, buckets, command_detail, problems, summarize, top,
 };
 use watchpost_console::{Console, auth::Keys};
-use watchpost_fleet_protocol::Heartbeat;
+use watchpost_fleet_protocol::{CommandKind, Heartbeat};
+
+use crate::admin::AdminError;
+use crate::control::{self, ControlError};
 use watchpost_query::Query;
 
 use crate::query::{Param, where_clause};
@@ -46,6 +50,58 @@ fn db(e: impl std::error::Error) -> BackendError {
         cause = c.source();
     }
     BackendError::Store(text)
+}
+
+/// A control operation's failure: what the user can correct is a 400 with its sentence,
+/// the rest a store failure.
+fn control_err(e: ControlError) -> BackendError {
+    match e {
+        ControlError::Admin(
+            AdminError::NotFound(m) | AdminError::Invalid(m) | AdminError::Conflict(m),
+        )
+        | ControlError::Refused(m) => BackendError::Invalid(m),
+        other => db(other),
+    }
+}
+
+/// Whether the operation failed because something named does not exist.
+fn missing(e: &ControlError) -> bool {
+    matches!(e, ControlError::Admin(AdminError::NotFound(_)))
+}
+
+fn config_text(
+    version: i32,
+    text: String,
+    files: std::collections::BTreeMap<String, String>,
+) -> ConfigText {
+    ConfigText {
+        version,
+        text,
+        files: files.into_iter().map(|(n, c)| (n, c.len())).collect(),
+    }
+}
+
+const GROUP_COLUMNS: &str =
+    "g.name, g.description, g.published_version, g.published_at, g.published_by,
+     count(a.id),
+     count(a.id) FILTER (WHERE a.config_version = g.published_version AND a.config_ok),
+     count(a.id) FILTER (WHERE g.published_version IS NOT NULL
+                           AND a.config_version IS DISTINCT FROM g.published_version),
+     count(a.id) FILTER (WHERE a.config_version = g.published_version AND NOT a.config_ok)
+     FROM groups g LEFT JOIN agents a ON a.group_id = g.id AND a.revoked_at IS NULL";
+
+fn group_row(r: &tokio_postgres::Row) -> GroupRow {
+    GroupRow {
+        name: r.get(0),
+        description: r.get(1),
+        published: r.get(2),
+        published_at: r.get::<_, Option<Timestamp>>(3).map(|t| t.to_string()),
+        published_by: r.get(4),
+        hosts: r.get(5),
+        current: r.get(6),
+        behind: r.get(7),
+        rejecting: r.get(8),
+    }
 }
 
 fn text(v: &serde_json::Value) -> String {
@@ -503,7 +559,8 @@ impl Backend for PgBackend {
                 .unwrap_or_default();
             let commands = c
                 .query(
-                    "SELECT c.id, c.kind, c.created_by, c.created_at, r.ok, r.result::text, r.delivered_at IS NOT NULL
+                    "SELECT c.id, c.kind, c.created_by, c.created_at, r.ok, r.result ->> 'output',
+                            r.delivered_at IS NOT NULL, c.args
                      FROM commands c LEFT JOIN command_results r ON r.command_id = c.id AND r.agent_id = $1
                      WHERE c.agent_id = $1 OR c.group_id = (SELECT group_id FROM agents WHERE id = $1)
                      ORDER BY c.id DESC LIMIT 50",
@@ -517,6 +574,9 @@ impl Backend for PgBackend {
                     kind: r.get(1),
                     by: r.get(2),
                     at: r.get::<_, Timestamp>(3).to_string(),
+                    detail: serde_json::from_value::<CommandKind>(r.get(7))
+                        .map(|k| command_detail(&k))
+                        .unwrap_or_default(),
                     result: match (r.get::<_, Option<bool>>(4), r.get::<_, bool>(6)) {
                         (Some(true), _) => format!("ok {}", r.get::<_, Option<String>>(5).unwrap_or_default()),
                         (Some(false), _) => format!("failed {}", r.get::<_, Option<String>>(5).unwrap_or_default()),
@@ -579,6 +639,148 @@ impl Backend for PgBackend {
 
     fn export_baselines(&self) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(None)
+    }
+
+    fn groups(&self) -> Result<Vec<GroupRow>, BackendError> {
+        self.run(async |c| {
+            Ok(c.query(
+                &format!("SELECT {GROUP_COLUMNS} GROUP BY g.id ORDER BY g.name"),
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(group_row)
+            .collect())
+        })
+    }
+
+    fn group(&self, name: &str) -> Result<Option<GroupDetail>, BackendError> {
+        self.run(async |c| {
+            let Some(r) = c
+                .query_opt(
+                    &format!("SELECT {GROUP_COLUMNS} WHERE g.name = $1 GROUP BY g.id"),
+                    &[&name],
+                )
+                .await
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let row = group_row(&r);
+            let versions = control::config_versions(c, name)
+                .await
+                .map_err(control_err)?
+                .into_iter()
+                .map(|x| VersionView {
+                    version: x.version,
+                    published: x.published,
+                    by: x.created_by,
+                    at: x.created_at,
+                    comment: x.comment,
+                    digest: x.digest,
+                    applied: x.applied,
+                    refused: x.refused,
+                })
+                .collect();
+            let hosts = control::config_status(c, name)
+                .await
+                .map_err(control_err)?
+                .into_iter()
+                .map(|a| HostConfigView {
+                    id: a.id.to_string(),
+                    name: a.hostname,
+                    version: a.version,
+                    ok: a.ok,
+                    error: a.error,
+                    reported_at: a.reported_at,
+                    generation: a.generation,
+                    running: a.digest,
+                })
+                .collect();
+            Ok(Some(GroupDetail {
+                row,
+                versions,
+                hosts,
+            }))
+        })
+    }
+
+    fn config_text(
+        &self,
+        group: &str,
+        version: Option<i32>,
+    ) -> Result<Option<ConfigText>, BackendError> {
+        self.run(
+            async |c| match control::config_get(c, group, version).await {
+                Ok((v, text, files)) => Ok(Some(config_text(v, text, files))),
+                Err(e) if missing(&e) => Ok(None),
+                Err(e) => Err(control_err(e)),
+            },
+        )
+    }
+
+    fn publish(
+        &self,
+        by: &str,
+        group: &str,
+        base: Option<i32>,
+        text: &str,
+        comment: &str,
+    ) -> Result<PublishOutcome, BackendError> {
+        self.run(async |c| {
+            // The rule and placeholder files stay those of the version the edit started
+            // from (else of the published one; none for a first version).
+            let files = match control::config_get(c, group, base).await {
+                Ok((_, _, files)) => files,
+                Err(e) if missing(&e) && base.is_none() => Default::default(),
+                Err(e) => return Err(control_err(e)),
+            };
+            match control::config_publish(c, by, group, text, &files, comment).await {
+                Ok(p) => Ok(PublishOutcome::Published {
+                    version: p.version,
+                    warnings: p.warnings,
+                }),
+                Err(ControlError::Refused(r)) => Ok(PublishOutcome::Refused(r)),
+                Err(e) => Err(control_err(e)),
+            }
+        })
+    }
+
+    fn rollback(&self, by: &str, group: &str, version: i32) -> Result<(), BackendError> {
+        self.run(async |c| {
+            control::config_rollback(c, by, group, version)
+                .await
+                .map_err(control_err)
+        })
+    }
+
+    fn send_command(
+        &self,
+        by: &str,
+        host: &str,
+        kind: &CommandKind,
+    ) -> Result<Option<i64>, BackendError> {
+        // Only agent ids (the host page's): a host name could name several agents.
+        if host.parse::<i64>().is_err() {
+            return Ok(None);
+        }
+        self.run(async |c| {
+            match control::command_send(
+                c,
+                by,
+                &control::Target::Agent(host.to_owned()),
+                kind,
+                None,
+                None,
+            )
+            .await
+            {
+                Ok(sent) => Ok(Some(sent.id)),
+                Err(e) if missing(&e) => Ok(None),
+                Err(e) => Err(control_err(e)),
+            }
+        })
     }
 }
 

@@ -202,3 +202,490 @@ fn the_fleet_console_reads_and_acknowledges_in_postgresql() {
     assert_eq!(get(&env, "/console/hosts/77777", &cookie).status, 404);
     env.stop();
 }
+
+/// A group configuration for the tests: valid as it is.
+pub const GOOD: &str = r#"
+[[source]]
+name = "av"
+type = "sep_av_log"
+path = "/var/log/sep/*.log"
+
+[[filter]]
+name = "av-detection"
+match = { source = "av" }
+actions = ["siem"]
+
+[[action]]
+name = "siem"
+type = "syslog"
+target = "udp://127.0.0.1:514"
+"#;
+
+fn post_form(env: &Env, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Answer {
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", watchpost_console::http::encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    request(
+        env.addr,
+        "POST",
+        path,
+        &[
+            ("Cookie", cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn groups_configuration_and_commands_through_the_fleet_console() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let Some(env) = Env::start(|c| {
+        c.console = Some(watchpost_server::config::ConsoleSettings {
+            session_key_file: None,
+        });
+    }) else {
+        return;
+    };
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "the lab's PCs")
+            .await
+            .unwrap();
+        admin::group_add(&db, "test", "empty", "").await.unwrap();
+        for (u, r) in [("ada", "admin"), ("ann", "analyst"), ("vic", "viewer")] {
+            admin::user_add(&db, "test", u, r, Some(PASSWORD))
+                .await
+                .unwrap();
+        }
+        admin::secret_create(&db, "test", "lab", "s1", None)
+            .await
+            .unwrap()
+    });
+    let cred = credential(&enroll(env.addr, &secret, "host-a", "PC-A"));
+    let agent = env.pg.psql("SELECT id FROM agents");
+    let admin = login(&env, "ada");
+    let token = csrf(&text(&get(&env, "/console/", &admin)));
+
+    // The groups list: no version yet.
+    let a = get(&env, "/console/groups", &admin);
+    assert_eq!(a.status, 200);
+    let html = text(&a);
+    assert!(html.contains("href=\"/console/groups/lab\""), "{html}");
+    assert!(html.contains("none (hosts run their own files)"), "{html}");
+    assert!(html.contains("the lab&#39;s PCs") || html.contains("the lab's PCs"));
+
+    // A configuration with an error: refused, the diagnostic at its line, nothing stored.
+    let bad = GOOD.replace("actions = [\"siem\"]", "actions = [\"nope\"]");
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[("csrf", &token), ("config", &bad), ("comment", "first try")],
+    );
+    assert_eq!(a.status, 422, "{}", text(&a));
+    let html = text(&a);
+    assert!(html.contains("nothing was published"), "{html}");
+    assert!(
+        html.contains("<a href=\"#L10\"><code>group.toml:10:12</code></a>"),
+        "{html}"
+    );
+    assert!(html.contains("<tr id=\"L10\" class=\"bad\">"), "{html}");
+    assert!(html.contains("unknown action `nope`"), "{html}");
+    // The text comes back in the editor to be corrected.
+    assert!(html.contains("actions = [&quot;nope&quot;]"), "{html}");
+    assert_eq!(env.pg.psql("SELECT count(*) FROM config_versions"), "0");
+
+    // A good one is published; a second changes one line; the diff shows it.
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[
+            ("csrf", &token),
+            ("config", GOOD),
+            ("comment", "<b>first</b>"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        a.header("location"),
+        Some("/console/groups/lab?published=1&warnings=0")
+    );
+    let second = GOOD.replace("udp://127.0.0.1:514", "udp://10.0.0.5:514");
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[
+            ("csrf", &token),
+            ("base", "1"),
+            ("config", &second),
+            ("comment", "new SIEM"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        env.pg.psql(
+            "SELECT string_agg(version || ':' || created_by || ':' || comment, ',' ORDER BY version) FROM config_versions"
+        ),
+        "1:ada:<b>first</b>,2:ada:new SIEM"
+    );
+    let html = text(&get(&env, "/console/groups/lab?published=2", &admin));
+    assert!(html.contains("Version 2 published"), "{html}");
+    assert!(
+        html.contains("&lt;b&gt;first&lt;/b&gt;"),
+        "the comment is escaped"
+    );
+    assert!(!html.contains("<b>first</b>"));
+    assert!(html.contains("changes from 1"), "{html}");
+    // The editor starts from the published version.
+    assert!(html.contains("udp://10.0.0.5:514"), "{html}");
+    let a = get(&env, "/console/groups/lab/diff?from=1&to=2", &admin);
+    assert_eq!(a.status, 200);
+    let html = text(&a);
+    assert!(
+        html.contains("<span class=\"add\">+1</span> <span class=\"del\">−1</span>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr class=\"del\"><td class=\"ln\">15</td><td class=\"ln\"></td><td>−</td><td class=\"code\">target = &quot;udp://127.0.0.1:514&quot;</td></tr>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr class=\"add\"><td class=\"ln\"></td><td class=\"ln\">15</td><td>+</td><td class=\"code\">target = &quot;udp://10.0.0.5:514&quot;</td></tr>"),
+        "{html}"
+    );
+    let a = get(&env, "/console/groups/lab/versions/1", &admin);
+    assert_eq!(a.status, 200);
+    assert!(text(&a).contains("udp://127.0.0.1:514"));
+    assert_eq!(
+        get(&env, "/console/groups/lab/versions/9", &admin).status,
+        404
+    );
+    assert_eq!(
+        get(&env, "/console/groups/lab/versions/x", &admin).status,
+        400
+    );
+    assert_eq!(
+        get(&env, "/console/groups/lab/diff?from=1&to=x", &admin).status,
+        400
+    );
+    assert_eq!(get(&env, "/console/groups/nosuch", &admin).status, 404);
+
+    // The agent runs version 2... then refuses it (as a real agent would report).
+    let auth = format!("Bearer {cred}");
+    let report = |version: i32, ok: bool, diagnostics: &str| {
+        let r = watchpost_fleet_protocol::Report {
+            config: Some(watchpost_fleet_protocol::ConfigReport {
+                version,
+                ok,
+                generation: 4,
+                diagnostics: diagnostics.into(),
+            }),
+            ..Default::default()
+        };
+        let a = request(
+            env.addr,
+            "POST",
+            "/api/v1/report",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &serde_json::to_vec(&r).unwrap(),
+        );
+        assert_eq!(a.status, 200, "{}", text(&a));
+    };
+    let hb = watchpost_fleet_protocol::Heartbeat {
+        version: "0.1.0".into(),
+        hostname: "PC-A".into(),
+        config_generation: Some("gen-a1".into()),
+        ..Default::default()
+    };
+    let a = request(
+        env.addr,
+        "POST",
+        "/api/v1/heartbeat",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&hb).unwrap(),
+    );
+    assert_eq!(a.status, 200);
+    report(2, true, "");
+    let html = text(&get(&env, "/console/groups", &admin));
+    assert!(
+        html.contains("<td><span class=\"ok\">1</span></td><td>0</td><td>0</td>"),
+        "one host on the published version: {html}"
+    );
+    report(2, false, "group.toml:16:10: error: <cannot reach> the SIEM");
+    let html = text(&get(&env, "/console/groups/lab", &admin));
+    assert!(html.contains("refused"), "{html}");
+    // Its reload counter from the report, the generation its heartbeat names.
+    assert!(
+        html.contains("<td>4</td><td><code>gen-a1</code></td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("group.toml:16:10: error: &lt;cannot reach&gt; the SIEM"),
+        "{html}"
+    );
+    let html = text(&get(&env, "/console/groups", &admin));
+    assert!(
+        html.contains(
+            "<td><span class=\"ok\">0</span></td><td>0</td><td><span class=\"failed\">1</span></td>"
+        ),
+        "one host rejecting: {html}"
+    );
+
+    // Roll back to version 1: published again, the host is behind.
+    let a = post_form(
+        &env,
+        "/console/groups/lab/rollback",
+        &admin,
+        &[("csrf", &token), ("version", "1")],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        env.pg
+            .psql("SELECT published_version || ' ' || published_by FROM groups WHERE name = 'lab'"),
+        "1 ada"
+    );
+    let html = text(&get(&env, "/console/groups", &admin));
+    assert!(
+        html.contains("<td><span class=\"ok\">0</span></td><td><span class=\"waiting\">1</span></td><td>0</td>"),
+        "one host behind: {html}"
+    );
+    assert_eq!(
+        post_form(
+            &env,
+            "/console/groups/lab/rollback",
+            &admin,
+            &[("csrf", &token), ("version", "7")]
+        )
+        .status,
+        404
+    );
+    // Without the CSRF token: refused.
+    assert_eq!(
+        post_form(
+            &env,
+            "/console/groups/lab/rollback",
+            &admin,
+            &[("version", "2")]
+        )
+        .status,
+        403
+    );
+
+    // A viewer and an analyst cannot publish or roll back: 403, audited, nothing changes.
+    let viewer = login(&env, "vic");
+    let vtoken = csrf(&text(&get(&env, "/console/", &viewer)));
+    let analyst = login(&env, "ann");
+    let atoken = csrf(&text(&get(&env, "/console/", &analyst)));
+    let html = text(&get(&env, "/console/groups/lab", &viewer));
+    assert!(html.contains("cannot publish configuration"), "{html}");
+    assert!(!html.contains("form class=\"publish\""));
+    for (c, t) in [(&viewer, &vtoken), (&analyst, &atoken)] {
+        let a = post_form(
+            &env,
+            "/console/groups/lab/publish",
+            c,
+            &[("csrf", t), ("config", GOOD), ("comment", "sneaky")],
+        );
+        assert_eq!(a.status, 403, "{}", text(&a));
+        assert!(text(&a).contains("an admin can"));
+        assert_eq!(
+            post_form(
+                &env,
+                "/console/groups/lab/rollback",
+                c,
+                &[("csrf", t), ("version", "2")]
+            )
+            .status,
+            403
+        );
+    }
+    assert_eq!(env.pg.psql("SELECT count(*) FROM config_versions"), "2");
+    assert_eq!(
+        env.pg
+            .psql("SELECT published_version FROM groups WHERE name = 'lab'"),
+        "1"
+    );
+    assert_eq!(
+        env.pg.psql(
+            "SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND target IN ('publish group lab', 'rollback group lab')"
+        ),
+        "4"
+    );
+
+    // Commands: a viewer is refused; the analyst releases the quarantine.
+    let host = format!("/console/hosts/{agent}");
+    let command = format!("{host}/command");
+    let a = post_form(
+        &env,
+        &command,
+        &viewer,
+        &[("csrf", &vtoken), ("kind", "quarantine_release")],
+    );
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        env.pg.psql(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND target = 'command to host {agent}'"
+        )),
+        "1"
+    );
+    assert_eq!(env.pg.psql("SELECT count(*) FROM commands"), "0");
+    let a = post_form(
+        &env,
+        &command,
+        &analyst,
+        &[
+            ("csrf", &atoken),
+            ("kind", "quarantine_release"),
+            ("reason", "false alarm, ticket 4711"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    let id = env.pg.psql("SELECT id FROM commands");
+    assert_eq!(
+        a.header("location"),
+        Some(format!("{host}?sent={id}").as_str())
+    );
+    assert_eq!(
+        env.pg
+            .psql("SELECT kind || ' ' || created_by || ' ' || (args ->> 'reason') FROM commands"),
+        "quarantine_release ann false alarm, ticket 4711"
+    );
+    let html = text(&get(&env, &format!("{host}?sent={id}"), &analyst));
+    assert!(html.contains(&format!("Command {id} sent")), "{html}");
+    assert!(
+        html.contains(&format!(
+            "<td>{id}</td><td>quarantine_release</td><td>reason: false alarm, ticket 4711</td><td>ann</td>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains("<td>waiting</td>"), "{html}");
+    // The host reports the result: it is shown with the command.
+    let r = watchpost_fleet_protocol::Report {
+        results: vec![watchpost_fleet_protocol::CommandResult {
+            id: id.parse().unwrap(),
+            ok: true,
+            output: "quarantine released <nft>".into(),
+        }],
+        ..Default::default()
+    };
+    let a = request(
+        env.addr,
+        "POST",
+        "/api/v1/report",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &serde_json::to_vec(&r).unwrap(),
+    );
+    assert_eq!(a.status, 200, "{}", text(&a));
+    let html = text(&get(&env, &host, &viewer));
+    assert!(
+        html.contains("<td>ok quarantine released &lt;nft&gt;</td>"),
+        "{html}"
+    );
+    // Run an action with fields; bad field lines and unknown kinds are a 400.
+    let a = post_form(
+        &env,
+        &command,
+        &analyst,
+        &[
+            ("csrf", &atoken),
+            ("kind", "run_action"),
+            ("action", "siem"),
+            ("fields", "path=C:\\x.exe\nuser=<bob>"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        env.pg
+            .psql("SELECT args::text FROM commands WHERE kind = 'run_action'"),
+        r#"{"kind": "run_action", "action": "siem", "fields": {"path": "C:\\x.exe", "user": "<bob>"}}"#
+    );
+    let html = text(&get(&env, &host, &analyst));
+    assert!(
+        html.contains("action: siem; path=C:\\x.exe, user=&lt;bob&gt;"),
+        "{html}"
+    );
+    let a = post_form(
+        &env,
+        &command,
+        &analyst,
+        &[
+            ("csrf", &atoken),
+            ("kind", "run_action"),
+            ("action", "siem"),
+            ("fields", "no equals"),
+        ],
+    );
+    assert_eq!(a.status, 400);
+    assert!(text(&a).contains("name=value"));
+    assert_eq!(
+        post_form(
+            &env,
+            &command,
+            &analyst,
+            &[("csrf", &atoken), ("kind", "rm -rf")]
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        post_form(
+            &env,
+            "/console/hosts/99999/command",
+            &analyst,
+            &[("csrf", &atoken), ("kind", "reload")]
+        )
+        .status,
+        404
+    );
+    // Odd paths are answered, never panicked on.
+    for path in [
+        "/console/hosts/command",
+        "/console/hosts//command",
+        "/console/hosts/PC-A/command",
+        "/console/groups/",
+        "/console/groups//publish",
+        "/console/groups/lab/",
+        "/console/groups/lab/destroy",
+    ] {
+        let a = post_form(&env, path, &admin, &[("csrf", &token), ("kind", "reload")]);
+        assert!((400..500).contains(&a.status), "{path}: {}", a.status);
+    }
+    for path in [
+        "/console/groups/lab/versions/",
+        "/console/groups/lab/diff",
+        "/console/groups/lab/diff?from=1",
+        "/console/groups/lab/diff?from=1&to=99",
+        "/console/groups/lab?edit=99",
+        "/console/groups/lab?edit=abc",
+    ] {
+        let a = get(&env, path, &admin);
+        assert!((400..500).contains(&a.status), "{path}: {}", a.status);
+    }
+    assert_eq!(env.pg.psql("SELECT count(*) FROM commands"), "2");
+    // The audit log names who sent, published and rolled back.
+    let html = text(&get(&env, "/console/audit", &admin));
+    for what in [
+        "command.send",
+        "config.publish",
+        "config.rollback",
+        "console.denied",
+    ] {
+        assert!(html.contains(what), "{what}: {html}");
+    }
+    env.stop();
+}

@@ -2,7 +2,10 @@
 //! enroll and ship events through the real API (anomalies waiting for acknowledgement,
 //! Sigma detections with their rule level, an event whose fields hold HTML/JS) and
 //! heartbeats (a stale definitions check, a quarantine); headless Chromium runs the
-//! review flow of `crates/console/tests/browser/console_flow.py`. Screenshots land in
+//! review flow of `crates/console/tests/browser/console_flow.py`, then the groups,
+//! configuration and commands flow of `fleet_admin_flow.py` (an admin publishes, is
+//! refused with the diagnostic at its line, compares versions and rolls back; a viewer is
+//! refused; an analyst releases a quarantine). Screenshots land in
 //! `target/console-screenshots/fleet/`.
 
 #![allow(clippy::unwrap_used)]
@@ -98,7 +101,7 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
     let secret = env.rt.block_on(async {
         use watchpost_server::admin;
         admin::group_add(&db, "test", "laptops", "").await.unwrap();
-        for (u, r) in [("ann", "analyst"), ("vic", "viewer")] {
+        for (u, r) in [("ann", "analyst"), ("vic", "viewer"), ("ada", "admin")] {
             admin::user_add(&db, "test", u, r, Some("correct horse battery"))
                 .await
                 .unwrap();
@@ -107,8 +110,10 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
             .await
             .unwrap()
     });
+    let mut creds = Vec::new();
     for (i, host) in ["LAPTOP-7", "DESK-2"].iter().enumerate() {
         let cred = credential(&enroll(env.addr, &secret, &format!("id-{host}"), host));
+        creds.push(cred.clone());
         assert_eq!(send_batch(env.addr, &cred, &batch(host, 90)).status, 200);
         let hb = Heartbeat {
             version: "0.1.0".into(),
@@ -175,11 +180,82 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
     let acked = env
         .pg
         .psql("SELECT count(*) FROM events WHERE ack_origin = 'server' AND acked_by = 'ann'");
+    // Groups, configuration and commands: the admin, a viewer refused, the analyst
+    // releasing LAPTOP-7's quarantine.
+    let laptop = env
+        .pg
+        .psql("SELECT id FROM agents WHERE hostname = 'LAPTOP-7'");
+    let admin_result = match result {
+        Ok(true) => watchpost_console::browser::run_script(
+            "fleet_admin_flow.py",
+            &[
+                "--base",
+                &format!("http://{}", env.addr),
+                "--group",
+                "laptops",
+                "--host-id",
+                &laptop,
+                // The agents' reports of what they did with version 2, as the channel
+                // carries them: LAPTOP-7 refuses it, DESK-2 runs it.
+                "--refusing-credential",
+                &creds[0],
+                "--running-credential",
+                &creds[1],
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ),
+        other => other,
+    };
+    let versions = env.pg.psql(
+        "SELECT string_agg(version || ' ' || created_by, ',' ORDER BY version) FROM config_versions",
+    );
+    let published = env
+        .pg
+        .psql("SELECT published_version || ' ' || published_by FROM groups WHERE name = 'laptops'");
+    let commands = env.pg.psql(&format!(
+        "SELECT string_agg(kind || ' ' || created_by || ' ' || coalesce(args ->> 'reason', ''), ',' ORDER BY id)
+         FROM commands WHERE agent_id = {laptop}"
+    ));
+    let denied = env.pg.psql(
+        "SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND actor = 'vic'
+         AND target IN ('publish group laptops', 'command to host ' || (SELECT id FROM agents WHERE hostname = 'LAPTOP-7'))",
+    );
     env.stop();
-    match result {
+    match admin_result {
         Ok(true) => {
             assert_eq!(acked, "3", "one plus two selected");
-            assert!(std::fs::read_dir(&out).unwrap().count() >= 10);
+            // The refused configuration stored nothing; two published, then rolled back.
+            assert_eq!(versions, "1 ada,2 ada");
+            assert_eq!(published, "1 ada");
+            assert_eq!(
+                commands,
+                "quarantine_release ann false positive, ticket 4712,run_checks ann"
+            );
+            assert_eq!(denied, "2", "the viewer's publication and command");
+            let shots: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            for page in [
+                "groups",
+                "group",
+                "publish-refused",
+                "group-published",
+                "group-hosts-reported",
+                "diff",
+                "version",
+                "rolled-back",
+                "viewer-publish-refused",
+                "host-quarantined",
+                "host-commands",
+            ] {
+                assert!(
+                    shots.iter().any(|s| s.ends_with(&format!("-{page}.png"))),
+                    "a screenshot of {page}: {shots:?}"
+                );
+            }
+            assert!(shots.len() >= 20);
         }
         Ok(false) => {}
         Err(e) => panic!("{e}"),
