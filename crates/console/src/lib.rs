@@ -709,7 +709,9 @@ impl Console {
                 .map_err(|_| bad_request(v, &format!("`{s}` is not a version number.")))
         };
         if sub.is_empty() {
-            let notice = match (p.get("published"), p.get("rolledback")) {
+            // Only numbers are echoed: a crafted link cannot put words in the notice.
+            let number = |k: &str| p.get(k).and_then(|n| n.parse::<i32>().ok());
+            let notice = match (number("published"), number("rolledback")) {
                 (Some(n), _) => Some(format!(
                     "Version {n} published{}; the group's hosts receive it on their next poll.",
                     match p.get("warnings").and_then(|w| w.parse::<u32>().ok()) {

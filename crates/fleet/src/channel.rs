@@ -8,7 +8,9 @@
 //! (the last 1,000) and a report not yet accepted by the server. The state is written
 //! after each thing is done and before it is reported; the next poll sends the cursors
 //! again, so the server repeats whatever was not taken. A command delivered again (its
-//! result was lost) is not run again: its stored result is sent.
+//! result was lost) is not run again: its stored result is sent. A command runs at most
+//! once: its id is saved before it starts, and one delivered again after the agent
+//! stopped in the middle of it is reported as interrupted, not run a second time.
 //!
 //! **Stopping does not wait for a poll.** The poll (held by the server up to
 //! [`POLL_WAIT`]) runs on a thread of its own; the daemon's task only waits for its
@@ -35,6 +37,19 @@ const MAX_DELIVERY: usize = 64 << 20;
 /// Command results remembered.
 const REMEMBERED: usize = 1000;
 
+/// The result of a command the agent stopped in the middle of.
+pub const INTERRUPTED: &str =
+    "the agent stopped while running this command; it was not run again (send it anew to retry)";
+
+/// Keeps a command's result (the last [`REMEMBERED`]), so a delivery again is answered
+/// with it instead of running the command twice.
+fn remember(st: &mut ChannelState, r: &CommandResult) {
+    st.done.push(r.clone());
+    if st.done.len() > REMEMBERED {
+        st.done.remove(0);
+    }
+}
+
 /// What the daemon does with what arrives (implemented by the runtime).
 pub trait Apply: Send {
     /// Applies a group configuration (its files already written under `files`); the
@@ -58,6 +73,10 @@ pub struct ChannelState {
     pub done: Vec<CommandResult>,
     /// A report the server has not accepted yet.
     pub unsent: Option<Report>,
+    /// The command being run: written before it starts, cleared with its result. Found
+    /// set after a restart, the agent stopped while running it: it is reported as
+    /// interrupted and not run again (a command runs at most once).
+    pub running: Option<i64>,
 }
 
 impl ChannelState {
@@ -358,7 +377,24 @@ pub fn handle(dir: &Path, st: &mut ChannelState, apply: &mut dyn Apply, d: Deliv
     for c in &d.commands {
         let result = match st.done.iter().find(|r| r.id == c.id) {
             Some(r) => r.clone(),
+            None if st.running == Some(c.id) => {
+                tracing::warn!(
+                    id = c.id,
+                    kind = c.kind.name(),
+                    "fleet command interrupted by a stop of the agent; not run again"
+                );
+                let r = CommandResult {
+                    id: c.id,
+                    ok: false,
+                    output: INTERRUPTED.to_owned(),
+                };
+                st.running = None;
+                remember(st, &r);
+                r
+            }
             None => {
+                st.running = Some(c.id);
+                st.save(dir);
                 let (ok, output) = match apply.command(c) {
                     Ok(o) => (true, o),
                     Err(e) => (false, e),
@@ -369,10 +405,8 @@ pub fn handle(dir: &Path, st: &mut ChannelState, apply: &mut dyn Apply, d: Deliv
                     ok,
                     output,
                 };
-                st.done.push(r.clone());
-                if st.done.len() > REMEMBERED {
-                    st.done.remove(0);
-                }
+                st.running = None;
+                remember(st, &r);
                 r
             }
         };
@@ -394,4 +428,150 @@ pub fn handle(dir: &Path, st: &mut ChannelState, apply: &mut dyn Apply, d: Deliv
     }
     st.unsent = Some(report);
     st.save(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use watchpost_fleet_protocol::CommandKind;
+
+    /// Counts what it is asked to do.
+    #[derive(Default)]
+    struct Counting {
+        commands: Vec<i64>,
+        acks: Vec<i64>,
+    }
+
+    impl Apply for Counting {
+        fn config(&mut self, c: &GroupConfig, _: &Path, _: &Path) -> ConfigReport {
+            ConfigReport {
+                version: c.version,
+                ok: true,
+                generation: 2,
+                diagnostics: String::new(),
+            }
+        }
+        fn command(&mut self, c: &Command) -> Result<String, String> {
+            self.commands.push(c.id);
+            Ok(format!("ran {}", c.id))
+        }
+        fn acks(&mut self, acks: &[CentralAck]) -> Result<(), String> {
+            self.acks.extend(acks.iter().map(|a| a.id));
+            Ok(())
+        }
+    }
+
+    fn command(id: i64) -> Command {
+        Command {
+            id,
+            kind: CommandKind::RunChecks,
+            by: "ann".into(),
+        }
+    }
+
+    fn delivery(ids: &[i64]) -> Delivery {
+        Delivery {
+            commands: ids.iter().map(|&i| command(i)).collect(),
+            ..Delivery::default()
+        }
+    }
+
+    #[test]
+    fn a_command_delivered_again_is_answered_from_its_stored_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = ChannelState::load(dir.path());
+        let mut apply = Counting::default();
+        handle(dir.path(), &mut st, &mut apply, delivery(&[7]));
+        // The result was lost on the way: the server delivers the command again, and
+        // the agent restarted in between (the state comes from its file).
+        let mut st = ChannelState::load(dir.path());
+        handle(dir.path(), &mut st, &mut apply, delivery(&[7, 8]));
+        assert_eq!(apply.commands, [7, 8], "7 ran once");
+        let results = &st.unsent.as_ref().unwrap().results;
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|r| r.ok && r.output.starts_with("ran ")));
+        assert_eq!(st.running, None);
+    }
+
+    #[test]
+    fn a_command_interrupted_by_a_stop_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // What the file holds when the agent was killed while running command 9.
+        let killed = ChannelState {
+            running: Some(9),
+            ..ChannelState::default()
+        };
+        killed.save(dir.path());
+        let mut st = ChannelState::load(dir.path());
+        assert_eq!(st.running, Some(9));
+        let mut apply = Counting::default();
+        handle(dir.path(), &mut st, &mut apply, delivery(&[9, 10]));
+        assert_eq!(apply.commands, [10], "9 is not run a second time");
+        let results = &st.unsent.as_ref().unwrap().results;
+        let r9 = results.iter().find(|r| r.id == 9).unwrap();
+        assert!(!r9.ok);
+        assert_eq!(r9.output, INTERRUPTED);
+        // Kept: delivered once more, the same answer, still not run.
+        let mut st = ChannelState::load(dir.path());
+        assert_eq!(st.running, None);
+        handle(dir.path(), &mut st, &mut apply, delivery(&[9]));
+        assert_eq!(apply.commands, [10]);
+        let results = &st.unsent.as_ref().unwrap().results;
+        let r9 = results.iter().find(|r| r.id == 9).unwrap();
+        assert_eq!(r9.output, INTERRUPTED);
+    }
+
+    #[test]
+    fn the_id_is_saved_before_the_command_starts() {
+        /// Reads the state file while "running" the command.
+        struct Peek<'a>(&'a Path, Option<Option<i64>>);
+        impl Apply for Peek<'_> {
+            fn config(&mut self, c: &GroupConfig, _: &Path, _: &Path) -> ConfigReport {
+                ConfigReport {
+                    version: c.version,
+                    ok: true,
+                    generation: 1,
+                    diagnostics: String::new(),
+                }
+            }
+            fn command(&mut self, _: &Command) -> Result<String, String> {
+                self.1 = Some(ChannelState::load(self.0).running);
+                Err("no".into())
+            }
+            fn acks(&mut self, _: &[CentralAck]) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = ChannelState::default();
+        let mut peek = Peek(dir.path(), None);
+        handle(dir.path(), &mut st, &mut peek, delivery(&[3]));
+        assert_eq!(peek.1, Some(Some(3)));
+        assert_eq!(ChannelState::load(dir.path()).running, None);
+        let r = &st.unsent.as_ref().unwrap().results[0];
+        assert_eq!((r.ok, r.output.as_str()), (false, "no"));
+    }
+
+    #[test]
+    fn acknowledgements_move_the_cursor_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = ChannelState::default();
+        let mut apply = Counting::default();
+        let ack = |id| CentralAck {
+            id,
+            event: 40 + id as u64,
+            at_ms: 0,
+            by: "ann".into(),
+            comment: "seen".into(),
+        };
+        let d = Delivery {
+            acks: vec![ack(1), ack(2)],
+            ..Delivery::default()
+        };
+        handle(dir.path(), &mut st, &mut apply, d);
+        assert_eq!(apply.acks, [1, 2]);
+        assert_eq!(ChannelState::load(dir.path()).ack_after, 2);
+        assert_eq!(st.unsent.as_ref().unwrap().acks_applied, Some(2));
+    }
 }
