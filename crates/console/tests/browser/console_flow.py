@@ -87,7 +87,9 @@ class Flow:
 
     def post_form(self, action, fields):
         """Submits a form the page does not offer (as a forged or hand-made request would):
-        WebDriver's script runs outside the page's CSP."""
+        WebDriver's script runs outside the page's CSP. Waits for the answer's page as
+        click_and_wait does (a fixed pause was too short on a loaded machine)."""
+        old = self.d.find_element(By.TAG_NAME, "html")
         self.d.execute_script(
             """
             const f = document.createElement('form');
@@ -99,7 +101,7 @@ class Flow:
             document.body.appendChild(f); f.submit();
             """,
             action, fields)
-        time.sleep(0.5)
+        self.wait_for_next_page(old)
 
     def csrf(self):
         return self.d.find_element(By.CSS_SELECTOR, "form.logout input[name=csrf]").get_attribute("value")
@@ -108,8 +110,12 @@ class Flow:
         """Clicks what submits a form and waits until the next page has loaded."""
         old = self.d.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.d, 15).until(EC.staleness_of(old))
-        WebDriverWait(self.d, 15).until(
+        self.wait_for_next_page(old)
+
+    def wait_for_next_page(self, old):
+        """Waits until the document `old` belonged to is gone and the next has loaded."""
+        WebDriverWait(self.d, 30).until(EC.staleness_of(old))
+        WebDriverWait(self.d, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
 
     def search(self, q):
