@@ -250,6 +250,12 @@ impl Analysis {
         })
     }
 
+    /// Waits until what was handed to the event store's writer is written (`true`), or
+    /// `timeout`; `true` without a store.
+    pub fn flush_store(&self, timeout: Duration) -> bool {
+        self.store.as_ref().is_none_or(|w| w.flush(timeout))
+    }
+
     /// The event store writer's counters (`None` without a store).
     pub fn store_stats(&self) -> Option<watchpost_store::WriterStats> {
         self.store.as_ref().map(|w| w.stats())

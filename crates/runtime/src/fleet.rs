@@ -133,6 +133,62 @@ pub(crate) fn quarantine(state_dir: &Path) -> Option<watchpost_fleet_protocol::Q
     })
 }
 
+/// The filter name a job run by a fleet command carries (its event is stored under it).
+pub const COMMAND_FILTER: &str = "fleet-command";
+
+/// How long a `run_action` command waits for the action before it answers (the channel
+/// handles nothing else meanwhile; a longer action's outcome is still recorded with its
+/// event, and shipped).
+const ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A `run_action` command's answer: the outcome of the action's last attempt as the event
+/// store recorded it, or why there is none yet.
+fn action_result(
+    analysis: &crate::analysis::Analysis,
+    store: &Path,
+    action: &str,
+    stored: Option<u64>,
+    ended: bool,
+) -> Result<String, String> {
+    let Some(id) = stored else {
+        return Ok(format!(
+            "queued to action {action} (not stored: the event store refused the event)"
+        ));
+    };
+    if !ended {
+        return Ok(format!(
+            "action {action} still running after {} s; its outcome is recorded with event {id}",
+            ACTION_WAIT.as_secs()
+        ));
+    }
+    analysis.flush_store(std::time::Duration::from_secs(5));
+    let last = watchpost_store::Store::open_read_only(store)
+        .and_then(|s| s.get(id))
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            e.outcomes
+                .into_iter()
+                .filter(|o| o.action == action)
+                .max_by_key(|o| o.attempt)
+        });
+    match last {
+        Some(o) if o.ok => Ok(format!(
+            "action {action}: ok{}{} (event {id})",
+            if o.detail.is_empty() { "" } else { ": " },
+            o.detail
+        )),
+        Some(o) => Err(format!(
+            "action {action} failed (attempt {}): {} (event {id})",
+            o.attempt, o.detail
+        )),
+        // Handed to its retry queue before any attempt: delivered from there.
+        None => Ok(format!(
+            "queued to action {action}'s retry queue; its outcomes are recorded with event {id}"
+        )),
+    }
+}
+
 /// The channel task's name.
 pub const CHANNEL_TASK: &str = "fleet-channel";
 
@@ -260,19 +316,32 @@ impl watchpost_fleet::channel::Apply for DaemonApply {
                         event.push(sym, watchpost_event::Value::Str(v.as_str().into()));
                     }
                 }
+                let event = Arc::new(event);
+                // Stored as a detection of the filter `fleet-command` would be: every
+                // attempt's outcome is recorded with it (`watchpost events`), and both
+                // are shipped to the server like any other.
+                let stored = self
+                    .shared
+                    .analysis
+                    .store_named(COMMAND_FILTER, &event, false);
+                // The action drops the job when it is done with it (run, sent, or put in
+                // its retry queue): the receiver then sees the sender gone.
+                let (done, finished) = crossbeam_channel::bounded::<()>(0);
                 let job = watchpost_actions::Job {
-                    event: Arc::new(event),
-                    filter: Arc::from("fleet-command"),
+                    event,
+                    filter: Arc::from(COMMAND_FILTER),
                     actions: Arc::from(action.as_str()),
-                    stored: None,
-                    // No source waits for a job the server asked for.
-                    ticket: watchpost_actions::Ticket::default(),
+                    stored,
+                    ticket: watchpost_actions::Ticket::new(Arc::new(done)),
                 };
-                if lane.submit(job) {
-                    Ok(format!("queued to action {action}"))
-                } else {
-                    Err(format!("action {action}'s queue is full"))
+                if !lane.submit(job) {
+                    return Err(format!("action {action}'s queue is full"));
                 }
+                let ended = !matches!(
+                    finished.recv_timeout(ACTION_WAIT),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                );
+                action_result(&self.shared.analysis, &self.store, action, stored, ended)
             }
             CommandKind::RunChecks => {
                 let config = self.running()?;

@@ -368,7 +368,19 @@ fn configuration_commands_and_acknowledgements_reach_real_agents() {
     wait_for("the action's result", Duration::from_secs(30), || {
         (result(run.id).ok.is_some() && result(reload.id).ok.is_some()).then_some(())
     });
-    assert_eq!(result(run.id).ok, Some(true));
+    // The answer is the action's own outcome, recorded with the event the command made
+    // (stored under the filter `fleet-command`, and shipped like any other).
+    let run_output = result(run.id).output.unwrap_or_default();
+    assert_eq!(result(run.id).ok, Some(true), "{run_output}");
+    assert!(run_output.starts_with("action log: ok"), "{run_output}");
+    wait_for(
+        "the command's event on the server",
+        Duration::from_secs(30),
+        || {
+            (pg.psql("SELECT count(*) FROM events e JOIN agents a ON a.id = e.agent_id WHERE a.hostname = 'A' AND e.source = 'fleet' AND 'fleet-command' = ANY(e.filters) AND e.fields ->> 'path' = 'C:\\suspect\\x.exe'") == "1")
+            .then_some(())
+        },
+    );
     assert_eq!(result(reload.id).ok, Some(true), "{:?}", result(reload.id));
     wait_for("the action's line", Duration::from_secs(30), || {
         std::fs::read_to_string(d.join("A-state/detections.jsonl"))
