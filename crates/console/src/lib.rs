@@ -316,13 +316,7 @@ impl Console {
         let token_ok = form
             .get("csrf")
             .is_some_and(|t| self.keys.csrf_ok(&who.session, t));
-        let origin_ok = match (&req.origin, &req.host) {
-            (Some(o), Some(h)) => o
-                .split_once("://")
-                .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h)),
-            _ => true,
-        };
-        if token_ok && origin_ok {
+        if token_ok && same_origin(req) {
             return Ok(None);
         }
         tracing::warn!(user = %who.user.name, path = %req.path, peer = %req.peer, "console: a state change without a valid CSRF token was refused");
@@ -343,6 +337,26 @@ impl Console {
     }
 
     fn login(&self, req: &Request) -> Result<Response, BackendError> {
+        // Login CSRF: another site's form must not sign the browser in to an account of
+        // the attacker's (the session has no token yet; browsers send `Origin` on a
+        // cross-site POST).
+        if !same_origin(req) {
+            tracing::warn!(peer = %req.peer, origin = ?req.origin, "console: a login posted from another site was refused");
+            self.backend.audit(
+                "?",
+                "console.login_cross_site",
+                "",
+                serde_json::json!({ "peer": req.peer, "origin": req.origin }),
+            )?;
+            return Ok(Response::html(
+                403,
+                pages::error(
+                    None,
+                    "Refused",
+                    "This login came from a form on another site. Open the console's own login page and log in there.",
+                ),
+            ));
+        }
         let form = req.form();
         let user = form.get("user").unwrap_or("").trim();
         let password = form.get("password").unwrap_or("");
@@ -951,6 +965,17 @@ fn no_groups(v: &Viewer) -> Response {
 
 fn bad_request(v: &Viewer, message: &str) -> Response {
     Response::html(400, pages::error(Some(v), "Bad request", message))
+}
+
+/// Whether a POST comes from the console's own pages: its `Origin` (when the browser
+/// sends one) names the host the request was sent to.
+fn same_origin(req: &Request) -> bool {
+    match (&req.origin, &req.host) {
+        (Some(o), Some(h)) => o
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h)),
+        _ => true,
+    }
 }
 
 fn not_found(v: Option<&Viewer>, message: &str) -> Response {

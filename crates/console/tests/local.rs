@@ -325,6 +325,25 @@ fn login_roles_csrf_escaping_and_acknowledgement() {
 }
 
 #[test]
+fn a_login_posted_from_another_site_is_refused() {
+    let fx = fixture(0);
+    let mut r = post(
+        "/console/login",
+        None,
+        "user=ann&password=correct+horse+battery",
+    );
+    r.host = Some("127.0.0.1:8443".into());
+    r.origin = Some("https://evil.example".into());
+    let answer = fx.console.handle(&r);
+    assert_eq!(answer.status, 403);
+    assert!(answer.header("Set-Cookie").is_none(), "no session");
+    assert!(body(&answer).contains("another site"));
+    // From the console's own page: signed in.
+    r.origin = Some("http://127.0.0.1:8443".into());
+    assert_eq!(fx.console.handle(&r).status, 303);
+}
+
+#[test]
 fn login_attempts_are_limited() {
     let fx = fixture(0);
     for _ in 0..5 {
