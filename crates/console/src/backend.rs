@@ -258,6 +258,33 @@ pub struct HostRow {
     pub problems: Vec<String>,
 }
 
+/// Which hosts the hosts page lists, and where its page starts (keyset: the hosts after
+/// the one named, in the order of their names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostQuery {
+    /// Host names containing this, case-insensitively ("" for any).
+    pub name: String,
+    /// Only the hosts of this group ("" for any).
+    pub group: String,
+    /// Only the hosts that need attention (the overview's list).
+    pub attention: bool,
+    /// The page starts after this host (its id).
+    pub after: Option<String>,
+    /// Hosts per page.
+    pub limit: usize,
+}
+
+/// One page of hosts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostPage {
+    /// The hosts, by name.
+    pub rows: Vec<HostRow>,
+    /// How many hosts the query matches in all.
+    pub total: u64,
+    /// Whether more follow the last row.
+    pub more: bool,
+}
+
 /// A baseline of one filter on one host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaselineRow {
@@ -617,8 +644,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// The audit log, newest first, entries with an id below `before`.
     fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditRow>, BackendError>;
-    /// Hosts.
-    fn hosts(&self) -> Result<Vec<HostRow>, BackendError>;
+    /// A page of the hosts `query` asks for.
+    fn hosts(&self, query: &HostQuery) -> Result<HostPage, BackendError>;
     /// One host.
     fn host(&self, id: &str) -> Result<Option<HostDetail>, BackendError>;
     /// Baselines (per filter and host).

@@ -56,6 +56,8 @@ use pages::{Editor, SearchForm, Viewer};
 
 /// Events per page.
 pub const PAGE: usize = 50;
+/// Hosts per page.
+pub const HOSTS_PAGE: usize = 100;
 /// Most events one acknowledgement takes.
 pub const MAX_ACK: usize = 500;
 /// Longest query text.
@@ -250,8 +252,25 @@ impl Console {
                 if self.backend.home() == Home::Local {
                     return Ok(Response::redirect("/console/hosts/local"));
                 }
-                let rows = self.backend.hosts()?;
-                Ok(Response::html(200, pages::hosts(&v, &rows)))
+                let p = req.params();
+                let query = backend::HostQuery {
+                    name: p.get("name").unwrap_or("").chars().take(200).collect(),
+                    group: p.get("group").unwrap_or("").chars().take(200).collect(),
+                    attention: p.get("attention") == Some("1"),
+                    after: p.get("after").map(str::to_owned),
+                    limit: HOSTS_PAGE,
+                };
+                let page = match self.backend.hosts(&query) {
+                    Ok(page) => page,
+                    Err(BackendError::Invalid(m)) => return Ok(bad_request(&v, &m)),
+                    Err(e) => return Err(e),
+                };
+                let groups: Vec<String> =
+                    self.backend.groups()?.into_iter().map(|g| g.name).collect();
+                Ok(Response::html(
+                    200,
+                    pages::hosts(&v, &query, &page, &groups),
+                ))
             }
             ("GET" | "HEAD", r) if r.starts_with("hosts/") => {
                 let id = http::decode(&r["hosts/".len()..]);

@@ -14,8 +14,8 @@ use watchpost_store::{Dimension, PageSpec, Store, StoreError, StoredEvent};
 use crate::auth::UserFile;
 use crate::backend::{
     AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, EventDetail, EventSummary,
-    ExplainView, Home, HostDetail, HostRow, OutcomeView, Overview, Page, UserRecord, buckets,
-    problems, rfc3339, summarize, top,
+    ExplainView, Home, HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page,
+    UserRecord, buckets, problems, rfc3339, summarize, top,
 };
 
 /// What the running daemon tells its console.
@@ -317,8 +317,13 @@ impl Backend for LocalBackend {
             .collect())
     }
 
-    fn hosts(&self) -> Result<Vec<HostRow>, BackendError> {
-        Ok(vec![self.host_row(&self.state.heartbeat())])
+    fn hosts(&self, _: &HostQuery) -> Result<HostPage, BackendError> {
+        // One host: the console sends its hosts page to that host's own.
+        Ok(HostPage {
+            rows: vec![self.host_row(&self.state.heartbeat())],
+            total: 1,
+            more: false,
+        })
     }
 
     fn release_local_quarantine(&self, by: &str, reason: &str) -> Result<bool, BackendError> {

@@ -6,7 +6,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::backend::{
     AuditRow, BaselineRow, ConfigText, Diagnostic, EventDetail, EventSummary, ExplainView,
-    GroupDetail, GroupRow, Home, HostDetail, HostRow, Overview, Role, VersionView,
+    GroupDetail, GroupRow, Home, HostDetail, HostPage, HostQuery, Overview, Role, VersionView,
 };
 use crate::chart;
 use crate::diff;
@@ -481,14 +481,46 @@ pub fn audit(v: &Viewer, rows: &[AuditRow], more: bool) -> Markup {
 }
 
 /// The host list.
-pub fn hosts(v: &Viewer, rows: &[HostRow]) -> Markup {
+/// The hosts page: a filter (name, group, needing attention) and one page of hosts by
+/// name; `groups` for the group list.
+pub fn hosts(v: &Viewer, q: &HostQuery, page: &HostPage, groups: &[String]) -> Markup {
+    let filtered = !q.name.is_empty() || !q.group.is_empty() || q.attention;
+    let rows = &page.rows;
+    let next = rows.last().filter(|_| page.more).map(|last| {
+        let mut link = format!("/console/hosts?after={}", encode(&last.id));
+        for (k, val) in [("name", q.name.as_str()), ("group", q.group.as_str())] {
+            if !val.is_empty() {
+                link.push_str(&format!("&{k}={}", encode(val)));
+            }
+        }
+        if q.attention {
+            link.push_str("&attention=1");
+        }
+        link
+    });
     layout(
         "Hosts",
         Some(v),
         "Hosts",
         html! {
             h1 { "Hosts" }
-            @if rows.is_empty() { p.empty { "No host has enrolled yet." } } @else {
+            form.search method="get" action="/console/hosts" role="search" {
+                label for="name" { "Name" }
+                input #name type="search" name="name" value=(q.name) size="24" placeholder="part of a host name";
+                label for="group" { "Group" }
+                select #group name="group" {
+                    option value="" selected[q.group.is_empty()] { "all groups" }
+                    @for g in groups { option value=(g) selected[*g == q.group] { (g) } }
+                }
+                label for="attention" { "Needing attention only" }
+                input #attention type="checkbox" name="attention" value="1" checked[q.attention];
+                button type="submit" { "Show" }
+            }
+            @if rows.is_empty() {
+                p.empty { @if filtered || q.after.is_some() { "No host matches." } @else { "No host has enrolled yet." } }
+            } @else {
+                p.count { (page.total) " host" @if page.total != 1 { "s" }
+                    @if filtered { " match" @if page.total == 1 { "es" } } ", by name" @if q.after.is_some() { " (a later page)" } "." }
                 table.hosts {
                     thead { tr { th { "Host" } th { "Group" } th { "Version" } th { "Generation" } th { "Last heartbeat" } th { "State" } th { "Problems" } } }
                     tbody { @for h in rows { tr {
@@ -499,6 +531,9 @@ pub fn hosts(v: &Viewer, rows: &[HostRow]) -> Markup {
                         td { @if h.problems.is_empty() { span.ok { "none" } } @else {
                             ul { @for p in &h.problems { li { (p) } } } } }
                     } } }
+                }
+                @if let Some(link) = next {
+                    nav.pages aria-label="Pages" { a rel="next" href=(link) { "Next page" } }
                 }
             }
         },

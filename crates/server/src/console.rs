@@ -21,8 +21,8 @@ use tokio::runtime::Handle;
 use watchpost_console::backend::{
     AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, ConfigText,
     EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home, HostConfigView,
-    HostDetail, HostRow, OutcomeView, Overview, Page, PublishOutcome, Role, UserRecord,
-    VersionView, buckets, command_detail, problems, summarize, top,
+    HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page, PublishOutcome, Role,
+    UserRecord, VersionView, buckets, command_detail, problems, summarize, top,
 };
 use watchpost_console::{Console, auth::Keys};
 use watchpost_fleet_protocol::{CommandKind, Heartbeat};
@@ -244,6 +244,29 @@ impl PgBackend {
             hb,
         )
     }
+}
+
+/// The hosts that need attention (as the overview lists them): not seen for longer than
+/// the heartbeat allows (`$4` seconds), a check not ok, quarantined, or configuration
+/// diagnostics.
+const ATTENTION: &str =
+    "a.last_seen_at IS NULL OR a.last_seen_at < now() - make_interval(secs => $4)
+     OR jsonb_path_exists(a.heartbeat, '$.checks[*] ? (@.status != \"ok\")')
+     OR jsonb_typeof(a.heartbeat -> 'quarantine') = 'object'
+     OR jsonb_array_length(coalesce(a.config_diagnostics, '[]')) > 0";
+
+/// `ILIKE` pattern for names containing `s` (its `%`, `_` and `\` taken literally).
+fn like_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for ch in s.trim().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
 }
 
 const HOST_COLUMNS: &str = "a.id, a.hostname, g.name, a.version, a.config_generation, a.last_seen_at, \
@@ -517,20 +540,62 @@ impl Backend for PgBackend {
         })
     }
 
-    fn hosts(&self) -> Result<Vec<HostRow>, BackendError> {
+    fn hosts(&self, q: &HostQuery) -> Result<HostPage, BackendError> {
+        let name = like_pattern(&q.name);
+        let after: Option<i64> = match q.after.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| BackendError::Invalid(format!("`{a}` is not a host id")))?,
+            ),
+        };
+        let offline = self.offline_after.as_secs_f64();
+        let limit = q.limit.clamp(1, 1000) as i64;
         self.run(async |c| {
-            Ok(c.query(
-                &format!(
-                    "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
-                     ORDER BY a.hostname, a.id"
-                ),
-                &[],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| self.host_row(r).0)
-            .collect())
+            // $1 name pattern, $2 group, $3 attention only, $4 offline after (s).
+            let filter = format!(
+                "FROM agents a JOIN groups g ON g.id = a.group_id
+                 WHERE ($1 = '%%' OR a.hostname ILIKE $1)
+                   AND ($2 = '' OR g.name = $2)
+                   AND (NOT $3 OR (a.revoked_at IS NULL AND ({ATTENTION})))"
+            );
+            let total: i64 = c
+                .query_one(
+                    &format!("SELECT count(*) {filter}"),
+                    &[&name, &q.group, &q.attention, &offline],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {HOST_COLUMNS} {filter}
+                           AND ($5::int8 IS NULL OR (lower(a.hostname), a.id) >
+                                (SELECT lower(hostname), id FROM agents WHERE id = $5))
+                         ORDER BY lower(a.hostname), a.id LIMIT $6"
+                    ),
+                    &[
+                        &name,
+                        &q.group,
+                        &q.attention,
+                        &offline,
+                        &after,
+                        &(limit + 1),
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            let more = rows.len() as i64 > limit;
+            Ok(HostPage {
+                rows: rows
+                    .iter()
+                    .take(limit as usize)
+                    .map(|r| self.host_row(r).0)
+                    .collect(),
+                total: total as u64,
+                more,
+            })
         })
     }
 

@@ -689,3 +689,92 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
     }
     env.stop();
 }
+
+#[test]
+fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
+    let Some(env) = Env::start(|c| {
+        c.console = Some(watchpost_server::config::ConsoleSettings {
+            session_key_file: None,
+        });
+    }) else {
+        return;
+    };
+    let db = env.db();
+    env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        admin::group_add(&db, "test", "office", "").await.unwrap();
+        admin::user_add(&db, "test", "vic", "viewer", Some(PASSWORD))
+            .await
+            .unwrap();
+    });
+    // 2,500 hosts: PC-0000 … PC-2499, every fifth in `office`, seen now (online) except
+    // every hundredth (never seen: needs attention); one name with LIKE's own characters.
+    env.pg.psql(
+        "INSERT INTO agents (host_id, group_id, hostname, version, last_seen_at)
+         SELECT 'h' || n, (SELECT id FROM groups WHERE name = CASE WHEN n % 5 = 0 THEN 'office' ELSE 'lab' END),
+                'PC-' || lpad(n::text, 4, '0'), '0.1.0', CASE WHEN n % 100 = 7 THEN NULL ELSE now() END
+         FROM generate_series(0, 2499) n;
+         INSERT INTO agents (host_id, group_id, hostname) SELECT 'odd', id, 'ODD_100%' FROM groups WHERE name = 'lab'",
+    );
+    let cookie = login(&env, "vic");
+    let names = |html: &str| -> Vec<String> {
+        html.split("<a href=\"/console/hosts/")
+            .skip(1)
+            .filter_map(|s| s.split_once("\">").map(|(_, r)| r))
+            .filter_map(|r| r.split_once("</a>").map(|(n, _)| n.to_owned()))
+            .collect()
+    };
+    let next = |html: &str| -> Option<String> {
+        html.split_once("rel=\"next\" href=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(l, _)| l.replace("&amp;", "&"))
+    };
+
+    // Page after page, 100 each, in name order, every host once.
+    let mut seen = Vec::new();
+    let mut path = "/console/hosts".to_owned();
+    let mut pages = 0;
+    loop {
+        let a = get(&env, &path, &cookie);
+        assert_eq!(a.status, 200, "{}", text(&a));
+        let html = text(&a);
+        if pages == 0 {
+            assert!(html.contains("2501 hosts, by name"), "{html}");
+        }
+        let page = names(&html);
+        assert!(page.len() <= 100);
+        seen.extend(page);
+        pages += 1;
+        match next(&html) {
+            Some(n) => path = n,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 26);
+    assert_eq!(seen.len(), 2501);
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    sorted.dedup();
+    assert_eq!(seen, sorted, "in name order, each once");
+
+    // A part of a name; the group; needing attention; filters kept on the next page.
+    let html = text(&get(&env, "/console/hosts?name=pc-24", &cookie));
+    assert!(html.contains("100 hosts match"), "{html}");
+    assert_eq!(names(&html).first().map(String::as_str), Some("PC-2400"));
+    let html = text(&get(&env, "/console/hosts?group=office", &cookie));
+    assert!(html.contains("500 hosts match"), "{html}");
+    assert!(names(&html).iter().all(|n| n[3..].parse::<u32>().unwrap() % 5 == 0));
+    let link = next(&html).unwrap();
+    assert!(link.contains("group=office"), "{link}");
+    let html = text(&get(&env, "/console/hosts?attention=1", &cookie));
+    // 25 never seen, and ODD_100% (never seen either).
+    assert!(html.contains("26 hosts match"), "{html}");
+    // LIKE's characters are taken as they are: `_` and `%` match only themselves.
+    let html = text(&get(&env, "/console/hosts?name=d_100%25", &cookie));
+    assert!(html.contains("1 host matches"), "{html}");
+    let html = text(&get(&env, "/console/hosts?name=C_0", &cookie));
+    assert!(html.contains("No host matches."), "{html}");
+    // Bad input: a page after something that is not a host id.
+    assert_eq!(get(&env, "/console/hosts?after=x'", &cookie).status, 400);
+}
