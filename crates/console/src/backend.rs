@@ -709,18 +709,30 @@ pub trait Backend: Send + Sync {
             "A host's quarantine is released by a command from the fleet console.".into(),
         ))
     }
-    /// Sends a command to a host; returns the command's id (`None`: no such host).
+    /// Sends a command to a host (`to`: its id) or to every host of a group; returns
+    /// the command's id and how many hosts it goes to (`None`: no such host or group).
+    /// A `request` sent before returns that command instead of sending it again.
     fn send_command(
         &self,
         by: &str,
-        host: &str,
+        to: CommandTo<'_>,
         kind: &CommandKind,
-    ) -> Result<Option<i64>, BackendError> {
-        let _ = (by, host, kind);
+        request: Option<&str>,
+    ) -> Result<Option<(i64, i64)>, BackendError> {
+        let _ = (by, to, kind, request);
         Err(BackendError::Invalid(
             "Commands are sent from the fleet server's console.".into(),
         ))
     }
+}
+
+/// Where a command goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandTo<'a> {
+    /// One host (its id).
+    Host(&'a str),
+    /// Every host of a group (its name).
+    Group(&'a str),
 }
 
 /// The problems a heartbeat shows: stale definitions (with their age), stopped services

@@ -713,12 +713,58 @@ impl Console {
                 Err(e) => Err(e),
             };
         }
-        match self.backend.send_command(&who.user.name, id, &kind) {
-            Ok(Some(cid)) => Ok(Response::redirect(&format!(
+        let to = backend::CommandTo::Host(id);
+        match self
+            .backend
+            .send_command(&who.user.name, to, &kind, form.get("request"))
+        {
+            Ok(Some((cid, _))) => Ok(Response::redirect(&format!(
                 "/console/hosts/{}?sent={cid}",
                 http::encode(id)
             ))),
             Ok(None) => Ok(not_found(Some(v), &format!("There is no host `{id}`."))),
+            Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `groups/{name}/command`: a command to every host of the group (analyst).
+    fn group_command(
+        &self,
+        req: &Request,
+        who: &Who,
+        v: &Viewer,
+        name: &str,
+    ) -> Result<Response, BackendError> {
+        if who.user.role < Role::Analyst {
+            return self.deny(
+                who,
+                v,
+                "send commands to hosts",
+                &format!("command to group {name}"),
+                "an analyst or admin",
+            );
+        }
+        let form = req.form();
+        let kind = match backend::command_from_form(
+            form.get("kind").unwrap_or(""),
+            form.get("reason").unwrap_or(""),
+            form.get("action").unwrap_or(""),
+            form.get("fields").unwrap_or(""),
+        ) {
+            Ok(k) => k,
+            Err(m) => return Ok(bad_request(v, &m)),
+        };
+        let to = backend::CommandTo::Group(name);
+        match self
+            .backend
+            .send_command(&who.user.name, to, &kind, form.get("request"))
+        {
+            Ok(Some((id, hosts))) => Ok(Response::redirect(&format!(
+                "/console/groups/{}?sent={id}&hosts={hosts}",
+                http::encode(name)
+            ))),
+            Ok(None) => Ok(not_found(Some(v), &format!("There is no group `{name}`."))),
             Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
             Err(e) => Err(e),
         }
@@ -744,7 +790,15 @@ impl Console {
         if sub.is_empty() {
             // Only numbers are echoed: a crafted link cannot put words in the notice.
             let number = |k: &str| p.get(k).and_then(|n| n.parse::<i32>().ok());
+            let sent = p.get("sent").and_then(|n| n.parse::<i64>().ok());
+            let hosts = p.get("hosts").and_then(|n| n.parse::<i64>().ok());
             let notice = match (number("published"), number("rolledback")) {
+                _ if sent.is_some() => sent.map(|n| {
+                    format!(
+                        "Command {n} sent to the group's {} host(s); each receives it on its next poll (their results are on their host pages).",
+                        hosts.unwrap_or(0)
+                    )
+                }),
                 (Some(n), _) => Some(format!(
                     "Version {n} published{}; the group's hosts receive it on their next poll.",
                     match p.get("warnings").and_then(|w| w.parse::<u32>().ok()) {
@@ -850,6 +904,7 @@ impl Console {
         let what = match op {
             "publish" => "publish configuration",
             "rollback" => "roll back configuration",
+            "command" => return self.group_command(req, who, v, &name),
             _ => return Ok(not_found(Some(v), "No such page.")),
         };
         if who.user.role < Role::Admin {

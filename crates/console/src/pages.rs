@@ -631,24 +631,7 @@ pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
                 section {
                     h2 { "Send a command" }
                     @if can_command {
-                        form.command method="post" action=(command_action) {
-                            input type="hidden" name="csrf" value=(v.csrf);
-                            label for="kind" { "Command" }
-                            select #kind name="kind" {
-                                option value="run_checks" { "run checks now" }
-                                option value="reload" { "reload the configuration" }
-                                option value="quarantine_apply" { "apply quarantine" }
-                                option value="quarantine_release" { "release quarantine" }
-                                option value="run_action" { "run an action" }
-                            }
-                            label for="reason" { "Reason (quarantine)" }
-                            input #reason type="text" name="reason" size="40" maxlength="1000";
-                            label for="action" { "Action (run an action; which quarantine action)" }
-                            input #action type="text" name="action" size="30" maxlength="200";
-                            label for="fields" { "Event fields for the action, one " code { "name=value" } " a line" }
-                            textarea #fields name="fields" rows="4" cols="60" spellcheck="false" placeholder="path=C:\\Users\\x\\evil.exe" {}
-                            button type="submit" { "Send command" }
-                        }
+                        (command_form(v, &command_action))
                     } @else {
                         p.note { "Your role (" (v.role.as_str()) ") cannot send commands; an analyst or admin can." }
                     }
@@ -663,6 +646,33 @@ pub fn host(v: &Viewer, h: &HostDetail, notice: Option<&str>) -> Markup {
             }
         },
     )
+}
+
+/// The form that sends a command (to a host, or to every host of a group). Its `request`
+/// field is new with each page, so a form sent twice (a double click, a resubmission)
+/// sends the command once.
+fn command_form(v: &Viewer, action: &str) -> Markup {
+    html! {
+        form.command method="post" action=(action) {
+            input type="hidden" name="csrf" value=(v.csrf);
+            input type="hidden" name="request" value=(crate::auth::request_nonce());
+            label for="kind" { "Command" }
+            select #kind name="kind" {
+                option value="run_checks" { "run checks now" }
+                option value="reload" { "reload the configuration" }
+                option value="quarantine_apply" { "apply quarantine" }
+                option value="quarantine_release" { "release quarantine" }
+                option value="run_action" { "run an action" }
+            }
+            label for="reason" { "Reason (quarantine)" }
+            input #reason type="text" name="reason" size="40" maxlength="1000";
+            label for="action" { "Action (run an action; which quarantine action)" }
+            input #action type="text" name="action" size="30" maxlength="200";
+            label for="fields" { "Event fields for the action, one " code { "name=value" } " a line" }
+            textarea #fields name="fields" rows="4" cols="60" spellcheck="false" placeholder="path=C:\\Users\\x\\evil.exe" {}
+            button type="submit" { "Send command" }
+        }
+    }
 }
 
 fn baseline_table(rows: &[BaselineRow]) -> Markup {
@@ -906,6 +916,14 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                             td { @if let Some(e) = &h.error { pre.diagnostics { (e) } } }
                         } } }
                     }
+                }
+            }
+            section {
+                h2 { "Send a command to every host of the group" }
+                @if v.role >= Role::Analyst {
+                    (command_form(v, &format!("{base}/command")))
+                } @else {
+                    p.note { "Your role (" (v.role.as_str()) ") cannot send commands; an analyst or admin can." }
                 }
             }
             section {

@@ -19,10 +19,11 @@ use hyper::{Request, Response, StatusCode};
 use jiff::Timestamp;
 use tokio::runtime::Handle;
 use watchpost_console::backend::{
-    AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, ConfigText,
-    EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home, HostConfigView,
-    HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page, PublishOutcome, Role,
-    UserRecord, VersionView, buckets, command_detail, problems, summarize, top,
+    AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, CommandTo,
+    ConfigText, EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home,
+    HostConfigView, HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page,
+    PublishOutcome, Role, UserRecord, VersionView, buckets, command_detail, problems, summarize,
+    top,
 };
 use watchpost_console::{Console, auth::Keys};
 use watchpost_fleet_protocol::{CommandKind, Heartbeat};
@@ -823,25 +824,23 @@ impl Backend for PgBackend {
     fn send_command(
         &self,
         by: &str,
-        host: &str,
+        to: CommandTo<'_>,
         kind: &CommandKind,
-    ) -> Result<Option<i64>, BackendError> {
-        // Only agent ids (the host page's): a host name could name several agents.
-        if host.parse::<i64>().is_err() {
-            return Ok(None);
-        }
+        request: Option<&str>,
+    ) -> Result<Option<(i64, i64)>, BackendError> {
+        let target = match to {
+            // Only agent ids (the host page's): a host name could name several agents.
+            CommandTo::Host(id) if id.parse::<i64>().is_err() => return Ok(None),
+            CommandTo::Host(id) => control::Target::Agent(id.to_owned()),
+            CommandTo::Group(g) => control::Target::Group(g.to_owned()),
+        };
+        // Request ids are the user's own: one user's form cannot name another's command.
+        let request = request
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("console:{by}:{r}"));
         self.run(async |c| {
-            match control::command_send(
-                c,
-                by,
-                &control::Target::Agent(host.to_owned()),
-                kind,
-                None,
-                None,
-            )
-            .await
-            {
-                Ok(sent) => Ok(Some(sent.id)),
+            match control::command_send(c, by, &target, kind, request.as_deref(), None).await {
+                Ok(sent) => Ok(Some((sent.id, sent.agents))),
                 Err(e) if missing(&e) => Ok(None),
                 Err(e) => Err(control_err(e)),
             }

@@ -764,7 +764,11 @@ fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
     assert_eq!(names(&html).first().map(String::as_str), Some("PC-2400"));
     let html = text(&get(&env, "/console/hosts?group=office", &cookie));
     assert!(html.contains("500 hosts match"), "{html}");
-    assert!(names(&html).iter().all(|n| n[3..].parse::<u32>().unwrap() % 5 == 0));
+    assert!(
+        names(&html)
+            .iter()
+            .all(|n| n[3..].parse::<u32>().unwrap() % 5 == 0)
+    );
     let link = next(&html).unwrap();
     assert!(link.contains("group=office"), "{link}");
     let html = text(&get(&env, "/console/hosts?attention=1", &cookie));
@@ -777,4 +781,111 @@ fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
     assert!(html.contains("No host matches."), "{html}");
     // Bad input: a page after something that is not a host id.
     assert_eq!(get(&env, "/console/hosts?after=x'", &cookie).status, 400);
+}
+
+#[test]
+fn a_command_to_every_host_of_a_group_is_sent_once() {
+    let Some(env) = Env::start(|c| {
+        c.console = Some(watchpost_server::config::ConsoleSettings {
+            session_key_file: None,
+        });
+    }) else {
+        return;
+    };
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        admin::group_add(&db, "test", "office", "").await.unwrap();
+        for (u, r) in [("ann", "analyst"), ("vic", "viewer")] {
+            admin::user_add(&db, "test", u, r, Some(PASSWORD))
+                .await
+                .unwrap();
+        }
+        admin::secret_create(&db, "test", "lab", "s1", None)
+            .await
+            .unwrap()
+    });
+    for (id, name) in [("h1", "PC-1"), ("h2", "PC-2"), ("h3", "PC-3")] {
+        enroll(env.addr, &secret, id, name);
+    }
+    // One host elsewhere: not reached.
+    env.pg.psql(
+        "INSERT INTO agents (host_id, group_id, hostname) SELECT 'o1', id, 'OFF-1' FROM groups WHERE name = 'office'",
+    );
+
+    // The analyst's group page offers the form, with a fresh request id.
+    let ann = login(&env, "ann");
+    let html = text(&get(&env, "/console/groups/lab", &ann));
+    assert!(
+        html.contains("action=\"/console/groups/lab/command\""),
+        "{html}"
+    );
+    let token = csrf(&html);
+    let at = html.find("name=\"request\" value=\"").unwrap() + 22;
+    let request_id = html[at..at + 32].to_owned();
+    assert!(request_id.chars().all(|c| c.is_ascii_hexdigit()));
+    let form = [
+        ("csrf", token.as_str()),
+        ("request", request_id.as_str()),
+        ("kind", "run_checks"),
+    ];
+    let a = post_form(&env, "/console/groups/lab/command", &ann, &form);
+    assert_eq!(a.status, 303, "{}", text(&a));
+    let location = a.header("location").unwrap().to_owned();
+    assert!(location.ends_with("&hosts=3"), "{location}");
+    let html = text(&get(&env, &location, &ann));
+    assert!(
+        html.contains("sent to the group&#39;s 3 host(s)")
+            || html.contains("sent to the group's 3 host(s)"),
+        "{html}"
+    );
+    // The same form again (a double click): the same command, not a second one.
+    let again = post_form(&env, "/console/groups/lab/command", &ann, &form);
+    assert_eq!(again.header("location"), Some(location.as_str()));
+    assert_eq!(env.pg.psql("SELECT count(*) FROM commands"), "1");
+    assert_eq!(
+        env.pg.psql(
+            "SELECT string_agg(a.hostname, ',' ORDER BY a.hostname) FROM command_results r JOIN agents a ON a.id = r.agent_id"
+        ),
+        "PC-1,PC-2,PC-3"
+    );
+    assert_eq!(
+        env.pg
+            .psql("SELECT created_by || ' ' || kind FROM commands"),
+        "ann run_checks"
+    );
+    // Each host's page lists it.
+    let host = env.pg.psql("SELECT id FROM agents WHERE hostname = 'PC-2'");
+    let html = text(&get(&env, &format!("/console/hosts/{host}"), &ann));
+    assert!(html.contains("run_checks"), "{html}");
+    // A group that does not exist; a viewer (refused, audited).
+    let a = post_form(&env, "/console/groups/nope/command", &ann, &form[..1]);
+    assert_eq!(a.status, 400, "no kind: {}", text(&a));
+    let a = post_form(
+        &env,
+        "/console/groups/nope/command",
+        &ann,
+        &[("csrf", &token), ("kind", "reload")],
+    );
+    assert_eq!(a.status, 404, "{}", text(&a));
+    let vic = login(&env, "vic");
+    let vic_token = csrf(&text(&get(&env, "/console/", &vic)));
+    let html = text(&get(&env, "/console/groups/lab", &vic));
+    assert!(
+        !html.contains("/console/groups/lab/command"),
+        "no form for a viewer"
+    );
+    let a = post_form(
+        &env,
+        "/console/groups/lab/command",
+        &vic,
+        &[("csrf", &vic_token), ("kind", "reload")],
+    );
+    assert_eq!(a.status, 403);
+    assert_eq!(env.pg.psql("SELECT count(*) FROM commands"), "1");
+    assert_eq!(
+        env.pg.psql("SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND target = 'command to group lab'"),
+        "1"
+    );
 }
