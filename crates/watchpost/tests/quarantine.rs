@@ -4,7 +4,8 @@
 //! (`ip netns exec H watchpost quarantine apply|status|release`) and the daemon (a matching
 //! event, a release filter, the timeout, a restart in between) are exercised; after each
 //! release `nft list ruleset` is exactly what it was before, including a table of the
-//! test's own.
+//! test's own. With `[fleet]`, the fleet server's address and port (over IPv4 and IPv6)
+//! stay reachable through the quarantine without being in the action's allow-list.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables; `scripts/test.sh` installs them). Without
 //! them the namespace tests fail under `CI=true` and are skipped with the reason elsewhere.
@@ -437,6 +438,59 @@ fn a_port_entry_lets_only_that_port_through() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(net.ruleset(), before);
     assert!(net.reaches_port("10.77.0.3", OTHER_PORT));
+}
+
+#[test]
+fn the_fleet_server_stays_reachable_through_the_quarantine() {
+    let Some(net) = Netns::setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The fleet server is port PORT of .3 and of fd77::3, in no allow-list of the
+    // action's own: a quarantined agent must still reach it (to be released from it).
+    let cfg = config(d, "");
+    let mut toml = std::fs::read_to_string(&cfg).unwrap();
+    toml.push_str(&format!(
+        "\n[fleet]\nserver = \"https://10.77.0.3:{PORT}\"\nenroll_secret = \"s\"\nhost_id = \"q-test\"\n"
+    ));
+    std::fs::write(&cfg, &toml).unwrap();
+    let six = d.join("six.toml");
+    std::fs::write(
+        &six,
+        toml.replace(
+            &format!("https://10.77.0.3:{PORT}"),
+            &format!("https://[fd77::3]:{PORT}"),
+        ),
+    )
+    .unwrap();
+    for (cfg, server) in [(cfg.as_path(), "10.77.0.3"), (six.as_path(), "fd77::3")] {
+        let cfg = cfg.to_str().unwrap();
+        let before = net.ruleset();
+        let out = net.watchpost(&["quarantine", "apply", "-c", cfg]);
+        assert!(out.status.success(), "{}", text(&out));
+        for (addr, port, open) in [
+            (server, PORT, true),
+            (server, OTHER_PORT, false),
+            // The action's own allow-list as before.
+            ("10.77.0.2", PORT, true),
+            ("fd77::2", PORT, true),
+        ] {
+            assert_eq!(
+                net.reaches_port(addr, port),
+                open,
+                "{addr} port {port} (server {server}):\n{}",
+                net.ruleset()
+            );
+        }
+        let other = if server == "fd77::3" {
+            "10.77.0.3"
+        } else {
+            "fd77::3"
+        };
+        assert!(!net.reaches_port(other, PORT), "{other} is not the server");
+        let out = net.watchpost(&["quarantine", "release", "-c", cfg]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(net.ruleset(), before);
+    }
 }
 
 /// Waits until only the allow-listed peers answer (the daemon records a quarantine before
