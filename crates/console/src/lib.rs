@@ -655,7 +655,8 @@ impl Console {
         ))
     }
 
-    /// A command to one host from its page (analyst).
+    /// A command to one host from its page (analyst); on the agent, only the release of
+    /// its own quarantine.
     fn command(
         &self,
         req: &Request,
@@ -663,23 +664,59 @@ impl Console {
         v: &Viewer,
         id: &str,
     ) -> Result<Response, BackendError> {
-        let form = req.form();
-        let local = self.backend.home() == Home::Local;
-        if local && (id != "local" || form.get("kind") != Some("quarantine_release")) {
+        if self.backend.home() == Home::Local
+            && (id != "local" || req.form().get("kind") != Some("quarantine_release"))
+        {
             return Ok(not_found(
                 Some(v),
                 "The agent's console releases its own quarantine; other commands are sent to hosts from the fleet server's console.",
             ));
         }
+        self.send_to(req, who, v, backend::CommandTo::Host(id))
+    }
+
+    /// `groups/{name}/command`: a command to every host of the group (analyst).
+    fn group_command(
+        &self,
+        req: &Request,
+        who: &Who,
+        v: &Viewer,
+        name: &str,
+    ) -> Result<Response, BackendError> {
+        self.send_to(req, who, v, backend::CommandTo::Group(name))
+    }
+
+    /// A command form sent: the role checked, the command read from the form and sent
+    /// (the agent's own quarantine released at once), then back to the page it came from.
+    fn send_to(
+        &self,
+        req: &Request,
+        who: &Who,
+        v: &Viewer,
+        to: backend::CommandTo<'_>,
+    ) -> Result<Response, BackendError> {
+        let (target, page, missing) = match to {
+            backend::CommandTo::Host(id) => (
+                format!("command to host {id}"),
+                format!("/console/hosts/{}", http::encode(id)),
+                format!("There is no host `{id}`."),
+            ),
+            backend::CommandTo::Group(g) => (
+                format!("command to group {g}"),
+                format!("/console/groups/{}", http::encode(g)),
+                format!("There is no group `{g}`."),
+            ),
+        };
         if who.user.role < Role::Analyst {
             return self.deny(
                 who,
                 v,
                 "send commands to hosts",
-                &format!("command to host {id}"),
+                &target,
                 "an analyst or admin",
             );
         }
+        let form = req.form();
         let kind = match backend::command_from_form(
             form.get("kind").unwrap_or(""),
             form.get("reason").unwrap_or(""),
@@ -689,7 +726,7 @@ impl Console {
             Ok(k) => k,
             Err(m) => return Ok(bad_request(v, &m)),
         };
-        if local {
+        if self.backend.home() == Home::Local {
             let backend::CommandKind::QuarantineRelease { reason } = &kind else {
                 return Ok(bad_request(v, "Only a quarantine release is done here."));
             };
@@ -705,7 +742,7 @@ impl Console {
                         serde_json::json!({ "reason": reason, "released": released }),
                     )?;
                     Ok(Response::redirect(&format!(
-                        "/console/hosts/local?released={}",
+                        "{page}?released={}",
                         u8::from(released)
                     )))
                 }
@@ -713,58 +750,15 @@ impl Console {
                 Err(e) => Err(e),
             };
         }
-        let to = backend::CommandTo::Host(id);
         match self
             .backend
             .send_command(&who.user.name, to, &kind, form.get("request"))
         {
-            Ok(Some((cid, _))) => Ok(Response::redirect(&format!(
-                "/console/hosts/{}?sent={cid}",
-                http::encode(id)
-            ))),
-            Ok(None) => Ok(not_found(Some(v), &format!("There is no host `{id}`."))),
-            Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `groups/{name}/command`: a command to every host of the group (analyst).
-    fn group_command(
-        &self,
-        req: &Request,
-        who: &Who,
-        v: &Viewer,
-        name: &str,
-    ) -> Result<Response, BackendError> {
-        if who.user.role < Role::Analyst {
-            return self.deny(
-                who,
-                v,
-                "send commands to hosts",
-                &format!("command to group {name}"),
-                "an analyst or admin",
-            );
-        }
-        let form = req.form();
-        let kind = match backend::command_from_form(
-            form.get("kind").unwrap_or(""),
-            form.get("reason").unwrap_or(""),
-            form.get("action").unwrap_or(""),
-            form.get("fields").unwrap_or(""),
-        ) {
-            Ok(k) => k,
-            Err(m) => return Ok(bad_request(v, &m)),
-        };
-        let to = backend::CommandTo::Group(name);
-        match self
-            .backend
-            .send_command(&who.user.name, to, &kind, form.get("request"))
-        {
-            Ok(Some((id, hosts))) => Ok(Response::redirect(&format!(
-                "/console/groups/{}?sent={id}&hosts={hosts}",
-                http::encode(name)
-            ))),
-            Ok(None) => Ok(not_found(Some(v), &format!("There is no group `{name}`."))),
+            Ok(Some((id, hosts))) => Ok(Response::redirect(&match to {
+                backend::CommandTo::Host(_) => format!("{page}?sent={id}"),
+                backend::CommandTo::Group(_) => format!("{page}?sent={id}&hosts={hosts}"),
+            })),
+            Ok(None) => Ok(not_found(Some(v), &missing)),
             Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
             Err(e) => Err(e),
         }
