@@ -20,7 +20,7 @@
 //! from memory. Commands and acknowledgements are read per agent.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,11 +35,37 @@ use crate::control::CHANNEL;
 /// Most acknowledgements in one delivery (more follow on the next poll).
 const MAX_ACKS: i64 = 1000;
 
+/// The wake-up of the polls of one agent or group, and how many announcements it had:
+/// a poll notes the count before it reads the database and compares it once its
+/// wake-up is armed, so an announcement that came in between is not slept through.
+#[derive(Debug, Default)]
+struct Wake {
+    notify: Notify,
+    announced: AtomicU64,
+}
+
+impl Wake {
+    fn announce(&self) {
+        self.announced.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+/// What a poll noted before it read the database (see [`Hub::before_reading`]).
+#[derive(Debug)]
+pub struct Noted {
+    agent: Arc<Wake>,
+    agent_announced: u64,
+    groups_announced: u64,
+}
+
 /// Wake-ups for the polls this instance holds, and what it learnt from notifications.
 #[derive(Debug, Default)]
 pub struct Hub {
-    agents: Mutex<HashMap<i64, Arc<Notify>>>,
-    groups: Mutex<HashMap<i64, Arc<Notify>>>,
+    agents: Mutex<HashMap<i64, Arc<Wake>>>,
+    groups: Mutex<HashMap<i64, Arc<Wake>>>,
+    /// Announcements for any group (publications, group commands), and wake-alls.
+    groups_announced: AtomicU64,
     /// Published version per group, as announced.
     published: Mutex<HashMap<i64, i32>>,
     /// Version texts read (immutable rows).
@@ -52,7 +78,7 @@ pub struct Hub {
     closed: std::sync::atomic::AtomicBool,
 }
 
-fn entry(map: &Mutex<HashMap<i64, Arc<Notify>>>, id: i64) -> Arc<Notify> {
+fn entry(map: &Mutex<HashMap<i64, Arc<Wake>>>, id: i64) -> Arc<Wake> {
     watchpost_support::lock(map).entry(id).or_default().clone()
 }
 
@@ -69,22 +95,39 @@ impl Hub {
                 if let Some(v) = parts.next().and_then(|p| p.parse::<i32>().ok()) {
                     watchpost_support::lock(&self.published).insert(id, v);
                 }
-                entry(&self.groups, id).notify_waiters();
+                self.groups_announced.fetch_add(1, Ordering::SeqCst);
+                entry(&self.groups, id).announce();
             }
-            Some("g") => entry(&self.groups, id).notify_waiters(),
-            Some("a") => entry(&self.agents, id).notify_waiters(),
+            Some("g") => {
+                self.groups_announced.fetch_add(1, Ordering::SeqCst);
+                entry(&self.groups, id).announce();
+            }
+            Some("a") => entry(&self.agents, id).announce(),
             _ => {}
         }
     }
 
-    /// Wakes every waiting poll (after notifications may have been missed).
+    /// Wakes every waiting poll (after notifications may have been missed), and those
+    /// reading the database now.
     pub fn wake_all(&self) {
         watchpost_support::lock(&self.published).clear();
+        self.groups_announced.fetch_add(1, Ordering::SeqCst);
         for n in watchpost_support::lock(&self.agents).values() {
-            n.notify_waiters();
+            n.announce();
         }
         for n in watchpost_support::lock(&self.groups).values() {
-            n.notify_waiters();
+            n.announce();
+        }
+    }
+
+    /// Notes how many announcements there were for `agent` and for the groups: call it
+    /// before reading what is new in the database, and hand it to [`wait`].
+    pub fn before_reading(&self, agent: i64) -> Noted {
+        let agent = entry(&self.agents, agent);
+        Noted {
+            agent_announced: agent.announced.load(Ordering::SeqCst),
+            agent,
+            groups_announced: self.groups_announced.load(Ordering::SeqCst),
         }
     }
 
@@ -249,26 +292,31 @@ async fn version(
     Ok(Some(c))
 }
 
-/// Waits until something may be new for `agent` (of `group`), `wait` at most, or the
-/// server stops; `true` when woken (look again), `false` when the time is up. The
-/// published version the hub knows is checked after the wake-ups are armed, so a
-/// publication announced between the database read and now is not missed.
+/// Waits until something may be new for the agent of `noted` (of `group`), `wait` at
+/// most, or the server stops; `true` when woken (look again), `false` when the time is
+/// up. Once the wake-ups are armed, what was announced since `noted` was taken (an
+/// announcement that came while the poll read the database) and the published version
+/// the hub knows are checked: neither is slept through.
 pub async fn wait(
     hub: &Hub,
-    agent: i64,
+    noted: &Noted,
     group: i64,
     config_version: Option<i32>,
     wait: Duration,
 ) -> bool {
-    let a = entry(&hub.agents, agent);
     let g = entry(&hub.groups, group);
-    let na = a.notified();
-    let ng = g.notified();
+    let na = noted.agent.notify.notified();
+    let ng = g.notify.notified();
     let nc = hub.closing.notified();
     tokio::pin!(na, ng, nc);
     na.as_mut().enable();
     ng.as_mut().enable();
     nc.as_mut().enable();
+    if noted.agent.announced.load(Ordering::SeqCst) != noted.agent_announced
+        || hub.groups_announced.load(Ordering::SeqCst) != noted.groups_announced
+    {
+        return true;
+    }
     if hub
         .published(group)
         .is_some_and(|v| Some(v) != config_version)
@@ -324,4 +372,73 @@ pub async fn record_report(
         .await?;
     }
     Ok(ReportAck { recorded })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("a runtime: {e}"))
+    }
+
+    #[test]
+    fn an_announcement_while_the_poll_reads_the_database_is_not_slept_through() {
+        let rt = runtime();
+        let hub = Hub::default();
+        // The poll notes, reads the database (nothing new yet), and meanwhile a command
+        // for its agent is announced; only then does it arm its wake-up.
+        let noted = hub.before_reading(7);
+        hub.notified("a:7");
+        let started = Instant::now();
+        assert!(rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "looked again at once"
+        );
+        // The same for a group's announcement (a group command).
+        let noted = hub.before_reading(7);
+        hub.notified("g:1");
+        assert!(rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))));
+        // Another agent's announcement is not this poll's business.
+        let noted = hub.before_reading(7);
+        hub.notified("a:8");
+        assert!(!rt.block_on(wait(&hub, &noted, 1, None, Duration::from_millis(50))));
+    }
+
+    #[test]
+    fn a_waiting_poll_wakes_on_its_announcement() {
+        let rt = runtime();
+        let hub = Arc::new(Hub::default());
+        let noted = hub.before_reading(7);
+        let h = hub.clone();
+        let woken = rt.block_on(async move {
+            let waiter =
+                tokio::spawn(
+                    async move { wait(&h, &noted, 1, None, Duration::from_secs(20)).await },
+                );
+            while hub.waiting.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            hub.notified("a:7");
+            waiter.await
+        });
+        assert!(matches!(woken, Ok(true)));
+    }
+
+    #[test]
+    fn a_publication_known_to_the_hub_answers_at_once() {
+        let rt = runtime();
+        let hub = Hub::default();
+        hub.notified("c:1:3");
+        let noted = hub.before_reading(7);
+        // The poll runs version 2: version 3 is there to fetch.
+        assert!(rt.block_on(wait(&hub, &noted, 1, Some(2), Duration::from_secs(20))));
+        // It runs version 3: nothing new.
+        assert!(!rt.block_on(wait(&hub, &noted, 1, Some(3), Duration::from_millis(50))));
+    }
 }

@@ -1098,6 +1098,7 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let deadline = Instant::now() + wait;
     let mut db = Some(db);
     loop {
+        let noted = state.hub.before_reading(agent_id);
         let conn = match db.take() {
             Some(c) => c,
             None => match client(state).await {
@@ -1121,7 +1122,7 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         if !delivery.is_empty() || left.is_zero() {
             return json(StatusCode::OK, &delivery);
         }
-        if !crate::channel::wait(&state.hub, agent_id, group, p.config_version, left).await {
+        if !crate::channel::wait(&state.hub, &noted, group, p.config_version, left).await {
             return json(StatusCode::OK, &proto::Delivery::default());
         }
     }
