@@ -287,16 +287,20 @@ impl Backend for PgBackend {
                 self.pool.get()
             )
             .map_err(db)?;
-            let bucket = "floor((extract(epoch FROM ts)::float8 * 1000 - $1::float8) / $2::float8)::int8";
+            // Counted from the per-hour counts ingest keeps (`event_hours`,
+            // `filter_hours`): every bucket is a whole number of hours, so each hour's row
+            // falls in one bucket.
+            let bucket =
+                "floor((extract(epoch FROM hour)::float8 * 1000 - $1::float8) / $2::float8)::int8";
             let grouped = format!(
-                "SELECT {bucket}, GROUPING(host), GROUPING(lvl), host, lvl, count(*), count(*) FILTER (WHERE anomaly)
-                 FROM (SELECT ts, host, anomaly, fields ->> 'rule_level' AS lvl FROM events
-                       WHERE ts >= $3 AND ts < $4) e
-                 GROUP BY GROUPING SETS ((1), (1, host), (1, lvl))"
+                "SELECT {bucket}, GROUPING(host), GROUPING(level), host, level,
+                        sum(events)::int8, sum(anomalies)::int8
+                 FROM event_hours WHERE hour >= $3 AND hour < $4
+                 GROUP BY GROUPING SETS ((1), (1, host), (1, level))"
             );
             let by_filter = format!(
-                "SELECT {bucket}, f, count(*) FROM events, unnest(filters) f
-                 WHERE ts >= $3 AND ts < $4 GROUP BY 1, 2"
+                "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
+                 WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
             );
             let from_f = from as f64;
             let len_f = len as f64;
@@ -337,18 +341,22 @@ impl Backend for PgBackend {
             let mut anomalies: Vec<u64> = vec![0; n];
             let mut hosts: Vec<(String, Vec<u64>)> = Vec::new();
             let mut levels: Vec<(String, Vec<u64>)> = Vec::new();
-            let add = |list: &mut Vec<(String, Vec<u64>)>, name: String, b: usize, c: u64| {
-                match list.iter_mut().find(|(k, _)| *k == name) {
+            let add =
+                |list: &mut Vec<(String, Vec<u64>)>, name: String, b: usize, c: u64| match list
+                    .iter_mut()
+                    .find(|(k, _)| *k == name)
+                {
                     Some((_, v)) => v[b] += c,
                     None => {
                         let mut v = vec![0; n];
                         v[b] = c;
                         list.push((name, v));
                     }
-                }
-            };
+                };
             for r in &g {
-                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else { continue };
+                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else {
+                    continue;
+                };
                 if b >= n {
                     continue;
                 }
@@ -361,7 +369,9 @@ impl Backend for PgBackend {
                     }
                     (0, _) => add(&mut hosts, r.get(3), b, count),
                     _ => {
-                        if let Some(l) = r.get::<_, Option<String>>(4) {
+                        // '' is an event without a rule level: not in this chart.
+                        let l: String = r.get(4);
+                        if !l.is_empty() {
                             add(&mut levels, l, b, count);
                         }
                     }
@@ -369,7 +379,9 @@ impl Backend for PgBackend {
             }
             let mut filters: Vec<(String, Vec<u64>)> = Vec::new();
             for r in &f {
-                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else { continue };
+                let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else {
+                    continue;
+                };
                 if b < n {
                     add(&mut filters, r.get(1), b, r.get::<_, i64>(2).max(0) as u64);
                 }
