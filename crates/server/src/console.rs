@@ -339,20 +339,14 @@ impl Backend for PgBackend {
             .map_err(db)?;
             let mut all: Vec<u64> = vec![0; n];
             let mut anomalies: Vec<u64> = vec![0; n];
-            let mut hosts: Vec<(String, Vec<u64>)> = Vec::new();
-            let mut levels: Vec<(String, Vec<u64>)> = Vec::new();
-            let add =
-                |list: &mut Vec<(String, Vec<u64>)>, name: String, b: usize, c: u64| match list
-                    .iter_mut()
-                    .find(|(k, _)| *k == name)
-                {
-                    Some((_, v)) => v[b] += c,
-                    None => {
-                        let mut v = vec![0; n];
-                        v[b] = c;
-                        list.push((name, v));
-                    }
-                };
+            // By name (a thousand hosts × 42 buckets of rows for 7 days: a map, not a
+            // list searched per row).
+            type ByName = std::collections::HashMap<String, Vec<u64>>;
+            let mut hosts = ByName::new();
+            let mut levels = ByName::new();
+            let add = |map: &mut ByName, name: String, b: usize, c: u64| {
+                map.entry(name).or_insert_with(|| vec![0; n])[b] += c;
+            };
             for r in &g {
                 let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else {
                     continue;
@@ -377,7 +371,7 @@ impl Backend for PgBackend {
                     }
                 }
             }
-            let mut filters: Vec<(String, Vec<u64>)> = Vec::new();
+            let mut filters = ByName::new();
             for r in &f {
                 let Ok(b) = usize::try_from(r.get::<_, i64>(0)) else {
                     continue;
@@ -391,9 +385,9 @@ impl Backend for PgBackend {
                 bucket_ms: len,
                 events: all,
                 anomalies,
-                by_filter: top(filters, 6),
-                by_level: top(levels, 6),
-                by_host: top(hosts, 6),
+                by_filter: top(filters.into_iter().collect(), 6),
+                by_level: top(levels.into_iter().collect(), 6),
+                by_host: top(hosts.into_iter().collect(), 6),
                 waiting: w.0.max(0) as u64,
                 waiting_list: w.1.iter().map(summary).collect(),
                 attention: a
