@@ -802,15 +802,18 @@ pub fn summarize(anomaly_why: Option<&str>, fields: &[(String, String)]) -> Stri
 }
 
 /// The overview's buckets for `hours` before `now`: (first bucket's start in Unix ms,
-/// bucket length in ms, number of buckets). At most 48 buckets, aligned to the bucket
-/// length, the last one holding `now`.
+/// bucket length in ms, number of buckets). At most 48 buckets of a whole number of hours
+/// each (24 h: 24 × 1 h, 7 days: 42 × 4 h, 30 days: 48 × 15 h), aligned to the bucket
+/// length from the Unix epoch, the last one holding `now`: counts kept per hour add up
+/// into them exactly. The buckets may cover a little more than `hours` when `hours` is
+/// not a multiple of the bucket length.
 pub fn buckets(now: Timestamp, hours: u32) -> (i64, i64, usize) {
-    let span = i64::from(hours.max(1)) * 3_600_000;
-    let n = i64::from(hours.clamp(1, 48));
-    let bucket = span / n;
-    let now = now.as_millisecond();
-    let end = (now / bucket + 1) * bucket;
-    (end - span, bucket, n as usize)
+    let hours = i64::from(hours.max(1));
+    let per = (hours + 47) / 48;
+    let n = (hours + per - 1) / per;
+    let bucket = per * 3_600_000;
+    let end = (now.as_millisecond().div_euclid(bucket) + 1) * bucket;
+    (end - n * bucket, bucket, n as usize)
 }
 
 /// The `n` largest series by total, the rest summed as `other`, largest first.
@@ -863,8 +866,21 @@ mod tests {
                 .unwrap()
                 .as_millisecond()
         );
-        let (_, len, n) = buckets(now, 720);
+        let (from, len, n) = buckets(now, 168);
+        assert_eq!((len, n), (4 * 3_600_000, 42));
+        // Aligned to 4 h from the epoch; the last bucket holds `now`.
+        assert_eq!(from % len, 0);
+        assert!(from + len * 41 <= now.as_millisecond());
+        assert!(now.as_millisecond() < from + len * 42);
+        let (from, len, n) = buckets(now, 720);
         assert_eq!((len, n), (15 * 3_600_000, 48));
+        assert_eq!(from % len, 0);
+        for h in [1, 6, 24, 100, 168, 720, 10_000] {
+            let (from, len, n) = buckets(now, h);
+            assert_eq!(len % 3_600_000, 0, "{h}");
+            assert_eq!(from % 3_600_000, 0, "{h}");
+            assert!(n <= 48 && len * n as i64 >= i64::from(h) * 3_600_000, "{h}");
+        }
         let s = top(
             vec![
                 ("a".into(), vec![1, 1]),

@@ -1,9 +1,13 @@
 //! How fast the fleet console's pages answer with many events in PostgreSQL: a private
 //! cluster is filled with `CONSOLE_BENCH_EVENTS` events (default 10,000,000, spread over
 //! the 30 days kept, 1,000 hosts, one in 50 an anomaly, a third of those waiting for an
-//! acknowledgement, one in 5 a Sigma detection with a rule level), then every page is
+//! acknowledgement, one in 5 a Sigma detection with a rule level; the overview's per-hour
+//! counts filled from them as the schema migration does), then every page is
 //! fetched over HTTP as a logged-in analyst `CONSOLE_BENCH_ROUNDS` times (default 20,
 //! after 3 warm-up rounds) and its p50/p95/max printed.
+//!
+//! Then, for comparison, the two counting reads the overview made before it read the
+//! per-hour counts, over the same events, and its two reads of the per-hour counts alone.
 //!
 //! `cargo bench -p watchpost-server --bench console` (BENCHMARKS.md has figures). The
 //! fill uses `INSERT … SELECT generate_series` with the search index built afterwards: it
@@ -131,10 +135,20 @@ fn main() {
                 fill.elapsed().as_secs_f64()
             );
         }
+        // The per-hour counts the overview reads, filled as migration 4 fills them for
+        // events stored before it (ingest keeps them as it stores).
+        let t = Instant::now();
+        db.batch_execute(watchpost_server::db::ROLLUP_BACKFILL)
+            .await
+            .unwrap();
+        eprintln!(
+            "console bench: per-hour counts filled in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
         db.batch_execute(
             "CREATE INDEX events_search ON events USING gin (search);
              CREATE INDEX events_filters ON events USING gin (filter_keys);
-             ANALYZE events; ANALYZE agents;",
+             ANALYZE events; ANALYZE agents; ANALYZE event_hours; ANALYZE filter_hours;",
         )
         .await
         .unwrap();
@@ -217,6 +231,99 @@ fn main() {
             at(0.95),
             times[times.len() - 1]
         );
+    }
+    // The same data counted the way the overview did before the per-hour counts: its two
+    // counting reads over `events`, at once on two connections (`CONSOLE_BENCH_FORMER_ROUNDS`
+    // rounds, default 5, after one warm-up; 0 skips).
+    let former = env_num("CONSOLE_BENCH_FORMER_ROUNDS", 5) as usize;
+    if former > 0 {
+        let conns = rt.block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                out.push(db);
+            }
+            out
+        });
+        for hours in [24u32, 168] {
+            let (from, len, n) = watchpost_console::backend::buckets(jiff::Timestamp::now(), hours);
+            let from_t = jiff::Timestamp::from_millisecond(from).unwrap();
+            let to_t = jiff::Timestamp::from_millisecond(from + len * n as i64).unwrap();
+            let (from_f, len_f) = (from as f64, len as f64);
+            let bucket =
+                "floor((extract(epoch FROM ts)::float8 * 1000 - $1::float8) / $2::float8)::int8";
+            let former_grouped = format!(
+                "SELECT {bucket}, GROUPING(host), GROUPING(lvl), host, lvl, count(*), count(*) FILTER (WHERE anomaly)
+                 FROM (SELECT ts, host, anomaly, fields ->> 'rule_level' AS lvl FROM events
+                       WHERE ts >= $3 AND ts < $4) e
+                 GROUP BY GROUPING SETS ((1), (1, host), (1, lvl))"
+            );
+            let former_filter = format!(
+                "SELECT {bucket}, f, count(*) FROM events, unnest(filters) f
+                 WHERE ts >= $3 AND ts < $4 GROUP BY 1, 2"
+            );
+            // The overview's reads now (console.rs), for the database's share of its time.
+            let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
+            let hourly_level = format!(
+                "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
+                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+            );
+            let hourly_host = format!(
+                "SELECT {bucket}, host, sum(events)::int8
+                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+            );
+            let hourly_filter = format!(
+                "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
+                 WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+            );
+            let hourly_range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from_f, &len_f, &from_t, &to_t];
+            let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from_f, &len_f, &from_t, &to_t];
+            let former_reads = [former_grouped, former_filter];
+            let hourly_reads = [hourly_level, hourly_host, hourly_filter];
+            for (what, reads, range) in [
+                ("former overview counting", &former_reads[..], &range[..]),
+                (
+                    "overview SQL on hourly counts",
+                    &hourly_reads[..],
+                    &hourly_range[..],
+                ),
+            ] {
+                let mut times = Vec::new();
+                let mut rows = 0;
+                for round in 0..former + 1 {
+                    let t = Instant::now();
+                    let read = |i: usize| {
+                        let conn = &conns[i];
+                        async move {
+                            match reads.get(i) {
+                                Some(q) => conn.query(q, range).await.map(|r| r.len()),
+                                None => Ok(0),
+                            }
+                        }
+                    };
+                    let (a, b, c) = rt
+                        .block_on(async { tokio::try_join!(read(0), read(1), read(2)) })
+                        .unwrap();
+                    rows = a + b + c;
+                    if round >= 1 {
+                        times.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                times.sort_by(|a, b| a.total_cmp(b));
+                println!(
+                    "{:<36} {:>8.1} {:>8.1} {:>8.1}  ({rows} rows)",
+                    format!("{what}, {hours} h"),
+                    times[(times.len() - 1) / 2],
+                    times[((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1],
+                    times[times.len() - 1]
+                );
+            }
+        }
     }
     rt.block_on(server.stop());
 }

@@ -1,7 +1,8 @@
 //! PostgreSQL: the connection pool, versioned schema migrations (applied by `init-db` and at
 //! every start, under an advisory lock so several servers starting at once apply each
 //! once), and the day partitions of `events` and `outcomes` (made ahead, dropped after
-//! the retention: dropping a partition frees its space at once, no `DELETE`, no vacuum).
+//! the retention: dropping a partition frees its space at once, no `DELETE`, no vacuum;
+//! the per-hour counts of those days are deleted with them).
 
 use std::time::Duration;
 
@@ -22,7 +23,25 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0002_ingest_indexes.sql"),
     ),
     (3, "channel", include_str!("../migrations/0003_channel.sql")),
+    (
+        4,
+        "rollups",
+        concat!(
+            include_str!("../migrations/0004_rollups.sql"),
+            include_str!("../migrations/0004_rollups_backfill.sql")
+        ),
+    ),
 ];
+
+/// Fills the per-hour counts (`event_hours`, `filter_hours`, empty) from the events
+/// stored, as migration 4 does for the events stored before it.
+pub const ROLLUP_BACKFILL: &str = include_str!("../migrations/0004_rollups_backfill.sql");
+
+/// The start of the UTC hour holding `t` (Unix seconds), as the per-hour counts file it.
+pub fn hour_of(t: Timestamp) -> Timestamp {
+    let s = t.as_second().div_euclid(3600) * 3600;
+    Timestamp::from_second(s).unwrap_or(t)
+}
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +261,12 @@ pub async fn maintain_partitions(
             Err(_) => break,
         };
     }
+    // The per-hour counts go with the days they count.
+    let oldest = day_start(first);
+    tx.execute("DELETE FROM event_hours WHERE hour < $1", &[&oldest])
+        .await?;
+    tx.execute("DELETE FROM filter_hours WHERE hour < $1", &[&oldest])
+        .await?;
     let cutoff = first.strftime("%Y%m%d").to_string();
     let mut dropped = Vec::new();
     for name in existing {

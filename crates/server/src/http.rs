@@ -792,7 +792,7 @@ async fn batch(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .records
         .iter()
         .map(|r| match r.kind {
-            ingest::Kind::Event { stored_ms } => (0, stored_ms),
+            ingest::Kind::Event { stored_ms, .. } => (0, stored_ms),
             ingest::Kind::Outcome => (1, 0),
             ingest::Kind::Ack { .. } => (2, 0),
         })

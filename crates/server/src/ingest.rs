@@ -6,7 +6,9 @@
 //! the other), each batch is checked against its agent's `last_seq` and the batch it
 //! committed last, the records of the batches that follow on are written (events and
 //! outcomes as one binary `COPY` stream each, see `copy.rs`; acknowledgements as one
-//! `UPDATE … FROM unnest`), and each agent's `last_seq` moves to its batch's end. Only
+//! `UPDATE … FROM unnest`; the events' per-hour counts added to `event_hours` and
+//! `filter_hours` by one upsert each), and each agent's `last_seq` moves to its batch's
+//! end. Only
 //! after `COMMIT` — with `synchronous_commit` on, so the records are on disk — does an
 //! agent hear `committed_seq`, and only then does it forget the records: a server killed
 //! before the commit stored nothing, one killed after it stored everything.
@@ -148,6 +150,8 @@ pub enum Kind {
     Event {
         /// When the agent stored it.
         stored_ms: i64,
+        /// What the per-hour counts file it under.
+        count: EventCount,
     },
     /// An action's outcome.
     Outcome,
@@ -162,6 +166,21 @@ pub enum Kind {
         /// Why.
         comment: String,
     },
+}
+
+/// What the per-hour counts (`event_hours`, `filter_hours`) need of an event.
+#[derive(Debug, Clone)]
+pub struct EventCount {
+    /// The start of the UTC hour of its `ts`.
+    pub hour: Timestamp,
+    /// Its host.
+    pub host: String,
+    /// Its `rule_level` field ('' when none), as `fields ->> 'rule_level'` reads it.
+    pub level: String,
+    /// Whether it is an anomaly.
+    pub anomaly: bool,
+    /// The filters that matched it.
+    pub filters: Vec<String>,
 }
 
 /// The hash a batch is recognised by when it is sent again: SHA-256 of its JSON as
@@ -181,10 +200,11 @@ pub fn prepare(batch: Batch, hash: [u8; 32], window: Window, now: Timestamp) -> 
         let kind = match r {
             Record::Event(e) => {
                 let time = e.time_ms.map(ts_ms);
+                let ts = window.ts(time, now);
                 w.row(18);
                 w.int8(0); // agent_id: set per group (see `store_group`)
                 w.timestamptz(now);
-                w.timestamptz(window.ts(time, now));
+                w.timestamptz(ts);
                 w.int8(e.seq as i64);
                 w.int8(e.id as i64);
                 w.opt_timestamptz(time);
@@ -205,6 +225,20 @@ pub fn prepare(batch: Batch, hash: [u8; 32], window: Window, now: Timestamp) -> 
                 w.tsvector(&e.fields.0, &e.host, &e.raw);
                 Kind::Event {
                     stored_ms: e.stored_ms,
+                    count: EventCount {
+                        hour: crate::db::hour_of(ts),
+                        host: e.host.clone(),
+                        // The first of its name, as the `fields` column keeps it.
+                        level: e
+                            .fields
+                            .0
+                            .iter()
+                            .find(|(k, _)| k == "rule_level")
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default(),
+                        anomaly: e.anomaly,
+                        filters: e.filters.clone(),
+                    },
                 }
             }
             Record::Outcome(o) => {
@@ -289,6 +323,67 @@ async fn copy_in(
     Ok(())
 }
 
+/// Adds the per-hour counts of the events a group stored, in its transaction: one
+/// `INSERT … ON CONFLICT … DO UPDATE` per table (each key once, so no row is met twice).
+/// The rows are each agent's own, and an agent's batches are stored one after the other
+/// (its advisory lock): groups of different agents never wait for each other here.
+async fn add_hours(
+    tx: &tokio_postgres::Transaction<'_>,
+    hours: HashMap<(Timestamp, i64, &str, &str), (i64, i64)>,
+    filter_hours: HashMap<(Timestamp, i64, &str), i64>,
+) -> Result<(), tokio_postgres::Error> {
+    if !hours.is_empty() {
+        let n = hours.len();
+        let (mut hour, mut agent, mut host, mut level, mut events, mut anomalies) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((h, a, ho, l), (e, an)) in hours {
+            hour.push(h);
+            agent.push(a);
+            host.push(ho);
+            level.push(l);
+            events.push(e);
+            anomalies.push(an);
+        }
+        tx.execute(
+            "INSERT INTO event_hours AS t (hour, agent_id, host, level, events, anomalies)
+             SELECT * FROM unnest($1::timestamptz[], $2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+             ON CONFLICT (hour, agent_id, host, level) DO UPDATE
+             SET events = t.events + excluded.events, anomalies = t.anomalies + excluded.anomalies",
+            &[&hour, &agent, &host, &level, &events, &anomalies],
+        )
+        .await?;
+    }
+    if !filter_hours.is_empty() {
+        let n = filter_hours.len();
+        let (mut hour, mut agent, mut filter, mut events) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((h, a, f), e) in filter_hours {
+            hour.push(h);
+            agent.push(a);
+            filter.push(f);
+            events.push(e);
+        }
+        tx.execute(
+            "INSERT INTO filter_hours AS t (hour, agent_id, filter, events)
+             SELECT * FROM unnest($1::timestamptz[], $2::int8[], $3::text[], $4::int8[])
+             ON CONFLICT (hour, agent_id, filter) DO UPDATE SET events = t.events + excluded.events",
+            &[&hour, &agent, &filter, &events],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Stores a group of batches (of one agent or several) in one transaction: one commit for
 /// all, so a server receiving many small batches at once pays one disk flush for them.
 /// Each batch gets its own answer; one refused (out of order, or its credential no longer
@@ -349,6 +444,10 @@ pub async fn store_group(
     let mut outcomes = CopyWriter::new();
     let (mut a_agent, mut a_local, mut a_at, mut a_by, mut a_comment) =
         (vec![], vec![], vec![], vec![], vec![]);
+    // The per-hour counts of the events stored: (hour, agent, host, level) -> (events,
+    // anomalies) and (hour, agent, filter) -> events.
+    let mut hours: HashMap<(Timestamp, i64, &str, &str), (i64, i64)> = HashMap::new();
+    let mut filter_hours: HashMap<(Timestamp, i64, &str), i64> = HashMap::new();
     // Per batch: the number of acknowledgements it sent (to count orphans after the
     // update).
     let mut ack_counts = Vec::with_capacity(group.len());
@@ -427,7 +526,19 @@ pub async fn store_group(
             fresh += 1;
             let row = &batch.rows[r.row.clone()];
             match &r.kind {
-                Kind::Event { .. } => events.append_row(row, AGENT_ID_AT, agent.id),
+                Kind::Event { count, .. } => {
+                    events.append_row(row, AGENT_ID_AT, agent.id);
+                    let c = hours
+                        .entry((count.hour, agent.id, &count.host, &count.level))
+                        .or_default();
+                    c.0 += 1;
+                    c.1 += i64::from(count.anomaly);
+                    for f in &count.filters {
+                        *filter_hours
+                            .entry((count.hour, agent.id, f.as_str()))
+                            .or_default() += 1;
+                    }
+                }
                 Kind::Outcome => outcomes.append_row(row, AGENT_ID_AT, agent.id),
                 Kind::Ack {
                     event,
@@ -460,6 +571,7 @@ pub async fn store_group(
     }
     copy_in(&tx, "events", EVENT_COLUMNS, events).await?;
     copy_in(&tx, "outcomes", OUTCOME_COLUMNS, outcomes).await?;
+    add_hours(&tx, hours, filter_hours).await?;
     if !a_local.is_empty() {
         // Which acknowledgements found their event, per agent (orphans are counted).
         let updated = tx

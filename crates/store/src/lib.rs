@@ -37,6 +37,7 @@ use serde::Serialize;
 
 pub use outbox::{Outbox, OutboxState, Queued, QueuedEvent};
 pub use review::{AuditEntry, Dimension, PageSpec};
+pub use schema::HOURS_BACKFILL;
 pub use watchpost_query::{Query, QueryError, Term, parse_since, parse_terms};
 pub use writer::{Writer, WriterStats, yield_to_the_event_path};
 

@@ -11,7 +11,24 @@ use crate::{StoreError, sql_err};
 /// filter's firing the action handled; version 1 files get the column, empty, on open).
 /// 3: the fleet shipping queue (`outbox`, `outbox_state`; made on open).
 /// 4: the console's audit log (`audit`; made on open).
-pub(crate) const VERSION: i64 = 4;
+/// 5: events counted per hour of storing time (`event_hours`, `filter_hours`), kept by
+/// the writer; filled from the events stored on opening an older file.
+pub(crate) const VERSION: i64 = 5;
+
+/// The length of an hour in ms: the per-hour counts' unit.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// Fills the per-hour counts (empty) from the events stored: on opening a file of
+/// version 1–4 for writing, and for tools that rewrite events in place.
+pub const HOURS_BACKFILL: &str = "
+INSERT INTO event_hours (hour, host, level, events, anomalies)
+SELECT stored / 3600000 * 3600000, host, coalesce(json_extract(fields, '$.rule_level'), ''),
+       count(*), sum(anomaly)
+FROM events WHERE true GROUP BY 1, 2, 3;
+INSERT INTO filter_hours (hour, filter, events)
+SELECT e.stored / 3600000 * 3600000, f.filter, count(*)
+FROM events e JOIN event_filters f ON f.event = e.id WHERE true GROUP BY 1, 2;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -78,6 +95,25 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '{}'
 );
+-- Version 5: events counted per hour of storing time (`stored` rounded down to the hour,
+-- Unix ms), for the console's overview. The writer adds each batch's counts in the
+-- transaction that stores its events, and retention takes off the counts of the events
+-- it deletes. `level` is the `rule_level` field, '' when none.
+CREATE TABLE IF NOT EXISTS event_hours (
+    hour      INTEGER NOT NULL,
+    host      TEXT NOT NULL,
+    level     TEXT NOT NULL,
+    events    INTEGER NOT NULL,
+    anomalies INTEGER NOT NULL,
+    PRIMARY KEY (hour, host, level)
+) WITHOUT ROWID;
+-- Per hour and filter (an event matched by two filters counts once in each).
+CREATE TABLE IF NOT EXISTS filter_hours (
+    hour   INTEGER NOT NULL,
+    filter TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (hour, filter)
+) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
     text, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
 );
@@ -108,6 +144,15 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
             .map_err(&err)?;
     }
     conn.execute_batch(SCHEMA).map_err(&err)?;
+    if (1..5).contains(&found) {
+        // The events stored before the counts were kept: counted now, in the transaction
+        // that moves the version (an open interrupted here counts them at the next).
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; DELETE FROM event_hours; DELETE FROM filter_hours; {HOURS_BACKFILL}
+             PRAGMA user_version = {VERSION}; COMMIT;"
+        ))
+        .map_err(&err)?;
+    }
     conn.pragma_update(None, "user_version", VERSION)
         .map_err(&err)?;
     Ok(conn)

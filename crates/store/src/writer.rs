@@ -1,6 +1,7 @@
 //! The writer thread: batches of events and outcomes in one transaction each, retention
 //! between batches. The daemon's threads only enqueue.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use crate::schema::HOUR_MS;
 use crate::{Matched, NewEvent, Outcome, StoreError, StoreOptions, ms, schema, sql_err};
 
 enum Msg {
@@ -331,6 +333,10 @@ impl Worker {
                 )
                 .map_err(&err)?;
             let mut gate = crate::outbox::Gate::open(&tx).map_err(&err)?;
+            // The batch's per-hour counts (all its events are stored at `now`):
+            // (host, level) -> (events, anomalies), and filter -> events.
+            let mut hours: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+            let mut filter_hours: HashMap<&str, i64> = HashMap::new();
             let mut fields = serde_json::Map::new();
             let mut text = String::new();
             for m in batch {
@@ -369,6 +375,21 @@ impl Worker {
                         for f in &e.filters {
                             ins_filter.execute(params![*id as i64, f]).map_err(&err)?;
                         }
+                        // The level `fields` keeps (the first of the name), and each
+                        // filter once per event, as `event_filters` holds them.
+                        let level = e
+                            .fields
+                            .iter()
+                            .find(|(k, _)| k == "rule_level")
+                            .map_or("", |(_, v)| v.as_str());
+                        let c = hours.entry((e.host.as_str(), level)).or_default();
+                        c.0 += 1;
+                        c.1 += i64::from(e.anomaly);
+                        for (i, f) in e.filters.iter().enumerate() {
+                            if !e.filters[..i].contains(f) {
+                                *filter_hours.entry(f.as_str()).or_default() += 1;
+                            }
+                        }
                         ins_fts.execute(params![*id as i64, text]).map_err(&err)?;
                         if let Some(g) = &mut gate {
                             g.queue(&tx, crate::outbox::KIND_EVENT, *id as i64)
@@ -398,6 +419,32 @@ impl Worker {
             }
             if let Some(g) = gate {
                 g.finish(&tx).map_err(&err)?;
+            }
+            let hour = now / HOUR_MS * HOUR_MS;
+            if !hours.is_empty() {
+                let mut up = tx
+                    .prepare_cached(
+                        "INSERT INTO event_hours (hour, host, level, events, anomalies)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (hour, host, level) DO UPDATE
+                         SET events = events + excluded.events, anomalies = anomalies + excluded.anomalies",
+                    )
+                    .map_err(&err)?;
+                for ((host, level), (n, anomalies)) in &hours {
+                    up.execute(params![hour, host, level, n, anomalies])
+                        .map_err(&err)?;
+                }
+            }
+            if !filter_hours.is_empty() {
+                let mut up = tx
+                    .prepare_cached(
+                        "INSERT INTO filter_hours (hour, filter, events) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (hour, filter) DO UPDATE SET events = events + excluded.events",
+                    )
+                    .map_err(&err)?;
+                for (filter, n) in &filter_hours {
+                    up.execute(params![hour, filter, n]).map_err(&err)?;
+                }
             }
         }
         tx.commit().map_err(&err)
@@ -474,6 +521,29 @@ impl Worker {
     fn delete_upto(&mut self, upto: i64) -> Result<(), StoreError> {
         let err = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(&err)?;
+        // The per-hour counts lose the events deleted (hours left with none go).
+        tx.execute(
+            "INSERT INTO event_hours (hour, host, level, events, anomalies)
+             SELECT stored / 3600000 * 3600000, host,
+                    coalesce(json_extract(fields, '$.rule_level'), ''), -count(*), -sum(anomaly)
+             FROM events WHERE id <= ?1 GROUP BY 1, 2, 3
+             ON CONFLICT (hour, host, level) DO UPDATE
+             SET events = events + excluded.events, anomalies = anomalies + excluded.anomalies",
+            [upto],
+        )
+        .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO filter_hours (hour, filter, events)
+             SELECT e.stored / 3600000 * 3600000, f.filter, -count(*)
+             FROM events e JOIN event_filters f ON f.event = e.id WHERE e.id <= ?1 GROUP BY 1, 2
+             ON CONFLICT (hour, filter) DO UPDATE SET events = events + excluded.events",
+            [upto],
+        )
+        .map_err(&err)?;
+        tx.execute_batch(
+            "DELETE FROM event_hours WHERE events <= 0; DELETE FROM filter_hours WHERE events <= 0;",
+        )
+        .map_err(&err)?;
         let n = tx
             .execute("DELETE FROM events WHERE id <= ?1", [upto])
             .map_err(&err)?;
