@@ -247,14 +247,17 @@ impl PgBackend {
     }
 }
 
-/// The hosts that need attention (as the overview lists them): not seen for longer than
-/// the heartbeat allows (`$4` seconds), a check not ok, quarantined, or configuration
-/// diagnostics.
-const ATTENTION: &str =
-    "a.last_seen_at IS NULL OR a.last_seen_at < now() - make_interval(secs => $4)
-     OR jsonb_path_exists(a.heartbeat, '$.checks[*] ? (@.status != \"ok\")')
-     OR jsonb_typeof(a.heartbeat -> 'quarantine') = 'object'
-     OR jsonb_array_length(coalesce(a.config_diagnostics, '[]')) > 0";
+/// The condition for a host that needs attention (the overview's list, the hosts page's
+/// filter): not seen for longer than the heartbeat allows (`offline`: the parameter
+/// holding those seconds), a check not ok, quarantined, or configuration diagnostics.
+fn needs_attention(offline: &str) -> String {
+    format!(
+        "a.last_seen_at IS NULL OR a.last_seen_at < now() - make_interval(secs => {offline})
+         OR jsonb_path_exists(a.heartbeat, '$.checks[*] ? (@.status != \"ok\")')
+         OR jsonb_typeof(a.heartbeat -> 'quarantine') = 'object'
+         OR jsonb_array_length(coalesce(a.config_diagnostics, '[]')) > 0"
+    )
+}
 
 /// `ILIKE` pattern for names containing `s` (its `%`, `_` and `\` taken literally).
 fn like_pattern(s: &str) -> String {
@@ -339,12 +342,9 @@ impl Backend for PgBackend {
             let index = |b: i64| usize::try_from(b).ok();
             let attention = format!(
                 "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
-                 WHERE a.revoked_at IS NULL AND (
-                     a.last_seen_at IS NULL OR a.last_seen_at < now() - make_interval(secs => $1)
-                     OR jsonb_path_exists(a.heartbeat, '$.checks[*] ? (@.status != \"ok\")')
-                     OR jsonb_typeof(a.heartbeat -> 'quarantine') = 'object'
-                     OR jsonb_array_length(coalesce(a.config_diagnostics, '[]')) > 0)
-                 ORDER BY a.hostname LIMIT 50"
+                 WHERE a.revoked_at IS NULL AND ({})
+                 ORDER BY a.hostname LIMIT 50",
+                needs_attention("$1")
             );
             let waiting = format!(
                 "SELECT {SUMMARY_COLUMNS} FROM events e WHERE e.needs_ack AND e.acked_at IS NULL
@@ -566,7 +566,8 @@ impl Backend for PgBackend {
                 "FROM agents a JOIN groups g ON g.id = a.group_id
                  WHERE ($1 = '%%' OR a.hostname ILIKE $1)
                    AND ($2 = '' OR g.name = $2)
-                   AND (NOT $3 OR (a.revoked_at IS NULL AND ({ATTENTION})))"
+                   AND (NOT $3 OR (a.revoked_at IS NULL AND ({})))",
+                needs_attention("$4")
             );
             let total: i64 = c
                 .query_one(
