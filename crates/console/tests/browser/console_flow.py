@@ -23,7 +23,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -113,8 +113,17 @@ class Flow:
         self.wait_for_next_page(old)
 
     def wait_for_next_page(self, old):
-        """Waits until the document `old` belonged to is gone and the next has loaded."""
-        WebDriverWait(self.d, 30).until(EC.staleness_of(old))
+        """Waits until the document `old` belonged to is gone and the next has loaded.
+        Asked about an element of a document being replaced, chromedriver may answer
+        "Node with given id does not belong to the document" instead of a stale element:
+        that too means the old document is gone."""
+        def gone(_):
+            try:
+                old.is_enabled()
+                return False
+            except (StaleElementReferenceException, WebDriverException):
+                return True
+        WebDriverWait(self.d, 30).until(gone)
         WebDriverWait(self.d, 30).until(
             lambda d: d.execute_script("return document.readyState") == "complete")
 
