@@ -541,10 +541,20 @@ mod os {
         })
     }
 
-    /// A missing key or value is not an error when deleting.
+    /// `ERROR_KEY_DELETED`: the key was deleted (by another action, another program)
+    /// after it was opened.
+    const ERROR_KEY_DELETED: i32 = 1018;
+
+    /// A missing key or value is not an error when deleting: what was asked (that it be
+    /// gone) holds. That includes a key deleted between opening it and deleting from it.
     fn missing_ok(r: io::Result<()>) -> io::Result<()> {
         match r {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(ERROR_KEY_DELETED) =>
+            {
+                Ok(())
+            }
             r => r,
         }
     }

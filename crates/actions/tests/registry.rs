@@ -149,7 +149,8 @@ fn set_read_back_and_delete() {
     });
     assert!(gone.is_some(), "the value is deleted");
     assert_eq!(key.get_value::<u32, _>("Count").unwrap(), 42, "others stay");
-    // Deleting it again is fine.
+    // Deleting it again is fine, also when the key goes meanwhile: the next action
+    // (another worker) may delete the key before this one runs.
     submit("delete-value", "42");
     drop(key);
 
