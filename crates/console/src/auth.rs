@@ -397,6 +397,17 @@ pub fn request_nonce() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A password given on one line of standard input, without its line end (the CLIs that
+/// set console passwords read them there, never from an argument: they stay out of the
+/// process list and the shell's history); `None` when the line is empty.
+pub fn password_from_stdin() -> std::io::Result<Option<String>> {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let p = line.trim_end_matches(['\n', '\r']);
+    Ok((!p.is_empty()).then(|| p.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

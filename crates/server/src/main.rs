@@ -1,7 +1,7 @@
 //! `watchpost-server`: the fleet server's command line. See `watchpost-server --help` and
 //! `docs/fleet.md`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -248,13 +248,7 @@ fn parse_when(text: &str) -> Result<jiff::Timestamp> {
 }
 
 fn read_password() -> Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    let p = line.trim_end_matches(['\n', '\r']).to_owned();
-    if p.is_empty() {
-        bail!("no password on standard input");
-    }
-    Ok(p)
+    watchpost_console::auth::password_from_stdin()?.context("no password on standard input")
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

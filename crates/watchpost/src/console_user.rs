@@ -4,7 +4,6 @@
 //! (mode 0600 on Unix). The console reads it at every login and request, so a change
 //! applies without a restart.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,13 +65,7 @@ pub enum ConsoleUserCmd {
 }
 
 fn read_password() -> Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    let p = line.trim_end_matches(['\n', '\r']).to_owned();
-    if p.is_empty() {
-        bail!("no password on standard input");
-    }
-    Ok(p)
+    watchpost_console::auth::password_from_stdin()?.context("no password on standard input")
 }
 
 /// Runs `watchpost console-user`.
