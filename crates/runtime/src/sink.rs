@@ -152,7 +152,7 @@ impl Sink for DaemonSink {
 /// [`FIRED_LOG_QUEUE`] lines, further ones are counted and the count is logged with the
 /// next line written.
 struct FiredLog {
-    tx: crossbeam_channel::Sender<(Arc<Event>, Arc<str>, Arc<str>)>,
+    tx: watchpost_support::Mailbox<(Arc<Event>, Arc<str>, Arc<str>)>,
     skipped: std::sync::atomic::AtomicU64,
 }
 
@@ -162,17 +162,20 @@ fn fired_log() -> &'static FiredLog {
     static LOG: std::sync::OnceLock<FiredLog> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let (tx, rx) =
-            crossbeam_channel::bounded::<(Arc<Event>, Arc<str>, Arc<str>)>(FIRED_LOG_QUEUE);
+            watchpost_support::mailbox::<(Arc<Event>, Arc<str>, Arc<str>)>(FIRED_LOG_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("fired-log".into())
             .spawn(move || {
                 watchpost_store::yield_to_the_event_path();
-                for (event, filter, actions) in rx {
-                    let skipped = fired_log().skipped.swap(0, Ordering::Relaxed);
-                    if skipped > 0 {
-                        tracing::warn!(skipped, "fired lines not logged: the log fell behind");
+                let mut lines = Vec::new();
+                while rx.recv(&mut lines, 256, 1, None) == watchpost_support::Recv::Items {
+                    for (event, filter, actions) in lines.drain(..) {
+                        let skipped = fired_log().skipped.swap(0, Ordering::Relaxed);
+                        if skipped > 0 {
+                            tracing::warn!(skipped, "fired lines not logged: the log fell behind");
+                        }
+                        log_fired(&event, &filter, &actions);
                     }
-                    log_fired(&event, &filter, &actions);
                 }
             });
         if let Err(e) = spawned {
@@ -188,7 +191,7 @@ fn fired_log() -> &'static FiredLog {
 impl FiredLog {
     fn log(&self, f: &Firing<'_>) {
         let line = (f.event.clone(), f.name.clone(), f.action_names.clone());
-        if self.tx.try_send(line).is_err() {
+        if self.tx.push(line).is_err() {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }

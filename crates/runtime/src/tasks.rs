@@ -97,9 +97,13 @@ impl Task for SourceTask {
             if let Some(b) = &batch {
                 sink.set_ticket(b.ticket());
             }
+            // The store's writer and the log thread are woken after the records of this
+            // poll were judged and their actions run or queued, not before the send.
+            let held = watchpost_support::defer_wakes();
             if let Err(e) = source.poll(deadline, &mut |item| pipeline.handle(item, &mut sink)) {
                 tracing::warn!(source = %config.name, error = %e, "reading");
             }
+            drop(held);
             let due = last_checkpoint.elapsed() >= interval;
             match (&ledger, batch) {
                 (Some(ledger), Some(batch)) => {

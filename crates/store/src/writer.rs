@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::Sender;
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde::Serialize;
+use watchpost_support::{Mailbox, PushError, Receiver, Recv};
 
 use crate::schema::HOUR_MS;
 use crate::{Matched, NewEvent, Outcome, StoreError, StoreOptions, ms, schema, sql_err};
@@ -93,7 +94,7 @@ pub struct WriterStats {
 
 /// The handle the daemon keeps: enqueue events and outcomes; the thread writes them.
 pub struct Writer {
-    tx: Option<Sender<Msg>>,
+    tx: Option<Mailbox<Msg>>,
     next_id: AtomicU64,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
@@ -114,7 +115,7 @@ impl Writer {
         let max: i64 = conn
             .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
             .map_err(sql_err(path))?;
-        let (tx, rx) = crossbeam_channel::bounded(options.queue.max(1));
+        let (tx, rx) = watchpost_support::mailbox(options.queue.max(1));
         let counters = Arc::new(Counters::default());
         let thread_counters = counters.clone();
         let thread_path = path.to_path_buf();
@@ -159,9 +160,9 @@ impl Writer {
     fn enqueue(&self, msg: impl FnOnce(u64) -> Msg) -> Option<u64> {
         let tx = self.tx.as_ref()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(msg(id)) {
+        match tx.push(msg(id)) {
             Ok(()) => Some(id),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(_) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -173,7 +174,7 @@ impl Writer {
     /// (a burst once held the syslog worker to the store's ~8,000 inserts/s).
     pub fn outcome(&self, outcome: Outcome) {
         if let Some(tx) = &self.tx
-            && tx.try_send(Msg::Outcome(outcome)).is_err()
+            && tx.push(Msg::Outcome(outcome)).is_err()
         {
             self.counters
                 .outcomes_dropped
@@ -186,11 +187,23 @@ impl Writer {
         let Some(tx) = &self.tx else {
             return true;
         };
+        let deadline = Instant::now() + timeout;
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        if tx.send_timeout(Msg::Flush(done_tx), timeout).is_err() {
-            return false;
+        let mut msg = Msg::Flush(done_tx);
+        // A full queue: wait for room, as a flush must come after what is queued.
+        loop {
+            match tx.push_now(msg) {
+                Ok(()) => break,
+                Err((PushError::Full, m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
         }
-        done_rx.recv_timeout(timeout).is_ok()
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// The counters now.
@@ -244,23 +257,32 @@ impl Worker {
                 }
                 next_retention = Instant::now() + self.options.retention_every;
             }
-            let first = match rx.recv_timeout(self.options.retention_every) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            batch.push(first.materialize());
-            let deadline = Instant::now() + self.options.flush_every;
+            // Asleep until something is queued (or retention is due); then the batch
+            // fills until it is full, `flush_every` passed, or a flush is asked for,
+            // without being woken per item.
+            let mut incoming = Vec::with_capacity(self.options.batch);
+            let wait = Some(Instant::now() + self.options.retention_every);
+            match rx.recv(&mut incoming, self.options.batch, 1, wait) {
+                Recv::Items => {}
+                Recv::Timeout => continue,
+                Recv::Closed => break,
+            }
+            let deadline = Some(Instant::now() + self.options.flush_every);
             let mut disconnected = false;
-            while batch.len() < self.options.batch {
-                match rx.recv_deadline(deadline) {
-                    Ok(m @ Msg::Flush(_)) => {
-                        batch.push(m);
-                        break;
-                    }
-                    Ok(m) => batch.push(m.materialize()),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
+            loop {
+                let mut flush = false;
+                for m in incoming.drain(..) {
+                    flush |= matches!(m, Msg::Flush(_));
+                    batch.push(m.materialize());
+                }
+                let room = self.options.batch.saturating_sub(batch.len());
+                if flush || room == 0 {
+                    break;
+                }
+                match rx.recv(&mut incoming, room, room, deadline) {
+                    Recv::Items => {}
+                    Recv::Timeout => break,
+                    Recv::Closed => {
                         disconnected = true;
                         break;
                     }

@@ -8,6 +8,9 @@
 //! * [`lock`]: a `Mutex` lock that outlives a panicking holder. The data behind watchpost's
 //!   locks (counters, windows, positions) stays consistent at every step, so a panic in
 //!   one thread must not take every other thread down with a poisoned lock.
+//! * [`mailbox`]: a bounded queue to a background thread whose wake-ups the event path can
+//!   hold back until the event's actions have run ([`defer_wakes`]), and whose receiver can
+//!   wait for a batch instead of being woken per item.
 //!
 //! ```
 //! let dir = tempfile::tempdir().unwrap();
@@ -20,8 +23,10 @@
 //! ```
 
 mod file;
+mod mailbox;
 
 pub use file::{AtomicWrite, tmp_path, write_atomic, write_atomic_with};
+pub use mailbox::{DeferWakes, Mailbox, PushError, Receiver, Recv, defer_wakes, mailbox};
 
 use std::sync::{Mutex, MutexGuard};
 
