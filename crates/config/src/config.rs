@@ -36,7 +36,8 @@ pub struct AgentConfig {
     /// How often positions are written to disk (they are also written at shutdown).
     #[serde(default = "default_checkpoint_ms")]
     pub checkpoint_interval_ms: u64,
-    /// Log every fired filter at info level (default true).
+    /// Log every fired filter at info level (default true), at most 200 lines a second;
+    /// beyond that one line a second counts the rest.
     #[serde(default = "yes")]
     pub log_fired: bool,
     /// What reading does when an action's queue is full: `wait` (default: the source

@@ -148,15 +148,26 @@ impl Sink for DaemonSink {
 
 /// The per-firing log line (`[agent] log_fired`), written by a thread of its own: the
 /// source thread only queues the shared event and names (formatting and writing a log
-/// line cost it more than judging the event). When that thread falls behind by
-/// [`FIRED_LOG_QUEUE`] lines, further ones are counted and the count is logged with the
-/// next line written.
+/// line cost it more than judging the event). At most [`FIRED_LOG_PER_SECOND`] lines a
+/// second are logged: a burst of detections goes to the store and the actions in full,
+/// while the log gets one line a second counting what it left out (a log line per event
+/// of a 100,000-event burst cost the machine as much CPU as reading them, and journald
+/// would rate-limit them anyway). Lines the thread has no room for
+/// ([`FIRED_LOG_QUEUE`]) are counted the same way.
 struct FiredLog {
     tx: watchpost_support::Mailbox<(Arc<Event>, Arc<str>, Arc<str>)>,
+    /// The clock of the per-second budget.
+    base: Instant,
+    /// The second (since `base`) the budget counts, and the lines it let through.
+    second: std::sync::atomic::AtomicU64,
+    in_second: std::sync::atomic::AtomicU64,
+    /// Lines not logged since the last report.
     skipped: std::sync::atomic::AtomicU64,
 }
 
 const FIRED_LOG_QUEUE: usize = 10_000;
+/// Fired lines logged per second at most.
+const FIRED_LOG_PER_SECOND: u64 = 200;
 
 fn fired_log() -> &'static FiredLog {
     static LOG: std::sync::OnceLock<FiredLog> = std::sync::OnceLock::new();
@@ -168,13 +179,26 @@ fn fired_log() -> &'static FiredLog {
             .spawn(move || {
                 watchpost_store::yield_to_the_event_path();
                 let mut lines = Vec::new();
-                while rx.recv(&mut lines, 256, 1, None) == watchpost_support::Recv::Items {
+                let mut last_report = Instant::now();
+                loop {
+                    let pending = fired_log().skipped.load(Ordering::Relaxed) > 0;
+                    let deadline = pending.then(|| last_report + Duration::from_secs(1));
+                    let got = rx.recv(&mut lines, 256, 1, deadline);
                     for (event, filter, actions) in lines.drain(..) {
+                        log_fired(&event, &filter, &actions);
+                    }
+                    if last_report.elapsed() >= Duration::from_secs(1) {
                         let skipped = fired_log().skipped.swap(0, Ordering::Relaxed);
                         if skipped > 0 {
-                            tracing::warn!(skipped, "fired lines not logged: the log fell behind");
+                            tracing::info!(
+                                skipped,
+                                "fired lines not logged: more than {FIRED_LOG_PER_SECOND} a second (each event went to the store and its actions)"
+                            );
                         }
-                        log_fired(&event, &filter, &actions);
+                        last_report = Instant::now();
+                    }
+                    if got == watchpost_support::Recv::Closed {
+                        break;
                     }
                 }
             });
@@ -183,6 +207,9 @@ fn fired_log() -> &'static FiredLog {
         }
         FiredLog {
             tx,
+            base: Instant::now(),
+            second: Default::default(),
+            in_second: Default::default(),
             skipped: Default::default(),
         }
     })
@@ -190,10 +217,30 @@ fn fired_log() -> &'static FiredLog {
 
 impl FiredLog {
     fn log(&self, f: &Firing<'_>) {
+        if !self.admit(f.read_at) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let line = (f.event.clone(), f.name.clone(), f.action_names.clone());
         if self.tx.push(line).is_err() {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a line read at `at` is within this second's budget (several source
+    /// threads may race at a second's turn: the budget is approximate by a few lines).
+    fn admit(&self, at: Instant) -> bool {
+        let second = at.saturating_duration_since(self.base).as_secs();
+        let current = self.second.load(Ordering::Relaxed);
+        if second > current
+            && self
+                .second
+                .compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.in_second.store(0, Ordering::Relaxed);
+        }
+        self.in_second.fetch_add(1, Ordering::Relaxed) < FIRED_LOG_PER_SECOND
     }
 }
 
@@ -208,4 +255,34 @@ fn log_fired(event: &Event, filter: &str, actions: &str) {
         .map(|o| format!("{}:{}", o.place, o.offset))
         .unwrap_or_default();
     tracing::info!(filter, actions, source = %event.source, host = %event.host, time, origin, "fired");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fired_log_admits_its_budget_a_second_and_starts_again_the_next() {
+        let (tx, _rx) = watchpost_support::mailbox(4);
+        let base = Instant::now();
+        let log = FiredLog {
+            tx,
+            base,
+            second: Default::default(),
+            in_second: Default::default(),
+            skipped: Default::default(),
+        };
+        let in_first = (0..FIRED_LOG_PER_SECOND + 50)
+            .filter(|_| log.admit(base + Duration::from_millis(300)))
+            .count() as u64;
+        assert_eq!(in_first, FIRED_LOG_PER_SECOND);
+        // A line read before the budget's clock started counts in its first second.
+        assert!(!log.admit(base.checked_sub(Duration::from_secs(1)).unwrap_or(base)));
+        assert!(log.admit(base + Duration::from_millis(1_200)));
+        let in_second = 1
+            + (0..FIRED_LOG_PER_SECOND)
+                .filter(|_| log.admit(base + Duration::from_millis(1_900)))
+                .count() as u64;
+        assert_eq!(in_second, FIRED_LOG_PER_SECOND);
+    }
 }

@@ -245,3 +245,73 @@ path = '{copy}'
     }
     drop(wp);
 }
+
+/// A burst of firings is logged up to the per-second budget; one line counts the rest,
+/// while every event still reaches its action and the store.
+#[test]
+fn a_burst_of_firings_is_logged_up_to_the_budget_and_the_rest_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |p: &std::path::Path| p.display().to_string().replace('\\', "/");
+    let cfg = d.join("watchpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+state_dir = '{state}'
+
+[[source]]
+name = "app"
+type = "jsonl"
+path = '{logs}/*.jsonl'
+start_at = "beginning"
+
+[[filter]]
+name = "login"
+match = {{ source = "app", event = "login" }}
+actions = ["copy"]
+
+[[action]]
+name = "copy"
+type = "jsonl_file"
+path = '{copy}'
+"#,
+            state = p(&d.join("state")),
+            logs = p(&d.join("logs")),
+            copy = p(&d.join("copy.jsonl")),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let burst = 1_000;
+    let lines: String = (0..burst)
+        .map(|i| format!("{{\"event\":\"login\",\"user\":\"u{i}\"}}\n"))
+        .collect();
+    append(&d.join("logs/app.jsonl"), lines.as_bytes());
+    let wp = Watchpost::start(&cfg, &d.join("watchpost.log"));
+    wait_for("every event copied", Duration::from_secs(30), || {
+        let copied = std::fs::read_to_string(d.join("copy.jsonl")).unwrap_or_default();
+        (copied.lines().count() == burst).then_some(())
+    });
+    let counted = regex::Regex::new(r"fired lines not logged: .* skipped=(\d+)").unwrap();
+    let log = wait_for(
+        "the count of lines not logged",
+        Duration::from_secs(10),
+        || {
+            let log = wp.log_text();
+            counted.is_match(&log).then_some(log)
+        },
+    );
+    let fired = log.lines().filter(|l| l.contains(" fired filter=")).count();
+    let skipped: usize = counted
+        .captures_iter(&log)
+        .map(|c| c[1].parse::<usize>().unwrap())
+        .sum();
+    assert!(fired >= 200 && fired < burst, "{fired} fired lines:\n{log}");
+    // Lines of a second not yet over may still be counted later; none is counted twice.
+    assert!(
+        fired + skipped <= burst,
+        "{fired} logged + {skipped} counted:\n{log}"
+    );
+    assert!(wp.terminate());
+}
