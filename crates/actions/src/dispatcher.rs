@@ -66,6 +66,19 @@ pub enum ActionError {
     },
 }
 
+/// Whether a job may run on the submitting thread (an action that can run a job without
+/// waiting, UDP syslog, does so when nothing is queued before it) or goes to the action's
+/// worker. A source hands the first firing of a read to its actions [`Via::Here`] (a lone
+/// event's packet leaves from the thread that read it) and the rest of a burst
+/// [`Via::Worker`] (the worker sends them on another core while the source reads on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// On this thread when the action can.
+    Here,
+    /// Always through the worker's queue.
+    Worker,
+}
+
 /// Where jobs for one running action go. Generations hold it; when the last holder
 /// drops it, the action's queue closes.
 pub struct Lane {
@@ -89,12 +102,14 @@ impl Lane {
         &self.name
     }
 
-    /// Runs `job` on this thread when the action can without waiting and nothing is
-    /// queued before it (UDP syslog: one non-blocking `send`); else gives it back.
-    fn run_direct(&self, job: Job) -> Option<Job> {
-        match &self.direct {
-            Some(d) => d.try_run(job).err(),
-            None => Some(job),
+    /// Runs `job` on this thread when `via` allows it, the action can without waiting and
+    /// nothing is queued before it (UDP syslog: one non-blocking `send`); else gives it
+    /// back.
+    fn run_direct(&self, job: Job, via: Via) -> Option<Job> {
+        match (&self.direct, via) {
+            (Some(d), Via::Here) => d.try_run(job).err(),
+            (Some(d), Via::Worker) => Some(d.to_worker(job)),
+            (None, _) => Some(job),
         }
     }
 
@@ -108,7 +123,12 @@ impl Lane {
     /// Runs or queues a job without ever blocking. When the queue is full the job is
     /// dropped, counted, and `false` returned; a warning is logged at most once per 10 s.
     pub fn submit(&self, job: Job) -> bool {
-        let Some(job) = self.run_direct(job) else {
+        self.submit_via(job, Via::Here)
+    }
+
+    /// [`submit`](Lane::submit), saying whether the job may run on this thread.
+    pub fn submit_via(&self, job: Job, via: Via) -> bool {
+        let Some(job) = self.run_direct(job, via) else {
             return true;
         };
         match self.tx.try_send(job) {
@@ -129,7 +149,12 @@ impl Lane {
     /// counting a drop, once `give_up()` answers true (checked every 100 ms). Returns
     /// whether the job was queued.
     pub fn submit_wait(&self, job: Job, give_up: &dyn Fn() -> bool) -> bool {
-        let Some(job) = self.run_direct(job) else {
+        self.submit_wait_via(job, give_up, Via::Here)
+    }
+
+    /// [`submit_wait`](Lane::submit_wait), saying whether the job may run on this thread.
+    pub fn submit_wait_via(&self, job: Job, give_up: &dyn Fn() -> bool, via: Via) -> bool {
+        let Some(job) = self.run_direct(job, via) else {
             return true;
         };
         let mut job = match self.tx.try_send(job) {

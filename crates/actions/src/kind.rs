@@ -86,6 +86,10 @@ pub(crate) trait Direct: Send + Sync {
     /// queued before it); otherwise gives it back to be queued, counting it as queued.
     fn try_run(&self, job: Job) -> Result<(), Job>;
 
+    /// Gives `job` back to be queued for the worker without trying it here, counting it
+    /// as queued (so later jobs do not overtake it).
+    fn to_worker(&self, job: Job) -> Job;
+
     /// A job given back by [`try_run`](Direct::try_run) was not queued after all
     /// (dropped).
     fn not_queued(&self);

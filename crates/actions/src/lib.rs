@@ -266,6 +266,6 @@ mod webhook;
 
 pub use config::{ActionSpec, KINDS, check_allow_lists, parse_action};
 pub use control::{ActionStats, Attempt, OutcomeSink};
-pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Lane};
+pub use dispatcher::{ActionError, DispatchOptions, Dispatcher, Lane, Via};
 pub use job::{Job, Ticket};
 pub use run::foreign_platform_path;

@@ -166,3 +166,35 @@ queue_capacity = 1
         5 + gave_up + 1
     );
 }
+
+/// Jobs handed to the worker (`Via::Worker`, a burst) and jobs sent on the submitting
+/// thread (`Via::Here`) leave in the order they were submitted: a job that may run here
+/// waits behind those queued for the worker.
+#[test]
+fn udp_jobs_for_the_worker_are_not_overtaken_by_jobs_sent_here() {
+    use watchpost_actions::Via;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let config = format!(
+        "[[action]]\nname = \"siem\"\ntype = \"syslog\"\ntarget = \"udp://127.0.0.1:{port}\"\n\
+         message = \"{{{{ filter }}}}\"\n"
+    );
+    let d = Dispatcher::start(specs(&config)).unwrap();
+    let lane = d.lanes().remove(0);
+    let n = 300;
+    for i in 0..n {
+        // Bursts of three for the worker, then one that may go here.
+        let via = if i % 4 == 3 { Via::Here } else { Via::Worker };
+        assert!(lane.submit_via(job(event("pc1"), &format!("f{i}")), via));
+    }
+    let mut buf = [0u8; 9000];
+    for i in 0..n {
+        let len = sock.recv(&mut buf).expect("datagram");
+        let text = std::str::from_utf8(&buf[..len]).unwrap();
+        assert!(text.ends_with(&format!(" f{i}")), "datagram {i}: {text}");
+    }
+    drop(lane);
+    let stats = d.shutdown(Duration::from_secs(1));
+    assert_eq!(stats[0].ok, n as u64, "{stats:?}");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use watchpost_actions::{Job, Ticket};
+use watchpost_actions::{Job, Ticket, Via};
 use watchpost_anomaly::Verdict as Judgement;
 use watchpost_config::WhenFull;
 use watchpost_event::Event;
@@ -32,6 +32,9 @@ pub struct DaemonSink {
     stopped_at: Cell<Option<Instant>>,
     /// Given to every job: the batch of records being handled (see `progress.rs`).
     ticket: Ticket,
+    /// Firings handed on since [`begin_read`](DaemonSink::begin_read): the first may run
+    /// its actions on this thread, the rest of a burst go to the actions' workers.
+    fired_in_read: u64,
 }
 
 impl DaemonSink {
@@ -45,7 +48,16 @@ impl DaemonSink {
             stop,
             stopped_at: Cell::new(None),
             ticket: Ticket::default(),
+            fired_in_read: 0,
         }
+    }
+
+    /// A new read of the source begins (a poll): its first firing may run its actions on
+    /// this thread (a lone event's syslog packet leaves without a hand-off); the firings
+    /// after it in the same read go to the actions' workers, which send them on another
+    /// core while this thread reads and judges on.
+    pub fn begin_read(&mut self) {
+        self.fired_in_read = 0;
     }
 
     /// The ticket the jobs of the records handled from now on carry.
@@ -116,6 +128,12 @@ impl Sink for DaemonSink {
 
     fn fire(&mut self, g: &Generation, f: &Firing<'_>) {
         self.counters.fired.fetch_add(1, Ordering::Relaxed);
+        let via = if self.fired_in_read == 0 {
+            Via::Here
+        } else {
+            Via::Worker
+        };
+        self.fired_in_read += 1;
         for &ai in f.actions {
             if f.withheld.contains(&ai) {
                 continue;
@@ -131,8 +149,8 @@ impl Sink for DaemonSink {
                 ticket: self.ticket.clone(),
             };
             let queued = match g.when_full {
-                WhenFull::Drop => lane.submit(job),
-                WhenFull::Wait => lane.submit_wait(job, &|| self.give_up()),
+                WhenFull::Drop => lane.submit_via(job, via),
+                WhenFull::Wait => lane.submit_wait_via(job, &|| self.give_up(), via),
             };
             if queued {
                 self.metrics.reaction.observe(f.read_at.elapsed());

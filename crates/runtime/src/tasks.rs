@@ -100,6 +100,7 @@ impl Task for SourceTask {
             // The store's writer and the log thread are woken after the records of this
             // poll were judged and their actions run or queued, not before the send.
             let held = watchpost_support::defer_wakes();
+            sink.begin_read();
             if let Err(e) = source.poll(deadline, &mut |item| pipeline.handle(item, &mut sink)) {
                 tracing::warn!(source = %config.name, error = %e, "reading");
             }
@@ -366,6 +367,7 @@ fn run_checks(
                 tracing::info!(check = %check.name, status = %obs.status, previous = %previous, detail = %obs.detail, "check changed");
                 let e = event(check, &obs, &previous, &shared.local_host);
                 let (pipeline, sink) = &mut lanes[i];
+                sink.begin_read();
                 crate::pipeline::Sink::received(sink);
                 pipeline.handle_event(e, Instant::now(), sink);
             } else if let Some(until) = tracker.pending_until(&check.name, check.grace) {

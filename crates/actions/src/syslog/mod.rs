@@ -341,8 +341,7 @@ struct UdpDirect {
 
 impl UdpDirect {
     fn to_queue(&self, job: Job) -> Result<(), Job> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        Err(job)
+        Err(self.to_worker(job))
     }
 }
 
@@ -369,6 +368,11 @@ impl Direct for UdpDirect {
                 self.to_queue(job)
             }
         }
+    }
+
+    fn to_worker(&self, job: Job) -> Job {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        job
     }
 
     fn not_queued(&self) {
