@@ -1132,6 +1132,57 @@ fn perf_probe() {
     );
 }
 
+/// A lone line's `write()` → record time, lines 20 ms apart as in the lone-line bench,
+/// for measurement only (`WATCHPOST_LONE_LINES`, default 200, after 20 not counted):
+/// `cargo test -p watchpost-sources --test tail lone_line_latency -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn lone_line_latency() {
+    let n: usize = std::env::var("WATCHPOST_LONE_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let warm = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("a.log");
+    append(&log, "");
+    let mut o = opts(dir.path(), &["a.log"]);
+    o.poll_interval = Duration::from_secs(3600);
+    let mut t = Tailer::open(o).unwrap();
+    read(&mut t, &mut Got::new());
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let writer_log = log.clone();
+    let writer = std::thread::spawn(move || {
+        let mut w = OpenOptions::new().append(true).open(&writer_log).unwrap();
+        for i in 0..warm + n {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(Instant::now()).unwrap();
+            writeln!(w, "lone{i}").unwrap();
+        }
+    });
+    let before = t.stats();
+    let mut lat = Vec::new();
+    while lat.len() < warm + n {
+        t.wait(Duration::from_secs(5));
+        t.read_available(&mut |_r: Record<'_>| lat.push(rx.recv().unwrap().elapsed()))
+            .unwrap();
+    }
+    writer.join().unwrap();
+    let after = t.stats();
+    let mut lat = lat.split_off(warm);
+    lat.sort();
+    let pct = |p: usize| lat[(lat.len() * p / 100).min(lat.len() - 1)];
+    eprintln!(
+        "lone line write → record, {n} lines: p50 {:?} p90 {:?} p99 {:?} max {:?}; \
+         wait calls woken {}",
+        pct(50),
+        pct(90),
+        pct(99),
+        lat[lat.len() - 1],
+        after.wakeups - before.wakeups,
+    );
+}
+
 #[test]
 fn a_crash_repeats_only_what_follows_the_last_mark_written_to_the_progress_file() {
     use watchpost_sources::Source as _;
