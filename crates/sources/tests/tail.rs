@@ -1343,7 +1343,7 @@ fn lone_line_latency() {
         for i in 0..warm + n {
             std::thread::sleep(Duration::from_millis(20));
             tx.send(Instant::now()).unwrap();
-            writeln!(w, "lone{i}").unwrap();
+            w.write_all(format!("lone{i}\n").as_bytes()).unwrap();
         }
     });
     let before = t.stats();

@@ -159,17 +159,21 @@ impl<B: Backend> DirectOn<B> {
     ) -> io::Result<Waited> {
         let mut out = Waited::default();
         loop {
-            self.os.clear_signal();
             let now = Instant::now();
             let dirs = &mut self.dirs;
             self.os
                 .collect(&mut |r| dirs.report(r, shared, patterns, now, &mut out))?;
+            if !shared.is_pending() {
+                if now >= deadline {
+                    return Ok(out);
+                }
+                // Signals raised until here are answered by what is pending (checked
+                // again below); one raised after this ends the block. Cleared only now,
+                // so a wait that ends for a change does not wait for it.
+                self.os.clear_signal();
+            }
             if shared.is_pending() {
                 out.pending = true;
-                return Ok(out);
-            }
-            let now = Instant::now();
-            if now >= deadline {
                 return Ok(out);
             }
             self.os.block(deadline - now)?;
