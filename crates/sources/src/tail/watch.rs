@@ -373,6 +373,62 @@ mod tests {
         assert!(!shared.wait_until(Instant::now() + Duration::from_millis(5)));
     }
 
+    /// Every update from another thread raises the signal (after recording it); marks
+    /// made by the waiting thread itself do not.
+    #[test]
+    fn updates_raise_the_signal_and_own_marks_do_not() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let shared = Arc::new(Shared::default());
+        let raised = Arc::new(AtomicUsize::new(0));
+        let (count, seen) = (raised.clone(), shared.clone());
+        shared.set_signal(move || {
+            assert!(lock(&seen.pending).is_set(), "recorded before the signal");
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        shared.request_rescan();
+        Waker::new(shared.clone()).wake();
+        assert_eq!(raised.load(Ordering::SeqCst), 2);
+        shared.take();
+        shared.mark_dirty(PathBuf::from("a.log"));
+        shared.mark_rescan();
+        assert_eq!(raised.load(Ordering::SeqCst), 2);
+        assert!(shared.is_pending());
+    }
+
+    /// Modifications in a directory the tailer's own wait watches are left to it, as
+    /// inotify (`Data`) and `ReadDirectoryChangesW` (`Any`) report them; elsewhere, and
+    /// anything but a modification, still count.
+    #[test]
+    fn modifications_in_directly_watched_directories_are_left_to_the_tailer() {
+        let dir = std::env::temp_dir().join("watchpost-watch-direct");
+        let other = dir.join("other");
+        let pattern = dir.join("**").join("*.log").to_string_lossy().into_owned();
+        let patterns = Patterns::new(&[pattern], &[], Vec::new(), &dir).unwrap();
+        let shared = Shared::default();
+        shared.set_direct_dirs(HashSet::from([dir.clone()]));
+        let event = |kind, path: PathBuf| Ok(Event::new(kind).add_path(path));
+        for kind in [
+            ModifyKind::Data(notify::event::DataChange::Any),
+            ModifyKind::Any,
+        ] {
+            on_event(
+                &shared,
+                &patterns,
+                event(EventKind::Modify(kind), dir.join("a.log")),
+            );
+            assert!(!shared.take().is_set(), "{kind:?}");
+            on_event(
+                &shared,
+                &patterns,
+                event(EventKind::Modify(kind), other.join("b.log")),
+            );
+            assert_eq!(shared.take().dirty, HashSet::from([other.join("b.log")]));
+        }
+        let created = EventKind::Create(notify::event::CreateKind::Any);
+        on_event(&shared, &patterns, event(created, dir.join("c.log")));
+        assert!(shared.take().rescan);
+    }
+
     /// A rename in two untracked halves (as `ReadDirectoryChangesW` reports it) tells where
     /// the file went, like inotify's `Both`; tracked halves (inotify) are left to `Both`.
     #[test]

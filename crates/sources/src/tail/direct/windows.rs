@@ -7,6 +7,7 @@
 //! its buffer is freed.
 #![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -89,8 +90,10 @@ struct Buf([u8; BUF_BYTES]);
 struct DirWatch {
     dir: File,
     event: Event,
-    /// `None` only once leaked (a read that could not be cancelled).
-    io: Option<Box<Io>>,
+    /// Written by the system while a read is in flight, so reached only through the cell's
+    /// raw pointer, never a reference that would claim it unchanging. `None` only once
+    /// leaked (a read that could not be cancelled).
+    io: Option<Box<UnsafeCell<Io>>>,
     /// A read is in flight.
     armed: bool,
 }
@@ -110,38 +113,48 @@ impl DirWatch {
         let mut w = DirWatch {
             dir,
             event: Event::new()?,
-            io: Some(Box::new(Io {
+            io: Some(Box::new(UnsafeCell::new(Io {
                 overlapped: OVERLAPPED::default(),
                 buf: Buf([0; BUF_BYTES]),
-            })),
+            }))),
             armed: false,
         };
         w.arm()?;
         Ok(w)
     }
 
+    fn io(&self) -> Option<*mut Io> {
+        self.io.as_deref().map(UnsafeCell::get)
+    }
+
     /// Starts the next read.
     fn arm(&mut self) -> io::Result<()> {
-        let Some(io) = self.io.as_deref_mut() else {
+        if self.armed {
+            return Ok(());
+        }
+        let Some(io) = self.io() else {
             return Err(io::ErrorKind::BrokenPipe.into());
         };
         self.event.reset();
-        io.overlapped = OVERLAPPED::default();
-        io.overlapped.hEvent = self.event.raw();
         let mut unused = 0u32;
-        // SAFETY: the handle was opened with FILE_LIST_DIRECTORY for overlapped I/O; the
-        // buffer (of the length given) and the OVERLAPPED live in `self.io` on the heap and
-        // are neither moved nor freed before the read completed (`poll` saw it complete,
-        // or `Drop` cancelled it and waited for it); no completion routine.
+        // SAFETY: no read is in flight (`armed` is false), so nothing else touches `*io`
+        // while its OVERLAPPED is reset. The handle was opened with FILE_LIST_DIRECTORY
+        // for overlapped I/O; the buffer (of the length given) and the OVERLAPPED stay at
+        // their heap address and are not freed before the read completed (`poll` saw it
+        // complete, or `Drop` cancelled it and waited for it); no completion routine.
         let ok = unsafe {
+            (*io).overlapped = OVERLAPPED {
+                hEvent: self.event.raw(),
+                ..OVERLAPPED::default()
+            };
             ReadDirectoryChangesW(
                 self.dir.as_raw_handle(),
-                io.buf.0.as_mut_ptr().cast(),
+                (&raw mut (*io).buf).cast(),
                 BUF_BYTES as u32,
                 0,
                 FILE_NOTIFY_CHANGE_SIZE | FILE_NOTIFY_CHANGE_LAST_WRITE,
                 &mut unused,
-                &mut io.overlapped,
+                &raw mut (*io).overlapped,
                 None,
             )
         };
@@ -154,11 +167,18 @@ impl DirWatch {
 
     /// The read's status and byte count, once it completed.
     fn poll(&mut self) -> Option<(u32, u32)> {
-        let io = self.io.as_deref().filter(|_| self.armed)?;
+        let io = self.io().filter(|_| self.armed)?;
         let mut n = 0u32;
-        // SAFETY: the OVERLAPPED is the one of the read in flight on this handle; no wait.
-        let ok =
-            unsafe { GetOverlappedResult(self.dir.as_raw_handle(), &io.overlapped, &mut n, 0) };
+        // SAFETY: the OVERLAPPED of the read in flight on this handle, by raw pointer (the
+        // system may be writing it); no wait.
+        let ok = unsafe {
+            GetOverlappedResult(
+                self.dir.as_raw_handle(),
+                &raw const (*io).overlapped,
+                &mut n,
+                0,
+            )
+        };
         let error = if ok != 0 {
             rdcw::ERROR_SUCCESS
         } else {
@@ -174,26 +194,32 @@ impl DirWatch {
 
     /// The records of the completed read that returned `n` bytes.
     fn bytes(&self, n: u32) -> &[u8] {
-        let buf = self.io.as_deref().map_or(&[][..], |io| &io.buf.0[..]);
+        let Some(io) = self.io().filter(|_| !self.armed) else {
+            return &[];
+        };
+        // SAFETY: no read is in flight (the last one completed, and the next starts only
+        // through `&mut self`), so the system no longer writes the buffer while this
+        // borrow of `self` lasts.
+        let buf = unsafe { &(*io).buf.0 };
         &buf[..buf.len().min(n as usize)]
     }
 }
 
 impl Drop for DirWatch {
     fn drop(&mut self) {
-        let Some(io) = self.io.as_deref().filter(|_| self.armed) else {
+        let Some(io) = self.io().filter(|_| self.armed) else {
             return;
         };
         let handle = self.dir.as_raw_handle();
-        // SAFETY: the handle and the OVERLAPPED of the read in flight.
-        let cancelled = unsafe { CancelIoEx(handle, &io.overlapped) } != 0
+        // SAFETY: the handle and the OVERLAPPED of the read in flight, by raw pointer.
+        let cancelled = unsafe { CancelIoEx(handle, &raw const (*io).overlapped) } != 0
             // SAFETY: reads the calling thread's last error.
             || unsafe { GetLastError() } == ERROR_NOT_FOUND;
         if cancelled {
             let mut n = 0u32;
             // SAFETY: as above; waits until the system is done with the buffer (the read
             // completes as cancelled, or had completed already); its result is not needed.
-            unsafe { GetOverlappedResult(handle, &io.overlapped, &mut n, 1) };
+            unsafe { GetOverlappedResult(handle, &raw const (*io).overlapped, &mut n, 1) };
         } else if let Some(io) = self.io.take() {
             // The system may still write to the buffer: it must outlive us.
             tracing::debug!("tail: a directory read could not be cancelled; leaking its buffer");
