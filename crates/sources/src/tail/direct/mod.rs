@@ -12,8 +12,9 @@
 //! * Windows (`windows.rs`): per directory a handle opened with `FILE_FLAG_BACKUP_SEMANTICS
 //!   | FILE_FLAG_OVERLAPPED` and an overlapped `ReadDirectoryChangesW` for size and
 //!   last-write changes that sets an event, and a wake event, in one
-//!   `WaitForMultipleObjects`; a completed read is decoded and started again on the
-//!   tailer's thread.
+//!   `WaitForMultipleObjects`; a completed read is decoded on the tailer's thread, and the
+//!   next one started there before the following wait (the system keeps the changes in
+//!   between for it).
 //! * Elsewhere there is no direct wait: `notify`'s thread reports everything.
 //!
 //! `notify` keeps reporting everything else (creations, renames, deletions, directories on
@@ -38,8 +39,8 @@
 //!
 //! `WaitForMultipleObjects` takes at most 64 handles, and one is the wake event. A tailer
 //! whose followed files lie in more than 63 directories watches 63 itself (those it has,
-//! then in path order) and leaves the modifications in the others to `notify`: one thread
-//! hand-off more for those, nothing lost. An I/O completion port would lift the limit, but
+//! then in path order) and leaves the modifications in the others to `notify` (and the
+//! poll) as before: one thread hand-off more for those, nothing lost. An I/O completion port would lift the limit, but
 //! each source has a tailer of its own and SEP's logs lie in a handful of directories,
 //! while one event per directory keeps a removed watch simple: its cancelled read is
 //! awaited on the spot (`GetOverlappedResult`) before its buffer is freed, instead of
