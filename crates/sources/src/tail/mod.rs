@@ -55,7 +55,19 @@
 //! and new name itself, on Windows the old-name event directly followed by the new-name
 //! event are paired (`watch.rs`). A slow poll (`poll_interval`) rescans and reads
 //! everything to catch what notifications miss (network file systems, queue overflow, files
-//! renamed out of the watched directory). Nothing sleeps on the read path. On Windows,
+//! renamed out of the watched directory). Nothing sleeps on the read path.
+//!
+//! The most frequent event, a write to a followed file, does not go through `notify`'s
+//! thread on Linux and Windows (`direct/`): the tailer watches the directories of the files
+//! it follows itself (inotify `IN_MODIFY`; `ReadDirectoryChangesW` for size and last-write
+//! changes) and [`wait`](Tailer::wait) blocks on those watches and on a wake signal that
+//! `notify`'s events and [`Waker::wake`] raise. A line appended to a followed file is so
+//! noticed and read after one thread wake-up instead of two (`notify`'s thread, then the
+//! tailer's), counted in [`TailStats::direct_wakeups`]; `notify` leaves modifications in
+//! those directories to it and reports everything else. Notifications lost there (a queue
+//! or buffer overflow, counted in [`TailStats::overflows`]) ask for a rescan that reads
+//! every file. On Windows one wait takes at most 63 directories per source; modifications
+//! in any further directory come through `notify`, one hand-off later. On Windows,
 //! `notify` 8.2 does not report an overflow of `ReadDirectoryChangesW`'s 16 KiB buffer (a
 //! burst of thousands of changes between two reads): the changes are dropped, or the
 //! directory is no longer watched, without a word (notify-rs/notify#963); the poll then
@@ -130,7 +142,6 @@
 //! (counted in [`TailStats::files_deferred`]) and are read from 0 once a slot frees.
 
 pub(crate) mod checkpoint;
-#[cfg(target_os = "linux")]
 mod direct;
 mod file;
 mod frame;
@@ -288,6 +299,12 @@ pub struct TailStats {
     pub polls: u64,
     /// `wait` calls ended by a notification or a wake (not by a timeout).
     pub wakeups: u64,
+    /// Of those, the ones ended by a change of a followed file that the tailer's own wait
+    /// received (Linux, Windows): read on the tailer's thread with no other thread woken.
+    pub direct_wakeups: u64,
+    /// Times the tailer's own notifications were lost (a queue or buffer overflow), each
+    /// answered by a rescan that reads every file.
+    pub overflows: u64,
     /// Checkpoint files written.
     pub checkpoints_written: u64,
 }
@@ -349,8 +366,7 @@ pub struct Tailer {
     patterns: Arc<Patterns>,
     shared: Arc<Shared>,
     watches: Watches,
-    /// Linux: notifications read on the tailer's own thread (`direct.rs`).
-    #[cfg(target_os = "linux")]
+    /// Modifications noticed by the tailer's own wait (`direct/`; Linux, Windows).
     direct: Option<direct::Direct>,
     files: Vec<Followed>,
     dormant: Vec<Dormant>,
@@ -417,7 +433,6 @@ impl Tailer {
             }
         };
         let poll_interval = opts.poll_interval.max(Duration::from_millis(10));
-        #[cfg(target_os = "linux")]
         let direct = if watches.enabled() {
             direct::Direct::new(&shared)
                 .inspect_err(|e| tracing::debug!(error = %e, "tail: no direct notifications"))
@@ -437,7 +452,6 @@ impl Tailer {
             patterns,
             shared,
             watches,
-            #[cfg(target_os = "linux")]
             direct,
             files: Vec::new(),
             dormant: entries
@@ -547,12 +561,23 @@ impl Tailer {
         let deadline = Instant::now()
             .checked_add(max_wait)
             .map_or(self.next_poll, |d| d.min(self.next_poll));
-        #[cfg(target_os = "linux")]
         if let Some(d) = &mut self.direct {
-            if d.wait_until(&self.shared, &self.patterns, deadline) {
-                self.stats.wakeups += 1;
+            match d.wait_until(&self.shared, &self.patterns, deadline) {
+                Ok(w) => {
+                    self.stats.wakeups += u64::from(w.pending);
+                    self.stats.direct_wakeups += u64::from(w.direct);
+                    self.stats.overflows += w.lost;
+                    return;
+                }
+                Err(e) => {
+                    // notify reports every modification again from now on.
+                    tracing::warn!(error = %e, "tail: waiting on notifications failed; leaving them to the notification thread");
+                    self.stats.errors += 1;
+                    self.direct = None;
+                    self.shared
+                        .set_direct_dirs(std::collections::HashSet::new());
+                }
             }
-            return;
         }
         if self.shared.wait_until(deadline) {
             self.stats.wakeups += 1;

@@ -281,7 +281,6 @@ impl Tailer {
     pub(super) fn publish_paths(&mut self) {
         let followed: std::collections::HashSet<PathBuf> =
             self.files.iter().map(|f| f.path.clone()).collect();
-        #[cfg(target_os = "linux")]
         if let Some(d) = &mut self.direct {
             d.sync(&followed, &self.shared);
         }

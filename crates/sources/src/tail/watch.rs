@@ -4,7 +4,9 @@
 //! The `notify` callback runs on notify's own thread. It filters events (only paths that match
 //! the patterns, followed files, and directories on the way to a pattern's directory count),
 //! records what happened in [`Pending`] and signals a condition variable that
-//! [`Shared::wait_until`] sleeps on. Nothing is read on that thread.
+//! [`Shared::wait_until`] sleeps on, and the signal of a tailer blocked in its own wait
+//! (`direct/`). Nothing is read on that thread. Modifications in the directories the
+//! tailer's own wait watches are left to it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -49,12 +51,21 @@ pub(crate) struct Shared {
     followed: Mutex<HashSet<PathBuf>>,
     /// The old name of a rename reported in two untracked halves, until its new name comes.
     rename_from: Mutex<Option<PathBuf>>,
-    /// Directories whose modifications the tailer's own inotify reports (Linux,
-    /// `direct.rs`): notify's thread leaves those to it.
+    /// Directories whose modifications the tailer's own wait reports (`direct/`): notify's
+    /// thread leaves those to it.
     direct_dirs: Mutex<HashSet<PathBuf>>,
-    /// Written after every update, for a tailer waiting in `poll()` (`direct.rs`).
-    #[cfg(target_os = "linux")]
-    wake_pipe: std::sync::OnceLock<std::os::unix::net::UnixStream>,
+    /// Raised after every update, for a tailer blocked in its own wait (`direct/`: a byte
+    /// to a pipe on Linux, an event set on Windows).
+    signal: std::sync::OnceLock<Signal>,
+}
+
+/// What wakes a tailer blocked in its own wait; set once, by `direct/`.
+struct Signal(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signal")
+    }
 }
 
 use watchpost_support::lock;
@@ -63,38 +74,34 @@ impl Shared {
     fn update(&self, f: impl FnOnce(&mut Pending)) {
         f(&mut lock(&self.pending));
         self.cond.notify_all();
-        #[cfg(target_os = "linux")]
-        if let Some(mut pipe) = self.wake_pipe.get() {
-            // Full (a wake is pending anyway) or closed (no one waits): nothing to do.
-            let _ = std::io::Write::write(&mut pipe, &[1]);
+        if let Some(signal) = self.signal.get() {
+            (signal.0)();
         }
     }
 
-    /// Where [`update`](Shared::update) also signals (`direct.rs`).
-    #[cfg(target_os = "linux")]
-    pub(crate) fn set_wake_pipe(&self, tx: std::os::unix::net::UnixStream) {
-        let _ = self.wake_pipe.set(tx);
+    /// What [`update`](Shared::update) raises besides the condition variable (`direct/`);
+    /// the first one set stays.
+    pub(crate) fn set_signal(&self, raise: impl Fn() + Send + Sync + 'static) {
+        let _ = self.signal.set(Signal(Box::new(raise)));
     }
 
-    /// The directories the tailer's own inotify watches (`direct.rs`).
-    #[cfg(target_os = "linux")]
+    /// The directories the tailer's own wait watches (`direct/`).
     pub(crate) fn set_direct_dirs(&self, dirs: HashSet<PathBuf>) {
         *lock(&self.direct_dirs) = dirs;
     }
 
-    fn is_direct(&self, path: &Path) -> bool {
+    /// Whether modifications of `path` are left to the tailer's own wait.
+    pub(crate) fn is_direct(&self, path: &Path) -> bool {
         path.parent()
             .is_some_and(|d| lock(&self.direct_dirs).contains(d))
     }
 
     /// Whether something is pending (without taking it).
-    #[cfg(target_os = "linux")]
     pub(crate) fn is_pending(&self) -> bool {
         lock(&self.pending).is_set()
     }
 
     /// Marks a file changed, from the waiting thread itself (nobody to wake).
-    #[cfg(target_os = "linux")]
     pub(crate) fn mark_dirty(&self, path: PathBuf) {
         let mut p = lock(&self.pending);
         if p.dirty.len() < MAX_DIRTY {
@@ -102,6 +109,11 @@ impl Shared {
         } else {
             p.rescan = true;
         }
+    }
+
+    /// Asks for a rescan, from the waiting thread itself (nobody to wake).
+    pub(crate) fn mark_rescan(&self) {
+        lock(&self.pending).rescan = true;
     }
 
     /// Takes what happened, leaving nothing pending.
@@ -359,6 +371,62 @@ mod tests {
         t.join().unwrap();
         assert!(shared.take().woken);
         assert!(!shared.wait_until(Instant::now() + Duration::from_millis(5)));
+    }
+
+    /// Every update from another thread raises the signal (after recording it); marks
+    /// made by the waiting thread itself do not.
+    #[test]
+    fn updates_raise_the_signal_and_own_marks_do_not() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let shared = Arc::new(Shared::default());
+        let raised = Arc::new(AtomicUsize::new(0));
+        let (count, seen) = (raised.clone(), shared.clone());
+        shared.set_signal(move || {
+            assert!(lock(&seen.pending).is_set(), "recorded before the signal");
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        shared.request_rescan();
+        Waker::new(shared.clone()).wake();
+        assert_eq!(raised.load(Ordering::SeqCst), 2);
+        shared.take();
+        shared.mark_dirty(PathBuf::from("a.log"));
+        shared.mark_rescan();
+        assert_eq!(raised.load(Ordering::SeqCst), 2);
+        assert!(shared.is_pending());
+    }
+
+    /// Modifications in a directory the tailer's own wait watches are left to it, as
+    /// inotify (`Data`) and `ReadDirectoryChangesW` (`Any`) report them; elsewhere, and
+    /// anything but a modification, still count.
+    #[test]
+    fn modifications_in_directly_watched_directories_are_left_to_the_tailer() {
+        let dir = std::env::temp_dir().join("watchpost-watch-direct");
+        let other = dir.join("other");
+        let pattern = dir.join("**").join("*.log").to_string_lossy().into_owned();
+        let patterns = Patterns::new(&[pattern], &[], Vec::new(), &dir).unwrap();
+        let shared = Shared::default();
+        shared.set_direct_dirs(HashSet::from([dir.clone()]));
+        let event = |kind, path: PathBuf| Ok(Event::new(kind).add_path(path));
+        for kind in [
+            ModifyKind::Data(notify::event::DataChange::Any),
+            ModifyKind::Any,
+        ] {
+            on_event(
+                &shared,
+                &patterns,
+                event(EventKind::Modify(kind), dir.join("a.log")),
+            );
+            assert!(!shared.take().is_set(), "{kind:?}");
+            on_event(
+                &shared,
+                &patterns,
+                event(EventKind::Modify(kind), other.join("b.log")),
+            );
+            assert_eq!(shared.take().dirty, HashSet::from([other.join("b.log")]));
+        }
+        let created = EventKind::Create(notify::event::CreateKind::Any);
+        on_event(&shared, &patterns, event(created, dir.join("c.log")));
+        assert!(shared.take().rescan);
     }
 
     /// A rename in two untracked halves (as `ReadDirectoryChangesW` reports it) tells where
