@@ -203,10 +203,18 @@ fn load() -> String {
         .join(" ")
 }
 
+/// The directory of the followed file, apart from the followers' own files (their logs
+/// and state): a follower's log line must not wake its own watch of the directory.
+fn followed_dir(dir: &Path) -> PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    logs
+}
+
 /// Lone lines 20 ms apart: write → datagram, per line.
 fn lone(f: &Follower, input: Input, events: usize) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(match input {
+    let file = followed_dir(dir.path()).join(match input {
         Input::Text => "auth.log",
         Input::Sep => "12072026.Log",
     });
@@ -320,7 +328,7 @@ fn burst_file(path: &Path, n: usize) -> usize {
 /// A burst already in the file: start → last datagram. Returns seconds and datagrams.
 fn burst(f: &Follower, lines: usize) -> (f64, usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("auth.log");
+    let file = followed_dir(dir.path()).join("auth.log");
     let expected = burst_file(&file, lines);
     let sock = receiver();
     let port = sock.local_addr().unwrap().port();
