@@ -247,6 +247,45 @@ impl PgBackend {
     }
 }
 
+/// The overview's three reads of the per-hour counts: by rule level (with the totals and
+/// anomalies), by host, by filter; each row (bucket number, name, events[, anomalies]).
+/// Parameters: the first bucket's start (Unix ms, float8), the bucket length (ms,
+/// float8), the range's start and end (timestamptz).
+///
+/// Counted from the per-agent rows ingest keeps (`event_hours`, `filter_hours`) and the
+/// rows of all agents the fold of past hours made of them (`folded_*`, `db::fold_hours`):
+/// each event is counted in exactly one of them. Every bucket is a whole number of hours,
+/// so each hour's row falls in one bucket. The bucket's number is float8 arithmetic on
+/// `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large share of the
+/// read's time for 7 days of 1,000 agents.
+pub fn overview_reads() -> [String; 3] {
+    let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
+    let range = "hour >= $3 AND hour < $4";
+    [
+        format!(
+            "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
+             FROM (SELECT hour, level, events, anomalies FROM folded_level_hours WHERE {range}
+                   UNION ALL
+                   SELECT hour, level, events, anomalies FROM event_hours WHERE {range}) h
+             GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, host, sum(events)::int8
+             FROM (SELECT hour, host, events FROM folded_host_hours WHERE {range}
+                   UNION ALL
+                   SELECT hour, host, events FROM event_hours WHERE {range}) h
+             GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, filter, sum(events)::int8
+             FROM (SELECT hour, filter, events FROM folded_filter_hours WHERE {range}
+                   UNION ALL
+                   SELECT hour, filter, events FROM filter_hours WHERE {range}) h
+             GROUP BY 1, 2"
+        ),
+    ]
+}
+
 /// The condition for a host that needs attention (the overview's list, the hosts page's
 /// filter): not seen for longer than the heartbeat allows (`offline`: the parameter
 /// holding those seconds), a check not ok, quarantined, or configuration diagnostics.
@@ -314,27 +353,10 @@ impl Backend for PgBackend {
                 self.pool.get()
             )
             .map_err(db)?;
-            // Counted from the per-hour counts ingest keeps (`event_hours`,
-            // `filter_hours`): every bucket is a whole number of hours, so each hour's row
-            // falls in one bucket. The bucket's number is float8 arithmetic on
-            // `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large
-            // share of the read's time for 7 days of 1,000 agents.
-            let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
             // Totals and levels on one connection, hosts on another, filters on a third,
             // at once (the waiting events and the hosts needing attention, both small,
             // share the fourth).
-            let by_level = format!(
-                "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let by_host = format!(
-                "SELECT {bucket}, host, sum(events)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let by_filter = format!(
-                "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
-                 WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
+            let [by_level, by_host, by_filter] = overview_reads();
             let from_f = from as f64;
             let len_f = len as f64;
             let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
