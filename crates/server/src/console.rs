@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use tokio::runtime::Handle;
 use watchpost_console::backend::{
     AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, CommandTo,
-    ConfigText, EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home,
+    ConfigText, Draft, EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home,
     HostConfigView, HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page,
     PublishOutcome, Role, UserRecord, VersionView, buckets, command_detail, problems, summarize,
     top,
@@ -68,18 +68,6 @@ fn control_err(e: ControlError) -> BackendError {
 /// Whether the operation failed because something named does not exist.
 fn missing(e: &ControlError) -> bool {
     matches!(e, ControlError::Admin(AdminError::NotFound(_)))
-}
-
-fn config_text(
-    version: i32,
-    text: String,
-    files: std::collections::BTreeMap<String, String>,
-) -> ConfigText {
-    ConfigText {
-        version,
-        text,
-        files: files.into_iter().map(|(n, c)| (n, c.len())).collect(),
-    }
 }
 
 const GROUP_COLUMNS: &str =
@@ -810,7 +798,11 @@ impl Backend for PgBackend {
     ) -> Result<Option<ConfigText>, BackendError> {
         self.run(
             async |c| match control::config_get(c, group, version).await {
-                Ok((v, text, files)) => Ok(Some(config_text(v, text, files))),
+                Ok((version, text, files)) => Ok(Some(ConfigText {
+                    version,
+                    text,
+                    files,
+                })),
                 Err(e) if missing(&e) => Ok(None),
                 Err(e) => Err(control_err(e)),
             },
@@ -821,19 +813,21 @@ impl Backend for PgBackend {
         &self,
         by: &str,
         group: &str,
-        base: Option<i32>,
-        text: &str,
-        comment: &str,
+        version: &Draft<'_>,
     ) -> Result<PublishOutcome, BackendError> {
+        let strict: Vec<&str> = version.strict.into_iter().collect();
         self.run(async |c| {
-            // The rule and placeholder files stay those of the version the edit started
-            // from (else of the published one; none for a first version).
-            let files = match control::config_get(c, group, base).await {
-                Ok((_, _, files)) => files,
-                Err(e) if missing(&e) && base.is_none() => Default::default(),
-                Err(e) => return Err(control_err(e)),
-            };
-            match control::config_publish(c, by, group, text, &files, comment).await {
+            match control::config_publish_strict(
+                c,
+                by,
+                group,
+                version.text,
+                version.files,
+                version.comment,
+                &strict,
+            )
+            .await
+            {
                 Ok(p) => Ok(PublishOutcome::Published {
                     version: p.version,
                     warnings: p.warnings,
@@ -932,28 +926,27 @@ pub async fn handle(
         peer: peer.ip().to_string(),
         body: Vec::new(),
     };
-    let too_large = || {
-        let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
-            b"the request body is too large\n",
-        )));
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        r
-    };
-    if req
+    // The limit is decided from the head (a publication from a signed session may carry
+    // a whole group version); a body over it is never read whole.
+    let limit = console.body_limit(&creq);
+    let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > watchpost_console::http::MAX_BODY)
+        .map(|v| v.trim().parse::<u64>());
+    // A length that is no number, or more than the limit: refused before reading.
+    if declared
+        .as_ref()
+        .is_some_and(|n| n.as_ref().map_or(true, |n| *n > limit as u64))
     {
-        return too_large();
+        return to_hyper(console.too_large(&creq));
     }
-    match http_body_util::Limited::new(req.into_body(), watchpost_console::http::MAX_BODY)
+    match http_body_util::Limited::new(req.into_body(), limit)
         .collect()
         .await
     {
         Ok(b) => creq.body = b.to_bytes().to_vec(),
-        Err(_) => return too_large(),
+        Err(_) => return to_hyper(console.too_large(&creq)),
     }
     let answer = tokio::task::spawn_blocking(move || console.handle(&creq)).await;
     let r = match answer {
@@ -967,6 +960,11 @@ pub async fn handle(
             )
         }
     };
+    to_hyper(r)
+}
+
+/// A console response as hyper's.
+fn to_hyper(r: watchpost_console::Response) -> Response<http_body_util::Full<Bytes>> {
     let mut out = Response::new(http_body_util::Full::new(Bytes::from(r.body)));
     *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in r.headers {
