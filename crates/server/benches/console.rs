@@ -337,12 +337,18 @@ fn main() {
                 let took = t.elapsed().as_secs_f64();
                 // What autovacuum does after the server's folds (a bench measuring right
                 // after folding 30 days at once would otherwise read past the dead rows).
-                db.batch_execute(
-                    "VACUUM ANALYZE event_hours; VACUUM ANALYZE filter_hours;
-                     ANALYZE folded_level_hours; ANALYZE folded_host_hours; ANALYZE folded_filter_hours;",
-                )
-                .await
-                .unwrap();
+                // (One statement at a time: VACUUM cannot run in a transaction block.)
+                for table in [
+                    "event_hours",
+                    "filter_hours",
+                    "folded_level_hours",
+                    "folded_host_hours",
+                    "folded_filter_hours",
+                ] {
+                    db.batch_execute(&format!("VACUUM ANALYZE {table}"))
+                        .await
+                        .unwrap();
+                }
                 (f, took)
             });
         let rows = pg.psql(

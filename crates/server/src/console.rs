@@ -247,29 +247,34 @@ impl PgBackend {
 /// `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large share of the
 /// read's time for 7 days of 1,000 agents.
 pub fn overview_reads() -> [String; 3] {
-    let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
-    let range = "hour >= $3 AND hour < $4";
+    let read = |columns: &str, sums: &str, folded: &str, per_agent: &str| {
+        let range = "hour >= $3 AND hour < $4";
+        format!(
+            "SELECT floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8, {sums}
+             FROM (SELECT hour, {columns} FROM {folded} WHERE {range}
+                   UNION ALL
+                   SELECT hour, {columns} FROM {per_agent} WHERE {range}) h
+             GROUP BY 1, 2"
+        )
+    };
     [
-        format!(
-            "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
-             FROM (SELECT hour, level, events, anomalies FROM folded_level_hours WHERE {range}
-                   UNION ALL
-                   SELECT hour, level, events, anomalies FROM event_hours WHERE {range}) h
-             GROUP BY 1, 2"
+        read(
+            "level, events, anomalies",
+            "level, sum(events)::int8, sum(anomalies)::int8",
+            "folded_level_hours",
+            "event_hours",
         ),
-        format!(
-            "SELECT {bucket}, host, sum(events)::int8
-             FROM (SELECT hour, host, events FROM folded_host_hours WHERE {range}
-                   UNION ALL
-                   SELECT hour, host, events FROM event_hours WHERE {range}) h
-             GROUP BY 1, 2"
+        read(
+            "host, events",
+            "host, sum(events)::int8",
+            "folded_host_hours",
+            "event_hours",
         ),
-        format!(
-            "SELECT {bucket}, filter, sum(events)::int8
-             FROM (SELECT hour, filter, events FROM folded_filter_hours WHERE {range}
-                   UNION ALL
-                   SELECT hour, filter, events FROM filter_hours WHERE {range}) h
-             GROUP BY 1, 2"
+        read(
+            "filter, events",
+            "filter, sum(events)::int8",
+            "folded_filter_hours",
+            "filter_hours",
         ),
     ]
 }
@@ -817,7 +822,7 @@ impl Backend for PgBackend {
     ) -> Result<PublishOutcome, BackendError> {
         let strict: Vec<&str> = version.strict.into_iter().collect();
         self.run(async |c| {
-            match control::config_publish_strict(
+            match control::config_publish(
                 c,
                 by,
                 group,

@@ -162,22 +162,12 @@ pub struct Published {
 }
 
 /// Checks a configuration and, without errors, stores it as the group's next version and
-/// publishes it: the group's agents receive it on their long-poll.
+/// publishes it: the group's agents receive it on their long-poll. A file named in
+/// `strict` that is not loaded (a Sigma rule file's warning) refuses the publication too,
+/// with every diagnostic: the console's publication of a file the admin just edited or
+/// added, which must load (the CLI passes none: a rule set may hold rules skipped on
+/// purpose).
 pub async fn config_publish(
-    client: &Client,
-    actor: &str,
-    group: &str,
-    text: &str,
-    files: &BTreeMap<String, String>,
-    comment: &str,
-) -> Result<Published, ControlError> {
-    config_publish_strict(client, actor, group, text, files, comment, &[]).await
-}
-
-/// [`config_publish`], where a file named in `strict` that is not loaded (a Sigma rule
-/// file's warning) refuses the publication too, with every diagnostic: the console's
-/// publication of a file the admin just edited or added, which must load.
-pub async fn config_publish_strict(
     client: &Client,
     actor: &str,
     group: &str,

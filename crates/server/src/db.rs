@@ -355,58 +355,57 @@ pub async fn fold_hours(
     let tx = client.transaction().await?;
     tx.batch_execute("SELECT pg_advisory_xact_lock(8387236825053623157)")
         .await?;
-    tx.execute(
-        "SELECT 1 FROM event_hours WHERE hour < $1
-         ORDER BY hour, agent_id, host COLLATE \"C\", level COLLATE \"C\" FOR UPDATE",
-        &[&before],
-    )
-    .await?;
-    let event_rows: i64 = tx
-        .query_one(
-            "WITH moved AS (
-                 DELETE FROM event_hours WHERE hour < $1
-                 RETURNING hour, host, level, events, anomalies
-             ), levels AS (
-                 INSERT INTO folded_level_hours AS t (hour, level, events, anomalies)
-                 SELECT hour, level, sum(events)::int8, sum(anomalies)::int8 FROM moved GROUP BY 1, 2
-                 ON CONFLICT (hour, level) DO UPDATE
-                 SET events = t.events + excluded.events, anomalies = t.anomalies + excluded.anomalies
-             ), hosts AS (
-                 INSERT INTO folded_host_hours AS t (hour, host, events)
-                 SELECT hour, host, sum(events)::int8 FROM moved GROUP BY 1, 2
-                 ON CONFLICT (hour, host) DO UPDATE SET events = t.events + excluded.events
-             )
-             SELECT count(*) FROM moved",
+    let mut moved = [0i64; 2];
+    for (n, (table, key, fold)) in moved.iter_mut().zip(FOLDS) {
+        tx.execute(
+            &format!("SELECT 1 FROM {table} WHERE hour < $1 ORDER BY {key} FOR UPDATE"),
             &[&before],
         )
-        .await?
-        .get(0);
-    tx.execute(
-        "SELECT 1 FROM filter_hours WHERE hour < $1
-         ORDER BY hour, agent_id, filter COLLATE \"C\" FOR UPDATE",
-        &[&before],
-    )
-    .await?;
-    let filter_rows: i64 = tx
-        .query_one(
-            "WITH moved AS (
-                 DELETE FROM filter_hours WHERE hour < $1 RETURNING hour, filter, events
-             ), filters AS (
-                 INSERT INTO folded_filter_hours AS t (hour, filter, events)
-                 SELECT hour, filter, sum(events)::int8 FROM moved GROUP BY 1, 2
-                 ON CONFLICT (hour, filter) DO UPDATE SET events = t.events + excluded.events
-             )
-             SELECT count(*) FROM moved",
-            &[&before],
-        )
-        .await?
-        .get(0);
+        .await?;
+        *n = tx.query_one(fold, &[&before]).await?.get(0);
+    }
     tx.commit().await?;
     Ok(Folded {
-        event_rows: event_rows.max(0) as u64,
-        filter_rows: filter_rows.max(0) as u64,
+        event_rows: moved[0].max(0) as u64,
+        filter_rows: moved[1].max(0) as u64,
     })
 }
+
+/// Per table of per-agent counts: its name, its key in the order ingest upserts it (text
+/// byte by byte), and the statement that moves its rows before `$1` into the folded
+/// tables and counts them.
+const FOLDS: [(&str, &str, &str); 2] = [
+    (
+        "event_hours",
+        r#"hour, agent_id, host COLLATE "C", level COLLATE "C""#,
+        "WITH moved AS (
+             DELETE FROM event_hours WHERE hour < $1
+             RETURNING hour, host, level, events, anomalies
+         ), levels AS (
+             INSERT INTO folded_level_hours AS t (hour, level, events, anomalies)
+             SELECT hour, level, sum(events)::int8, sum(anomalies)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, level) DO UPDATE
+             SET events = t.events + excluded.events, anomalies = t.anomalies + excluded.anomalies
+         ), hosts AS (
+             INSERT INTO folded_host_hours AS t (hour, host, events)
+             SELECT hour, host, sum(events)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, host) DO UPDATE SET events = t.events + excluded.events
+         )
+         SELECT count(*) FROM moved",
+    ),
+    (
+        "filter_hours",
+        r#"hour, agent_id, filter COLLATE "C""#,
+        "WITH moved AS (
+             DELETE FROM filter_hours WHERE hour < $1 RETURNING hour, filter, events
+         ), filters AS (
+             INSERT INTO folded_filter_hours AS t (hour, filter, events)
+             SELECT hour, filter, sum(events)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, filter) DO UPDATE SET events = t.events + excluded.events
+         )
+         SELECT count(*) FROM moved",
+    ),
+];
 
 #[cfg(test)]
 mod tests {

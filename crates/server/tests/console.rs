@@ -46,11 +46,7 @@ fn csrf(html: &str) -> String {
 #[test]
 fn the_fleet_console_reads_and_acknowledges_in_postgresql() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -242,11 +238,7 @@ fn post_form(env: &Env, path: &str, cookie: &str, fields: &[(&str, &str)]) -> An
 #[test]
 fn groups_configuration_and_commands_through_the_fleet_console() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -692,11 +684,7 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
 
 #[test]
 fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -785,11 +773,7 @@ fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
 
 #[test]
 fn a_command_to_every_host_of_a_group_is_sent_once() {
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -899,6 +883,21 @@ fn with_rules() -> String {
     )
 }
 
+/// The group `lab` and these users (name, role); a database connection.
+fn lab_with_users(env: &Env, users: &[(&str, &str)]) -> tokio_postgres::Client {
+    let db = env.db();
+    env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        for (u, r) in users {
+            admin::user_add(&db, "test", u, r, Some(PASSWORD))
+                .await
+                .unwrap();
+        }
+    });
+    db
+}
+
 /// A version's file as stored.
 fn stored_file(env: &Env, version: i32, name: &str) -> String {
     env.pg.psql(&format!(
@@ -909,31 +908,28 @@ fn stored_file(env: &Env, version: i32, name: &str) -> String {
 #[test]
 fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
-    let db = env.db();
+    let db = lab_with_users(&env, &[("ada", "admin"), ("vic", "viewer")]);
     env.rt.block_on(async {
-        use watchpost_server::admin;
-        admin::group_add(&db, "test", "lab", "").await.unwrap();
-        for (u, r) in [("ada", "admin"), ("vic", "viewer")] {
-            admin::user_add(&db, "test", u, r, Some(PASSWORD))
-                .await
-                .unwrap();
-        }
         let files = [
             ("rules/failed_logon.yml".to_owned(), RULE.to_owned()),
             ("vars.yml".to_owned(), "vars:\n  Admins: root\n".to_owned()),
         ]
         .into_iter()
         .collect();
-        watchpost_server::control::config_publish(&db, "cli", "lab", &with_rules(), &files, "v1")
-            .await
-            .unwrap();
+        watchpost_server::control::config_publish(
+            &db,
+            "cli",
+            "lab",
+            &with_rules(),
+            &files,
+            "v1",
+            &[],
+        )
+        .await
+        .unwrap();
     });
     let admin = login(&env, "ada");
     let token = csrf(&text(&get(&env, "/console/", &admin)));
@@ -1215,21 +1211,10 @@ fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console
 #[test]
 fn publications_take_what_a_version_may_hold_and_refuse_more_with_413() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
-    let db = env.db();
-    env.rt.block_on(async {
-        use watchpost_server::admin;
-        admin::group_add(&db, "test", "lab", "").await.unwrap();
-        admin::user_add(&db, "test", "ada", "admin", Some(PASSWORD))
-            .await
-            .unwrap();
-    });
+    let db = lab_with_users(&env, &[("ada", "admin")]);
     let admin = login(&env, "ada");
     let token = csrf(&text(&get(&env, "/console/", &admin)));
     // A configuration of 300 KiB (comment lines: a large text, well over the 64 KiB
@@ -1263,9 +1248,17 @@ fn publications_take_what_a_version_may_hold_and_refuse_more_with_413() {
         ]
         .into_iter()
         .collect();
-        watchpost_server::control::config_publish(&db, "cli", "lab", &with_rules(), &files, "")
-            .await
-            .unwrap();
+        watchpost_server::control::config_publish(
+            &db,
+            "cli",
+            "lab",
+            &with_rules(),
+            &files,
+            "",
+            &[],
+        )
+        .await
+        .unwrap();
     });
     let a = post_form(
         &env,

@@ -131,6 +131,19 @@ fn rows(env: &Env, table: &str) -> i64 {
         .unwrap()
 }
 
+/// The group `lab` and its enrollment secret; a database connection.
+fn lab(env: &Env) -> (tokio_postgres::Client, String) {
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        admin::secret_create(&db, "test", "lab", "s1", None)
+            .await
+            .unwrap()
+    });
+    (db, secret)
+}
+
 /// The overview's charts counted straight from the events, bucket by bucket.
 type Charts = (
     Vec<u64>,
@@ -209,14 +222,7 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
     let Some(env) = Env::start(|c| c.fold_every = None) else {
         return;
     };
-    let db = env.db();
-    let secret = env.rt.block_on(async {
-        use watchpost_server::admin;
-        admin::group_add(&db, "test", "lab", "").await.unwrap();
-        admin::secret_create(&db, "test", "lab", "s1", None)
-            .await
-            .unwrap()
-    });
+    let (db, secret) = lab(&env);
     let a = credential(&enroll(env.addr, &secret, "host-a", "PC-A"));
     let b = credential(&enroll(env.addr, &secret, "host-b", "PC-B"));
     let a1 = mixed("sa", 1, 150, ["PC-A", "pc-a.lab"]);
@@ -360,14 +366,7 @@ fn the_fold_keeps_the_overview_exact_with_late_events_and_retention() {
     let Some(env) = Env::start(|c| c.fold_every = None) else {
         return;
     };
-    let db = env.db();
-    let secret = env.rt.block_on(async {
-        use watchpost_server::admin;
-        admin::group_add(&db, "test", "lab", "").await.unwrap();
-        admin::secret_create(&db, "test", "lab", "s1", None)
-            .await
-            .unwrap()
-    });
+    let (_, secret) = lab(&env);
     // Four agents, seven hosts (more than the six a chart names, one reported by two
     // agents): the by-host chart's `other` and a host's rows of several agents.
     let agents: Vec<(String, [&str; 2])> = [
