@@ -7,9 +7,10 @@
 //! after 3 warm-up rounds) and its p50/p95/max printed.
 //!
 //! The per-agent per-hour counts are measured first as ingest leaves them (the overview
-//! pages and the overview's reads alone), then folded as the server's maintenance task
-//! folds past hours (`db::fold_hours`, timed) and measured again: before and after on
-//! the same data in one run (`CONSOLE_BENCH_FOLD=0` skips the fold).
+//! pages; main's overview reads, which read only them; this server's reads), then folded
+//! as the server's maintenance task folds past hours (`db::fold_hours`, timed) and
+//! measured again: before and after on the same data in one run (`CONSOLE_BENCH_FOLD=0`
+//! skips the fold).
 //!
 //! Then, for comparison, the two counting reads the overview made before it read the
 //! per-hour counts, over the same events.
@@ -81,7 +82,37 @@ fn time_pages(addr: SocketAddr, cookie: &str, pages: &[(&str, String)], rounds: 
     }
 }
 
-/// Runs `reads` (the overview's, or the former counting) for the range of `hours`, at
+/// Times the overview's reads alone (`PgBackend::overview`: the SQL and the series built
+/// from it, no HTTP, no page), `rounds` times after one warm-up.
+fn time_overview(
+    backend: &watchpost_server::console::PgBackend,
+    what: &str,
+    hours: u32,
+    rounds: usize,
+) {
+    use watchpost_console::backend::Backend;
+    if rounds == 0 {
+        return;
+    }
+    let mut times = Vec::new();
+    for round in 0..rounds + 1 {
+        let t = Instant::now();
+        let o = backend.overview(jiff::Timestamp::now(), hours).unwrap();
+        assert!(!o.events.is_empty());
+        if round >= 1 {
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    println!(
+        "{:<36} {:>8.1} {:>8.1} {:>8.1}",
+        format!("{what}, {hours} h"),
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.95),
+        percentile(&mut times, 1.0)
+    );
+}
+
+/// Runs `reads` (main's overview reads, or the former counting) for the range of `hours`, at
 /// once on one connection each, `rounds` times after one warm-up; prints p50/p95/max and
 /// the rows returned.
 fn time_reads(
@@ -305,7 +336,32 @@ fn main() {
         out
     });
     let reads = env_num("CONSOLE_BENCH_FORMER_ROUNDS", 5) as usize;
-    let hourly = watchpost_server::console::overview_reads();
+    // The overview's reads before the fold (main's, on the per-agent rows alone): by level,
+    // by host (every host's hours), by filter.
+    let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
+    let per_agent = [
+        format!(
+            "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
+             FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, host, sum(events)::int8
+             FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
+             WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+    ];
+    let backend = watchpost_server::console::PgBackend::new(
+        watchpost_server::db::pool(
+            &watchpost_server::config::Config::for_tests("127.0.0.1:0".parse().unwrap(), &pg.url())
+                .database,
+        )
+        .unwrap(),
+        rt.handle().clone(),
+        Duration::from_secs(90),
+    );
     let fold = env_num("CONSOLE_BENCH_FOLD", 1) == 1;
     if fold {
         println!(
@@ -316,45 +372,48 @@ fn main() {
             time_reads(
                 &rt,
                 &conns,
-                "overview SQL, per-agent hours",
+                "main's overview SQL (per agent)",
                 hours,
-                &hourly,
+                &per_agent,
                 reads,
             );
+            time_overview(&backend, "overview reads (per-agent rows)", hours, reads);
         }
         let (folded, took) = rt.block_on(async {
-                let (mut db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let t = Instant::now();
-                let f = watchpost_server::db::fold_hours(
-                    &mut db,
-                    watchpost_server::db::fold_before(jiff::Timestamp::now()),
-                )
+            let (mut db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
                 .await
                 .unwrap();
-                let took = t.elapsed().as_secs_f64();
-                // What autovacuum does after the server's folds (a bench measuring right
-                // after folding 30 days at once would otherwise read past the dead rows).
-                // (One statement at a time: VACUUM cannot run in a transaction block.)
-                for table in [
-                    "event_hours",
-                    "filter_hours",
-                    "folded_level_hours",
-                    "folded_host_hours",
-                    "folded_filter_hours",
-                ] {
-                    db.batch_execute(&format!("VACUUM ANALYZE {table}"))
-                        .await
-                        .unwrap();
-                }
-                (f, took)
-            });
+            tokio::spawn(conn);
+            let t = Instant::now();
+            let f = watchpost_server::db::fold_hours(
+                &mut db,
+                watchpost_server::db::fold_before(jiff::Timestamp::now()),
+            )
+            .await
+            .unwrap();
+            let took = t.elapsed().as_secs_f64();
+            // What autovacuum does after the server's folds (a bench measuring right
+            // after folding 30 days at once would otherwise read past the dead rows).
+            // (One statement at a time: VACUUM cannot run in a transaction block.)
+            for table in [
+                "event_hours",
+                "filter_hours",
+                "folded_level_hours",
+                "folded_host_hours",
+                "folded_host_days",
+                "folded_filter_hours",
+            ] {
+                db.batch_execute(&format!("VACUUM ANALYZE {table}"))
+                    .await
+                    .unwrap();
+            }
+            (f, took)
+        });
         let rows = pg.psql(
             "SELECT (SELECT count(*) FROM event_hours) || ' per-agent rows left, '
                     || (SELECT count(*) FROM folded_level_hours) || ' by level, '
-                    || (SELECT count(*) FROM folded_host_hours) || ' by host, '
+                    || (SELECT count(*) FROM folded_host_hours) || ' by host and hour, '
+                    || (SELECT count(*) FROM folded_host_days) || ' by host and day, '
                     || (SELECT count(*) FROM folded_filter_hours) || ' by filter'",
         );
         println!(
@@ -370,16 +429,14 @@ fn main() {
     );
     time_pages(addr, &cookie, &pages, rounds);
     for hours in [24u32, 168] {
-        time_reads(
-            &rt,
-            &conns,
+        time_overview(
+            &backend,
             if fold {
-                "overview SQL, folded hours"
+                "overview reads (folded)"
             } else {
-                "overview SQL, per-agent hours"
+                "overview reads (per-agent rows)"
             },
             hours,
-            &hourly,
             reads,
         );
     }

@@ -1,7 +1,8 @@
 -- Whether the overview's counts agree with the events: the per-hour counts (the
 -- per-agent rows of `event_hours` and `filter_hours` plus the folded rows of all agents)
 -- added up per hour and rule level, per hour and host and per hour and filter, against
--- the events counted the same way. One number: the rows that differ (0 when they agree).
+-- the events counted the same way, and the folded hosts' days against their hours. One
+-- number: the rows that differ (0 when they agree).
 -- Run by the server's tests (`db::HOURS_CHECK`) and at the end of `scripts/fleet-bench.sh`.
 WITH kept_levels AS (
     SELECT hour, level, sum(events)::int8 AS events, sum(anomalies)::int8 AS anomalies
@@ -31,6 +32,12 @@ WITH kept_levels AS (
     SELECT date_trunc('hour', ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, f AS filter,
            count(*) AS events
     FROM events, unnest(filters) f GROUP BY 1, 2
+), host_days AS (
+    SELECT day, host, events FROM folded_host_days
+), summed_host_days AS (
+    SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS day, host,
+           sum(events)::int8 AS events
+    FROM folded_host_hours GROUP BY 1, 2
 )
 SELECT (SELECT count(*) FROM ((TABLE kept_levels EXCEPT TABLE counted_levels)
                               UNION ALL (TABLE counted_levels EXCEPT TABLE kept_levels)) d)
@@ -38,4 +45,6 @@ SELECT (SELECT count(*) FROM ((TABLE kept_levels EXCEPT TABLE counted_levels)
                               UNION ALL (TABLE counted_hosts EXCEPT TABLE kept_hosts)) d)
      + (SELECT count(*) FROM ((TABLE kept_filters EXCEPT TABLE counted_filters)
                               UNION ALL (TABLE counted_filters EXCEPT TABLE kept_filters)) d)
+     + (SELECT count(*) FROM ((TABLE host_days EXCEPT TABLE summed_host_days)
+                              UNION ALL (TABLE summed_host_days EXCEPT TABLE host_days)) d)
   AS differing;

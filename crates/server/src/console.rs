@@ -235,10 +235,14 @@ impl PgBackend {
     }
 }
 
-/// The overview's three reads of the per-hour counts: by rule level (with the totals and
-/// anomalies), by host, by filter; each row (bucket number, name, events[, anomalies]).
+/// Series a chart names; the rest is `other`.
+const HOST_SERIES: usize = 6;
+
+/// The overview's reads of the per-hour counts by rule level (with the totals and
+/// anomalies) and by filter; each row (bucket number, name, events[, anomalies]).
 /// Parameters: the first bucket's start (Unix ms, float8), the bucket length (ms,
-/// float8), the range's start and end (timestamptz).
+/// float8), the range's start and end (timestamptz). The by-host chart reads
+/// [`BUSIEST_HOSTS`] and [`HOST_HOURS`].
 ///
 /// Counted from the per-agent rows ingest keeps (`event_hours`, `filter_hours`) and the
 /// rows of all agents the fold of past hours made of them (`folded_*`, `db::fold_hours`):
@@ -246,7 +250,7 @@ impl PgBackend {
 /// so each hour's row falls in one bucket. The bucket's number is float8 arithmetic on
 /// `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large share of the
 /// read's time for 7 days of 1,000 agents.
-pub fn overview_reads() -> [String; 3] {
+pub fn overview_reads() -> [String; 2] {
     let read = |columns: &str, sums: &str, folded: &str, per_agent: &str| {
         let range = "hour >= $3 AND hour < $4";
         format!(
@@ -265,18 +269,51 @@ pub fn overview_reads() -> [String; 3] {
             "event_hours",
         ),
         read(
-            "host, events",
-            "host, sum(events)::int8",
-            "folded_host_hours",
-            "event_hours",
-        ),
-        read(
             "filter, events",
             "filter, sum(events)::int8",
             "folded_filter_hours",
             "filter_hours",
         ),
     ]
+}
+
+/// The seven busiest hosts of a range (`$1`..`$2`), busiest first, ties by name byte by
+/// byte (as [`top`] orders them): the whole UTC days inside it (`$3`..`$4`) from the
+/// folded days, the hours at its ends from the folded hours, the hours not folded yet from
+/// the per-agent rows. Seven days of a thousand hosts are some thousands of rows instead
+/// of one per host and hour.
+pub const BUSIEST_HOSTS: &str = r#"SELECT host FROM (
+        SELECT host, events FROM folded_host_days WHERE day >= $3 AND day < $4
+        UNION ALL
+        SELECT host, events FROM folded_host_hours WHERE hour >= $1 AND hour < $3
+        UNION ALL
+        SELECT host, events FROM folded_host_hours WHERE hour >= $4 AND hour < $2
+        UNION ALL
+        SELECT host, events FROM event_hours WHERE hour >= $1 AND hour < $2
+    ) h
+    GROUP BY host ORDER BY sum(events) DESC, host COLLATE "C" LIMIT 7"#;
+
+/// The hours of the hosts `$5` in the range, per bucket (parameters as the other reads').
+pub const HOST_HOURS: &str =
+    "SELECT floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8,
+            host, sum(events)::int8
+     FROM (SELECT hour, host, events FROM folded_host_hours
+           WHERE host = ANY($5) AND hour >= $3 AND hour < $4
+           UNION ALL
+           SELECT hour, host, events FROM event_hours
+           WHERE host = ANY($5) AND hour >= $3 AND hour < $4) h
+     GROUP BY 1, 2";
+
+/// The whole UTC days inside `from`..`to`: (the first one's start, the end of the last);
+/// both `to` when none is.
+pub fn whole_days(from: Timestamp, to: Timestamp) -> (Timestamp, Timestamp) {
+    const DAY: i64 = 86_400;
+    let first = (from.as_second() + DAY - 1).div_euclid(DAY) * DAY;
+    let end = to.as_second().div_euclid(DAY) * DAY;
+    match (Timestamp::from_second(first), Timestamp::from_second(end)) {
+        (Ok(f), Ok(e)) if f < e => (f, e),
+        _ => (to, to),
+    }
 }
 
 /// The condition for a host that needs attention (the overview's list, the hosts page's
@@ -349,11 +386,15 @@ impl Backend for PgBackend {
             // Totals and levels on one connection, hosts on another, filters on a third,
             // at once (the waiting events and the hosts needing attention, both small,
             // share the fourth).
-            let [by_level, by_host, by_filter] = overview_reads();
+            let [by_level, by_filter] = overview_reads();
             let from_f = from as f64;
             let len_f = len as f64;
             let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&from_f, &len_f, &from_t, &to_t];
+            // The whole UTC days inside the range (none: both its end).
+            let (first_day, end_day) = whole_days(from_t, to_t);
+            let ranking: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from_t, &to_t, &first_day, &end_day];
             let index = |b: i64| usize::try_from(b).ok();
             let attention = format!(
                 "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
@@ -366,9 +407,24 @@ impl Backend for PgBackend {
                  ORDER BY e.id DESC LIMIT 10"
             );
             let offline_arg: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&offline];
-            let (g, h, f, (w, a)) = tokio::try_join!(
+            let (g, (busiest, h), f, (w, a)) = tokio::try_join!(
                 c1.query(&by_level, &range),
-                c4.query(&by_host, &range),
+                async {
+                    // The six busiest hosts of the range (a seventh: others exist), then
+                    // their hours.
+                    let mut busiest: Vec<String> = c4
+                        .query(BUSIEST_HOSTS, &ranking)
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let more = busiest.len() > HOST_SERIES;
+                    busiest.truncate(HOST_SERIES);
+                    let series: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [&from_f, &len_f, &from_t, &to_t, &busiest];
+                    let rows = c4.query(HOST_HOURS, &series).await?;
+                    Ok::<_, tokio_postgres::Error>(((busiest, more), rows))
+                },
                 c2.query(&by_filter, &range),
                 async {
                     let n: i64 = c3
@@ -407,10 +463,30 @@ impl Backend for PgBackend {
                     add(&mut levels, l, b, count);
                 }
             }
+            let (busiest, more) = busiest;
+            for name in &busiest {
+                hosts.insert(name.clone(), vec![0; n]);
+            }
             for r in &h {
                 if let Some(b) = index(r.get(0)).filter(|b| *b < n) {
                     add(&mut hosts, r.get(1), b, r.get::<_, i64>(2).max(0) as u64);
                 }
+            }
+            // The six named as `top` orders them (the read ranked them the same way), the
+            // rest of every bucket's events as `other`.
+            let mut by_host = top(hosts.into_iter().collect(), HOST_SERIES);
+            if more {
+                let named: Vec<u64> = (0..n)
+                    .map(|b| by_host.iter().map(|s| s.counts[b]).sum())
+                    .collect();
+                by_host.push(watchpost_console::backend::Series {
+                    name: "other".into(),
+                    counts: all
+                        .iter()
+                        .zip(named)
+                        .map(|(a, h)| a.saturating_sub(h))
+                        .collect(),
+                });
             }
             let mut filters = ByName::new();
             for r in &f {
@@ -426,9 +502,9 @@ impl Backend for PgBackend {
                 bucket_ms: len,
                 events: all,
                 anomalies,
-                by_filter: top(filters.into_iter().collect(), 6),
-                by_level: top(levels.into_iter().collect(), 6),
-                by_host: top(hosts.into_iter().collect(), 6),
+                by_filter: top(filters.into_iter().collect(), HOST_SERIES),
+                by_level: top(levels.into_iter().collect(), HOST_SERIES),
+                by_host,
                 waiting: w.0.max(0) as u64,
                 waiting_list: w.1.iter().map(summary).collect(),
                 attention: a

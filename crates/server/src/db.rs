@@ -277,9 +277,12 @@ pub async fn maintain_partitions(
     }
     // The per-hour counts go with the days they count, per agent and folded.
     let oldest = day_start(first);
-    for table in HOUR_TABLES {
-        tx.execute(&format!("DELETE FROM {table} WHERE hour < $1"), &[&oldest])
-            .await?;
+    for (table, column) in HOUR_TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE {column} < $1"),
+            &[&oldest],
+        )
+        .await?;
     }
     let cutoff = first.strftime("%Y%m%d").to_string();
     let mut dropped = Vec::new();
@@ -307,14 +310,15 @@ pub async fn maintain_partitions(
     ))
 }
 
-/// Every table of per-hour counts: per agent (`event_hours`, `filter_hours`, kept by
-/// ingest) and folded ([`fold_hours`]).
-const HOUR_TABLES: [&str; 5] = [
-    "event_hours",
-    "filter_hours",
-    "folded_level_hours",
-    "folded_host_hours",
-    "folded_filter_hours",
+/// Every table of per-hour counts, with its time column: per agent (`event_hours`,
+/// `filter_hours`, kept by ingest) and folded ([`fold_hours`]; per host also per day).
+const HOUR_TABLES: [(&str, &str); 6] = [
+    ("event_hours", "hour"),
+    ("filter_hours", "hour"),
+    ("folded_level_hours", "hour"),
+    ("folded_host_hours", "hour"),
+    ("folded_host_days", "day"),
+    ("folded_filter_hours", "hour"),
 ];
 
 /// The per-hour counts before this hour are folded when it is `now`: hours that ended
@@ -336,8 +340,8 @@ pub struct Folded {
 
 /// Folds the per-agent per-hour counts of the hours before `before` into rows of all
 /// agents: per hour and level (`folded_level_hours`), per hour and host
-/// (`folded_host_hours`, what the by-host chart needs) and per hour and filter
-/// (`folded_filter_hours`), in one transaction that deletes the per-agent rows it adds
+/// (`folded_host_hours`, what the by-host chart needs, and its sums per UTC day,
+/// `folded_host_days`) and per hour and filter (`folded_filter_hours`), in one transaction that deletes the per-agent rows it adds
 /// up. The overview reads per-agent and folded rows together, so its numbers are the same
 /// before and after.
 ///
@@ -390,6 +394,12 @@ const FOLDS: [(&str, &str, &str); 2] = [
              INSERT INTO folded_host_hours AS t (hour, host, events)
              SELECT hour, host, sum(events)::int8 FROM moved GROUP BY 1, 2
              ON CONFLICT (hour, host) DO UPDATE SET events = t.events + excluded.events
+         ), host_days AS (
+             INSERT INTO folded_host_days AS t (day, host, events)
+             SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', host,
+                    sum(events)::int8
+             FROM moved GROUP BY 1, 2
+             ON CONFLICT (day, host) DO UPDATE SET events = t.events + excluded.events
          )
          SELECT count(*) FROM moved",
     ),

@@ -291,7 +291,7 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
     env.rt.block_on(async {
         db.batch_execute(
             "DROP TABLE event_hours, filter_hours, folded_level_hours, folded_host_hours,
-                        folded_filter_hours;
+                        folded_host_days, folded_filter_hours;
              DELETE FROM schema_migrations WHERE version >= 4",
         )
         .await
@@ -509,6 +509,7 @@ fn the_fold_keeps_the_overview_exact_with_late_events_and_retention() {
         "filter_hours",
         "folded_level_hours",
         "folded_host_hours",
+        "folded_host_days",
         "folded_filter_hours",
     ] {
         assert_eq!(rows(&env, table), 0, "{table}");
