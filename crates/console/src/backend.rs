@@ -508,7 +508,10 @@ impl Diagnostic {
             return Some(self.line);
         }
         let first = self.message.lines().next().unwrap_or("");
-        let at = first.find(&format!("{name}: "))?;
+        // The whole name (after a space), not the end of another file's path.
+        let (at, _) = first
+            .match_indices(&format!("{name}: "))
+            .find(|(i, _)| *i == 0 || first[..*i].ends_with(' '))?;
         let rest = &first[at + name.len()..];
         // The first `line N` of the reason (`… at line 3, column 7`, `line 7 column 5: …`).
         let line = rest.match_indices("line ").find_map(|(i, _)| {

@@ -22,7 +22,9 @@
 //! Routes (all under `/console/`): `login`, `logout`, the overview, `events`,
 //! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `hosts/{id}/command`
 //! (POST: any command on the fleet, the quarantine release on the agent), `groups`, `groups/{name}`, `groups/{name}/versions/{n}`,
-//! `groups/{name}/diff?from=&to=`, `groups/{name}/publish` and `…/rollback` (POST, fleet),
+//! `groups/{name}/versions/{n}/files/{path}` (one rule or placeholder file),
+//! `groups/{name}/diff?from=&to=`, `groups/{name}/publish`, `…/files` (a file saved,
+//! added or removed) and `…/rollback` (POST, fleet),
 //! `baselines`, `baselines/export`, `static/console.css`.
 //!
 //! Roles: a viewer reads; an analyst also acknowledges events, releases a quarantine and

@@ -94,18 +94,30 @@ fn time_overview(
     if rounds == 0 {
         return;
     }
+    let times = timed(rounds, || {
+        let o = backend.overview(jiff::Timestamp::now(), hours).unwrap();
+        assert!(!o.events.is_empty());
+    });
+    print_times(&format!("{what}, {hours} h"), times, "");
+}
+
+/// `f` run `rounds` times after one warm-up: the times in ms.
+fn timed(rounds: usize, mut f: impl FnMut()) -> Vec<f64> {
     let mut times = Vec::new();
     for round in 0..rounds + 1 {
         let t = Instant::now();
-        let o = backend.overview(jiff::Timestamp::now(), hours).unwrap();
-        assert!(!o.events.is_empty());
+        f();
         if round >= 1 {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
+    times
+}
+
+/// One line: what, p50, p95, max (ms), and a note.
+fn print_times(what: &str, mut times: Vec<f64>, note: &str) {
     println!(
-        "{:<36} {:>8.1} {:>8.1} {:>8.1}",
-        format!("{what}, {hours} h"),
+        "{what:<36} {:>8.1} {:>8.1} {:>8.1}{note}",
         percentile(&mut times, 0.5),
         percentile(&mut times, 0.95),
         percentile(&mut times, 1.0)
@@ -131,10 +143,8 @@ fn time_reads(
     let to_t = jiff::Timestamp::from_millisecond(from + len * n as i64).unwrap();
     let (from_f, len_f) = (from as f64, len as f64);
     let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&from_f, &len_f, &from_t, &to_t];
-    let mut times = Vec::new();
     let mut rows = 0;
-    for round in 0..rounds + 1 {
-        let t = Instant::now();
+    let times = timed(rounds, || {
         let read = |i: usize| {
             let conn = &conns[i];
             let range = &range;
@@ -149,16 +159,11 @@ fn time_reads(
             .block_on(async { tokio::try_join!(read(0), read(1), read(2)) })
             .unwrap();
         rows = a + b + c;
-        if round >= 1 {
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
-    println!(
-        "{:<36} {:>8.1} {:>8.1} {:>8.1}  ({rows} rows)",
-        format!("{what}, {hours} h"),
-        percentile(&mut times, 0.5),
-        percentile(&mut times, 0.95),
-        percentile(&mut times, 1.0)
+    });
+    print_times(
+        &format!("{what}, {hours} h"),
+        times,
+        &format!("  ({rows} rows)"),
     );
 }
 
@@ -395,14 +400,7 @@ fn main() {
             // What autovacuum does after the server's folds (a bench measuring right
             // after folding 30 days at once would otherwise read past the dead rows).
             // (One statement at a time: VACUUM cannot run in a transaction block.)
-            for table in [
-                "event_hours",
-                "filter_hours",
-                "folded_level_hours",
-                "folded_host_hours",
-                "folded_host_days",
-                "folded_filter_hours",
-            ] {
+            for (table, _) in watchpost_server::db::HOUR_TABLES {
                 db.batch_execute(&format!("VACUUM ANALYZE {table}"))
                     .await
                     .unwrap();

@@ -312,7 +312,7 @@ pub async fn maintain_partitions(
 
 /// Every table of per-hour counts, with its time column: per agent (`event_hours`,
 /// `filter_hours`, kept by ingest) and folded ([`fold_hours`]; per host also per day).
-const HOUR_TABLES: [(&str, &str); 6] = [
+pub const HOUR_TABLES: [(&str, &str); 6] = [
     ("event_hours", "hour"),
     ("filter_hours", "hour"),
     ("folded_level_hours", "hour"),

@@ -898,6 +898,28 @@ fn lab_with_users(env: &Env, users: &[(&str, &str)]) -> tokio_postgres::Client {
     db
 }
 
+/// Publishes (as the CLI does) group.toml with its rules and two files: the rule file
+/// `rules/failed_logon.yml` holding `rule`, and the placeholder file `vars.yml`.
+fn publish_with_rules(env: &Env, db: &tokio_postgres::Client, rule: &str) {
+    let files = [
+        ("rules/failed_logon.yml".to_owned(), rule.to_owned()),
+        ("vars.yml".to_owned(), "vars:\n  Admins: root\n".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    env.rt
+        .block_on(watchpost_server::control::config_publish(
+            db,
+            "cli",
+            "lab",
+            &with_rules(),
+            &files,
+            "",
+            &[],
+        ))
+        .unwrap();
+}
+
 /// A version's file as stored.
 fn stored_file(env: &Env, version: i32, name: &str) -> String {
     env.pg.psql(&format!(
@@ -912,25 +934,7 @@ fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console
         return;
     };
     let db = lab_with_users(&env, &[("ada", "admin"), ("vic", "viewer")]);
-    env.rt.block_on(async {
-        let files = [
-            ("rules/failed_logon.yml".to_owned(), RULE.to_owned()),
-            ("vars.yml".to_owned(), "vars:\n  Admins: root\n".to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        watchpost_server::control::config_publish(
-            &db,
-            "cli",
-            "lab",
-            &with_rules(),
-            &files,
-            "v1",
-            &[],
-        )
-        .await
-        .unwrap();
-    });
+    publish_with_rules(&env, &db, RULE);
     let admin = login(&env, "ada");
     let token = csrf(&text(&get(&env, "/console/", &admin)));
     let versions = || env.pg.psql("SELECT count(*) FROM config_versions");
@@ -1006,13 +1010,16 @@ fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console
     // An edit that breaks the rule: refused, the reason at the file and its line, the
     // text kept in the editor, nothing stored.
     let broken = RULE.replace("  condition: sel\n", "  condition: sel\n  - oops\n");
-    let a = files_form(&[
-        ("op", "save"),
-        ("base", "1"),
-        ("name", "rules/failed_logon.yml"),
-        ("content", &broken),
-        ("comment", "<i>broken</i>"),
-    ]);
+    let save_rule = |content: &str, comment: &str| {
+        files_form(&[
+            ("op", "save"),
+            ("base", "1"),
+            ("name", "rules/failed_logon.yml"),
+            ("content", content),
+            ("comment", comment),
+        ])
+    };
+    let a = save_rule(&broken, "<i>broken</i>");
     assert_eq!(a.status, 422, "{}", text(&a));
     let html = text(&a);
     assert!(
@@ -1034,13 +1041,7 @@ fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console
     // A good edit (as a browser sends it, CR LF): version 2, stored with LF, the other
     // file and group.toml as they were.
     let edited = RULE.replace("4625", "4624");
-    let a = files_form(&[
-        ("op", "save"),
-        ("base", "1"),
-        ("name", "rules/failed_logon.yml"),
-        ("content", &edited.replace('\n', "\r\n")),
-        ("comment", "successful logons"),
-    ]);
+    let a = save_rule(&edited.replace('\n', "\r\n"), "successful logons");
     assert_eq!(a.status, 303, "{}", text(&a));
     assert_eq!(
         a.header("location"),
@@ -1241,25 +1242,7 @@ fn publications_take_what_a_version_may_hold_and_refuse_more_with_413() {
         rules.push_str(&format!("# {i:04} {}\n", "x".repeat(4000)));
     }
     rules.push_str(RULE);
-    env.rt.block_on(async {
-        let files = [
-            ("rules/big.yml".to_owned(), rules.clone()),
-            ("vars.yml".to_owned(), "vars:\n  Admins: root\n".to_owned()),
-        ]
-        .into_iter()
-        .collect();
-        watchpost_server::control::config_publish(
-            &db,
-            "cli",
-            "lab",
-            &with_rules(),
-            &files,
-            "",
-            &[],
-        )
-        .await
-        .unwrap();
-    });
+    publish_with_rules(&env, &db, &rules);
     let a = post_form(
         &env,
         "/console/groups/lab/publish",
@@ -1286,7 +1269,7 @@ fn publications_take_what_a_version_may_hold_and_refuse_more_with_413() {
             ("csrf", &token),
             ("op", "save"),
             ("base", "2"),
-            ("name", "rules/big.yml"),
+            ("name", "rules/failed_logon.yml"),
             ("content", &rules.replace("4625", "4624")),
         ],
     );

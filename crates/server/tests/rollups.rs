@@ -131,8 +131,11 @@ fn rows(env: &Env, table: &str) -> i64 {
         .unwrap()
 }
 
-/// The group `lab` and its enrollment secret; a database connection.
-fn lab(env: &Env) -> (tokio_postgres::Client, String) {
+/// A server that folds only when the test says so, the group `lab`: the server, a
+/// database connection, the group's enrollment secret.
+fn start() -> Option<(Env, tokio_postgres::Client, String)> {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let env = Env::start(|c| c.fold_every = None)?;
     let db = env.db();
     let secret = env.rt.block_on(async {
         use watchpost_server::admin;
@@ -141,7 +144,22 @@ fn lab(env: &Env) -> (tokio_postgres::Client, String) {
             .await
             .unwrap()
     });
-    (db, secret)
+    Some((env, db, secret))
+}
+
+/// Retention as it runs 40 days after `now`: every day partition of the test dropped.
+fn retention_40_days_after(env: &Env, now: Timestamp) {
+    let mut client = env.db();
+    let later = now + jiff::SignedDuration::from_hours(24 * 40);
+    let (_, dropped) = env
+        .rt
+        .block_on(watchpost_server::db::maintain_partitions(
+            &mut client,
+            later,
+            env.config.retention_days,
+        ))
+        .unwrap();
+    assert!(!dropped.is_empty());
 }
 
 /// The overview's charts counted straight from the events, bucket by bucket.
@@ -217,12 +235,10 @@ fn charts(o: &Overview) -> Charts {
 
 #[test]
 fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // No fold by the maintenance task: the per-agent rows are compared as ingest left them.
-    let Some(env) = Env::start(|c| c.fold_every = None) else {
+    let Some((env, db, secret)) = start() else {
         return;
     };
-    let (db, secret) = lab(&env);
     let a = credential(&enroll(env.addr, &secret, "host-a", "PC-A"));
     let b = credential(&enroll(env.addr, &secret, "host-b", "PC-B"));
     let a1 = mixed("sa", 1, 150, ["PC-A", "pc-a.lab"]);
@@ -308,16 +324,7 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
     assert_eq!(filled[1].0, filters);
 
     // Retention: the days dropped take their counts along.
-    let later = now + jiff::SignedDuration::from_hours(24 * 40);
-    let (_, dropped) = env
-        .rt
-        .block_on(watchpost_server::db::maintain_partitions(
-            &mut client,
-            later,
-            env.config.retention_days,
-        ))
-        .unwrap();
-    assert!(!dropped.is_empty());
+    retention_40_days_after(&env, now);
     let left: (i64, i64, i64) = env.rt.block_on(async {
         let r = db
             .query_one(
@@ -361,12 +368,10 @@ fn fold(env: &Env, now: Timestamp) -> watchpost_server::db::Folded {
 
 #[test]
 fn the_fold_keeps_the_overview_exact_with_late_events_and_retention() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     // The test folds by hand (`db::fold_hours`, what the maintenance task runs).
-    let Some(env) = Env::start(|c| c.fold_every = None) else {
+    let Some((env, _, secret)) = start() else {
         return;
     };
-    let (_, secret) = lab(&env);
     // Four agents, seven hosts (more than the six a chart names, one reported by two
     // agents): the by-host chart's `other` and a host's rows of several agents.
     let agents: Vec<(String, [&str; 2])> = [
@@ -492,26 +497,9 @@ fn the_fold_keeps_the_overview_exact_with_late_events_and_retention() {
     overviews_agree(&env, &backend, now);
 
     // Retention: the days dropped take per-agent and folded rows along.
-    let mut client = env.db();
-    let later = now + jiff::SignedDuration::from_hours(24 * 40);
-    let (_, dropped) = env
-        .rt
-        .block_on(watchpost_server::db::maintain_partitions(
-            &mut client,
-            later,
-            env.config.retention_days,
-        ))
-        .unwrap();
-    assert!(!dropped.is_empty());
-    for table in [
-        "events",
-        "event_hours",
-        "filter_hours",
-        "folded_level_hours",
-        "folded_host_hours",
-        "folded_host_days",
-        "folded_filter_hours",
-    ] {
+    retention_40_days_after(&env, now);
+    assert_eq!(rows(&env, "events"), 0);
+    for (table, _) in watchpost_server::db::HOUR_TABLES {
         assert_eq!(rows(&env, table), 0, "{table}");
     }
     assert_eq!(differing(&env), 0);
