@@ -4,6 +4,8 @@
 //! language (`watchpost-query`) and the same meaning. Pages are built from the plain
 //! values below, never from a backend's own rows.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 pub use watchpost_fleet_protocol::CommandKind;
 use watchpost_fleet_protocol::Heartbeat;
@@ -429,15 +431,28 @@ pub struct GroupDetail {
     pub hosts: Vec<HostConfigView>,
 }
 
-/// One version's configuration text.
+/// One version's configuration text and files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigText {
     /// The version.
     pub version: i32,
     /// The configuration (`group.toml`).
     pub text: String,
-    /// Its other files (rules, placeholders): name and size in bytes.
-    pub files: Vec<(String, usize)>,
+    /// Its other files (Sigma rules, placeholder files) by name (a relative path).
+    pub files: BTreeMap<String, String>,
+}
+
+/// A version to publish: the configuration text, its files, why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draft<'a> {
+    /// `group.toml`.
+    pub text: &'a str,
+    /// The other files by name.
+    pub files: &'a BTreeMap<String, String>,
+    /// The comment kept with the version.
+    pub comment: &'a str,
+    /// A file that must load (see [`Backend::publish`]).
+    pub strict: Option<&'a str>,
 }
 
 /// What a publication did.
@@ -483,6 +498,31 @@ impl Diagnostic {
         let f = self.file.rsplit(['/', '\\']).next().unwrap_or("");
         f == "group.toml"
     }
+
+    /// Whether it is about the version's file `name`: it points into the file, or its
+    /// message names it (a Sigma rule that is not loaded, a placeholder file that cannot
+    /// be read: reported at the `[[rules]]` table that reads them). `Some` with the line
+    /// in the file when the diagnostic or its reason says one (`… at line 3, column 7`).
+    pub fn about_file(&self, name: &str) -> Option<Option<usize>> {
+        if self.file == name {
+            return Some(self.line);
+        }
+        let first = self.message.lines().next().unwrap_or("");
+        // The whole name (after a space), not the end of another file's path.
+        let (at, _) = first
+            .match_indices(&format!("{name}: "))
+            .find(|(i, _)| *i == 0 || first[..*i].ends_with(' '))?;
+        let rest = &first[at + name.len()..];
+        // The first `line N` of the reason (`… at line 3, column 7`, `line 7 column 5: …`).
+        let line = rest.match_indices("line ").find_map(|(i, _)| {
+            let digits: String = rest[i + 5..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        });
+        Some(line)
+    }
 }
 
 /// The diagnostics of a rendered `check-config` report (`file:line:column: severity:
@@ -497,12 +537,16 @@ pub fn parse_diagnostics(rendered: &str) -> Vec<Diagnostic> {
             }
             continue;
         }
-        let Some((head, msg, severity)) = ["error", "warning"].iter().find_map(|sev| {
-            line.split_once(&format!(": {sev}: "))
-                .map(|(h, m)| (h, m, *sev))
-        }) else {
+        // The first `: error: ` or `: warning: ` ends the place (a message may hold
+        // another, e.g. a YAML parser's `error: line 7 column 5: …`).
+        let Some((at, severity)) = ["error", "warning"]
+            .iter()
+            .filter_map(|sev| line.find(&format!(": {sev}: ")).map(|i| (i, *sev)))
+            .min()
+        else {
             continue;
         };
+        let (head, msg) = (&line[..at], &line[at + severity.len() + 4..]);
         let mut parts = head.rsplitn(3, ':');
         let (c, l, f) = (parts.next(), parts.next(), parts.next());
         let (file, line_no, column) = match (
@@ -679,17 +723,16 @@ pub trait Backend: Send + Sync {
         let _ = (group, version);
         Ok(None)
     }
-    /// Checks `text` with `check-config` and, without errors, publishes it as the group's
-    /// next version, with the files of version `base` (else of the published version).
+    /// Checks a version (`text` and its `files`) with `check-config` and, without errors,
+    /// publishes it as the group's next version. `strict`: a file that must load (the one
+    /// the user changed): a warning that it is not loaded refuses the publication too.
     fn publish(
         &self,
         by: &str,
         group: &str,
-        base: Option<i32>,
-        text: &str,
-        comment: &str,
+        version: &Draft<'_>,
     ) -> Result<PublishOutcome, BackendError> {
-        let _ = (by, group, base, text, comment);
+        let _ = (by, group, version);
         Err(BackendError::Invalid(
             "Groups and their configuration live on the fleet server.".into(),
         ))
@@ -913,6 +956,24 @@ mod tests {
         assert!(d[1].in_config());
         assert_eq!(d[2].file, "/tmp/x/rules/a.yml");
         assert!(!d[2].in_config());
+        assert_eq!(d[2].about_file("/tmp/x/rules/a.yml"), Some(Some(3)));
+        assert_eq!(d[1].about_file("rules/a.yml"), None);
+        // A rule that is not loaded is reported at the [[rules]] table, naming its file,
+        // with the YAML error's place in it.
+        let r = "group.toml:13:9: warning: rules `lab`: not loaded: rules/bad.yml: YAML: did not find expected key at line 4, column 3\n\
+                 group.toml:13:9: warning: rules `lab`: not loaded: rules/other.yml: status `deprecated` is skipped\n\
+                 group.toml:13:9: warning: rules `lab`: not loaded: rules/c.yml: YAML: error: line 7 column 5: while parsing\n";
+        let d = parse_diagnostics(r);
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].about_file("rules/bad.yml"), Some(Some(4)));
+        assert_eq!(
+            (d[2].place().as_str(), d[2].severity.as_str()),
+            ("group.toml:13:9", "warning")
+        );
+        assert_eq!(d[2].about_file("rules/c.yml"), Some(Some(7)));
+        assert_eq!(d[0].about_file("rules/other.yml"), None);
+        assert_eq!(d[1].about_file("rules/other.yml"), Some(None));
+        assert_eq!(d[1].about_file("other.yml"), None);
     }
 
     #[test]

@@ -5,9 +5,18 @@
 
 use std::collections::HashMap;
 
+use watchpost_fleet_protocol::{MAX_CONFIG_BYTES, MAX_FILES_BYTES};
+
 /// Largest request body the console reads (a form: an acknowledgement comment with up to
 /// a page of selected event ids).
 pub const MAX_BODY: usize = 64 << 10;
+
+/// Largest body of a publication on the fleet console (`groups/NAME/publish`,
+/// `groups/NAME/files`) from a signed session: what a group version may hold, as the
+/// CLI and the agents take it (`group.toml` up to [`MAX_CONFIG_BYTES`], files up to
+/// [`MAX_FILES_BYTES`] together), form-encoded at its worst (three bytes for every byte),
+/// and the form's other fields. The version itself is checked against those limits.
+pub const MAX_PUBLISH_BODY: usize = 3 * (MAX_CONFIG_BYTES + MAX_FILES_BYTES) + MAX_BODY;
 
 /// A request, as the console needs it.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +37,7 @@ pub struct Request {
     pub host: Option<String>,
     /// The peer's address (rate limits and the audit log).
     pub peer: String,
-    /// The body (at most [`MAX_BODY`]; the server refuses larger ones before).
+    /// The body (at most `Console::body_limit`; the server refuses larger ones before).
     pub body: Vec<u8>,
 }
 

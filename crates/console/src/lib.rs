@@ -22,7 +22,9 @@
 //! Routes (all under `/console/`): `login`, `logout`, the overview, `events`,
 //! `events/{id}`, `ack` (POST), `audit`, `hosts`, `hosts/{id}`, `hosts/{id}/command`
 //! (POST: any command on the fleet, the quarantine release on the agent), `groups`, `groups/{name}`, `groups/{name}/versions/{n}`,
-//! `groups/{name}/diff?from=&to=`, `groups/{name}/publish` and `…/rollback` (POST, fleet),
+//! `groups/{name}/versions/{n}/files/{path}` (one rule or placeholder file),
+//! `groups/{name}/diff?from=&to=`, `groups/{name}/publish`, `…/files` (a file saved,
+//! added or removed) and `…/rollback` (POST, fleet),
 //! `baselines`, `baselines/export`, `static/console.css`.
 //!
 //! Roles: a viewer reads; an analyst also acknowledges events, releases a quarantine and
@@ -42,6 +44,7 @@ pub mod local;
 #[cfg(feature = "local")]
 pub mod serve;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -51,8 +54,9 @@ pub use backend::{Backend, BackendError, Home, Role};
 pub use http::{Request, Response};
 
 use auth::{Keys, LoginLimiter, Session};
-use backend::{Page, PublishOutcome, UserRecord};
-use pages::{Editor, SearchForm, Viewer};
+use backend::{Draft, Page, PublishOutcome, UserRecord};
+use pages::{Editor, FileEditor, SearchForm, Viewer};
+use watchpost_fleet_protocol::{MAX_CONFIG_BYTES, MAX_FILES_BYTES};
 
 /// Events per page.
 pub const PAGE: usize = 50;
@@ -165,6 +169,49 @@ impl Console {
             }
             Err(e) => Response::html(400, pages::error(None, "Bad request", &e.to_string())),
         }
+    }
+
+    /// The largest body `req` may have, decided from its head before the body is read: a
+    /// publication (`groups/NAME/publish`, `groups/NAME/files`) from a signed session may
+    /// carry a whole group version ([`http::MAX_PUBLISH_BODY`]); anything else, and any
+    /// request without a valid session cookie, at most [`http::MAX_BODY`].
+    pub fn body_limit(&self, req: &Request) -> usize {
+        let signed = || {
+            req.cookie(auth::COOKIE)
+                .and_then(|c| self.keys.verify(c, Self::now()))
+                .is_some()
+        };
+        if req.method == "POST" && is_publication(&req.path) && signed() {
+            http::MAX_PUBLISH_BODY
+        } else {
+            http::MAX_BODY
+        }
+    }
+
+    /// The answer to a request whose body is over its [`Console::body_limit`]: 413 with
+    /// the limit and, for a publication, what a version may hold.
+    pub fn too_large(&self, req: &Request) -> Response {
+        let limit = self.body_limit(req);
+        let message = if limit == http::MAX_PUBLISH_BODY {
+            format!(
+                "The publication is larger than the console takes: at most {} as the browser sends it. \
+                 A group version holds at most {} of group.toml and {} of files together, as `watchpost-server config publish` and the agents take.",
+                bytes(limit),
+                bytes(MAX_CONFIG_BYTES),
+                bytes(MAX_FILES_BYTES)
+            )
+        } else if is_publication(&req.path) {
+            format!(
+                "The request is larger than {} and comes without a valid session: log in again to publish.",
+                bytes(limit)
+            )
+        } else {
+            format!(
+                "The request is larger than the console takes ({}).",
+                bytes(limit)
+            )
+        };
+        Response::html(413, pages::error(None, "Too large", &message))
     }
 
     fn route(&self, req: &Request) -> Result<Response, BackendError> {
@@ -824,17 +871,50 @@ impl Console {
                 },
                 None => None,
             };
+            let none = BTreeMap::new();
             let editor = Editor {
                 base: current.as_ref().map(|c| c.version),
                 text: current.as_ref().map(|c| c.text.as_str()).unwrap_or(""),
                 comment: "",
-                files: current.as_ref().map(|c| c.files.as_slice()).unwrap_or(&[]),
+                files: current.as_ref().map(|c| &c.files).unwrap_or(&none),
                 refused: None,
             };
             return Ok(Response::html(
                 200,
                 pages::group(v, &g, &editor, notice.as_deref()),
             ));
+        }
+        if let Some((n, file)) = sub
+            .strip_prefix("versions/")
+            .and_then(|r| r.split_once("/files/"))
+        {
+            let n = match version_arg(n) {
+                Ok(n) => n,
+                Err(r) => return Ok(r),
+            };
+            let file = http::decode(file);
+            let Some(c) = self.backend.config_text(&name, Some(n))? else {
+                return Ok(not_found(
+                    Some(v),
+                    &format!("Group `{name}` has no version {n}."),
+                ));
+            };
+            let Some(text) = c.files.get(&file) else {
+                return Ok(not_found(
+                    Some(v),
+                    &format!("Version {n} of group `{name}` has no file `{file}`."),
+                ));
+            };
+            let editor = FileEditor {
+                base: n,
+                name: &file,
+                text,
+                comment: "",
+                adding: false,
+                refused: None,
+            };
+            let version = g.versions.iter().find(|x| x.version == n);
+            return Ok(Response::html(200, pages::file(v, &name, version, &editor)));
         }
         if let Some(n) = sub.strip_prefix("versions/") {
             let n = match version_arg(n) {
@@ -896,7 +976,7 @@ impl Console {
         };
         let name = http::decode(name);
         let what = match op {
-            "publish" => "publish configuration",
+            "publish" | "files" => "publish configuration",
             "rollback" => "roll back configuration",
             "command" => return self.group_command(req, who, v, &name),
             _ => return Ok(not_found(Some(v), "No such page.")),
@@ -909,6 +989,9 @@ impl Console {
             return Ok(not_found(Some(v), &format!("There is no group `{name}`.")));
         };
         let back = format!("/console/groups/{}", http::encode(&name));
+        if op == "files" {
+            return self.group_files(&form, who, v, &g);
+        }
         if op == "rollback" {
             let raw = form.get("version").unwrap_or("");
             let Ok(n) = raw.parse::<i32>() else {
@@ -926,7 +1009,7 @@ impl Console {
                 Err(e) => Err(e),
             };
         }
-        let text = form.get("config").unwrap_or("");
+        let text = &from_textarea(form.get("config").unwrap_or(""));
         let comment = form.get("comment").unwrap_or("").trim();
         let base = match form.get("base") {
             None | Some("") => None,
@@ -954,12 +1037,18 @@ impl Console {
                     ));
                 }
             },
-            None => Vec::new(),
+            None => BTreeMap::new(),
         };
-        match self
-            .backend
-            .publish(&who.user.name, &name, base, text, comment)
-        {
+        if let Some(r) = version_too_large(v, text, &files) {
+            return Ok(r);
+        }
+        let draft = Draft {
+            text,
+            files: &files,
+            comment,
+            strict: None,
+        };
+        match self.backend.publish(&who.user.name, &name, &draft) {
             Ok(PublishOutcome::Published { version, warnings }) => {
                 let n = backend::parse_diagnostics(&warnings).len();
                 Ok(Response::redirect(&format!(
@@ -977,6 +1066,125 @@ impl Console {
                     refused: Some(&diags),
                 };
                 Ok(Response::html(422, pages::group(v, &g, &editor, None)))
+            }
+            Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `groups/{name}/files` (admin): one file of version `base` saved (`op=save`), added
+    /// (`add`) or removed (`remove`), checked with the rest of the version and, without
+    /// errors and with the changed file loading, published as the group's next version.
+    fn group_files(
+        &self,
+        form: &http::Params,
+        who: &Who,
+        v: &Viewer,
+        g: &backend::GroupDetail,
+    ) -> Result<Response, BackendError> {
+        let group = g.row.name.as_str();
+        let op = form.get("op").unwrap_or("");
+        let name = form.get("name").unwrap_or("").trim();
+        let content = from_textarea(form.get("content").unwrap_or(""));
+        let raw_base = form.get("base").unwrap_or("");
+        let Ok(base) = raw_base.parse::<i32>() else {
+            return Ok(bad_request(
+                v,
+                &format!(
+                    "`{raw_base}` is not a version number (the version the change starts from)."
+                ),
+            ));
+        };
+        if let Err(m) = watchpost_fleet_protocol::check_file_name(name) {
+            return Ok(bad_request(v, &m));
+        }
+        let comment = form.get("comment").unwrap_or("").trim();
+        if comment.chars().count() > MAX_COMMENT {
+            return Ok(bad_request(
+                v,
+                &format!("The comment is longer than {MAX_COMMENT} characters."),
+            ));
+        }
+        let Some(c) = self.backend.config_text(group, Some(base))? else {
+            return Ok(not_found(
+                Some(v),
+                &format!("Group `{group}` has no version {base}."),
+            ));
+        };
+        let mut files = c.files.clone();
+        let exists = files.contains_key(name);
+        let (problem, done) = match op {
+            "save" if !exists => (Some(format!("Version {base} has no file `{name}`.")), ""),
+            "add" if exists => (
+                Some(format!(
+                    "Version {base} already has a file `{name}`: open it to edit it."
+                )),
+                "",
+            ),
+            "save" | "add" if content.trim().is_empty() => (
+                Some("The file is empty (remove it instead).".to_owned()),
+                "",
+            ),
+            "save" => (None, "edited"),
+            "add" => (None, "added"),
+            "remove" if !exists => (Some(format!("Version {base} has no file `{name}`.")), ""),
+            "remove" => (None, "removed"),
+            other => (Some(format!("`{other}` is not a change to a file.")), ""),
+        };
+        if let Some(p) = problem {
+            return Ok(bad_request(v, &p));
+        }
+        if op == "remove" {
+            files.remove(name);
+        } else {
+            files.insert(name.to_owned(), content.clone());
+        }
+        if let Some(r) = version_too_large(v, &c.text, &files) {
+            return Ok(r);
+        }
+        let default_comment = format!("{name} {done}");
+        let draft = Draft {
+            text: &c.text,
+            files: &files,
+            comment: if comment.is_empty() {
+                &default_comment
+            } else {
+                comment
+            },
+            strict: (op != "remove").then_some(name),
+        };
+        let back = format!("/console/groups/{}", http::encode(group));
+        match self.backend.publish(&who.user.name, group, &draft) {
+            Ok(PublishOutcome::Published { version, warnings }) => {
+                let n = backend::parse_diagnostics(&warnings).len();
+                Ok(Response::redirect(&format!(
+                    "{back}?published={version}&warnings={n}"
+                )))
+            }
+            Ok(PublishOutcome::Refused(rendered)) => {
+                tracing::info!(user = %who.user.name, %group, file = %name, op, "console: a change to a file was not published");
+                let diags = backend::parse_diagnostics(&rendered);
+                if op == "remove" {
+                    // Why the version cannot do without it is in group.toml: shown there.
+                    let editor = Editor {
+                        base: Some(base),
+                        text: &c.text,
+                        comment,
+                        files: &c.files,
+                        refused: Some(&diags),
+                    };
+                    return Ok(Response::html(422, pages::group(v, g, &editor, None)));
+                }
+                let editor = FileEditor {
+                    base,
+                    name,
+                    text: &content,
+                    comment,
+                    adding: op == "add",
+                    refused: Some(&diags),
+                };
+                let version = g.versions.iter().find(|x| x.version == base);
+                Ok(Response::html(422, pages::file(v, group, version, &editor)))
             }
             Err(BackendError::Invalid(m)) => Ok(bad_request(v, &m)),
             Err(e) => Err(e),
@@ -1044,6 +1252,55 @@ fn same_origin(req: &Request) -> bool {
             .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(h)),
         _ => true,
     }
+}
+
+/// Whether a path is one that publishes a group version (its body may be a version).
+fn is_publication(path: &str) -> bool {
+    path.strip_prefix("/console/groups/")
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(_, op)| op == "publish" || op == "files")
+}
+
+/// A size for a sentence: `64 KiB`, `17 MiB`, else bytes.
+fn bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// A textarea's text as stored: browsers send its lines ending in CR LF, the versions
+/// keep LF (an unchanged text then has the digest it had).
+fn from_textarea(s: &str) -> String {
+    s.replace("\r\n", "\n")
+}
+
+/// 413 for a version over what a version may hold.
+fn version_too_large(v: &Viewer, text: &str, files: &BTreeMap<String, String>) -> Option<Response> {
+    let total: usize = files.values().map(String::len).sum();
+    let message = if text.len() > MAX_CONFIG_BYTES {
+        format!(
+            "group.toml is {} bytes; a version holds at most {} of it.",
+            text.len(),
+            bytes(MAX_CONFIG_BYTES)
+        )
+    } else if total > MAX_FILES_BYTES {
+        format!(
+            "The files are {total} bytes together; a version holds at most {} of files.",
+            bytes(MAX_FILES_BYTES)
+        )
+    } else {
+        return None;
+    };
+    Some(Response::html(
+        413,
+        pages::error(Some(v), "Too large", &message),
+    ))
 }
 
 fn not_found(v: Option<&Viewer>, message: &str) -> Response {

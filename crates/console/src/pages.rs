@@ -2,6 +2,8 @@
 //! `(…)` is HTML-escaped by maud; nothing is inserted raw except the markup built here.
 //! Forms work without script; controls are labelled; the layout reads at 1280×800.
 
+use std::collections::BTreeMap;
+
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::backend::{
@@ -771,8 +773,8 @@ pub struct Editor<'a> {
     pub text: &'a str,
     /// The comment.
     pub comment: &'a str,
-    /// The files kept from the base version: name, size.
-    pub files: &'a [(String, usize)],
+    /// The files kept from the base version, by name.
+    pub files: &'a BTreeMap<String, String>,
     /// When a publication was refused: its diagnostics.
     pub refused: Option<&'a [Diagnostic]>,
 }
@@ -781,15 +783,15 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-/// A configuration text with line numbers; lines a diagnostic points at are marked and
-/// followed by its message.
-fn listing(text: &str, diags: &[Diagnostic]) -> Markup {
+/// A text with line numbers; lines a diagnostic points at (`at`: its line in this text,
+/// if any) are marked and followed by its message.
+fn listing(text: &str, diags: &[Diagnostic], at: impl Fn(&Diagnostic) -> Option<usize>) -> Markup {
     html! {
         table.listing {
             tbody {
                 @for (i, line) in text.lines().enumerate() {
                     @let n = i + 1;
-                    @let here: Vec<&Diagnostic> = diags.iter().filter(|d| d.in_config() && d.line == Some(n)).collect();
+                    @let here: Vec<&Diagnostic> = diags.iter().filter(|d| at(d) == Some(n)).collect();
                     tr id=(format!("L{n}")) class=(if here.is_empty() { "" } else { "bad" }) {
                         td.ln { (n) }
                         td.code { (line) }
@@ -802,6 +804,84 @@ fn listing(text: &str, diags: &[Diagnostic]) -> Markup {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Where a diagnostic points in `group.toml`.
+fn in_config(d: &Diagnostic) -> Option<usize> {
+    d.line.filter(|_| d.in_config())
+}
+
+/// The list of a refused publication's diagnostics; those at a line of the text shown
+/// (`at`) link to it.
+fn diagnostic_list(diags: &[Diagnostic], at: impl Fn(&Diagnostic) -> Option<usize>) -> Markup {
+    html! {
+        ul.diagnostics {
+            @for d in diags {
+                li {
+                    @if let Some(l) = at(d) {
+                        a href=(format!("#L{l}")) { code { (d.place()) } }
+                    } @else { code { (d.place()) } }
+                    " " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message))
+                }
+            }
+        }
+    }
+}
+
+/// The page of one file of a version: `…/versions/N/files/NAME`.
+fn file_link(group: &str, version: i32, name: &str) -> String {
+    let path: Vec<String> = name.split('/').map(encode).collect();
+    format!(
+        "{}/versions/{version}/files/{}",
+        group_link(group),
+        path.join("/")
+    )
+}
+
+/// A version's files: each with its page (view, and edit for an admin), its size, and
+/// for an admin a button that publishes the version without it.
+fn file_table(v: &Viewer, group: &str, version: i32, files: &BTreeMap<String, String>) -> Markup {
+    let admin = v.role >= Role::Admin;
+    html! {
+        table.files {
+            thead { tr { th { "File" } th { "Bytes" } th { "Lines" } @if admin { th { span.sr { "Remove" } } } } }
+            tbody { @for (name, content) in files { tr {
+                td { a href=(file_link(group, version, name)) { code { (name) } } }
+                td { (content.len()) }
+                td { (content.lines().count()) }
+                @if admin {
+                    td {
+                        form.inline method="post" action=(format!("{}/files", group_link(group))) {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            input type="hidden" name="op" value="remove";
+                            input type="hidden" name="base" value=(version);
+                            input type="hidden" name="name" value=(name);
+                            button type="submit" aria-label=(format!("Remove {name} and publish")) { "Remove and publish" }
+                        }
+                    }
+                }
+            } } }
+        }
+    }
+}
+
+/// The form that adds a file to a version and publishes it.
+fn add_file_form(v: &Viewer, group: &str, version: i32) -> Markup {
+    html! {
+        form.publish.addfile method="post" action=(format!("{}/files", group_link(group))) {
+            input type="hidden" name="csrf" value=(v.csrf);
+            input type="hidden" name="op" value="add";
+            input type="hidden" name="base" value=(version);
+            label for="new-name" { "File name (a relative path, e.g. " code { "rules/my_rule.yml" } ")" }
+            input #new-name type="text" name="name" size="60" maxlength="255" required
+                pattern="[A-Za-z0-9._/-]+" placeholder="rules/my_rule.yml";
+            label for="new-content" { "Content" }
+            textarea #new-content name="content" rows="12" cols="100" spellcheck="false" required { }
+            label for="new-comment" { "Comment (why)" }
+            input #new-comment type="text" name="comment" size="80" maxlength="1000";
+            button type="submit" { "Check and publish" }
         }
     }
 }
@@ -842,17 +922,8 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                 } @else {
                     @if let Some(diags) = editor.refused {
                         p.error role="alert" { "The configuration has errors; nothing was published. Correct the marked lines and publish again." }
-                        ul.diagnostics {
-                            @for d in diags {
-                                li {
-                                    @if let (true, Some(l)) = (d.in_config(), d.line) {
-                                        a href=(format!("#L{l}")) { code { (d.place()) } }
-                                    } @else { code { (d.place()) } }
-                                    " " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message))
-                                }
-                            }
-                        }
-                        (listing(editor.text, diags))
+                        (diagnostic_list(diags, in_config))
+                        (listing(editor.text, diags, in_config))
                     }
                     form.publish method="post" action=(format!("{base}/publish")) {
                         input type="hidden" name="csrf" value=(v.csrf);
@@ -866,11 +937,19 @@ pub fn group(v: &Viewer, g: &GroupDetail, editor: &Editor, notice: Option<&str>)
                         textarea #config name="config" rows="22" cols="100" spellcheck="false" required { "\n" (editor.text) }
                         @if !editor.files.is_empty() {
                             p.note { "Kept as they are in version " (editor.base.map(|b| b.to_string()).unwrap_or_default()) ": "
-                                @for (i, (f, size)) in editor.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } }
+                                @for (i, (f, content)) in editor.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (content.len()) " bytes)" } }
                         }
                         label for="comment" { "Comment (why)" }
                         input #comment type="text" name="comment" size="80" maxlength="1000" value=(editor.comment);
                         button type="submit" { "Check and publish" }
+                    }
+                    @if let Some(b) = editor.base {
+                        h3 #files { "Rule and placeholder files of version " (b) }
+                        p.note { "Open a file to edit it. Each change (an edit, a new file, a removal) is checked like the configuration and published as the next version; a rule file that does not load is refused with its reason." }
+                        @if editor.files.is_empty() { p.empty { "Version " (b) " has no files." } }
+                        @else { (file_table(v, &r.name, b, editor.files)) }
+                        h3 { "Add a file" }
+                        (add_file_form(v, &r.name, b))
                     }
                 }
             }
@@ -973,7 +1052,8 @@ pub fn version(
                 dt { "Digest" } dd { code { (x.digest) } }
                 dt { "Hosts" } dd { (x.applied) " run it, " (x.refused) " refused it" }
                 dt { "Files" } dd { @if c.files.is_empty() { "none" } @else {
-                    @for (i, (f, size)) in c.files.iter().enumerate() { @if i > 0 { ", " } code { (f) } " (" (size) " bytes)" } } }
+                    @for (i, (f, content)) in c.files.iter().enumerate() { @if i > 0 { ", " }
+                        a href=(file_link(group, x.version, f)) { code { (f) } } " (" (content.len()) " bytes)" } } }
             }
             nav.pages aria-label="Version" {
                 @if let Some(p) = previous { a href=(format!("{base}/diff?from={p}&to={}", x.version)) { "Changes from version " (p) } }
@@ -987,7 +1067,7 @@ pub fn version(
                 }
             }
             h2 { code { "group.toml" } }
-            (listing(&c.text, &[]))
+            (listing(&c.text, &[], |_| None))
         },
     )
 }
@@ -995,12 +1075,12 @@ pub fn version(
 /// Unchanged lines shown around a change; longer unchanged runs are folded.
 const CONTEXT: usize = 3;
 
-/// The difference between two versions' texts.
-pub fn difference(v: &Viewer, group: &str, from: &ConfigText, to: &ConfigText) -> Markup {
-    let base = group_link(group);
-    let d = diff::lines(&from.text, &to.text);
+/// The lines of one text's difference: a table of the changed lines with CONTEXT
+/// unchanged ones around each change (longer unchanged runs folded), and the lines added
+/// and removed.
+fn diff_table(from: i32, to: i32, old: &str, new: &str) -> (Markup, usize, usize) {
+    let d = diff::lines(old, new);
     let (added, removed) = diff::counts(&d);
-    // Unchanged lines within CONTEXT of a change are shown; longer runs are folded.
     let near = |i: usize| {
         !matches!(d[i], diff::Line::Same(..))
             || d[i.saturating_sub(CONTEXT)..(i + CONTEXT + 1).min(d.len())]
@@ -1017,18 +1097,54 @@ pub fn difference(v: &Viewer, group: &str, from: &ConfigText, to: &ConfigText) -
             rows.push(Err(1));
         }
     }
-    let files_changed: Vec<&str> = {
-        let mut names: Vec<&str> = from
-            .files
-            .iter()
-            .filter(|f| !to.files.contains(f))
-            .chain(to.files.iter().filter(|f| !from.files.contains(f)))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+    let table = html! {
+        table.diff {
+            thead { tr { th { "v" (from) } th { "v" (to) } th { span.sr { "change" } } th { "line" } } }
+            tbody {
+                @for row in &rows {
+                    @match row {
+                        Err(n) => tr.fold { td colspan="4" { "… " (n) " unchanged line(s)" } },
+                        Ok(diff::Line::Same(a, b, t)) => tr.same { td.ln { (a) } td.ln { (b) } td { } td.code { (t) } },
+                        Ok(diff::Line::Removed(a, t)) => tr.del { td.ln { (a) } td.ln { } td { "−" } td.code { (t) } },
+                        Ok(diff::Line::Added(b, t)) => tr.add { td.ln { } td.ln { (b) } td { "+" } td.code { (t) } },
+                    }
+                }
+            }
+        }
     };
+    (table, added, removed)
+}
+
+/// The difference between two versions: `group.toml`'s lines, then each file that was
+/// added, removed or changed, line by line.
+pub fn difference(v: &Viewer, group: &str, from: &ConfigText, to: &ConfigText) -> Markup {
+    let base = group_link(group);
+    let (toml, added, removed) = diff_table(from.version, to.version, &from.text, &to.text);
+    let mut names: Vec<&String> = from.files.keys().chain(to.files.keys()).collect();
+    names.sort_unstable();
+    names.dedup();
+    // (name, what happened, its lines' table, added, removed) for each file that differs.
+    let files: Vec<(&str, &str, Markup, usize, usize)> = names
+        .into_iter()
+        .filter_map(|n| {
+            let (old, new) = (from.files.get(n), to.files.get(n));
+            if old == new {
+                return None;
+            }
+            let what = match (old, new) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                _ => "changed",
+            };
+            let (t, a, r) = diff_table(
+                from.version,
+                to.version,
+                old.map_or("", String::as_str),
+                new.map_or("", String::as_str),
+            );
+            Some((n.as_str(), what, t, a, r))
+        })
+        .collect();
     layout(
         &format!("{group}: version {} → {}", from.version, to.version),
         Some(v),
@@ -1036,23 +1152,96 @@ pub fn difference(v: &Viewer, group: &str, from: &ConfigText, to: &ConfigText) -
         html! {
             h1 { a href=(base) { (group) } " · version " (from.version) " → " (to.version) }
             p.summary { span.add { "+" (added) } " " span.del { "−" (removed) } " lines in " code { "group.toml" }
-                @if !files_changed.is_empty() { "; files that differ (by name or size): " (files_changed.join(", ")) } }
+                @if files.is_empty() { "; the files are the same" } @else {
+                    "; files that differ: "
+                    @for (i, (n, what, _, a, r)) in files.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href=(format!("#file-{}", encode(n))) { code { (n) } } " (" (what) ", +" (a) " −" (r) ")"
+                    }
+                } }
+            h2 { code { "group.toml" } }
             @if added == 0 && removed == 0 {
                 p.empty { "The two texts are the same." }
             } @else {
-                table.diff {
-                    thead { tr { th { "v" (from.version) } th { "v" (to.version) } th { span.sr { "change" } } th { "line" } } }
-                    tbody {
-                        @for row in &rows {
-                            @match row {
-                                Err(n) => tr.fold { td colspan="4" { "… " (n) " unchanged line(s)" } },
-                                Ok(diff::Line::Same(a, b, t)) => tr.same { td.ln { (a) } td.ln { (b) } td { } td.code { (t) } },
-                                Ok(diff::Line::Removed(a, t)) => tr.del { td.ln { (a) } td.ln { } td { "−" } td.code { (t) } },
-                                Ok(diff::Line::Added(b, t)) => tr.add { td.ln { } td.ln { (b) } td { "+" } td.code { (t) } },
-                            }
-                        }
-                    }
+                (toml)
+            }
+            @for (n, what, table, _, _) in &files {
+                h2 id=(format!("file-{}", encode(n))) { code { (n) } " " span.tag { (what) } }
+                (table)
+            }
+        },
+    )
+}
+
+/// The file editor's state on a file's page.
+pub struct FileEditor<'a> {
+    /// The version the file is from (and the change starts from).
+    pub base: i32,
+    /// The file's name.
+    pub name: &'a str,
+    /// Its text (as stored, or as submitted).
+    pub text: &'a str,
+    /// The comment.
+    pub comment: &'a str,
+    /// A new file (its name may still change).
+    pub adding: bool,
+    /// When a publication was refused: its diagnostics.
+    pub refused: Option<&'a [Diagnostic]>,
+}
+
+/// One file of a version, with line numbers; for an admin, the form to edit it and
+/// publish the change (or, refused, the diagnostics at the file and its lines).
+pub fn file(v: &Viewer, group: &str, version: Option<&VersionView>, e: &FileEditor) -> Markup {
+    let base = group_link(group);
+    let name = e.name;
+    let at_file = |d: &Diagnostic| d.about_file(name).flatten();
+    let about: Vec<&Diagnostic> = e
+        .refused
+        .unwrap_or(&[])
+        .iter()
+        .filter(|d| d.about_file(name).is_some())
+        .collect();
+    layout(
+        &format!("{group} version {}: {name}", e.base),
+        Some(v),
+        "Groups",
+        html! {
+            h1 { a href=(base) { (group) } " · " a href=(format!("{base}/versions/{}", e.base)) { "version " (e.base) } " · " code { (name) }
+                @if version.is_some_and(|x| x.published) { " " span.tag.acked { "published" } }
+                @if e.adding { " " span.tag { "new" } } }
+            @if let Some(diags) = e.refused {
+                p.error role="alert" {
+                    @if about.is_empty() { "The version has errors; nothing was published. Correct them and publish again." }
+                    @else { "This file does not load; nothing was published. Correct it and publish again." }
                 }
+                @for d in &about {
+                    p.diag.filediag { code { (name) @if let Some(l) = at_file(d) { ":" (l) } } ": " span class=(d.severity) { (d.severity) } ": " (first_line(&d.message)) }
+                }
+                (diagnostic_list(diags, at_file))
+            }
+            p.note { (e.text.len()) " bytes, " (e.text.lines().count()) " lines" }
+            (listing(e.text, e.refused.unwrap_or(&[]), at_file))
+            @if v.role >= Role::Admin {
+                h2 #edit { @if e.adding { "Add and publish" } @else { "Edit and publish" } }
+                form.publish.file method="post" action=(format!("{base}/files")) {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    input type="hidden" name="op" value=(if e.adding { "add" } else { "save" });
+                    input type="hidden" name="base" value=(e.base);
+                    @if e.adding {
+                        label for="new-name" { "File name" }
+                        input #new-name type="text" name="name" size="60" maxlength="255" required value=(name);
+                    } @else {
+                        input type="hidden" name="name" value=(name);
+                    }
+                    label for="content" { code { (name) } ", starting from version " (e.base) }
+                    // The parser drops one newline right after the start tag: this one.
+                    textarea #content name="content" rows="24" cols="100" spellcheck="false" required { "\n" (e.text) }
+                    label for="file-comment" { "Comment (why)" }
+                    input #file-comment type="text" name="comment" size="80" maxlength="1000" value=(e.comment);
+                    button type="submit" { "Check and publish" }
+                }
+            } @else {
+                p.note { "Your role (" (v.role.as_str()) ") cannot publish configuration; an admin can." }
             }
         },
     )

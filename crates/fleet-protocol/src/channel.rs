@@ -17,6 +17,42 @@ use serde::{Deserialize, Serialize};
 /// Longest wait the server grants a poll.
 pub const MAX_WAIT_SECS: u32 = 60;
 
+/// Largest configuration text (`group.toml`) of a group version: the server publishes no
+/// larger one, from the CLI or the console.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Largest total size of a group version's other files (Sigma rules, placeholder files).
+pub const MAX_FILES_BYTES: usize = 16 << 20;
+/// Largest answer to a poll an agent reads: a version at its largest with its JSON
+/// escaping (commonly a few percent, at worst a few times for text full of quotes,
+/// backslashes and control characters), with commands and acknowledgements.
+pub const MAX_DELIVERY: usize = 64 << 20;
+const _: () = assert!(MAX_DELIVERY >= 3 * (MAX_CONFIG_BYTES + MAX_FILES_BYTES));
+
+/// Whether `name` may name a file of a group version: a relative, `/`-separated path of
+/// letters, digits, `-`, `_`, `.` (no empty part, no `.` or `..`), at most 255 bytes.
+/// The server refuses any other at publication (the agent writes each under its folder
+/// of the version); the error is a sentence for the user.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('/')
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "file name `{name}`: use a relative path of letters, digits, `-`, `_`, `.` (no `..`)"
+        ))
+    }
+}
+
 /// What the agent has; sent with every poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -34,8 +34,8 @@ mod fields;
 use serde::{Deserialize, Serialize};
 
 pub use channel::{
-    CentralAck, Command, CommandKind, CommandResult, ConfigReport, Delivery, GroupConfig, Poll,
-    Report, ReportAck,
+    CentralAck, Command, CommandKind, CommandResult, ConfigReport, Delivery, GroupConfig,
+    MAX_CONFIG_BYTES, MAX_DELIVERY, MAX_FILES_BYTES, Poll, Report, ReportAck, check_file_name,
 };
 pub use codec::{
     DecodeError, Encoding, Limits, decode_batch, decode_json, decompress, encode_batch,

@@ -32,8 +32,9 @@ use crate::FleetSpec;
 
 /// How long the server may hold a poll.
 pub const POLL_WAIT: Duration = Duration::from_secs(25);
-/// Largest answer to a poll (a configuration with its rule files).
-const MAX_DELIVERY: usize = 64 << 20;
+/// Largest answer to a poll (a configuration with its rule files): the protocol's, which
+/// the server's largest version fits.
+const MAX_DELIVERY: usize = proto::MAX_DELIVERY;
 /// Command results remembered.
 const REMEMBERED: usize = 1000;
 

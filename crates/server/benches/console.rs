@@ -6,8 +6,14 @@
 //! fetched over HTTP as a logged-in analyst `CONSOLE_BENCH_ROUNDS` times (default 20,
 //! after 3 warm-up rounds) and its p50/p95/max printed.
 //!
+//! The per-agent per-hour counts are measured first as ingest leaves them (the overview
+//! pages; main's overview reads, which read only them; this server's reads), then folded
+//! as the server's maintenance task folds past hours (`db::fold_hours`, timed) and
+//! measured again: before and after on the same data in one run (`CONSOLE_BENCH_FOLD=0`
+//! skips the fold).
+//!
 //! Then, for comparison, the two counting reads the overview made before it read the
-//! per-hour counts, over the same events, and its two reads of the per-hour counts alone.
+//! per-hour counts, over the same events.
 //!
 //! `cargo bench -p watchpost-server --bench console` (BENCHMARKS.md has figures). The
 //! fill uses `INSERT … SELECT generate_series` with the search index built afterwards: it
@@ -45,6 +51,122 @@ fn http(addr: SocketAddr, method: &str, path: &str, cookie: &str, body: &str) ->
     (status, text)
 }
 
+fn percentile(times: &mut [f64], q: f64) -> f64 {
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1]
+}
+
+/// Fetches each page `rounds` times after 3 warm-up rounds; prints p50/p95/max.
+fn time_pages(addr: SocketAddr, cookie: &str, pages: &[(&str, String)], rounds: usize) {
+    println!(
+        "{:<36} {:>8} {:>8} {:>8}",
+        "page", "p50 ms", "p95 ms", "max ms"
+    );
+    for (name, path) in pages {
+        let mut times = Vec::new();
+        for round in 0..rounds + 3 {
+            let t = Instant::now();
+            let (status, body) = http(addr, "GET", path, cookie, "");
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(status, 200, "{name}: {}", &body[..body.len().min(2000)]);
+            if round >= 3 {
+                times.push(ms);
+            }
+        }
+        println!(
+            "{name:<36} {:>8.1} {:>8.1} {:>8.1}",
+            percentile(&mut times, 0.5),
+            percentile(&mut times, 0.95),
+            percentile(&mut times, 1.0)
+        );
+    }
+}
+
+/// Times the overview's reads alone (`PgBackend::overview`: the SQL and the series built
+/// from it, no HTTP, no page), `rounds` times after one warm-up.
+fn time_overview(
+    backend: &watchpost_server::console::PgBackend,
+    what: &str,
+    hours: u32,
+    rounds: usize,
+) {
+    use watchpost_console::backend::Backend;
+    if rounds == 0 {
+        return;
+    }
+    let times = timed(rounds, || {
+        let o = backend.overview(jiff::Timestamp::now(), hours).unwrap();
+        assert!(!o.events.is_empty());
+    });
+    print_times(&format!("{what}, {hours} h"), times, "");
+}
+
+/// `f` run `rounds` times after one warm-up: the times in ms.
+fn timed(rounds: usize, mut f: impl FnMut()) -> Vec<f64> {
+    let mut times = Vec::new();
+    for round in 0..rounds + 1 {
+        let t = Instant::now();
+        f();
+        if round >= 1 {
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times
+}
+
+/// One line: what, p50, p95, max (ms), and a note.
+fn print_times(what: &str, mut times: Vec<f64>, note: &str) {
+    println!(
+        "{what:<36} {:>8.1} {:>8.1} {:>8.1}{note}",
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.95),
+        percentile(&mut times, 1.0)
+    );
+}
+
+/// Runs `reads` (main's overview reads, or the former counting) for the range of `hours`, at
+/// once on one connection each, `rounds` times after one warm-up; prints p50/p95/max and
+/// the rows returned.
+fn time_reads(
+    rt: &tokio::runtime::Runtime,
+    conns: &[tokio_postgres::Client],
+    what: &str,
+    hours: u32,
+    reads: &[String],
+    rounds: usize,
+) {
+    if rounds == 0 {
+        return;
+    }
+    let (from, len, n) = watchpost_console::backend::buckets(jiff::Timestamp::now(), hours);
+    let from_t = jiff::Timestamp::from_millisecond(from).unwrap();
+    let to_t = jiff::Timestamp::from_millisecond(from + len * n as i64).unwrap();
+    let (from_f, len_f) = (from as f64, len as f64);
+    let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&from_f, &len_f, &from_t, &to_t];
+    let mut rows = 0;
+    let times = timed(rounds, || {
+        let read = |i: usize| {
+            let conn = &conns[i];
+            let range = &range;
+            async move {
+                match reads.get(i) {
+                    Some(q) => conn.query(q, range).await.map(|r| r.len()),
+                    None => Ok(0),
+                }
+            }
+        };
+        let (a, b, c) = rt
+            .block_on(async { tokio::try_join!(read(0), read(1), read(2)) })
+            .unwrap();
+        rows = a + b + c;
+    });
+    print_times(
+        &format!("{what}, {hours} h"),
+        times,
+        &format!("  ({rows} rows)"),
+    );
+}
+
 fn main() {
     let events = env_num("CONSOLE_BENCH_EVENTS", 10_000_000);
     let rounds = env_num("CONSOLE_BENCH_ROUNDS", 20) as usize;
@@ -71,6 +193,8 @@ fn main() {
     config.console = Some(watchpost_server::config::ConsoleSettings {
         session_key_file: None,
     });
+    // The bench folds when it measures, not when the maintenance task would.
+    config.fold_every = None;
     let server = rt
         .block_on(watchpost_server::start(config))
         .expect("server starts");
@@ -204,126 +328,141 @@ fn main() {
         ("host", "/console/hosts/300".to_owned()),
         ("audit log", "/console/audit".to_owned()),
     ];
-    println!(
-        "fleet console, {events} events in PostgreSQL, {rounds} rounds per page (HTTP, one connection per request):"
-    );
-    println!(
-        "{:<36} {:>8} {:>8} {:>8}",
-        "page", "p50 ms", "p95 ms", "max ms"
-    );
-    for (name, path) in &pages {
-        let mut times = Vec::new();
-        for round in 0..rounds + 3 {
-            let t = Instant::now();
-            let (status, body) = http(addr, "GET", path, &cookie, "");
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            assert_eq!(status, 200, "{name}: {}", &body[..body.len().min(2000)]);
-            if round >= 3 {
-                times.push(ms);
-            }
+    let overviews = &pages[..2];
+    let conns = rt.block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            out.push(db);
         }
-        times.sort_by(|a, b| a.total_cmp(b));
-        let at =
-            |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+        out
+    });
+    let reads = env_num("CONSOLE_BENCH_FORMER_ROUNDS", 5) as usize;
+    // The overview's reads before the fold (main's, on the per-agent rows alone): by level,
+    // by host (every host's hours), by filter.
+    let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
+    let per_agent = [
+        format!(
+            "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
+             FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, host, sum(events)::int8
+             FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+        format!(
+            "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
+             WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
+        ),
+    ];
+    let backend = watchpost_server::console::PgBackend::new(
+        watchpost_server::db::pool(
+            &watchpost_server::config::Config::for_tests("127.0.0.1:0".parse().unwrap(), &pg.url())
+                .database,
+        )
+        .unwrap(),
+        rt.handle().clone(),
+        Duration::from_secs(90),
+    );
+    let fold = env_num("CONSOLE_BENCH_FOLD", 1) == 1;
+    if fold {
         println!(
-            "{name:<36} {:>8.1} {:>8.1} {:>8.1}",
-            at(0.5),
-            at(0.95),
-            times[times.len() - 1]
+            "fleet console, {events} events in PostgreSQL, per-agent per-hour counts (before the fold), {rounds} rounds per page (HTTP, one connection per request):"
+        );
+        time_pages(addr, &cookie, overviews, rounds);
+        for hours in [24u32, 168] {
+            time_reads(
+                &rt,
+                &conns,
+                "main's overview SQL (per agent)",
+                hours,
+                &per_agent,
+                reads,
+            );
+            time_overview(&backend, "overview reads (per-agent rows)", hours, reads);
+        }
+        let (folded, took) = rt.block_on(async {
+            let (mut db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let t = Instant::now();
+            let f = watchpost_server::db::fold_hours(
+                &mut db,
+                watchpost_server::db::fold_before(jiff::Timestamp::now()),
+            )
+            .await
+            .unwrap();
+            let took = t.elapsed().as_secs_f64();
+            // What autovacuum does after the server's folds (a bench measuring right
+            // after folding 30 days at once would otherwise read past the dead rows).
+            // (One statement at a time: VACUUM cannot run in a transaction block.)
+            for (table, _) in watchpost_server::db::HOUR_TABLES {
+                db.batch_execute(&format!("VACUUM ANALYZE {table}"))
+                    .await
+                    .unwrap();
+            }
+            (f, took)
+        });
+        let rows = pg.psql(
+            "SELECT (SELECT count(*) FROM event_hours) || ' per-agent rows left, '
+                    || (SELECT count(*) FROM folded_level_hours) || ' by level, '
+                    || (SELECT count(*) FROM folded_host_hours) || ' by host and hour, '
+                    || (SELECT count(*) FROM folded_host_days) || ' by host and day, '
+                    || (SELECT count(*) FROM folded_filter_hours) || ' by filter'",
+        );
+        println!(
+            "fold: {} per-agent hour rows and {} filter rows folded in {took:.1} s; {rows}",
+            folded.event_rows, folded.filter_rows
+        );
+        let differing = pg.psql(watchpost_server::db::HOURS_CHECK);
+        assert_eq!(differing, "0", "the folded counts agree with the events");
+    }
+    println!(
+        "fleet console, {events} events in PostgreSQL{}, {rounds} rounds per page (HTTP, one connection per request):",
+        if fold { ", past hours folded" } else { "" }
+    );
+    time_pages(addr, &cookie, &pages, rounds);
+    for hours in [24u32, 168] {
+        time_overview(
+            &backend,
+            if fold {
+                "overview reads (folded)"
+            } else {
+                "overview reads (per-agent rows)"
+            },
+            hours,
+            reads,
         );
     }
     // The same data counted the way the overview did before the per-hour counts: its two
     // counting reads over `events`, at once on two connections (`CONSOLE_BENCH_FORMER_ROUNDS`
-    // rounds, default 5, after one warm-up; 0 skips).
-    let former = env_num("CONSOLE_BENCH_FORMER_ROUNDS", 5) as usize;
-    if former > 0 {
-        let conns = rt.block_on(async {
-            let mut out = Vec::new();
-            for _ in 0..3 {
-                let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                out.push(db);
-            }
-            out
-        });
-        for hours in [24u32, 168] {
-            let (from, len, n) = watchpost_console::backend::buckets(jiff::Timestamp::now(), hours);
-            let from_t = jiff::Timestamp::from_millisecond(from).unwrap();
-            let to_t = jiff::Timestamp::from_millisecond(from + len * n as i64).unwrap();
-            let (from_f, len_f) = (from as f64, len as f64);
-            let bucket =
-                "floor((extract(epoch FROM ts)::float8 * 1000 - $1::float8) / $2::float8)::int8";
-            let former_grouped = format!(
-                "SELECT {bucket}, GROUPING(host), GROUPING(lvl), host, lvl, count(*), count(*) FILTER (WHERE anomaly)
-                 FROM (SELECT ts, host, anomaly, fields ->> 'rule_level' AS lvl FROM events
-                       WHERE ts >= $3 AND ts < $4) e
-                 GROUP BY GROUPING SETS ((1), (1, host), (1, lvl))"
-            );
-            let former_filter = format!(
-                "SELECT {bucket}, f, count(*) FROM events, unnest(filters) f
-                 WHERE ts >= $3 AND ts < $4 GROUP BY 1, 2"
-            );
-            // The overview's reads now (console.rs), for the database's share of its time.
-            let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
-            let hourly_level = format!(
-                "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let hourly_host = format!(
-                "SELECT {bucket}, host, sum(events)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let hourly_filter = format!(
-                "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
-                 WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let hourly_range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&from_f, &len_f, &from_t, &to_t];
-            let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&from_f, &len_f, &from_t, &to_t];
-            let former_reads = [former_grouped, former_filter];
-            let hourly_reads = [hourly_level, hourly_host, hourly_filter];
-            for (what, reads, range) in [
-                ("former overview counting", &former_reads[..], &range[..]),
-                (
-                    "overview SQL on hourly counts",
-                    &hourly_reads[..],
-                    &hourly_range[..],
-                ),
-            ] {
-                let mut times = Vec::new();
-                let mut rows = 0;
-                for round in 0..former + 1 {
-                    let t = Instant::now();
-                    let read = |i: usize| {
-                        let conn = &conns[i];
-                        async move {
-                            match reads.get(i) {
-                                Some(q) => conn.query(q, range).await.map(|r| r.len()),
-                                None => Ok(0),
-                            }
-                        }
-                    };
-                    let (a, b, c) = rt
-                        .block_on(async { tokio::try_join!(read(0), read(1), read(2)) })
-                        .unwrap();
-                    rows = a + b + c;
-                    if round >= 1 {
-                        times.push(t.elapsed().as_secs_f64() * 1000.0);
-                    }
-                }
-                times.sort_by(|a, b| a.total_cmp(b));
-                println!(
-                    "{:<36} {:>8.1} {:>8.1} {:>8.1}  ({rows} rows)",
-                    format!("{what}, {hours} h"),
-                    times[(times.len() - 1) / 2],
-                    times[((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1],
-                    times[times.len() - 1]
-                );
-            }
-        }
+    // rounds, default 5, after one warm-up; 0 skips, and skips the reads above).
+    let bucket = "floor((extract(epoch FROM ts)::float8 * 1000 - $1::float8) / $2::float8)::int8";
+    let former = [
+        format!(
+            "SELECT {bucket}, GROUPING(host), GROUPING(lvl), host, lvl, count(*), count(*) FILTER (WHERE anomaly)
+             FROM (SELECT ts, host, anomaly, fields ->> 'rule_level' AS lvl FROM events
+                   WHERE ts >= $3 AND ts < $4) e
+             GROUP BY GROUPING SETS ((1), (1, host), (1, lvl))"
+        ),
+        format!(
+            "SELECT {bucket}, f, count(*) FROM events, unnest(filters) f
+             WHERE ts >= $3 AND ts < $4 GROUP BY 1, 2"
+        ),
+    ];
+    for hours in [24u32, 168] {
+        time_reads(
+            &rt,
+            &conns,
+            "former overview counting",
+            hours,
+            &former,
+            reads,
+        );
     }
     rt.block_on(server.stop());
 }

@@ -223,6 +223,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The web console (`None`: off).
     pub console: Option<ConsoleSettings>,
+    /// How often the maintenance task folds the per-hour counts of past hours into rows
+    /// of all agents (`db::fold_hours`); not a file setting (`None`: never, for the
+    /// console bench, which folds when it measures).
+    pub fold_every: Option<Duration>,
 }
 
 impl Config {
@@ -248,6 +252,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             console: None,
+            fold_every: Some(crate::db::FOLD_EVERY),
         }
     }
 }
@@ -593,6 +598,7 @@ pub fn parse(text: &str) -> (Option<Config>, Vec<ConfigError>) {
             header_timeout,
             idle_timeout,
             console,
+            fold_every: Some(crate::db::FOLD_EVERY),
         }),
         errors,
     )

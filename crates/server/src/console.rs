@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use tokio::runtime::Handle;
 use watchpost_console::backend::{
     AckView, Attention, AuditRow, Backend, BackendError, BaselineRow, CommandRow, CommandTo,
-    ConfigText, EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home,
+    ConfigText, Draft, EventDetail, EventSummary, ExplainView, GroupDetail, GroupRow, Home,
     HostConfigView, HostDetail, HostPage, HostQuery, HostRow, OutcomeView, Overview, Page,
     PublishOutcome, Role, UserRecord, VersionView, buckets, command_detail, problems, summarize,
     top,
@@ -68,18 +68,6 @@ fn control_err(e: ControlError) -> BackendError {
 /// Whether the operation failed because something named does not exist.
 fn missing(e: &ControlError) -> bool {
     matches!(e, ControlError::Admin(AdminError::NotFound(_)))
-}
-
-fn config_text(
-    version: i32,
-    text: String,
-    files: std::collections::BTreeMap<String, String>,
-) -> ConfigText {
-    ConfigText {
-        version,
-        text,
-        files: files.into_iter().map(|(n, c)| (n, c.len())).collect(),
-    }
 }
 
 const GROUP_COLUMNS: &str =
@@ -247,6 +235,87 @@ impl PgBackend {
     }
 }
 
+/// Series a chart names; the rest is `other`.
+const HOST_SERIES: usize = 6;
+
+/// The overview's reads of the per-hour counts by rule level (with the totals and
+/// anomalies) and by filter; each row (bucket number, name, events[, anomalies]).
+/// Parameters: the first bucket's start (Unix ms, float8), the bucket length (ms,
+/// float8), the range's start and end (timestamptz). The by-host chart reads
+/// [`BUSIEST_HOSTS`] and [`HOST_HOURS`].
+///
+/// Counted from the per-agent rows ingest keeps (`event_hours`, `filter_hours`) and the
+/// rows of all agents the fold of past hours made of them (`folded_*`, `db::fold_hours`):
+/// each event is counted in exactly one of them. Every bucket is a whole number of hours,
+/// so each hour's row falls in one bucket. The bucket's number is float8 arithmetic on
+/// `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large share of the
+/// read's time for 7 days of 1,000 agents.
+pub fn overview_reads() -> [String; 2] {
+    let read = |columns: &str, sums: &str, folded: &str, per_agent: &str| {
+        let range = "hour >= $3 AND hour < $4";
+        format!(
+            "SELECT floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8, {sums}
+             FROM (SELECT hour, {columns} FROM {folded} WHERE {range}
+                   UNION ALL
+                   SELECT hour, {columns} FROM {per_agent} WHERE {range}) h
+             GROUP BY 1, 2"
+        )
+    };
+    [
+        read(
+            "level, events, anomalies",
+            "level, sum(events)::int8, sum(anomalies)::int8",
+            "folded_level_hours",
+            "event_hours",
+        ),
+        read(
+            "filter, events",
+            "filter, sum(events)::int8",
+            "folded_filter_hours",
+            "filter_hours",
+        ),
+    ]
+}
+
+/// The seven busiest hosts of a range (`$1`..`$2`), busiest first, ties by name byte by
+/// byte (as [`top`] orders them): the whole UTC days inside it (`$3`..`$4`) from the
+/// folded days, the hours at its ends from the folded hours, the hours not folded yet from
+/// the per-agent rows. Seven days of a thousand hosts are some thousands of rows instead
+/// of one per host and hour.
+pub const BUSIEST_HOSTS: &str = r#"SELECT host FROM (
+        SELECT host, events FROM folded_host_days WHERE day >= $3 AND day < $4
+        UNION ALL
+        SELECT host, events FROM folded_host_hours WHERE hour >= $1 AND hour < $3
+        UNION ALL
+        SELECT host, events FROM folded_host_hours WHERE hour >= $4 AND hour < $2
+        UNION ALL
+        SELECT host, events FROM event_hours WHERE hour >= $1 AND hour < $2
+    ) h
+    GROUP BY host ORDER BY sum(events) DESC, host COLLATE "C" LIMIT 7"#;
+
+/// The hours of the hosts `$5` in the range, per bucket (parameters as the other reads').
+pub const HOST_HOURS: &str =
+    "SELECT floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8,
+            host, sum(events)::int8
+     FROM (SELECT hour, host, events FROM folded_host_hours
+           WHERE host = ANY($5) AND hour >= $3 AND hour < $4
+           UNION ALL
+           SELECT hour, host, events FROM event_hours
+           WHERE host = ANY($5) AND hour >= $3 AND hour < $4) h
+     GROUP BY 1, 2";
+
+/// The whole UTC days inside `from`..`to`: (the first one's start, the end of the last);
+/// both `to` when none is.
+pub fn whole_days(from: Timestamp, to: Timestamp) -> (Timestamp, Timestamp) {
+    const DAY: i64 = 86_400;
+    let first = (from.as_second() + DAY - 1).div_euclid(DAY) * DAY;
+    let end = to.as_second().div_euclid(DAY) * DAY;
+    match (Timestamp::from_second(first), Timestamp::from_second(end)) {
+        (Ok(f), Ok(e)) if f < e => (f, e),
+        _ => (to, to),
+    }
+}
+
 /// The condition for a host that needs attention (the overview's list, the hosts page's
 /// filter): not seen for longer than the heartbeat allows (`offline`: the parameter
 /// holding those seconds), a check not ok, quarantined, or configuration diagnostics.
@@ -314,31 +383,18 @@ impl Backend for PgBackend {
                 self.pool.get()
             )
             .map_err(db)?;
-            // Counted from the per-hour counts ingest keeps (`event_hours`,
-            // `filter_hours`): every bucket is a whole number of hours, so each hour's row
-            // falls in one bucket. The bucket's number is float8 arithmetic on
-            // `date_part('epoch', …)`: `extract(epoch …)` is numeric arithmetic, a large
-            // share of the read's time for 7 days of 1,000 agents.
-            let bucket = "floor((date_part('epoch', hour) * 1000 - $1::float8) / $2::float8)::int8";
             // Totals and levels on one connection, hosts on another, filters on a third,
             // at once (the waiting events and the hosts needing attention, both small,
             // share the fourth).
-            let by_level = format!(
-                "SELECT {bucket}, level, sum(events)::int8, sum(anomalies)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let by_host = format!(
-                "SELECT {bucket}, host, sum(events)::int8
-                 FROM event_hours WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
-            let by_filter = format!(
-                "SELECT {bucket}, filter, sum(events)::int8 FROM filter_hours
-                 WHERE hour >= $3 AND hour < $4 GROUP BY 1, 2"
-            );
+            let [by_level, by_filter] = overview_reads();
             let from_f = from as f64;
             let len_f = len as f64;
             let range: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&from_f, &len_f, &from_t, &to_t];
+            // The whole UTC days inside the range (none: both its end).
+            let (first_day, end_day) = whole_days(from_t, to_t);
+            let ranking: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&from_t, &to_t, &first_day, &end_day];
             let index = |b: i64| usize::try_from(b).ok();
             let attention = format!(
                 "SELECT {HOST_COLUMNS} FROM agents a JOIN groups g ON g.id = a.group_id
@@ -351,9 +407,24 @@ impl Backend for PgBackend {
                  ORDER BY e.id DESC LIMIT 10"
             );
             let offline_arg: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&offline];
-            let (g, h, f, (w, a)) = tokio::try_join!(
+            let (g, (busiest, h), f, (w, a)) = tokio::try_join!(
                 c1.query(&by_level, &range),
-                c4.query(&by_host, &range),
+                async {
+                    // The six busiest hosts of the range (a seventh: others exist), then
+                    // their hours.
+                    let mut busiest: Vec<String> = c4
+                        .query(BUSIEST_HOSTS, &ranking)
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    let more = busiest.len() > HOST_SERIES;
+                    busiest.truncate(HOST_SERIES);
+                    let series: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [&from_f, &len_f, &from_t, &to_t, &busiest];
+                    let rows = c4.query(HOST_HOURS, &series).await?;
+                    Ok::<_, tokio_postgres::Error>(((busiest, more), rows))
+                },
                 c2.query(&by_filter, &range),
                 async {
                     let n: i64 = c3
@@ -392,10 +463,30 @@ impl Backend for PgBackend {
                     add(&mut levels, l, b, count);
                 }
             }
+            let (busiest, more) = busiest;
+            for name in &busiest {
+                hosts.insert(name.clone(), vec![0; n]);
+            }
             for r in &h {
                 if let Some(b) = index(r.get(0)).filter(|b| *b < n) {
                     add(&mut hosts, r.get(1), b, r.get::<_, i64>(2).max(0) as u64);
                 }
+            }
+            // The six named as `top` orders them (the read ranked them the same way), the
+            // rest of every bucket's events as `other`.
+            let mut by_host = top(hosts.into_iter().collect(), HOST_SERIES);
+            if more {
+                let named: Vec<u64> = (0..n)
+                    .map(|b| by_host.iter().map(|s| s.counts[b]).sum())
+                    .collect();
+                by_host.push(watchpost_console::backend::Series {
+                    name: "other".into(),
+                    counts: all
+                        .iter()
+                        .zip(named)
+                        .map(|(a, h)| a.saturating_sub(h))
+                        .collect(),
+                });
             }
             let mut filters = ByName::new();
             for r in &f {
@@ -411,9 +502,9 @@ impl Backend for PgBackend {
                 bucket_ms: len,
                 events: all,
                 anomalies,
-                by_filter: top(filters.into_iter().collect(), 6),
-                by_level: top(levels.into_iter().collect(), 6),
-                by_host: top(hosts.into_iter().collect(), 6),
+                by_filter: top(filters.into_iter().collect(), HOST_SERIES),
+                by_level: top(levels.into_iter().collect(), HOST_SERIES),
+                by_host,
                 waiting: w.0.max(0) as u64,
                 waiting_list: w.1.iter().map(summary).collect(),
                 attention: a
@@ -788,7 +879,11 @@ impl Backend for PgBackend {
     ) -> Result<Option<ConfigText>, BackendError> {
         self.run(
             async |c| match control::config_get(c, group, version).await {
-                Ok((v, text, files)) => Ok(Some(config_text(v, text, files))),
+                Ok((version, text, files)) => Ok(Some(ConfigText {
+                    version,
+                    text,
+                    files,
+                })),
                 Err(e) if missing(&e) => Ok(None),
                 Err(e) => Err(control_err(e)),
             },
@@ -799,19 +894,21 @@ impl Backend for PgBackend {
         &self,
         by: &str,
         group: &str,
-        base: Option<i32>,
-        text: &str,
-        comment: &str,
+        version: &Draft<'_>,
     ) -> Result<PublishOutcome, BackendError> {
+        let strict: Vec<&str> = version.strict.into_iter().collect();
         self.run(async |c| {
-            // The rule and placeholder files stay those of the version the edit started
-            // from (else of the published one; none for a first version).
-            let files = match control::config_get(c, group, base).await {
-                Ok((_, _, files)) => files,
-                Err(e) if missing(&e) && base.is_none() => Default::default(),
-                Err(e) => return Err(control_err(e)),
-            };
-            match control::config_publish(c, by, group, text, &files, comment).await {
+            match control::config_publish(
+                c,
+                by,
+                group,
+                version.text,
+                version.files,
+                version.comment,
+                &strict,
+            )
+            .await
+            {
                 Ok(p) => Ok(PublishOutcome::Published {
                     version: p.version,
                     warnings: p.warnings,
@@ -910,28 +1007,27 @@ pub async fn handle(
         peer: peer.ip().to_string(),
         body: Vec::new(),
     };
-    let too_large = || {
-        let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
-            b"the request body is too large\n",
-        )));
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        r
-    };
-    if req
+    // The limit is decided from the head (a publication from a signed session may carry
+    // a whole group version); a body over it is never read whole.
+    let limit = console.body_limit(&creq);
+    let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > watchpost_console::http::MAX_BODY)
+        .map(|v| v.trim().parse::<u64>());
+    // A length that is no number, or more than the limit: refused before reading.
+    if declared
+        .as_ref()
+        .is_some_and(|n| n.as_ref().map_or(true, |n| *n > limit as u64))
     {
-        return too_large();
+        return to_hyper(console.too_large(&creq));
     }
-    match http_body_util::Limited::new(req.into_body(), watchpost_console::http::MAX_BODY)
+    match http_body_util::Limited::new(req.into_body(), limit)
         .collect()
         .await
     {
         Ok(b) => creq.body = b.to_bytes().to_vec(),
-        Err(_) => return too_large(),
+        Err(_) => return to_hyper(console.too_large(&creq)),
     }
     let answer = tokio::task::spawn_blocking(move || console.handle(&creq)).await;
     let r = match answer {
@@ -945,6 +1041,11 @@ pub async fn handle(
             )
         }
     };
+    to_hyper(r)
+}
+
+/// A console response as hyper's.
+fn to_hyper(r: watchpost_console::Response) -> Response<http_body_util::Full<Bytes>> {
     let mut out = Response::new(http_body_util::Full::new(Bytes::from(r.body)));
     *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in r.headers {

@@ -32,10 +32,9 @@ use crate::admin::{AdminError, audit, group_id};
 /// agent).
 pub const CHANNEL: &str = "watchpost_fleet";
 
-/// Largest configuration text, and largest total of a version's files.
-pub const MAX_CONFIG_BYTES: usize = 1 << 20;
-/// Largest total size of a version's files.
-pub const MAX_FILES_BYTES: usize = 16 << 20;
+/// Largest configuration text, and largest total of a version's files: the protocol's
+/// (the console's limit on a publication's request follows from them too).
+pub use watchpost_fleet_protocol::{MAX_CONFIG_BYTES, MAX_FILES_BYTES, check_file_name};
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,28 +78,6 @@ async fn notify(client: &Client, payload: &str) -> Result<(), tokio_postgres::Er
         .map(|_| ())
 }
 
-/// A file name of a version: relative, `/`-separated, no `..`, letters, digits, `-_.`.
-fn check_file_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('/')
-        && name.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "file name `{name}`: use a relative path of letters, digits, `-`, `_`, `.` (no `..`)"
-        ))
-    }
-}
-
 /// Writes a version's files under `dir` (the agent does the same in its state directory).
 pub fn write_files(dir: &std::path::Path, files: &BTreeMap<String, String>) -> Result<(), String> {
     let total: usize = files.values().map(String::len).sum();
@@ -140,10 +117,21 @@ pub fn check_group_config(text: &str, files: &BTreeMap<String, String>) -> Resul
         },
         files: dir.path().to_owned(),
     };
+    // The files are named as in the version (`rules/a.yml`), not by the temporary folder.
+    let relative = |text: String| text.replace(&format!("{}/", dir.path().display()), "");
     match watchpost_config::load(&source, watchpost_config::Purpose::Offline) {
-        Ok(l) => Ok(l.rendered()),
-        Err(r) => Err(r.rendered()),
+        Ok(l) => Ok(relative(l.rendered())),
+        Err(r) => Err(relative(r.rendered())),
     }
+}
+
+/// Whether the rendered `check-config` report says that the file `name` of the version
+/// (a Sigma rule file) was not loaded.
+pub fn not_loaded(rendered: &str, name: &str) -> bool {
+    let needle = format!("not loaded: {name}: ");
+    rendered
+        .lines()
+        .any(|l| l.contains(": warning: ") && l.contains(&needle))
 }
 
 /// SHA-256 over the text and the files (name, content), hex.
@@ -174,7 +162,11 @@ pub struct Published {
 }
 
 /// Checks a configuration and, without errors, stores it as the group's next version and
-/// publishes it: the group's agents receive it on their long-poll.
+/// publishes it: the group's agents receive it on their long-poll. A file named in
+/// `strict` that is not loaded (a Sigma rule file's warning) refuses the publication too,
+/// with every diagnostic: the console's publication of a file the admin just edited or
+/// added, which must load (the CLI passes none: a rule set may hold rules skipped on
+/// purpose).
 pub async fn config_publish(
     client: &Client,
     actor: &str,
@@ -182,6 +174,7 @@ pub async fn config_publish(
     text: &str,
     files: &BTreeMap<String, String>,
     comment: &str,
+    strict: &[&str],
 ) -> Result<Published, ControlError> {
     let gid = group_id(client, group).await?;
     let (t, f) = (text.to_owned(), files.clone());
@@ -189,6 +182,9 @@ pub async fn config_publish(
         .await
         .map_err(|e| ControlError::Refused(format!("the check failed: {e}")))?
         .map_err(ControlError::Refused)?;
+    if strict.iter().any(|name| not_loaded(&warnings, name)) {
+        return Err(ControlError::Refused(warnings));
+    }
     let digest = digest(text, files);
     let files_json = serde_json::to_value(files).unwrap_or_default();
     let version = in_tx(client, async |c: &Client| {

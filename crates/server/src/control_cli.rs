@@ -180,7 +180,8 @@ pub async fn config(
             comment,
         } => {
             let (text, files) = read_version(&file, files.as_deref())?;
-            let p = control::config_publish(client, actor, &group, &text, &files, &comment).await?;
+            let p = control::config_publish(client, actor, &group, &text, &files, &comment, &[])
+                .await?;
             o.push_str(&p.warnings);
             o.push_str(&format!(
                 "group {} version {} published ({} files, digest {})\n",

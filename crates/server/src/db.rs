@@ -2,7 +2,8 @@
 //! every start, under an advisory lock so several servers starting at once apply each
 //! once), and the day partitions of `events` and `outcomes` (made ahead, dropped after
 //! the retention: dropping a partition frees its space at once, no `DELETE`, no vacuum;
-//! the per-hour counts of those days are deleted with them).
+//! the per-hour counts of those days are deleted with them), and the fold of the per-hour
+//! counts of past hours into rows of all agents ([`fold_hours`]).
 
 use std::time::Duration;
 
@@ -31,7 +32,20 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
             include_str!("../migrations/0004_rollups_backfill.sql")
         ),
     ),
+    (
+        5,
+        "folded_hours",
+        include_str!("../migrations/0005_folded_hours.sql"),
+    ),
 ];
+
+/// How many rows of the overview's per-hour counts disagree with counting the events
+/// (per hour and rule level, host, filter; per-agent and folded rows added up): 0 when
+/// they agree. The tests and `scripts/fleet-bench.sh` run it.
+pub const HOURS_CHECK: &str = include_str!("../sql/hours_check.sql");
+
+/// How often the server folds the per-hour counts of past hours ([`fold_hours`]).
+pub const FOLD_EVERY: Duration = Duration::from_secs(300);
 
 /// Fills the per-hour counts (`event_hours`, `filter_hours`, empty) from the events
 /// stored, as migration 4 does for the events stored before it.
@@ -261,12 +275,15 @@ pub async fn maintain_partitions(
             Err(_) => break,
         };
     }
-    // The per-hour counts go with the days they count.
+    // The per-hour counts go with the days they count, per agent and folded.
     let oldest = day_start(first);
-    tx.execute("DELETE FROM event_hours WHERE hour < $1", &[&oldest])
+    for (table, column) in HOUR_TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE {column} < $1"),
+            &[&oldest],
+        )
         .await?;
-    tx.execute("DELETE FROM filter_hours WHERE hour < $1", &[&oldest])
-        .await?;
+    }
     let cutoff = first.strftime("%Y%m%d").to_string();
     let mut dropped = Vec::new();
     for name in existing {
@@ -292,6 +309,113 @@ pub async fn maintain_partitions(
         dropped,
     ))
 }
+
+/// Every table of per-hour counts, with its time column: per agent (`event_hours`,
+/// `filter_hours`, kept by ingest) and folded ([`fold_hours`]; per host also per day).
+pub const HOUR_TABLES: [(&str, &str); 6] = [
+    ("event_hours", "hour"),
+    ("filter_hours", "hour"),
+    ("folded_level_hours", "hour"),
+    ("folded_host_hours", "hour"),
+    ("folded_host_days", "day"),
+    ("folded_filter_hours", "hour"),
+];
+
+/// The per-hour counts before this hour are folded when it is `now`: hours that ended
+/// more than an hour ago (late batches for them are still counted, see [`fold_hours`]).
+pub fn fold_before(now: Timestamp) -> Timestamp {
+    hour_of(now)
+        .checked_sub(jiff::SignedDuration::from_hours(1))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// What a fold moved: per-agent rows of `event_hours` and `filter_hours` deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// `event_hours` rows added into `folded_level_hours` and `folded_host_hours`.
+    pub event_rows: u64,
+    /// `filter_hours` rows added into `folded_filter_hours`.
+    pub filter_rows: u64,
+}
+
+/// Folds the per-agent per-hour counts of the hours before `before` into rows of all
+/// agents: per hour and level (`folded_level_hours`), per hour and host
+/// (`folded_host_hours`, what the by-host chart needs, and its sums per UTC day,
+/// `folded_host_days`) and per hour and filter (`folded_filter_hours`), in one transaction that deletes the per-agent rows it adds
+/// up. The overview reads per-agent and folded rows together, so its numbers are the same
+/// before and after.
+///
+/// **Late batches are counted once.** Ingest keeps writing per-agent rows only, for
+/// whatever hour an event falls in, folded or not; a per-agent row is either still there
+/// or already added to the folded rows, never both (the move is one transaction), and the
+/// next fold adds what came late. Ingest that upserts a row the fold is deleting waits for
+/// the fold's commit and then inserts it anew. The fold locks the rows it moves in key
+/// order (text compared byte by byte, `COLLATE "C"`, as Rust compares it), the order
+/// ingest upserts them in, so the two never wait for each other in a circle. Folds (of several servers) and retention run one at a time (one advisory lock).
+pub async fn fold_hours(
+    client: &mut tokio_postgres::Client,
+    before: Timestamp,
+) -> Result<Folded, DbError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SELECT pg_advisory_xact_lock(8387236825053623157)")
+        .await?;
+    let mut moved = [0i64; 2];
+    for (n, (table, key, fold)) in moved.iter_mut().zip(FOLDS) {
+        tx.execute(
+            &format!("SELECT 1 FROM {table} WHERE hour < $1 ORDER BY {key} FOR UPDATE"),
+            &[&before],
+        )
+        .await?;
+        *n = tx.query_one(fold, &[&before]).await?.get(0);
+    }
+    tx.commit().await?;
+    Ok(Folded {
+        event_rows: moved[0].max(0) as u64,
+        filter_rows: moved[1].max(0) as u64,
+    })
+}
+
+/// Per table of per-agent counts: its name, its key in the order ingest upserts it (text
+/// byte by byte), and the statement that moves its rows before `$1` into the folded
+/// tables and counts them.
+const FOLDS: [(&str, &str, &str); 2] = [
+    (
+        "event_hours",
+        r#"hour, agent_id, host COLLATE "C", level COLLATE "C""#,
+        "WITH moved AS (
+             DELETE FROM event_hours WHERE hour < $1
+             RETURNING hour, host, level, events, anomalies
+         ), levels AS (
+             INSERT INTO folded_level_hours AS t (hour, level, events, anomalies)
+             SELECT hour, level, sum(events)::int8, sum(anomalies)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, level) DO UPDATE
+             SET events = t.events + excluded.events, anomalies = t.anomalies + excluded.anomalies
+         ), hosts AS (
+             INSERT INTO folded_host_hours AS t (hour, host, events)
+             SELECT hour, host, sum(events)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, host) DO UPDATE SET events = t.events + excluded.events
+         ), host_days AS (
+             INSERT INTO folded_host_days AS t (day, host, events)
+             SELECT date_trunc('day', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', host,
+                    sum(events)::int8
+             FROM moved GROUP BY 1, 2
+             ON CONFLICT (day, host) DO UPDATE SET events = t.events + excluded.events
+         )
+         SELECT count(*) FROM moved",
+    ),
+    (
+        "filter_hours",
+        r#"hour, agent_id, filter COLLATE "C""#,
+        "WITH moved AS (
+             DELETE FROM filter_hours WHERE hour < $1 RETURNING hour, filter, events
+         ), filters AS (
+             INSERT INTO folded_filter_hours AS t (hour, filter, events)
+             SELECT hour, filter, sum(events)::int8 FROM moved GROUP BY 1, 2
+             ON CONFLICT (hour, filter) DO UPDATE SET events = t.events + excluded.events
+         )
+         SELECT count(*) FROM moved",
+    ),
+];
 
 #[cfg(test)]
 mod tests {

@@ -326,7 +326,9 @@ async fn copy_in(
 /// Adds the per-hour counts of the events a group stored, in its transaction: one
 /// `INSERT … ON CONFLICT … DO UPDATE` per table (each key once, so no row is met twice).
 /// The rows are each agent's own, and an agent's batches are stored one after the other
-/// (its advisory lock): groups of different agents never wait for each other here.
+/// (its advisory lock): groups of different agents never wait for each other here. Rows
+/// go in key order, the order in which the fold of past hours (`db::fold_hours`) locks
+/// the rows it moves: a late batch and a fold wait for each other at most one way.
 async fn add_hours(
     tx: &tokio_postgres::Transaction<'_>,
     hours: HashMap<(Timestamp, i64, &str, &str), (i64, i64)>,
@@ -342,6 +344,8 @@ async fn add_hours(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut hours: Vec<_> = hours.into_iter().collect();
+        hours.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((h, a, ho, l), (e, an)) in hours {
             hour.push(h);
             agent.push(a);
@@ -367,6 +371,8 @@ async fn add_hours(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut filter_hours: Vec<_> = filter_hours.into_iter().collect();
+        filter_hours.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((h, a, f), e) in filter_hours {
             hour.push(h);
             agent.push(a);

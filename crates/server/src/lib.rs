@@ -75,10 +75,13 @@ pub async fn prepare(
 }
 
 /// Every 15 s: agents online/offline for the metrics, idle rate-limit buckets pruned;
-/// every hour (and after a database outage): partitions made and dropped.
+/// every `fold_every` (5 minutes, the first time at the first tick): the per-hour counts
+/// of past hours folded (`db::fold_hours`); every hour (and after a database outage):
+/// partitions made and dropped.
 async fn maintenance(state: Arc<http::State>, mut stop: watch::Receiver<bool>) {
     let mut last_partitions = tokio::time::Instant::now();
     let mut partitions_due = false;
+    let mut last_fold: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(15)) => {}
@@ -114,6 +117,25 @@ async fn maintenance(state: Arc<http::State>, mut stop: watch::Receiver<bool>) {
                 .metrics
                 .commands_pending
                 .store(pending, Ordering::Relaxed);
+        }
+        if let Some(every) = state.config.fold_every
+            && last_fold.is_none_or(|t| t.elapsed() >= every)
+        {
+            match db::fold_hours(&mut client, db::fold_before(jiff::Timestamp::now())).await {
+                Ok(f) => {
+                    last_fold = Some(tokio::time::Instant::now());
+                    if f.event_rows + f.filter_rows > 0 {
+                        tracing::debug!(
+                            event_rows = f.event_rows,
+                            filter_rows = f.filter_rows,
+                            "per-hour counts of past hours folded"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "folding the per-hour counts failed; trying again")
+                }
+            }
         }
         if partitions_due || last_partitions.elapsed() >= Duration::from_secs(3600) {
             match db::maintain_partitions(

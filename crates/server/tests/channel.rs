@@ -114,6 +114,7 @@ fn configuration_commands_and_acks_reach_their_agents_through_either_instance() 
             &bad,
             &BTreeMap::new(),
             "",
+            &[],
         ))
         .unwrap_err();
     match e {
@@ -150,6 +151,7 @@ fn configuration_commands_and_acks_reach_their_agents_through_either_instance() 
             GOOD,
             &BTreeMap::new(),
             "first",
+            &[],
         ))
         .unwrap();
     assert_eq!(published.version, 1);
@@ -286,6 +288,7 @@ fn configuration_commands_and_acks_reach_their_agents_through_either_instance() 
             &v2,
             &BTreeMap::new(),
             "port",
+            &[],
         ))
         .unwrap();
     assert_eq!(

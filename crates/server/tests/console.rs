@@ -46,11 +46,7 @@ fn csrf(html: &str) -> String {
 #[test]
 fn the_fleet_console_reads_and_acknowledges_in_postgresql() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -242,11 +238,7 @@ fn post_form(env: &Env, path: &str, cookie: &str, fields: &[(&str, &str)]) -> An
 #[test]
 fn groups_configuration_and_commands_through_the_fleet_console() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -692,11 +684,7 @@ fn groups_configuration_and_commands_through_the_fleet_console() {
 
 #[test]
 fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -785,11 +773,7 @@ fn the_hosts_page_pages_by_name_and_filters_thousands_of_hosts() {
 
 #[test]
 fn a_command_to_every_host_of_a_group_is_sent_once() {
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -888,4 +872,476 @@ fn a_command_to_every_host_of_a_group_is_sent_once() {
         env.pg.psql("SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND target = 'command to group lab'"),
         "1"
     );
+}
+
+/// A Sigma rule that loads.
+const RULE: &str = "title: Failed logon\nid: 5f2a2b3c-1d4e-4f60-8a9b-0c1d2e3f4a5b\nlogsource: { product: windows, service: security }\ndetection:\n  sel: { EventID: 4625 }\n  condition: sel\nlevel: high\n";
+
+fn with_rules() -> String {
+    format!(
+        "{GOOD}\n[[rules]]\nname = \"lab\"\nsigma = \"rules/\"\nplaceholders_file = \"vars.yml\"\nactions = [\"siem\"]\n"
+    )
+}
+
+/// The group `lab` and these users (name, role); a database connection.
+fn lab_with_users(env: &Env, users: &[(&str, &str)]) -> tokio_postgres::Client {
+    let db = env.db();
+    env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        for (u, r) in users {
+            admin::user_add(&db, "test", u, r, Some(PASSWORD))
+                .await
+                .unwrap();
+        }
+    });
+    db
+}
+
+/// Publishes (as the CLI does) group.toml with its rules and two files: the rule file
+/// `rules/failed_logon.yml` holding `rule`, and the placeholder file `vars.yml`.
+fn publish_with_rules(env: &Env, db: &tokio_postgres::Client, rule: &str) {
+    let files = [
+        ("rules/failed_logon.yml".to_owned(), rule.to_owned()),
+        ("vars.yml".to_owned(), "vars:\n  Admins: root\n".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    env.rt
+        .block_on(watchpost_server::control::config_publish(
+            db,
+            "cli",
+            "lab",
+            &with_rules(),
+            &files,
+            "",
+            &[],
+        ))
+        .unwrap();
+}
+
+/// A version's file as stored.
+fn stored_file(env: &Env, version: i32, name: &str) -> String {
+    env.pg.psql(&format!(
+        "SELECT files ->> '{name}' FROM config_versions WHERE version = {version}"
+    ))
+}
+
+#[test]
+fn rule_and_placeholder_files_are_viewed_edited_added_and_removed_in_the_console() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let Some(env) = Env::with_console() else {
+        return;
+    };
+    let db = lab_with_users(&env, &[("ada", "admin"), ("vic", "viewer")]);
+    publish_with_rules(&env, &db, RULE);
+    let admin = login(&env, "ada");
+    let token = csrf(&text(&get(&env, "/console/", &admin)));
+    let versions = || env.pg.psql("SELECT count(*) FROM config_versions");
+    let files_form = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str())];
+        all.extend_from_slice(fields);
+        post_form(&env, "/console/groups/lab/files", &admin, &all)
+    };
+
+    // The group page lists version 1's files, each with its page; the admin may add one.
+    let html = text(&get(&env, "/console/groups/lab", &admin));
+    let page = "/console/groups/lab/versions/1/files/rules/failed_logon.yml";
+    assert!(html.contains(&format!("href=\"{page}\"")), "{html}");
+    assert!(html.contains("Remove and publish") && html.contains("Add a file"));
+    let a = get(&env, page, &admin);
+    assert_eq!(a.status, 200);
+    let html = text(&a);
+    assert!(
+        html.contains("<td class=\"code\">title: Failed logon</td>"),
+        "{html}"
+    );
+    assert!(html.contains("textarea id=\"content\""), "{html}");
+    assert_eq!(
+        get(
+            &env,
+            "/console/groups/lab/versions/1/files/rules/nope.yml",
+            &admin
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        get(
+            &env,
+            "/console/groups/lab/versions/7/files/vars.yml",
+            &admin
+        )
+        .status,
+        404
+    );
+
+    // A viewer reads the file but gets no editor; a hand-made change is refused, audited.
+    let viewer = login(&env, "vic");
+    let html = text(&get(&env, page, &viewer));
+    assert!(html.contains("title: Failed logon") && !html.contains("form class=\"publish"));
+    let vt = csrf(&text(&get(&env, "/console/", &viewer)));
+    let a = post_form(
+        &env,
+        "/console/groups/lab/files",
+        &viewer,
+        &[
+            ("csrf", &vt),
+            ("op", "remove"),
+            ("base", "1"),
+            ("name", "vars.yml"),
+        ],
+    );
+    assert_eq!(a.status, 403, "{}", text(&a));
+    assert_eq!(
+        env.pg.psql("SELECT count(*) FROM audit_log WHERE action = 'console.denied' AND target = 'files group lab'"),
+        "1"
+    );
+    // Without the CSRF token: refused.
+    let a = post_form(
+        &env,
+        "/console/groups/lab/files",
+        &admin,
+        &[("op", "remove"), ("base", "1"), ("name", "vars.yml")],
+    );
+    assert_eq!(a.status, 403);
+    assert_eq!(versions(), "1");
+
+    // An edit that breaks the rule: refused, the reason at the file and its line, the
+    // text kept in the editor, nothing stored.
+    let broken = RULE.replace("  condition: sel\n", "  condition: sel\n  - oops\n");
+    let save_rule = |content: &str, comment: &str| {
+        files_form(&[
+            ("op", "save"),
+            ("base", "1"),
+            ("name", "rules/failed_logon.yml"),
+            ("content", content),
+            ("comment", comment),
+        ])
+    };
+    let a = save_rule(&broken, "<i>broken</i>");
+    assert_eq!(a.status, 422, "{}", text(&a));
+    let html = text(&a);
+    assert!(
+        html.contains("This file does not load; nothing was published"),
+        "{html}"
+    );
+    assert!(
+        html.contains("not loaded: rules/failed_logon.yml: YAML"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<tr id=\"L7\" class=\"bad\">"),
+        "the YAML error's line: {html}"
+    );
+    assert!(html.contains("  - oops"), "{html}");
+    assert!(html.contains("&lt;i&gt;broken&lt;/i&gt;") && !html.contains("<i>broken</i>"));
+    assert_eq!(versions(), "1");
+
+    // A good edit (as a browser sends it, CR LF): version 2, stored with LF, the other
+    // file and group.toml as they were.
+    let edited = RULE.replace("4625", "4624");
+    let a = save_rule(&edited.replace('\n', "\r\n"), "successful logons");
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        a.header("location"),
+        Some("/console/groups/lab?published=2&warnings=0")
+    );
+    assert_eq!(
+        stored_file(&env, 2, "rules/failed_logon.yml"),
+        edited.trim_end()
+    );
+    assert_eq!(
+        stored_file(&env, 2, "vars.yml"),
+        stored_file(&env, 1, "vars.yml")
+    );
+    assert_eq!(
+        env.pg
+            .psql("SELECT count(DISTINCT config) FROM config_versions"),
+        "1"
+    );
+    assert_eq!(
+        env.pg
+            .psql("SELECT created_by || ' ' || comment FROM config_versions WHERE version = 2"),
+        "ada successful logons"
+    );
+
+    // Adding: a rule that loads is published (comment made from the change); one that
+    // does not is refused at its file; a name taken or not allowed is a 400.
+    let second = RULE
+        .replace("Failed logon", "Explicit logon")
+        .replace("4625", "4648")
+        .replace(
+            "5f2a2b3c-1d4e-4f60-8a9b-0c1d2e3f4a5b",
+            "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        );
+    let a = files_form(&[
+        ("op", "add"),
+        ("base", "2"),
+        ("name", "rules/second.yml"),
+        ("content", &second),
+    ]);
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        env.pg
+            .psql("SELECT comment FROM config_versions WHERE version = 3"),
+        "rules/second.yml added"
+    );
+    let a = files_form(&[
+        ("op", "add"),
+        ("base", "3"),
+        ("name", "rules/third.yml"),
+        (
+            "content",
+            "title: no detection\nlogsource: { product: windows, service: security }\n",
+        ),
+    ]);
+    assert_eq!(a.status, 422, "{}", text(&a));
+    let html = text(&a);
+    assert!(html.contains("not loaded: rules/third.yml"), "{html}");
+    assert!(
+        html.contains("value=\"rules/third.yml\""),
+        "the name stays: {html}"
+    );
+    for (name, why) in [
+        ("rules/second.yml", "already has"),
+        ("../x.yml", "file name"),
+        ("", "file name"),
+    ] {
+        let a = files_form(&[
+            ("op", "add"),
+            ("base", "3"),
+            ("name", name),
+            ("content", RULE),
+        ]);
+        assert_eq!(a.status, 400, "{name}");
+        assert!(text(&a).contains(why), "{name}: {}", text(&a));
+    }
+    assert_eq!(
+        files_form(&[
+            ("op", "save"),
+            ("base", "3"),
+            ("name", "rules/nope.yml"),
+            ("content", RULE)
+        ])
+        .status,
+        400
+    );
+    assert_eq!(
+        files_form(&[
+            ("op", "save"),
+            ("base", "x"),
+            ("name", "vars.yml"),
+            ("content", RULE)
+        ])
+        .status,
+        400
+    );
+    assert_eq!(
+        files_form(&[
+            ("op", "save"),
+            ("base", "9"),
+            ("name", "vars.yml"),
+            ("content", RULE)
+        ])
+        .status,
+        404
+    );
+    assert_eq!(
+        files_form(&[("op", "rename"), ("base", "3"), ("name", "vars.yml")]).status,
+        400
+    );
+    assert_eq!(versions(), "3");
+
+    // Removing the placeholder file group.toml reads: refused, shown at group.toml's line.
+    let a = files_form(&[("op", "remove"), ("base", "3"), ("name", "vars.yml")]);
+    assert_eq!(a.status, 422, "{}", text(&a));
+    let html = text(&a);
+    assert!(html.contains("nothing was published"), "{html}");
+    assert!(
+        html.contains("vars.yml") && html.contains("class=\"bad\""),
+        "{html}"
+    );
+    // Removing the second rule: version 4.
+    let a = files_form(&[
+        ("op", "remove"),
+        ("base", "3"),
+        ("name", "rules/second.yml"),
+    ]);
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(stored_file(&env, 4, "rules/second.yml"), "");
+    assert_eq!(versions(), "4");
+
+    // The differences cover the files: the changed line, a file added, one removed.
+    let html = text(&get(&env, "/console/groups/lab/diff?from=1&to=2", &admin));
+    assert!(
+        html.contains("id=\"file-rules%2Ffailed_logon.yml\""),
+        "{html}"
+    );
+    assert!(html.contains("(changed, +1 −1)"), "{html}");
+    assert!(
+        html.contains("<td class=\"code\">  sel: { EventID: 4625 }</td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td class=\"code\">  sel: { EventID: 4624 }</td>"),
+        "{html}"
+    );
+    assert!(html.contains("lines in <code>group.toml</code>"));
+    let html = text(&get(&env, "/console/groups/lab/diff?from=2&to=4", &admin));
+    assert!(html.contains("the files are the same"), "{html}");
+    let html = text(&get(&env, "/console/groups/lab/diff?from=3&to=4", &admin));
+    assert!(
+        html.contains("rules/second.yml</code></a> (removed, +0 −7)"),
+        "{html}"
+    );
+    let html = text(&get(&env, "/console/groups/lab/diff?from=1&to=3", &admin));
+    assert!(
+        html.contains("rules/second.yml</code></a> (added, +7 −0)"),
+        "{html}"
+    );
+    // The version page links its files.
+    let html = text(&get(&env, "/console/groups/lab/versions/3", &admin));
+    assert!(
+        html.contains("href=\"/console/groups/lab/versions/3/files/rules/second.yml\""),
+        "{html}"
+    );
+    env.stop();
+}
+
+#[test]
+fn publications_take_what_a_version_may_hold_and_refuse_more_with_413() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let Some(env) = Env::with_console() else {
+        return;
+    };
+    let db = lab_with_users(&env, &[("ada", "admin")]);
+    let admin = login(&env, "ada");
+    let token = csrf(&text(&get(&env, "/console/", &admin)));
+    // A configuration of 300 KiB (comment lines: a large text, well over the 64 KiB
+    // of other forms) is published.
+    let padding: String = (0..6000)
+        .map(|i| format!("# {i:05} a long explanation of what this group's hosts are for\n"))
+        .collect();
+    let big = format!("{padding}{}", with_rules());
+    assert!(big.len() > 300 << 10);
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[
+            ("csrf", &token),
+            ("config", &with_rules()),
+            ("comment", "small"),
+        ],
+    );
+    // Refused: the rule folder is missing (no files yet); then a big rule set.
+    assert_eq!(a.status, 422, "{}", text(&a));
+    let mut rules = String::new();
+    for i in 0..400 {
+        rules.push_str(&format!("# {i:04} {}\n", "x".repeat(4000)));
+    }
+    rules.push_str(RULE);
+    publish_with_rules(&env, &db, &rules);
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[
+            ("csrf", &token),
+            ("base", "1"),
+            ("config", &big),
+            ("comment", "big"),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(
+        env.pg
+            .psql("SELECT length(config) FROM config_versions WHERE version = 2"),
+        big.len().to_string()
+    );
+    // A rule file of 1.6 MB edited in the console.
+    let a = post_form(
+        &env,
+        "/console/groups/lab/files",
+        &admin,
+        &[
+            ("csrf", &token),
+            ("op", "save"),
+            ("base", "2"),
+            ("name", "rules/failed_logon.yml"),
+            ("content", &rules.replace("4625", "4624")),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", text(&a));
+    assert_eq!(env.pg.psql("SELECT count(*) FROM config_versions"), "3");
+
+    // group.toml over what a version holds: 413 saying so.
+    let huge = format!(
+        "{}{}",
+        "#".repeat(watchpost_fleet_protocol::MAX_CONFIG_BYTES),
+        GOOD
+    );
+    let a = post_form(
+        &env,
+        "/console/groups/lab/publish",
+        &admin,
+        &[("csrf", &token), ("base", "3"), ("config", &huge)],
+    );
+    assert_eq!(a.status, 413, "{}", text(&a));
+    assert!(
+        text(&a).contains("a version holds at most 1 MiB of it"),
+        "{}",
+        text(&a)
+    );
+
+    // A body over the publication limit: refused from its declared length, unread.
+    let over = watchpost_console::http::MAX_PUBLISH_BODY + 1;
+    let a = common::raw(
+        env.addr,
+        format!(
+            "POST /console/groups/lab/publish HTTP/1.1\r\nHost: {}\r\nCookie: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {over}\r\nConnection: close\r\n\r\ncsrf={token}",
+            env.addr
+        )
+        .as_bytes(),
+    );
+    assert_eq!(a.status, 413, "{}", text(&a));
+    assert!(
+        text(&a).contains("The publication is larger than the console takes: at most 51.1 MiB"),
+        "{}",
+        text(&a)
+    );
+    // Without a session only 64 KiB are read, also from a chunked body of no declared
+    // length; other forms keep 64 KiB.
+    let chunk = "a".repeat(70 << 10);
+    for (path, cookie) in [
+        ("/console/groups/lab/publish", ""),
+        ("/console/ack", admin.as_str()),
+    ] {
+        let a = common::raw(
+            env.addr,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+                env.addr,
+                chunk.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(a.status, 413, "{path}: {}", text(&a));
+        assert!(text(&a).contains("64 KiB"), "{}", text(&a));
+    }
+    // Hostile lengths: 4xx, never 5xx.
+    for length in ["99999999999999999999999", "-1", "12, 13", "abc"] {
+        let a = common::raw(
+            env.addr,
+            format!(
+                "POST /console/groups/lab/publish HTTP/1.1\r\nHost: {}\r\nCookie: {admin}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+                env.addr
+            )
+            .as_bytes(),
+        );
+        assert!((400..500).contains(&a.status), "{length}: {}", a.status);
+    }
+    assert_eq!(env.pg.psql("SELECT count(*) FROM config_versions"), "3");
+    env.stop();
 }

@@ -4,8 +4,10 @@
 //! heartbeats (a stale definitions check, a quarantine); headless Chromium runs the
 //! review flow of `crates/console/tests/browser/console_flow.py`, then the groups,
 //! configuration and commands flow of `fleet_admin_flow.py` (an admin publishes, is
-//! refused with the diagnostic at its line, compares versions and rolls back; a viewer is
-//! refused; an analyst releases a quarantine). Screenshots land in
+//! refused with the diagnostic at its line, compares versions and rolls back, adds a Sigma
+//! rule file, is refused a broken edit of it with the reason at the file and its line,
+//! publishes the correction and sees it in the difference; a viewer is refused; an
+//! analyst releases a quarantine). Screenshots land in
 //! `target/console-screenshots/fleet/`.
 
 #![allow(clippy::unwrap_used)]
@@ -90,11 +92,7 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
         eprintln!("skipping: {why}");
         return;
     }
-    let Some(env) = Env::start(|c| {
-        c.console = Some(watchpost_server::config::ConsoleSettings {
-            session_key_file: None,
-        });
-    }) else {
+    let Some(env) = Env::with_console() else {
         return;
     };
     let db = env.db();
@@ -225,9 +223,11 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
     match admin_result {
         Ok(true) => {
             assert_eq!(acked, "3", "one plus two selected");
-            // The refused configuration stored nothing; two published, then rolled back.
-            assert_eq!(versions, "1 ada,2 ada");
-            assert_eq!(published, "1 ada");
+            // The refused configuration stored nothing; two published, then rolled back;
+            // a rule file added, group.toml reading it, the rule corrected (its broken
+            // edit and a refused removal stored nothing).
+            assert_eq!(versions, "1 ada,2 ada,3 ada,4 ada,5 ada");
+            assert_eq!(published, "5 ada");
             assert_eq!(
                 commands,
                 "quarantine_release ann false positive, ticket 4712,run_checks ann"
@@ -246,6 +246,12 @@ fn the_review_flow_in_chromium_on_the_fleet_console() {
                 "diff",
                 "version",
                 "rolled-back",
+                "group-files",
+                "file",
+                "file-refused",
+                "file-published",
+                "diff-files",
+                "remove-refused",
                 "viewer-publish-refused",
                 "host-quarantined",
                 "host-commands",

@@ -1,8 +1,11 @@
-//! The per-hour counts the console's overview reads (`event_hours`, `filter_hours`):
-//! kept by ingest in the batch's transaction, they agree exactly with counting the events
+//! The per-hour counts the console's overview reads (`event_hours`, `filter_hours` per
+//! agent, kept by ingest in the batch's transaction; `folded_*` of all agents, made of the
+//! per-agent rows of past hours by the fold): they agree exactly with counting the events
 //! (several agents and hosts, filters, rule levels, anomalies, events across hour
 //! boundaries and without a time); a batch sent again or replayed adds nothing; migration
-//! 4 fills them from the events already stored; retention deletes them with the days.
+//! 4 fills them from the events already stored; the fold changes no number of the
+//! overview, also for events that arrive late for an hour already folded and while ingest
+//! runs beside it; retention deletes per-agent and folded rows with the days.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use common::{Env, credential, enroll, send_batch};
 use jiff::Timestamp;
-use watchpost_console::backend::{Backend, Overview, buckets};
+use watchpost_console::backend::{Backend, Overview, buckets, top};
 use watchpost_fleet_protocol::{Batch, EventRecord, Fields, Record};
 
 /// Batch of `n` events from `first`: times spread over the last 30 hours (a few without a
@@ -66,7 +69,7 @@ fn mixed(stream: &str, first: u64, n: u64, hosts: [&str; 2]) -> Batch {
     }
 }
 
-/// The rollup rows, sorted, and the same computed from the events.
+/// The per-agent rows, sorted, and the same computed from the events (before a fold).
 fn rollups_and_counts(env: &Env) -> [(Vec<String>, Vec<String>); 2] {
     let db = env.db();
     let rows = |sql: &str| -> Vec<String> {
@@ -106,6 +109,57 @@ fn rollups_and_counts(env: &Env) -> [(Vec<String>, Vec<String>); 2] {
             ),
         ),
     ]
+}
+
+/// How many rows of the per-hour counts (per-agent and folded, added up per hour and
+/// level, host, filter) differ from counting the events: `db::HOURS_CHECK`.
+fn differing(env: &Env) -> i64 {
+    let db = env.db();
+    env.rt.block_on(async {
+        db.query_one(watchpost_server::db::HOURS_CHECK, &[])
+            .await
+            .unwrap()
+            .get(0)
+    })
+}
+
+/// The count of rows in `table`.
+fn rows(env: &Env, table: &str) -> i64 {
+    env.pg
+        .psql(&format!("SELECT count(*) FROM {table}"))
+        .parse()
+        .unwrap()
+}
+
+/// A server that folds only when the test says so, the group `lab`: the server, a
+/// database connection, the group's enrollment secret.
+fn start() -> Option<(Env, tokio_postgres::Client, String)> {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let env = Env::start(|c| c.fold_every = None)?;
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        use watchpost_server::admin;
+        admin::group_add(&db, "test", "lab", "").await.unwrap();
+        admin::secret_create(&db, "test", "lab", "s1", None)
+            .await
+            .unwrap()
+    });
+    Some((env, db, secret))
+}
+
+/// Retention as it runs 40 days after `now`: every day partition of the test dropped.
+fn retention_40_days_after(env: &Env, now: Timestamp) {
+    let mut client = env.db();
+    let later = now + jiff::SignedDuration::from_hours(24 * 40);
+    let (_, dropped) = env
+        .rt
+        .block_on(watchpost_server::db::maintain_partitions(
+            &mut client,
+            later,
+            env.config.retention_days,
+        ))
+        .unwrap();
+    assert!(!dropped.is_empty());
 }
 
 /// The overview's charts counted straight from the events, bucket by bucket.
@@ -154,7 +208,14 @@ fn counted(env: &Env, now: Timestamp, hours: u32) -> Charts {
             c.4.entry(f).or_insert_with(|| vec![0; n])[b] += 1;
         }
     }
-    c
+    // The charts show the six largest and the rest as `other`.
+    let top6 = |m: BTreeMap<String, Vec<u64>>| {
+        top(m.into_iter().collect(), 6)
+            .into_iter()
+            .map(|s| (s.name, s.counts))
+            .collect()
+    };
+    (c.0, c.1, top6(c.2), top6(c.3), top6(c.4))
 }
 
 fn charts(o: &Overview) -> Charts {
@@ -174,18 +235,10 @@ fn charts(o: &Overview) -> Charts {
 
 #[test]
 fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let Some(env) = Env::start(|_| {}) else {
+    // No fold by the maintenance task: the per-agent rows are compared as ingest left them.
+    let Some((env, db, secret)) = start() else {
         return;
     };
-    let db = env.db();
-    let secret = env.rt.block_on(async {
-        use watchpost_server::admin;
-        admin::group_add(&db, "test", "lab", "").await.unwrap();
-        admin::secret_create(&db, "test", "lab", "s1", None)
-            .await
-            .unwrap()
-    });
     let a = credential(&enroll(env.addr, &secret, "host-a", "PC-A"));
     let b = credential(&enroll(env.addr, &secret, "host-b", "PC-B"));
     let a1 = mixed("sa", 1, 150, ["PC-A", "pc-a.lab"]);
@@ -249,10 +302,13 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
             < 450
     );
 
-    // Migration 4 on a database with events fills the same counts.
+    // Migration 4 on a database with events fills the same counts (and 5 makes the
+    // folded tables, empty).
     env.rt.block_on(async {
         db.batch_execute(
-            "DROP TABLE event_hours, filter_hours; DELETE FROM schema_migrations WHERE version = 4",
+            "DROP TABLE event_hours, filter_hours, folded_level_hours, folded_host_hours,
+                        folded_host_days, folded_filter_hours;
+             DELETE FROM schema_migrations WHERE version >= 4",
         )
         .await
         .unwrap();
@@ -262,22 +318,13 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
         .rt
         .block_on(watchpost_server::db::migrate(&mut client))
         .unwrap();
-    assert_eq!(applied, vec![4]);
+    assert_eq!(applied, vec![4, 5]);
     let filled = rollups_and_counts(&env);
     assert_eq!(filled[0].0, hours);
     assert_eq!(filled[1].0, filters);
 
     // Retention: the days dropped take their counts along.
-    let later = now + jiff::SignedDuration::from_hours(24 * 40);
-    let (_, dropped) = env
-        .rt
-        .block_on(watchpost_server::db::maintain_partitions(
-            &mut client,
-            later,
-            env.config.retention_days,
-        ))
-        .unwrap();
-    assert!(!dropped.is_empty());
+    retention_40_days_after(&env, now);
     let left: (i64, i64, i64) = env.rt.block_on(async {
         let r = db
             .query_one(
@@ -290,5 +337,171 @@ fn hourly_counts_agree_with_the_events_and_replays_add_nothing() {
         (r.get(0), r.get(1), r.get(2))
     });
     assert_eq!(left, (0, 0, 0));
+    env.stop();
+}
+
+/// The overview at 6 h, 24 h, 7 and 30 days, each equal to counting the events.
+fn overviews_agree(
+    env: &Env,
+    backend: &watchpost_server::console::PgBackend,
+    now: Timestamp,
+) -> Vec<Charts> {
+    [6, 24, 168, 720]
+        .into_iter()
+        .map(|h| {
+            let o = charts(&backend.overview(now, h).unwrap());
+            assert_eq!(o, counted(env, now, h), "{h} hours");
+            o
+        })
+        .collect()
+}
+
+fn fold(env: &Env, now: Timestamp) -> watchpost_server::db::Folded {
+    let mut client = env.db();
+    env.rt
+        .block_on(watchpost_server::db::fold_hours(
+            &mut client,
+            watchpost_server::db::fold_before(now),
+        ))
+        .unwrap()
+}
+
+#[test]
+fn the_fold_keeps_the_overview_exact_with_late_events_and_retention() {
+    // The test folds by hand (`db::fold_hours`, what the maintenance task runs).
+    let Some((env, _, secret)) = start() else {
+        return;
+    };
+    // Four agents, seven hosts (more than the six a chart names, one reported by two
+    // agents): the by-host chart's `other` and a host's rows of several agents.
+    let agents: Vec<(String, [&str; 2])> = [
+        ("a", ["PC-A", "pc-a.lab"]),
+        ("b", ["PC-B", "PC-B2"]),
+        ("c", ["PC-C", "PC-SHARED"]),
+        ("d", ["PC-D", "PC-SHARED"]),
+    ]
+    .into_iter()
+    .map(|(id, hosts)| {
+        (
+            credential(&enroll(env.addr, &secret, &format!("host-{id}"), hosts[0])),
+            hosts,
+        )
+    })
+    .collect();
+    let mut next = vec![1u64; agents.len()];
+    let mut ship = |i: usize, n: u64| {
+        let (cred, hosts) = &agents[i];
+        let batch = mixed(&format!("s{i}"), next[i], n, *hosts);
+        let r = send_batch(env.addr, cred, &batch);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        next[i] += n;
+        batch
+    };
+    for i in 0..agents.len() {
+        ship(i, 120 + 10 * i as u64);
+    }
+    let pool = watchpost_server::db::pool(&env.config.database).unwrap();
+    let backend = watchpost_server::console::PgBackend::new(
+        pool,
+        env.rt.handle().clone(),
+        Duration::from_secs(300),
+    );
+    let now = Timestamp::now();
+    let before = overviews_agree(&env, &backend, now);
+    assert_eq!(differing(&env), 0);
+    let cutoff = watchpost_server::db::fold_before(now);
+    let old_rows = |table: &str| -> i64 {
+        env.pg
+            .psql(&format!(
+                "SELECT count(*) FROM {table} WHERE hour < '{cutoff}'"
+            ))
+            .parse()
+            .unwrap()
+    };
+    let per_agent = rows(&env, "event_hours");
+    assert!(old_rows("event_hours") > 40 && old_rows("filter_hours") > 20);
+
+    // The fold: the per-agent rows of past hours become rows of all agents; every number
+    // of the overview stays what it was.
+    let f = fold(&env, now);
+    assert_eq!(f.event_rows as i64, per_agent - rows(&env, "event_hours"));
+    assert!(f.event_rows > 40 && f.filter_rows > 20, "{f:?}");
+    assert_eq!((old_rows("event_hours"), old_rows("filter_hours")), (0, 0));
+    assert!(rows(&env, "folded_level_hours") > 0);
+    assert!(rows(&env, "folded_host_hours") < f.event_rows as i64);
+    assert!(rows(&env, "folded_filter_hours") > 0);
+    assert_eq!(differing(&env), 0);
+    assert_eq!(overviews_agree(&env, &backend, now), before);
+    // Nothing left to fold.
+    assert_eq!(fold(&env, now), watchpost_server::db::Folded::default());
+
+    // Events arriving late for folded hours (the next batches go back 30 hours again):
+    // per-agent rows for those hours once more, counted beside the folded ones.
+    let late = ship(0, 90);
+    assert!(old_rows("event_hours") > 0);
+    assert_eq!(differing(&env), 0);
+    let with_late = overviews_agree(&env, &backend, now);
+    assert_ne!(with_late, before, "the late events are counted");
+    // Sent again (its answer lost) or replayed: nothing more.
+    let r = send_batch(env.addr, &agents[0].0, &late);
+    assert_eq!(r.json()["already_committed"].as_bool(), Some(true));
+    assert_eq!(differing(&env), 0);
+    assert_eq!(overviews_agree(&env, &backend, now), with_late);
+    // Folded in by the next fold, still counted once.
+    assert!(fold(&env, now).event_rows > 0);
+    assert_eq!(old_rows("event_hours"), 0);
+    assert_eq!(differing(&env), 0);
+    assert_eq!(overviews_agree(&env, &backend, now), with_late);
+
+    // Late batches of every agent while another connection folds again and again: every
+    // event counted once, in per-agent or folded rows, and nothing stuck.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folder = {
+        let stop = stop.clone();
+        let mut client = env.db();
+        let rt = env.rt.handle().clone();
+        std::thread::spawn(move || {
+            let mut folds = 0u32;
+            while folds < 3 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rt.block_on(watchpost_server::db::fold_hours(
+                    &mut client,
+                    watchpost_server::db::fold_before(Timestamp::now()),
+                ))
+                .unwrap();
+                folds += 1;
+            }
+            folds
+        })
+    };
+    for round in 0..6 {
+        for i in 0..agents.len() {
+            ship(i, 20 + round);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(folder.join().unwrap() >= 3);
+    assert_eq!(differing(&env), 0);
+    let total: i64 = env
+        .pg
+        .psql(
+            "SELECT (SELECT coalesce(sum(events), 0) FROM event_hours)
+                  + (SELECT coalesce(sum(events), 0) FROM folded_level_hours)",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(
+        total.to_string(),
+        env.pg.psql("SELECT count(*) FROM events")
+    );
+    let now = Timestamp::now();
+    overviews_agree(&env, &backend, now);
+
+    // Retention: the days dropped take per-agent and folded rows along.
+    retention_40_days_after(&env, now);
+    assert_eq!(rows(&env, "events"), 0);
+    for (table, _) in watchpost_server::db::HOUR_TABLES {
+        assert_eq!(rows(&env, table), 0, "{table}");
+    }
+    assert_eq!(differing(&env), 0);
     env.stop();
 }

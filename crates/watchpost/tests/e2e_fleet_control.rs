@@ -216,6 +216,7 @@ fn configuration_commands_and_acknowledgements_reach_real_agents() {
             &bad,
             &BTreeMap::new(),
             "",
+            &[],
         ))
         .unwrap_err();
     assert!(
@@ -233,6 +234,7 @@ fn configuration_commands_and_acknowledgements_reach_real_agents() {
             &group_config(&marker, ""),
             &BTreeMap::new(),
             "marker",
+            &[],
         ))
         .unwrap();
     wait_for("A reporting version 1", Duration::from_secs(30), || {
@@ -273,7 +275,7 @@ fn configuration_commands_and_acknowledgements_reach_real_agents() {
                 ),
             ),
             &BTreeMap::new(),
-            "extra source",
+            "extra source", &[],
         ))
         .unwrap();
     wait_for("A refusing version 2", Duration::from_secs(30), || {

@@ -11,7 +11,11 @@ Every page visited is saved as a PNG in --out (numbered from --first). The flow:
   the group's hosts report what they did with it (one refused it, with its diagnostic,
   one runs it) and the group page shows both; the difference between the two versions
   shows that line removed and added; version 1's text;
-  rolling back to it; as a viewer: no editor, a hand-made publication and a hand-made
+  rolling back to it; the group's files: a Sigma rule file added and group.toml
+  reading it, the rule broken in its editor and refused with the reason at the file and
+  its line marked, corrected and published, the difference showing its changed line, a
+  removal refused because group.toml still needs the file; as a viewer: no editor, a
+  hand-made publication and a hand-made
   command are refused (403) and audited; as an analyst: the quarantined host's page
   offers the release button, releasing sends the command, listed with who sent it;
   "run checks now" from the command form.
@@ -41,6 +45,23 @@ actions = ["siem"]
 name = "siem"
 type = "syslog"
 target = "udp://127.0.0.1:514"
+"""
+
+
+RULE = """title: Failed logon
+id: 5f2a2b3c-1d4e-4f60-8a9b-0c1d2e3f4a5b
+logsource: { product: windows, service: security }
+detection:
+  sel: { EventID: 4625 }
+  condition: sel
+level: high
+"""
+
+RULES = """
+[[rules]]
+name = "lab"
+sigma = "rules/"
+actions = ["siem"]
 """
 
 
@@ -145,6 +166,56 @@ class AdminFlow(Flow):
         published = self.d.find_elements(By.CSS_SELECTOR, "table.versions tbody tr")[1].text
         self.expect("published" in published, f"version 1 is the published one: {published}")
         self.shot("rolled-back")
+
+        # The group's files: a rule added (version 3), group.toml reading it (4).
+        self.set_text("new-name", "rules/failed_logon.yml")
+        self.set_text("new-content", RULE)
+        self.set_text("new-comment", "a rule for failed logons")
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "form.addfile button[type=submit]"))
+        self.expect("Version 3 published" in self.text(), "the file is added as version 3")
+        self.publish(GOOD + RULES, "Sigma rules on")
+        self.expect("Version 4 published" in self.text(), "group.toml reads the rules in version 4")
+        self.show("table.files")
+        self.shot("group-files")
+        # The rule broken in its editor: refused, the reason at the file, its line marked.
+        self.click_and_wait(self.d.find_element(By.LINK_TEXT, "rules/failed_logon.yml"))
+        self.expect("title: Failed logon" in self.text(), "the file's page shows it")
+        self.shot("file")
+        self.set_text("content", RULE.replace("  condition: sel\n", "  condition: sel\n  - oops\n"))
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "form.file button[type=submit]"))
+        body = self.text()
+        self.expect("This file does not load; nothing was published" in body, "the broken rule is refused")
+        reason = self.d.find_element(By.CSS_SELECTOR, "p.filediag").text
+        self.expect("rules/failed_logon.yml:7" in reason and "YAML" in reason,
+                    f"the reason is shown at the file and its line: {reason}")
+        marked = self.d.find_elements(By.CSS_SELECTOR, "table.listing tr.bad")
+        self.expect(len(marked) == 1 and marked[0].get_attribute("id") == "L7" and "- oops" in marked[0].text,
+                    f"line 7 is marked ({[m.get_attribute('id') for m in marked]})")
+        self.expect("- oops" in self.d.find_element(By.ID, "content").get_attribute("value"),
+                    "the text is kept in the editor")
+        self.show("table.listing tr.bad")
+        self.shot("file-refused")
+        # Corrected: version 5; the difference shows the rule's changed line.
+        self.set_text("content", RULE.replace("4625", "4624"))
+        self.set_text("file-comment", "successful logons too")
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "form.file button[type=submit]"))
+        self.expect("Version 5 published" in self.text(), "the corrected rule is version 5")
+        self.shot("file-published")
+        self.go(f"{group_path}/diff?from=4&to=5")
+        dels = [r.text for r in self.d.find_elements(By.CSS_SELECTOR, "table.diff tr.del")]
+        adds = [r.text for r in self.d.find_elements(By.CSS_SELECTOR, "table.diff tr.add")]
+        self.expect("rules/failed_logon.yml" in self.text() and len(dels) == 1 and "4625" in dels[0]
+                    and len(adds) == 1 and "4624" in adds[0], f"the file's changed line: {dels} {adds}")
+        self.show("table.diff")
+        self.shot("diff-files")
+        # Removing the only rule while group.toml reads the folder: refused at its line.
+        self.go(group_path)
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "table.files form button"))
+        self.expect("nothing was published" in self.text(), "the removal is refused")
+        marked = self.d.find_elements(By.CSS_SELECTOR, "table.listing tr.bad")
+        self.expect(marked and "sigma" in marked[0].text, f"group.toml's rules line is marked: {[m.text for m in marked]}")
+        self.show("table.listing tr.bad")
+        self.shot("remove-refused")
         self.logout()
 
         # A viewer: no editor; hand-made changes are refused.

@@ -43,6 +43,15 @@ impl Env {
         })
     }
 
+    /// A server with the web console on.
+    pub fn with_console() -> Option<Env> {
+        Env::start(|c| {
+            c.console = Some(watchpost_server::config::ConsoleSettings {
+                session_key_file: None,
+            });
+        })
+    }
+
     /// A database connection for checks and admin calls.
     pub fn db(&self) -> tokio_postgres::Client {
         self.rt.block_on(async {
