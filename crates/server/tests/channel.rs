@@ -74,7 +74,7 @@ fn now_poll(config_version: Option<i32>, ack_after: i64) -> Poll {
 
 #[test]
 fn configuration_commands_and_acks_reach_their_agents_through_either_instance() {
-    let Some(env) = Env::start(|_| {}) else {
+    let Some(env) = Env::start(|c| c.metrics = Some("127.0.0.1:0".parse().unwrap())) else {
         return;
     };
     // A second instance on the same database.
@@ -140,6 +140,20 @@ fn configuration_commands_and_acks_reach_their_agents_through_either_instance() 
         );
         (d, t.elapsed())
     });
+    // The poll is held by the other instance (so it was authenticated) before the
+    // credential is replaced.
+    let b_metrics = other.metrics_addr.expect("metrics listen");
+    let started = std::time::Instant::now();
+    while !String::from_utf8_lossy(&request(b_metrics, "GET", "/metrics", &[], b"").body)
+        .lines()
+        .any(|l| l.starts_with("watchpost_server_polls_waiting ") && !l.ends_with(" 0"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the poll never reached the other instance"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let ca = credential(&enroll(a_addr, &s1, "host-a", "A"));
     std::thread::sleep(std::time::Duration::from_millis(500));
     let published = env
