@@ -25,6 +25,11 @@ impl Slots {
         self.map.len()
     }
 
+    /// The slot of (field, System fallback), if numbered.
+    pub(crate) fn get(&self, sym: Sym, alt: Option<Sym>) -> Option<u32> {
+        self.map.get(&(sym, alt)).copied()
+    }
+
     /// (field, System fallback) of each slot, in slot order.
     pub(crate) fn syms(&self) -> Vec<(Sym, Option<Sym>)> {
         let mut v = vec![(Sym::SOURCE, None); self.map.len()];

@@ -53,11 +53,13 @@
 //! ```
 
 mod aggregation;
+mod cached;
 mod compile;
 mod condition;
 pub mod correlate;
 mod correlation;
 mod error;
+mod lazy;
 mod level;
 mod load;
 pub mod logsource;

@@ -316,12 +316,14 @@ pub fn hunt(
         bail!("no Sigma rule loaded from {:?}", rules.paths);
     }
     let st = ruleset.stats();
+    if let Some(note) = ruleset.cache_note() {
+        eprintln!("{note}");
+    }
     if rules.verbose {
         eprintln!(
-            "rules: reading and parsing {:.3} s on {} threads, compiling {:.3} s",
-            st.parse_secs,
-            rules.load.threads.max(1),
-            st.compile_secs
+            "rules: reading, parsing and compiling (or taking from the cache) {:.3} s, \
+             joining and indexing {:.3} s; {} rule forms to compile at their first use",
+            st.read_secs, st.index_secs, st.deferred
         );
     }
     eprintln!(
@@ -329,7 +331,7 @@ pub fn hunt(
         ruleset.len(),
         not_loaded(&rejected, rules.verbose),
         st.files,
-        st.parse_secs + st.compile_secs,
+        st.read_secs + st.index_secs,
         st.cached
     );
     let mut correlator = if ruleset.correlations().is_empty() {
@@ -525,6 +527,18 @@ pub fn hunt(
         summary.write(out)?;
     } else {
         summary.write(&mut std::io::stderr().lock())?;
+    }
+    if rules.verbose && st.deferred > 0 {
+        let (compiled, failed) = ruleset.compiled();
+        eprintln!(
+            "rules: {compiled} of {} deferred rule forms compiled at their first use{}",
+            st.deferred,
+            if failed > 0 {
+                format!(", {failed} of them did not compile (damaged cache?)")
+            } else {
+                String::new()
+            }
+        );
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
