@@ -72,34 +72,34 @@ pub(crate) fn collect(p: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBu
     }
 }
 
-/// The rule files under directory `dir`. Entry types come from the directory listing
-/// (no `stat` per file: a rule set has thousands); a symbolic link is followed.
+/// The rule files under directory `dir`, in path order. Entry types come from the
+/// directory listing (no `stat` per file: a rule set has thousands); a symbolic link is
+/// followed. Entries are sorted by name (within one directory the same order as by
+/// path, without comparing paths component by component).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>) {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) => return errors.push((dir.to_path_buf(), format!("cannot read directory: {e}"))),
     };
-    let mut entries: Vec<(PathBuf, bool)> = rd
+    let mut entries: Vec<(std::ffi::OsString, bool)> = rd
         .flatten()
         .map(|e| {
-            let path = e.path();
             let is_dir = match e.file_type() {
-                Ok(t) if t.is_symlink() => path.is_dir(),
-                Ok(t) => t.is_dir(),
-                Err(_) => path.is_dir(),
+                Ok(t) if !t.is_symlink() => t.is_dir(),
+                _ => e.path().is_dir(),
             };
-            (path, is_dir)
+            (e.file_name(), is_dir)
         })
         .collect();
     entries.sort_unstable();
-    for (e, is_dir) in entries {
+    for (name, is_dir) in entries {
         if is_dir {
-            walk(&e, out, errors);
-        } else if e
+            walk(&dir.join(name), out, errors);
+        } else if Path::new(&name)
             .extension()
             .is_some_and(|x| x.eq_ignore_ascii_case("yml") || x.eq_ignore_ascii_case("yaml"))
         {
-            out.push(e);
+            out.push(dir.join(name));
         }
     }
 }
@@ -107,9 +107,20 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>)
 /// The documents of one file, or why it could not be read.
 pub(crate) type Parsed = Result<Vec<serde_json::Value>, String>;
 
-/// A rule file's bytes (at most 16 MiB).
-pub(crate) fn read_rule_file(f: &Path) -> std::io::Result<Vec<u8>> {
-    read_limited(f, MAX_RULE_FILE)
+/// A rule file's bytes (at most 16 MiB) into `buf` (a buffer each worker reuses: rule
+/// files are small and thousands).
+pub(crate) fn read_rule_file(f: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(f)?
+        .take(MAX_RULE_FILE + 1)
+        .read_to_end(buf)?;
+    if buf.len() as u64 > MAX_RULE_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than the {MAX_RULE_FILE}-byte limit"
+        )));
+    }
+    Ok(())
 }
 
 /// The SHA-256 of a rule file's bytes: its key in the cache.

@@ -13,7 +13,7 @@ use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::aggregation;
 use crate::cached::{self, Body, DocEntry, FileEntry, FormEntry, RuleEntry};
-use crate::compile::{self, Cond, Names, Needles, Plan, Scratch, Slots};
+use crate::compile::{self, Cond, FastMap, Names, Needles, Plan, Scratch, Slots};
 use crate::correlation::CorrelationRule;
 use crate::lazy::FormCond;
 pub use crate::level::Level;
@@ -197,7 +197,7 @@ struct Variant {
 
 #[derive(Default)]
 struct ChanIdx {
-    by_id: HashMap<i64, Vec<u32>>,
+    by_id: FastMap<i64, Vec<u32>>,
     any: Vec<u32>,
 }
 
@@ -243,11 +243,11 @@ pub struct Ruleset {
     cache_note: Option<String>,
     needles: Needles,
     /// Lowercased channel → rule forms for it.
-    channels: HashMap<Box<str>, ChanIdx>,
+    channels: FastMap<Box<str>, ChanIdx>,
     /// Channel names as the rules write them (for [`Ruleset::channels`]).
     channel_names: Vec<Box<str>>,
     /// Lowercased provider → Windows rule forms for any channel that pin it.
-    providers: HashMap<Box<str>, ChanIdx>,
+    providers: FastMap<Box<str>, ChanIdx>,
     any_windows: ChanIdx,
     other: Vec<u32>,
     sym_channel: Sym,
@@ -295,35 +295,20 @@ impl Ruleset {
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
         let started = std::time::Instant::now();
         let mut b = Builder::new(opts);
-        let mut files = Vec::new();
-        let mut unreadable = Vec::new();
-        for p in paths {
-            let p = p.as_ref();
-            let s = p.to_string_lossy();
-            if s.contains(['*', '?', '[']) {
-                match glob::glob(&s) {
-                    Ok(it) => {
-                        for e in it.flatten() {
-                            load::collect(&e, &mut files, &mut unreadable);
-                        }
-                    }
-                    Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
-                }
-            } else {
-                load::collect(p, &mut files, &mut unreadable);
-            }
-        }
-        for (p, e) in unreadable {
-            b.err(&p, None, e);
-        }
+        let context = cache_context(&opts.placeholders);
+        // The cache file is read while the rule folders are listed.
+        let (files, (cache, note)) = std::thread::scope(|s| {
+            let opening = opts
+                .cache
+                .as_ref()
+                .map(|p| s.spawn(|| Cache::open(p, &context)));
+            let files = find_files(paths, &mut b);
+            let opened = opening.map_or((None, None), |h| h.join().unwrap_or((None, None)));
+            (files, opened)
+        });
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
-        };
-        let context = cache_context(&opts.placeholders);
-        let (cache, note) = match &opts.cache {
-            Some(path) => Cache::open(path, &context),
-            None => (None, None),
         };
         let malformed = cache.as_ref().map_or(0, Cache::malformed);
         let ctx = b.ctx();
@@ -334,10 +319,11 @@ impl Ruleset {
             for _ in 0..threads.clamp(1, files.len().max(1)) {
                 s.spawn(|| {
                     let mut mine = Vec::new();
+                    let mut buf = Vec::with_capacity(64 << 10);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(f) = files.get(i) else { break };
-                        mine.push((i, load_file(f, cache.as_ref(), caching, &ctx)));
+                        mine.push((i, load_file(f, &mut buf, cache.as_ref(), caching, &ctx)));
                     }
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -823,8 +809,8 @@ impl Builder {
                 c.remap_slots(&map);
             }
             pending.var.needles = lits
-                .iter()
-                .map(|(slot, lit)| self.needles.intern(map[*slot as usize], lit))
+                .into_iter()
+                .map(|(slot, lit)| self.needles.intern(map[slot as usize], lit))
                 .collect();
             self.variants.push(pending);
         }
@@ -959,9 +945,9 @@ impl Builder {
             failed: AtomicUsize::new(0),
             cache_note: None,
             needles: self.needles,
-            channels: HashMap::new(),
+            channels: FastMap::default(),
             channel_names: Vec::new(),
-            providers: HashMap::new(),
+            providers: FastMap::default(),
             any_windows: ChanIdx::default(),
             other: Vec::new(),
             sym_channel: Sym::new("channel"),
@@ -970,22 +956,30 @@ impl Builder {
             stats: LoadStats::default(),
             serial: next_serial(),
         };
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.variants.into_iter().enumerate() {
+        let mut seen: FastMap<String, ()> = FastMap::default();
+        // The index's entry for `key`, made the first time (keys are few, forms many).
+        fn entry<'a>(map: &'a mut FastMap<Box<str>, ChanIdx>, key: &str) -> &'a mut ChanIdx {
+            if !map.contains_key(key) {
+                map.insert(key.into(), ChanIdx::default());
+            }
+            map.get_mut(key).expect("inserted above")
+        }
+        for (i, mut p) in self.variants.into_iter().enumerate() {
             let i = i as u32;
             let ids = p.ids.as_deref();
             if !p.var.windows {
                 rs.other.push(i);
             } else if let Some(chans) = &p.var.channels {
-                for (low, shown) in chans.iter().zip(&p.shown) {
-                    rs.channels.entry(low.clone()).or_default().add(ids, i);
-                    if seen.insert(shown.clone()) {
+                for (low, shown) in chans.iter().zip(&mut p.shown) {
+                    entry(&mut rs.channels, low).add(ids, i);
+                    if !seen.contains_key(shown.as_str()) {
                         rs.channel_names.push(shown.as_str().into());
+                        seen.insert(std::mem::take(shown), ());
                     }
                 }
             } else if let Some(provs) = &p.var.providers {
                 for pr in provs.iter() {
-                    rs.providers.entry(pr.clone()).or_default().add(ids, i);
+                    entry(&mut rs.providers, pr).add(ids, i);
                 }
             } else {
                 rs.any_windows.add(ids, i);
@@ -1264,6 +1258,33 @@ fn lower_into(s: &str, out: &mut String) {
     out.make_ascii_lowercase();
 }
 
+/// The rule files of `paths` (files, folders searched recursively, glob patterns), in
+/// order; what cannot be read is reported through `b`.
+fn find_files<P: AsRef<Path>>(paths: &[P], b: &mut Builder) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        let s = p.to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            match glob::glob(&s) {
+                Ok(it) => {
+                    for e in it.flatten() {
+                        load::collect(&e, &mut files, &mut unreadable);
+                    }
+                }
+                Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
+            }
+        } else {
+            load::collect(p, &mut files, &mut unreadable);
+        }
+    }
+    for (p, e) in unreadable {
+        b.err(&p, None, e);
+    }
+    files
+}
+
 /// Runs `f` with the field names of target `t` (its renames, and for Windows the System
 /// names and fallbacks).
 fn with_names<R>(t: &Target, vars: &Placeholders, f: impl FnOnce(&Names<'_>) -> R) -> R {
@@ -1335,20 +1356,25 @@ enum Entry {
     New([u8; 32], String),
 }
 
-/// Reads one rule file and takes its rules from the cache's entry, or parses and
-/// compiles them (and makes the entry).
-fn load_file(path: &Path, cache: Option<&Cache>, caching: bool, ctx: &Ctx) -> FileDone {
+/// Reads one rule file (into `buf`) and takes its rules from the cache's entry, or
+/// parses and compiles them (and makes the entry).
+fn load_file(
+    path: &Path,
+    buf: &mut Vec<u8>,
+    cache: Option<&Cache>,
+    caching: bool,
+    ctx: &Ctx,
+) -> FileDone {
     let failed = |e: String, entry: Entry, damaged: bool| FileDone {
         docs: Err(e),
         entry,
         hit: false,
         damaged,
     };
-    let bytes = match load::read_rule_file(path) {
-        Ok(b) => b,
-        Err(e) => return failed(format!("cannot read: {e}"), Entry::None, false),
-    };
-    let digest = caching.then(|| load::digest(&bytes));
+    if let Err(e) = load::read_rule_file(path, buf) {
+        return failed(format!("cannot read: {e}"), Entry::None, false);
+    }
+    let digest = caching.then(|| load::digest(buf));
     let mut damaged = false;
     if let (Some(c), Some(d)) = (cache, &digest) {
         match c.lookup(d) {
@@ -1372,10 +1398,10 @@ fn load_file(path: &Path, cache: Option<&Cache>, caching: bool, ctx: &Ctx) -> Fi
             .map_or(Entry::None, |l| Entry::New(*d, load::line(d, &l))),
         None => Entry::None,
     };
-    let Ok(text) = String::from_utf8(bytes) else {
+    let Ok(text) = std::str::from_utf8(buf) else {
         return failed("cannot read: not UTF-8".into(), Entry::None, damaged);
     };
-    let docs = match load::parse_yaml(&text) {
+    let docs = match load::parse_yaml(text) {
         Ok(d) => d,
         Err(e) => {
             let entry = new_entry(&FileEntry::Error(e.clone()), &[]);

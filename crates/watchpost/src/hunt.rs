@@ -1,7 +1,8 @@
 //! `watchpost hunt`: Sigma rules over collected EVTX files, with every core.
 //!
-//! Rules are loaded on every core through the parsed-rule cache (`watchpost_sigma`'s
-//! `load.rs`; [`default_rule_cache`]), skipping `deprecated`/`unsupported` rules and the
+//! Rules are loaded on every core through the compiled-rule cache (`watchpost_sigma`'s
+//! `load.rs`; [`default_rule_cache`]; a rule from it is compiled when an event first
+//! reaches it), skipping `deprecated`/`unsupported` rules and the
 //! ids of `--exclude-list` files as Hayabusa does; rules that do not load are summed up by
 //! reason in one line (`--verbose` lists them). Files are handed to worker threads
 //! (largest first, so the run does not end on one big straggler); each streams its records
@@ -262,7 +263,7 @@ pub struct HuntRules<'a> {
     pub verbose: bool,
 }
 
-/// Where a hunt keeps the parsed rules of the rule set at `paths`: one file per set
+/// Where a hunt keeps the compiled rules of the rule set at `paths`: one file per set
 /// (named by a digest of the paths as given, made absolute) in the user's cache
 /// directory (`$XDG_CACHE_HOME/watchpost` or `~/.cache/watchpost`; on Windows
 /// `%LOCALAPPDATA%\watchpost\cache`). `None` when there is no such directory.
