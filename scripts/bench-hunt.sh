@@ -30,7 +30,7 @@ before=${WATCHPOST_BEFORE:-}
 peers=${PEERS:-../shared/peers}
 sigma=${SIGMA_RULES:-tests/data/sigma/rules}
 hay=${HAYABUSA_RULES:-$peers/hayabusa-rules}
-small=${SMALL_EVTX:-$(find tests/data/evtx -name '*.evtx' -printf '%s %p\n' | sort -n | head -1 | cut -d' ' -f2-)}
+small=${SMALL_EVTX:-$(find tests/data/evtx -name '*.evtx' -printf '%s %p\n' | sort -n | sed -n 1p | cut -d' ' -f2-)}
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; Debian package time)"; exit 1; }
 [ -x "$wp" ] || { echo "no $wp: cargo build --release -p watchpost"; exit 1; }
 
