@@ -62,7 +62,8 @@ pub(crate) enum DocEntry {
 pub(crate) enum Body {
     /// The whole document is segment `n`, prepared when loaded: correlations, filters,
     /// deprecated aggregations (few, and cheap or joined to others), and documents the
-    /// options of the run that wrote the entry did not load (not compiled then).
+    /// options of the run that wrote the entry did not load (not compiled then: a run
+    /// that loads such a rule compiles its file again for a new entry).
     #[serde(rename = "j")]
     Json(usize),
     /// Not loaded, with the reason compiling it gave.

@@ -1379,7 +1379,7 @@ fn load_file(
     if let (Some(c), Some(d)) = (cache, &digest) {
         match c.lookup(d) {
             Lookup::Hit(r) => match from_entry(path, c.text(), r.clone(), ctx) {
-                Some(docs) => {
+                Some(FromEntry::Docs(docs)) => {
                     return FileDone {
                         docs,
                         entry: Entry::Old(*d, r),
@@ -1387,6 +1387,8 @@ fn load_file(
                         damaged: false,
                     };
                 }
+                // Compiled again below, for an entry that defers the rule next time.
+                Some(FromEntry::Outdated) => {}
                 None => damaged = true,
             },
             Lookup::Damaged => damaged = true,
@@ -1499,13 +1501,28 @@ fn rule_entry(p: &PreparedRule, detection: usize) -> RuleEntry {
     }
 }
 
+/// What a cache entry gives.
+enum FromEntry {
+    /// The file's documents.
+    Docs(FileDocs),
+    /// The entry holds a detection rule as JSON (the options of the run that wrote it
+    /// did not load it) that these options load: better compiled with its file again,
+    /// so that the new entry files it without compiling next time.
+    Outdated,
+}
+
 /// A file's documents from its cache entry (`text[range]`), prepared as loading them
 /// would: the options decide on each document again, detection rules are filed with
 /// deferred conditions. `None` when the entry does not hold together.
-fn from_entry(path: &Path, text: &Arc<String>, range: Range<usize>, ctx: &Ctx) -> Option<FileDocs> {
+fn from_entry(
+    path: &Path,
+    text: &Arc<String>,
+    range: Range<usize>,
+    ctx: &Ctx,
+) -> Option<FromEntry> {
     let (entry, segments) = cached::decode(text, range)?;
     let docs = match entry {
-        FileEntry::Error(e) => return Some(Err(e)),
+        FileEntry::Error(e) => return Some(FromEntry::Docs(Err(e))),
         FileEntry::Docs(docs) => docs,
     };
     let mut out = Vec::with_capacity(docs.len());
@@ -1529,7 +1546,11 @@ fn from_entry(path: &Path, text: &Arc<String>, range: Range<usize>, ctx: &Ctx) -
         let prepared = match body {
             Body::Json(n) => {
                 let doc: Json = serde_json::from_str(text.get(segments.get(n)?.clone())?).ok()?;
-                prepare(path, &doc, ctx)
+                let p = prepare(path, &doc, ctx);
+                if matches!(&p.1, Ok(Prepared::Rule(r)) if r.aggregation.is_none()) {
+                    return Some(FromEntry::Outdated);
+                }
+                p
             }
             Body::Refused(reason) => (Some(title), Err(reason)),
             Body::Rule(e) => {
@@ -1539,7 +1560,7 @@ fn from_entry(path: &Path, text: &Arc<String>, range: Range<usize>, ctx: &Ctx) -
         };
         out.push(prepared);
     }
-    Some(Ok(out))
+    Some(FromEntry::Docs(Ok(out)))
 }
 
 /// A detection rule from its cache entry, its forms deferred.
