@@ -12,7 +12,9 @@
 # Environment:
 #   WATCHPOST        the binary to measure (default target/release/watchpost; build it
 #                    with `cargo build --release -p watchpost`)
-#   WATCHPOST_BEFORE another watchpost binary measured beside it (e.g. a build of main)
+#   WATCHPOST_BEFORE another watchpost binary measured beside it (e.g. a build of main);
+#                    it keeps its rule caches apart (a cache holds for one build only, so
+#                    two builds sharing one would each find the other's and start cold)
 #   PEERS            the peer binaries and Hayabusa's rules (default ../shared/peers;
 #                    cases whose binary is absent are skipped, and say so)
 #   SIGMA_RULES      SigmaHQ rules (default tests/data/sigma/rules)
@@ -28,7 +30,7 @@ before=${WATCHPOST_BEFORE:-}
 peers=${PEERS:-../shared/peers}
 sigma=${SIGMA_RULES:-tests/data/sigma/rules}
 hay=${HAYABUSA_RULES:-$peers/hayabusa-rules}
-small=${SMALL_EVTX:-$(find tests/data/evtx -name '*.evtx' -printf '%s %p\n' | sort -n | head -1 | cut -d' ' -f2-)}
+small=${SMALL_EVTX:-$(find tests/data/evtx -name '*.evtx' -printf '%s %p\n' | sort -n | sed -n 1p | cut -d' ' -f2-)}
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; Debian package time)"; exit 1; }
 [ -x "$wp" ] || { echo "no $wp: cargo build --release -p watchpost"; exit 1; }
 
@@ -52,7 +54,8 @@ for l in exclude_rules.txt noisy_rules.txt; do
 done
 add "watchpost, SigmaHQ rules" "'$wp' hunt -r '$sigma' --format jsonl '$evtx' > '$work/wp-sigma.jsonl'"
 add "watchpost, SigmaHQ rules, no rule cache" "'$wp' hunt --no-rule-cache -r '$sigma' --format jsonl '$evtx' > /dev/null"
-[ -n "$before" ] && add "watchpost before, SigmaHQ rules" "'$before' hunt -r '$sigma' --format jsonl '$evtx' > /dev/null"
+bw="XDG_CACHE_HOME='$work/cache-before' '$before'"
+[ -n "$before" ] && add "watchpost before, SigmaHQ rules" "$bw hunt -r '$sigma' --format jsonl '$evtx' > /dev/null"
 if [ -x "$peers/bin/chainsaw" ]; then
   add "Chainsaw 2.16.4, SigmaHQ rules" "'$peers/bin/chainsaw' hunt '$evtx' -s '$sigma' --mapping '$peers/chainsaw/mappings/sigma-event-logs-all.yml' --jsonl -o '$work/cs.jsonl' --skip-errors 2>/dev/null"
 else
@@ -60,20 +63,21 @@ else
 fi
 if [ -d "$hay" ]; then
   add "watchpost, Hayabusa rules" "'$wp' hunt -r '$hay' $hay_excl --format jsonl '$evtx' > '$work/wp-hay.jsonl'"
-  [ -n "$before" ] && add "watchpost before, Hayabusa rules" "'$before' hunt -r '$hay' --format jsonl '$evtx' > /dev/null"
+  [ -n "$before" ] && add "watchpost before, Hayabusa rules" "$bw hunt -r '$hay' $hay_excl --format jsonl '$evtx' > /dev/null"
   if [ -x "$peers/bin/hayabusa" ]; then
     add "Hayabusa 4.0.0, Hayabusa rules" "'$peers/bin/hayabusa' dfir-timeline -d '$evtx' -w -r '$hay' -c '$hay/config' -o '$work/hay.csv' -C -K -Q -q > /dev/null 2>&1; rm -f '$work/hay.csv'"
   else
     echo "skipped: Hayabusa (no $peers/bin/hayabusa)"
   fi
   add "fixed cost: watchpost, Hayabusa rules, one small file" "'$wp' hunt -r '$hay' $hay_excl '$small' > /dev/null"
+  [ -n "$before" ] && add "fixed cost: watchpost before, Hayabusa rules, one small file" "$bw hunt -r '$hay' $hay_excl '$small' > /dev/null"
   [ -x "$peers/bin/hayabusa" ] && add "fixed cost: Hayabusa, one small file" "'$peers/bin/hayabusa' dfir-timeline -f '$small' -w -r '$hay' -c '$hay/config' -o '$work/hay1.csv' -C -K -Q -q > /dev/null 2>&1; rm -f '$work/hay1.csv'"
 else
   echo "skipped: Hayabusa's rules (no $hay)"
 fi
 add "fixed cost: watchpost, SigmaHQ rules, one small file" "'$wp' hunt -r '$sigma' '$small' > /dev/null"
 add "fixed cost: watchpost, SigmaHQ rules, one small file, no rule cache" "'$wp' hunt --no-rule-cache -r '$sigma' '$small' > /dev/null"
-[ -n "$before" ] && add "fixed cost: watchpost before, SigmaHQ rules, one small file" "'$before' hunt -r '$sigma' '$small' > /dev/null"
+[ -n "$before" ] && add "fixed cost: watchpost before, SigmaHQ rules, one small file" "$bw hunt -r '$sigma' '$small' > /dev/null"
 [ -x "$peers/bin/chainsaw" ] && add "fixed cost: Chainsaw, SigmaHQ rules, one small file" "'$peers/bin/chainsaw' hunt '$small' -s '$sigma' --mapping '$peers/chainsaw/mappings/sigma-event-logs-all.yml' --jsonl -o '$work/cs1.jsonl' --skip-errors 2>/dev/null"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -7,7 +7,6 @@
 // Tests may unwrap: a failing unwrap is a failing test.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,25 +14,9 @@ use watchpost_event::Event;
 use watchpost_sigma::{Match, Ruleset, Scratch};
 use watchpost_sources::parse::ParseCtx;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
-}
-
-fn evtx_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("fixture directory")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            evtx_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "evtx") {
-            out.push(p);
-        }
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{evtx_files, shared};
 
 /// [`run_once`] three times; the fastest (the machine is shared, so the best of three is
 /// the least disturbed).

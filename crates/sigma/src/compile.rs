@@ -8,12 +8,16 @@ use watchpost_event::{Event, FieldRef, Sym};
 use crate::condition::{self, Expr};
 use crate::pattern::{self, Cidr, LazyRegex, Pat, Tok};
 
+/// A hash map with a fast hasher for the maps loading builds (their keys come from the
+/// rules, not from events).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Dense numbering of the event fields a rule set reads, for the per-event cache of
 /// folded (lowercased) values.
 #[derive(Default, Debug)]
 pub(crate) struct Slots {
     /// (field, System field read when the event lacks it) → slot.
-    map: HashMap<(Sym, Option<Sym>), u32>,
+    map: FastMap<(Sym, Option<Sym>), u32>,
 }
 
 impl Slots {
@@ -23,6 +27,11 @@ impl Slots {
     }
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The slot of (field, System fallback), if numbered.
+    pub(crate) fn get(&self, sym: Sym, alt: Option<Sym>) -> Option<u32> {
+        self.map.get(&(sym, alt)).copied()
     }
 
     /// (field, System fallback) of each slot, in slot order.
@@ -128,7 +137,7 @@ impl Scratch {
 /// loading them and most of the memory, and most fields never occur in a given hunt).
 #[derive(Default)]
 pub(crate) struct Needles {
-    ids: HashMap<(u32, String), u32>,
+    ids: FastMap<(u32, String), u32>,
     /// needle id → slot.
     slot_of: Vec<u32>,
     /// per slot: its needles.
@@ -149,9 +158,9 @@ struct SlotNeedles {
 }
 
 impl Needles {
-    pub(crate) fn intern(&mut self, slot: u32, lit: &str) -> u32 {
+    pub(crate) fn intern(&mut self, slot: u32, lit: String) -> u32 {
         let n = self.ids.len() as u32;
-        let id = *self.ids.entry((slot, lit.to_string())).or_insert(n);
+        let id = *self.ids.entry((slot, lit)).or_insert(n);
         if id == n {
             self.slot_of.push(slot);
         }

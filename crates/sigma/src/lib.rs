@@ -10,7 +10,11 @@
 //! Aho-Corasick automaton per field, run at most once per event), and evaluates the
 //! rest. Rules that cannot be loaded come back as [`LoadError`]s with the reason; the
 //! others load. `expand` placeholders take their values from [`LoadOptions`]
-//! ([`Placeholders`]). [`Correlator`] evaluates correlation rules (`event_count`,
+//! ([`Placeholders`]). With [`LoadOptions::cache`], what loading needs of each rule file
+//! (its rules' metadata, index keys and needles, the detections as JSON) is kept in a
+//! compiled-rule cache keyed by the file's SHA-256; rules taken from it are filed in the
+//! index without compiling, and each form is compiled at the first event that reaches it
+//! as a candidate (`load.rs`, `cached.rs`, `lazy.rs`). [`Correlator`] evaluates correlation rules (`event_count`,
 //! `value_count`, `value_sum`, `value_avg`, `value_percentile`, `temporal`,
 //! `temporal_ordered`; lower bounds at the match, upper bounds when the window closes)
 //! over the stream of matches.
@@ -53,11 +57,13 @@
 //! ```
 
 mod aggregation;
+mod cached;
 mod compile;
 mod condition;
 pub mod correlate;
 mod correlation;
 mod error;
+mod lazy;
 mod level;
 mod load;
 pub mod logsource;

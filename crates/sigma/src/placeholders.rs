@@ -67,6 +67,26 @@ impl Placeholders {
         self.vars.is_empty()
     }
 
+    /// A digest of the names and values (in name order): what rules compiled with them
+    /// depend on.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut names: Vec<&String> = self.vars.keys().collect();
+        names.sort_unstable();
+        let mut h = Sha256::new();
+        for n in names {
+            h.update((n.len() as u64).to_le_bytes());
+            h.update(n.as_bytes());
+            let values = &self.vars[n];
+            h.update((values.len() as u64).to_le_bytes());
+            for v in values {
+                h.update((v.len() as u64).to_le_bytes());
+                h.update(v.as_bytes());
+            }
+        }
+        h.finalize().into()
+    }
+
     /// Parses a placeholder file's text (a pipeline with `vars:`, or a bare mapping).
     pub fn from_yaml(text: &str) -> Result<Placeholders, PlaceholderError> {
         let shape = PlaceholderError::Shape;

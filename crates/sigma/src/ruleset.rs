@@ -3,17 +3,21 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value as Json;
 use watchpost_event::{Event, FieldRef, Sym};
 
 use crate::aggregation;
-use crate::compile::{self, Cond, Names, Needles, Plan, Scratch, Slots};
+use crate::cached::{self, Body, DocEntry, FileEntry, FormEntry, RuleEntry};
+use crate::compile::{self, Cond, FastMap, Names, Needles, Plan, Scratch, Slots};
 use crate::correlation::CorrelationRule;
+use crate::lazy::FormCond;
 pub use crate::level::Level;
-use crate::load::{self, LoadStats};
+use crate::load::{self, Cache, LoadStats, Lookup};
 use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
 
@@ -28,10 +32,11 @@ pub struct LoadOptions {
     /// Rule ids that are not loaded, each with the list that named it (see
     /// [`parse_exclude_list`]).
     pub exclude: HashMap<String, String>,
-    /// The parsed-rule cache file ([`Ruleset::load_with`]): parsed documents keyed by
-    /// the SHA-256 of each rule file's bytes. `None`: every file is parsed.
+    /// The compiled-rule cache file ([`Ruleset::load_with`]): what loading needs of each
+    /// rule file, keyed by the SHA-256 of its bytes; rules taken from it are compiled at
+    /// their first use. `None`: every file is parsed and every rule compiled as it loads.
     pub cache: Option<PathBuf>,
-    /// Threads that read and parse rule files (0: every core).
+    /// Threads that read, parse and compile rule files (0: every core).
     pub threads: usize,
 }
 
@@ -177,7 +182,7 @@ pub struct Match {
 
 struct Variant {
     rule: u32,
-    cond: Cond,
+    cond: FormCond,
     /// Needle ids of which one must occur (see [`Needles`]); empty: no prefilter.
     needles: Box<[u32]>,
     /// The channels it applies to, lowercased (`None`: any) and whether it is a Windows
@@ -192,7 +197,7 @@ struct Variant {
 
 #[derive(Default)]
 struct ChanIdx {
-    by_id: HashMap<i64, Vec<u32>>,
+    by_id: FastMap<i64, Vec<u32>>,
     any: Vec<u32>,
 }
 
@@ -227,14 +232,22 @@ pub struct Ruleset {
     filters: Vec<String>,
     correlations: Vec<CorrelationRule>,
     variants: Vec<Variant>,
-    slots: usize,
+    /// The fields the rules read, numbered (a deferred form's compiled slots are looked
+    /// up here).
+    slots: Slots,
+    /// For compiling deferred forms.
+    placeholders: Placeholders,
+    /// Deferred forms compiled so far, and those of them that did not compile.
+    compiled: AtomicUsize,
+    failed: AtomicUsize,
+    cache_note: Option<String>,
     needles: Needles,
     /// Lowercased channel → rule forms for it.
-    channels: HashMap<Box<str>, ChanIdx>,
+    channels: FastMap<Box<str>, ChanIdx>,
     /// Channel names as the rules write them (for [`Ruleset::channels`]).
     channel_names: Vec<Box<str>>,
     /// Lowercased provider → Windows rule forms for any channel that pin it.
-    providers: HashMap<Box<str>, ChanIdx>,
+    providers: FastMap<Box<str>, ChanIdx>,
     any_windows: ChanIdx,
     other: Vec<u32>,
     sym_channel: Sym,
@@ -268,66 +281,49 @@ impl Ruleset {
     }
 
     /// [`Ruleset::load`] with options (placeholders, skipped statuses and ids, the
-    /// parsed-rule cache). Files are read and parsed on every core (or
-    /// [`LoadOptions::threads`]); rules are compiled in file order.
+    /// compiled-rule cache). Files are read, parsed and compiled on every core (or
+    /// [`LoadOptions::threads`]), each on its own, and joined in file order.
+    ///
+    /// With [`LoadOptions::cache`], a file whose entry the cache has (same bytes, same
+    /// build of this crate, same placeholder values) is neither parsed nor compiled: its
+    /// rules are filed in the index with the keys and needles the entry holds, and each
+    /// form's detection is compiled at the first event that reaches it as a candidate
+    /// (most rules of a large set never meet an event of their channel in a hunt). What
+    /// the rules of a cached file report (rules not loaded and why) is what compiling
+    /// them reported when the entry was written. Files without an entry are compiled as
+    /// they load and the cache is rewritten.
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
+        let started = std::time::Instant::now();
         let mut b = Builder::new(opts);
-        let mut files = Vec::new();
-        let mut unreadable = Vec::new();
-        for p in paths {
-            let p = p.as_ref();
-            let s = p.to_string_lossy();
-            if s.contains(['*', '?', '[']) {
-                match glob::glob(&s) {
-                    Ok(it) => {
-                        for e in it.flatten() {
-                            load::collect(&e, &mut files, &mut unreadable);
-                        }
-                    }
-                    Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
-                }
-            } else {
-                load::collect(p, &mut files, &mut unreadable);
-            }
-        }
-        for (p, e) in unreadable {
-            b.err(&p, None, e);
-        }
+        let context = cache_context(&opts.placeholders);
+        // The cache file is read while the rule folders are listed.
+        let (files, (cache, note)) = std::thread::scope(|s| {
+            let opening = opts
+                .cache
+                .as_ref()
+                .map(|p| s.spawn(|| Cache::open(p, &context)));
+            let files = find_files(paths, &mut b);
+            let opened = opening.map_or((None, None), |h| h.join().unwrap_or((None, None)));
+            (files, opened)
+        });
         let threads = match opts.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let (parsed, mut stats) = load::parse_all(&files, threads, opts.cache.as_deref());
-        let started = std::time::Instant::now();
-        // Compile on every core (each document on its own, slots numbered per rule),
-        // then join the results in file order.
-        type Done = (
-            usize,
-            Result<Vec<(Option<String>, Result<Prepared, String>)>, String>,
-        );
+        let malformed = cache.as_ref().map_or(0, Cache::malformed);
         let ctx = b.ctx();
-        let slots: Vec<std::sync::Mutex<Option<load::Parsed>>> = parsed
-            .into_iter()
-            .map(|p| std::sync::Mutex::new(Some(p)))
-            .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done: std::sync::Mutex<Vec<Done>> = std::sync::Mutex::new(Vec::new());
+        let caching = opts.cache.is_some();
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, FileDone)>> = Mutex::new(Vec::with_capacity(files.len()));
         std::thread::scope(|s| {
             for _ in 0..threads.clamp(1, files.len().max(1)) {
                 s.spawn(|| {
                     let mut mine = Vec::new();
+                    let mut buf = Vec::with_capacity(64 << 10);
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(slot) = slots.get(i) else { break };
-                        let Some(p) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-                            continue;
-                        };
-                        let r = p.map(|docs| {
-                            docs.iter()
-                                .map(|d| prepare(&files[i], d, &ctx))
-                                .collect::<Vec<_>>()
-                        });
-                        mine.push((i, r));
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(f) = files.get(i) else { break };
+                        mine.push((i, load_file(f, &mut buf, cache.as_ref(), caching, &ctx)));
                     }
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -337,21 +333,97 @@ impl Ruleset {
         });
         let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
         done.sort_unstable_by_key(|d| d.0);
-        for (i, r) in done {
-            match r {
-                Ok(prepared) => b.commit(&files[i], prepared),
-                Err(e) => b.err(&files[i], None, e),
+        let mut stats = LoadStats {
+            files: files.len(),
+            damaged: malformed,
+            read_secs: started.elapsed().as_secs_f64(),
+            ..LoadStats::default()
+        };
+        let indexing = std::time::Instant::now();
+        let mut lines: Vec<(&[u8; 32], &str)> = Vec::new();
+        let mut fresh = false;
+        for (i, d) in &mut done {
+            stats.cached += usize::from(d.hit);
+            stats.damaged += usize::from(d.damaged);
+            match std::mem::replace(&mut d.docs, Ok(Vec::new())) {
+                Ok(prepared) => b.commit(&files[*i], prepared),
+                Err(e) => b.err(&files[*i], None, e),
+            }
+        }
+        if let Some(path) = &opts.cache {
+            for (_, d) in &done {
+                match &d.entry {
+                    Entry::None => {}
+                    Entry::Old(digest, r) => {
+                        if let Some(c) = &cache {
+                            lines.push((digest, c.line(r)));
+                        }
+                    }
+                    Entry::New(digest, line) => {
+                        fresh = true;
+                        lines.push((digest, line));
+                    }
+                }
+            }
+            lines.sort_unstable_by_key(|l| l.0);
+            lines.dedup_by_key(|l| l.0);
+            let stale = cache.as_ref().map_or(0, Cache::len) != lines.len();
+            if fresh || stale || stats.damaged > 0 {
+                // A cache that cannot be written only costs the next load its speed.
+                let _ = load::write_cache(path, &context, lines.iter().map(|l| l.1));
             }
         }
         let (mut rs, errors) = b.finish();
-        stats.compile_secs = started.elapsed().as_secs_f64();
+        stats.index_secs = indexing.elapsed().as_secs_f64();
+        stats.deferred = rs.variants.iter().filter(|v| v.cond.is_deferred()).count();
         rs.stats = stats;
+        rs.cache_note = match (note, stats.damaged) {
+            (Some(n), _) => Some(n),
+            (None, 0) => None,
+            (None, n) => Some(format!(
+                "rule cache {}: {n} damaged entries ignored (their files were compiled again)",
+                opts.cache.as_deref().unwrap_or(Path::new("")).display()
+            )),
+        };
         (rs, errors)
     }
 
     /// What loading cost (files, cache hits, seconds).
     pub fn stats(&self) -> LoadStats {
         self.stats
+    }
+
+    /// Why the cache file could not be used, or how many of its entries were damaged
+    /// (those files were compiled again); `None` when nothing was wrong with it.
+    pub fn cache_note(&self) -> Option<&str> {
+        self.cache_note.as_deref()
+    }
+
+    /// Of the [`LoadStats::deferred`] rule forms, how many were compiled so far (at the
+    /// first event that reached them), and how many of those did not compile after all
+    /// (they match nothing; only a cache entry that lies about its rule does that).
+    pub fn compiled(&self) -> (usize, usize) {
+        (
+            self.compiled.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The condition of `var`, compiled now if it was deferred.
+    fn cond<'a>(&'a self, var: &'a Variant) -> &'a Cond {
+        var.cond.get(|det, t| {
+            self.compiled.fetch_add(1, Ordering::Relaxed);
+            let target = self
+                .rules
+                .get(var.rule as usize)
+                .and_then(|r| r.targets.get(t));
+            target
+                .and_then(|t| compile_form(det, t, &self.placeholders, &self.slots))
+                .unwrap_or_else(|| {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    Cond::Const(false)
+                })
+        })
     }
 
     /// Compiles rules from YAML text (one or more documents); `path` names them in
@@ -408,7 +480,7 @@ impl Ruleset {
 
     /// [`Ruleset::matches`] with a caller-owned scratch.
     pub fn matches_with(&self, ev: &Event, sc: &mut Scratch, out: &mut Vec<Match>) -> usize {
-        sc.next_event(self.slots, self.variants.len());
+        sc.next_event(self.slots.len(), self.variants.len());
         let plan = self.plan(ev, sc);
         for &slot in plan.slots.iter() {
             self.needles.scan(ev, sc, slot);
@@ -424,10 +496,11 @@ impl Ruleset {
             if out.len() > before && out.last().map(|m| m.rule) == Some(var.rule as usize) {
                 continue;
             }
-            if var.cond.eval(ev, sc) {
+            let cond = self.cond(var);
+            if cond.eval(ev, sc) {
                 let r = &self.rules[var.rule as usize];
                 let mut fields = Vec::new();
-                var.cond.matched_fields(ev, sc, &mut fields);
+                cond.matched_fields(ev, sc, &mut fields);
                 out.push(Match {
                     rule: var.rule as usize,
                     title: r.title.clone(),
@@ -548,7 +621,7 @@ impl Ruleset {
     #[doc(hidden)]
     pub fn matches_unindexed(&self, ev: &Event, out: &mut Vec<Match>) -> usize {
         let mut sc = Scratch::new();
-        sc.next_event(self.slots, self.variants.len());
+        sc.next_event(self.slots.len(), self.variants.len());
         let channel = ev
             .get(self.sym_channel)
             .map(|c| c.text().to_ascii_lowercase());
@@ -573,10 +646,11 @@ impl Ruleset {
             {
                 continue;
             }
-            if var.cond.eval(ev, &mut sc) {
+            let cond = self.cond(var);
+            if cond.eval(ev, &mut sc) {
                 let r = &self.rules[var.rule as usize];
                 let mut fields = Vec::new();
-                var.cond.matched_fields(ev, &mut sc, &mut fields);
+                cond.matched_fields(ev, &mut sc, &mut fields);
                 out.push(Match {
                     rule: var.rule as usize,
                     title: r.title.clone(),
@@ -639,8 +713,10 @@ struct Builder {
 /// A compiled rule form before indexing.
 struct Pending {
     var: Variant,
-    /// Its target (for the renames a filter document's detection gets).
+    /// Its target (for the renames a filter document's detection gets) and which of the
+    /// rule's targets it is.
     target: Target,
+    target_index: usize,
     /// The channels it is filed under, as written (empty: any).
     shown: Vec<String>,
     /// The event ids it is filed under (`None`: any).
@@ -704,7 +780,7 @@ impl Builder {
 
     /// Adds the prepared documents of one file, in order: their slots and needles join
     /// the set's, their rules get their indices.
-    fn commit(&mut self, path: &Path, prepared: Vec<(Option<String>, Result<Prepared, String>)>) {
+    fn commit(&mut self, path: &Path, prepared: Vec<PreparedDoc>) {
         for (title, p) in prepared {
             match p {
                 Err(reason) => self.err(path, title, reason),
@@ -729,10 +805,12 @@ impl Builder {
             .collect();
         for (mut pending, lits) in forms {
             pending.var.rule = rule_idx;
-            pending.var.cond.remap_slots(&map);
+            if let FormCond::Ready(c) = &mut pending.var.cond {
+                c.remap_slots(&map);
+            }
             pending.var.needles = lits
-                .iter()
-                .map(|(slot, lit)| self.needles.intern(map[*slot as usize], lit))
+                .into_iter()
+                .map(|(slot, lit)| self.needles.intern(map[slot as usize], lit))
                 .collect();
             self.variants.push(pending);
         }
@@ -788,24 +866,19 @@ impl Builder {
                     if !targets.contains(&(v.rule as usize)) {
                         continue;
                     }
-                    let tables: Vec<&[(&str, &str)]> = if t.windows {
-                        vec![t.renames, WINDOWS_COMMON]
-                    } else {
-                        vec![]
-                    };
-                    let names = Names {
-                        renames: &tables,
-                        fallbacks: if t.windows {
-                            WINDOWS_SYSTEM_FALLBACK
-                        } else {
-                            &[]
-                        },
-                        vars: &self.placeholders,
-                    };
-                    match compile::compile_detection(&f.detection, &names, &mut self.slots) {
+                    let (vars, slots) = (&self.placeholders, &mut self.slots);
+                    match with_names(t, vars, |n| {
+                        compile::compile_detection(&f.detection, n, slots)
+                    }) {
                         Ok(fc) => {
-                            let old = std::mem::replace(&mut v.cond, Cond::Const(false));
-                            v.cond = Cond::And(vec![old, fc]);
+                            // A form from the cache is compiled now, to take the filter.
+                            let old =
+                                std::mem::replace(&mut v.cond, FormCond::Ready(Cond::Const(false)))
+                                    .into_cond(|det, _| {
+                                        compile_form(det, t, vars, slots)
+                                            .unwrap_or(Cond::Const(false))
+                                    });
+                            v.cond = FormCond::Ready(Cond::And(vec![old, fc]));
                             used = true;
                         }
                         Err(e) => self.errors.push(LoadError {
@@ -866,11 +939,15 @@ impl Builder {
             rules: self.rules,
             correlations: self.correlations,
             variants: Vec::with_capacity(self.variants.len()),
-            slots: self.slots.len(),
+            slots: self.slots,
+            placeholders: self.placeholders,
+            compiled: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            cache_note: None,
             needles: self.needles,
-            channels: HashMap::new(),
+            channels: FastMap::default(),
             channel_names: Vec::new(),
-            providers: HashMap::new(),
+            providers: FastMap::default(),
             any_windows: ChanIdx::default(),
             other: Vec::new(),
             sym_channel: Sym::new("channel"),
@@ -879,22 +956,30 @@ impl Builder {
             stats: LoadStats::default(),
             serial: next_serial(),
         };
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.variants.into_iter().enumerate() {
+        let mut seen: FastMap<String, ()> = FastMap::default();
+        // The index's entry for `key`, made the first time (keys are few, forms many).
+        fn entry<'a>(map: &'a mut FastMap<Box<str>, ChanIdx>, key: &str) -> &'a mut ChanIdx {
+            if !map.contains_key(key) {
+                map.insert(key.into(), ChanIdx::default());
+            }
+            map.get_mut(key).expect("inserted above")
+        }
+        for (i, mut p) in self.variants.into_iter().enumerate() {
             let i = i as u32;
             let ids = p.ids.as_deref();
             if !p.var.windows {
                 rs.other.push(i);
             } else if let Some(chans) = &p.var.channels {
-                for (low, shown) in chans.iter().zip(&p.shown) {
-                    rs.channels.entry(low.clone()).or_default().add(ids, i);
-                    if seen.insert(shown.clone()) {
+                for (low, shown) in chans.iter().zip(&mut p.shown) {
+                    entry(&mut rs.channels, low).add(ids, i);
+                    if !seen.contains_key(shown.as_str()) {
                         rs.channel_names.push(shown.as_str().into());
+                        seen.insert(std::mem::take(shown), ());
                     }
                 }
             } else if let Some(provs) = &p.var.providers {
                 for pr in provs.iter() {
-                    rs.providers.entry(pr.clone()).or_default().add(ids, i);
+                    entry(&mut rs.providers, pr).add(ids, i);
                 }
             } else {
                 rs.any_windows.add(ids, i);
@@ -934,21 +1019,51 @@ fn prepare(path: &Path, doc: &Json, ctx: &Ctx) -> (Option<String>, Result<Prepar
     (text_of(doc.get("title")), prepare_doc(path, doc, ctx))
 }
 
-fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
+/// What is decided about a document before the options: it is a mapping without
+/// `action` and with a title.
+struct Head<'a> {
+    obj: &'a serde_json::Map<String, Json>,
+    title: Arc<str>,
+    id: Option<Arc<str>>,
+    status: Option<String>,
+}
+
+fn head(doc: &Json) -> Result<Head<'_>, String> {
     let obj = doc.as_object().ok_or("a rule document must be a mapping")?;
     if obj.contains_key("action") {
         return Err("multi-document `action: global` rule collections are not supported".into());
     }
-    let title: Arc<str> = text_of(obj.get("title")).ok_or("rule has no title")?.into();
-    let id = text_of(obj.get("id")).map(Arc::from);
-    if let Some(st) = text_of(obj.get("status"))
-        && ctx.skip_status.iter().any(|x| x.eq_ignore_ascii_case(&st))
-    {
-        return Err(format!("status `{st}` (not loaded by default)"));
+    Ok(Head {
+        obj,
+        title: text_of(obj.get("title")).ok_or("rule has no title")?.into(),
+        id: text_of(obj.get("id")).map(Arc::from),
+        status: text_of(obj.get("status")),
+    })
+}
+
+impl Ctx {
+    /// Why the options keep a document with this `status` and `id` out, if they do.
+    fn skips(&self, status: Option<&str>, id: Option<&str>) -> Result<(), String> {
+        if let Some(st) = status
+            && self.skip_status.iter().any(|x| x.eq_ignore_ascii_case(st))
+        {
+            return Err(format!("status `{st}` (not loaded by default)"));
+        }
+        if let Some(list) = id.and_then(|i| self.exclude.get(i)) {
+            return Err(format!("excluded by {list}"));
+        }
+        Ok(())
     }
-    if let Some(list) = id.as_deref().and_then(|i| ctx.exclude.get(i)) {
-        return Err(format!("excluded by {list}"));
-    }
+}
+
+fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
+    let Head {
+        obj,
+        title,
+        id,
+        status,
+    } = head(doc)?;
+    ctx.skips(status.as_deref(), id.as_deref())?;
     let level = match obj.get("level") {
         None | Some(Json::Null) => Level::Medium,
         Some(Json::String(s)) => s.parse().map_err(|e: crate::UnknownLevel| e.to_string())?,
@@ -1015,7 +1130,7 @@ fn prepare_doc(path: &Path, doc: &Json, ctx: &Ctx) -> Result<Prepared, String> {
         id,
         name: text_of(obj.get("name")).map(Arc::from),
         level,
-        status: text_of(obj.get("status")).map(Arc::from),
+        status: status.map(Arc::from),
         tags,
         product,
         category,
@@ -1052,22 +1167,10 @@ fn compile_targets(
     let sym_provider = Sym::new("provider");
     let sym_channel = Sym::new("channel");
     let mut forms = Vec::new();
-    for t in targets {
-        let tables: Vec<&[(&str, &str)]> = if t.windows {
-            vec![t.renames, WINDOWS_COMMON]
-        } else {
-            vec![]
-        };
-        let names = Names {
-            renames: &tables,
-            fallbacks: if t.windows {
-                WINDOWS_SYSTEM_FALLBACK
-            } else {
-                &[]
-            },
-            vars: &ctx.placeholders,
-        };
-        let cond = compile::compile_detection(detection, &names, slots)?;
+    for (ti, t) in targets.iter().enumerate() {
+        let cond = with_names(t, &ctx.placeholders, |n| {
+            compile::compile_detection(detection, n, slots)
+        })?;
         let (pinned_ch, pinned_ids, providers) = if t.windows {
             (
                 cond.pinned(sym_channel)
@@ -1090,12 +1193,12 @@ fn compile_targets(
             (None, _) => None,
         };
         let fits = chan_ok && ids.as_ref().is_none_or(|v: &Vec<i64>| !v.is_empty());
-        forms.push((t, cond, pinned_ch, pinned_ids, providers, ids, fits));
+        forms.push((ti, t, cond, pinned_ch, pinned_ids, providers, ids, fits));
     }
-    let any_fits = forms.iter().any(|f| f.6);
+    let any_fits = forms.iter().any(|f| f.7);
     let mut keys = Vec::new();
     let mut forms_out = Vec::new();
-    for (t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
+    for (ti, t, cond, pinned_ch, pinned_ids, providers, ids, fits) in forms {
         if !fits && any_fits {
             continue;
         }
@@ -1130,7 +1233,7 @@ fn compile_targets(
             Pending {
                 var: Variant {
                     rule: 0,
-                    cond,
+                    cond: FormCond::Ready(cond),
                     needles: Box::default(),
                     channels,
                     windows: t.windows,
@@ -1138,6 +1241,7 @@ fn compile_targets(
                     providers: providers.map(|v| v.into_iter().map(Box::from).collect()),
                 },
                 target: t.clone(),
+                target_index: ti,
                 shown: shown.unwrap_or_default(),
                 ids,
             },
@@ -1152,4 +1256,395 @@ fn lower_into(s: &str, out: &mut String) {
     out.clear();
     out.push_str(s);
     out.make_ascii_lowercase();
+}
+
+/// The rule files of `paths` (files, folders searched recursively, glob patterns), in
+/// order; what cannot be read is reported through `b`.
+fn find_files<P: AsRef<Path>>(paths: &[P], b: &mut Builder) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        let s = p.to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            match glob::glob(&s) {
+                Ok(it) => {
+                    for e in it.flatten() {
+                        load::collect(&e, &mut files, &mut unreadable);
+                    }
+                }
+                Err(e) => b.err(p, None, format!("bad glob pattern: {e}")),
+            }
+        } else {
+            load::collect(p, &mut files, &mut unreadable);
+        }
+    }
+    for (p, e) in unreadable {
+        b.err(&p, None, e);
+    }
+    files
+}
+
+/// Runs `f` with the field names of target `t` (its renames, and for Windows the System
+/// names and fallbacks).
+fn with_names<R>(t: &Target, vars: &Placeholders, f: impl FnOnce(&Names<'_>) -> R) -> R {
+    let windows = [t.renames, WINDOWS_COMMON];
+    f(&Names {
+        renames: if t.windows { &windows } else { &[] },
+        fallbacks: if t.windows {
+            WINDOWS_SYSTEM_FALLBACK
+        } else {
+            &[]
+        },
+        vars,
+    })
+}
+
+/// A deferred form's detection (JSON text) compiled for `target`, its fields numbered
+/// as the set numbers them. `None` when it does not compile or reads a field the set does
+/// not number: the cache entry it came from did not hold together.
+fn compile_form(det: &str, target: &Target, vars: &Placeholders, slots: &Slots) -> Option<Cond> {
+    let det: serde_json::Map<String, Json> = serde_json::from_str(det).ok()?;
+    let mut local = Slots::default();
+    let mut cond = with_names(target, vars, |n| {
+        compile::compile_detection(&det, n, &mut local)
+    })
+    .ok()?;
+    let map = local
+        .syms()
+        .iter()
+        .map(|(sym, alt)| slots.get(*sym, *alt))
+        .collect::<Option<Vec<u32>>>()?;
+    cond.remap_slots(&map);
+    Some(cond)
+}
+
+/// What a cache's entries are valid for: this build of the crate (a digest of its
+/// sources and of the lock file, `build.rs`) and the placeholder values `expand` uses.
+fn cache_context(vars: &Placeholders) -> String {
+    format!(
+        "build={} vars={}",
+        env!("WATCHPOST_SIGMA_BUILD"),
+        &load::hex(&vars.digest())[..16]
+    )
+}
+
+/// A document prepared: its title (for errors) and the rule, or why it is not loaded.
+type PreparedDoc = (Option<String>, Result<Prepared, String>);
+
+/// A file's documents prepared, or why the file could not be read.
+type FileDocs = Result<Vec<PreparedDoc>, String>;
+
+/// One rule file loaded on a worker.
+struct FileDone {
+    /// Its documents prepared, or why the file could not be read.
+    docs: FileDocs,
+    /// Its line in the cache to write.
+    entry: Entry,
+    /// Whether it came from the cache.
+    hit: bool,
+    /// Whether the cache's entry for it was damaged.
+    damaged: bool,
+}
+
+/// A file's line in the cache to write.
+enum Entry {
+    None,
+    /// The line the cache has (the range of its entry in the cache's text).
+    Old([u8; 32], Range<usize>),
+    /// A new line.
+    New([u8; 32], String),
+}
+
+/// Reads one rule file (into `buf`) and takes its rules from the cache's entry, or
+/// parses and compiles them (and makes the entry).
+fn load_file(
+    path: &Path,
+    buf: &mut Vec<u8>,
+    cache: Option<&Cache>,
+    caching: bool,
+    ctx: &Ctx,
+) -> FileDone {
+    let failed = |e: String, entry: Entry, damaged: bool| FileDone {
+        docs: Err(e),
+        entry,
+        hit: false,
+        damaged,
+    };
+    if let Err(e) = load::read_rule_file(path, buf) {
+        return failed(format!("cannot read: {e}"), Entry::None, false);
+    }
+    let digest = caching.then(|| load::digest(buf));
+    let mut damaged = false;
+    if let (Some(c), Some(d)) = (cache, &digest) {
+        match c.lookup(d) {
+            Lookup::Hit(r) => match from_entry(path, c.text(), r.clone(), ctx) {
+                Some(FromEntry::Docs(docs)) => {
+                    return FileDone {
+                        docs,
+                        entry: Entry::Old(*d, r),
+                        hit: true,
+                        damaged: false,
+                    };
+                }
+                // Compiled again below, for an entry that defers the rule next time.
+                Some(FromEntry::Outdated) => {}
+                None => damaged = true,
+            },
+            Lookup::Damaged => damaged = true,
+            Lookup::Miss => {}
+        }
+    }
+    let new_entry = |entry: &FileEntry, segments: &[String]| match &digest {
+        Some(d) => cached::encode(entry, segments)
+            .map_or(Entry::None, |l| Entry::New(*d, load::line(d, &l))),
+        None => Entry::None,
+    };
+    let Ok(text) = std::str::from_utf8(buf) else {
+        return failed("cannot read: not UTF-8".into(), Entry::None, damaged);
+    };
+    let docs = match load::parse_yaml(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let entry = new_entry(&FileEntry::Error(e.clone()), &[]);
+            return failed(e, entry, damaged);
+        }
+    };
+    let mut prepared = Vec::with_capacity(docs.len());
+    let mut entries = Vec::new();
+    let mut segments = Vec::new();
+    for doc in &docs {
+        let p = prepare(path, doc, ctx);
+        if digest.is_some() {
+            entries.push(entry_of(doc, &p.1, ctx, &mut segments));
+        }
+        prepared.push(p);
+    }
+    FileDone {
+        docs: Ok(prepared),
+        entry: new_entry(&FileEntry::Docs(entries), &segments),
+        hit: false,
+        damaged,
+    }
+}
+
+/// The cache entry of a document, from what preparing it gave; segments (JSON kept for
+/// later) are added to `segments`.
+fn entry_of(
+    doc: &Json,
+    prepared: &Result<Prepared, String>,
+    ctx: &Ctx,
+    segments: &mut Vec<String>,
+) -> DocEntry {
+    let mut segment = |v: &Json| {
+        segments.push(serde_json::to_string(v).unwrap_or_default());
+        segments.len() - 1
+    };
+    let h = match head(doc) {
+        Ok(h) => h,
+        Err(reason) => {
+            return DocEntry::Refused {
+                title: text_of(doc.get("title")),
+                reason,
+            };
+        }
+    };
+    let body = match prepared {
+        // Not compiled in this run: the next one with other options prepares it whole.
+        _ if ctx.skips(h.status.as_deref(), h.id.as_deref()).is_err() => Body::Json(segment(doc)),
+        Err(reason) => Body::Refused(reason.clone()),
+        Ok(Prepared::Rule(r)) if r.aggregation.is_none() => match h.obj.get("detection") {
+            Some(det) => Body::Rule(Box::new(rule_entry(r, segment(det)))),
+            None => Body::Json(segment(doc)),
+        },
+        Ok(_) => Body::Json(segment(doc)),
+    };
+    DocEntry::Doc {
+        title: h.title.to_string(),
+        id: h.id.map(|i| i.to_string()),
+        status: h.status,
+        body,
+    }
+}
+
+/// The cache entry of a compiled rule whose detection is segment `detection`.
+fn rule_entry(p: &PreparedRule, detection: usize) -> RuleEntry {
+    let r = &p.rule;
+    let text = |s: &Option<Arc<str>>| s.as_deref().map(str::to_string);
+    RuleEntry {
+        name: text(&r.name),
+        level: r.level.to_string(),
+        tags: r.tags.iter().map(|t| t.to_string()).collect(),
+        product: r.product.clone(),
+        category: r.category.clone(),
+        service: r.service.clone(),
+        description: r.description.clone(),
+        detection,
+        slots: p
+            .slots
+            .iter()
+            .map(|(s, a)| (s.as_str().to_string(), a.map(|a| a.as_str().to_string())))
+            .collect(),
+        forms: p
+            .forms
+            .iter()
+            .zip(&r.keys)
+            .map(|((pending, needles), key)| FormEntry {
+                target: pending.target_index,
+                channels: key.channels.clone(),
+                event_ids: key.event_ids.clone(),
+                providers: key.providers.clone(),
+                target_ids: pending.var.target_ids.clone(),
+                needles: needles.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// What a cache entry gives.
+enum FromEntry {
+    /// The file's documents.
+    Docs(FileDocs),
+    /// The entry holds a detection rule as JSON (the options of the run that wrote it
+    /// did not load it) that these options load: better compiled with its file again,
+    /// so that the new entry files it without compiling next time.
+    Outdated,
+}
+
+/// A file's documents from its cache entry (`text[range]`), prepared as loading them
+/// would: the options decide on each document again, detection rules are filed with
+/// deferred conditions. `None` when the entry does not hold together.
+fn from_entry(
+    path: &Path,
+    text: &Arc<String>,
+    range: Range<usize>,
+    ctx: &Ctx,
+) -> Option<FromEntry> {
+    let (entry, segments) = cached::decode(text, range)?;
+    let docs = match entry {
+        FileEntry::Error(e) => return Some(FromEntry::Docs(Err(e))),
+        FileEntry::Docs(docs) => docs,
+    };
+    let mut out = Vec::with_capacity(docs.len());
+    for d in docs {
+        let (title, id, status, body) = match d {
+            DocEntry::Refused { title, reason } => {
+                out.push((title, Err(reason)));
+                continue;
+            }
+            DocEntry::Doc {
+                title,
+                id,
+                status,
+                body,
+            } => (title, id, status, body),
+        };
+        if let Err(reason) = ctx.skips(status.as_deref(), id.as_deref()) {
+            out.push((Some(title), Err(reason)));
+            continue;
+        }
+        let prepared = match body {
+            Body::Json(n) => {
+                let doc: Json = serde_json::from_str(text.get(segments.get(n)?.clone())?).ok()?;
+                let p = prepare(path, &doc, ctx);
+                if matches!(&p.1, Ok(Prepared::Rule(r)) if r.aggregation.is_none()) {
+                    return Some(FromEntry::Outdated);
+                }
+                p
+            }
+            Body::Refused(reason) => (Some(title), Err(reason)),
+            Body::Rule(e) => {
+                let rule = rule_from_entry(path, &title, id, status, *e, text, &segments)?;
+                (Some(title), Ok(Prepared::Rule(Box::new(rule))))
+            }
+        };
+        out.push(prepared);
+    }
+    Some(FromEntry::Docs(Ok(out)))
+}
+
+/// A detection rule from its cache entry, its forms deferred.
+fn rule_from_entry(
+    path: &Path,
+    title: &str,
+    id: Option<String>,
+    status: Option<String>,
+    e: RuleEntry,
+    text: &Arc<String>,
+    segments: &[Range<usize>],
+) -> Option<PreparedRule> {
+    let targets = logsource::targets(
+        e.product.as_deref(),
+        e.category.as_deref(),
+        e.service.as_deref(),
+    )
+    .ok()?;
+    let slots = e
+        .slots
+        .iter()
+        .map(|(s, a)| {
+            let alt = match a {
+                Some(a) => Some(Sym::try_new(a)?),
+                None => None,
+            };
+            Some((Sym::try_new(s)?, alt))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let detection = segments.get(e.detection)?;
+    let mut keys = Vec::with_capacity(e.forms.len());
+    let mut forms = Vec::with_capacity(e.forms.len());
+    for f in e.forms {
+        let t = targets.get(f.target)?;
+        if f.needles.iter().any(|(s, _)| *s as usize >= slots.len()) {
+            return None;
+        }
+        keys.push(PrefilterKey {
+            channels: f.channels.clone(),
+            event_ids: f.event_ids.clone(),
+            providers: f.providers.clone(),
+        });
+        let var = Variant {
+            rule: 0,
+            cond: FormCond::deferred(text.clone(), detection.clone(), f.target),
+            needles: Box::default(),
+            channels: f.channels.as_ref().map(|v| {
+                v.iter()
+                    .map(|c| Box::from(c.to_ascii_lowercase()))
+                    .collect()
+            }),
+            windows: t.windows,
+            target_ids: f.target_ids,
+            providers: f.providers.map(|v| v.into_iter().map(Box::from).collect()),
+        };
+        let pending = Pending {
+            var,
+            target: t.clone(),
+            target_index: f.target,
+            shown: f.channels.unwrap_or_default(),
+            ids: f.event_ids,
+        };
+        forms.push((pending, f.needles));
+    }
+    let rule = Rule {
+        title: title.into(),
+        id: id.map(Arc::from),
+        name: e.name.map(Arc::from),
+        level: e.level.parse().ok()?,
+        status: status.map(Arc::from),
+        tags: e.tags.into_iter().map(Arc::from).collect(),
+        product: e.product,
+        category: e.category,
+        service: e.service,
+        description: e.description,
+        path: path.to_path_buf(),
+        targets,
+        keys,
+        correlation_only: false,
+    };
+    Some(PreparedRule {
+        rule,
+        forms,
+        slots,
+        aggregation: None,
+    })
 }

@@ -11,9 +11,8 @@ use watchpost_event::Event;
 use watchpost_sigma::{Match, Ruleset};
 use watchpost_sources::parse::ParseCtx;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
-}
+mod common;
+use common::{evtx_files, shared};
 
 fn rules_dir() -> PathBuf {
     shared().join("sigma/rules")
@@ -313,22 +312,6 @@ fn quiet_files_stay_quiet() {
     ] {
         let f = fired(rel);
         assert!(f.is_empty(), "{rel}: {f:#?}");
-    }
-}
-
-fn evtx_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            evtx_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "evtx") {
-            out.push(p);
-        }
     }
 }
 

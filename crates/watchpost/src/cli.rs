@@ -91,11 +91,11 @@ pub struct HuntArgs {
     /// Also load rules whose status is `unsupported`.
     #[arg(long)]
     include_unsupported: bool,
-    /// The parsed-rule cache file (default: one per rule set in the user's cache
+    /// The compiled-rule cache file (default: one per rule set in the user's cache
     /// directory, e.g. ~/.cache/watchpost).
     #[arg(long, value_name = "FILE", conflicts_with = "no_rule_cache")]
     rule_cache: Option<PathBuf>,
-    /// Parse every rule file, without the cache.
+    /// Parse and compile every rule file, without the cache.
     #[arg(long)]
     no_rule_cache: bool,
     /// List every rule that is not loaded, with the reason.

@@ -1,7 +1,8 @@
 //! `watchpost hunt`: Sigma rules over collected EVTX files, with every core.
 //!
-//! Rules are loaded on every core through the parsed-rule cache (`watchpost_sigma`'s
-//! `load.rs`; [`default_rule_cache`]), skipping `deprecated`/`unsupported` rules and the
+//! Rules are loaded on every core through the compiled-rule cache (`watchpost_sigma`'s
+//! `load.rs`; [`default_rule_cache`]; a rule from it is compiled when an event first
+//! reaches it), skipping `deprecated`/`unsupported` rules and the
 //! ids of `--exclude-list` files as Hayabusa does; rules that do not load are summed up by
 //! reason in one line (`--verbose` lists them). Files are handed to worker threads
 //! (largest first, so the run does not end on one big straggler); each streams its records
@@ -262,7 +263,7 @@ pub struct HuntRules<'a> {
     pub verbose: bool,
 }
 
-/// Where a hunt keeps the parsed rules of the rule set at `paths`: one file per set
+/// Where a hunt keeps the compiled rules of the rule set at `paths`: one file per set
 /// (named by a digest of the paths as given, made absolute) in the user's cache
 /// directory (`$XDG_CACHE_HOME/watchpost` or `~/.cache/watchpost`; on Windows
 /// `%LOCALAPPDATA%\watchpost\cache`). `None` when there is no such directory.
@@ -316,12 +317,14 @@ pub fn hunt(
         bail!("no Sigma rule loaded from {:?}", rules.paths);
     }
     let st = ruleset.stats();
+    if let Some(note) = ruleset.cache_note() {
+        eprintln!("{note}");
+    }
     if rules.verbose {
         eprintln!(
-            "rules: reading and parsing {:.3} s on {} threads, compiling {:.3} s",
-            st.parse_secs,
-            rules.load.threads.max(1),
-            st.compile_secs
+            "rules: reading, parsing and compiling (or taking from the cache) {:.3} s, \
+             joining and indexing {:.3} s; {} rule forms to compile at their first use",
+            st.read_secs, st.index_secs, st.deferred
         );
     }
     eprintln!(
@@ -329,7 +332,7 @@ pub fn hunt(
         ruleset.len(),
         not_loaded(&rejected, rules.verbose),
         st.files,
-        st.parse_secs + st.compile_secs,
+        st.read_secs + st.index_secs,
         st.cached
     );
     let mut correlator = if ruleset.correlations().is_empty() {
@@ -525,6 +528,18 @@ pub fn hunt(
         summary.write(out)?;
     } else {
         summary.write(&mut std::io::stderr().lock())?;
+    }
+    if rules.verbose && st.deferred > 0 {
+        let (compiled, failed) = ruleset.compiled();
+        eprintln!(
+            "rules: {compiled} of {} deferred rule forms compiled at their first use{}",
+            st.deferred,
+            if failed > 0 {
+                format!(", {failed} of them did not compile (damaged cache?)")
+            } else {
+                String::new()
+            }
+        );
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
