@@ -34,6 +34,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How often the server folds the per-hour counts of past hours (`db::fold_hours`).
+pub const FOLD_EVERY: Duration = Duration::from_secs(300);
+
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use watchpost_event::ConfigError;
@@ -252,7 +255,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             console: None,
-            fold_every: Some(crate::db::FOLD_EVERY),
+            fold_every: Some(FOLD_EVERY),
         }
     }
 }
@@ -598,7 +601,7 @@ pub fn parse(text: &str) -> (Option<Config>, Vec<ConfigError>) {
             header_timeout,
             idle_timeout,
             console,
-            fold_every: Some(crate::db::FOLD_EVERY),
+            fold_every: Some(FOLD_EVERY),
         }),
         errors,
     )

@@ -44,9 +44,6 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// they agree. The tests and `scripts/fleet-bench.sh` run it.
 pub const HOURS_CHECK: &str = include_str!("../sql/hours_check.sql");
 
-/// How often the server folds the per-hour counts of past hours ([`fold_hours`]).
-pub const FOLD_EVERY: Duration = Duration::from_secs(300);
-
 /// Fills the per-hour counts (`event_hours`, `filter_hours`, empty) from the events
 /// stored, as migration 4 does for the events stored before it.
 pub const ROLLUP_BACKFILL: &str = include_str!("../migrations/0004_rollups_backfill.sql");
