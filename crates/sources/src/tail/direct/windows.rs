@@ -333,9 +333,8 @@ mod tests {
     use std::io::Write as _;
     use std::time::Instant;
 
-    /// Blocks and collects until `done` holds for what was reported, or 10 s pass.
     /// A report in a few words, for the assertions.
-    fn describe(r: Report) -> String {
+    fn describe<Id>(r: Report<'_, Id>) -> String {
         match r {
             Report::Changed(_, name) => format!("changed {}", name.to_string_lossy()),
             Report::Lost => "lost".to_owned(),
@@ -343,6 +342,7 @@ mod tests {
         }
     }
 
+    /// Blocks and collects until `done` holds for what was reported, or 10 s pass.
     fn until(d: &mut DirChanges, done: impl Fn(&[String]) -> bool) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
