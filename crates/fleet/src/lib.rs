@@ -32,8 +32,8 @@
 //! enroll afresh).
 //!
 //! The heartbeat thread sends the daemon's health every `heartbeat_secs` (the server
-//! says how often), on a connection of its own each time, so a heartbeat never waits
-//! behind a batch: the server sees an agent alive, and how far behind its shipping is,
+//! says how often), on a kept-alive connection of its own (not the shipper's), so a
+//! heartbeat never waits behind a batch: the server sees an agent alive, and how far behind its shipping is,
 //! even while its batches are slow.
 //!
 //! The other direction (the group's configuration, commands, acknowledgements made on
@@ -346,6 +346,7 @@ impl Client {
         let shipping = Shipping::new(shared.clone(), store)?;
         let beat = Beat {
             outbox: Outbox::open(store).ok(),
+            session: http::Session::new(shared.endpoint.clone()),
             shared,
             status,
             started: Instant::now(),
@@ -749,14 +750,19 @@ struct Beat {
     /// The queue, for the shipping figures (its own SQLite connection; `None` if it did
     /// not open: heartbeats go without them).
     outbox: Option<Outbox>,
+    /// The heartbeats' own connection, kept open from one to the next (not the
+    /// shipper's: a heartbeat never waits behind a batch).
+    session: http::Session,
     status: StatusFn,
     started: Instant,
 }
 
 impl Beat {
     /// Heart-beats until `sleep(d)` returns `false`: at once, then every `heartbeat_secs`
-    /// (the server's), each on a connection of its own (a few a minute are not worth a
-    /// connection held open).
+    /// (the server's), over a connection of the heartbeats' own kept open between them:
+    /// a TLS handshake per heartbeat would cost a fleet server of ten thousand agents
+    /// hundreds of handshakes a second. The connection is made again when the server
+    /// closed it meanwhile (its `idle_timeout`, a restart).
     fn run(&mut self, sleep: &dyn Fn(Duration) -> bool) {
         let mut failures = Failures::new();
         let origin = self.shared.endpoint.origin();
@@ -794,9 +800,11 @@ impl Beat {
                 oldest_pending_ms: st.oldest_pending_ms,
             };
         }
-        let a = self
-            .shared
-            .post(None, proto::HEARTBEAT, &proto::encode_json(&hb, true))?;
+        let a = self.shared.post(
+            Some(&mut self.session),
+            proto::HEARTBEAT,
+            &proto::encode_json(&hb, true),
+        )?;
         if a.status != 200 {
             return Err(refused_or_transient(&self.shared.endpoint.origin(), &a));
         }

@@ -598,8 +598,8 @@ fn heartbeat(host: &str, i: usize, uptime: u64, committed: u64) -> Heartbeat {
     }
 }
 
-/// An agent's heartbeats until the load ends, each on a connection of its own (as the
-/// agent's heartbeat thread sends them): never behind a batch.
+/// An agent's heartbeats until the load ends, over a kept-alive connection of their own
+/// (as the agent's heartbeat thread sends them): never behind a batch.
 async fn heartbeat_loop(
     i: usize,
     host: String,
@@ -612,6 +612,7 @@ async fn heartbeat_loop(
     let started = Instant::now();
     let every = Duration::from_secs(args.heartbeat.max(1));
     let mut next = Instant::now();
+    let mut conn = None;
     while next < end_at {
         tokio::time::sleep_until(next.into()).await;
         let sent = Instant::now();
@@ -625,9 +626,8 @@ async fn heartbeat_loop(
             &heartbeat(&host, i, started.elapsed().as_secs(), committed),
             true,
         );
-        let mut conn = None;
         let r = client
-            .post_on(&mut conn, proto::HEARTBEAT, Some(&cred), body, true, false)
+            .post(&mut conn, proto::HEARTBEAT, Some(&cred), body, true)
             .await;
         match &r {
             Ok((200, _)) => {

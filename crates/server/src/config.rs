@@ -177,6 +177,13 @@ impl TlsFiles {
             .with_single_cert(certs, key)
             .map_err(|e| format!("{}: {e}", self.cert.display()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Session tickets (keys rotated every 6 hours, kept in memory only): an agent that
+        // connects again (after a restart of either side, a network change, a heartbeat
+        // interval longer than a kept connection lives) resumes its TLS session without
+        // the certificate exchange. The default in-memory session cache holds 256
+        // sessions, far fewer than a fleet has agents; tickets hold no state here.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("TLS session tickets: {e}"))?;
         Ok(std::sync::Arc::new(config))
     }
 }

@@ -42,6 +42,7 @@ use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::db::Window;
 use crate::ingest::{self, IngestError};
+use crate::metrics;
 use crate::metrics::{Metrics, route_label};
 
 /// Largest enrollment request.
@@ -360,15 +361,30 @@ pub async fn serve(
             let header_timeout = state.config.header_timeout;
             match tls {
                 Some(acceptor) => {
+                    let accepted = &state.metrics.accepted;
                     match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
+                            let kind = match stream.get_ref().1.handshake_kind() {
+                                Some(rustls::HandshakeKind::Resumed) => metrics::TLS_RESUMED,
+                                _ => metrics::TLS_FULL,
+                            };
+                            accepted[kind].fetch_add(1, Ordering::Relaxed);
                             connection(state.clone(), TokioIo::new(stream), peer).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            accepted[metrics::TLS_FAILED].fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            accepted[metrics::TLS_FAILED].fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "TLS handshake timed out")
+                        }
                     }
                 }
-                None => connection(state.clone(), TokioIo::new(tcp), peer).await,
+                None => {
+                    state.metrics.accepted[metrics::TLS_NONE].fetch_add(1, Ordering::Relaxed);
+                    connection(state.clone(), TokioIo::new(tcp), peer).await
+                }
             }
             state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);

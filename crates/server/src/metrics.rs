@@ -11,6 +11,7 @@
 //! | `watchpost_server_db_pool_connections` | `state` | pool connections `open`, `idle`, and requests `waiting` for one (gauge) |
 //! | `watchpost_server_rate_limited_total` | | requests refused with 429 |
 //! | `watchpost_server_connections` | | client connections open (gauge) |
+//! | `watchpost_server_connections_accepted_total` | `tls` | connections accepted, by how their TLS handshake went: `full`, `resumed` (a session ticket: no certificate exchange), `failed` (refused or timed out), `none` (plain HTTP on loopback) |
 //! | `watchpost_server_config_outstanding` | | agents not (yet) running their group's published configuration version (gauge, every 15 s) |
 //! | `watchpost_server_commands_pending` | | command deliveries without a result (gauge, every 15 s) |
 //! | `watchpost_server_polls_waiting` | | long-polls held by this instance now (gauge) |
@@ -25,6 +26,15 @@ use watchpost_fleet_protocol::ROUTES;
 const LAG_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, 86_400.0,
 ];
+
+/// Index into [`Metrics::accepted`].
+pub const TLS_FULL: usize = 0;
+/// Index into [`Metrics::accepted`].
+pub const TLS_RESUMED: usize = 1;
+/// Index into [`Metrics::accepted`].
+pub const TLS_FAILED: usize = 2;
+/// Index into [`Metrics::accepted`].
+pub const TLS_NONE: usize = 3;
 
 /// Counters kept by the request handlers.
 #[derive(Debug, Default)]
@@ -57,6 +67,8 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// Connections open.
     pub connections: AtomicI64,
+    /// Connections accepted by their TLS handshake: full, resumed, failed, none.
+    pub accepted: [AtomicU64; 4],
     lag: [AtomicU64; 12],
     lag_count: AtomicU64,
     lag_sum_ms: AtomicU64,
@@ -198,6 +210,17 @@ impl Metrics {
             "watchpost_server_connections {}",
             self.connections.load(Ordering::Relaxed)
         );
+        o.push_str("# HELP watchpost_server_connections_accepted_total Connections accepted, by their TLS handshake.\n# TYPE watchpost_server_connections_accepted_total counter\n");
+        for (kind, v) in ["full", "resumed", "failed", "none"]
+            .iter()
+            .zip(&self.accepted)
+        {
+            let _ = writeln!(
+                o,
+                "watchpost_server_connections_accepted_total{{tls=\"{kind}\"}} {}",
+                r(v)
+            );
+        }
         for (name, help, v) in [
             (
                 "watchpost_server_config_outstanding",

@@ -8,7 +8,9 @@
 //!   accumulate, then back: every one arrives, once, in order;
 //! * the server killed mid-shipping and started again: nothing lost, nothing doubled
 //!   (the server holds exactly what each agent's store holds);
-//! * a revoked agent is refused and says so in its log.
+//! * a revoked agent is refused and says so in its log;
+//! * heartbeats keep their connection open from one to the next, and an agent's further
+//!   connections resume its TLS session (the server's metrics count the handshakes).
 
 #![allow(clippy::unwrap_used)]
 #![cfg(target_os = "linux")]
@@ -233,6 +235,24 @@ fn detect(dir: &Path, agent: &str, from: usize, n: usize) {
     );
 }
 
+/// The server's connections accepted so far by TLS handshake: full, resumed, failed
+/// (`watchpost_server_connections_accepted_total` on its metrics listener).
+fn accepted(metrics_port: u16) -> [u64; 3] {
+    let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    ["full", "resumed", "failed"].map(|kind| {
+        let key = format!("watchpost_server_connections_accepted_total{{tls=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} not in the metrics:\n{text}"))
+    })
+}
+
 fn count(pg: &Cluster, agent: &str) -> i64 {
     pg.psql(&format!(
         "SELECT count(*) FROM events e JOIN agents a ON a.id = e.agent_id WHERE a.hostname = '{agent}'"
@@ -257,16 +277,20 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
     let d = dir.path();
     // A CA and a certificate for 127.0.0.1.
     tls_for_loopback(d);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let port = free_port();
+    let metrics_port = free_port();
     let server_config = d.join("server.toml");
     std::fs::write(
         &server_config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\nheartbeat = \"2s\"\n[database]\nurl = \"{url}\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\nheartbeat = \"2s\"\n[database]\nurl = \"{url}\"\n",
             cert = d.join("server.pem").display(),
             key = d.join("server.key").display(),
             url = pg.url()
@@ -351,6 +375,31 @@ fn two_agents_ship_to_the_server_exactly_once_through_outages_and_kills() {
             age.parse::<f64>().ok().filter(|h| (0.0..1.0).contains(h))
         },
     );
+    // Heartbeats every 2 s keep their connection: over at least four heartbeats of each
+    // agent, hardly a connection is accepted (one made again at most, should a kept one
+    // have been closed), where a connection per heartbeat would be eight. The agents'
+    // connections after their first resumed its TLS session from a ticket.
+    let uptime = |host: &str| {
+        pg.psql(&format!(
+            "SELECT heartbeat->>'uptime_secs' FROM agents WHERE hostname = '{host}'"
+        ))
+        .parse::<u64>()
+        .unwrap_or(0)
+    };
+    let (a0, b0) = (uptime("A"), uptime("B"));
+    let before = accepted(metrics_port);
+    wait_for(
+        "four heartbeats of each agent",
+        Duration::from_secs(60),
+        || (uptime("A") >= a0 + 8 && uptime("B") >= b0 + 8).then_some(()),
+    );
+    let after = accepted(metrics_port);
+    let made: u64 = after.iter().sum::<u64>() - before.iter().sum::<u64>();
+    assert!(
+        made <= 2,
+        "{made} connections accepted over eight heartbeats ({before:?} → {after:?}: full, resumed, failed)"
+    );
+    assert!(after[1] >= 1, "no TLS session resumed: {after:?}");
     let check = pg.psql(
         "SELECT status || '|' || detail FROM check_states s JOIN agents a ON a.id = s.agent_id WHERE a.hostname = 'A' AND s.name = 'definitions'",
     );
