@@ -9,7 +9,8 @@
 //! * Linux (`linux.rs`): an inotify instance of the tailer's own with `IN_MODIFY`,
 //!   `IN_ATTRIB`, `IN_CREATE`, `IN_DELETE`, `IN_MOVED_FROM`, `IN_MOVED_TO`,
 //!   `IN_DELETE_SELF` and `IN_MOVE_SELF` on each directory, and a wake pipe, in one
-//!   `poll()`; each is read only when that `poll()` found it readable, and once.
+//!   `poll()`; each is read only when that `poll()` found it readable, the queue again
+//!   only while a read filled the buffer.
 //! * Windows (`windows.rs`): per directory a handle opened with `FILE_FLAG_BACKUP_SEMANTICS
 //!   | FILE_FLAG_OVERLAPPED` and an overlapped `ReadDirectoryChangesW` for file and
 //!   directory names, size and last-write changes that sets an event, and a wake event, in
@@ -37,7 +38,7 @@
 //! backend); the platform files only make the calls:
 //! * **which directories**: those of the followed files. One whose identity changed
 //!   (renamed away and made again) is watched anew; one whose watch could not be set up or
-//!   ended is tried again after [`RETRY`], `notify` reporting its modifications meanwhile.
+//!   ended is tried again after [`RETRY`], `notify` watching it meanwhile.
 //! * **what a report means**, as `notify`'s events mean for its directories (`watch.rs`): a
 //!   change of a followed or matching file's content marks that file; a creation, deletion
 //!   or attribute change of such a file, or of a directory on the way to a pattern's files,
