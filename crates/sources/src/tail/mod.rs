@@ -57,17 +57,19 @@
 //! everything to catch what notifications miss (network file systems, queue overflow, files
 //! renamed out of the watched directory). Nothing sleeps on the read path.
 //!
-//! The most frequent event, a write to a followed file, does not go through `notify`'s
-//! thread on Linux and Windows (`direct/`): the tailer watches the directories of the files
-//! it follows itself (inotify `IN_MODIFY`; `ReadDirectoryChangesW` for size and last-write
-//! changes) and [`wait`](Tailer::wait) blocks on those watches and on a wake signal that
-//! `notify`'s events and [`Waker::wake`] raise. A line appended to a followed file is so
-//! noticed and read after one thread wake-up instead of two (`notify`'s thread, then the
-//! tailer's), counted in [`TailStats::direct_wakeups`]; `notify` leaves modifications in
-//! those directories to it and reports everything else. Notifications lost there (a queue
+//! On Linux and Windows the directories of the files being followed are watched by the
+//! tailer's thread itself, not `notify`'s (`direct/`): inotify for modifications,
+//! creations, deletions, renames and attribute changes; `ReadDirectoryChangesW` for file
+//! and directory names, size and last-write changes. [`wait`](Tailer::wait) blocks on those
+//! watches and on a wake signal that `notify`'s events and [`Waker::wake`] raise. A line
+//! appended to a followed file is so noticed and read after one thread wake-up instead of
+//! two (`notify`'s thread, then the tailer's), counted in [`TailStats::direct_wakeups`];
+//! `notify` no longer watches those directories (unless recursively) and reports the
+//! others. Creations, renames and deletions there mean what they mean from `notify`
+//! (above). Notifications lost there (a queue
 //! or buffer overflow, counted in [`TailStats::overflows`]) ask for a rescan that reads
-//! every file. On Windows one wait takes at most 63 directories per source; modifications
-//! in any further directory come through `notify`, one hand-off later. On Windows,
+//! every file. On Windows one wait takes at most 63 directories per source; any further
+//! directory is watched by `notify`, one hand-off later. On Windows,
 //! `notify` 8.2 does not report an overflow of `ReadDirectoryChangesW`'s 16 KiB buffer (a
 //! burst of thousands of changes between two reads): the changes are dropped, or the
 //! directory is no longer watched, without a word (notify-rs/notify#963); the poll then
@@ -149,6 +151,9 @@ pub(crate) mod identity;
 pub(crate) mod pattern;
 mod scan;
 pub(crate) mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -570,18 +575,24 @@ impl Tailer {
                     return;
                 }
                 Err(e) => {
-                    // notify reports every modification again from now on.
                     tracing::warn!(error = %e, "tail: waiting on notifications failed; leaving them to the notification thread");
                     self.stats.errors += 1;
-                    self.direct = None;
-                    self.shared
-                        .set_direct_dirs(std::collections::HashSet::new());
+                    self.leave_direct_wait();
                 }
             }
         }
         if self.shared.wait_until(deadline) {
             self.stats.wakeups += 1;
         }
+    }
+
+    /// Drops the tailer's own wait: notify watches every pattern's directory and reports
+    /// every change again from now on (a rescan covers the moment in between).
+    fn leave_direct_wait(&mut self) {
+        self.direct = None;
+        self.shared
+            .set_direct_dirs(std::collections::HashSet::new());
+        self.hand_over_watches();
     }
 
     /// A handle that makes [`wait`](Tailer::wait) return at once, from any thread.

@@ -22,7 +22,7 @@ impl Tailer {
     /// out of the patterns while watchpost was down. `moved`: where files renamed out of the
     /// patterns went (from notifications).
     pub(super) fn rescan(&mut self, now: Instant, initial: bool, moved: &[PathBuf]) {
-        self.stats.errors += self.watches.refresh(&self.patterns);
+        self.stats.errors += self.watches.refresh(&self.patterns).errors;
         let paths = self.patterns.expand();
         self.failing.retain(|p, _| paths.contains(p));
         let known = self.files.len();
@@ -277,14 +277,27 @@ impl Tailer {
         }
     }
 
+    /// After the directories the tailer's own wait watches changed: notify stops watching
+    /// those it now covers and watches again those it no longer does. Changes in a
+    /// directory between the end of one watch and the start of the other are not reported:
+    /// rescan then.
+    pub(super) fn hand_over_watches(&mut self) {
+        let r = self.watches.refresh(&self.patterns);
+        self.stats.errors += r.errors;
+        if r.added {
+            self.shared.mark_rescan();
+        }
+    }
+
     /// Tells the notification filter which paths are followed.
     pub(super) fn publish_paths(&mut self) {
         let followed: std::collections::HashSet<PathBuf> =
             self.files.iter().map(|f| f.path.clone()).collect();
-        if let Some(d) = &mut self.direct {
-            d.sync(&followed, &self.shared);
-        }
+        let handed = (self.direct.as_mut()).is_some_and(|d| d.sync(&followed, &self.shared));
         self.shared.set_followed(followed);
+        if handed {
+            self.hand_over_watches();
+        }
     }
 }
 

@@ -5,8 +5,9 @@
 //! the patterns, followed files, and directories on the way to a pattern's directory count),
 //! records what happened in [`Pending`] and signals a condition variable that
 //! [`Shared::wait_until`] sleeps on, and the signal of a tailer blocked in its own wait
-//! (`direct/`). Nothing is read on that thread. Modifications in the directories the
-//! tailer's own wait watches are left to it.
+//! (`direct/`). Nothing is read on that thread. The directories the tailer's own wait
+//! watches are not watched here (unless a recursive watch covers them; their modifications
+//! are then left to that wait).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,11 @@ impl Shared {
         *lock(&self.direct_dirs) = dirs;
     }
 
+    /// Whether the tailer's own wait watches the directory `dir` (`direct/`).
+    pub(crate) fn is_direct_dir(&self, dir: &Path) -> bool {
+        lock(&self.direct_dirs).contains(dir)
+    }
+
     /// Whether modifications of `path` are left to the tailer's own wait.
     pub(crate) fn is_direct(&self, path: &Path) -> bool {
         path.parent()
@@ -114,6 +120,29 @@ impl Shared {
     /// Asks for a rescan, from the waiting thread itself (nobody to wake).
     pub(crate) fn mark_rescan(&self) {
         lock(&self.pending).rescan = true;
+    }
+
+    /// A rename from `from` to `to`: a followed or matching file renamed to a path the
+    /// patterns do not match is noted in [`Pending::moved`] (so it is read to its end even if
+    /// it was never opened); any rename of ours asks for a rescan. `wake`: reported by
+    /// another thread than the waiting one (notify's), which is woken.
+    pub(crate) fn note_rename(&self, patterns: &Patterns, from: &Path, to: &Path, wake: bool) {
+        let ours = |p: &Path| patterns.matches(p) || self.is_followed(p);
+        let moved = ours(from) && !patterns.matches(to);
+        if !moved && !ours(from) && !ours(to) {
+            return;
+        }
+        let note = |pending: &mut Pending| {
+            if moved && pending.moved.len() < MAX_DIRTY {
+                pending.moved.push(to.to_path_buf());
+            }
+            pending.rescan = true;
+        };
+        if wake {
+            self.update(note);
+        } else {
+            note(&mut lock(&self.pending));
+        }
     }
 
     /// Takes what happened, leaving nothing pending.
@@ -245,27 +274,17 @@ fn on_event(shared: &Shared, patterns: &Patterns, res: notify::Result<Event>) {
     }
 }
 
-/// A rename from `from` to `to`: a followed or matching file renamed to a path the patterns do
-/// not match is noted in [`Pending::moved`] (so it is read to its end even if it was never
-/// opened); any rename of ours asks for a rescan.
+/// A rename from `from` to `to`, reported by notify's thread.
 fn on_rename(shared: &Shared, patterns: &Patterns, from: &Path, to: &Path) {
-    let ours = |p: &Path| patterns.matches(p) || shared.is_followed(p);
-    if ours(from) && !patterns.matches(to) {
-        shared.update(|pending| {
-            if pending.moved.len() < MAX_DIRTY {
-                pending.moved.push(to.to_path_buf());
-            }
-            pending.rescan = true;
-        });
-    } else if ours(from) || ours(to) {
-        shared.request_rescan();
-    }
+    shared.note_rename(patterns, from, to, true);
 }
 
 /// The watched directories: each pattern's base directory, or its nearest existing ancestor
-/// while the base does not exist yet.
+/// while the base does not exist yet; not those the tailer's own wait watches (`direct/`)
+/// unless watched recursively (a recursive watch also covers the subdirectories).
 pub(crate) struct Watches {
     watcher: Option<RecommendedWatcher>,
+    shared: Arc<Shared>,
     /// Watched directory → (recursive, identity when watched).
     active: HashMap<PathBuf, (bool, Option<FileKey>)>,
     /// Directories whose watch failed (warned once).
@@ -279,7 +298,10 @@ impl Watches {
         shared: Arc<Shared>,
         patterns: Arc<Patterns>,
     ) -> (Watches, Option<notify::Error>) {
-        let handler = move |res| on_event(&shared, &patterns, res);
+        let handler = {
+            let shared = shared.clone();
+            move |res| on_event(&shared, &patterns, res)
+        };
         let (watcher, error) = match RecommendedWatcher::new(handler, notify::Config::default()) {
             Ok(w) => (Some(w), None),
             Err(e) => (None, Some(e)),
@@ -287,6 +309,7 @@ impl Watches {
         (
             Watches {
                 watcher,
+                shared,
                 active: HashMap::new(),
                 failed: HashSet::new(),
             },
@@ -299,10 +322,13 @@ impl Watches {
         self.watcher.is_some()
     }
 
-    /// Brings the watches in line with the patterns' directories. Returns new failures.
-    pub(crate) fn refresh(&mut self, patterns: &Patterns) -> u64 {
+    /// Brings the watches in line with the patterns' directories and the directories the
+    /// tailer's own wait watches. Returns new failures, and whether a directory was watched
+    /// anew (what happened in it before is not reported: rescan).
+    pub(crate) fn refresh(&mut self, patterns: &Patterns) -> Refreshed {
+        let mut out = Refreshed::default();
         let Some(watcher) = self.watcher.as_mut() else {
-            return 0;
+            return out;
         };
         let mut desired: HashMap<PathBuf, bool> = HashMap::new();
         for (base, recursive) in patterns.bases() {
@@ -316,7 +342,9 @@ impl Watches {
             };
             *desired.entry(dir).or_insert(false) |= recursive;
         }
-        let mut errors = 0;
+        // The tailer's own wait reports everything in the directories it watches; a
+        // directory is left to it entirely unless watched recursively.
+        desired.retain(|dir, recursive| *recursive || !self.shared.is_direct_dir(dir));
         self.active.retain(|dir, _| {
             let keep = desired.contains_key(dir);
             if !keep {
@@ -341,17 +369,35 @@ impl Watches {
                 Ok(()) => {
                     self.failed.remove(&dir);
                     self.active.insert(dir, (recursive, key));
+                    out.added = true;
                 }
                 Err(e) => {
                     if self.failed.insert(dir.clone()) {
                         tracing::warn!(dir = %dir.display(), error = %e, "tail: cannot watch directory; polling it");
-                        errors += 1;
+                        out.errors += 1;
                     }
                 }
             }
         }
-        errors
+        out
     }
+
+    /// The directories notify watches now (tests).
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.active.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// What [`Watches::refresh`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Refreshed {
+    /// Directories that could not be watched (first failure of each).
+    pub errors: u64,
+    /// A directory was watched anew.
+    pub added: bool,
 }
 
 #[cfg(test)]

@@ -2,36 +2,54 @@
 //!
 //! `notify` reads the platform's notifications on a thread of its own and hands each event
 //! to the tailer through a condition variable: two thread wake-ups between a write to a
-//! followed file and the tailer reading it. For that most frequent event, a modification
-//! of a followed file, the tailer watches the directories of its followed files itself and
-//! blocks on those watches and on a wake signal; the modification is marked and read on
-//! the same thread, one wake-up in all (what rsyslog's imfile does).
+//! followed file and the tailer reading it. The tailer instead watches the directories of
+//! its followed files itself and blocks on those watches and on a wake signal; a change is
+//! marked and read on the same thread, one wake-up in all (what rsyslog's imfile does).
 //!
-//! * Linux (`linux.rs`): an inotify instance of the tailer's own with `IN_MODIFY` on each
-//!   directory, and a wake pipe, in one `poll()`.
+//! * Linux (`linux.rs`): an inotify instance of the tailer's own with `IN_MODIFY`,
+//!   `IN_ATTRIB`, `IN_CREATE`, `IN_DELETE`, `IN_MOVED_FROM`, `IN_MOVED_TO`,
+//!   `IN_DELETE_SELF` and `IN_MOVE_SELF` on each directory, and a wake pipe, in one
+//!   `poll()`; each is read only when that `poll()` found it readable, the queue again
+//!   only while a read filled the buffer.
 //! * Windows (`windows.rs`): per directory a handle opened with `FILE_FLAG_BACKUP_SEMANTICS
-//!   | FILE_FLAG_OVERLAPPED` and an overlapped `ReadDirectoryChangesW` for size and
-//!   last-write changes that sets an event, and a wake event, in one
-//!   `WaitForMultipleObjects`; a completed read is decoded on the tailer's thread, and the
-//!   next one started there before the following wait (the system keeps the changes in
+//!   | FILE_FLAG_OVERLAPPED` and an overlapped `ReadDirectoryChangesW` for file and
+//!   directory names, size and last-write changes that sets an event, and a wake event, in
+//!   one `WaitForMultipleObjects`; a completed read is decoded on the tailer's thread, and
+//!   the next one started there before the following wait (the system keeps the changes in
 //!   between for it).
 //! * Elsewhere there is no direct wait: `notify`'s thread reports everything.
 //!
-//! `notify` keeps reporting everything else (creations, renames, deletions, directories on
-//! the way to a pattern's base) and skips modifications in the directories watched here;
-//! its events and [`Waker::wake`](super::Waker::wake) raise the wake signal after
-//! recording what happened, so the wait ends for them too.
+//! # Who watches what
+//!
+//! The directories watched here are not watched by `notify` at all (its inotify mask
+//! includes `IN_MODIFY` and cannot be narrowed: were it watching too, every write would wake
+//! its thread as well). `notify` keeps the pattern directories that hold no followed file
+//! yet, the directories on the way to a pattern's base while it does not exist, recursive
+//! pattern directories (its recursive watch also covers their subdirectories; it skips
+//! modifications in the directories watched here), and any directory this wait could not
+//! watch. Its events and [`Waker::wake`](super::Waker::wake) raise the wake signal after
+//! recording what happened, so the wait ends for them too. Each time the set of directories
+//! watched here changes, `notify`'s watches are brought in line (`Tailer::rescan` and
+//! `Tailer::publish_paths`): a directory is watched here before `notify` lets it go, and
+//! when it goes back to `notify` a rescan covers the moment neither watched it. Should the
+//! wait itself fail, the tailer drops it and `notify` watches every directory again.
 //!
 //! This file decides, alike on both platforms (and is tested on both with a stand-in
 //! backend); the platform files only make the calls:
 //! * **which directories**: those of the followed files. One whose identity changed
 //!   (renamed away and made again) is watched anew; one whose watch could not be set up or
-//!   ended is tried again after [`RETRY`], `notify` reporting its modifications meanwhile.
-//! * **what a report means**: a change of a followed or matching file marks that file;
-//!   notifications lost (an inotify queue overflow; a `ReadDirectoryChangesW` buffer
+//!   ended is tried again after [`RETRY`], `notify` watching it meanwhile.
+//! * **what a report means**, as `notify`'s events mean for its directories (`watch.rs`): a
+//!   change of a followed or matching file's content marks that file; a creation, deletion
+//!   or attribute change of such a file, or of a directory on the way to a pattern's files,
+//!   asks for a rescan; a rename does too, and its two halves (paired by inotify's cookie;
+//!   on Windows the new name directly follows the old one) tell where a followed file went
+//!   when its new name is outside the patterns (it is read to its end there); notifications
+//!   lost (an inotify queue overflow; a `ReadDirectoryChangesW` buffer
 //!   overflow, reported as zero bytes or `ERROR_NOTIFY_ENUM_DIR`; a read cancelled because
 //!   the thread that started it ended) ask for a rescan, which reads every file; a watch
-//!   that ended (its directory went away) is dropped and asks for a rescan.
+//!   that ended (its directory went away or, on Linux, was renamed) is dropped and asks for
+//!   a rescan.
 //! * **when the wait ends**: as soon as something is pending, or at the deadline. Should
 //!   the wait itself fail, the tailer drops the direct wait and goes back to `notify`'s.
 //!
@@ -39,8 +57,8 @@
 //!
 //! `WaitForMultipleObjects` takes at most 64 handles, and one is the wake event. A tailer
 //! whose followed files lie in more than 63 directories watches 63 itself (those it has,
-//! then in path order) and leaves the modifications in the others to `notify` (and the
-//! poll) as before: one thread hand-off more for those, nothing lost. An I/O completion port would lift the limit, but
+//! then in path order) and leaves the others to `notify` (and the poll): one thread
+//! hand-off more for those, nothing lost. An I/O completion port would lift the limit, but
 //! each source has a tailer of its own and SEP's logs lie in a handful of directories,
 //! while one event per directory keeps a removed watch simple: its cancelled read is
 //! awaited on the spot (`GetOverlappedResult`) before its buffer is freed, instead of
@@ -79,12 +97,20 @@ pub(crate) type Direct = DirectOn<Os>;
 
 /// What a backend reports.
 pub(crate) enum Report<'a, Id> {
-    /// A file in the watched directory `Id` changed; its name.
+    /// The content of a file in the watched directory `Id` changed; its name.
     Changed(&'a Id, &'a OsStr),
+    /// An entry of the directory was created, deleted or had its attributes changed.
+    Entry(&'a Id, &'a OsStr),
+    /// An entry was renamed away from this name; the cookie pairs it with its
+    /// [`MovedTo`](Report::MovedTo) (inotify's cookie; 0 where the new name directly
+    /// follows the old one, as `ReadDirectoryChangesW` reports it).
+    MovedFrom(&'a Id, &'a OsStr, u32),
+    /// An entry was renamed to this name.
+    MovedTo(&'a Id, &'a OsStr, u32),
     /// Notifications were lost.
     Lost,
-    /// The watch ended (the directory went away, or its watch broke); the backend has let
-    /// it go.
+    /// The watch ended (the directory went away or was renamed, or its watch broke); the
+    /// backend has let it go.
     Gone(&'a Id),
 }
 
@@ -96,7 +122,7 @@ pub(crate) trait Backend: Sized {
     const MAX_DIRS: usize;
     /// Sets up the wait and gives `shared` the signal to raise after each update.
     fn new(shared: &Shared) -> io::Result<Self>;
-    /// Starts watching `dir` for modifications of the files in it.
+    /// Starts watching `dir` for changes of its entries and of the files in it.
     fn add(&mut self, dir: &Path) -> io::Result<Self::Id>;
     /// Stops watching.
     fn remove(&mut self, id: &Self::Id);
@@ -144,10 +170,10 @@ impl<B: Backend> DirectOn<B> {
     }
 
     /// Watches the directories of `followed` (files being read); tells `shared` which
-    /// directories notify may leave to us.
-    pub(crate) fn sync(&mut self, followed: &HashSet<PathBuf>, shared: &Shared) {
+    /// directories notify may leave to us. Returns whether that set changed.
+    pub(crate) fn sync(&mut self, followed: &HashSet<PathBuf>, shared: &Shared) -> bool {
         self.dirs
-            .sync(&mut self.os, followed, shared, Instant::now());
+            .sync(&mut self.os, followed, shared, Instant::now())
     }
 
     /// Waits until something is pending or `deadline` passes; changes of followed files
@@ -197,6 +223,8 @@ struct Dirs<Id> {
     failed: HashMap<PathBuf, Instant>,
     /// More directories were wanted than the backend can watch (logged once).
     capped: bool,
+    /// The old name of the last rename reported, until its new name comes.
+    rename_from: Option<(u32, PathBuf)>,
 }
 
 impl<Id> Default for Dirs<Id> {
@@ -206,6 +234,7 @@ impl<Id> Default for Dirs<Id> {
             by_id: HashMap::new(),
             failed: HashMap::new(),
             capped: false,
+            rename_from: None,
         }
     }
 }
@@ -221,7 +250,7 @@ impl<Id: Clone + Eq + Hash> Dirs<Id> {
         followed: &HashSet<PathBuf>,
         shared: &Shared,
         now: Instant,
-    ) {
+    ) -> bool {
         let wanted: BTreeSet<&Path> = followed.iter().filter_map(|p| p.parent()).collect();
         // Drop what is no longer wanted, or no longer the directory at its path.
         let stale: Vec<PathBuf> = self
@@ -230,6 +259,7 @@ impl<Id: Clone + Eq + Hash> Dirs<Id> {
             .filter(|(dir, w)| !wanted.contains(dir.as_path()) || key_of(dir) != w.key)
             .map(|(dir, _)| dir.clone())
             .collect();
+        let mut changed = !stale.is_empty();
         for dir in stale {
             if let Some(w) = self.watched.remove(&dir) {
                 self.by_id.remove(&w.id);
@@ -262,6 +292,7 @@ impl<Id: Clone + Eq + Hash> Dirs<Id> {
                     self.failed.remove(dir);
                     self.by_id.insert(id.clone(), dir.to_path_buf());
                     self.watched.insert(dir.to_path_buf(), Watched { id, key });
+                    changed = true;
                 }
                 Ok(_) => {
                     // The same directory under another path (a link): its watch reports
@@ -274,7 +305,10 @@ impl<Id: Clone + Eq + Hash> Dirs<Id> {
                 }
             }
         }
-        self.publish(shared);
+        if changed {
+            self.publish(shared);
+        }
+        changed
     }
 
     fn publish(&self, shared: &Shared) {
@@ -289,15 +323,52 @@ impl<Id: Clone + Eq + Hash> Dirs<Id> {
         now: Instant,
         out: &mut Waited,
     ) {
+        let ours = |p: &Path| patterns.matches(p) || shared.is_followed(p);
         match report {
             Report::Changed(id, name) => {
                 let Some(dir) = self.by_id.get(id) else {
                     return;
                 };
                 let path = dir.join(name);
-                if patterns.matches(&path) || shared.is_followed(&path) {
+                if ours(&path) {
                     shared.mark_dirty(path);
                     out.direct = true;
+                }
+            }
+            Report::Entry(id, name) => {
+                // Created, deleted, attributes changed: files or directories may have come
+                // or gone (what notify's thread reports for the other directories).
+                let Some(dir) = self.by_id.get(id) else {
+                    return;
+                };
+                let path = dir.join(name);
+                if ours(&path) || patterns.concerns_dir(&path) {
+                    shared.mark_rescan();
+                }
+            }
+            Report::MovedFrom(id, name, cookie) => {
+                let Some(dir) = self.by_id.get(id) else {
+                    return;
+                };
+                let path = dir.join(name);
+                if ours(&path) || patterns.concerns_dir(&path) {
+                    shared.mark_rescan();
+                }
+                self.rename_from = Some((cookie, path));
+            }
+            Report::MovedTo(id, name, cookie) => {
+                let Some(dir) = self.by_id.get(id) else {
+                    return;
+                };
+                let to = dir.join(name);
+                match self.rename_from.take() {
+                    Some((c, from)) if c == cookie => {
+                        shared.note_rename(patterns, &from, &to, false);
+                    }
+                    _ => {}
+                }
+                if ours(&to) || patterns.concerns_dir(&to) {
+                    shared.mark_rescan();
                 }
             }
             Report::Lost => {

@@ -36,6 +36,31 @@ pub(crate) fn completion(error: u32, bytes: u32) -> Completion {
     }
 }
 
+/// What a record's `FILE_ACTION_*` says happened to the entry it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `FILE_ACTION_MODIFIED`: its size or last-write time changed.
+    Changed,
+    /// `FILE_ACTION_ADDED`, `FILE_ACTION_REMOVED`: created (or moved in), deleted (or moved
+    /// out).
+    Entry,
+    /// `FILE_ACTION_RENAMED_OLD_NAME`: renamed from this name; the new name follows.
+    MovedFrom,
+    /// `FILE_ACTION_RENAMED_NEW_NAME`: renamed to this name.
+    MovedTo,
+}
+
+/// The action of a record's `FILE_ACTION_*` code (`None`: unknown, ignored).
+pub(crate) fn action(code: u32) -> Option<Action> {
+    match code {
+        1 | 2 => Some(Action::Entry),
+        3 => Some(Action::Changed),
+        4 => Some(Action::MovedFrom),
+        5 => Some(Action::MovedTo),
+        _ => None,
+    }
+}
+
 /// Bytes before a record's name: `NextEntryOffset`, `Action`, `FileNameLength`.
 const HEADER: usize = 12;
 
@@ -166,6 +191,17 @@ mod tests {
         let mut odd = record(3, "ab", true, false);
         odd[8..12].copy_from_slice(&3u32.to_le_bytes());
         assert_eq!(names(&odd), [(3, "a".to_owned())]);
+    }
+
+    #[test]
+    fn actions_name_what_happened() {
+        assert_eq!(action(1), Some(Action::Entry));
+        assert_eq!(action(2), Some(Action::Entry));
+        assert_eq!(action(3), Some(Action::Changed));
+        assert_eq!(action(4), Some(Action::MovedFrom));
+        assert_eq!(action(5), Some(Action::MovedTo));
+        assert_eq!(action(0), None);
+        assert_eq!(action(6), None);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::rc::Rc;
 /// What the stand-in reports at its next `collect`.
 enum Next {
     Changed(u32, &'static str),
+    Entry(u32, &'static str),
+    From(u32, &'static str, u32),
+    To(u32, &'static str, u32),
     Lost,
     Gone(u32),
 }
@@ -62,6 +65,9 @@ impl Backend for Fake {
         while let Some(next) = s.queue.pop_front() {
             match next {
                 Next::Changed(id, name) => report(Report::Changed(&id, OsStr::new(name))),
+                Next::Entry(id, name) => report(Report::Entry(&id, OsStr::new(name))),
+                Next::From(id, name, c) => report(Report::MovedFrom(&id, OsStr::new(name), c)),
+                Next::To(id, name, c) => report(Report::MovedTo(&id, OsStr::new(name), c)),
                 Next::Lost => report(Report::Lost),
                 Next::Gone(id) => {
                     s.live.remove(&id);
@@ -223,6 +229,90 @@ fn a_change_marks_followed_and_matching_files_only() {
     let p = s.shared.take();
     assert_eq!(p.dirty, s.files(&["a/x.log", "a/new.log"]));
     assert!(!p.rescan && !p.woken);
+}
+
+/// Creations, deletions and attribute changes of followed or matching files, and of
+/// directories on the way to a pattern's files, ask for a rescan (notify's thread no longer
+/// watches these directories); none is a direct change. (Under the recursive base of
+/// `*/*.log` every entry may concern the patterns.)
+#[test]
+fn an_entry_of_ours_asks_for_a_rescan() {
+    let mut s = watching_a();
+    let a = s.id("a");
+    // A report for a watch no longer known is ignored.
+    s.script
+        .borrow_mut()
+        .queue
+        .extend([Next::Entry(99, "x.log")]);
+    assert!(!s.wait(Duration::from_millis(5)).pending);
+    for name in ["x.log", "new.log"] {
+        let w = s.after(|_| vec![Next::Entry(a, name)]);
+        assert!(w.pending && !w.direct, "{name}");
+        let p = s.shared.take();
+        assert!(p.rescan && p.dirty.is_empty(), "{name}");
+    }
+    // A directory made at the root, on the way to `*/*.log`.
+    let mut root = watching_a();
+    root.sync_at(&["a/x.log", "b/y.log"], Instant::now());
+    let b = root.id("b");
+    root.direct.dirs.by_id.insert(b, root.root.clone());
+    assert!(root.after(|_| vec![Next::Entry(b, "d")]).pending);
+    assert!(root.shared.take().rescan);
+}
+
+/// A rename's two halves are paired by their cookie: a followed file renamed to a name the
+/// patterns do not match is noted where it went (read to its end there); every rename of
+/// ours asks for a rescan.
+#[test]
+fn a_rename_is_paired_and_tells_where_a_followed_file_went() {
+    let mut s = watching_a();
+    let a = s.id("a");
+    let w = s.after(|_| vec![Next::From(a, "x.log", 7), Next::To(a, "x.log.1", 7)]);
+    assert!(w.pending && !w.direct);
+    let p = s.shared.take();
+    assert!(p.rescan);
+    assert_eq!(p.moved, [s.root.join("a/x.log.1")]);
+    // Halves of different renames: each rescans, nothing is noted.
+    s.after(|_| vec![Next::From(a, "x.log", 8), Next::To(a, "x.log.2", 9)]);
+    let p = s.shared.take();
+    assert!(p.rescan && p.moved.is_empty());
+    // Into the patterns (`old.txt` → `new.log`): a rescan, nothing noted.
+    s.after(|_| vec![Next::From(a, "old.txt", 10), Next::To(a, "new.log", 10)]);
+    let p = s.shared.take();
+    assert!(p.rescan && p.moved.is_empty());
+    // Of a watch no longer known: ignored, and no half is kept.
+    s.script
+        .borrow_mut()
+        .queue
+        .extend([Next::From(99, "x.log", 11), Next::To(99, "x.log.1", 11)]);
+    assert!(!s.wait(Duration::from_millis(5)).pending);
+    assert!(s.direct.dirs.rename_from.is_none());
+}
+
+/// A directory the direct wait watches is published (notify leaves it alone), and `sync`
+/// says whether that set changed.
+#[test]
+fn sync_says_whether_the_watched_directories_changed() {
+    let mut s = setup();
+    let now = Instant::now();
+    let followed = s.files(&["a/x.log"]);
+    assert!(
+        s.direct
+            .dirs
+            .sync(&mut s.direct.os, &followed, &s.shared, now)
+    );
+    assert!(s.shared.is_direct_dir(&s.root.join("a")));
+    assert!(
+        !s.direct
+            .dirs
+            .sync(&mut s.direct.os, &followed, &s.shared, now)
+    );
+    assert!(
+        s.direct
+            .dirs
+            .sync(&mut s.direct.os, &HashSet::new(), &s.shared, now)
+    );
+    assert!(!s.shared.is_direct_dir(&s.root.join("a")));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Windows: per watched directory a handle opened for overlapped I/O and an overlapped
-//! `ReadDirectoryChangesW` (size and last-write changes, this directory only) that sets the
+//! `ReadDirectoryChangesW` (file and directory names, size and last-write changes, this
+//! directory only) that sets the
 //! directory's event; the wake event beside them; one `WaitForMultipleObjects` on all. A
 //! completed read is decoded (`rdcw.rs`) and started again on the tailer's thread when it
 //! next collects (after the tailer read what the last one reported). Every
@@ -25,15 +26,16 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OVERLAPPED, FILE_LIST_DIRECTORY,
-    FILE_NOTIFY_CHANGE_LAST_WRITE, FILE_NOTIFY_CHANGE_SIZE, FILE_SHARE_DELETE, FILE_SHARE_READ,
-    FILE_SHARE_WRITE, ReadDirectoryChangesW,
+    FILE_NOTIFY_CHANGE_DIR_NAME, FILE_NOTIFY_CHANGE_FILE_NAME, FILE_NOTIFY_CHANGE_LAST_WRITE,
+    FILE_NOTIFY_CHANGE_SIZE, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
+    ReadDirectoryChangesW,
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Threading::{
     CreateEventW, ResetEvent, SetEvent, WaitForMultipleObjects,
 };
 
-use super::rdcw::{self, Completion};
+use super::rdcw::{self, Action, Completion};
 use super::{Backend, Report, Shared};
 
 /// `MAXIMUM_WAIT_OBJECTS`: handles one `WaitForMultipleObjects` takes.
@@ -152,7 +154,10 @@ impl DirWatch {
                 (&raw mut (*io).buf).cast(),
                 BUF_BYTES as u32,
                 0,
-                FILE_NOTIFY_CHANGE_SIZE | FILE_NOTIFY_CHANGE_LAST_WRITE,
+                FILE_NOTIFY_CHANGE_FILE_NAME
+                    | FILE_NOTIFY_CHANGE_DIR_NAME
+                    | FILE_NOTIFY_CHANGE_SIZE
+                    | FILE_NOTIFY_CHANGE_LAST_WRITE,
                 &mut unused,
                 &raw mut (*io).overlapped,
                 None,
@@ -286,7 +291,14 @@ impl Backend for DirChanges {
                 Completion::Changes => {
                     for r in rdcw::records(w.bytes(n)) {
                         let name = OsString::from_wide(&r.name_units().collect::<Vec<u16>>());
-                        report(Report::Changed(id, &name));
+                        // A rename's new name directly follows its old one: no cookie.
+                        match rdcw::action(r.action) {
+                            Some(Action::Changed) => report(Report::Changed(id, &name)),
+                            Some(Action::Entry) => report(Report::Entry(id, &name)),
+                            Some(Action::MovedFrom) => report(Report::MovedFrom(id, &name, 0)),
+                            Some(Action::MovedTo) => report(Report::MovedTo(id, &name, 0)),
+                            None => {}
+                        }
                     }
                 }
                 Completion::Lost => report(Report::Lost),
@@ -337,6 +349,9 @@ mod tests {
     fn describe<Id>(r: Report<'_, Id>) -> String {
         match r {
             Report::Changed(_, name) => format!("changed {}", name.to_string_lossy()),
+            Report::Entry(_, name) => format!("entry {}", name.to_string_lossy()),
+            Report::MovedFrom(_, name, _) => format!("from {}", name.to_string_lossy()),
+            Report::MovedTo(_, name, _) => format!("to {}", name.to_string_lossy()),
             Report::Lost => "lost".to_owned(),
             Report::Gone(_) => "gone".to_owned(),
         }
@@ -368,6 +383,7 @@ mod tests {
     #[test]
     fn each_write_is_reported_and_the_read_started_again() {
         let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a.log"), b"").unwrap();
         let mut d = watch(tmp.path(), &Shared::default());
         for i in 0..3 {
             append(&tmp.path().join("a.log"), format!("{i}\n").as_bytes());
@@ -376,6 +392,26 @@ mod tests {
             // Started again by the next collect (reported by the next round).
             assert!(d.watches.values().all(|w| !w.armed));
         }
+    }
+
+    #[test]
+    fn creations_renames_and_deletions_are_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut d = watch(tmp.path(), &Shared::default());
+        let (a, b) = (tmp.path().join("a.log"), tmp.path().join("a.log.1"));
+        std::fs::write(&a, b"").unwrap();
+        let seen = until(&mut d, |s| s.iter().any(|s| s == "entry a.log"));
+        assert!(seen.iter().any(|s| s == "entry a.log"), "{seen:?}");
+        std::fs::rename(&a, &b).unwrap();
+        let seen = until(&mut d, |s| s.iter().any(|s| s == "to a.log.1"));
+        let at = |what: &str| seen.iter().position(|s| s == what);
+        assert!(
+            at("from a.log").is_some() && at("from a.log") < at("to a.log.1"),
+            "{seen:?}"
+        );
+        std::fs::remove_file(&b).unwrap();
+        let seen = until(&mut d, |s| s.iter().any(|s| s == "entry a.log.1"));
+        assert!(seen.iter().any(|s| s == "entry a.log.1"), "{seen:?}");
     }
 
     #[test]
