@@ -99,6 +99,14 @@ struct Args {
     /// Each agent also long-polls for configuration and commands (and reports them).
     #[arg(long)]
     poll: bool,
+    /// Connect every agent from the same address, not each from one of its own. By
+    /// default, against a server on a 127.x.x.x address, agent `i` connects from
+    /// 127.16.0.0 + i + 1 (all of 127.0.0.0/8 is this machine's): from one address,
+    /// tens of thousands of connections to one server port exhaust the ephemeral ports,
+    /// and the kernel's search for a free one in `connect()` becomes most of the
+    /// simulator's CPU, which real agents, each on its own host, never cost.
+    #[arg(long)]
+    one_source: bool,
 }
 
 /// The exactly-once probes: what each must get, and what it got.
@@ -167,16 +175,48 @@ struct Client {
         rustls::pki_types::ServerName<'static>,
     )>,
     keep_alive: bool,
+    /// The server's address, when it is an IPv4 loopback address (agents then connect
+    /// from addresses of their own, see `--one-source`).
+    loopback: Option<std::net::Ipv4Addr>,
+    /// The address this agent connects from.
+    source: Option<std::net::Ipv4Addr>,
 }
 
 impl Client {
+    /// The client of agent `i`: connecting from an address of its own when the server
+    /// is on loopback (unless `one_source`).
+    fn for_agent(&self, i: usize, one_source: bool) -> Client {
+        let source = (!one_source && self.loopback.is_some()).then(|| {
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 16, 0, 1)) + i as u32)
+        });
+        Client {
+            host: self.host.clone(),
+            port: self.port,
+            authority: self.authority.clone(),
+            tls: self.tls.clone(),
+            keep_alive: self.keep_alive,
+            loopback: self.loopback,
+            source,
+        }
+    }
+
+    async fn tcp(&self) -> Result<tokio::net::TcpStream> {
+        match (self.source, self.loopback) {
+            (Some(source), Some(server)) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket
+                    .bind((source, 0).into())
+                    .with_context(|| format!("cannot bind to {source}"))?;
+                Ok(socket.connect((server, self.port).into()).await?)
+            }
+            _ => Ok(tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?),
+        }
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .context("connect timed out")??;
+        let tcp = tokio::time::timeout(Duration::from_secs(10), self.tcp())
+            .await
+            .context("connect timed out")??;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             Some((connector, name)) => {
@@ -779,13 +819,19 @@ async fn main() -> Result<()> {
     } else {
         None
     };
-    let client = Arc::new(Client {
+    let loopback = host
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .filter(|a| a.is_loopback());
+    let client = Client {
         host,
         port,
         authority,
         tls,
         keep_alive: !args.no_keep_alive,
-    });
+        loopback,
+        source: None,
+    };
     let stats = Arc::new(Stats {
         enrolled: AtomicU64::new(0),
         events_acked: AtomicU64::new(0),
@@ -826,7 +872,7 @@ async fn main() -> Result<()> {
         tasks.push(tokio::spawn(agent(
             i,
             args.clone(),
-            client.clone(),
+            Arc::new(client.for_agent(i, args.one_source)),
             stats.clone(),
             start_at,
             end_at,
