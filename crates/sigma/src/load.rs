@@ -431,7 +431,7 @@ pub(crate) fn line(digest: &[u8; 32], entry: &str) -> String {
 /// checksum (16 hex) of everything after it. `None` for a path that cannot be kept on
 /// one line (not UTF-8, or with a line end).
 pub(crate) fn id_line(path: &Path, id: &FileId, digest: &[u8; 32]) -> Option<String> {
-    let path = path.to_str().filter(|p| !p.contains(['\n', '\r']))?;
+    let path = recordable(path)?;
     let rest = format!(
         "{} {} {} {} {} {} {path}",
         hex(digest),
@@ -442,6 +442,12 @@ pub(crate) fn id_line(path: &Path, id: &FileId, digest: &[u8; 32]) -> Option<Str
         id.ctime
     );
     Some(format!("@{} {rest}", hex(&check(&rest))))
+}
+
+/// `path` as an identity line keeps it: `None` when it cannot be kept on one line (not
+/// UTF-8, or with a line end), and then no identity is recorded for it.
+pub(crate) fn recordable(path: &Path) -> Option<&str> {
+    path.to_str().filter(|p| !p.contains(['\n', '\r']))
 }
 
 /// The path, identity and digest of an identity line (without its end); `None` when it

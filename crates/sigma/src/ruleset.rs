@@ -385,7 +385,8 @@ impl Ruleset {
             }
             lines.sort_unstable_by_key(|l| l.0);
             lines.dedup_by_key(|l| l.0);
-            // The identities to record, and whether they differ from the cache's.
+            // The identities to record (path, identity, digest), and whether they differ
+            // from the cache's; their lines are made only when the cache is written.
             let mut ids = Vec::new();
             let mut moved = false;
             for (i, d) in &done {
@@ -393,15 +394,21 @@ impl Ruleset {
                     Entry::Old(digest, _) | Entry::New(digest, _) => digest,
                     Entry::None => continue,
                 };
-                let line = d.id.and_then(|id| load::id_line(&files[*i], &id, digest));
-                let had = files[*i].to_str().and_then(|p| cache.as_ref()?.known(p));
-                let has = d.id.filter(|_| line.is_some()).map(|id| (id, *digest));
+                let path = load::recordable(&files[*i]);
+                let had = path.and_then(|p| cache.as_ref()?.known(p));
+                let has = d.id.filter(|_| path.is_some()).map(|id| (id, *digest));
                 moved |= had != has;
-                ids.extend(line);
+                if let Some((id, digest)) = has {
+                    ids.push((&files[*i], id, digest));
+                }
             }
             moved |= cache.as_ref().map_or(0, Cache::ids_len) != ids.len();
             let stale = cache.as_ref().map_or(0, Cache::len) != lines.len();
             if fresh || stale || moved || stats.damaged > 0 {
+                let ids: Vec<String> = ids
+                    .iter()
+                    .filter_map(|(p, id, d)| load::id_line(p, id, d))
+                    .collect();
                 // A cache that cannot be written only costs the next load its speed.
                 let all = lines
                     .iter()
