@@ -42,8 +42,8 @@ pub struct LoadStats {
     /// Of those, files taken by their identity (device, inode, size, modification and
     /// status-change times as the cache recorded them), neither read nor hashed.
     pub unread: usize,
-    /// Cache entries that were damaged or cut short and not used (their files, if still
-    /// in the set, were compiled again).
+    /// Cache entries (or file identity lines) that were damaged or cut short and not used
+    /// (their files, if still in the set, were read and compiled again).
     pub damaged: usize,
     /// Seconds reading the files and parsing and compiling them (or taking them from the
     /// cache), on every core.
