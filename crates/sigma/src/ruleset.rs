@@ -17,7 +17,7 @@ use crate::compile::{self, Cond, FastMap, Names, Needles, Plan, Scratch, Slots};
 use crate::correlation::CorrelationRule;
 use crate::lazy::FormCond;
 pub use crate::level::Level;
-use crate::load::{self, Cache, LoadStats, Lookup};
+use crate::load::{self, Cache, FileId, LoadStats, Lookup};
 use crate::logsource::{self, Target, WINDOWS_COMMON, WINDOWS_SYSTEM_FALLBACK};
 use crate::placeholders::Placeholders;
 
@@ -292,7 +292,23 @@ impl Ruleset {
     /// the rules of a cached file report (rules not loaded and why) is what compiling
     /// them reported when the entry was written. Files without an entry are compiled as
     /// they load and the cache is rewritten.
+    ///
+    /// The cache also records each file's identity (device, inode, size, modification and
+    /// status-change times): a file whose identity is the recorded one is taken from its
+    /// entry without being opened. An identity is recorded only for a file whose last
+    /// change is at least two seconds older than the load (docs/sigma.md says why).
     pub fn load_with<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> (Ruleset, Vec<LoadError>) {
+        let now = load::epoch_ns(std::time::SystemTime::now());
+        Ruleset::load_settled(paths, opts, now - load::SETTLE.as_nanos() as i128)
+    }
+
+    /// [`Ruleset::load_with`], recording the identity of files whose last status change
+    /// is before `settled` (nanoseconds since the Unix epoch).
+    pub(crate) fn load_settled<P: AsRef<Path>>(
+        paths: &[P],
+        opts: &LoadOptions,
+        settled: i128,
+    ) -> (Ruleset, Vec<LoadError>) {
         let started = std::time::Instant::now();
         let mut b = Builder::new(opts);
         let context = cache_context(&opts.placeholders);
@@ -323,7 +339,8 @@ impl Ruleset {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(f) = files.get(i) else { break };
-                        mine.push((i, load_file(f, &mut buf, cache.as_ref(), caching, &ctx)));
+                        let c = cache.as_ref();
+                        mine.push((i, load_file(f, &mut buf, c, caching, settled, &ctx)));
                     }
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -344,6 +361,7 @@ impl Ruleset {
         let mut fresh = false;
         for (i, d) in &mut done {
             stats.cached += usize::from(d.hit);
+            stats.unread += usize::from(d.unread);
             stats.damaged += usize::from(d.damaged);
             match std::mem::replace(&mut d.docs, Ok(Vec::new())) {
                 Ok(prepared) => b.commit(&files[*i], prepared),
@@ -367,10 +385,36 @@ impl Ruleset {
             }
             lines.sort_unstable_by_key(|l| l.0);
             lines.dedup_by_key(|l| l.0);
+            // The identities to record (path, identity, digest), and whether they differ
+            // from the cache's; their lines are made only when the cache is written.
+            let mut ids = Vec::new();
+            let mut moved = false;
+            for (i, d) in &done {
+                let digest = match &d.entry {
+                    Entry::Old(digest, _) | Entry::New(digest, _) => digest,
+                    Entry::None => continue,
+                };
+                let path = load::recordable(&files[*i]);
+                let had = path.and_then(|p| cache.as_ref()?.known(p));
+                let has = d.id.filter(|_| path.is_some()).map(|id| (id, *digest));
+                moved |= had != has;
+                if let Some((id, digest)) = has {
+                    ids.push((&files[*i], id, digest));
+                }
+            }
+            moved |= cache.as_ref().map_or(0, Cache::ids_len) != ids.len();
             let stale = cache.as_ref().map_or(0, Cache::len) != lines.len();
-            if fresh || stale || stats.damaged > 0 {
+            if fresh || stale || moved || stats.damaged > 0 {
+                let ids: Vec<String> = ids
+                    .iter()
+                    .filter_map(|(p, id, d)| load::id_line(p, id, d))
+                    .collect();
                 // A cache that cannot be written only costs the next load its speed.
-                let _ = load::write_cache(path, &context, lines.iter().map(|l| l.1));
+                let all = lines
+                    .iter()
+                    .map(|l| l.1)
+                    .chain(ids.iter().map(String::as_str));
+                let _ = load::write_cache(path, &context, all);
             }
         }
         let (mut rs, errors) = b.finish();
@@ -1343,6 +1387,10 @@ struct FileDone {
     entry: Entry,
     /// Whether it came from the cache.
     hit: bool,
+    /// Whether it came from the cache by its identity, without being read.
+    unread: bool,
+    /// Its identity to record (when its last change is old enough).
+    id: Option<FileId>,
     /// Whether the cache's entry for it was damaged.
     damaged: bool,
 }
@@ -1356,24 +1404,45 @@ enum Entry {
     New([u8; 32], String),
 }
 
-/// Reads one rule file (into `buf`) and takes its rules from the cache's entry, or
-/// parses and compiles them (and makes the entry).
+/// Takes one rule file's rules from the cache's entry: by the file's identity when it is
+/// the one the cache recorded (without reading the file), else by the digest of its
+/// bytes (read into `buf`); or parses and compiles them (and makes the entry). The
+/// identity is recorded when the file's last change is before `settled`.
 fn load_file(
     path: &Path,
     buf: &mut Vec<u8>,
     cache: Option<&Cache>,
     caching: bool,
+    settled: i128,
     ctx: &Ctx,
 ) -> FileDone {
+    if let Some(c) = cache
+        && let Some((id, d)) = path.to_str().and_then(|p| c.known(p))
+        && FileId::stat(path) == Some(id)
+        && let Lookup::Hit(r) = c.lookup(&d)
+        && let Some(FromEntry::Docs(docs)) = from_entry(path, c.text(), r.clone(), ctx)
+    {
+        return FileDone {
+            docs,
+            entry: Entry::Old(d, r),
+            hit: true,
+            unread: true,
+            id: Some(id),
+            damaged: false,
+        };
+    }
     let failed = |e: String, entry: Entry, damaged: bool| FileDone {
         docs: Err(e),
         entry,
         hit: false,
+        unread: false,
+        id: None,
         damaged,
     };
-    if let Err(e) = load::read_rule_file(path, buf) {
-        return failed(format!("cannot read: {e}"), Entry::None, false);
-    }
+    let id = match load::read_rule_file(path, buf, caching) {
+        Ok(id) => id.filter(|id| id.settled(settled)),
+        Err(e) => return failed(format!("cannot read: {e}"), Entry::None, false),
+    };
     let digest = caching.then(|| load::digest(buf));
     let mut damaged = false;
     if let (Some(c), Some(d)) = (cache, &digest) {
@@ -1384,6 +1453,8 @@ fn load_file(
                         docs,
                         entry: Entry::Old(*d, r),
                         hit: true,
+                        unread: false,
+                        id,
                         damaged: false,
                     };
                 }
@@ -1407,7 +1478,10 @@ fn load_file(
         Ok(d) => d,
         Err(e) => {
             let entry = new_entry(&FileEntry::Error(e.clone()), &[]);
-            return failed(e, entry, damaged);
+            return FileDone {
+                id,
+                ..failed(e, entry, damaged)
+            };
         }
     };
     let mut prepared = Vec::with_capacity(docs.len());
@@ -1424,6 +1498,8 @@ fn load_file(
         docs: Ok(prepared),
         entry: new_entry(&FileEntry::Docs(entries), &segments),
         hit: false,
+        unread: false,
+        id,
         damaged,
     }
 }

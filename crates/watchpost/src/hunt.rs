@@ -323,8 +323,9 @@ pub fn hunt(
     if rules.verbose {
         eprintln!(
             "rules: reading, parsing and compiling (or taking from the cache) {:.3} s, \
-             joining and indexing {:.3} s; {} rule forms to compile at their first use",
-            st.read_secs, st.index_secs, st.deferred
+             joining and indexing {:.3} s; {} rule forms to compile at their first use; \
+             {} files unchanged since the cache recorded them (not read)",
+            st.read_secs, st.index_secs, st.deferred, st.unread
         );
     }
     eprintln!(
