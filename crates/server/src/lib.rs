@@ -192,8 +192,42 @@ pub fn ingest_workers(pool_size: usize) -> usize {
         .min(pool_size.saturating_sub(1).max(1))
 }
 
+/// Raises the open-file limit to the hard maximum the system allows this process: every
+/// agent holds up to three connections (batches, heartbeats, the channel back), each a
+/// file descriptor, and the usual soft limit of 1,024 would refuse the 342nd agent.
+/// Warns when the limit is still below `max_connections` (and the few the server needs
+/// for itself): connections beyond it wait in the kernel's backlog until others close.
+/// Returns the limit in force (`None`: unlimited or unknown).
+#[cfg(unix)]
+pub fn raise_open_files(max_connections: usize) -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    let want = l.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if l.current.is_some_and(|c| c < want) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: l.maximum,
+            },
+        );
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    let needed = max_connections as u64 + 256;
+    if let Some(n) = now.filter(|n| *n < needed) {
+        tracing::warn!(
+            open_files = n,
+            max_connections,
+            "the open-file limit is below max_connections: with that many agents connected, further connections wait until others close (raise the limit: LimitNOFILE= in the systemd unit, or ulimit -Hn)"
+        );
+    }
+    now
+}
+
 /// Prepares the database and starts serving; returns once listening.
 pub async fn start(config: config::Config) -> anyhow::Result<Running> {
+    #[cfg(unix)]
+    raise_open_files(config.max_connections);
     let (pool, window) = prepare(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -259,4 +293,20 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
         tasks,
         hub,
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use rustix::process::{Resource, getrlimit};
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_maximum() {
+        let before = getrlimit(Resource::Nofile);
+        let now = super::raise_open_files(usize::MAX / 2);
+        let hard = before.maximum.unwrap_or(1 << 20).min(1 << 20);
+        assert!(now >= before.current, "{now:?} < {:?}", before.current);
+        if before.maximum.is_some_and(|m| m <= 1 << 20) {
+            assert_eq!(now, Some(hard));
+        }
+    }
 }
