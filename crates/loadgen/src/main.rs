@@ -892,13 +892,18 @@ async fn main() -> Result<()> {
             let mut last: HashMap<String, f64> = HashMap::new();
             let mut busy: HashMap<String, f64> = HashMap::new();
             let mut peak: HashMap<String, u64> = HashMap::new();
+            // From the sample before the first one in the load (the first difference
+            // counted covers the time since then, which a stalled sampler can make long)
+            // to the last one in it.
             let mut window: Option<(Instant, Instant)> = None;
+            let mut previous_sample = Instant::now();
             for n in 0u64.. {
                 let now = Instant::now();
                 let in_load = now >= load_start && now <= end_at;
                 if in_load {
-                    window = Some((window.map_or(now, |w| w.0), now));
+                    window = Some((window.map_or(previous_sample, |w| w.0), now));
                 }
+                previous_sample = now;
                 let pids: Vec<Option<u32>> = watched.iter().map(|(_, t)| t.pid()).collect();
                 let memory = n % 10 == 0;
                 for ((name, _), (pid, (cpu, rss))) in
