@@ -227,9 +227,10 @@ pub struct Config {
     pub enroll_per_minute: u32,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Time for a client to send a request's headers.
+    /// Time for a client to complete the TLS handshake.
     pub header_timeout: Duration,
-    /// A keep-alive connection with no request for this long is closed.
+    /// A keep-alive connection with no request for this long is closed (and a request's
+    /// headers must arrive within it).
     pub idle_timeout: Duration,
     /// The web console (`None`: off).
     pub console: Option<ConsoleSettings>,

@@ -2,9 +2,10 @@
 //! routing, authentication, and the handlers.
 //!
 //! * **Connections**: at most `max_connections` served at once (more wait in the kernel's
-//!   backlog); the TLS handshake and a request's headers must arrive within
-//!   `header_timeout` (slow clients cannot hold a slot); an idle keep-alive connection is
-//!   closed after `idle_timeout`. HTTP/1.1 only.
+//!   backlog); the TLS handshake must complete within `header_timeout` (slow clients
+//!   cannot hold a slot); a kept-alive connection quiet for `idle_timeout` between
+//!   requests is closed, and a request's headers must arrive within `idle_timeout` of
+//!   the previous answer (hyper has one timer for both). HTTP/1.1 only.
 //! * **Bodies**: refused with 413 above `max_body` before they are read whole (by
 //!   `Content-Length`, and again while reading); decompressed up to `max_decompressed`
 //!   (`watchpost-fleet-protocol`); enrollment and heartbeat bodies have smaller limits.
@@ -418,13 +419,18 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_timeout)
+        // hyper's header timer runs from the end of an answer (or the connection's start)
+        // to the end of the next request's headers: it is the idle limit too. With
+        // `header_timeout` here, every kept connection quiet for 10 s was closed under its
+        // agent (a heartbeat every 30 s, batches every few seconds), which then had to
+        // connect again.
+        .header_read_timeout(state.config.idle_timeout)
         .max_buf_size(64 << 10)
         .keep_alive(true)
         .serve_connection(io, svc);
-    // The idle limit bounds the connection's quiet time between requests (hyper's header
-    // timeout only runs once a request has begun): a connection in use stays open, so an
-    // agent keeps its connection (and its TLS session) from batch to batch.
+    // The idle limit also bounds a connection busy for long with slow requests: one whose
+    // quiet time since its last request reaches `idle_timeout` is shut down gracefully, so
+    // an agent keeps its connection (and its TLS session) from batch to batch.
     let mut conn = std::pin::pin!(conn);
     let mut wait = idle;
     loop {

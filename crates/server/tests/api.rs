@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use watchpost_fleet_protocol::{AckRecord, Batch, Heartbeat, OutcomeRecord, Record};
 
@@ -589,5 +591,57 @@ fn a_group_of_batches_shares_one_transaction_and_each_gets_its_own_answer() {
         count(&env, "SELECT last_seq FROM agents WHERE hostname = 'H2'"),
         0
     );
+    env.stop();
+}
+
+/// A kept-alive connection quiet for longer than `header_timeout` between requests stays
+/// open (agents send a batch every few seconds and a heartbeat every 30 s on connections
+/// they keep); only `idle_timeout` closes it. A client that starts a request and stalls
+/// is still cut off (within `idle_timeout`).
+#[test]
+fn a_kept_connection_outlives_the_header_timeout_between_requests() {
+    use std::io::{Read, Write};
+    let Some(env) = Env::start(|c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.idle_timeout = Duration::from_secs(5);
+    }) else {
+        return;
+    };
+    let health = format!(
+        "GET /api/v1/health HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+        env.addr
+    );
+    let mut s = std::net::TcpStream::connect(env.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = |s: &mut std::net::TcpStream| {
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    s.write_all(health.as_bytes()).unwrap();
+    assert!(answer(&mut s).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(2500));
+    s.write_all(health.as_bytes()).unwrap();
+    let second = answer(&mut s);
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the connection was closed after 2.5 s quiet: {second:?}"
+    );
+    // A request begun and stalled is cut off after the idle limit.
+    let mut stalled = std::net::TcpStream::connect(env.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stalled
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHo")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = stalled.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "a stalled request is closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
     env.stop();
 }
