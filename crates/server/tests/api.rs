@@ -613,7 +613,7 @@ fn a_kept_connection_outlives_the_header_timeout_between_requests() {
     );
     let mut s = std::net::TcpStream::connect(env.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut answer = |s: &mut std::net::TcpStream| {
+    let answer = |s: &mut std::net::TcpStream| {
         let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
