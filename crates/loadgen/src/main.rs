@@ -1037,7 +1037,7 @@ async fn main() -> Result<()> {
         report["ack_latency_ms"]["max"]
     );
     println!(
-        "heartbeat → answer (a connection each): p50 {} ms, p99 {} ms, max {} ms",
+        "heartbeat → answer (its kept connection): p50 {} ms, p99 {} ms, max {} ms",
         report["heartbeat_latency_ms"]["p50"],
         report["heartbeat_latency_ms"]["p99"],
         report["heartbeat_latency_ms"]["max"]
