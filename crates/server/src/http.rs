@@ -357,6 +357,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         let tls = tls.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             state.metrics.connections.fetch_add(1, Ordering::Relaxed);
             let header_timeout = state.config.header_timeout;
@@ -370,7 +371,7 @@ pub async fn serve(
                                 _ => metrics::TLS_FULL,
                             };
                             accepted[kind].fetch_add(1, Ordering::Relaxed);
-                            connection(state.clone(), TokioIo::new(stream), peer).await
+                            connection(state.clone(), TokioIo::new(stream), peer, stop).await
                         }
                         Ok(Err(e)) => {
                             accepted[metrics::TLS_FAILED].fetch_add(1, Ordering::Relaxed);
@@ -384,7 +385,7 @@ pub async fn serve(
                 }
                 None => {
                     state.metrics.accepted[metrics::TLS_NONE].fetch_add(1, Ordering::Relaxed);
-                    connection(state.clone(), TokioIo::new(tcp), peer).await
+                    connection(state.clone(), TokioIo::new(tcp), peer, stop).await
                 }
             }
             state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
@@ -393,8 +394,15 @@ pub async fn serve(
     }
 }
 
-async fn connection<I>(state: Arc<State>, io: TokioIo<I>, peer: SocketAddr)
-where
+/// Serves one connection until the client closes it, it stays quiet for `idle_timeout`,
+/// or the server stops (`stop`: requests under way are answered, then it is closed, so
+/// agents holding kept connections connect to whatever serves the address next).
+async fn connection<I>(
+    state: Arc<State>,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let idle = state.config.idle_timeout;
@@ -433,8 +441,20 @@ where
     // an agent keeps its connection (and its TLS session) from batch to batch.
     let mut conn = std::pin::pin!(conn);
     let mut wait = idle;
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
-        match tokio::time::timeout(wait, conn.as_mut()).await {
+        let served = tokio::select! {
+            r = tokio::time::timeout(wait, conn.as_mut()) => r,
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+        };
+        match served {
             Ok(Ok(())) => return,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
