@@ -91,7 +91,13 @@ fn notify_leaves_the_directories_of_followed_files_to_the_tailers_own_wait() {
     read_until(&mut t, &mut got, 5);
     let s = t.stats();
     assert_eq!(s.polls, 0, "{s:?}");
+    // Linux reports the deletion at once; on Windows a file deleted while the tailer
+    // holds it open stays (delete pending) until the handle is closed, so only the
+    // rename is sure to be counted by now (what matters, every line, is checked below).
+    #[cfg(target_os = "linux")]
     assert_eq!(s.rotations, 2, "a.log renamed, b.log deleted: {s:?}");
+    #[cfg(windows)]
+    assert!(s.rotations >= 1, "a.log renamed: {s:?}");
     assert!(
         got.contains(&(logs.join("a.log.1"), "a1".to_owned())),
         "{got:?}"
