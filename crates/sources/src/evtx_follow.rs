@@ -1134,6 +1134,19 @@ impl Reader {
                         record_id: id,
                         xml,
                     };
+                    if t.anchor.is_none_or(|a| a.chunk != no) {
+                        t.anchor = anchor_hash(file, no)
+                            .ok()
+                            .map(|hash| Anchor { chunk: no, hash });
+                    }
+                    // Published before the send: the consumer may commit the record before
+                    // this thread runs again, and a commit above `handed` is refused (the
+                    // record would come again after a restart). A send cut short by a stop
+                    // leaves `committed` where it was.
+                    if let Some(p) = lock(&self.shared.positions).files.get_mut(path) {
+                        p.handed = id;
+                        p.anchor = t.anchor;
+                    }
                     crossbeam_channel::select! {
                         send(tx, rec) -> r => if r.is_err() {
                             return Err(Halt::Stop);
@@ -1142,16 +1155,6 @@ impl Reader {
                     }
                     bump(&counters.records);
                     t.last = id;
-                    if t.anchor.is_none_or(|a| a.chunk != no) {
-                        t.anchor = anchor_hash(file, no)
-                            .ok()
-                            .map(|hash| Anchor { chunk: no, hash });
-                    }
-                    let mut pos = lock(&self.shared.positions);
-                    if let Some(p) = pos.files.get_mut(path) {
-                        p.handed = id;
-                        p.anchor = t.anchor;
-                    }
                 }
                 (id, Err(e)) => {
                     if lenient {

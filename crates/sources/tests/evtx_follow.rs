@@ -95,6 +95,14 @@ fn take(f: &EvtxFollower, rx: &Receiver<EvtxRecord>, n: usize) -> Vec<EvtxRecord
     out
 }
 
+/// Path and record id of each record, for failure messages (the XML would drown them).
+fn where_from(records: &[EvtxRecord]) -> Vec<(String, u64)> {
+    records
+        .iter()
+        .map(|r| (r.path.display().to_string(), r.record_id))
+        .collect()
+}
+
 fn ids(records: &[EvtxRecord]) -> Vec<u64> {
     records.iter().map(|r| r.record_id).collect()
 }
@@ -130,6 +138,10 @@ fn copied_file_arrives_once_restart_resumes_and_a_second_file_arrives() {
         parse_event_xml(&ctx, &r.xml).unwrap();
     }
     f.checkpoint().unwrap();
+    // Every record was committed as it arrived, the last one too: a commit that reaches the
+    // follower before its own thread noted the record as handed must still count.
+    let cp: serde_json::Value = serde_json::from_slice(&fs::read(&fx.cp).unwrap()).unwrap();
+    assert_eq!(cp["files"][0]["record_id"], n as u64, "{cp}");
     f.shutdown();
     assert!(rx.try_recv().is_err());
 
@@ -138,7 +150,11 @@ fn copied_file_arrives_once_restart_resumes_and_a_second_file_arrives() {
     fs::copy(Path::new(DIR).join(TUNNELING), fx.path("b.evtx")).unwrap();
     let m = manifest_records(TUNNELING);
     let got = take(&f, &rx, m);
-    assert!(got.iter().all(|r| r.path == fx.path("b.evtx")), "{got:?}");
+    assert!(
+        got.iter().all(|r| r.path == fx.path("b.evtx")),
+        "{:?}",
+        where_from(&got)
+    );
     assert_eq!(ids(&got), range(1, m as u64));
     f.checkpoint().unwrap();
     let cp: serde_json::Value = serde_json::from_slice(&fs::read(&fx.cp).unwrap()).unwrap();
@@ -266,7 +282,8 @@ fn a_replaced_file_is_read_from_its_start() {
     let got = take(&f, &rx, 18);
     assert!(
         got.iter().all(|r| r.path == fx.path("sync.evtx")),
-        "{got:?}"
+        "{:?}",
+        where_from(&got)
     );
     f.shutdown();
 }
