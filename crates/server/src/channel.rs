@@ -19,7 +19,7 @@
 //! and each version's text once read (versions never change), so a woken poll answers
 //! from memory. Commands and acknowledgements are read per agent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +31,8 @@ use watchpost_fleet_protocol::{
 };
 
 use crate::control::CHANNEL;
+use crate::heartbeat::Refused;
+use crate::ingest::AgentRef;
 
 /// Most acknowledgements in one delivery (more follow on the next poll).
 const MAX_ACKS: i64 = 1000;
@@ -205,17 +207,24 @@ pub async fn listen(pg: tokio_postgres::Config, hub: Arc<Hub>, mut stop: watch::
     }
 }
 
-/// What a poll reads and marks delivered (see [`fetch`]).
-const FETCH: &str = "WITH cur AS (SELECT group_id FROM agents WHERE id = $1),
+/// What a poll reads and marks delivered (see [`fetch`]). `$4`: the SHA-256 of the
+/// credential the poll carried when the agent was taken from the server's cache of
+/// credentials (NULL: checked for this request): the statement checks it and the
+/// revocation itself, so a poll costs one statement, and writes nothing for an agent it
+/// refuses.
+const FETCH: &str = "WITH cur AS (
+     SELECT group_id FROM agents
+     WHERE id = $1 AND revoked_at IS NULL AND ($4::bytea IS NULL OR credential_hash = $4)),
  -- Only when the cursor moved: a poll takes no row lock on the agent (ingest
  -- holds those while it commits a batch).
  moved AS (
-     UPDATE agents SET acks_applied = $2 WHERE id = $1 AND acks_applied < $2),
+     UPDATE agents SET acks_applied = $2
+     WHERE id = $1 AND acks_applied < $2 AND EXISTS (SELECT 1 FROM cur)),
  cmd AS (
      UPDATE command_results r SET delivered_at = now()
      FROM commands c
      WHERE r.agent_id = $1 AND r.finished_at IS NULL AND c.id = r.command_id
-       AND (c.expires_at IS NULL OR c.expires_at > now())
+       AND (c.expires_at IS NULL OR c.expires_at > now()) AND EXISTS (SELECT 1 FROM cur)
      RETURNING c.id, c.args, c.created_by)
  SELECT cur.group_id, g.published_version,
         (SELECT coalesce(json_agg(json_build_object('id', id, 'args', args, 'by', created_by) ORDER BY id), '[]') FROM cmd),
@@ -224,24 +233,36 @@ const FETCH: &str = "WITH cur AS (SELECT group_id FROM agents WHERE id = $1),
            FROM (SELECT * FROM central_acks WHERE agent_id = $1 AND id > $2 ORDER BY id LIMIT $3) x)
  FROM cur JOIN groups g ON g.id = cur.group_id";
 
-/// What is new for an agent, read from the database; `None` when the agent is gone.
-/// Marks handed-out commands as delivered and records the agent's acknowledgement cursor
-/// when it moved (the agent's row is not otherwise written: heartbeats keep `last_seen_at`).
+/// What a poll found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The agent's group and what is new for it.
+    Found(i64, Delivery),
+    /// The credential no longer names a valid agent.
+    Refused(Refused),
+}
+
+/// What is new for an agent, read from the database. Marks handed-out commands as
+/// delivered and records the agent's acknowledgement cursor when it moved (the agent's
+/// row is not otherwise written: heartbeats keep `last_seen_at`).
 pub async fn fetch(
     db: &deadpool_postgres::ClientWrapper,
     hub: &Hub,
-    agent: i64,
+    agent: &AgentRef,
     poll: &Poll,
-) -> Result<Option<(i64, Delivery)>, tokio_postgres::Error> {
+) -> Result<Fetched, tokio_postgres::Error> {
     // Prepared once per pooled connection: every poll runs it (hundreds a second with
     // thousands of agents), and PostgreSQL's parser and planner showed at the top of its
     // profile under that load when it was sent as text each time.
     let statement = db.prepare_cached(FETCH).await?;
     let Some(row) = db
-        .query_opt(&statement, &[&agent, &poll.ack_after, &MAX_ACKS])
+        .query_opt(
+            &statement,
+            &[&agent.id, &poll.ack_after, &MAX_ACKS, &agent.credential],
+        )
         .await?
     else {
-        return Ok(None);
+        return Ok(Fetched::Refused(why_refused(db, agent.id).await?));
     };
     let group: i64 = row.get(0);
     let published: Option<i32> = row.get(1);
@@ -263,7 +284,22 @@ pub async fn fetch(
         }
     }
     d.acks = serde_json::from_value::<Vec<CentralAck>>(row.get(3)).unwrap_or_default();
-    Ok(Some((group, d)))
+    Ok(Fetched::Found(group, d))
+}
+
+/// Why the credential of `agent` was refused: revoked (and when, why), else unknown.
+async fn why_refused(db: &Client, agent: i64) -> Result<Refused, tokio_postgres::Error> {
+    let row = db
+        .query_opt(
+            "SELECT revoked_at, coalesce(revoke_reason, '') FROM agents
+             WHERE id = $1 AND revoked_at IS NOT NULL",
+            &[&agent],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => Refused::Revoked(crate::ingest::revoked_message(r.get(0), r.get(1))),
+        None => Refused::Unauthorized,
+    })
 }
 
 /// A version's text and files (read once per instance).
@@ -341,41 +377,146 @@ pub async fn wait(
     woken
 }
 
-/// Records what an agent reports.
-pub async fn record_report(
-    db: &Client,
-    agent: i64,
-    report: &Report,
-) -> Result<ReportAck, tokio_postgres::Error> {
-    if let Some(c) = &report.config {
-        let error = (!c.ok).then_some(c.diagnostics.as_str());
-        db.execute(
-            "UPDATE agents SET config_version = $2, config_ok = $3, config_error = $4,
-                    config_reload_generation = $5, config_reported_at = now()
-             WHERE id = $1",
-            &[&agent, &c.version, &c.ok, &error, &(c.generation as i64)],
+/// Records the reports of many agents in one transaction, set-wise (a statement each for
+/// the configurations, the command results and the acknowledgement cursors, whatever the
+/// number of agents): after a publication thousands of agents report within a second,
+/// and one commit each would queue them (and the polls behind them) for seconds. The
+/// commit waits for the disk: a command's result is not sent again. Each report gets its
+/// own answer, refused when its credential is no longer valid; of an agent's reports in
+/// one group the configuration of the last counts.
+pub async fn record_reports(
+    db: &mut Client,
+    group: &[(AgentRef, &Report)],
+) -> Result<Vec<Result<ReportAck, Refused>>, tokio_postgres::Error> {
+    let tx = db.transaction().await?;
+    let ids: Vec<i64> = group.iter().map(|(a, _)| a.id).collect();
+    let hashes: Vec<Option<Vec<u8>>> = group.iter().map(|(a, _)| a.credential.clone()).collect();
+    // The reports whose credential is valid (their places in `group`, from 1), the agents'
+    // rows locked in id order as ingest and heartbeats lock them (no deadlock), `NO KEY`
+    // so foreign keys to them do not wait.
+    let valid_at: HashSet<i64> = tx
+        .query(
+            "SELECT u.n FROM agents a
+             JOIN unnest($1::int8[], $2::bytea[]) WITH ORDINALITY AS u(id, hash, n) ON a.id = u.id
+             WHERE a.revoked_at IS NULL AND (u.hash IS NULL OR a.credential_hash = u.hash)
+             ORDER BY a.id FOR NO KEY UPDATE OF a",
+            &[&ids, &hashes],
         )
-        .await?;
-    }
-    let mut recorded = 0u32;
-    for r in &report.results {
-        let result = serde_json::json!({ "output": r.output });
-        recorded += db
-            .execute(
-                "UPDATE command_results SET finished_at = now(), ok = $3, result = $4
-                 WHERE command_id = $1 AND agent_id = $2 AND finished_at IS NULL",
-                &[&r.id, &agent, &r.ok, &result],
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let valid = |at: usize| valid_at.contains(&(at as i64 + 1));
+    let mut refused: HashMap<i64, Refused> = HashMap::new();
+    let others: Vec<i64> = (0..group.len())
+        .filter(|&at| !valid(at))
+        .map(|at| ids[at])
+        .collect();
+    if !others.is_empty() {
+        for r in tx
+            .query(
+                "SELECT id, revoked_at, coalesce(revoke_reason, '')
+                 FROM agents WHERE id = ANY($1) AND revoked_at IS NOT NULL",
+                &[&others],
             )
-            .await? as u32;
+            .await?
+        {
+            refused.insert(
+                r.get(0),
+                Refused::Revoked(crate::ingest::revoked_message(r.get(1), r.get(2))),
+            );
+        }
     }
-    if let Some(a) = report.acks_applied {
-        db.execute(
-            "UPDATE agents SET acks_applied = greatest(acks_applied, $2) WHERE id = $1",
-            &[&agent, &a],
+    // Configurations: the last report of each agent that has one.
+    let mut config: BTreeMap<i64, &watchpost_fleet_protocol::ConfigReport> = BTreeMap::new();
+    let mut acks: BTreeMap<i64, i64> = BTreeMap::new();
+    let (mut r_cmd, mut r_agent, mut r_ok, mut r_result, mut r_at) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    // A command's result once (the first), whatever else arrived with it.
+    let mut results_seen: HashSet<(i64, i64)> = HashSet::new();
+    for (at, (a, r)) in group.iter().enumerate() {
+        if !valid(at) {
+            continue;
+        }
+        if let Some(c) = &r.config {
+            config.insert(a.id, c);
+        }
+        if let Some(x) = r.acks_applied {
+            let e = acks.entry(a.id).or_insert(x);
+            *e = (*e).max(x);
+        }
+        for c in &r.results {
+            if !results_seen.insert((c.id, a.id)) {
+                continue;
+            }
+            r_cmd.push(c.id);
+            r_agent.push(a.id);
+            r_ok.push(c.ok);
+            r_result.push(serde_json::json!({ "output": c.output }).to_string());
+            r_at.push(at as i32);
+        }
+    }
+    if !config.is_empty() {
+        let (mut c_id, mut c_version, mut c_ok, mut c_error, mut c_gen) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for (id, c) in &config {
+            c_id.push(*id);
+            c_version.push(c.version);
+            c_ok.push(c.ok);
+            c_error.push((!c.ok).then(|| c.diagnostics.clone()));
+            c_gen.push(c.generation.min(i64::MAX as u64) as i64);
+        }
+        tx.execute(
+            "UPDATE agents a SET config_version = u.v, config_ok = u.ok, config_error = u.err,
+                    config_reload_generation = u.g, config_reported_at = now()
+             FROM unnest($1::int8[], $2::int4[], $3::bool[], $4::text[], $5::int8[])
+                  AS u(id, v, ok, err, g)
+             WHERE a.id = u.id",
+            &[&c_id, &c_version, &c_ok, &c_error, &c_gen],
         )
         .await?;
     }
-    Ok(ReportAck { recorded })
+    // Results recorded, per report (its place in `group`).
+    let mut recorded: HashMap<i32, u32> = HashMap::new();
+    if !r_cmd.is_empty() {
+        for row in tx
+            .query(
+                "UPDATE command_results r SET finished_at = now(), ok = u.ok, result = u.res::jsonb
+                 FROM unnest($1::int8[], $2::int8[], $3::bool[], $4::text[], $5::int4[])
+                      AS u(c, a, ok, res, at)
+                 WHERE r.command_id = u.c AND r.agent_id = u.a AND r.finished_at IS NULL
+                 RETURNING u.at",
+                &[&r_cmd, &r_agent, &r_ok, &r_result, &r_at],
+            )
+            .await?
+        {
+            *recorded.entry(row.get(0)).or_default() += 1;
+        }
+    }
+    if !acks.is_empty() {
+        let (a_id, a_after): (Vec<i64>, Vec<i64>) = acks.into_iter().unzip();
+        tx.execute(
+            "UPDATE agents a SET acks_applied = greatest(a.acks_applied, u.x)
+             FROM unnest($1::int8[], $2::int8[]) AS u(id, x)
+             WHERE a.id = u.id AND a.acks_applied < u.x",
+            &[&a_id, &a_after],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(group
+        .iter()
+        .enumerate()
+        .map(|(at, (a, _))| {
+            if valid(at) {
+                Ok(ReportAck {
+                    recorded: recorded.get(&(at as i32)).copied().unwrap_or(0),
+                })
+            } else {
+                Err(refused.get(&a.id).cloned().unwrap_or(Refused::Unauthorized))
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -71,6 +71,7 @@ pub struct State {
     agent_keys: Mutex<HashMap<Vec<u8>, i64>>,
     ingest: tokio::sync::mpsc::Sender<IngestJob>,
     heartbeats: tokio::sync::mpsc::Sender<HeartbeatJob>,
+    reports: tokio::sync::mpsc::Sender<ReportJob>,
     /// The web console (`[console] enabled`), set once when the server starts.
     pub console: std::sync::OnceLock<Arc<watchpost_console::Console>>,
 }
@@ -81,6 +82,8 @@ pub struct Queues {
     pub ingest: tokio::sync::mpsc::Receiver<IngestJob>,
     /// Heartbeats, for the [`heartbeat_worker`].
     pub heartbeats: tokio::sync::mpsc::Receiver<HeartbeatJob>,
+    /// Channel reports, for the [`report_worker`].
+    pub reports: tokio::sync::mpsc::Receiver<ReportJob>,
 }
 
 /// A heartbeat waiting for the heartbeat worker, and where its answer goes.
@@ -221,12 +224,70 @@ pub async fn heartbeat_worker(
     }
 }
 
+/// A channel report waiting for the report worker, and where its answer goes.
+pub struct ReportJob {
+    agent: ingest::AgentRef,
+    report: proto::Report,
+    reply: tokio::sync::oneshot::Sender<
+        Result<Result<proto::ReportAck, crate::heartbeat::Refused>, String>,
+    >,
+}
+
+/// Most reports one transaction takes.
+const GROUP_REPORTS: usize = 2000;
+
+/// The report worker: takes a report and every other one waiting at that moment, records
+/// them in one transaction ([`crate::channel::record_reports`]) and answers each. After
+/// a publication thousands of agents report at once; alone, a report goes at once.
+pub async fn report_worker(
+    state: Arc<State>,
+    mut rx: tokio::sync::mpsc::Receiver<ReportJob>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => match j { Some(j) => j, None => return },
+            _ = stop.changed() => return,
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_REPORTS {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = match state.pool.get().await {
+            Ok(mut db) => {
+                let group: Vec<(ingest::AgentRef, &proto::Report)> =
+                    jobs.iter().map(|j| (j.agent.clone(), &j.report)).collect();
+                crate::channel::record_reports(&mut db, &group)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(answers) => {
+                for (job, answer) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(text) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(text.clone()));
+                }
+            }
+        }
+    }
+}
+
 impl State {
     /// Shared state for a server, and the receiving ends of its queues (for
     /// [`ingest_worker`]s and the [`heartbeat_worker`]).
     pub fn new(config: Config, pool: deadpool_postgres::Pool, window: Window) -> (State, Queues) {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let (htx, hrx) = tokio::sync::mpsc::channel(8192);
+        let (rtx, rrx) = tokio::sync::mpsc::channel(8192);
         (
             State {
                 config,
@@ -239,11 +300,13 @@ impl State {
                 agent_keys: Mutex::new(HashMap::new()),
                 ingest: tx,
                 heartbeats: htx,
+                reports: rtx,
                 console: std::sync::OnceLock::new(),
             },
             Queues {
                 ingest: rx,
                 heartbeats: hrx,
+                reports: rrx,
             },
         )
     }
@@ -654,13 +717,9 @@ fn rate_limit(state: &State, id: i64) -> Result<(), Response<Body>> {
     Err(resp)
 }
 
-/// The agent a credential belongs to, with the database connection that looked it up
-/// (the request's work uses it too: one pool checkout per request); 401 or 403
-/// (revoked) otherwise.
-async fn agent(
-    state: &State,
-    req: &Request<Incoming>,
-) -> Result<(i64, deadpool_postgres::Object), Response<Body>> {
+/// The agent a credential belongs to, looked up in the database; 401 or 403 (revoked)
+/// otherwise.
+async fn agent(state: &State, req: &Request<Incoming>) -> Result<i64, Response<Body>> {
     let Some(token) = bearer(req) else {
         return Err(no_credential());
     };
@@ -679,14 +738,14 @@ async fn agent(
             None => {
                 let id: i64 = r.get(0);
                 rate_limit(state, id)?;
-                Ok((id, db))
+                Ok(id)
             }
         },
     }
 }
 
-/// The agent a credential belongs to, for work whose own transaction checks the
-/// credential again (batches, heartbeats): from the cache of credentials seen valid when
+/// The agent a credential belongs to, for work whose own statement checks the
+/// credential again (batches, heartbeats, polls, reports): from the cache of credentials seen valid when
 /// it is there (no database on the way), else looked up (and then kept). 401, 403 or 429
 /// otherwise.
 async fn agent_cached(
@@ -710,8 +769,7 @@ async fn agent_cached(
             credential: Some(key),
         });
     }
-    let (id, db) = agent(state, req).await?;
-    drop(db);
+    let id = agent(state, req).await?;
     let mut keys = state.agent_keys.lock().unwrap_or_else(|e| e.into_inner());
     if keys.len() >= MAX_CACHED_KEYS {
         keys.clear();
@@ -1126,9 +1184,11 @@ async fn channel_body<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /api/v1/poll`: what is new for the agent, at once or when it arrives (see
-/// `channel.rs`). The database connection goes back to the pool while the poll waits.
+/// `channel.rs`). The credential comes from the server's cache when it is there and is
+/// checked by the poll's own statement; the database connection goes back to the pool
+/// while the poll waits.
 async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let (agent_id, db) = match agent(state, &req).await {
+    let agent = match agent_cached(state, &req).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -1138,28 +1198,19 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let wait = Duration::from_secs(u64::from(p.wait_secs.min(proto::channel::MAX_WAIT_SECS)));
     let deadline = Instant::now() + wait;
-    let mut db = Some(db);
     loop {
-        let noted = state.hub.before_reading(agent_id);
-        let conn = match db.take() {
-            Some(c) => c,
-            None => match client(state).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            },
+        let noted = state.hub.before_reading(agent.id);
+        let conn = match client(state).await {
+            Ok(c) => c,
+            Err(r) => return r,
         };
-        let (group, delivery) = match crate::channel::fetch(&conn, &state.hub, agent_id, &p).await {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "unknown agent (enroll again)",
-                );
-            }
+        let fetched = crate::channel::fetch(&conn, &state.hub, &agent, &p).await;
+        drop(conn);
+        let (group, delivery) = match fetched {
+            Ok(crate::channel::Fetched::Found(g, d)) => (g, d),
+            Ok(crate::channel::Fetched::Refused(why)) => return refused(state, &agent, why),
             Err(e) => return db_failed(e),
         };
-        drop(conn);
         let left = deadline.saturating_duration_since(Instant::now());
         if !delivery.is_empty() || left.is_zero() {
             return json(StatusCode::OK, &delivery);
@@ -1170,10 +1221,27 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The answer to a request whose credential its transaction refused; the credential
+/// leaves the cache.
+fn refused(
+    state: &State,
+    agent: &ingest::AgentRef,
+    why: crate::heartbeat::Refused,
+) -> Response<Body> {
+    if let Some(k) = &agent.credential {
+        state.forget_key(k);
+    }
+    match why {
+        crate::heartbeat::Refused::Unauthorized => unknown_agent(),
+        crate::heartbeat::Refused::Revoked(m) => revoked(m),
+    }
+}
+
 /// `POST /api/v1/report`: a configuration applied or refused, command results, how far
-/// central acknowledgements were applied.
+/// central acknowledgements were applied; recorded by the report worker together with
+/// the reports that arrived at the same time.
 async fn report(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let (agent_id, db) = match agent(state, &req).await {
+    let agent = match agent_cached(state, &req).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -1181,9 +1249,20 @@ async fn report(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match crate::channel::record_report(&db, agent_id, &r).await {
-        Ok(ack) => json(StatusCode::OK, &ack),
-        Err(e) => db_failed(e),
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = ReportJob {
+        agent: agent.clone(),
+        report: r,
+        reply,
+    };
+    if state.reports.send(job).await.is_err() {
+        return db_failed("the report worker stopped");
+    }
+    match answer.await {
+        Ok(Ok(Ok(ack))) => json(StatusCode::OK, &ack),
+        Ok(Ok(Err(why))) => refused(state, &agent, why),
+        Ok(Err(e)) => db_failed(e),
+        Err(_) => db_failed("no answer from the report worker"),
     }
 }
 

@@ -271,6 +271,11 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
         queues.heartbeats,
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(http::report_worker(
+        state.clone(),
+        queues.reports,
+        stop_rx.clone(),
+    )));
     let s = state.clone();
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {

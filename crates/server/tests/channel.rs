@@ -332,3 +332,195 @@ fn configuration_commands_and_acks_reach_their_agents_through_either_instance() 
     env.rt.block_on(other.stop());
     env.stop();
 }
+
+/// The status and error code of a channel request.
+fn channel_status(addr: SocketAddr, path: &str, cred: &str, body: &[u8]) -> (u16, String, String) {
+    let auth = format!("Bearer {cred}");
+    let a = request(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    );
+    let j = a.json();
+    (
+        a.status,
+        j["code"].as_str().unwrap_or("").to_owned(),
+        j["error"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn reports_arriving_together_are_recorded_apart_and_a_revoked_agent_is_refused_on_the_channel() {
+    let Some(env) = Env::start(|_| {}) else {
+        return;
+    };
+    let addr = env.addr;
+    let db = env.db();
+    let secret = env.rt.block_on(async {
+        watchpost_server::admin::group_add(&db, "test", "lab", "")
+            .await
+            .unwrap();
+        watchpost_server::admin::secret_create(&db, "test", "lab", "s", None)
+            .await
+            .unwrap()
+    });
+    let creds: Vec<String> = ["A", "B", "C"]
+        .iter()
+        .map(|h| credential(&enroll(addr, &secret, &format!("host-{h}"), h)))
+        .collect();
+    // Each agent polled once: its credential is in the server's cache from now on.
+    for c in &creds {
+        assert!(poll(addr, c, &now_poll(None, 0)).is_empty());
+    }
+    let published = env
+        .rt
+        .block_on(control::config_publish(
+            &db,
+            "test",
+            "lab",
+            GOOD,
+            &BTreeMap::new(),
+            "first",
+            &[],
+        ))
+        .unwrap();
+    let send = |host: &str| {
+        env.rt
+            .block_on(control::command_send(
+                &db,
+                "test",
+                &Target::Agent(host.into()),
+                &CommandKind::RunChecks,
+                None,
+                None,
+            ))
+            .unwrap()
+            .id
+    };
+    let (cmd_a, cmd_b) = (send("A"), send("B"));
+    let ids: Vec<i64> = env
+        .pg
+        .psql("SELECT string_agg(id::text, ',' ORDER BY hostname) FROM agents")
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let hash = |c: &str| Some(watchpost_server::admin::hash(c));
+    let agent = |i: usize, credential: Option<Vec<u8>>| watchpost_server::ingest::AgentRef {
+        id: ids[i],
+        credential,
+    };
+    let applied = Report {
+        config: Some(ConfigReport {
+            version: published.version,
+            ok: true,
+            generation: 7,
+            diagnostics: String::new(),
+        }),
+        ..Report::default()
+    };
+    let result = |id: i64, output: &str| Report {
+        results: vec![CommandResult {
+            id,
+            ok: true,
+            output: output.into(),
+        }],
+        acks_applied: Some(0),
+        ..Report::default()
+    };
+    let (ra, rb) = (result(cmd_a, "a ran"), result(cmd_b, "b ran"));
+    let refused_config = Report {
+        config: Some(ConfigReport {
+            version: published.version,
+            ok: false,
+            generation: 3,
+            diagnostics: "group.toml:5:8: no such path".into(),
+        }),
+        ..Report::default()
+    };
+    // Revoked while its credential is still cached.
+    env.rt
+        .block_on(watchpost_server::admin::agent_revoke(
+            &db,
+            "test",
+            "C",
+            "decommissioned",
+        ))
+        .unwrap();
+    let group = [
+        (agent(0, hash(&creds[0])), &applied),
+        (agent(0, hash(&creds[0])), &ra),
+        (agent(1, None), &rb),
+        // The same result again, in the same transaction: recorded once.
+        (agent(0, hash(&creds[0])), &ra),
+        (agent(1, hash(&creds[1])), &refused_config),
+        (agent(2, hash(&creds[2])), &applied),
+        // A's id with B's credential.
+        (agent(0, hash(&creds[1])), &applied),
+    ];
+    let mut db2 = env.db();
+    let answers = env.rt.block_on(async {
+        watchpost_server::channel::record_reports(&mut db2, &group)
+            .await
+            .unwrap()
+    });
+    let recorded: Vec<Option<u32>> = answers
+        .iter()
+        .map(|a| a.as_ref().ok().map(|a| a.recorded))
+        .collect();
+    assert_eq!(
+        recorded,
+        [Some(0), Some(1), Some(1), Some(0), Some(0), None, None]
+    );
+    assert!(
+        matches!(&answers[5], Err(watchpost_server::heartbeat::Refused::Revoked(m)) if m.contains("decommissioned"))
+    );
+    assert_eq!(
+        answers[6],
+        Err(watchpost_server::heartbeat::Refused::Unauthorized)
+    );
+    assert_eq!(
+        env.pg.psql(
+            "SELECT string_agg(hostname || '=' || coalesce(config_version::text, '-') || '/' || coalesce(config_ok::text, '-') || '/' || coalesce(config_error, '') || '/' || coalesce(config_reload_generation::text, '-'), ' ' ORDER BY hostname) FROM agents"
+        ),
+        format!(
+            "A={v}/true//7 B={v}/false/group.toml:5:8: no such path/3 C=-/-//-",
+            v = published.version
+        )
+    );
+    assert_eq!(
+        env.pg.psql(
+            "SELECT string_agg(a.hostname || ':' || (r.result->>'output'), ' ' ORDER BY a.hostname) FROM command_results r JOIN agents a ON a.id = r.agent_id WHERE r.finished_at IS NOT NULL"
+        ),
+        "A:a ran B:b ran"
+    );
+
+    // Through HTTP, with C's credential cached: its poll and its report are refused, with
+    // the reason, and so is a credential nobody has.
+    let body = serde_json::to_vec(&now_poll(None, 0)).unwrap();
+    let (status, code, error) = channel_status(addr, "/api/v1/poll", &creds[2], &body);
+    assert_eq!((status, code.as_str()), (403, "revoked"), "{error}");
+    assert!(error.contains("decommissioned"), "{error}");
+    let (status, code, _) = channel_status(
+        addr,
+        "/api/v1/report",
+        &creds[2],
+        &serde_json::to_vec(&applied).unwrap(),
+    );
+    assert_eq!((status, code.as_str()), (403, "revoked"));
+    let (status, _, _) = channel_status(addr, "/api/v1/poll", "not-a-credential", &body);
+    assert_eq!(status, 401);
+    // The others go on.
+    assert_eq!(
+        poll(addr, &creds[1], &now_poll(Some(published.version), 0))
+            .commands
+            .len(),
+        0
+    );
+    assert_eq!(report(addr, &creds[0], &applied), 0);
+    env.stop();
+}
