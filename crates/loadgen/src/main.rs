@@ -2,8 +2,8 @@
 //! protocol and TLS, the way the agent talks to it. Each agent enrolls (with a host id of
 //! its own); sends a batch of events every `--batch-interval` seconds (the agent's
 //! `[fleet] interval`) so that all together send `--rate` events per second, over one
-//! kept-alive connection; and, on its own connection made for each one (as the agent's
-//! heartbeat thread does), a heartbeat every `--heartbeat` seconds. A batch that fails
+//! kept-alive connection; and, over a kept-alive connection of their own (as the agent's
+//! heartbeat thread sends them), a heartbeat every `--heartbeat` seconds. A batch that fails
 //! (the server killed, PostgreSQL restarting) is sent again with the same sequence numbers
 //! until it is acknowledged, as the agent does. After `--duration` it drains what is
 //! unacknowledged, then reports enrolled and online agents, the sustained ingest rate, the
