@@ -9,6 +9,10 @@
 #   scripts/fleet-bench.sh                                   # 10,000 agents, 20,000 events/s, 300 s, chaos
 #   AGENTS=500 RATE=2000 DURATION=40 scripts/fleet-bench.sh  # smaller
 #   BUILD=0 … uses the binaries already built; OUT=report.json writes the figures
+#   SERVERS=2: two server instances on one database (agent i talks to instance i mod 2),
+#   PROCESSES=2: the simulated agents played by two loadgen processes. Each connection is a
+#   file descriptor and a process may hold only `ulimit -Hn` of them; 10,000 agents hold
+#   30,000 connections. With CHAOS=1 the first instance is the one killed.
 #   PROBE_EVERY=50 (the default): after every 50th acknowledged batch, each agent sends it
 #   again, replays the one before and sends one after a gap: the run fails unless the
 #   first is acknowledged as committed and the others refused (409)
@@ -33,6 +37,8 @@ RAMP=${RAMP:-60}
 PROBE_EVERY=${PROBE_EVERY:-50}
 PROFILE=${PROFILE:-release}
 OUT=${OUT:-}
+SERVERS=${SERVERS:-1}
+PROCESSES=${PROCESSES:-1}
 
 BUILD=${BUILD:-1}
 if [ "$PROFILE" = release ]; then
@@ -51,6 +57,7 @@ work=$(mktemp -d /tmp/wp-bench-XXXXXX)
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  for f in "$work"/server-*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   as_pg "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -118,6 +125,21 @@ start_server() {
   echo "server did not start"; cat "$work/server.log"; exit 1
 }
 start_server
+# Further instances: the same configuration on the next ports.
+servers="https://127.0.0.1:$port"
+watch_servers="--watch watchpost-server=@$work/server.pid"
+for n in $(seq 2 "$SERVERS"); do
+  p=$((port + n - 1))
+  sed "s/^listen = .*/listen = \"127.0.0.1:$p\"/" "$work/server.toml" >"$work/server-$n.toml"
+  WATCHPOST_LOG=warn $bin/watchpost-server -c "$work/server-$n.toml" run 2>>"$work/server-$n.log" &
+  echo $! >"$work/server-$n.pid"
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break
+    sleep 0.1
+  done
+  servers="$servers,https://127.0.0.1:$p"
+  watch_servers="$watch_servers --watch watchpost-server-$n=@$work/server-$n.pid"
+done
 
 if [ "$CHAOS" = 1 ]; then
   (
@@ -163,12 +185,12 @@ GROUP
   publish_pid=$!
 fi
 
-echo "== load: $AGENTS agents, $RATE events/s, ${DURATION}s (ramp ${RAMP}s), chaos=$CHAOS"
+echo "== load: $AGENTS agents, $RATE events/s, ${DURATION}s (ramp ${RAMP}s), chaos=$CHAOS, $SERVERS server instance(s), $PROCESSES loadgen process(es)"
 set +e
-WATCHPOST_LOADGEN_SECRET=$secret "$bin/watchpost-loadgen" --server "https://127.0.0.1:$port" \
+WATCHPOST_LOADGEN_SECRET=$secret "$bin/watchpost-loadgen" --server "$servers" --processes "$PROCESSES" \
   --ca-file "$work/ca.pem" --agents "$AGENTS" --rate "$RATE" --duration "$DURATION" \
   --heartbeat "$HEARTBEAT" --batch-interval "$BATCH_INTERVAL" --ramp "$RAMP" --probe-every "$PROBE_EVERY" --db "$db" \
-  --watch "watchpost-server=@$work/server.pid" --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"} \
+  $watch_servers --watch "postgresql=@$work/pg/postmaster.pid" ${OUT:+--json "$OUT"} \
   $([ "$POLL" = 1 ] && echo --poll)
 status=$?
 set -e

@@ -50,9 +50,13 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # BENCHMARKS.md): 500 simulated agents over TLS, the server killed with SIGKILL and
 # PostgreSQL crash-restarted mid-load; fails unless every acknowledged event is stored
 # exactly once. The agents also long-poll the channel back (POLL=1): two configuration
-# versions are published and a command sent during the load.
+# versions are published and a command sent during the load. Two server instances share
+# the database and the agents are played by two simulator processes (SERVERS=2
+# PROCESSES=2), the way the benchmark reaches 10,000 agents where a process may hold
+# only 20,000 connections: a configuration published through one instance reaches the
+# agents polling on the other, and the killed instance's agents come back to it.
 echo "== fleet load with a server kill and a PostgreSQL restart (scripts/fleet-bench.sh)"
-AGENTS=500 RATE=2000 DURATION=45 RAMP=5 HEARTBEAT=10 BATCH_INTERVAL=2 PROFILE=debug POLL=1 \
+AGENTS=500 RATE=2000 DURATION=45 RAMP=5 HEARTBEAT=10 BATCH_INTERVAL=2 PROFILE=debug POLL=1 SERVERS=2 PROCESSES=2 \
   scripts/fleet-bench.sh 2>&1 | tee -a "$log" | grep -v '^\['
 grep -q 'database check: .* — ok' "$log"
 

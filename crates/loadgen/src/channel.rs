@@ -129,15 +129,11 @@ pub async fn poll_loop(
 /// Per published version: agents reached and the time to 50/99/100 % of them (ms after
 /// the version was stored); per command: the time to its results.
 pub async fn figures(
-    stats: &ChannelStats,
+    seen: &crate::Snapshot,
     db: &tokio_postgres::Client,
-    agents: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let arrivals = stats
-        .configs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let arrivals = &seen.configs;
+    let agents = seen.enrolled;
     let rows = db
         .query(
             "SELECT version, (extract(epoch FROM created_at) * 1000)::bigint FROM config_versions ORDER BY version",
@@ -189,10 +185,9 @@ pub async fn figures(
     }
     println!(
         "polls answered {}, failed polls/reports {}",
-        stats.polls.load(Ordering::Relaxed),
-        stats.failures.load(Ordering::Relaxed)
+        seen.polls, seen.poll_failures
     );
     Ok(
-        serde_json::json!({ "configurations": versions, "commands": commands, "polls": stats.polls.load(Ordering::Relaxed), "failures": stats.failures.load(Ordering::Relaxed) }),
+        serde_json::json!({ "configurations": versions, "commands": commands, "polls": seen.polls, "failures": seen.poll_failures }),
     )
 }

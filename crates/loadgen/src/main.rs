@@ -2,8 +2,8 @@
 //! protocol and TLS, the way the agent talks to it. Each agent enrolls (with a host id of
 //! its own); sends a batch of events every `--batch-interval` seconds (the agent's
 //! `[fleet] interval`) so that all together send `--rate` events per second, over one
-//! kept-alive connection; and, on its own connection made for each one (as the agent's
-//! heartbeat thread does), a heartbeat every `--heartbeat` seconds. A batch that fails
+//! kept-alive connection; and, over a kept-alive connection of their own (as the agent's
+//! heartbeat thread sends them), a heartbeat every `--heartbeat` seconds. A batch that fails
 //! (the server killed, PostgreSQL restarting) is sent again with the same sequence numbers
 //! until it is acknowledged, as the agent does. After `--duration` it drains what is
 //! unacknowledged, then reports enrolled and online agents, the sustained ingest rate, the
@@ -16,6 +16,11 @@
 //! report says how fast configuration versions and commands reached the agents.
 //!
 //! The figures are printed as text and, with `--json FILE`, written as JSON.
+//!
+//! `--processes N` plays the agents in N processes of this program (agent `i` in the
+//! `i mod N`-th, started with the hidden `--shard K/N`), each writing what it saw as a
+//! [`Snapshot`] for the first, which measures and reports for all; `--server` may name
+//! several instances (agent `i` talks to the `i mod n`-th).
 
 mod channel;
 
@@ -42,9 +47,11 @@ use watchpost_fleet_protocol::{
     about = "Plays many watchpost agents against watchpost-server"
 )]
 struct Args {
-    /// The server (`https://127.0.0.1:8443`).
-    #[arg(long)]
-    server: String,
+    /// The server (`https://127.0.0.1:8443`). Several (comma-separated or the option
+    /// repeated): instances of one server behind no balancer, agent `i` talking to the
+    /// `i mod n`-th.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<String>,
     /// CA certificate (PEM) to trust.
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -107,6 +114,17 @@ struct Args {
     /// simulator's CPU, which real agents, each on its own host, never cost.
     #[arg(long)]
     one_source: bool,
+    /// Play the agents in this many processes (agent `i` in the `i mod n`-th), each
+    /// reporting to this one, which measures and reports for all: every connection is a
+    /// file descriptor, and a process may hold only so many (`ulimit -Hn`).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// (Set by `--processes` for the processes it starts: `K/N`.)
+    #[arg(long, hide = true)]
+    shard: Option<String>,
+    /// (Set by `--processes`: where a shard writes what it saw.)
+    #[arg(long, hide = true)]
+    shard_out: Option<PathBuf>,
 }
 
 /// The exactly-once probes: what each must get, and what it got.
@@ -183,8 +201,8 @@ struct Client {
 }
 
 impl Client {
-    /// The client of agent `i`: connecting from an address of its own when the server
-    /// is on loopback (unless `one_source`).
+    /// The client of agent `i` of the server this client talks to: connecting from an
+    /// address of its own when the server is on loopback (unless `one_source`).
     fn for_agent(&self, i: usize, one_source: bool) -> Client {
         let source = (!one_source && self.loopback.is_some()).then(|| {
             std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 16, 0, 1)) + i as u32)
@@ -782,12 +800,72 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Arc::new(Args::parse());
-    let (https, rest) = if let Some(r) = args.server.strip_prefix("https://") {
+/// What the agents of one process saw: the figures the report is made of. A process of
+/// `--processes` writes it as JSON for the one that started it, which adds them up.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    enrolled: u64,
+    events_acked: u64,
+    batches_acked: u64,
+    heartbeats: u64,
+    failures: u64,
+    duplicates: u64,
+    already_committed: u64,
+    latencies_ms: Vec<u32>,
+    heartbeat_ms: Vec<u32>,
+    /// Agents whose last heartbeat was recent when the load ended.
+    online: u64,
+    /// Events acknowledged per second during the load.
+    sustained: f64,
+    /// Per agent: (index, agent id on the server, last sequence number acknowledged).
+    acked: Vec<(usize, i64, u64)>,
+    failure_kinds: Vec<(String, u64)>,
+    /// Resent, replayed, gap: as expected, otherwise, unanswered.
+    probes: [[u64; 3]; 3],
+    polls: u64,
+    poll_failures: u64,
+    commands: u64,
+    /// (version, Unix ms) of every configuration arrival.
+    configs: Vec<(i32, i64)>,
+}
+
+impl Snapshot {
+    /// Adds another process's figures.
+    fn add(&mut self, o: Snapshot) {
+        self.enrolled += o.enrolled;
+        self.events_acked += o.events_acked;
+        self.batches_acked += o.batches_acked;
+        self.heartbeats += o.heartbeats;
+        self.failures += o.failures;
+        self.duplicates += o.duplicates;
+        self.already_committed += o.already_committed;
+        self.latencies_ms.extend(o.latencies_ms);
+        self.heartbeat_ms.extend(o.heartbeat_ms);
+        self.online += o.online;
+        self.sustained += o.sustained;
+        self.acked.extend(o.acked);
+        let mut kinds: HashMap<String, u64> = self.failure_kinds.drain(..).collect();
+        for (k, n) in o.failure_kinds {
+            *kinds.entry(k).or_default() += n;
+        }
+        self.failure_kinds = kinds.into_iter().collect();
+        for (a, b) in self.probes.iter_mut().zip(o.probes) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.polls += o.polls;
+        self.poll_failures += o.poll_failures;
+        self.commands += o.commands;
+        self.configs.extend(o.configs);
+    }
+}
+
+/// A client for `server` (`https://host:port` or `http://host:port`).
+fn client_for(server: &str, args: &Args) -> Result<Client> {
+    let (https, rest) = if let Some(r) = server.strip_prefix("https://") {
         (true, r)
-    } else if let Some(r) = args.server.strip_prefix("http://") {
+    } else if let Some(r) = server.strip_prefix("http://") {
         (false, r)
     } else {
         bail!("--server must start with https:// or http://");
@@ -823,7 +901,7 @@ async fn main() -> Result<()> {
         .parse::<std::net::Ipv4Addr>()
         .ok()
         .filter(|a| a.is_loopback());
-    let client = Client {
+    Ok(Client {
         host,
         port,
         authority,
@@ -831,7 +909,27 @@ async fn main() -> Result<()> {
         keep_alive: !args.no_keep_alive,
         loopback,
         source: None,
-    };
+    })
+}
+
+/// `K/N` of `--shard`.
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (k, n) = s.split_once('/').context("--shard is K/N")?;
+    let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
+    if n == 0 || k >= n {
+        bail!("--shard {s}: K must be below N");
+    }
+    Ok((k, n))
+}
+
+/// Plays the agents `i` with `i mod n == k` from `t0` on (their ramp, load and drain) and
+/// returns what they saw.
+async fn play(
+    args: Arc<Args>,
+    clients: Arc<Vec<Client>>,
+    (k, n): (usize, usize),
+    t0: Instant,
+) -> Snapshot {
     let stats = Arc::new(Stats {
         enrolled: AtomicU64::new(0),
         events_acked: AtomicU64::new(0),
@@ -847,6 +945,187 @@ async fn main() -> Result<()> {
         already_committed: AtomicU64::new(0),
         probes: std::sync::Mutex::new(Probes::default()),
     });
+    let channel_stats = Arc::new(channel::ChannelStats::default());
+    let ramp = Duration::from_secs_f64(args.ramp);
+    let load_start = t0 + ramp;
+    let end_at = load_start + Duration::from_secs(args.duration);
+    let mut tasks = Vec::with_capacity(args.agents / n + 1);
+    for i in (k..args.agents).step_by(n) {
+        let start_at = t0 + ramp.mul_f64(i as f64 / args.agents.max(1) as f64);
+        let server = &clients[i % clients.len()];
+        tasks.push(tokio::spawn(agent(
+            i,
+            args.clone(),
+            Arc::new(server.for_agent(i, args.one_source)),
+            stats.clone(),
+            start_at,
+            end_at,
+            args.poll.then(|| channel_stats.clone()),
+        )));
+    }
+    // Progress once every 10 s.
+    let label = if n > 1 {
+        format!(" process {}/{n}", k + 1)
+    } else {
+        String::new()
+    };
+    let progress = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let now = stats.events_acked.load(Ordering::Relaxed);
+                eprintln!(
+                    "[{:>5.0} s{label}] enrolled {}  events acked {} ({:.0}/s)  batches {}  heartbeats {}  failures {}",
+                    t0.elapsed().as_secs_f64(),
+                    stats.enrolled.load(Ordering::Relaxed),
+                    now,
+                    (now - last) as f64 / 10.0,
+                    stats.batches_acked.load(Ordering::Relaxed),
+                    stats.heartbeats.load(Ordering::Relaxed),
+                    stats.failures.load(Ordering::Relaxed),
+                );
+                last = now;
+            }
+        })
+    };
+    tokio::time::sleep_until(load_start.into()).await;
+    let (t_a, e_a) = (Instant::now(), stats.events_acked.load(Ordering::Relaxed));
+    tokio::time::sleep_until(end_at.into()).await;
+    let online = {
+        let hb = stats
+            .last_heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        hb.values()
+            .filter(|t| t.elapsed() < Duration::from_secs(args.heartbeat * 2 + 5))
+            .count() as u64
+    };
+    let (t_b, e_b) = (Instant::now(), stats.events_acked.load(Ordering::Relaxed));
+    for t in tasks {
+        let _ = t.await;
+    }
+    progress.abort();
+    let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+    let take = |m: &std::sync::Mutex<Vec<u32>>| {
+        std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
+    };
+    Snapshot {
+        enrolled: stats.enrolled.load(Ordering::Relaxed),
+        events_acked: stats.events_acked.load(Ordering::Relaxed),
+        batches_acked: stats.batches_acked.load(Ordering::Relaxed),
+        heartbeats: stats.heartbeats.load(Ordering::Relaxed),
+        failures: stats.failures.load(Ordering::Relaxed),
+        duplicates: stats.duplicates.load(Ordering::Relaxed),
+        already_committed: stats.already_committed.load(Ordering::Relaxed),
+        latencies_ms: take(&stats.latencies_ms),
+        heartbeat_ms: take(&stats.heartbeat_ms),
+        online,
+        sustained: (e_b - e_a) as f64 / t_b.duration_since(t_a).as_secs_f64().max(0.001),
+        acked: stats
+            .acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(i, (id, seq))| (*i, *id, *seq))
+            .collect(),
+        failure_kinds: stats
+            .failure_kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .into_iter()
+            .collect(),
+        probes: [p.resent, p.replayed, p.gap],
+        polls: channel_stats.polls.load(Ordering::Relaxed),
+        poll_failures: channel_stats.failures.load(Ordering::Relaxed),
+        commands: channel_stats.commands.load(Ordering::Relaxed),
+        configs: std::mem::take(
+            &mut *channel_stats
+                .configs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ),
+    }
+}
+
+/// Starts `n` processes of this program playing a share of the agents each, waits for
+/// them and adds up what they saw.
+async fn play_in_processes(n: usize) -> Result<Snapshot> {
+    let dir = std::env::temp_dir().join(format!("watchpost-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe()?;
+    // This process's own options, without those only it acts on.
+    let mut own: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        let name = a.split('=').next().unwrap_or("");
+        if matches!(name, "--processes" | "--json" | "--db" | "--watch") {
+            skip = !a.contains('=');
+            continue;
+        }
+        own.push(a);
+    }
+    let mut children = Vec::new();
+    for k in 0..n {
+        let out = dir.join(format!("{k}.json"));
+        let child = std::process::Command::new(&exe)
+            .args(&own)
+            .arg("--shard")
+            .arg(format!("{k}/{n}"))
+            .arg("--shard-out")
+            .arg(&out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        children.push((child, out));
+    }
+    let results = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|(mut c, out)| (c.wait(), out))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let mut all = Snapshot::default();
+    for (status, out) in results {
+        let status = status?;
+        if !status.success() {
+            bail!("a loadgen process failed ({status})");
+        }
+        let text = std::fs::read(&out).with_context(|| format!("cannot read {}", out.display()))?;
+        all.add(serde_json::from_slice(&text)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(all)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Arc::new(Args::parse());
+    let clients: Arc<Vec<Client>> = Arc::new(
+        args.server
+            .iter()
+            .map(|s| client_for(s, &args))
+            .collect::<Result<_>>()?,
+    );
+    if let Some(shard) = &args.shard {
+        let shard = parse_shard(shard)?;
+        let out = args
+            .shard_out
+            .clone()
+            .context("--shard needs --shard-out")?;
+        let snapshot = play(args.clone(), clients, shard, Instant::now()).await;
+        std::fs::write(out, serde_json::to_vec(&snapshot)?)?;
+        return Ok(());
+    }
+    if args.processes == 0 {
+        bail!("--processes must be at least 1");
+    }
     let mut watched: Vec<(String, Watched)> = args
         .watch
         .iter()
@@ -859,26 +1138,12 @@ async fn main() -> Result<()> {
             Some((n.to_owned(), target))
         })
         .collect();
-    // Its own share of the machine, too (the agents' TLS, gzip and JSON).
+    // Its own share of the machine, too (the agents' TLS, gzip and JSON), with the
+    // processes it started.
     watched.push(("watchpost-loadgen".into(), Watched::Pid(std::process::id())));
-    let channel_stats = Arc::new(channel::ChannelStats::default());
     let t0 = Instant::now();
-    let ramp = Duration::from_secs_f64(args.ramp);
-    let load_start = t0 + ramp;
+    let load_start = t0 + Duration::from_secs_f64(args.ramp);
     let end_at = load_start + Duration::from_secs(args.duration);
-    let mut tasks = Vec::with_capacity(args.agents);
-    for i in 0..args.agents {
-        let start_at = t0 + ramp.mul_f64(i as f64 / args.agents.max(1) as f64);
-        tasks.push(tokio::spawn(agent(
-            i,
-            args.clone(),
-            Arc::new(client.for_agent(i, args.one_source)),
-            stats.clone(),
-            start_at,
-            end_at,
-            args.poll.then(|| channel_stats.clone()),
-        )));
-    }
     // Sample the watched processes' CPU and memory every second.
     let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -940,87 +1205,38 @@ async fn main() -> Result<()> {
                 .collect::<Vec<_>>()
         })
     };
-    // Progress once every 10 s.
-    let progress = {
-        let stats = stats.clone();
-        tokio::spawn(async move {
-            let mut last = 0u64;
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let now = stats.events_acked.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>5.0} s] enrolled {}  events acked {} ({:.0}/s)  batches {}  heartbeats {}  failures {}",
-                    t0.elapsed().as_secs_f64(),
-                    stats.enrolled.load(Ordering::Relaxed),
-                    now,
-                    (now - last) as f64 / 10.0,
-                    stats.batches_acked.load(Ordering::Relaxed),
-                    stats.heartbeats.load(Ordering::Relaxed),
-                    stats.failures.load(Ordering::Relaxed),
-                );
-                last = now;
-            }
-        })
+    let played = if args.processes > 1 {
+        play_in_processes(args.processes).await
+    } else {
+        Ok(play(args.clone(), clients, (0, 1), t0).await)
     };
-    let mut acked_at_load_start = None;
-    let mut acked_at_end = None;
-    {
-        let s = stats.clone();
-        tokio::time::sleep_until(load_start.into()).await;
-        acked_at_load_start = acked_at_load_start.or(Some((
-            Instant::now(),
-            s.events_acked.load(Ordering::Relaxed),
-        )));
-        tokio::time::sleep_until(end_at.into()).await;
-        let online = {
-            let hb = s.last_heartbeat.lock().unwrap_or_else(|e| e.into_inner());
-            hb.values()
-                .filter(|t| t.elapsed() < Duration::from_secs(args.heartbeat * 2 + 5))
-                .count()
-        };
-        acked_at_end = acked_at_end.or(Some((
-            Instant::now(),
-            s.events_acked.load(Ordering::Relaxed),
-            online,
-        )));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    progress.abort();
     sampler_stop.store(true, Ordering::Relaxed);
     let usage = sampler.join().unwrap_or_default();
-    let (t_a, e_a) = acked_at_load_start.unwrap_or((load_start, 0));
-    let (t_b, e_b, online) = acked_at_end.unwrap_or((end_at, 0, 0));
-    let sustained = (e_b - e_a) as f64 / t_b.duration_since(t_a).as_secs_f64().max(0.001);
-    let mut lat = stats
-        .latencies_ms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let mut snap = played?;
+    let sustained = snap.sustained;
+    let online = snap.online;
+    let mut lat = std::mem::take(&mut snap.latencies_ms);
     lat.sort_unstable();
-    let mut hb_lat = stats
-        .heartbeat_ms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let mut hb_lat = std::mem::take(&mut snap.heartbeat_ms);
     hb_lat.sort_unstable();
-    let total_events = stats.events_acked.load(Ordering::Relaxed);
+    let total_events = snap.events_acked;
     let mut report = serde_json::json!({
         "agents": args.agents,
-        "enrolled": stats.enrolled.load(Ordering::Relaxed),
+        "processes": args.processes,
+        "servers": args.server.len(),
+        "enrolled": snap.enrolled,
         "online_at_end_of_load": online,
         "target_rate": args.rate,
         "sustained_events_per_second": sustained.round(),
         "events_acknowledged": total_events,
-        "batches_acknowledged": stats.batches_acked.load(Ordering::Relaxed),
-        "heartbeats": stats.heartbeats.load(Ordering::Relaxed),
-        "failed_attempts": stats.failures.load(Ordering::Relaxed),
-        "duplicates_reported_by_server": stats.duplicates.load(Ordering::Relaxed),
-        "batches_already_committed": stats.already_committed.load(Ordering::Relaxed),
+        "batches_acknowledged": snap.batches_acked,
+        "heartbeats": snap.heartbeats,
+        "failed_attempts": snap.failures,
+        "duplicates_reported_by_server": snap.duplicates,
+        "batches_already_committed": snap.already_committed,
         "ack_latency_ms": { "p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0) },
         "heartbeat_latency_ms": { "p50": percentile(&hb_lat, 0.5), "p99": percentile(&hb_lat, 0.99), "max": hb_lat.last().copied().unwrap_or(0) },
-        "processes": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_memory_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
+        "processes_measured": usage.iter().map(|(n, cpu, rss)| serde_json::json!({ "name": n, "cpu_cores_during_load": (cpu * 100.0).round() / 100.0, "peak_memory_mib": rss / (1 << 20) })).collect::<Vec<_>>(),
     });
     println!(
         "agents {} enrolled {} online {}",
@@ -1049,7 +1265,7 @@ async fn main() -> Result<()> {
         report["duplicates_reported_by_server"]
     );
     if args.probe_every > 0 {
-        let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let [resent, replayed, gap] = snap.probes;
         let line = |what: &str, c: &[u64; 3]| {
             format!(
                 "{what} {} as expected, {} otherwise, {} unanswered",
@@ -1058,24 +1274,18 @@ async fn main() -> Result<()> {
         };
         println!(
             "probes: {}; {}; {}",
-            line("resent (200 already_committed):", &p.resent),
-            line("replayed (409 replayed):", &p.replayed),
-            line("after a gap (409 out_of_order):", &p.gap)
+            line("resent (200 already_committed):", &resent),
+            line("replayed (409 replayed):", &replayed),
+            line("after a gap (409 out_of_order):", &gap)
         );
         report["probes"] = serde_json::json!({
-            "resent_already_committed": p.resent,
-            "replayed_refused": p.replayed,
-            "gap_refused": p.gap,
+            "resent_already_committed": resent,
+            "replayed_refused": replayed,
+            "gap_refused": gap,
             "fields": ["as expected", "otherwise", "unanswered"],
         });
     }
-    let mut kinds: Vec<(String, u64)> = stats
-        .failure_kinds
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .into_iter()
-        .collect();
+    let mut kinds: Vec<(String, u64)> = snap.failure_kinds.clone();
     kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     for (why, n) in kinds.iter().take(8) {
         println!("  {n} × {why}");
@@ -1096,12 +1306,8 @@ async fn main() -> Result<()> {
     if let Some(db) = &args.db {
         let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        let acked = stats
-            .acked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let ids: Vec<i64> = acked.values().map(|(id, _)| *id).collect();
+        let acked = &snap.acked;
+        let ids: Vec<i64> = acked.iter().map(|(_, id, _)| *id).collect();
         let rows = client
             .query(
                 "SELECT agent_id, count(*), count(DISTINCT seq), coalesce(min(seq), 0), coalesce(max(seq), 0)
@@ -1114,7 +1320,7 @@ async fn main() -> Result<()> {
             .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
             .collect();
         let (mut missing, mut doubled, mut checked) = (0i64, 0i64, 0u64);
-        for (id, last) in acked.values() {
+        for (_, id, last) in acked {
             let (n, distinct, min, max) = found.get(id).copied().unwrap_or((0, 0, 0, 0));
             checked += *last;
             doubled += n - distinct;
@@ -1131,18 +1337,10 @@ async fn main() -> Result<()> {
         );
         report["database_check"] = serde_json::json!({ "sequence_numbers": checked, "agents": acked.len(), "missing": missing, "doubled": doubled, "ok": ok });
         if args.poll {
-            report["channel"] = channel::figures(
-                &channel_stats,
-                &client,
-                stats.enrolled.load(Ordering::Relaxed),
-            )
-            .await?;
+            report["channel"] = channel::figures(&snap, &client).await?;
         }
     }
-    let probes_failed = {
-        let p = stats.probes.lock().unwrap_or_else(|e| e.into_inner());
-        p.resent[1] + p.replayed[1] + p.gap[1]
-    };
+    let probes_failed = snap.probes.iter().map(|p| p[1]).sum::<u64>();
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }

@@ -332,18 +332,29 @@ async fn version(
     Ok(Some(c))
 }
 
+/// Why a waiting poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// Something was announced for this agent itself (a command, an acknowledgement):
+    /// somebody is waiting for it.
+    Agent,
+    /// For its group (a publication, a group command), or for everyone.
+    Group,
+    /// The time is up, or the server stops.
+    No,
+}
+
 /// Waits until something may be new for the agent of `noted` (of `group`), `wait` at
-/// most, or the server stops; `true` when woken (look again), `false` when the time is
-/// up. Once the wake-ups are armed, what was announced since `noted` was taken (an
-/// announcement that came while the poll read the database) and the published version
-/// the hub knows are checked: neither is slept through.
+/// most, or the server stops. Once the wake-ups are armed, what was announced since
+/// `noted` was taken (an announcement that came while the poll read the database) and the
+/// published version the hub knows are checked: neither is slept through.
 pub async fn wait(
     hub: &Hub,
     noted: &Noted,
     group: i64,
     config_version: Option<i32>,
     wait: Duration,
-) -> bool {
+) -> Woken {
     let g = entry(&hub.groups, group);
     let na = noted.agent.notify.notified();
     let ng = g.notify.notified();
@@ -352,26 +363,25 @@ pub async fn wait(
     na.as_mut().enable();
     ng.as_mut().enable();
     nc.as_mut().enable();
-    if noted.agent.announced.load(Ordering::SeqCst) != noted.agent_announced
-        || hub.groups_announced.load(Ordering::SeqCst) != noted.groups_announced
-    {
-        return true;
+    if noted.agent.announced.load(Ordering::SeqCst) != noted.agent_announced {
+        return Woken::Agent;
     }
-    if hub
-        .published(group)
-        .is_some_and(|v| Some(v) != config_version)
+    if hub.groups_announced.load(Ordering::SeqCst) != noted.groups_announced
+        || hub
+            .published(group)
+            .is_some_and(|v| Some(v) != config_version)
     {
-        return true;
+        return Woken::Group;
     }
     if hub.closed.load(Ordering::Relaxed) {
-        return false;
+        return Woken::No;
     }
     hub.waiting.fetch_add(1, Ordering::Relaxed);
     let woken = tokio::select! {
-        _ = na => true,
-        _ = ng => true,
-        _ = nc => false,
-        _ = tokio::time::sleep(wait) => false,
+        _ = na => Woken::Agent,
+        _ = ng => Woken::Group,
+        _ = nc => Woken::No,
+        _ = tokio::time::sleep(wait) => Woken::No,
     };
     hub.waiting.fetch_sub(1, Ordering::Relaxed);
     woken
@@ -540,7 +550,10 @@ mod tests {
         let noted = hub.before_reading(7);
         hub.notified("a:7");
         let started = Instant::now();
-        assert!(rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))));
+        assert_eq!(
+            rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))),
+            Woken::Agent
+        );
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "looked again at once"
@@ -548,11 +561,17 @@ mod tests {
         // The same for a group's announcement (a group command).
         let noted = hub.before_reading(7);
         hub.notified("g:1");
-        assert!(rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))));
+        assert_eq!(
+            rt.block_on(wait(&hub, &noted, 1, None, Duration::from_secs(20))),
+            Woken::Group
+        );
         // Another agent's announcement is not this poll's business.
         let noted = hub.before_reading(7);
         hub.notified("a:8");
-        assert!(!rt.block_on(wait(&hub, &noted, 1, None, Duration::from_millis(50))));
+        assert_eq!(
+            rt.block_on(wait(&hub, &noted, 1, None, Duration::from_millis(50))),
+            Woken::No
+        );
     }
 
     #[test]
@@ -572,7 +591,7 @@ mod tests {
             hub.notified("a:7");
             waiter.await
         });
-        assert!(matches!(woken, Ok(true)));
+        assert!(matches!(woken, Ok(Woken::Agent)));
     }
 
     #[test]
@@ -582,8 +601,14 @@ mod tests {
         hub.notified("c:1:3");
         let noted = hub.before_reading(7);
         // The poll runs version 2: version 3 is there to fetch.
-        assert!(rt.block_on(wait(&hub, &noted, 1, Some(2), Duration::from_secs(20))));
+        assert_eq!(
+            rt.block_on(wait(&hub, &noted, 1, Some(2), Duration::from_secs(20))),
+            Woken::Group
+        );
         // It runs version 3: nothing new.
-        assert!(!rt.block_on(wait(&hub, &noted, 1, Some(3), Duration::from_millis(50))));
+        assert_eq!(
+            rt.block_on(wait(&hub, &noted, 1, Some(3), Duration::from_millis(50))),
+            Woken::No
+        );
     }
 }

@@ -196,7 +196,8 @@ pub struct Database {
     pub url: String,
     /// The password, from outside the file.
     pub password: Option<Secret>,
-    /// Most connections at once.
+    /// Most connections at once of the main pool (the server also holds
+    /// [`crate::db::URGENT_POOL`] for urgent work and one listening for notifications).
     pub pool_size: usize,
 }
 

@@ -83,6 +83,16 @@ pub enum DbError {
 
 /// Connects a pool (no connection is opened until one is needed).
 pub fn pool(db: &Database) -> Result<Pool, DbError> {
+    pool_of(db, db.pool_size)
+}
+
+/// Connections of the urgent lane: a pool apart from `pool_size`, for the work one person
+/// waits on while thousands of agents keep the main pool busy (a command's delivery and
+/// its result, see `http.rs`).
+pub const URGENT_POOL: usize = 2;
+
+/// A pool of `size` connections to the `[database]`.
+pub fn pool_of(db: &Database, size: usize) -> Result<Pool, DbError> {
     let pg = pg_config(db)?;
     let mgr = Manager::from_config(
         pg,
@@ -92,7 +102,7 @@ pub fn pool(db: &Database) -> Result<Pool, DbError> {
         },
     );
     Pool::builder(mgr)
-        .max_size(db.pool_size)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))

@@ -57,6 +57,10 @@ pub struct State {
     pub config: Config,
     /// PostgreSQL.
     pub pool: deadpool_postgres::Pool,
+    /// The urgent lane ([`crate::db::URGENT_POOL`] connections): polls woken for their
+    /// own agent (a command, an acknowledgement) and the report worker, so that what one
+    /// person waits on does not queue behind thousands of agents' polls.
+    pub urgent: deadpool_postgres::Pool,
     /// Counters.
     pub metrics: Metrics,
     /// The partition window (moved by the maintenance task).
@@ -256,7 +260,7 @@ pub async fn report_worker(
                 Err(_) => break,
             }
         }
-        let result = match state.pool.get().await {
+        let result = match state.urgent.get().await {
             Ok(mut db) => {
                 let group: Vec<(ingest::AgentRef, &proto::Report)> =
                     jobs.iter().map(|j| (j.agent.clone(), &j.report)).collect();
@@ -284,7 +288,12 @@ pub async fn report_worker(
 impl State {
     /// Shared state for a server, and the receiving ends of its queues (for
     /// [`ingest_worker`]s and the [`heartbeat_worker`]).
-    pub fn new(config: Config, pool: deadpool_postgres::Pool, window: Window) -> (State, Queues) {
+    pub fn new(
+        config: Config,
+        pool: deadpool_postgres::Pool,
+        urgent: deadpool_postgres::Pool,
+        window: Window,
+    ) -> (State, Queues) {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let (htx, hrx) = tokio::sync::mpsc::channel(8192);
         let (rtx, rrx) = tokio::sync::mpsc::channel(8192);
@@ -292,6 +301,7 @@ impl State {
             State {
                 config,
                 pool,
+                urgent,
                 metrics: Metrics::default(),
                 window: RwLock::new(window),
                 hub: Arc::default(),
@@ -650,7 +660,14 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
 }
 
 async fn client(state: &State) -> Result<deadpool_postgres::Object, Response<Body>> {
-    state.pool.get().await.map_err(|e| {
+    client_of(&state.pool).await
+}
+
+/// A connection of `pool`; 503 with `Retry-After` when none comes.
+async fn client_of(
+    pool: &deadpool_postgres::Pool,
+) -> Result<deadpool_postgres::Object, Response<Body>> {
+    pool.get().await.map_err(|e| {
         tracing::warn!(error = %e, "no database connection");
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1198,9 +1215,14 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let wait = Duration::from_secs(u64::from(p.wait_secs.min(proto::channel::MAX_WAIT_SECS)));
     let deadline = Instant::now() + wait;
+    let mut woken = crate::channel::Woken::No;
     loop {
         let noted = state.hub.before_reading(agent.id);
-        let conn = match client(state).await {
+        let pool = match woken {
+            crate::channel::Woken::Agent => &state.urgent,
+            _ => &state.pool,
+        };
+        let conn = match client_of(pool).await {
             Ok(c) => c,
             Err(r) => return r,
         };
@@ -1215,7 +1237,8 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         if !delivery.is_empty() || left.is_zero() {
             return json(StatusCode::OK, &delivery);
         }
-        if !crate::channel::wait(&state.hub, &noted, group, p.config_version, left).await {
+        woken = crate::channel::wait(&state.hub, &noted, group, p.config_version, left).await;
+        if woken == crate::channel::Woken::No {
             return json(StatusCode::OK, &proto::Delivery::default());
         }
     }

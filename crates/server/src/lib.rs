@@ -245,7 +245,8 @@ pub async fn start(config: config::Config) -> anyhow::Result<Running> {
     let workers = ingest_workers(config.database.pool_size);
     let pg = db::pg_config(&config.database)?;
     let console = console::console(&config, pool.clone())?;
-    let (state, queues) = http::State::new(config, pool, window);
+    let urgent = db::pool_of(&config.database, db::URGENT_POOL)?;
+    let (state, queues) = http::State::new(config, pool, urgent, window);
     if let Some(c) = console {
         let _ = state.console.set(c);
     }
