@@ -15,9 +15,11 @@
 //! have been missed meanwhile).
 //!
 //! A published version reaching thousands of waiting agents costs one database read per
-//! server instance: the hub keeps the group's published version (from the notification)
-//! and each version's text once read (versions never change), so a woken poll answers
-//! from memory. Commands and acknowledgements are read per agent.
+//! server instance: the listening task reads the version's text when the publication's
+//! notification arrives, before it wakes the group's polls, and the hub keeps it
+//! (versions never change) with the group's published version, so each woken poll
+//! answers from memory. Commands and acknowledgements are read per agent, on its next
+//! poll (at once after a publication) or when announced for it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -183,7 +185,17 @@ pub async fn listen(pg: tokio_postgres::Config, hub: Arc<Hub>, mut stop: watch::
                     loop {
                         tokio::select! {
                             m = rx.recv() => match m {
-                                Some(p) => hub.notified(&p),
+                                Some(p) => {
+                                    // A publication: its text is read here, once, before
+                                    // the group's polls wake to answer from memory.
+                                    if let Some((group, v)) = publication(&p)
+                                        && let Err(e) = version(&client, &hub, group, v).await
+                                    {
+                                        tracing::debug!(error = %e, group, version = v,
+                                            "reading a published version ahead of the polls");
+                                    }
+                                    hub.notified(&p)
+                                }
                                 None => break,
                             },
                             _ = stop.changed() => {
@@ -300,6 +312,27 @@ async fn why_refused(db: &Client, agent: i64) -> Result<Refused, tokio_postgres:
         Some(r) => Refused::Revoked(crate::ingest::revoked_message(r.get(0), r.get(1))),
         None => Refused::Unauthorized,
     })
+}
+
+/// The group and version a publication's notification payload (`c:GROUP:VERSION`) names.
+fn publication(payload: &str) -> Option<(i64, i32)> {
+    let mut parts = payload.split(':');
+    if parts.next()? != "c" {
+        return None;
+    }
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The configuration a poll woken by its group's announcement can be answered with from
+/// memory: the version the hub knows as published for `group`, when it is not the one
+/// the agent has (`have`) and its text was read already (at the notification). Commands
+/// and acknowledgements wait for the agent's next poll, which follows at once: a
+/// publication reaching thousands of agents then costs the database nothing per agent.
+pub fn cached_publication(hub: &Hub, group: i64, have: Option<i32>) -> Option<GroupConfig> {
+    let v = hub.published(group).filter(|v| Some(*v) != have)?;
+    watchpost_support::lock(&hub.versions)
+        .get(&(group, v))
+        .map(|c| (**c).clone())
 }
 
 /// A version's text and files (read once per instance).
@@ -592,6 +625,41 @@ mod tests {
             waiter.await
         });
         assert!(matches!(woken, Ok(Woken::Agent)));
+    }
+
+    #[test]
+    fn a_publication_read_ahead_answers_its_group_from_memory() {
+        assert_eq!(publication("c:4:7"), Some((4, 7)));
+        assert_eq!(publication("g:4"), None);
+        assert_eq!(publication("c:4"), None);
+        assert_eq!(publication("c:x:7"), None);
+        let hub = Hub::default();
+        // Announced, not read: the poll goes to the database.
+        hub.notified("c:4:7");
+        assert!(cached_publication(&hub, 4, Some(6)).is_none());
+        watchpost_support::lock(&hub.versions).insert(
+            (4, 7),
+            Arc::new(GroupConfig {
+                version: 7,
+                config: "[agent]".into(),
+                files: BTreeMap::new(),
+                digest: "d".into(),
+            }),
+        );
+        assert_eq!(
+            cached_publication(&hub, 4, Some(6)).map(|c| c.version),
+            Some(7)
+        );
+        assert_eq!(
+            cached_publication(&hub, 4, None).map(|c| c.version),
+            Some(7)
+        );
+        // The agent runs it already; another group has nothing published.
+        assert!(cached_publication(&hub, 4, Some(7)).is_none());
+        assert!(cached_publication(&hub, 5, None).is_none());
+        // After a lost listening connection the hub forgets what was announced.
+        hub.wake_all();
+        assert!(cached_publication(&hub, 4, Some(6)).is_none());
     }
 
     #[test]

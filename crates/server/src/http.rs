@@ -1241,6 +1241,15 @@ async fn poll(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         if woken == crate::channel::Woken::No {
             return json(StatusCode::OK, &proto::Delivery::default());
         }
+        if woken == crate::channel::Woken::Group
+            && let Some(c) = crate::channel::cached_publication(&state.hub, group, p.config_version)
+        {
+            let d = proto::Delivery {
+                config: Some(c),
+                ..proto::Delivery::default()
+            };
+            return json(StatusCode::OK, &d);
+        }
     }
 }
 
