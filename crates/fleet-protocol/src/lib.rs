@@ -30,6 +30,7 @@
 pub mod channel;
 mod codec;
 mod fields;
+pub mod retry;
 
 use serde::{Deserialize, Serialize};
 

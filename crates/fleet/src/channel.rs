@@ -261,7 +261,7 @@ pub fn run(spec: FleetSpec, apply: &mut dyn Apply, stopped: &dyn Fn() -> bool) {
         tracing::error!(error = %e, "cannot start the fleet poll thread");
         return;
     }
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = watchpost_fleet_protocol::retry::FIRST;
     let mut last_error = String::new();
     let wait = |d: Duration| {
         let until = std::time::Instant::now() + d;
@@ -296,7 +296,7 @@ pub fn run(spec: FleetSpec, apply: &mut dyn Apply, stopped: &dyn Fn() -> bool) {
                     if !wait(crate::jitter(backoff)) {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    backoff = watchpost_fleet_protocol::retry::next(backoff);
                     continue;
                 }
             }
@@ -322,7 +322,7 @@ pub fn run(spec: FleetSpec, apply: &mut dyn Apply, stopped: &dyn Fn() -> bool) {
                     tracing::info!(server = %endpoint.origin(), "fleet channel connected again");
                     last_error.clear();
                 }
-                backoff = Duration::from_secs(1);
+                backoff = watchpost_fleet_protocol::retry::FIRST;
                 d
             }
             Err(e) => {
@@ -333,7 +333,7 @@ pub fn run(spec: FleetSpec, apply: &mut dyn Apply, stopped: &dyn Fn() -> bool) {
                 if !wait(crate::jitter(backoff)) {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                backoff = watchpost_fleet_protocol::retry::next(backoff);
                 continue;
             }
         };

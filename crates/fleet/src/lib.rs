@@ -471,7 +471,7 @@ struct Failures {
 impl Failures {
     fn new() -> Failures {
         Failures {
-            backoff: Duration::from_secs(1),
+            backoff: watchpost_fleet_protocol::retry::FIRST,
             last: None,
         }
     }
@@ -480,7 +480,7 @@ impl Failures {
         if self.last.take().is_some() {
             tracing::info!(server, "fleet server reachable again ({what})");
         }
-        self.backoff = Duration::from_secs(1);
+        self.backoff = watchpost_fleet_protocol::retry::FIRST;
     }
 
     /// The wait after `e`; `what` names the work for the messages.
@@ -506,7 +506,7 @@ impl Failures {
                     tracing::warn!(error = %text, "fleet server unreachable; {what} waits");
                 }
                 let w = self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(60));
+                self.backoff = watchpost_fleet_protocol::retry::next(self.backoff);
                 w
             }
         };
@@ -865,11 +865,4 @@ fn record(seq: u64, item: &Option<Queued>) -> Option<Record> {
     })
 }
 
-/// ±20 % so a fleet that lost its server does not come back in step.
-pub(crate) fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    let f = 0.8 + (nanos % 1000) as f64 / 2500.0;
-    d.mul_f64(f)
-}
+pub(crate) use watchpost_fleet_protocol::retry::jitter;

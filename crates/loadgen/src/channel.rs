@@ -38,8 +38,8 @@ pub async fn poll_loop(
     let mut conn = None;
     let mut version = None;
     let mut ack_after = 0;
-    // After a failure: 1 s doubling to 60 s, as the agent does.
-    let mut backoff = Duration::from_secs(1);
+    // After a failure: as the agent waits (`proto::retry`).
+    let mut backoff = proto::retry::FIRST;
     while Instant::now() < until {
         let p = Poll {
             config_version: version,
@@ -58,7 +58,7 @@ pub async fn poll_loop(
         {
             Ok((200, b)) => match serde_json::from_slice::<Delivery>(&b) {
                 Ok(d) => {
-                    backoff = Duration::from_secs(1);
+                    backoff = proto::retry::FIRST;
                     d
                 }
                 Err(_) => {
@@ -68,8 +68,8 @@ pub async fn poll_loop(
             },
             _ => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                tokio::time::sleep(proto::retry::jitter(backoff)).await;
+                backoff = proto::retry::next(backoff);
                 continue;
             }
         };

@@ -425,7 +425,8 @@ async fn agent(
         stats.clone(),
         end_at,
     ));
-    let mut backoff = Duration::from_millis(500);
+    // After a failure: as the agent waits (`proto::retry`).
+    let mut backoff = proto::retry::FIRST;
     // The batch acknowledged before the last one, for the replay probe.
     let mut previous: Option<Batch> = None;
     loop {
@@ -495,7 +496,7 @@ async fn agent(
                             .insert(i, (enrolled.agent_id, ack.committed_seq));
                         pending.clear();
                         first_sent = None;
-                        backoff = Duration::from_millis(500);
+                        backoff = proto::retry::FIRST;
                         if running
                             && args.probe_every > 0
                             && acked_batches.is_multiple_of(args.probe_every)
@@ -518,8 +519,8 @@ async fn agent(
                 }
                 _ => stats.fail("batch", &r),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(proto::retry::jitter(backoff)).await;
+            backoff = proto::retry::next(backoff);
             continue;
         }
         let wake = if running { next_batch } else { Instant::now() };
