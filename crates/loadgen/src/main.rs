@@ -48,8 +48,8 @@ use watchpost_fleet_protocol::{
 )]
 struct Args {
     /// The server (`https://127.0.0.1:8443`). Several (comma-separated or the option
-    /// repeated): instances of one server behind no balancer, agent `i` talking to the
-    /// `i mod n`-th.
+    /// repeated): instances of one server on one database, as behind a load balancer;
+    /// agent `i` talks to the `i mod n`-th.
     #[arg(long, value_delimiter = ',', required = true)]
     server: Vec<String>,
     /// CA certificate (PEM) to trust.

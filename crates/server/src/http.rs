@@ -762,9 +762,9 @@ async fn agent(state: &State, req: &Request<Incoming>) -> Result<i64, Response<B
 }
 
 /// The agent a credential belongs to, for work whose own statement checks the
-/// credential again (batches, heartbeats, polls, reports): from the cache of credentials seen valid when
-/// it is there (no database on the way), else looked up (and then kept). 401, 403 or 429
-/// otherwise.
+/// credential again (batches, heartbeats, polls, reports): from the cache of credentials
+/// seen valid when it is there (no database on the way), else looked up (and then kept).
+/// 401, 403 or 429 otherwise.
 async fn agent_cached(
     state: &State,
     req: &Request<Incoming>,
