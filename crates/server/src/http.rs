@@ -1345,7 +1345,9 @@ pub async fn serve_metrics(
                             .metrics
                             .polls_waiting
                             .store(state.hub.waiting.load(Ordering::Relaxed), Ordering::Relaxed);
-                        let text = state.metrics.render(&state.pool.status());
+                        let text = state
+                            .metrics
+                            .render(&state.pool.status(), &state.urgent.status());
                         let mut r = Response::new(Full::new(Bytes::from(text)));
                         r.headers_mut().insert(
                             CONTENT_TYPE,

@@ -9,6 +9,7 @@
 //! | `watchpost_server_ingest_lag_seconds` | | histogram: from the agent storing an event to the server committing it |
 //! | `watchpost_server_agents` | `state` | agents `online`, `offline`, `revoked` (gauge, counted every 15 s) |
 //! | `watchpost_server_db_pool_connections` | `state` | pool connections `open`, `idle`, and requests `waiting` for one (gauge) |
+//! | `watchpost_server_db_urgent_pool_connections` | `state` | the same for the urgent lane (polls woken for their own agent, the report worker) |
 //! | `watchpost_server_rate_limited_total` | | requests refused with 429 |
 //! | `watchpost_server_connections` | | client connections open (gauge) |
 //! | `watchpost_server_connections_accepted_total` | `tls` | connections accepted, by how their TLS handshake went: `full`, `resumed` (a session ticket: no certificate exchange), `failed` (refused or timed out), `none` (plain HTTP on loopback) |
@@ -110,8 +111,12 @@ impl Metrics {
             .fetch_add(ms.max(0) as u64, Ordering::Relaxed);
     }
 
-    /// The text exposition, with the pool's state.
-    pub fn render(&self, pool: &deadpool_postgres::Status) -> String {
+    /// The text exposition, with the state of the main pool and the urgent lane's.
+    pub fn render(
+        &self,
+        pool: &deadpool_postgres::Status,
+        urgent: &deadpool_postgres::Status,
+    ) -> String {
         let mut o = String::new();
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         o.push_str("# HELP watchpost_server_requests_total Requests answered.\n# TYPE watchpost_server_requests_total counter\n");
@@ -177,27 +182,27 @@ impl Metrics {
                 self.agents[i].load(Ordering::Relaxed)
             );
         }
-        o.push_str("# HELP watchpost_server_db_pool_connections Database pool: connections open and idle, requests waiting.\n# TYPE watchpost_server_db_pool_connections gauge\n");
-        let _ = writeln!(
-            o,
-            "watchpost_server_db_pool_connections{{state=\"open\"}} {}",
-            pool.size
-        );
-        let _ = writeln!(
-            o,
-            "watchpost_server_db_pool_connections{{state=\"idle\"}} {}",
-            pool.available
-        );
-        let _ = writeln!(
-            o,
-            "watchpost_server_db_pool_connections{{state=\"waiting\"}} {}",
-            pool.waiting
-        );
-        let _ = writeln!(
-            o,
-            "watchpost_server_db_pool_connections{{state=\"max\"}} {}",
-            pool.max_size
-        );
+        for (name, what, p) in [
+            ("db_pool_connections", "Database pool", pool),
+            (
+                "db_urgent_pool_connections",
+                "The database pool's urgent lane",
+                urgent,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP watchpost_server_{name} {what}: connections open and idle, requests waiting.\n# TYPE watchpost_server_{name} gauge"
+            );
+            for (state, v) in [
+                ("open", p.size),
+                ("idle", p.available),
+                ("waiting", p.waiting),
+                ("max", p.max_size),
+            ] {
+                let _ = writeln!(o, "watchpost_server_{name}{{state=\"{state}\"}} {v}");
+            }
+        }
         o.push_str("# HELP watchpost_server_rate_limited_total Requests refused with 429.\n# TYPE watchpost_server_rate_limited_total counter\n");
         let _ = writeln!(
             o,

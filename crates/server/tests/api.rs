@@ -466,6 +466,7 @@ fn rate_limits_metrics_admin_routes_and_retention() {
         "watchpost_server_rate_limited_total 1",
         "watchpost_server_ingest_lag_seconds_count 10",
         "watchpost_server_db_pool_connections{state=\"max\"} 8",
+        "watchpost_server_db_urgent_pool_connections{state=\"max\"} 2",
     ] {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
