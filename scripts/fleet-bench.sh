@@ -177,9 +177,19 @@ GROUP
     for step in 1 2; do
       sleep $(( step == 1 ? RAMP + DURATION / 3 : DURATION / 3 ))
       sed -i "s/192.0.2.1[0-9]/192.0.2.1$step/" "$work/group.toml"
-      echo "== publish: $($server config publish bench "$work/group.toml" -m "step $step" 2>&1 | tail -1)"
+      # As an administrator would: again after a failure (PostgreSQL may be recovering
+      # from the chaos step's crash), every 2 s for up to a minute.
+      for _ in $(seq 1 30); do
+        out=$($server config publish bench "$work/group.toml" -m "step $step" 2>&1) && break
+        sleep 2
+      done
+      echo "== publish: $(echo "$out" | tail -1)"
       sleep 5
-      echo "== command: $($server command send --agent loadgen-00042 reload 2>&1 | tail -1)"
+      for _ in $(seq 1 30); do
+        out=$($server command send --agent loadgen-00042 reload 2>&1) && break
+        sleep 2
+      done
+      echo "== command: $(echo "$out" | tail -1)"
     done
   ) &
   publish_pid=$!
