@@ -274,7 +274,10 @@ pub async fn fetch(
         )
         .await?
     else {
-        return Ok(Fetched::Refused(why_refused(db, agent.id).await?));
+        let why = crate::heartbeat::refusals(&**db, &[agent.id]).await?;
+        return Ok(Fetched::Refused(
+            why.get(&agent.id).cloned().unwrap_or(Refused::Unauthorized),
+        ));
     };
     let group: i64 = row.get(0);
     let published: Option<i32> = row.get(1);
@@ -297,21 +300,6 @@ pub async fn fetch(
     }
     d.acks = serde_json::from_value::<Vec<CentralAck>>(row.get(3)).unwrap_or_default();
     Ok(Fetched::Found(group, d))
-}
-
-/// Why the credential of `agent` was refused: revoked (and when, why), else unknown.
-async fn why_refused(db: &Client, agent: i64) -> Result<Refused, tokio_postgres::Error> {
-    let row = db
-        .query_opt(
-            "SELECT revoked_at, coalesce(revoke_reason, '') FROM agents
-             WHERE id = $1 AND revoked_at IS NOT NULL",
-            &[&agent],
-        )
-        .await?;
-    Ok(match row {
-        Some(r) => Refused::Revoked(crate::ingest::revoked_message(r.get(0), r.get(1))),
-        None => Refused::Unauthorized,
-    })
 }
 
 /// The group and version a publication's notification payload (`c:GROUP:VERSION`) names.
@@ -450,26 +438,11 @@ pub async fn record_reports(
         .map(|r| r.get(0))
         .collect();
     let valid = |at: usize| valid_at.contains(&(at as i64 + 1));
-    let mut refused: HashMap<i64, Refused> = HashMap::new();
     let others: Vec<i64> = (0..group.len())
         .filter(|&at| !valid(at))
         .map(|at| ids[at])
         .collect();
-    if !others.is_empty() {
-        for r in tx
-            .query(
-                "SELECT id, revoked_at, coalesce(revoke_reason, '')
-                 FROM agents WHERE id = ANY($1) AND revoked_at IS NOT NULL",
-                &[&others],
-            )
-            .await?
-        {
-            refused.insert(
-                r.get(0),
-                Refused::Revoked(crate::ingest::revoked_message(r.get(1), r.get(2))),
-            );
-        }
-    }
+    let refused = crate::heartbeat::refusals(&tx, &others).await?;
     // Configurations: the last report of each agent that has one.
     let mut config: BTreeMap<i64, &watchpost_fleet_protocol::ConfigReport> = BTreeMap::new();
     let mut acks: BTreeMap<i64, i64> = BTreeMap::new();

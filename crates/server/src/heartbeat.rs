@@ -35,6 +35,35 @@ pub enum Refused {
     Revoked(String),
 }
 
+/// Why each of `agents` (whose credentials were refused) was refused: revoked (when and
+/// why), else unknown.
+pub async fn refusals(
+    db: &impl tokio_postgres::GenericClient,
+    agents: &[i64],
+) -> Result<HashMap<i64, Refused>, tokio_postgres::Error> {
+    let mut refused = HashMap::new();
+    if agents.is_empty() {
+        return Ok(refused);
+    }
+    for r in db
+        .query(
+            "SELECT id, revoked_at, coalesce(revoke_reason, '')
+             FROM agents WHERE id = ANY($1) AND revoked_at IS NOT NULL",
+            &[&agents],
+        )
+        .await?
+    {
+        refused.insert(
+            r.get(0),
+            Refused::Revoked(crate::ingest::revoked_message(r.get(1), r.get(2))),
+        );
+    }
+    for id in agents {
+        refused.entry(*id).or_insert(Refused::Unauthorized);
+    }
+    Ok(refused)
+}
+
 /// Records one heartbeat of an agent whose credential was checked.
 pub async fn record(
     client: &mut tokio_postgres::Client,
@@ -128,22 +157,7 @@ pub async fn record_group(
             .copied()
             .filter(|id| !accepted.contains(id))
             .collect();
-        for r in tx
-            .query(
-                "SELECT id, revoked_at, coalesce(revoke_reason, '')
-                 FROM agents WHERE id = ANY($1) AND revoked_at IS NOT NULL",
-                &[&others],
-            )
-            .await?
-        {
-            refused.insert(
-                r.get(0),
-                Refused::Revoked(crate::ingest::revoked_message(r.get(1), r.get(2))),
-            );
-        }
-        for id in others {
-            refused.entry(id).or_insert(Refused::Unauthorized);
-        }
+        refused = refusals(&tx, &others).await?;
     }
     // Checks: a change (or a new check) is a history row; the same status moves only the
     // detail and the time it was last reported.

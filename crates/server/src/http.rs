@@ -180,6 +180,66 @@ pub async fn ingest_worker(
 /// Most heartbeats one transaction takes.
 const GROUP_HEARTBEATS: usize = 2000;
 
+/// A job of a [`grouping_worker`]: what it is answered with.
+trait GroupJob {
+    /// Each job's own outcome when the group's work was done.
+    type Outcome;
+    /// Sends the answer: the job's outcome, or why the group's work failed.
+    fn answer(self, result: Result<Self::Outcome, String>);
+}
+
+/// A worker that takes a job and every other one waiting at that moment (`most` at most,
+/// never waiting for more), does them together on one connection of `pool` (`run`: one
+/// transaction) and answers each. Under load many jobs share one commit; alone, a job
+/// goes at once.
+async fn grouping_worker<J: GroupJob>(
+    pool: &deadpool_postgres::Pool,
+    rx: &mut tokio::sync::mpsc::Receiver<J>,
+    stop: &mut watch::Receiver<bool>,
+    most: usize,
+    run: impl AsyncFn(&mut deadpool_postgres::Object, &[J]) -> Result<Vec<J::Outcome>, String>,
+) {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => match j { Some(j) => j, None => return },
+            _ = stop.changed() => return,
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < most {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = match pool.get().await {
+            Ok(mut db) => run(&mut db, &jobs).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    job.answer(Ok(outcome));
+                }
+            }
+            Err(text) => {
+                for job in jobs {
+                    job.answer(Err(text.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl GroupJob for HeartbeatJob {
+    type Outcome = Result<(), crate::heartbeat::Refused>;
+    fn answer(self, result: Result<Self::Outcome, String>) {
+        let _ = self.reply.send(match result {
+            Ok(outcome) => outcome.map_err(HeartbeatFailed::Refused),
+            Err(text) => Err(HeartbeatFailed::Db(text)),
+        });
+    }
+}
+
 /// The heartbeat worker: takes a heartbeat and every other one waiting at that moment,
 /// writes them in one transaction ([`crate::heartbeat::record_group`], not waiting for
 /// the disk) and answers each. Heartbeats never wait behind batches: they have this
@@ -189,43 +249,22 @@ pub async fn heartbeat_worker(
     mut rx: tokio::sync::mpsc::Receiver<HeartbeatJob>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let first = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => return },
-            _ = stop.changed() => return,
-        };
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_HEARTBEATS {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = match state.pool.get().await {
-            Ok(mut db) => {
-                let group: Vec<(ingest::AgentRef, &Heartbeat)> = jobs
-                    .iter()
-                    .map(|j| (j.agent.clone(), &j.heartbeat))
-                    .collect();
-                crate::heartbeat::record_group(&mut db, &group)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(answers) => {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(answer.map_err(HeartbeatFailed::Refused));
-                }
-            }
-            Err(text) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(HeartbeatFailed::Db(text.clone())));
-                }
-            }
-        }
-    }
+    grouping_worker(
+        &state.pool,
+        &mut rx,
+        &mut stop,
+        GROUP_HEARTBEATS,
+        async |db, jobs: &[HeartbeatJob]| {
+            let group: Vec<(ingest::AgentRef, &Heartbeat)> = jobs
+                .iter()
+                .map(|j| (j.agent.clone(), &j.heartbeat))
+                .collect();
+            crate::heartbeat::record_group(db, &group)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
 }
 
 /// A channel report waiting for the report worker, and where its answer goes.
@@ -240,49 +279,36 @@ pub struct ReportJob {
 /// Most reports one transaction takes.
 const GROUP_REPORTS: usize = 2000;
 
+impl GroupJob for ReportJob {
+    type Outcome = Result<proto::ReportAck, crate::heartbeat::Refused>;
+    fn answer(self, result: Result<Self::Outcome, String>) {
+        let _ = self.reply.send(result);
+    }
+}
+
 /// The report worker: takes a report and every other one waiting at that moment, records
-/// them in one transaction ([`crate::channel::record_reports`]) and answers each. After
-/// a publication thousands of agents report at once; alone, a report goes at once.
+/// them in one transaction ([`crate::channel::record_reports`]) on the urgent lane and
+/// answers each. After a publication thousands of agents report at once; alone, a
+/// report goes at once.
 pub async fn report_worker(
     state: Arc<State>,
     mut rx: tokio::sync::mpsc::Receiver<ReportJob>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let first = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => return },
-            _ = stop.changed() => return,
-        };
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_REPORTS {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = match state.urgent.get().await {
-            Ok(mut db) => {
-                let group: Vec<(ingest::AgentRef, &proto::Report)> =
-                    jobs.iter().map(|j| (j.agent.clone(), &j.report)).collect();
-                crate::channel::record_reports(&mut db, &group)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(answers) => {
-                for (job, answer) in jobs.into_iter().zip(answers) {
-                    let _ = job.reply.send(Ok(answer));
-                }
-            }
-            Err(text) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(text.clone()));
-                }
-            }
-        }
-    }
+    grouping_worker(
+        &state.urgent,
+        &mut rx,
+        &mut stop,
+        GROUP_REPORTS,
+        async |db, jobs: &[ReportJob]| {
+            let group: Vec<(ingest::AgentRef, &proto::Report)> =
+                jobs.iter().map(|j| (j.agent.clone(), &j.report)).collect();
+            crate::channel::record_reports(db, &group)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
 }
 
 impl State {
